@@ -1,0 +1,21 @@
+"""knowledge_distill_util: knowledge-distillation operators for OneFlow.
+
+A drop-in replacement for the Tianshu/Dubhe ``knowledge_distill_util``: the same names, signatures and
+numbers on modern OneFlow tensors (eager and ``nn.Graph``, any device).
+
+- :mod:`knowledge_distill_util.functional`: the pure tensor math (explicit keyword arguments).
+- :mod:`knowledge_distill_util.distill`: the original ``(args, student, teacher)`` operators.
+"""
+from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
+from .functional import mseloss, soft_cross_entropy
+
+__all__ = [
+    "pred_distill",
+    "layer_distill",
+    "att_distill",
+    "soft_cross_entropy",
+    "mseloss",
+    "add_distill_args",
+    "resolve_temperatures",
+]
+__version__ = "0.1.0"
