@@ -73,8 +73,8 @@ def pred_distill(args, student_logits: flow.Tensor, teacher_logits: flow.Tensor)
         0.3927
     """
     t_s, t_t = resolve_temperatures(args)
-    return functional.soft_cross_entropy(
-        student_logits, teacher_logits, student_temperature=t_s, teacher_temperature=t_t
+    return functional.checked_soft_cross_entropy(
+        student_logits, teacher_logits, t_s, t_t, names=("student_logits", "teacher_logits")
     )
 
 

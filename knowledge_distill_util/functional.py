@@ -69,9 +69,22 @@ def soft_cross_entropy(
         >>> round(soft_cross_entropy(s, s).item(), 4)  # entropy of softmax(s), divided by C = 3
         0.2775
     """
-    check_pair("predicts", predicts, "targets", targets)
+    return checked_soft_cross_entropy(
+        predicts, targets, student_temperature, teacher_temperature, names=("predicts", "targets")
+    )
+
+
+def checked_soft_cross_entropy(
+    predicts: flow.Tensor,
+    targets: flow.Tensor,
+    student_temperature: float,
+    teacher_temperature: float,
+    names: Tuple[str, str],
+) -> flow.Tensor:
+    """:func:`soft_cross_entropy` whose error messages call the two inputs ``names``."""
+    check_pair(names[0], predicts, names[1], targets)
     if predicts.ndim == 0:
-        raise ValueError("predicts must have at least one dimension [..., C], got a scalar tensor")
+        raise ValueError(f"{names[0]} must have at least one dimension [..., C], got a scalar tensor")
     t_s = check_temperature("student_temperature", student_temperature)
     t_t = check_temperature("teacher_temperature", teacher_temperature)
     return _kernels.soft_cross_entropy_mean(
