@@ -38,3 +38,19 @@ def assert_gradients_match(fn, arrays, indices, rtol: float = 1e-3, atol: float 
     for i in indices:
         np.testing.assert_allclose(grads[i], numeric_grad(fn, arrays, i), rtol=rtol, atol=atol,
                                    err_msg=f"gradient of input {i}")
+
+
+def numpy_numeric_grad(fn: Callable[..., float], arrays: Sequence[np.ndarray], index: int, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of a numpy float64 reference ``fn`` w.r.t. ``arrays[index]``."""
+    arrays = [np.array(a, dtype=np.float64) for a in arrays]
+    target = arrays[index]
+    grad = np.zeros_like(target)
+    for pos in np.ndindex(*target.shape):
+        original = target[pos]
+        target[pos] = original + eps
+        plus = fn(*arrays)
+        target[pos] = original - eps
+        minus = fn(*arrays)
+        target[pos] = original
+        grad[pos] = (plus - minus) / (2 * eps)
+    return grad
