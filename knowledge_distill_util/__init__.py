@@ -5,9 +5,19 @@ numbers on modern OneFlow tensors (eager and ``nn.Graph``, any device).
 
 - :mod:`knowledge_distill_util.functional`: the pure tensor math (explicit keyword arguments).
 - :mod:`knowledge_distill_util.distill`: the original ``(args, student, teacher)`` operators.
+- :mod:`knowledge_distill_util.models`: BERT teacher/student, the (Bi)LSTM student, checkpoints.
 """
 from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
 from .functional import mseloss, soft_cross_entropy
+from .models import (
+    BertForSequenceClassification,
+    BertStudentForSequenceClassification,
+    LSTMStudentForSequenceClassification,
+    fit_dense,
+    init_student_from_teacher,
+    load_model,
+    save_model,
+)
 
 __all__ = [
     "pred_distill",
@@ -17,5 +27,12 @@ __all__ = [
     "mseloss",
     "add_distill_args",
     "resolve_temperatures",
+    "BertForSequenceClassification",
+    "BertStudentForSequenceClassification",
+    "LSTMStudentForSequenceClassification",
+    "fit_dense",
+    "init_student_from_teacher",
+    "save_model",
+    "load_model",
 ]
 __version__ = "0.1.0"

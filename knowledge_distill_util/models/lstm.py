@@ -1,0 +1,128 @@
+"""The Distilled-BiLSTM student: embedding -> (Bi)LSTM -> dense + ReLU -> dropout -> dense to labels.
+
+Padding: OneFlow 0.9 can pack sequences (``pack_padded_sequence``) only with data-dependent Python
+(``int(batch_sizes[0])``), which ``nn.Graph`` cannot run. Instead, with ``ignore_padding`` the
+backward direction reads each sequence's valid tokens in reverse order through an index gather
+(padding stays at the end, after the valid tokens), and each direction's final state is read at the
+last valid token. Both directions then never see a padding token, in eager mode and in ``nn.Graph``.
+Valid tokens must come first (``input_mask`` of the form ``1 ... 1 0 ... 0``).
+"""
+from typing import Optional, Tuple
+
+import oneflow as flow
+import oneflow.nn as nn
+
+from ._inputs import check_model_inputs
+
+__all__ = ["LSTMStudentForSequenceClassification"]
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _read_indices(input_ids: flow.Tensor, input_mask: flow.Tensor, ignore_padding: bool
+                  ) -> Tuple[flow.Tensor, flow.Tensor]:
+    """Flat row indices into ``[B * L, ...]``: the reversed order and each row's last step.
+
+    ``reverse[b * L + t]`` is the row of the ``t``-th token of sequence ``b`` read backwards
+    (``n_b - 1 - t`` for ``t < n_b``, else ``t``), ``last[b]`` the row of its last valid token;
+    ``n_b`` is the number of valid tokens (``L`` for every row when padding is not ignored).
+    """
+    batch, length = input_ids.shape
+    steps = flow.arange(length, dtype=flow.int64, device=input_ids.device).unsqueeze(0)
+    if ignore_padding:
+        counts = input_mask.to(flow.int64).sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1]
+    else:
+        counts = flow.full((batch, 1), length, dtype=flow.int64, device=input_ids.device)
+    reverse = flow.where(steps < counts, counts - 1 - steps, steps.expand(batch, length))
+    offsets = flow.arange(batch, dtype=flow.int64, device=input_ids.device).unsqueeze(1) * length
+    return (reverse + offsets).reshape(-1), (counts - 1 + offsets).reshape(-1)
+
+
+def _rows(x: flow.Tensor, index: flow.Tensor) -> flow.Tensor:
+    """``x [B, L, D]`` -> rows ``index`` of ``x.reshape(B * L, D)``."""
+    return flow.index_select(x.reshape(-1, x.shape[-1]), 0, index)
+
+
+class LSTMStudentForSequenceClassification(nn.Module):
+    """Embedding -> LSTM (``num_hidden_layers``, optionally bidirectional) -> dense -> logits.
+
+    ``forward(input_ids, input_mask, token_type_ids)`` takes ``[B, L]`` tensors (``token_type_ids``
+    is accepted for the common signature and unused) and returns logits ``[B, label_num]`` from the
+    final hidden state (both directions concatenated when ``bidirectional``).
+    ``ignore_padding`` (default: the value of ``bidirectional``) reads the state at the last valid
+    token and runs the backward direction over the valid tokens only; ``False`` is the original's
+    behaviour: the state after the last position ``L - 1``, padding included.
+
+    >>> model = LSTMStudentForSequenceClassification(vocab_size=20, hidden_size=6, intermediate_size=5,
+    ...                                              embedding_size=4, bidirectional=True)
+    >>> ids = flow.ones(2, 7, dtype=flow.int64)
+    >>> tuple(model(ids, flow.ones_like(ids), flow.zeros_like(ids)).shape)
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        seq_length: int = 32,
+        hidden_size: int = 300,
+        intermediate_size: int = 400,
+        num_hidden_layers: int = 1,
+        label_num: int = 2,
+        embedding_size: int = 300,
+        hidden_dropout_prob: float = 0.1,
+        bidirectional: bool = False,
+        ignore_padding: Optional[bool] = None,
+    ):
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("seq_length", seq_length),
+                            ("hidden_size", hidden_size), ("intermediate_size", intermediate_size),
+                            ("num_hidden_layers", num_hidden_layers), ("label_num", label_num),
+                            ("embedding_size", embedding_size)):
+            _check_positive_int(name, value)
+        if not 0.0 <= hidden_dropout_prob < 1.0:
+            raise ValueError(f"hidden_dropout_prob must be in [0, 1), got {hidden_dropout_prob!r}")
+        self.bidirectional = bool(bidirectional)
+        self.ignore_padding = self.bidirectional if ignore_padding is None else bool(ignore_padding)
+        self.config = dict(
+            vocab_size=vocab_size, seq_length=seq_length, hidden_size=hidden_size,
+            intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers,
+            label_num=label_num, embedding_size=embedding_size,
+            hidden_dropout_prob=hidden_dropout_prob, bidirectional=self.bidirectional,
+            ignore_padding=self.ignore_padding,
+        )
+        directions = 2 if self.bidirectional else 1
+        sizes = [embedding_size] + [hidden_size * directions] * (num_hidden_layers - 1)
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.forward_lstm = nn.ModuleList([nn.LSTM(s, hidden_size, batch_first=True) for s in sizes])
+        self.backward_lstm = (
+            nn.ModuleList([nn.LSTM(s, hidden_size, batch_first=True) for s in sizes])
+            if self.bidirectional else None
+        )
+        self.dense = nn.Linear(hidden_size * directions, intermediate_size)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.classifier = nn.Linear(intermediate_size, label_num)
+
+    def forward(self, input_ids: flow.Tensor, input_mask: flow.Tensor,
+                token_type_ids: flow.Tensor) -> flow.Tensor:
+        """``[B, L]`` ids, mask, (unused) segments -> logits ``[B, label_num]``."""
+        check_model_inputs(input_ids, input_mask, token_type_ids)
+        x = self.embedding(input_ids)
+        reverse, last = _read_indices(input_ids, input_mask, self.ignore_padding)
+        for i, lstm in enumerate(self.forward_lstm):
+            forward_out, _ = lstm(x)
+            if self.backward_lstm is None:
+                x = forward_out
+                continue
+            backward_out, _ = self.backward_lstm[i](_rows(x, reverse).reshape(x.shape[0], x.shape[1], -1))
+            # backward_out's last valid step saw the whole sequence; un-reverse for the next layer
+            final_backward = _rows(backward_out, last)
+            backward_out = _rows(backward_out, reverse).reshape(backward_out.shape)
+            x = flow.cat([forward_out, backward_out], dim=-1)
+        final = _rows(forward_out, last)
+        if self.backward_lstm is not None:
+            final = flow.cat([final, final_backward], dim=-1)
+        hidden = self.dropout(flow.relu(self.dense(final)))
+        return self.classifier(hidden)
