@@ -232,3 +232,22 @@ def test_cross_entropy_minus_entropy_is_a_nonnegative_kl(s, t):
 def test_mseloss_scales_quadratically(a, b, c):
     np.testing.assert_allclose(mseloss(t32(a * c), t32(b * c)).item(), c * c * mseloss(t32(a), t32(b)).item(),
                                rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_float16_inputs_are_computed_in_float32(scale):
+    """Half inputs are upcast before the math (so this runs on CPU too); gradients come back as half."""
+    rng = np.random.default_rng(12)
+    s = (rng.standard_normal((4, 6)) * scale).astype(np.float16)
+    t = (rng.standard_normal((4, 6)) * scale).astype(np.float16)
+    student = flow.tensor(s, dtype=flow.float16).requires_grad_()
+    loss = pred_distill(None, student, flow.tensor(t, dtype=flow.float16))
+    loss.backward()
+    assert loss.dtype == flow.float32 and student.grad.dtype == flow.float16
+    assert np.isfinite(student.grad.numpy().astype(np.float32)).all()
+    np.testing.assert_allclose(loss.item(), ref.soft_cross_entropy(s, t), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(student.grad.numpy().astype(np.float64), ref.soft_cross_entropy_grad(s, t),
+                               rtol=1e-3, atol=1e-4)
+    masked = [(rng.standard_normal((1, 2, 3, 3)) + np.array([0, 0, -10000.0])).astype(np.float16) for _ in range(2)]
+    got = att_distill(None, [flow.tensor(masked[0], dtype=flow.float16)], [flow.tensor(masked[1], dtype=flow.float16)])
+    np.testing.assert_allclose(got.item(), ref.att_distill(masked[:1], masked[1:]), rtol=1e-3, atol=1e-5)
