@@ -97,7 +97,9 @@ def _is_ignored(checkpoint_name: str) -> bool:
 def _config_text(model: nn.Module) -> str:
     config = getattr(model, "config", {})
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size", "max_position_embeddings", "type_vocab_size", "label_num", "fit_size")
+            "intermediate_size", "max_position_embeddings", "type_vocab_size", "label_num")
+    if config.get("is_student"):
+        keys += ("fit_size",)
     return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
 
 
