@@ -146,7 +146,7 @@ def load_model(model: nn.Module, path) -> nn.Module:
             f"saved model {path!r} does not fit {type(model).__name__}: missing {missing}; "
             f"unexpected {unexpected}"
         )
-    for name, value in state.items():
+    for name, value in sorted(state.items()):
         if tuple(value.shape) != tuple(own[name].shape):
             raise ValueError(
                 f"saved tensor {name!r} in {path!r} has shape {tuple(value.shape)} but the model's has "
