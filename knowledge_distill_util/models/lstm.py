@@ -6,6 +6,9 @@ backward direction reads each sequence's valid tokens in reverse order through a
 (padding stays at the end, after the valid tokens), and each direction's final state is read at the
 last valid token. Both directions then never see a padding token, in eager mode and in ``nn.Graph``.
 Valid tokens must come first (``input_mask`` of the form ``1 ... 1 0 ... 0``).
+
+Inside ``nn.Graph``, OneFlow's own ``nn.LSTM`` warns "Zeros() is called in a nn.Graph, but not
+registered": it builds its zero initial state with a module; the warning is harmless.
 """
 from typing import Optional, Tuple
 
@@ -35,7 +38,7 @@ def _read_indices(input_ids: flow.Tensor, input_mask: flow.Tensor, ignore_paddin
     if ignore_padding:
         counts = input_mask.to(flow.int64).sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1]
     else:
-        counts = flow.full((batch, 1), length, dtype=flow.int64, device=input_ids.device)
+        counts = (steps[:, -1:] + 1).expand(batch, 1)
     reverse = flow.where(steps < counts, counts - 1 - steps, steps.expand(batch, length))
     offsets = flow.arange(batch, dtype=flow.int64, device=input_ids.device).unsqueeze(1) * length
     return (reverse + offsets).reshape(-1), (counts - 1 + offsets).reshape(-1)
@@ -116,7 +119,8 @@ class LSTMStudentForSequenceClassification(nn.Module):
             if self.backward_lstm is None:
                 x = forward_out
                 continue
-            backward_out, _ = self.backward_lstm[i](_rows(x, reverse).reshape(x.shape[0], x.shape[1], -1))
+            reversed_x = _rows(x, reverse).reshape(x.shape)
+            backward_out, _ = self.backward_lstm[i](reversed_x)
             # backward_out's last valid step saw the whole sequence; un-reverse for the next layer
             final_backward = _rows(backward_out, last)
             backward_out = _rows(backward_out, reverse).reshape(backward_out.shape)
