@@ -2,7 +2,6 @@
 import importlib.util
 import os
 import re
-import sys
 
 import numpy as np
 import pytest

@@ -11,7 +11,7 @@ import importlib.util
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tokenizers import BertWordPieceTokenizer, Tokenizer
