@@ -32,6 +32,8 @@ __all__ = [
 #: are replaced by 0 in both tensors before the MSE, as in the original ``att_distill``.
 ATTENTION_MASK_THRESHOLD = -100.0
 
+Pair = Tuple[flow.Tensor, flow.Tensor]
+
 
 def _as_float32_if_half(tensor: flow.Tensor) -> flow.Tensor:
     return tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor
@@ -160,10 +162,20 @@ def _explicit_pairs(layer_map: Sequence[int], num_student: int, num_teacher: int
     return list(enumerate(layer_map))
 
 
-def _paired(student: Sequence[flow.Tensor], teacher: Sequence[flow.Tensor], pairs, s_name: str, t_name: str):
+def _mapped_pairs(student, teacher, layer_map, uniform_map, kind: str) -> List[Pair]:
+    """Validate both ``{kind}`` lists, map them, check every pair; teacher sides detached."""
+    s_name, t_name = f"student_{kind}", f"teacher_{kind}"
+    check_tensor_list(s_name, student)
+    check_tensor_list(t_name, teacher)
+    if layer_map is None:
+        pairs = uniform_map(len(student), len(teacher))
+    else:
+        pairs = _explicit_pairs(layer_map, len(student), len(teacher), t_name)
+    checked = []
     for i, j in pairs:
         check_pair(f"{s_name}[{i}]", student[i], f"{t_name}[{j}] (its paired teacher entry)", teacher[j])
-        yield _as_float32_if_half(student[i]), _as_float32_if_half(teacher[j]).detach()
+        checked.append((_as_float32_if_half(student[i]), _as_float32_if_half(teacher[j]).detach()))
+    return checked
 
 
 def layer_distill_loss(
@@ -180,13 +192,7 @@ def layer_distill_loss(
             first when hidden sizes differ).
         layer_map: optional teacher index for each student entry; default :func:`hidden_layer_map`.
     """
-    check_tensor_list("student_reps", student_reps)
-    check_tensor_list("teacher_reps", teacher_reps)
-    if layer_map is None:
-        pairs = hidden_layer_map(len(student_reps), len(teacher_reps))
-    else:
-        pairs = _explicit_pairs(layer_map, len(student_reps), len(teacher_reps), "teacher_reps")
-    return _kernels.sum_of_mse(list(_paired(student_reps, teacher_reps, pairs, "student_reps", "teacher_reps")))
+    return _kernels.sum_of_mse(_mapped_pairs(student_reps, teacher_reps, layer_map, hidden_layer_map, "reps"))
 
 
 def att_distill_loss(
@@ -206,12 +212,5 @@ def att_distill_loss(
         teacher_atts: ``Lt`` tensors of the same shapes.
         layer_map: optional teacher index for each student layer; default :func:`attention_layer_map`.
     """
-    check_tensor_list("student_atts", student_atts)
-    check_tensor_list("teacher_atts", teacher_atts)
-    if layer_map is None:
-        pairs = attention_layer_map(len(student_atts), len(teacher_atts))
-    else:
-        pairs = _explicit_pairs(layer_map, len(student_atts), len(teacher_atts), "teacher_atts")
-    return _kernels.sum_of_masked_mse(
-        list(_paired(student_atts, teacher_atts, pairs, "student_atts", "teacher_atts")), float(mask_threshold)
-    )
+    pairs = _mapped_pairs(student_atts, teacher_atts, layer_map, attention_layer_map, "atts")
+    return _kernels.sum_of_masked_mse(pairs, float(mask_threshold))
