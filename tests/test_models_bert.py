@@ -296,3 +296,12 @@ def test_input_errors():
 def test_constructor_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BertForSequenceClassification(**dict(SMALL, **kwargs))
+
+
+@pytest.mark.skipif(not flow.cuda.is_available(), reason="needs a CUDA device; this machine has none")
+def test_cuda_equals_cpu():
+    net = model(attention_output="scores", is_student=True, fit_size=8)
+    expected = numpy_all(net(*inputs()))
+    got = numpy_all(net.to("cuda")(*(t.to("cuda") for t in inputs())))
+    for g, e in zip([got[0]] + got[1] + got[2], [expected[0]] + expected[1] + expected[2]):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)

@@ -143,3 +143,12 @@ def test_errors():
         build(hidden_size=0)
     with pytest.raises(ValueError, match=r"hidden_dropout_prob must be in \[0, 1\), got 1\.5"):
         build(hidden_dropout_prob=1.5)
+
+
+@pytest.mark.skipif(not flow.cuda.is_available(), reason="needs a CUDA device; this machine has none")
+def test_cuda_equals_cpu():
+    model = build(bidirectional=True, num_hidden_layers=2)
+    inputs = batch(SENTENCES, 9)
+    expected = model(*inputs).numpy()
+    got = model.to("cuda")(*(t.to("cuda") for t in inputs)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
