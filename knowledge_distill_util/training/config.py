@@ -221,7 +221,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
             parser.add_argument(flag, type=base, default=argparse.SUPPRESS,
                                 help=f"default {spec.default!r}")
     # the distillation flags keep their original definitions; only given flags count as overrides
-    parser.set_defaults(**{key: argparse.SUPPRESS for key in _DISTILL_KEYS})
+    for action in parser._actions:
+        if action.dest in _DISTILL_KEYS:
+            action.default = argparse.SUPPRESS
     return parser
 
 

@@ -100,7 +100,7 @@ class TrainGraph(nn.Graph):
 def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
     """Linear warm-up then linear decay to 0, with schedulers that ``nn.Graph`` supports.
 
-    The learning rate of step ``s`` (0-based) is ``lr * (1 - s / total) * min(1, s / warmup)``
+    The learning rate of step ``s`` (0-based) is ``lr * min(1, s / warmup) * (1 - max(s, warmup) / total)``
     (OneFlow's ``WarmupLR`` over ``PolynomialLR(power=1)``), identical in eager and graph mode.
 
     >>> import oneflow as flow
@@ -109,7 +109,7 @@ def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
     >>> for _ in range(4):
     ...     rates.append(round(opt.param_groups[0]["lr"], 3)); opt.step(); sched.step()
     >>> rates
-    [0.0, 0.45, 0.8, 0.7]
+    [0.0, 0.4, 0.8, 0.7]
     """
     decay = flow.optim.lr_scheduler.PolynomialLR(
         optimizer, decay_batch=max(1, total_steps), end_learning_rate=0.0, power=1.0
@@ -124,7 +124,7 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List
     """The row indices of every batch of ``epoch`` (see the module doc), each of ``min(B, N)`` rows.
 
     >>> [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=0)]
-    [[4, 2], [1, 3], [0, 4]]
+    [[2, 4], [3, 0], [1, 2]]
     """
     order = np.random.default_rng(seed + epoch).permutation(num_rows)
     size = min(batch_size, num_rows)
@@ -217,13 +217,14 @@ def train_stage(
     teacher_logits: Optional[np.ndarray] = None,
     progress: bool = True,
     on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    checkpoint_dir: Optional[str] = None,
 ) -> StageResult:
     """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s recipe.
 
     Reads from ``cfg``: ``batch_size_per_device``, ``weight_decay``, ``warmup_proportion``,
     ``max_steps`` (0 = no cap), ``checkpoint_every``, ``seed``, ``resume``, ``use_graph``.
     Writes ``work_dir/<stage>_losses.csv`` (one row per step), ``work_dir/<stage>_losses.png`` and
-    checkpoints under ``work_dir/checkpoints/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned
+    checkpoints under ``<checkpoint_dir or work_dir/checkpoints>/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned
     with ``features``) replaces the teacher's forward pass for recipes that read only its logits.
     ``on_step(step, terms)`` is called after every step (and after its checkpoint, if any).
     """
@@ -239,7 +240,7 @@ def train_stage(
     scheduler = make_scheduler(optimizer, total, int(total * cfg.warmup_proportion))
 
     os.makedirs(work_dir, exist_ok=True)
-    ckpt_root = os.path.join(work_dir, "checkpoints", stage)
+    ckpt_root = os.path.join(checkpoint_dir or os.path.join(work_dir, "checkpoints"), stage)
     log_path = os.path.join(work_dir, f"{stage}_losses.csv")
     start, graph_state = 0, None
     found = latest_checkpoint(ckpt_root) if cfg.resume else None
