@@ -115,8 +115,8 @@ def load_hf_bert_weights(model: nn.Module, path) -> LoadReport:
 
     _, weights_file = _checkpoint_files(path)
     arrays = load_file(weights_file)
-    targets = dict(model.named_parameters())
-    targets.update(dict(model.named_buffers()))
+    saved = set(model.state_dict())  # parameters and persistent buffers
+    targets = {n: t for n, t in list(model.named_parameters()) + list(model.named_buffers()) if n in saved}
     report, pairs, unexpected = LoadReport(), [], []
     for name in sorted(arrays):
         target_name = _model_name(name)
