@@ -8,6 +8,7 @@ import oneflow as flow
 import pytest
 
 from knowledge_distill_util import LSTMStudentForSequenceClassification
+from knowledge_distill_util.models.lstm import run_lstm
 
 SMALL = dict(vocab_size=30, hidden_size=6, intermediate_size=5, embedding_size=4, label_num=3)
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -122,6 +123,23 @@ def test_gradients_reach_every_parameter():
     model(*batch(SENTENCES, 9)).sum().backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and np.abs(parameter.grad.numpy()).sum() > 0, name
+
+
+def test_run_lstm_equals_oneflow_lstm_values_and_gradients():
+    flow.manual_seed(0)
+    lstm = flow.nn.LSTM(4, 6, batch_first=True)
+    x = flow.randn(3, 5, 4, requires_grad=True)
+    expected, _ = lstm(x)
+    (expected * expected).sum().backward()
+    expected_grads = [x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in lstm.parameters()]
+    x.grad = None
+    for p in lstm.parameters():
+        p.grad = None
+    got = run_lstm(lstm, x)
+    (got * got).sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), expected.detach().numpy(), **TOL)
+    for g, e in zip([x.grad.numpy()] + [p.grad.numpy() for p in lstm.parameters()], expected_grads):
+        np.testing.assert_allclose(g, e, **TOL)
 
 
 def test_defaults_follow_the_original_layout():
