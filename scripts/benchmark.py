@@ -1,0 +1,455 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark of the distillation losses: this package vs the original formula vs PyTorch.
+
+For every case it measures the median forward+backward wall time over repeated runs and the extra peak
+memory of the first run, for
+
+* ``ours``: this package's public operators (``pred_distill``, ``layer_distill``, ``att_distill``),
+* ``original``: the original Tianshu/Dubhe formula composed from OneFlow ops
+  (``-(softmax(t/T) * log(softmax(s/T))).mean()``, ``square(a - b).mean()``,
+  ``where(x <= -100, zeros_like(x), x)``),
+* ``torch``: the PyTorch equivalent (TextBrewer/TinyBERT style) in a separate interpreter that has
+  ``torch`` (``--torch-python``; skipped with a note when none is found),
+
+plus ``graph_ms`` and ``eager_step_ms``: one training step (forward, backward, SGD update with lr 0) of
+this package inside ``nn.Graph`` and in eager mode, to compare the two on the same work.
+
+Every (implementation, case) runs in a fresh process so that allocator caches do not leak from one
+measurement into another (``--quick`` shares one process per implementation to stay fast). Peak memory
+is the growth of the process's resident set (``VmHWM`` after resetting it, minus ``VmRSS`` with the
+inputs allocated) on CPU; on CUDA, PyTorch reports ``max_memory_allocated`` and OneFlow 0.9 has no
+memory statistics API (null).
+
+Usage::
+
+    .venv/bin/python scripts/benchmark.py                 # full table (about 3 minutes on 2 cores)
+    .venv/bin/python scripts/benchmark.py --quick         # tiny shapes, a smoke test
+    .venv/bin/python scripts/benchmark.py --json out.json --device cuda
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_PREFIX = "BENCHMARK-RESULT "
+MASK_THRESHOLD = -100.0
+PAD_VALUE = -10000.0
+
+#: case name, shape label, kind, parameters
+FULL_CASES: List[Dict] = [
+    {"case": "soft_ce", "shape": "[32, 2]", "kind": "soft_ce", "dims": [32, 2]},
+    {"case": "soft_ce", "shape": "[1024, 30522]", "kind": "soft_ce", "dims": [1024, 30522]},
+    {"case": "soft_ce", "shape": "[8, 128, 30522]", "kind": "soft_ce", "dims": [8, 128, 30522]},
+    {"case": "layer_distill", "shape": "5 of [32, 128, 768] vs 13", "kind": "layer",
+     "dims": [32, 128, 768], "student_layers": 4, "teacher_layers": 12},
+    {"case": "att_distill", "shape": "4 of [32, 12, 128, 128] vs 12", "kind": "att",
+     "dims": [32, 12, 128, 128], "student_layers": 4, "teacher_layers": 12},
+]
+QUICK_CASES: List[Dict] = [
+    {"case": "soft_ce", "shape": "[32, 2]", "kind": "soft_ce", "dims": [32, 2]},
+    {"case": "soft_ce", "shape": "[4, 8, 300]", "kind": "soft_ce", "dims": [4, 8, 300]},
+    {"case": "layer_distill", "shape": "3 of [2, 8, 16] vs 5", "kind": "layer",
+     "dims": [2, 8, 16], "student_layers": 2, "teacher_layers": 4},
+    {"case": "att_distill", "shape": "2 of [2, 2, 8, 8] vs 4", "kind": "att",
+     "dims": [2, 2, 8, 8], "student_layers": 2, "teacher_layers": 4},
+]
+COLUMNS = [
+    ("case", "case", 13), ("shape", "shape", 30), ("ours_ms", "ours ms", 9), ("original_ms", "orig ms", 9),
+    ("torch_ms", "torch ms", 9), ("speedup_vs_original", "speedup", 8), ("ours_peak_mb", "ours MB", 9),
+    ("original_peak_mb", "orig MB", 9), ("torch_peak_mb", "torch MB", 9), ("memory_ratio", "mem ratio", 9),
+    ("graph_ms", "graph ms", 9), ("eager_step_ms", "step ms", 9),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# worker side: runs inside the measured process (OneFlow or PyTorch imported only here)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _status_mb(field: str) -> Optional[float]:
+    try:
+        with open("/proc/self/status") as f:
+            match = re.search(field + r":\s+(\d+) kB", f.read())
+    except OSError:
+        return None
+    return int(match.group(1)) / 1024.0 if match else None
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux); False when not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Backend:
+    """What the timing loop needs from a framework: tensors, sync, memory statistics."""
+
+    def __init__(self, framework: str, device: str):
+        self.framework, self.device = framework, device
+        if framework == "torch":
+            import torch
+
+            self.lib = torch
+        else:
+            os.environ.setdefault("GLOG_minloglevel", "3")
+            import oneflow
+
+            self.lib = oneflow
+
+    def randn(self, dims, requires_grad=False, scale=1.0):
+        x = self.lib.randn(*dims, device=self.device) * scale
+        return x.requires_grad_() if requires_grad else x
+
+    def pad_mask(self, batch, length):
+        """Additive attention mask ``[B, 1, 1, L]``: the last quarter of the keys are padding."""
+        mask = self.lib.zeros(batch, 1, 1, length, device=self.device)
+        mask[:, :, :, length - length // 4:] = PAD_VALUE
+        return mask
+
+    def sync(self):
+        if self.framework == "torch":
+            if self.device.startswith("cuda"):
+                self.lib.cuda.synchronize()
+        else:
+            self.lib._oneflow_internal.eager.Sync()
+            if self.device.startswith("cuda"):
+                self.lib.cuda.synchronize()
+
+    def cuda_peak_start(self):
+        if self.framework == "torch":
+            self.lib.cuda.reset_peak_memory_stats()
+            return self.lib.cuda.memory_allocated()
+        return None
+
+    def cuda_peak_mb(self, start):
+        if self.framework == "torch":
+            return (self.lib.cuda.max_memory_allocated() - start) / 2 ** 20
+        return None  # OneFlow 0.9 exposes no CUDA memory statistics
+
+
+def _inputs(backend: _Backend, spec: Dict, small: bool = False):
+    """``(student_tensors, teacher_tensors)`` for a case; ``small`` gives a warm-up-sized copy."""
+    dims = list(spec["dims"])
+    if small:
+        dims[0] = 1
+    if spec["kind"] == "soft_ce":
+        return [backend.randn(dims, True, 3.0)], [backend.randn(dims, False, 3.0)]
+    count_s, count_t = spec["student_layers"], spec["teacher_layers"]
+    if spec["kind"] == "layer":
+        return ([backend.randn(dims, True) for _ in range(count_s + 1)],
+                [backend.randn(dims) for _ in range(count_t + 1)])
+    mask = backend.pad_mask(dims[0], dims[-1])
+    student = [(backend.randn(dims) + mask).requires_grad_() for _ in range(count_s)]
+    return student, [backend.randn(dims) + mask for _ in range(count_t)]
+
+
+def _hidden_pairs(count_s: int, count_t: int):
+    k = count_t // count_s
+    return [(i, i * k) for i in range(count_s + 1)]
+
+
+def _attention_pairs(count_s: int, count_t: int):
+    k = count_t // count_s
+    return [(i, i * k + k - 1) for i in range(count_s)]
+
+
+def _loss_function(impl: str, spec: Dict, backend: _Backend):
+    """``loss(student_list, teacher_list) -> scalar`` for one implementation and case kind."""
+    kind, lib = spec["kind"], backend.lib
+    temperature = 1.0
+    if impl == "torch":
+        import torch.nn.functional as TF
+
+        def masked(x):
+            return lib.where(x <= MASK_THRESHOLD, lib.zeros_like(x), x)
+
+        if kind == "soft_ce":
+            return lambda s, t: -(TF.softmax(t[0] / temperature, -1) * TF.log_softmax(s[0] / temperature, -1)).mean()
+        if kind == "layer":
+            pairs = _hidden_pairs(spec["student_layers"], spec["teacher_layers"])
+            return lambda s, t: sum(TF.mse_loss(s[i], t[j]) for i, j in pairs)
+        pairs = _attention_pairs(spec["student_layers"], spec["teacher_layers"])
+        return lambda s, t: sum(TF.mse_loss(masked(s[i]), masked(t[j])) for i, j in pairs)
+
+    import oneflow.nn.functional as F
+
+    if impl == "original":
+        def mse(a, b):
+            return lib.square(a - b).mean()
+
+        def masked(x):
+            return lib.where(x <= MASK_THRESHOLD, lib.zeros_like(x), x)
+
+        if kind == "soft_ce":
+            return lambda s, t: -(
+                F.softmax(t[0] / temperature, dim=-1) * lib.log(F.softmax(s[0] / temperature, dim=-1))
+            ).mean()
+        if kind == "layer":
+            pairs = _hidden_pairs(spec["student_layers"], spec["teacher_layers"])
+            return lambda s, t: sum(mse(s[i], t[j]) for i, j in pairs)
+        pairs = _attention_pairs(spec["student_layers"], spec["teacher_layers"])
+        return lambda s, t: sum(mse(masked(s[i]), masked(t[j])) for i, j in pairs)
+
+    sys.path.insert(0, REPO)
+    from argparse import Namespace
+
+    from knowledge_distill_util import att_distill, layer_distill, pred_distill
+
+    args = Namespace(temperature=temperature)
+    if kind == "soft_ce":
+        return lambda s, t: pred_distill(args, s[0], t[0])
+    if kind == "layer":
+        return lambda s, t: layer_distill(args, s, t)
+    return lambda s, t: att_distill(args, s, t)
+
+
+def _measure_eager(backend: _Backend, spec: Dict, impl: str, repeat: int) -> Dict:
+    loss_fn = _loss_function(impl, spec, backend)
+    warm_s, warm_t = _inputs(backend, spec, small=True)
+    loss_fn(warm_s, warm_t).backward()  # load kernels outside the measurement
+    student, teacher = _inputs(backend, spec)
+    backend.sync()
+    on_cuda = backend.device.startswith("cuda")
+    cuda_start = backend.cuda_peak_start() if on_cuda else None
+    base = _status_mb("VmRSS")
+    can_reset = _reset_peak()
+    times = []
+    peak = None
+    for run in range(repeat + 1):
+        for x in student:
+            x.grad = None
+        start = time.perf_counter()
+        loss_fn(student, teacher).backward()
+        backend.sync()
+        times.append((time.perf_counter() - start) * 1e3)
+        if run == 0:
+            if on_cuda:
+                peak = backend.cuda_peak_mb(cuda_start)
+            elif can_reset and base is not None:
+                peak = _status_mb("VmHWM") - base
+    return {"ms": statistics.median(times[1:]), "peak_mb": peak}
+
+
+def _measure_step(backend: _Backend, spec: Dict, repeat: int, graph: bool) -> Dict:
+    """One training step of this package (forward, backward, SGD lr 0) in ``nn.Graph`` or eager."""
+    flow = backend.lib
+    loss_fn = _loss_function("ours", spec, backend)
+    student, teacher = _inputs(backend, spec)
+
+    class Student(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, x in enumerate(student):
+                setattr(self, f"student_{i}", flow.nn.Parameter(x.detach().clone()))
+
+        def forward(self, *teacher_tensors):
+            params = [getattr(self, f"student_{i}") for i in range(len(student))]
+            return loss_fn(params, list(teacher_tensors))
+
+    model = Student()
+    optimizer = flow.optim.SGD(model.parameters(), lr=0.0)
+    if graph:
+        class Step(flow.nn.Graph):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+                self.add_optimizer(optimizer)
+
+            def build(self, *teacher_tensors):
+                loss = self.model(*teacher_tensors)
+                loss.backward()
+                return loss
+
+        compiled = Step()
+
+        def step():
+            return compiled(*teacher)
+    else:
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = model(*teacher)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+    times = []
+    for _ in range(repeat + 1):
+        start = time.perf_counter()
+        step()
+        backend.sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"ms": statistics.median(times[1:]), "peak_mb": None}
+
+
+def run_worker(impl: str, specs: List[Dict], device: str, repeat: int) -> None:
+    backend = _Backend("torch" if impl == "torch" else "oneflow", device)
+    for spec in specs:
+        if impl in ("graph", "eager_step"):
+            result = _measure_step(backend, spec, repeat, graph=impl == "graph")
+        else:
+            result = _measure_eager(backend, spec, impl, repeat)
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# driver side
+# ---------------------------------------------------------------------------------------------------
+
+
+def find_torch_python(requested: Optional[str]) -> Optional[str]:
+    """An interpreter that can ``import torch``: ``requested``, else this one, else ``python3``."""
+    if requested is not None and requested.lower() in ("", "none"):
+        return None
+    candidates = [requested] if requested else [sys.executable, "python3"]
+    for candidate in candidates:
+        try:
+            probe = subprocess.run([candidate, "-c", "import torch"], capture_output=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+def _run(python: str, impl: str, indices: List[int], args) -> List[Optional[Dict]]:
+    command = [python, os.path.abspath(__file__), "--worker", impl, "--cases", ",".join(map(str, indices)),
+               "--device", args.device, "--repeat", str(args.repeat)]
+    if args.quick:
+        command.append("--quick")
+    env = dict(os.environ, GLOG_minloglevel="3")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        print(f"[benchmark] {impl} timed out after {args.timeout} s", file=sys.stderr)
+        return [None] * len(indices)
+    results = [json.loads(line[len(RESULT_PREFIX):]) for line in done.stdout.splitlines()
+               if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or len(results) != len(indices):
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        print(f"[benchmark] {impl} failed (exit {done.returncode}):\n{tail}", file=sys.stderr)
+        results += [None] * (len(indices) - len(results))
+    return results
+
+
+def _ratio(numerator, denominator) -> Optional[float]:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def collect(args) -> List[Dict]:
+    specs = QUICK_CASES if args.quick else FULL_CASES
+    torch_python = find_torch_python(args.torch_python)
+    impls = ["ours", "original"] + ([] if args.no_graph else ["graph", "eager_step"])
+    if torch_python:
+        impls.append("torch")
+    measured: Dict[str, List[Optional[Dict]]] = {}
+    for impl in impls:
+        python = torch_python if impl == "torch" else sys.executable
+        if args.quick:  # one process per implementation
+            measured[impl] = _run(python, impl, list(range(len(specs))), args)
+        else:  # a fresh process per measurement
+            measured[impl] = [_run(python, impl, [i], args)[0] for i in range(len(specs))]
+    rows = []
+    for i, spec in enumerate(specs):
+        def get(impl, key):
+            result = measured.get(impl, [None] * len(specs))[i]
+            return None if result is None else result[key]
+
+        row = {
+            "case": spec["case"], "shape": spec["shape"], "device": args.device,
+            "ours_ms": get("ours", "ms"), "original_ms": get("original", "ms"), "torch_ms": get("torch", "ms"),
+            "ours_peak_mb": get("ours", "peak_mb"), "original_peak_mb": get("original", "peak_mb"),
+            "torch_peak_mb": get("torch", "peak_mb"),
+            "graph_ms": get("graph", "ms"), "eager_step_ms": get("eager_step", "ms"),
+        }
+        row["speedup_vs_original"] = _ratio(row["original_ms"], row["ours_ms"])
+        row["memory_ratio"] = _ratio(row["ours_peak_mb"], row["original_peak_mb"])
+        notes = []
+        if not torch_python:
+            notes.append("torch: no interpreter with PyTorch found (--torch-python)")
+        if args.device.startswith("cuda"):
+            notes.append("OneFlow 0.9 has no CUDA memory statistics: OneFlow peaks are null")
+        row["note"] = "; ".join(notes) or None
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: List[Dict]) -> str:
+    def cell(value, width):
+        if value is None:
+            text = "-"
+        elif isinstance(value, float):
+            text = f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+        else:
+            text = str(value)
+        return text.rjust(width) if not isinstance(value, str) else text.ljust(width)
+
+    lines = [" ".join(cell(title, width) for _, title, width in COLUMNS)]
+    lines.append(" ".join("-" * width for _, _, width in COLUMNS))
+    for row in rows:
+        lines.append(" ".join(cell(row.get(key), width) for key, _, width in COLUMNS))
+    notes = sorted({row["note"] for row in rows if row.get("note")})
+    lines += [f"note: {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def default_device() -> str:
+    """``cuda`` when OneFlow sees a CUDA device, else ``cpu``."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import oneflow; print(oneflow.cuda.is_available())"],
+        capture_output=True, text=True, env=dict(os.environ, GLOG_minloglevel="3"), timeout=120,
+    )
+    return "cuda" if probe.stdout.strip().endswith("True") else "cpu"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", metavar="PATH", help="write every row to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (smoke test)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available, else cpu)")
+    parser.add_argument("--repeat", type=int, help="timed runs per measurement after one untimed run "
+                        "(default 7, 3 with --quick)")
+    parser.add_argument("--torch-python", metavar="PYTHON",
+                        help="interpreter with PyTorch for the torch column (default: this one, else "
+                             "python3, when it can import torch; 'none' to skip)")
+    parser.add_argument("--no-graph", action="store_true", help="skip the nn.Graph / eager step columns")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measuring process")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 7
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        specs = QUICK_CASES if args.quick else FULL_CASES
+        run_worker(args.worker, [specs[int(i)] for i in args.cases.split(",")], args.device or "cpu", args.repeat)
+        return 0
+    if args.device is None:
+        args.device = default_device()
+    rows = collect(args)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0 if all(row["ours_ms"] is not None and row["original_ms"] is not None for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
