@@ -305,3 +305,21 @@ def test_cuda_equals_cpu():
     got = numpy_all(net.to("cuda")(*(t.to("cuda") for t in inputs())))
     for g, e in zip([got[0]] + got[1] + got[2], [expected[0]] + expected[1] + expected[2]):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_gelu_both_paths_equal_numpy_erf_gelu_and_its_derivative():
+    import math
+
+    from knowledge_distill_util.models.bert import HIDDEN_ACTS
+
+    erf = np.vectorize(math.erf)
+    x = flow.tensor(np.linspace(-8, 8, 401, dtype=np.float32), requires_grad=True)
+    x64 = x.detach().numpy().astype(np.float64)
+    cdf = 0.5 * (1 + erf(x64 / math.sqrt(2)))
+    trained = HIDDEN_ACTS["gelu"](x)  # the composed path (a gradient is needed)
+    trained.sum().backward()
+    inferred = HIDDEN_ACTS["gelu"](x.detach())  # the fused kernel
+    np.testing.assert_allclose(trained.detach().numpy(), x64 * cdf, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(inferred.numpy(), x64 * cdf, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), cdf + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi),
+                               rtol=1e-5, atol=1e-6)
