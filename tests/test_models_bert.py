@@ -323,3 +323,26 @@ def test_gelu_both_paths_equal_numpy_erf_gelu_and_its_derivative():
     np.testing.assert_allclose(inferred.numpy(), x64 * cdf, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(x.grad.numpy(), cdf + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_equals_oneflow_layer_norm_values_and_gradients():
+    from knowledge_distill_util.models.bert import LayerNorm
+
+    rng = np.random.default_rng(3)
+    ours, theirs = LayerNorm(24, 1e-12), flow.nn.LayerNorm(24, eps=1e-12)
+    weight = rng.standard_normal(24).astype(np.float32)
+    with flow.no_grad():
+        for module in (ours, theirs):
+            module.weight.copy_(flow.tensor(weight))
+            module.bias.copy_(flow.tensor(np.full(24, 0.5, np.float32)))
+    data = (rng.standard_normal((3, 5, 24)) * 4 + 7).astype(np.float32)
+    upstream = flow.tensor(rng.standard_normal((3, 5, 24)).astype(np.float32))
+    results = []
+    for module in (ours, theirs):
+        x = flow.tensor(data, requires_grad=True)
+        y = module(x)
+        (y * upstream).sum().backward()
+        results.append([y.detach().numpy(), x.grad.numpy(), module.weight.grad.numpy(), module.bias.grad.numpy()])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert sorted(ours.state_dict()) == ["bias", "weight"]  # the constant vectors are not saved

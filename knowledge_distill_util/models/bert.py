@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 ATTENTION_OUTPUTS = ("probs", "scores")
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 def _gelu(x: flow.Tensor) -> flow.Tensor:
@@ -47,7 +48,6 @@ def _gelu_tanh(x: flow.Tensor) -> flow.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-_SQRT_HALF = 1.0 / math.sqrt(2.0)
 HIDDEN_ACTS: Dict[str, Callable[[flow.Tensor], flow.Tensor]] = {
     "gelu": _gelu,  # exact (erf) GELU, as BERT and the original
     "gelu_new": _gelu_tanh,
