@@ -28,7 +28,7 @@ __all__ = [
     "resolve_config",
     "save_config",
     "format_config",
-    "apply_quick",
+    "QUICK_OVERRIDES",
 ]
 
 
@@ -232,26 +232,22 @@ def resolve_config(
     defaults: Optional[Mapping[str, Any]] = None,
     description: str = "",
 ) -> TrainConfig:
-    """Defaults < ``defaults`` (a script's own) < ``--config FILE`` < flags given in ``argv``."""
+    """Defaults < ``defaults`` (a script's own) < ``--config FILE`` < ``--quick`` settings < flags in ``argv``.
+
+    ``--quick`` (from a flag or the file) forces :data:`QUICK_OVERRIDES` over the file's values; flags
+    given explicitly still win over it.
+    """
     parser = build_parser(description)
     given = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
     values = merge_config({}, dict(defaults or {}), "script defaults")
     config_file = given.pop("config", None)
     if config_file is not None:
         values.update(read_config_file(config_file))
+    if given.get("quick", values.get("quick", False)):
+        values.update(QUICK_OVERRIDES)
+        values["seq_length"] = min(values.get("seq_length", _FIELDS["seq_length"].default), 32)
     values.update(given)
-    cfg = TrainConfig(**values)
-    if cfg.quick:
-        apply_quick(cfg)
-    return cfg
-
-
-def apply_quick(cfg: TrainConfig) -> TrainConfig:
-    """Force the tiny-data settings of ``--quick`` (see ``QUICK_OVERRIDES``); sequences of at most 32."""
-    for name, value in QUICK_OVERRIDES.items():
-        setattr(cfg, name, value)
-    cfg.seq_length = min(cfg.seq_length, 32)
-    return cfg
+    return TrainConfig(**values)
 
 
 def format_config(cfg: TrainConfig) -> str:
