@@ -27,6 +27,7 @@ setup(
         "scikit-learn>=1.3",
         "tqdm>=4.60",
         "matplotlib>=3.5",
+        "scipy>=1.7",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     license="Apache-2.0",
