@@ -193,3 +193,29 @@ def test_graph_training_steps_equal_eager(kind):
         np.testing.assert_allclose(compiled.state_dict()[name].numpy(), value.numpy(), **GRAPH, err_msg=name)
     moved = [name for name, value in eager.state_dict().items() if not np.allclose(value.numpy(), initial[name])]
     assert moved, "the training steps changed no parameter: the comparison would be vacuous"
+
+
+# --- CUDA -----------------------------------------------------------------------------------------------
+
+requires_cuda = pytest.mark.skipif(not flow.cuda.is_available(), reason="needs a CUDA device; this machine has none")
+
+
+@requires_cuda
+def test_kernels_on_cuda_equal_the_reference_chunked_and_in_one_pass():
+    rng = np.random.default_rng(6)
+    s_np, t_np = rand(rng, 9, 5, scale=3.0), rand(rng, 9, 5, scale=3.0)
+    for chunk_elements in (TINY_CHUNK, None):
+        s = flow.tensor(s_np, device="cuda", requires_grad=True)
+        loss = _kernels.soft_cross_entropy_mean(s, flow.tensor(t_np, device="cuda"), 2.0, 0.5,
+                                                chunk_elements=chunk_elements)
+        loss.backward()
+        assert loss.device.type == "cuda"
+        np.testing.assert_allclose(loss.item(), ref.pred_distill(s_np, t_np, 2.0, 0.5), **F32)
+        np.testing.assert_allclose(s.grad.numpy(), ref.soft_cross_entropy_grad(s_np, t_np, 2.0, 0.5), **GRAD)
+    a_np = np.array([[-np.inf, -1e4, 0.5, 2.0]], np.float32)
+    b_np = np.array([[1.0, 0.0, -np.inf, 1.0]], np.float32)
+    a = flow.tensor(a_np, device="cuda", requires_grad=True)
+    loss = _kernels.sum_of_masked_mse([(a, flow.tensor(b_np, device="cuda"))], -100.0)
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), (1.0 + 0.0 + 0.25 + 1.0) / 4, **F32)
+    np.testing.assert_allclose(a.grad.numpy(), [[0.0, 0.0, 0.25, 0.5]], **GRAD)

@@ -1,0 +1,55 @@
+"""scripts/benchmark.py --quick runs end to end (tiny shapes) and writes the documented JSON rows."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
+KEYS = {"case", "shape", "ours_ms", "original_ms", "torch_ms", "speedup_vs_original",
+        "ours_peak_mb", "original_peak_mb", "memory_ratio", "graph_ms", "eager_step_ms"}
+
+
+def _run(*extra, timeout=300):
+    env = dict(os.environ, GLOG_minloglevel="3")
+    return subprocess.run([sys.executable, SCRIPT, *extra], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("benchmark") / "rows.json"
+    done = _run("--quick", "--device", "cpu", "--json", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    with open(path) as f:
+        return done.stdout, json.load(f)
+
+
+def test_quick_run_writes_every_case_with_the_documented_keys(quick_run):
+    _, rows = quick_run
+    assert [row["case"] for row in rows] == ["soft_ce", "soft_ce", "layer_distill", "att_distill"]
+    for row in rows:
+        assert KEYS <= set(row), KEYS - set(row)
+        for key in ("ours_ms", "original_ms", "graph_ms", "eager_step_ms"):
+            assert row[key] > 0, (row["case"], key, row[key])
+        assert row["speedup_vs_original"] == pytest.approx(row["original_ms"] / row["ours_ms"])
+        if row["ours_peak_mb"] is not None and row["original_peak_mb"]:
+            assert row["memory_ratio"] == pytest.approx(row["ours_peak_mb"] / row["original_peak_mb"])
+        # PyTorch is optional: a number, or null with a note saying why
+        assert (row["torch_ms"] is not None and row["torch_ms"] > 0) or "torch" in (row["note"] or "")
+
+
+def test_quick_run_prints_the_same_rows_as_a_table(quick_run):
+    stdout, rows = quick_run
+    lines = stdout.splitlines()
+    assert lines[0].split()[:4] == ["case", "shape", "ours", "ms"]
+    body = [line for line in lines[2:] if not line.startswith("note:")]
+    assert [line.split()[0] for line in body] == [row["case"] for row in rows]
+
+
+def test_invalid_repeat_is_rejected_with_a_message():
+    done = _run("--repeat", "0", timeout=60)
+    assert done.returncode == 2
+    assert "--repeat must be at least 1, got 0" in done.stderr
