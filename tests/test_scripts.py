@@ -147,3 +147,32 @@ def test_run_compression_quick(tmp_path):
     assert names == ["teacher", "labels-only student", "KD", "Distilled-BiLSTM", "BERT-PKD", "TinyBERT",
                      "BERT-of-Theseus"]
     assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
+
+
+def test_regression_task_sts_b(tmp_path):
+    """STS-B (one output, scores 0-5): teacher and a distilled student train and report Pearson/Spearman."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = ["cat", "dog", "car", "tree", "house", "river", "music", "code"]
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    data = tmp_path / "sts"
+    data.mkdir()
+    for split, count in (("train", 40), ("dev", 16)):
+        lines = [header]
+        for i in range(count):
+            a, b = rng.choice(words, 4), rng.choice(words, 4)
+            score = 5.0 * len(set(a) & set(b)) / 4
+            lines.append(f"{i}\tg\tf\t2020\t{i}\ts\ts\t{' '.join(a)}\t{' '.join(b)}\t{score:.2f}\n")
+        (data / f"{split}.tsv").write_text("".join(lines))
+    teacher = tmp_path / "teacher"
+    done = _run("train_teacher.py", "--quick", "--data_dir", data, "--task_name", "sts-b", "--model_save_dir",
+                teacher, "--result_dir", tmp_path / "teacher_results", *TINY_TEACHER)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = _run("run_kd.py", "--config", os.path.join(REPO, "configs", "kd.json"), "--quick", "--data_dir", data,
+                "--task_name", "sts-b", "--teacher_model", teacher, "--model_save_dir", tmp_path / "kd",
+                "--result_dir", tmp_path / "kd_results", *TINY_STUDENT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "kd_results" / "results_eval.json").read_text())
+    assert {"pearson", "spearmanr", "mse", "modelSize", "reasoningTime"} <= set(results)
+    assert results["main_metric"] == "pearson"
