@@ -49,6 +49,7 @@ class TrainConfig:
     do_train: bool = True
     do_eval: bool = True
     seed: int = 0
+    device: Optional[str] = None
     resume: bool = False
     use_graph: bool = False
     quick: bool = False

@@ -60,6 +60,9 @@ class ConfigError(ValueError):
 
 
 def _device(cfg: TrainConfig) -> flow.device:
+    """``cfg.device`` when given, else the first CUDA device when there is one, else the CPU."""
+    if cfg.device:
+        return flow.device(cfg.device)
     return flow.device("cuda" if flow.cuda.is_available() else "cpu")
 
 
@@ -344,6 +347,7 @@ def prepare(cfg: TrainConfig) -> Plan:
         model, description = _build_teacher_for_finetune(cfg, data.spec)
         if cfg.freeze_word_embeddings:
             _freeze_word_embeddings(model)
+        model.to(_device(cfg))
         stage = Stage("teacher", "labels", model, cfg.num_epochs, cfg.learning_rate, False)
         return Plan(cfg, data, None, None, [stage], model, description)
 
@@ -390,6 +394,10 @@ def prepare(cfg: TrainConfig) -> Plan:
         else:
             loss = {"baseline": "labels", "kd": "kd", "bert_pkd": "bert_pkd"}[recipe]
             stages.append(Stage(recipe, loss, final, cfg.num_epochs, cfg.learning_rate, loss == "kd"))
+    device = _device(cfg)
+    teacher.to(device)
+    for stage in stages:
+        stage.model.to(device)
     return Plan(cfg, data, teacher, meta, stages, final, f"teacher {cfg.teacher_model}")
 
 
@@ -428,7 +436,8 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
             done_dir = os.path.join(cfg.model_save_dir, f"stage_{stage.name}")
             if cfg.resume and os.path.isfile(os.path.join(done_dir, MODEL_CONFIG)) and stage is not plan.stages[-1]:
                 loaded, _ = load_trained(done_dir, f"stage {stage.name}")
-                stage.model.load_state_dict(loaded.state_dict())  # finished before the interruption
+                target = stage.model.successor if isinstance(stage.model, TheseusModel) else stage.model
+                target.load_state_dict(loaded.state_dict())  # finished before the interruption
                 print(f"[{cfg.recipe}] stage {stage.name} already finished; loaded {done_dir}", flush=True)
                 continue
             step = LossStep(stage.model, plan.teacher, RECIPES.get(stage.loss), cfg)
@@ -453,7 +462,7 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
         model_dir = os.path.join(cfg.model_save_dir, WEIGHTS)
         if not cfg.do_train:
             model, _ = load_trained(cfg.student_model or cfg.model_save_dir, "model")
-            plan.final_model = model
+            plan.final_model = model.to(_device(cfg))
             model_dir = os.path.join(cfg.student_model or cfg.model_save_dir, WEIGHTS)
         results = evaluate_model(plan.final_model, plan.data.dev, plan.data.spec.output_mode,
                                  cfg.eval_batch_size, saved_model_dir=model_dir)
