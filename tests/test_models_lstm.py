@@ -159,7 +159,7 @@ def test_errors():
         model(ids, mask[:, :5], types)
     with pytest.raises(ValueError, match=r"hidden_size must be a positive integer, got 0"):
         build(hidden_size=0)
-    with pytest.raises(ValueError, match=r"hidden_dropout_prob must be in \[0, 1\), got 1\.5"):
+    with pytest.raises(ValueError, match=r"hidden_dropout_prob must be a number in \[0, 1\), got 1\.5"):
         build(hidden_dropout_prob=1.5)
 
 

@@ -6,10 +6,30 @@ from typing import Optional
 
 import oneflow as flow
 
-__all__ = ["INTEGER_DTYPES", "check_model_inputs", "extended_attention_mask"]
+__all__ = [
+    "INTEGER_DTYPES",
+    "check_model_inputs",
+    "extended_attention_mask",
+    "check_positive_int",
+    "check_probability",
+]
 
 INTEGER_DTYPES = (flow.int8, flow.int32, flow.int64, flow.uint8)
 _MASK_DTYPES = INTEGER_DTYPES + (flow.bool, flow.float16, flow.float32, flow.float64)
+
+
+def check_positive_int(name: str, value) -> int:
+    """Require an ``int`` >= 1 (a constructor size or count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_probability(name: str, value) -> float:
+    """Require a number in ``[0, 1)`` (a dropout probability)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def _check_tensor(name: str, value, allowed, allowed_text: str) -> None:

@@ -19,7 +19,7 @@ import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
 
-from ._inputs import check_model_inputs, extended_attention_mask
+from ._inputs import check_model_inputs, check_positive_int, check_probability, extended_attention_mask
 
 __all__ = [
     "BertForSequenceClassification",
@@ -64,18 +64,6 @@ def fit_dense(hidden_size: int, fit_size: int) -> nn.Linear:
     Linear(in_features=312, out_features=768, bias=True)
     """
     return nn.Linear(hidden_size, fit_size)
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -267,7 +255,7 @@ class BertForSequenceClassification(nn.Module):
                             ("max_position_embeddings", max_position_embeddings),
                             ("type_vocab_size", type_vocab_size), ("label_num", label_num),
                             ("fit_size", fit_size)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads "
@@ -280,8 +268,8 @@ class BertForSequenceClassification(nn.Module):
                 f"attention_output must be one of {ATTENTION_OUTPUTS}, got {attention_output!r}: "
                 f"'probs' = softmax probabilities (original), 'scores' = masked raw scores (TinyBERT)"
             )
-        hidden_dropout_prob = _check_probability("hidden_dropout_prob", hidden_dropout_prob)
-        attention_probs_dropout_prob = _check_probability(
+        hidden_dropout_prob = check_probability("hidden_dropout_prob", hidden_dropout_prob)
+        attention_probs_dropout_prob = check_probability(
             "attention_probs_dropout_prob", attention_probs_dropout_prob
         )
         self.config = dict(

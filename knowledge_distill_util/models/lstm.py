@@ -18,14 +18,9 @@ from typing import Optional, Tuple
 import oneflow as flow
 import oneflow.nn as nn
 
-from ._inputs import check_model_inputs
+from ._inputs import check_model_inputs, check_positive_int, check_probability
 
 __all__ = ["LSTMStudentForSequenceClassification", "run_lstm"]
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _read_indices(input_ids: flow.Tensor, input_mask: flow.Tensor, ignore_padding: bool
@@ -106,9 +101,8 @@ class LSTMStudentForSequenceClassification(nn.Module):
                             ("hidden_size", hidden_size), ("intermediate_size", intermediate_size),
                             ("num_hidden_layers", num_hidden_layers), ("label_num", label_num),
                             ("embedding_size", embedding_size)):
-            _check_positive_int(name, value)
-        if not 0.0 <= hidden_dropout_prob < 1.0:
-            raise ValueError(f"hidden_dropout_prob must be in [0, 1), got {hidden_dropout_prob!r}")
+            check_positive_int(name, value)
+        hidden_dropout_prob = check_probability("hidden_dropout_prob", hidden_dropout_prob)
         self.bidirectional = bool(bidirectional)
         self.ignore_padding = self.bidirectional if ignore_padding is None else bool(ignore_padding)
         self.config = dict(
