@@ -23,7 +23,7 @@ Design (numbers measured on the 2-core CPU machine, see ``scripts/benchmark.py``
   op, whose backward is the matching single-pass mask; the MSE kernel above follows.
 """
 import functools
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import oneflow as flow
 import oneflow.nn.functional as F
@@ -181,12 +181,17 @@ def mse_mean(a: flow.Tensor, b: flow.Tensor) -> flow.Tensor:
     return _mse_function(bool(a.requires_grad), bool(b.requires_grad)).apply(a, b)
 
 
+def _total(losses: Iterable[flow.Tensor]) -> flow.Tensor:
+    """Sum of scalar losses, consumed one at a time so that each pair's temporaries die before the next."""
+    total = None
+    for loss in losses:
+        total = loss if total is None else total + loss
+    return total
+
+
 def sum_of_mse(pairs: List[Pair]) -> flow.Tensor:
     """Sum over pairs of :func:`mse_mean`."""
-    total = mse_mean(*pairs[0])
-    for a, b in pairs[1:]:
-        total = total + mse_mean(a, b)
-    return total
+    return _total(mse_mean(a, b) for a, b in pairs)
 
 
 def masked(x: flow.Tensor, threshold: float) -> flow.Tensor:
@@ -199,4 +204,4 @@ def masked(x: flow.Tensor, threshold: float) -> flow.Tensor:
 
 def sum_of_masked_mse(pairs: List[Pair], threshold: float) -> flow.Tensor:
     """Sum over pairs of the MSE after replacing entries ``<= threshold`` by 0 in both tensors."""
-    return sum_of_mse([(masked(a, threshold), masked(b, threshold)) for a, b in pairs])
+    return _total(mse_mean(masked(a, threshold), masked(b, threshold)) for a, b in pairs)

@@ -11,8 +11,10 @@ memory of the first run, for
 * ``torch``: the PyTorch equivalent (TextBrewer/TinyBERT style) in a separate interpreter that has
   ``torch`` (``--torch-python``; skipped with a note when none is found),
 
-plus ``graph_ms`` and ``eager_step_ms``: one training step (forward, backward, SGD update with lr 0) of
-this package inside ``nn.Graph`` and in eager mode, to compare the two on the same work.
+plus one training step (forward, backward, SGD update with lr 0) of this package: ``graph_ms`` inside
+``nn.Graph``, ``eager_step_ms`` in eager mode with the usual ``optimizer.zero_grad()`` (gradients zeroed
+and accumulated into, as the graph does), ``eager_step_none_ms`` in eager mode with
+``zero_grad(set_to_none=True)`` (the gradient tensor is handed over without accumulation).
 
 Every (implementation, case) runs in a fresh process so that allocator caches do not leak from one
 measurement into another (``--quick`` shares one process per implementation to stay fast). Peak memory
@@ -38,6 +40,7 @@ from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_PREFIX = "BENCHMARK-RESULT "
+STEP_MODES = ("graph", "eager_step", "eager_step_none")
 MASK_THRESHOLD = -100.0
 PAD_VALUE = -10000.0
 
@@ -63,7 +66,7 @@ COLUMNS = [
     ("case", "case", 13), ("shape", "shape", 30), ("ours_ms", "ours ms", 9), ("original_ms", "orig ms", 9),
     ("torch_ms", "torch ms", 9), ("speedup_vs_original", "speedup", 8), ("ours_peak_mb", "ours MB", 9),
     ("original_peak_mb", "orig MB", 9), ("torch_peak_mb", "torch MB", 9), ("memory_ratio", "mem ratio", 9),
-    ("graph_ms", "graph ms", 9), ("eager_step_ms", "step ms", 9),
+    ("graph_ms", "graph ms", 9), ("eager_step_ms", "step ms", 9), ("eager_step_none_ms", "step0 ms", 9),
 ]
 
 
@@ -240,8 +243,11 @@ def _measure_eager(backend: _Backend, spec: Dict, impl: str, repeat: int) -> Dic
     return {"ms": statistics.median(times[1:]), "peak_mb": peak}
 
 
-def _measure_step(backend: _Backend, spec: Dict, repeat: int, graph: bool) -> Dict:
-    """One training step of this package (forward, backward, SGD lr 0) in ``nn.Graph`` or eager."""
+def _measure_step(backend: _Backend, spec: Dict, repeat: int, mode: str) -> Dict:
+    """One training step of this package (forward, backward, SGD lr 0) in ``nn.Graph`` or eager.
+
+    ``mode``: ``graph``, ``eager_step`` (``zero_grad()``) or ``eager_step_none`` (``set_to_none=True``).
+    """
     flow = backend.lib
     loss_fn = _loss_function("ours", spec, backend)
     student, teacher = _inputs(backend, spec)
@@ -258,7 +264,7 @@ def _measure_step(backend: _Backend, spec: Dict, repeat: int, graph: bool) -> Di
 
     model = Student()
     optimizer = flow.optim.SGD(model.parameters(), lr=0.0)
-    if graph:
+    if mode == "graph":
         class Step(flow.nn.Graph):
             def __init__(self):
                 super().__init__()
@@ -276,7 +282,7 @@ def _measure_step(backend: _Backend, spec: Dict, repeat: int, graph: bool) -> Di
             return compiled(*teacher)
     else:
         def step():
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=mode == "eager_step_none")
             loss = model(*teacher)
             loss.backward()
             optimizer.step()
@@ -294,8 +300,8 @@ def _measure_step(backend: _Backend, spec: Dict, repeat: int, graph: bool) -> Di
 def run_worker(impl: str, specs: List[Dict], device: str, repeat: int) -> None:
     backend = _Backend("torch" if impl == "torch" else "oneflow", device)
     for spec in specs:
-        if impl in ("graph", "eager_step"):
-            result = _measure_step(backend, spec, repeat, graph=impl == "graph")
+        if impl in STEP_MODES:
+            result = _measure_step(backend, spec, repeat, impl)
         else:
             result = _measure_eager(backend, spec, impl, repeat)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -350,7 +356,7 @@ def _ratio(numerator, denominator) -> Optional[float]:
 def collect(args) -> List[Dict]:
     specs = QUICK_CASES if args.quick else FULL_CASES
     torch_python = find_torch_python(args.torch_python)
-    impls = ["ours", "original"] + ([] if args.no_graph else ["graph", "eager_step"])
+    impls = ["ours", "original"] + ([] if args.no_graph else list(STEP_MODES))
     if torch_python:
         impls.append("torch")
     measured: Dict[str, List[Optional[Dict]]] = {}
@@ -372,6 +378,7 @@ def collect(args) -> List[Dict]:
             "ours_peak_mb": get("ours", "peak_mb"), "original_peak_mb": get("original", "peak_mb"),
             "torch_peak_mb": get("torch", "peak_mb"),
             "graph_ms": get("graph", "ms"), "eager_step_ms": get("eager_step", "ms"),
+            "eager_step_none_ms": get("eager_step_none", "ms"),
         }
         row["speedup_vs_original"] = _ratio(row["original_ms"], row["ours_ms"])
         row["memory_ratio"] = _ratio(row["ours_peak_mb"], row["original_peak_mb"])
@@ -423,7 +430,7 @@ def parse_args(argv=None):
     parser.add_argument("--torch-python", metavar="PYTHON",
                         help="interpreter with PyTorch for the torch column (default: this one, else "
                              "python3, when it can import torch; 'none' to skip)")
-    parser.add_argument("--no-graph", action="store_true", help="skip the nn.Graph / eager step columns")
+    parser.add_argument("--no-graph", action="store_true", help="skip the training-step columns")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measuring process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)

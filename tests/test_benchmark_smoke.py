@@ -9,7 +9,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 KEYS = {"case", "shape", "ours_ms", "original_ms", "torch_ms", "speedup_vs_original",
-        "ours_peak_mb", "original_peak_mb", "memory_ratio", "graph_ms", "eager_step_ms"}
+        "ours_peak_mb", "original_peak_mb", "memory_ratio", "graph_ms", "eager_step_ms", "eager_step_none_ms"}
 
 
 def _run(*extra, timeout=300):
@@ -32,7 +32,7 @@ def test_quick_run_writes_every_case_with_the_documented_keys(quick_run):
     assert [row["case"] for row in rows] == ["soft_ce", "soft_ce", "layer_distill", "att_distill"]
     for row in rows:
         assert KEYS <= set(row), KEYS - set(row)
-        for key in ("ours_ms", "original_ms", "graph_ms", "eager_step_ms"):
+        for key in ("ours_ms", "original_ms", "graph_ms", "eager_step_ms", "eager_step_none_ms"):
             assert row[key] > 0, (row["case"], key, row[key])
         assert row["speedup_vs_original"] == pytest.approx(row["original_ms"] / row["ours_ms"])
         if row["ours_peak_mb"] is not None and row["original_peak_mb"]:
