@@ -45,7 +45,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 20
 
 
 def _mean_scale(numel: int) -> float:
-    """``1 / numel`` (NaN for empty tensors, like ``Tensor.mean``)."""
+    """``1 / numel``; NaN for empty tensors (the mean of nothing, as numpy and PyTorch give)."""
     return 1.0 / numel if numel else float("nan")
 
 

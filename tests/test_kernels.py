@@ -51,6 +51,8 @@ def test_chunking_is_used_only_for_local_eager_tensors_with_more_rows_than_a_chu
     x = flow.zeros(10, 4)
     assert _kernels._use_chunks(x, chunk_rows=3)
     assert not _kernels._use_chunks(x, chunk_rows=10)
+    one_rank = x.to_global(placement=flow.placement("cpu", ranks=[0]), sbp=flow.sbp.broadcast)
+    assert not _kernels._use_chunks(one_rank, chunk_rows=3)  # global tensors are never sliced
     assert _kernels._chunk_rows(num_classes=4, chunk_elements=TINY_CHUNK) == 1
     assert _kernels._chunk_rows(num_classes=30522, chunk_elements=_kernels.DEFAULT_CHUNK_ELEMENTS) == 34
 
