@@ -15,9 +15,9 @@ Design (numbers measured on the 2-core CPU machine, see ``scripts/benchmark.py``
   logits-sized tensor (the gradient itself) plus a few chunks. Inside ``nn.Graph`` (where the compiler
   plans memory and in-place slice writes are not cheap), on global tensors, and when everything fits in
   one chunk, the forward computes and saves the gradient direction once and the backward only scales it.
-* **MSE** is a custom ``autograd.Function`` that saves only the difference ``a - b``; its backward is a
-  single scaled copy of it (and its negation for ``b`` when ``b`` requires a gradient: ``mseloss`` is
-  symmetric).
+* **MSE** is a custom ``autograd.Function`` that saves only the difference ``a - b`` (its squares are summed
+  chunk by chunk while in the CPU cache, never stored whole); its backward is a single scaled copy of it
+  (and its negation for ``b`` when ``b`` requires a gradient: ``mseloss`` is symmetric).
 * **Attention MSE** replaces the original ``where(x <= threshold, 0, x)`` (a comparison, a ``zeros_like``
   and a select, about 50x slower than an element-wise op on CPU) with OneFlow's single-pass ``threshold``
   op, whose backward is the matching single-pass mask; the MSE kernel above follows.
@@ -47,6 +47,20 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 20
 def _mean_scale(numel: int) -> float:
     """``1 / numel``; NaN for empty tensors (the mean of nothing, as numpy and PyTorch give)."""
     return 1.0 / numel if numel else float("nan")
+
+
+def _sum_all(x: flow.Tensor) -> flow.Tensor:
+    """Sum of every element (local: as one 1-D reduction, 12 ms instead of 15 ms for 31M floats on CPU)."""
+    return x.sum() if x.is_global else x.reshape(-1).sum()
+
+
+def _sum_of_squares(d: flow.Tensor) -> flow.Tensor:
+    """``sum(d ** 2)``; local eager tensors in chunks of :data:`DEFAULT_CHUNK_ELEMENTS` so that each
+    squared chunk is summed while still in the CPU cache (about 25% less forward time for BERT-sized
+    hidden states)."""
+    if d.is_global or d.is_lazy or d.numel() <= DEFAULT_CHUNK_ELEMENTS:
+        return _sum_all(flow.square(d))
+    return flow.stack([flow.square(c).sum() for c in d.reshape(-1).split(DEFAULT_CHUNK_ELEMENTS)]).sum()
 
 
 def _scaled(x: flow.Tensor, temperature: float) -> flow.Tensor:
@@ -82,7 +96,7 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
 
     def loss_sum(s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
         """``sum(softmax(t / T_t) * log_softmax(s / T_s))`` over all elements of ``s``, ``t``."""
-        return (F.softmax(_scaled(t, t_t), dim=-1) * F.log_softmax(_scaled(s, t_s), dim=-1)).sum()
+        return _sum_all(F.softmax(_scaled(t, t_t), dim=-1) * F.log_softmax(_scaled(s, t_s), dim=-1))
 
     def direction(s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
         """``softmax(s / T_s) - softmax(t / T_t)`` (a fresh tensor, safe to modify in place)."""
@@ -101,7 +115,7 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
                 total = flow.stack(parts).sum()
             else:
                 p = F.softmax(_scaled(t, t_t), dim=-1)
-                total = (p * F.log_softmax(_scaled(s, t_s), dim=-1)).sum()
+                total = _sum_all(p * F.log_softmax(_scaled(s, t_s), dim=-1))
                 ctx.save_for_backward(F.softmax(_scaled(s, t_s), dim=-1).sub_(p))
             return total * -_mean_scale(s.numel())
 
@@ -165,7 +179,7 @@ def _mse_function(grad_a: bool, grad_b: bool):
         def forward(ctx, a: flow.Tensor, b: flow.Tensor) -> flow.Tensor:
             d = a - b
             ctx.save_for_backward(d)
-            return flow.square(d).sum() * _mean_scale(d.numel())
+            return _sum_of_squares(d) * _mean_scale(d.numel())
 
         @staticmethod
         def backward(ctx, dy: flow.Tensor):

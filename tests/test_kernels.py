@@ -112,6 +112,17 @@ def test_mse_gradient_closed_form_for_whichever_side_requires_it(needs):
             assert tensor.grad is None
 
 
+def test_chunked_sum_of_squares_equals_the_reference(monkeypatch):
+    monkeypatch.setattr(_kernels, "DEFAULT_CHUNK_ELEMENTS", TINY_CHUNK)  # 60 elements: 9 chunks
+    rng = np.random.default_rng(7)
+    a_np, b_np = rand(rng, 3, 4, 5), rand(rng, 3, 4, 5)
+    a = flow.tensor(a_np, requires_grad=True)
+    loss = _kernels.mse_mean(a, flow.tensor(b_np))
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), ref.mse(a_np, b_np), **F32)
+    np.testing.assert_allclose(a.grad.numpy(), 2.0 * (a_np.astype(np.float64) - b_np) / a_np.size, **GRAD)
+
+
 def test_sum_of_mse_adds_the_pairs():
     rng = np.random.default_rng(4)
     pairs = [(rand(rng, 2, 3), rand(rng, 2, 3)) for _ in range(3)]
