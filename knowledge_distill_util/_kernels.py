@@ -148,19 +148,26 @@ def soft_cross_entropy_mean(
     """``-mean(softmax(t / T_t) * log_softmax(s / T_s))`` over all elements (no ``T**2``).
 
     Args:
-        student_logits, teacher_logits: ``[..., C]``; the teacher must be detached.
+        student_logits, teacher_logits: ``[..., C]`` of equal shape; the teacher must be detached.
         student_temperature, teacher_temperature: positive Python floats.
         chunk_elements: elements per row chunk of the eager path (default :data:`DEFAULT_CHUNK_ELEMENTS`;
             tests pass a tiny value to exercise the chunked path). The value never changes the result
             beyond float rounding.
+
+    Returns:
+        scalar tensor; the backward gives ``student_logits`` the gradient
+        ``(softmax(s / T_s) - softmax(t / T_t)) / (T_s * numel)`` times the upstream gradient.
     """
     if chunk_elements is None:
         chunk_elements = DEFAULT_CHUNK_ELEMENTS
-    if int(chunk_elements) < 1:
-        raise ValueError(f"chunk_elements must be a positive integer, got {chunk_elements!r}")
+    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+        raise ValueError(
+            f"chunk_elements must be a positive integer (elements per chunk) or None for the default "
+            f"{DEFAULT_CHUNK_ELEMENTS}, got {chunk_elements!r}"
+        )
     num_classes = student_logits.shape[-1] if student_logits.ndim else 1
     function = _soft_cross_entropy_function(
-        float(student_temperature), float(teacher_temperature), _chunk_rows(num_classes, int(chunk_elements))
+        float(student_temperature), float(teacher_temperature), _chunk_rows(num_classes, chunk_elements)
     )
     return function.apply(student_logits, teacher_logits)
 

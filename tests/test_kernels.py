@@ -81,10 +81,11 @@ def test_backward_twice_with_retain_graph_accumulates_the_same_gradient(chunk_el
     np.testing.assert_allclose(s.grad.numpy(), 2 * ref.soft_cross_entropy_grad(s_np, t_np), **GRAD)
 
 
-def test_chunk_elements_must_be_positive():
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True])
+def test_chunk_elements_must_be_a_positive_integer(bad):
     x = flow.zeros(2, 3)
-    with pytest.raises(ValueError, match=r"chunk_elements must be a positive integer, got 0"):
-        _kernels.soft_cross_entropy_mean(x, x, 1.0, 1.0, chunk_elements=0)
+    with pytest.raises(ValueError, match=r"chunk_elements must be a positive integer .* got " + repr(bad)):
+        _kernels.soft_cross_entropy_mean(x, x, 1.0, 1.0, chunk_elements=bad)
 
 
 def test_one_function_class_per_temperature_pair_and_chunk_size_is_cached():
