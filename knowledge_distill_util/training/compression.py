@@ -66,6 +66,35 @@ def build_job_configs(plan: Dict, plan_path: str, run: Dict, config_dir: str, qu
     return configs
 
 
+def _progress_line(jobs: Sequence[str], configs: Dict) -> str:
+    """``job: stage step N`` of every job that has written a loss log (the newest log of each job)."""
+    parts = []
+    for job in jobs:
+        directory = configs[job]["result_dir"]
+        logs = [os.path.join(directory, f) for f in os.listdir(directory) if f.endswith("_losses.csv")] \
+            if os.path.isdir(directory) else []
+        if not logs:
+            continue
+        newest = max(logs, key=os.path.getmtime)
+        with open(newest, encoding="utf-8") as stream:
+            last = stream.read().strip().splitlines()[-1].split(",")[0]
+        if last.isdigit():
+            parts.append(f"{job}: {os.path.basename(newest)[:-len('_losses.csv')]} step {last}")
+    return "; ".join(parts)
+
+
+def _wait(futures: Dict, configs: Dict, every: float = 30.0) -> None:
+    """Wait for ``futures``, printing where the running jobs are every ``every`` seconds."""
+    last = time.time()
+    while any(not future.done() for future in futures.values()):
+        time.sleep(1.0)
+        if time.time() - last >= every:
+            last = time.time()
+            line = _progress_line([job for job, f in futures.items() if not f.done()], configs)
+            if line:
+                print(f"[run_compression] running: {line}", flush=True)
+
+
 def _run_job(job: str, config: Dict, timeout: float, echo: bool) -> Dict:
     script = os.path.join(REPO, "scripts", JOBS[job][1])
     os.makedirs(config["result_dir"], exist_ok=True)
@@ -153,6 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     students = [job for job in JOBS if job != "teacher"]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {job: pool.submit(_run_job, job, configs[job], args.job_timeout, True) for job in students}
+        _wait(futures, configs)
         for job in students:
             done[job] = futures[job].result()
     _measure_speeds(done, configs)
