@@ -104,10 +104,11 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
         return q.sub_(F.softmax(_scaled(t, t_t), dim=-1))
 
     class SoftCrossEntropy(flow.autograd.Function):
+        # The path taken is told to backward by what was saved (2 tensors: chunked, 1: not): reading a
+        # Python attribute of ``ctx`` in backward corrupts memory at exit in OneFlow 0.9.
         @staticmethod
         def forward(ctx, s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
-            ctx.chunked = _use_chunks(s, chunk_rows)
-            if ctx.chunked:
+            if _use_chunks(s, chunk_rows):
                 # Saves only the inputs; per-chunk temporaries die at once.
                 rows_s, rows_t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
                 parts = [loss_sum(a, b) for a, b in zip(rows_s.split(chunk_rows), rows_t.split(chunk_rows))]
@@ -121,10 +122,11 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
 
         @staticmethod
         def backward(ctx, dy: flow.Tensor):
-            if not ctx.chunked:
-                (g,) = ctx.saved_tensors
+            saved = ctx.saved_tensors
+            if len(saved) == 1:
+                (g,) = saved
                 return g * (dy * (_mean_scale(g.numel()) / t_s)), None
-            s, t = ctx.saved_tensors
+            s, t = saved
             scale = dy * (_mean_scale(s.numel()) / t_s)
             rows_s, rows_t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
             grad = flow.empty_like(rows_s)

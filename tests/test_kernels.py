@@ -5,6 +5,10 @@ The public operators' values against the reference are in test_operators.py; her
 mechanics are checked: chunk boundaries, the saved-nothing backward, gradients for whichever side requires
 one, repeated backward, and the graph path (which never chunks) against the chunked eager path.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import oneflow as flow
 import pytest
@@ -233,3 +237,26 @@ def test_kernels_on_cuda_equal_the_reference_chunked_and_in_one_pass():
     loss.backward()
     np.testing.assert_allclose(loss.item(), (1.0 + 0.0 + 0.25 + 1.0) / 4, **F32)
     np.testing.assert_allclose(a.grad.numpy(), [[0.0, 0.0, 0.25, 0.5]], **GRAD)
+
+
+# --- process health -------------------------------------------------------------------------------------
+
+def test_many_backward_passes_leave_the_process_able_to_exit_cleanly(tmp_path):
+    """Regression: a Function whose backward read a ``ctx`` attribute corrupted the heap in OneFlow 0.9,
+    and the process aborted at exit (``free(): invalid pointer``) after a few thousand steps."""
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import oneflow as flow\n"
+        "from knowledge_distill_util import _kernels as K\n"
+        "s = flow.randn(6, 5).requires_grad_(); t = flow.randn(6, 5)\n"
+        "for i in range(3000):\n"
+        "    s.grad = None\n"
+        "    (K.soft_cross_entropy_mean(s, t, 2.0, 1.0, chunk_elements=7 if i % 2 else None)\n"
+        "     + K.sum_of_masked_mse([(s, t)], -1.0)).backward()\n"
+        "print('done', flush=True)\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, GLOG_minloglevel="3", PYTHONPATH=repo)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.stdout.strip() == "done"
+    assert done.returncode == 0, done.stderr[-2000:]
