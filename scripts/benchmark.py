@@ -398,7 +398,9 @@ def collect(args) -> List[Dict]:
         row["memory_ratio"] = _ratio(row["ours_peak_mb"], row["original_peak_mb"])
         notes = []
         if not torch_python:
-            notes.append("torch: no interpreter with PyTorch found (--torch-python)")
+            skipped = args.torch_python is not None and args.torch_python.lower() in ("", "none")
+            notes.append("torch: skipped (--torch-python none)" if skipped
+                         else "torch: no interpreter with PyTorch found (--torch-python)")
         if args.device.startswith("cuda"):
             notes.append("OneFlow 0.9 has no CUDA memory statistics: OneFlow peaks are null")
         row["note"] = "; ".join(notes) or None
