@@ -79,6 +79,15 @@ def test_graph_and_resume(workspace):
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
 
 
+@pytest.mark.parametrize("recipe", ["theseus", "tinybert"])
+def test_two_stage_recipes_in_graph(workspace, recipe):
+    """Theseus (replacement coins as a graph input) and TinyBERT (teacher inside the graph) in nn.Graph."""
+    done = _run(SCRIPTS[recipe], *_recipe_args(workspace, recipe, f"{recipe}_graph"), "--use_graph")
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((workspace["root"] / f"{recipe}_graph" / "results" / "config.json").read_text())
+    assert config["use_graph"] is True
+
+
 def _assert_stops_before_training(done, pattern):
     import re
 
