@@ -79,6 +79,38 @@ def test_graph_and_resume(workspace):
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
 
 
+def test_killed_run_resumes_to_the_uninterrupted_result(workspace):
+    """SIGKILL a run after its first checkpoint; ``--resume`` ends with the uninterrupted run's weights."""
+    import time
+
+    import numpy as np
+    import oneflow as flow
+
+    extra = ["--max_steps", "24", "--num_epochs", "4", "--checkpoint_every", "4", "--student_hidden_dropout_prob", "0",
+             "--student_attention_probs_dropout_prob", "0"]
+    whole = _run("run_kd.py", *_recipe_args(workspace, "kd", "kd_whole"), *extra)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    args = [PYTHON, os.path.join(REPO, "scripts", "run_kd.py"), *map(str, _recipe_args(workspace, "kd", "kd_kill")),
+            *extra]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                               env=dict(os.environ, GLOG_minloglevel="3"))
+    latest = workspace["root"] / "kd_kill" / "model" / "checkpoints" / "kd" / "LATEST"
+    deadline = time.time() + TIMEOUT
+    while not latest.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=30)
+    resumed = _run("run_kd.py", *_recipe_args(workspace, "kd", "kd_kill"), *extra, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert process.returncode == -9        # killed mid-run: 20 steps were still to go
+    assert "resumed from" in resumed.stdout
+    rows = (workspace["root"] / "kd_kill" / "results" / "kd_losses.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 25)]
+    a = flow.load(str(workspace["root"] / "kd_whole" / "model" / "weights"))
+    b = flow.load(str(workspace["root"] / "kd_kill" / "model" / "weights"))
+    assert max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a) == 0.0
+
+
 @pytest.mark.parametrize("recipe", ["theseus", "tinybert"])
 def test_two_stage_recipes_in_graph(workspace, recipe):
     """Theseus (replacement coins as a graph input) and TinyBERT (teacher inside the graph) in nn.Graph."""
