@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from .config import merge_config, read_config_file
 from .summary import format_markdown, summary_rows, write_summary

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -53,6 +52,8 @@ MODEL_CONFIG = "model_config.json"
 WEIGHTS = "weights"
 LOGITS_FILE = "train_logits.npz"
 _READS_LAYERS = ("bert_pkd", "tinybert")
+_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size", "label_num", "is_student", "fit_size")
 
 
 class ConfigError(ValueError):
@@ -379,6 +380,12 @@ def prepare(cfg: TrainConfig) -> Plan:
         final = _bert_student(cfg, data.spec, teacher, reads_layers=recipe in _READS_LAYERS)
         if cfg.student_model:
             student_loaded, _ = load_trained(cfg.student_model, "student")
+            differing = [k for k in _SHAPE_KEYS if student_loaded.config.get(k) != final.config.get(k)]
+            if differing:
+                raise ConfigError(
+                    f"student checkpoint {cfg.student_model} differs from the configured student in {differing}; "
+                    f"pass the student_* settings it was trained with"
+                )
             final.load_state_dict(student_loaded.state_dict())
         if cfg.freeze_word_embeddings:
             _freeze_word_embeddings(final)
