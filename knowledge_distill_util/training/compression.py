@@ -28,9 +28,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 JOBS = {
     "teacher": ("teacher", "train_teacher.py", "teacher"),
     "tinybert": ("tinybert", "run_tinybert.py", "TinyBERT"),
+    "bilstm": ("bilstm", "run_bilstm.py", "Distilled-BiLSTM"),
     "theseus": ("theseus", "run_theseus.py", "BERT-of-Theseus"),
     "bert_pkd": ("bert_pkd", "run_bert_pkd.py", "BERT-PKD"),
-    "bilstm": ("bilstm", "run_bilstm.py", "Distilled-BiLSTM"),
     "kd": ("kd", "run_kd.py", "KD"),
     "baseline": ("baseline", "run_baseline.py", "labels-only student"),
 }
