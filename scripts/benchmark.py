@@ -99,11 +99,13 @@ def _reset_peak() -> bool:
 class _Backend:
     """What the timing loop needs from a framework: tensors, sync, memory statistics."""
 
-    def __init__(self, framework: str, device: str):
+    def __init__(self, framework: str, device: str, torch_threads: Optional[int] = None):
         self.framework, self.device = framework, device
         if framework == "torch":
             import torch
 
+            if torch_threads:
+                torch.set_num_threads(torch_threads)
             self.lib = torch
         else:
             os.environ.setdefault("GLOG_minloglevel", "3")
@@ -299,8 +301,8 @@ def _measure_step(backend: _Backend, spec: Dict, repeat: int, mode: str) -> Dict
     return {"ms": statistics.median(times[1:]), "peak_mb": None}
 
 
-def run_worker(impl: str, specs: List[Dict], device: str, repeat: int) -> None:
-    backend = _Backend("torch" if impl == "torch" else "oneflow", device)
+def run_worker(impl: str, specs: List[Dict], device: str, repeat: int, torch_threads: Optional[int]) -> None:
+    backend = _Backend("torch" if impl == "torch" else "oneflow", device, torch_threads)
     for spec in specs:
         if impl in STEP_MODES:
             result = _measure_step(backend, spec, repeat, impl)
@@ -334,6 +336,8 @@ def _run(python: str, impl: str, indices: List[int], args) -> List[Optional[Dict
                "--device", args.device, "--repeat", str(args.repeat)]
     if args.quick:
         command.append("--quick")
+    if args.torch_threads:
+        command += ["--torch-threads", str(args.torch_threads)]
     env = dict(os.environ, GLOG_minloglevel="3")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env)
@@ -449,6 +453,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure everything this many times, alternating implementations, and keep "
                              "each one's best median (use 3 on a machine shared with other jobs)")
+    parser.add_argument("--torch-threads", type=int, metavar="N",
+                        help="torch.set_num_threads(N) in the PyTorch process (default: PyTorch's own; "
+                             "1 avoids thread wake-up stalls on a busy machine)")
     parser.add_argument("--no-graph", action="store_true", help="skip the training-step columns")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measuring process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -467,7 +474,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         specs = QUICK_CASES if args.quick else FULL_CASES
-        run_worker(args.worker, [specs[int(i)] for i in args.cases.split(",")], args.device or "cpu", args.repeat)
+        run_worker(args.worker, [specs[int(i)] for i in args.cases.split(",")], args.device or "cpu", args.repeat,
+                   args.torch_threads)
         return 0
     if args.device is None:
         args.device = default_device()
