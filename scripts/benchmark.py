@@ -26,7 +26,7 @@ memory statistics API (null).
 
 Usage::
 
-    .venv/bin/python scripts/benchmark.py                 # full table (about 3 minutes on 2 cores)
+    .venv/bin/python scripts/benchmark.py                 # full table (about 2-3 minutes on 2 cores)
     .venv/bin/python scripts/benchmark.py --quick         # tiny shapes, a smoke test
     .venv/bin/python scripts/benchmark.py --json out.json --device cuda
 """
