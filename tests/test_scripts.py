@@ -185,8 +185,12 @@ def test_run_compression_quick(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     names = [row["model"] for row in summary["rows"]]
-    assert names == ["teacher", "labels-only student", "KD", "Distilled-BiLSTM", "BERT-PKD", "TinyBERT",
-                     "BERT-of-Theseus"]
+    assert names == ["teacher", "labels-only student", "KD", "labels-only BiLSTM", "Distilled-BiLSTM", "BERT-PKD",
+                     "TinyBERT", "BERT-of-Theseus"]
+    rows = {row["model"]: row for row in summary["rows"]}
+    assert rows["labels-only BiLSTM"]["delta_vs_labels_only"] is None
+    assert rows["Distilled-BiLSTM"]["delta_vs_labels_only"] == round(
+        rows["Distilled-BiLSTM"]["metric_value"] - rows["labels-only BiLSTM"]["metric_value"], 4)
     assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
 
 

@@ -33,8 +33,11 @@ JOBS = {
     "bert_pkd": ("bert_pkd", "run_bert_pkd.py", "BERT-PKD"),
     "kd": ("kd", "run_kd.py", "KD"),
     "baseline": ("baseline", "run_baseline.py", "labels-only student"),
+    "bilstm_baseline": ("bilstm", "run_bilstm.py", "labels-only BiLSTM"),  # kd_alpha 0: CE only
 }
-ROW_ORDER = ("teacher", "baseline", "kd", "bilstm", "bert_pkd", "tinybert", "theseus")
+ROW_ORDER = ("teacher", "baseline", "kd", "bilstm_baseline", "bilstm", "bert_pkd", "tinybert", "theseus")
+#: job -> the job whose labels-only student it is compared with (default: "baseline").
+COMPARED_WITH = {"bilstm": "bilstm_baseline"}
 
 
 def _read_plan(path: str) -> Dict:
@@ -188,7 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _measure_speeds(done, configs)
     metric = done["teacher"]["results"].get("main_metric", "accuracy")
     entries = [{"model": JOBS[job][2], "layers": done[job]["results"].get("layers"),
-                "hidden_size": done[job]["results"].get("hidden_size"), "results": done[job]["results"]}
+                "hidden_size": done[job]["results"].get("hidden_size"), "results": done[job]["results"],
+                "baseline": JOBS[COMPARED_WITH.get(job, "baseline")][2]}
                for job in ROW_ORDER]
     rows = summary_rows(entries, metric)
     total = time.time() - began

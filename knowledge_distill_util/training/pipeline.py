@@ -299,12 +299,27 @@ def _bert_student(cfg: TrainConfig, spec, teacher, reads_layers: bool):
     return model
 
 
-def _lstm_student(cfg: TrainConfig, spec, vocab_size: int):
-    return LSTMStudentForSequenceClassification(
-        vocab_size=vocab_size, seq_length=cfg.seq_length, hidden_size=cfg.lstm_hidden_size,
+def _lstm_student(cfg: TrainConfig, spec, teacher):
+    """The (Bi)LSTM student; ``student_init 'teacher'`` starts its word embeddings from the teacher's
+    (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden."""
+    model = LSTMStudentForSequenceClassification(
+        vocab_size=teacher.config["vocab_size"], seq_length=cfg.seq_length, hidden_size=cfg.lstm_hidden_size,
         intermediate_size=cfg.lstm_intermediate_size, num_hidden_layers=cfg.lstm_num_layers,
         label_num=spec.num_labels, embedding_size=cfg.lstm_embedding_size,
         hidden_dropout_prob=cfg.lstm_dropout_prob, bidirectional=cfg.bidirectional)
+    if cfg.student_init == "teacher":
+        table = teacher.embeddings.word_embeddings.weight
+        if tuple(table.shape) != tuple(model.embedding.weight.shape):
+            raise ConfigError(
+                f"student_init 'teacher' copies the teacher's word embeddings {tuple(table.shape)} into the LSTM "
+                f"embedding {tuple(model.embedding.weight.shape)}; set lstm_embedding_size to the teacher's hidden "
+                f"size ({table.shape[1]}) or student_init 'scratch'"
+            )
+        with flow.no_grad():
+            model.embedding.weight.copy_(table)
+    elif cfg.student_init != "scratch":
+        raise ConfigError(f"student_init must be 'scratch' or 'teacher', got {cfg.student_init!r}")
+    return model
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -374,7 +389,9 @@ def prepare(cfg: TrainConfig) -> Plan:
                             cfg.stage2_learning_rate, False))
         final = model.successor
     elif recipe == "bilstm":
-        final = _lstm_student(cfg, data.spec, teacher.config["vocab_size"])
+        final = _lstm_student(cfg, data.spec, teacher)
+        if cfg.freeze_word_embeddings:
+            _freeze_word_embeddings(final)
         stages.append(Stage("bilstm", "bilstm", final, cfg.num_epochs, cfg.learning_rate, True))
     else:
         final = _bert_student(cfg, data.spec, teacher, reads_layers=recipe in _READS_LAYERS)

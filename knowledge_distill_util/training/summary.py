@@ -28,7 +28,9 @@ def summary_rows(entries: Sequence[Dict], metric: str, teacher: str = "teacher",
     """Complete each entry (``model``, ``results``, ``layers``, ``hidden_size``) with the table columns.
 
     ``compression`` = teacher parameters / model parameters; ``speedup`` = model samples/s / teacher's;
-    ``delta_vs_labels_only`` = metric minus the labels-only student's (None for the teacher/baseline).
+    ``delta_vs_labels_only`` = metric minus the labels-only student's: the row named ``baseline``, or the
+    one an entry names in its own ``"baseline"`` key (e.g. a labels-only BiLSTM for the Distilled-BiLSTM);
+    None for the teacher and the labels-only rows themselves.
 
     >>> rows = summary_rows([
     ...     {"model": "teacher", "layers": 6, "hidden_size": 8,
@@ -43,7 +45,7 @@ def summary_rows(entries: Sequence[Dict], metric: str, teacher: str = "teacher",
     """
     by_name = {e["model"]: e for e in entries}
     ref = by_name.get(teacher, {}).get("results", {})
-    base = by_name.get(baseline, {}).get("results", {})
+    labels_only = {baseline} | {e["baseline"] for e in entries if e.get("baseline")}
     rows = []
     for entry in entries:
         results = entry.get("results", {})
@@ -65,7 +67,8 @@ def summary_rows(entries: Sequence[Dict], metric: str, teacher: str = "teacher",
             row["compression"] = round(ref["parameters"] / row["parameters"], 2)
         if ref.get("reasoningTime") and row["samples_per_s"]:
             row["speedup"] = round(row["samples_per_s"] / ref["reasoningTime"], 2)
-        if entry["model"] not in (teacher, baseline) and value is not None and base.get(metric) is not None:
+        base = by_name.get(entry.get("baseline") or baseline, {}).get("results", {})
+        if entry["model"] not in labels_only | {teacher} and value is not None and base.get(metric) is not None:
             row["delta_vs_labels_only"] = round(value - base[metric], 4)
         rows.append(row)
     return rows
