@@ -19,6 +19,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..distill import add_distill_args
 
+#: The distillation flags' defaults, read from the one place that defines them (``add_distill_args``).
+_DISTILL_DEFAULTS: Dict[str, Any] = vars(add_distill_args(argparse.ArgumentParser()).parse_args([]))
+
 __all__ = [
     "TrainConfig",
     "known_keys",
@@ -66,13 +69,13 @@ class TrainConfig:
     max_eval_examples: int = 0
     checkpoint_every: int = 100
     # distillation (flags registered by knowledge_distill_util.add_distill_args)
-    temperature: float = 1.0
-    teacher_temperature: Optional[float] = None
-    student_temperature: Optional[float] = None
-    kd_alpha: float = 0.2
-    kd_beta: float = 10.0
-    intermediate_distill: bool = False
-    pred_distill: bool = False
+    temperature: float = _DISTILL_DEFAULTS["temperature"]
+    teacher_temperature: Optional[float] = _DISTILL_DEFAULTS["teacher_temperature"]
+    student_temperature: Optional[float] = _DISTILL_DEFAULTS["student_temperature"]
+    kd_alpha: float = _DISTILL_DEFAULTS["kd_alpha"]
+    kd_beta: float = _DISTILL_DEFAULTS["kd_beta"]
+    intermediate_distill: bool = _DISTILL_DEFAULTS["intermediate_distill"]
+    pred_distill: bool = _DISTILL_DEFAULTS["pred_distill"]
     # two-stage recipes (TinyBERT prediction stage, Theseus successor fine-tuning)
     stage2_num_epochs: float = 3.0
     stage2_learning_rate: float = 5e-5
@@ -111,8 +114,7 @@ QUICK_OVERRIDES: Dict[str, Any] = dict(
 )
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_DISTILL_KEYS = ("temperature", "teacher_temperature", "student_temperature", "kd_alpha", "kd_beta",
-                 "intermediate_distill", "pred_distill")
+_DISTILL_KEYS = tuple(_DISTILL_DEFAULTS)
 
 
 def known_keys() -> List[str]:
