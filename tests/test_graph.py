@@ -7,6 +7,8 @@ import pytest
 
 from knowledge_distill_util import att_distill, layer_distill, mseloss, pred_distill, soft_cross_entropy
 
+pytestmark = pytest.mark.graph  # every test here compiles a graph: own process (tests/conftest.py)
+
 GRAPH = dict(rtol=1e-5, atol=1e-5)  # OneFlow's graph-vs-eager tolerance
 ARGS = argparse.Namespace(temperature=2.0, teacher_temperature=3.0)
 

@@ -179,6 +179,7 @@ def _kernel_loss(kind, params, teacher):
     return _kernels.sum_of_masked_mse([(params[0] - 2.0, teacher[0]), (params[1], teacher[1])], -1.0)
 
 
+@pytest.mark.graph
 @pytest.mark.parametrize("kind", ["soft_ce", "mse", "sum_of_mse", "sum_of_masked_mse"])
 def test_graph_training_steps_equal_eager(kind):
     rng = np.random.default_rng(5)

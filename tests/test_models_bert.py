@@ -122,6 +122,7 @@ class Forward(flow.nn.Graph):
         return self.net(ids, mask, types)
 
 
+@pytest.mark.graph
 @pytest.mark.parametrize("kwargs", [{}, {"attention_output": "scores", "is_student": True, "fit_size": 8}])
 def test_graph_equals_eager(kwargs):
     net = model(**kwargs)
@@ -132,6 +133,7 @@ def test_graph_equals_eager(kwargs):
         np.testing.assert_allclose(g, e, **GRAPH)
 
 
+@pytest.mark.graph
 def test_training_step_in_graph_matches_eager():
     ids, mask, types = inputs()
     labels = flow.tensor([0, 1, 1])

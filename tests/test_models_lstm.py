@@ -110,6 +110,7 @@ class Forward(flow.nn.Graph):
         return self.model(ids, mask, types)
 
 
+@pytest.mark.graph
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_graph_equals_eager(bidirectional):
     model = build(bidirectional=bidirectional, num_hidden_layers=2)

@@ -232,6 +232,7 @@ def _max_diff(a, b):
     return max(float(np.abs(p.numpy() - q.numpy()).max()) for p, q in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.graph
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
 def test_resume_equals_uninterrupted(tmp_path, graph):
     full = _train(tmp_path / "full", graph)
@@ -244,6 +245,7 @@ def test_resume_equals_uninterrupted(tmp_path, graph):
     assert os.path.isfile(tmp_path / "cut" / "s_losses.png")
 
 
+@pytest.mark.graph
 def test_graph_training_matches_eager(tmp_path):
     eager = _train(tmp_path / "e", graph=False)
     graph = _train(tmp_path / "g", graph=True)
