@@ -134,8 +134,12 @@ def main() -> int:
     check_eager(results)
     check_graph(results)
     failed = {k: v for k, v in results.items() if not v <= TOLERANCE}
-    print("DISTRIBUTED-RESULT " + json.dumps({"rank": flow.env.get_rank(), "max_abs_diff": results,
-                                              "failed": failed}), flush=True)
+    line = "DISTRIBUTED-RESULT " + json.dumps({"rank": flow.env.get_rank(), "max_abs_diff": results,
+                                              "failed": failed}) + "\n"
+    # One write() of the whole line: both ranks share the launcher's stdout, and print() may write the
+    # text and the newline separately (unbuffered stdout), which let the two ranks' lines interleave.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
     return 1 if failed else 0
 
 
