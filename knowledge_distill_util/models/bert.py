@@ -320,17 +320,35 @@ class BertForSequenceClassification(nn.Module):
     ) -> Tuple[flow.Tensor, List[flow.Tensor], List[flow.Tensor]]:
         """``[B, L]`` ids, mask, segments -> ``(logits [B, C], reps, atts)`` (see the module doc)."""
         check_model_inputs(input_ids, input_mask, token_type_ids, self.max_position_embeddings)
-        hidden = self.embeddings(input_ids, token_type_ids)
-        ext_mask = extended_attention_mask(input_mask, hidden.dtype)
+        hidden = self.embed(input_ids, token_type_ids)
+        bias = self.attention_bias(input_mask, hidden.dtype)
         reps, atts = [hidden], []
         for layer in self.encoder.layer:
-            hidden, att = layer(hidden, ext_mask)
+            hidden, att = layer(hidden, bias)
             reps.append(hidden)
             atts.append(att)
-        logits = self.classifier(self.dropout(self.pooler(hidden)))
+        logits = self.classify(hidden)
         if self.fit_dense is not None:
             reps = [self.fit_dense(rep) for rep in reps]
         return logits, reps, atts
+
+    def embed(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor) -> flow.Tensor:
+        """The embedding output ``[B, L, H]`` (inputs unchecked: :meth:`forward` checks them)."""
+        return self.embeddings(input_ids, token_type_ids)
+
+    @staticmethod
+    def attention_bias(input_mask: flow.Tensor, dtype: flow.dtype) -> flow.Tensor:
+        """The additive attention mask ``[B, 1, 1, L]``: 0 for tokens, -10000 for padding; the second
+        argument of every ``encoder.layer[i](hidden, bias) -> (hidden, attention)``."""
+        return extended_attention_mask(input_mask, dtype)
+
+    def classify(self, hidden: flow.Tensor) -> flow.Tensor:
+        """Logits ``[B, C]`` of the last hidden states ``[B, L, H]`` (pooler, dropout, classifier)."""
+        return self.classifier(self.dropout(self.pooler(hidden)))
+
+    def word_embedding_table(self) -> flow.Tensor:
+        """The word-embedding parameter ``[vocab_size, hidden_size]``."""
+        return self.embeddings.word_embeddings.weight
 
     @classmethod
     def from_pretrained(cls, path, label_num: int = 2, **overrides):

@@ -146,3 +146,7 @@ class LSTMStudentForSequenceClassification(nn.Module):
             final = flow.cat([final, final_backward], dim=-1)
         hidden = self.dropout(flow.relu(self.dense(final)))
         return self.classifier(hidden)
+
+    def word_embedding_table(self) -> flow.Tensor:
+        """The word-embedding parameter ``[vocab_size, embedding_size]``."""
+        return self.embedding.weight

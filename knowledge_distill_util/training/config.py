@@ -1,120 +1,132 @@
-"""One flat, typed training configuration: defaults, then a JSON ``--config FILE``, then command-line flags.
+"""One flat, typed training configuration, parsed by jsonargparse.
 
-Every key is a field of :class:`TrainConfig`; its command-line flag has the same name (``--kd_alpha``),
-which keeps the original scripts' flag names. A key in a config file that is not a field is an error
-that lists the known keys. The resolved configuration is printed at start and saved as
-``config.json`` beside the results (:func:`save_config`).
+Every field of :class:`TrainConfig` is a command-line flag of the same name (``--kd_alpha``), which keeps
+the original scripts' flag names. Values are resolved in this order, later winning:
 
->>> cfg = resolve_config(["--kd_alpha", "0.5", "--seq_length", "16"], defaults={"recipe": "kd"})
+1. the field defaults below (the distillation flags take theirs from
+   :func:`~knowledge_distill_util.add_distill_args`);
+2. the recipe's own defaults (:attr:`Recipe.defaults`: the original run script's settings);
+3. the command line, left to right: ``--config FILE`` (YAML or JSON, repeatable), ``--quick`` (the
+   :data:`QUICK` preset) and single flags, each overriding what came before it.
+
+``--print_config`` prints the resolved configuration as YAML and exits. A wrong type, an unknown flag
+or an unknown key in a file raises :class:`ConfigError` with one sentence.
+
+>>> cfg = parse_config(["--kd_alpha", "0.5", "--seq_length", "16"], recipe="kd")
 >>> cfg.recipe, cfg.kd_alpha, cfg.seq_length, cfg.temperature
 ('kd', 0.5, 16, 1.0)
 """
 import argparse
 import dataclasses
+import difflib
 import json
 import os
-import sys
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from jsonargparse import ActionConfigFile, ArgumentParser
+
 from ..distill import add_distill_args
+
+__all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "build_parser", "parse_config", "save_config",
+           "format_config"]
 
 #: The distillation flags' defaults, read from the one place that defines them (``add_distill_args``).
 _DISTILL_DEFAULTS: Dict[str, Any] = vars(add_distill_args(argparse.ArgumentParser()).parse_args([]))
 
-__all__ = [
-    "TrainConfig",
-    "known_keys",
-    "read_config_file",
-    "merge_config",
-    "build_parser",
-    "resolve_config",
-    "save_config",
-    "format_config",
-    "QUICK_OVERRIDES",
-]
+
+class ConfigError(ValueError):
+    """A configuration, data or checkpoint problem found before training (one clear sentence)."""
+
+
+def _key(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training script (see ``docs``: each key is also a ``--flag``)."""
+    """Every setting of a training run; each key is also a ``--flag`` of the same name."""
 
     # what to run
-    recipe: str = "kd"
-    task_name: Optional[str] = None
-    data_dir: Optional[str] = None
-    vocab_file: Optional[str] = None
-    teacher_model: Optional[str] = None
-    student_model: Optional[str] = None
-    teacher_logits: Optional[str] = None
-    model_save_dir: str = "output/model"
-    result_dir: str = "output/result"
-    do_train: bool = True
-    do_eval: bool = True
-    seed: int = 0
-    device: Optional[str] = None
-    resume: bool = False
-    use_graph: bool = False
-    quick: bool = False
+    recipe: str = _key("kd", "registered recipe to run (kdu-train --help lists them)")
+    task_name: Optional[str] = _key(None, "GLUE task of --data_dir (sst-2, cola, ...) or the default task")
+    data_dir: Optional[str] = _key(None, "GLUE-format TSV directory (train.tsv, dev.tsv)")
+    vocab_file: Optional[str] = _key(None, "vocab.txt or tokenizer.json (default: the teacher's, else MiniLM's)")
+    teacher_model: Optional[str] = _key(None, "fine-tuned teacher directory; for the teacher recipe: "
+                                              "'auto', 'minilm', 'scratch' or a Hugging Face BERT directory")
+    student_model: Optional[str] = _key(None, "start the student from this trained model directory")
+    teacher_logits: Optional[str] = _key(None, "cache file of the teacher's training-set logits")
+    model_save_dir: str = _key("output/model", "where the trained model and checkpoints are written")
+    result_dir: str = _key("output/result", "where results, loss logs and the resolved config are written")
+    do_train: bool = _key(True, "train")
+    do_eval: bool = _key(True, "evaluate on the dev split and write results_eval.json")
+    seed: int = _key(0, "seed of every random generator")
+    device: Optional[str] = _key(None, "cpu, cuda or cuda:N (default: CUDA when present)")
+    resume: bool = _key(False, "continue from the newest checkpoint under model_save_dir")
+    use_graph: bool = _key(False, "train with nn.Graph (static graph)")
+    log_level: str = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
     # optimisation
-    num_epochs: float = 3.0
-    batch_size_per_device: int = 32
-    eval_batch_size: int = 64
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_proportion: float = 0.1
-    max_steps: int = 0
-    seq_length: int = 128
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    checkpoint_every: int = 100
+    num_epochs: float = _key(3.0, "training epochs (of the first stage)")
+    batch_size_per_device: int = _key(32, "training batch size")
+    eval_batch_size: int = _key(64, "evaluation batch size")
+    learning_rate: float = _key(5e-5, "peak learning rate (of the first stage)")
+    weight_decay: float = _key(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_proportion: float = _key(0.1, "share of the steps with a linear warm-up")
+    max_steps: int = _key(0, "cap on the steps of each stage (0: no cap)")
+    seq_length: int = _key(128, "tokens per example")
+    max_train_examples: int = _key(0, "use only the first N training rows (0: all)")
+    max_eval_examples: int = _key(0, "use only the first N dev rows (0: all)")
+    checkpoint_every: int = _key(100, "steps between checkpoints")
     # distillation (flags registered by knowledge_distill_util.add_distill_args)
-    temperature: float = _DISTILL_DEFAULTS["temperature"]
-    teacher_temperature: Optional[float] = _DISTILL_DEFAULTS["teacher_temperature"]
-    student_temperature: Optional[float] = _DISTILL_DEFAULTS["student_temperature"]
-    kd_alpha: float = _DISTILL_DEFAULTS["kd_alpha"]
-    kd_beta: float = _DISTILL_DEFAULTS["kd_beta"]
-    intermediate_distill: bool = _DISTILL_DEFAULTS["intermediate_distill"]
-    pred_distill: bool = _DISTILL_DEFAULTS["pred_distill"]
+    temperature: float = _key(_DISTILL_DEFAULTS["temperature"], "softmax temperature of both logits")
+    teacher_temperature: Optional[float] = _key(_DISTILL_DEFAULTS["teacher_temperature"],
+                                                "teacher temperature (overrides temperature)")
+    student_temperature: Optional[float] = _key(_DISTILL_DEFAULTS["student_temperature"],
+                                                "student temperature (overrides temperature)")
+    kd_alpha: float = _key(_DISTILL_DEFAULTS["kd_alpha"], "weight of the soft-label term (see the recipe)")
+    kd_beta: float = _key(_DISTILL_DEFAULTS["kd_beta"], "weight of the intermediate-layer term")
+    intermediate_distill: bool = _key(_DISTILL_DEFAULTS["intermediate_distill"],
+                                      "TinyBERT: run only the intermediate stage")
+    pred_distill: bool = _key(_DISTILL_DEFAULTS["pred_distill"], "TinyBERT: run only the prediction stage")
     # two-stage recipes (TinyBERT prediction stage, Theseus successor fine-tuning)
-    stage2_num_epochs: float = 3.0
-    stage2_learning_rate: float = 5e-5
-    replace_prob: float = 0.5
+    stage2_num_epochs: float = _key(3.0, "epochs of the second stage")
+    stage2_learning_rate: float = _key(5e-5, "peak learning rate of the second stage")
+    replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
     # BERT student
-    student_num_hidden_layers: int = 4
-    student_hidden_size: int = 312
-    student_intermediate_size: int = 1200
-    student_num_attention_heads: int = 12
-    student_hidden_dropout_prob: float = 0.1
-    student_attention_probs_dropout_prob: float = 0.1
-    student_init: str = "scratch"
-    student_init_layers: Optional[List[int]] = None
-    attention_output: str = "probs"
-    freeze_word_embeddings: bool = False
+    student_num_hidden_layers: int = _key(4, "student layers")
+    student_hidden_size: int = _key(312, "student hidden size")
+    student_intermediate_size: int = _key(1200, "student feed-forward size")
+    student_num_attention_heads: int = _key(12, "student attention heads")
+    student_hidden_dropout_prob: float = _key(0.1, "student hidden dropout")
+    student_attention_probs_dropout_prob: float = _key(0.1, "student attention dropout")
+    student_init: str = _key("scratch", "'scratch' or 'teacher' (copy the teacher's layers/embeddings)")
+    student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher'")
+    attention_output: str = _key("probs", "attentions the BERTs return: 'probs' or 'scores' (TinyBERT)")
+    freeze_word_embeddings: bool = _key(False, "do not train the word embeddings")
     # teacher (fine-tuning, and the from-scratch teacher when no checkpoint exists)
-    teacher_num_hidden_layers: int = 6
-    teacher_hidden_size: int = 256
-    teacher_intermediate_size: int = 1024
-    teacher_num_attention_heads: int = 4
-    teacher_hidden_dropout_prob: float = 0.1
-    teacher_attention_probs_dropout_prob: float = 0.1
+    teacher_num_hidden_layers: int = _key(6, "layers of a teacher trained from scratch")
+    teacher_hidden_size: int = _key(256, "hidden size of a teacher trained from scratch")
+    teacher_intermediate_size: int = _key(1024, "feed-forward size of a teacher trained from scratch")
+    teacher_num_attention_heads: int = _key(4, "attention heads of a teacher trained from scratch")
+    teacher_hidden_dropout_prob: float = _key(0.1, "teacher hidden dropout while fine-tuning")
+    teacher_attention_probs_dropout_prob: float = _key(0.1, "teacher attention dropout while fine-tuning")
     # (Bi)LSTM student
-    lstm_embedding_size: int = 300
-    lstm_hidden_size: int = 300
-    lstm_intermediate_size: int = 400
-    lstm_num_layers: int = 1
-    bidirectional: bool = False
-    lstm_dropout_prob: float = 0.1
+    lstm_embedding_size: int = _key(300, "LSTM student word-embedding size")
+    lstm_hidden_size: int = _key(300, "LSTM hidden size")
+    lstm_intermediate_size: int = _key(400, "LSTM student dense layer size")
+    lstm_num_layers: int = _key(1, "LSTM layers")
+    bidirectional: bool = _key(False, "bidirectional LSTM")
+    lstm_dropout_prob: float = _key(0.1, "LSTM student dropout")
 
 
-#: Settings that ``--quick`` forces (tiny data, a few steps); model sizes stay as configured.
-QUICK_OVERRIDES: Dict[str, Any] = dict(
+#: What ``--quick`` sets (tiny data, a few steps); model sizes stay as configured.
+QUICK: Dict[str, Any] = dict(
     max_train_examples=48, max_eval_examples=32, max_steps=3, num_epochs=1.0, stage2_num_epochs=1.0,
-    checkpoint_every=2, batch_size_per_device=8, eval_batch_size=16,
+    checkpoint_every=2, batch_size_per_device=8, eval_batch_size=16, seq_length=32,
 )
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_DISTILL_KEYS = tuple(_DISTILL_DEFAULTS)
 
 
 def known_keys() -> List[str]:
@@ -122,146 +134,100 @@ def known_keys() -> List[str]:
     return sorted(_FIELDS)
 
 
-def _str2bool(text: str) -> bool:
-    lowered = str(text).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+class _QuickPreset(argparse.Action):
+    """``--quick``: set the :data:`QUICK` values at this point of the command line."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for key, value in QUICK.items():
+            namespace[key] = value
 
 
-def _field_kind(name: str):
-    """``(base_type, is_optional, is_list)`` of a field, from its annotation."""
-    annotation = str(_FIELDS[name].type)
-    is_list = "List" in annotation
-    optional = "Optional" in annotation
-    for base in (bool, int, float, str):
-        if base.__name__ in annotation:
-            return base, optional, is_list
-    raise TypeError(f"unsupported annotation {annotation} for {name}")  # pragma: no cover
+def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[str] = None,
+                 description: str = "") -> ArgumentParser:
+    """A parser with one flag per key, ``--config``, ``--quick`` and ``--print_config``.
 
-
-def _coerce(name: str, value, source: str):
-    """Check/convert one config-file value to its field's type, or raise ValueError naming it."""
-    base, optional, is_list = _field_kind(name)
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"{source}: key {name!r} may not be null; give a {base.__name__}")
-    if is_list:
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"{source}: key {name!r} must be a list of integers, got {value!r}")
-        return list(value)
-    if base is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{source}: key {name!r} must be true or false, got {value!r}")
-        return value
-    if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if base is str and isinstance(value, str):
-        return value
-    raise ValueError(f"{source}: key {name!r} must be a {base.__name__}, got {value!r}")
-
-
-def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> Dict[str, Any]:
-    """Return ``base`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the known keys.
-
-    >>> merge_config({"kd_alpha": 0.2}, {"kd_alpha": 0.8}, "kd.json")
-    {'kd_alpha': 0.8}
-    >>> merge_config({}, {"kd_alpa": 0.8}, "kd.json")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: kd.json: unknown configuration key 'kd_alpa'; known keys: attention_output, ...
+    ``defaults`` replace field defaults (a recipe's own settings); unknown keys raise :class:`ConfigError`.
     """
-    merged = dict(base)
-    unknown = sorted(set(overrides) - set(_FIELDS))
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(_FIELDS))
     if unknown:
-        listed = ", ".join(repr(k) for k in unknown)
-        raise ValueError(
-            f"{source}: unknown configuration key{'s' if len(unknown) > 1 else ''} {listed}; "
-            f"known keys: {', '.join(known_keys())}"
-        )
-    for name, value in overrides.items():
-        merged[name] = _coerce(name, value, source)
-    return merged
-
-
-def read_config_file(path: str) -> Dict[str, Any]:
-    """Read a flat JSON object of configuration keys (validated by :func:`merge_config`)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist; pass an existing JSON file to --config")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path!r} is not valid JSON ({error}); fix the file") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path!r} must hold one JSON object of keys, got {type(data).__name__}")
-    data.pop("_comment", None)
-    return merge_config({}, data, path)
-
-
-def build_parser(description: str = "") -> argparse.ArgumentParser:
-    """A parser with one flag per key (``--config`` too); flags not given are absent from the result."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default=argparse.SUPPRESS,
-                        help="JSON file of configuration keys; flags given on the command line win")
-    add_distill_args(parser)
+        raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
+                          f"{', '.join(known_keys())}")
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False,
+                            default_meta=False)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="YAML or JSON file of configuration keys (later arguments win)")
+    parser.add_argument("--quick", action=_QuickPreset, help=f"smoke run: sets {QUICK}")
     for name, spec in _FIELDS.items():
-        if name in _DISTILL_KEYS:
-            continue
-        base, optional, is_list = _field_kind(name)
-        flag = f"--{name}"
-        if is_list:
-            parser.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS)
-        elif base is bool:
-            parser.add_argument(flag, type=_str2bool, nargs="?", const=True, default=argparse.SUPPRESS,
-                                help=f"true/false (default {spec.default})")
-        else:
-            parser.add_argument(flag, type=base, default=argparse.SUPPRESS,
-                                help=f"default {spec.default!r}")
-    # the distillation flags keep their original definitions; only given flags count as overrides
-    for action in parser._actions:
-        if action.dest in _DISTILL_KEYS:
-            action.default = argparse.SUPPRESS
+        extra = {"nargs": "?", "const": True} if spec.type is bool else {}
+        parser.add_argument(f"--{name}", type=spec.type, default=defaults.get(name, spec.default),
+                            help=spec.metadata["help"], **extra)
     return parser
 
 
-def resolve_config(
-    argv: Optional[Sequence[str]] = None,
-    defaults: Optional[Mapping[str, Any]] = None,
-    description: str = "",
-) -> TrainConfig:
-    """Defaults < ``defaults`` (a script's own) < ``--config FILE`` < ``--quick`` settings < flags in ``argv``.
+def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
+    """jsonargparse's (multi-line) message as one sentence, with a close match for unknown names."""
+    text = " ".join(str(error).split())
+    match = re.search(r"(?:Option|Key) '([^']+)' is not accepted|unrecognized arguments: --?(\S+)", text)
+    if match:
+        name = (match.group(1) or match.group(2)).split("=")[0].lstrip("-")
+        close = difflib.get_close_matches(name, known_keys(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
+        files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+        where = f" in {', '.join(files)}" if files and match.group(1) else ""
+        return f"unknown configuration key {name!r}{where}{hint}"
+    return text.replace('Parser key "', "key \"").rstrip(".")
 
-    ``--quick`` (from a flag or the file) forces :data:`QUICK_OVERRIDES` over the file's values; flags
-    given explicitly still win over it.
+
+def _recipe_of(argv: Sequence[str], recipe: Optional[str]) -> str:
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--recipe")
+    given = pre.parse_known_args(list(argv))[0].recipe
+    if recipe is not None and given is not None and given != recipe:
+        raise ConfigError(f"this entry point runs recipe {recipe!r} but --recipe says {given!r}; drop --recipe "
+                          f"or use kdu-train --recipe {given}")
+    name = recipe or given
+    if name is None:
+        raise ConfigError("no --recipe given; name one of the registered recipes (kdu-train --help lists them)")
+    return name
+
+
+def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Optional[str] = None,
+                 description: str = "") -> TrainConfig:
+    """Resolve a :class:`TrainConfig` from ``argv`` for ``recipe`` (or the one named by ``--recipe``).
+
+    Raises :class:`ConfigError` (one sentence) for an unknown recipe, flag, key or a wrongly typed value.
     """
-    parser = build_parser(description)
-    given = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
-    values = merge_config({}, dict(defaults or {}), "script defaults")
-    config_file = given.pop("config", None)
-    if config_file is not None:
-        values.update(read_config_file(config_file))
-    if given.get("quick", values.get("quick", False)):
-        values.update(QUICK_OVERRIDES)
-        values["seq_length"] = min(values.get("seq_length", _FIELDS["seq_length"].default), 32)
-    values.update(given)
+    from .recipes import RECIPES  # the registry imports this module
+
+    argv = list(argv)
+    name = _recipe_of(argv, recipe)
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES.names())}")
+    parser = build_parser(dict(RECIPES.get(name).defaults, recipe=name), prog=prog, description=description)
+    try:
+        namespace = parser.parse_args(argv)
+    except argparse.ArgumentError as error:
+        raise ConfigError(_one_sentence(error, argv)) from None
+    values = {key: namespace[key] for key in _FIELDS}
+    if values["recipe"] != name:
+        raise ConfigError(f"this run is recipe {name!r} but the configuration says recipe {values['recipe']!r}; "
+                          f"fix the 'recipe' key or use kdu-train --recipe {values['recipe']}")
     return TrainConfig(**values)
 
 
 def format_config(cfg: TrainConfig) -> str:
-    """The configuration as sorted ``key = value`` lines (what the scripts print at start)."""
+    """The configuration as sorted ``key = value`` lines."""
     return "\n".join(f"  {k} = {v!r}" for k, v in sorted(dataclasses.asdict(cfg).items()))
 
 
 def save_config(cfg: TrainConfig, directory: str, name: str = "config.json") -> str:
-    """Write the resolved configuration as JSON into ``directory``; returns the file path."""
-    os.makedirs(directory, exist_ok=True)
+    """Write the resolved configuration as JSON into ``directory`` (atomically); returns the file path."""
+    from .checkpoint import atomic_write_text
+
     path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(dataclasses.asdict(cfg), handle, indent=2, sort_keys=True)
+    atomic_write_text(path, json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
     return path

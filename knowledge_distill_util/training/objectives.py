@@ -1,9 +1,10 @@
-"""The loss of each compression recipe, exactly as the original example scripts combined the operators.
+"""The training objectives of the recipes, exactly as the original example scripts combined the operators.
 
-Each recipe is one small pure function ``loss(args, **tensors) -> {"loss": total, term: value, ...}``
+Each objective is one small pure function ``loss(args, **tensors) -> {"loss": total, term: value, ...}``
 built on :func:`~knowledge_distill_util.pred_distill`, :func:`~knowledge_distill_util.layer_distill` and
-:func:`~knowledge_distill_util.att_distill`; ``args`` is any object with the attributes the formula reads
-(``kd_alpha``, ``kd_beta``, temperatures). Tensor arguments, by name:
+:func:`~knowledge_distill_util.att_distill`, wrapped in an :class:`Objective` that names its terms.
+``args`` is any object with the attributes the formula reads (``kd_alpha``, ``kd_beta``, temperatures:
+the run's :class:`~knowledge_distill_util.training.config.TrainConfig`). Tensor arguments, by name:
 
 - ``student_logits``, ``teacher_logits``: ``[B, C]`` (``C = 1`` for a regression task);
 - ``student_reps``, ``teacher_reps``: lists of ``[B, L, H]``, embedding output first;
@@ -14,21 +15,18 @@ Regression (one logit): the hard-label term is the MSE between the logit and the
 soft-label term is the MSE between the student's and the teacher's predictions
 (``pred_distill``'s softmax over one logit is constant, so it would carry no signal).
 
-| recipe | loss |
+| objective | loss |
 |---|---|
-| ``labels`` (teacher, labels-only baseline, Theseus) | ``CE`` |
-| ``kd`` | ``kd_alpha * CE + (1 - kd_alpha) * pred_distill`` |
-| ``bilstm`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill`` |
-| ``bert_pkd`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill`` |
-| ``tinybert_intermediate`` | ``att_distill + layer_distill`` |
-| ``tinybert_pred`` | ``pred_distill`` |
-
-The :data:`RECIPES` registry maps each name to its function; it refuses a duplicate name and lists the
-known names when a lookup fails.
+| ``LABELS`` (teacher, labels-only baseline, Theseus) | ``CE`` |
+| ``KD`` | ``kd_alpha * CE + (1 - kd_alpha) * pred_distill`` |
+| ``BILSTM`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill`` |
+| ``BERT_PKD`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill`` |
+| ``TINYBERT_INTERMEDIATE`` | ``att_distill + layer_distill`` |
+| ``TINYBERT_PRED`` | ``pred_distill`` |
 """
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, Generic, List, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Sequence, Tuple
 
 import oneflow as flow
 import oneflow.nn.functional as F
@@ -37,9 +35,7 @@ from ..distill import att_distill, layer_distill, pred_distill
 from ..functional import mseloss
 
 __all__ = [
-    "Registry",
-    "Recipe",
-    "RECIPES",
+    "Objective",
     "hard_label_loss",
     "soft_label_loss",
     "labels_loss",
@@ -48,46 +44,15 @@ __all__ = [
     "bert_pkd_loss",
     "tinybert_intermediate_loss",
     "tinybert_pred_loss",
+    "LABELS",
+    "KD",
+    "BILSTM",
+    "BERT_PKD",
+    "TINYBERT_INTERMEDIATE",
+    "TINYBERT_PRED",
 ]
 
-T = TypeVar("T")
 Terms = Dict[str, flow.Tensor]
-
-
-class Registry(Generic[T]):
-    """Name -> object table that refuses duplicates and lists the known names on a failed lookup.
-
-    >>> r = Registry("loss")
-    >>> r.register("a", 1)
-    1
-    >>> r.get("b")
-    Traceback (most recent call last):
-    ...
-    KeyError: "unknown loss 'b'; known: ['a']"
-    """
-
-    def __init__(self, what: str):
-        self.what = what
-        self._items: Dict[str, T] = {}
-
-    def register(self, name: str, item: T) -> T:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"a {self.what} name must be a non-empty string, got {name!r}")
-        if name in self._items:
-            raise ValueError(f"a {self.what} named {name!r} is already registered; choose another name")
-        self._items[name] = item
-        return item
-
-    def get(self, name: str) -> T:
-        if name not in self._items:
-            raise KeyError(f"unknown {self.what} {name!r}; known: {self.names()}")
-        return self._items[name]
-
-    def names(self) -> List[str]:
-        return sorted(self._items)
-
-    def __contains__(self, name) -> bool:
-        return name in self._items
 
 
 def _is_regression(logits: flow.Tensor) -> bool:
@@ -165,34 +130,46 @@ def tinybert_pred_loss(args, student_logits: flow.Tensor, teacher_logits: flow.T
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A registered loss: its function, the tensors it reads and the names of the terms it returns."""
+class Objective:
+    """A loss function ``fn(args, **tensors) -> Terms`` and the names of the terms it returns.
 
-    name: str
-    loss: Callable[..., Terms]
+    The tensors it reads are the parameters of ``fn`` after ``args``; ``terms[0]`` is ``"loss"``, the total.
+    """
+
+    fn: Callable[..., Terms]
     terms: Tuple[str, ...]
 
     @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    @property
     def inputs(self) -> Tuple[str, ...]:
-        """The tensor arguments of :attr:`loss` (every parameter after ``args``)."""
-        return tuple(list(inspect.signature(self.loss).parameters)[1:])
+        """The tensor arguments of :attr:`fn` (every parameter after ``args``)."""
+        return tuple(list(inspect.signature(self.fn).parameters)[1:])
 
     @property
     def teacher_outputs(self) -> Tuple[str, ...]:
         """Which teacher outputs (``logits``, ``reps``, ``atts``) the loss reads."""
         return tuple(n[len("teacher_"):] for n in self.inputs if n.startswith("teacher_"))
 
+    @property
+    def reads_layers(self) -> bool:
+        """True when the loss reads hidden states or attentions (of either model)."""
+        return any(n.endswith(("_reps", "_atts")) for n in self.inputs)
+
+    @property
+    def can_cache_teacher_logits(self) -> bool:
+        """True when the teacher's logits are all it reads: they can be computed once, before training."""
+        return self.teacher_outputs == ("logits",)
+
     def __call__(self, args, **tensors) -> Terms:
-        return self.loss(args, **{name: tensors[name] for name in self.inputs})
+        return self.fn(args, **{name: tensors[name] for name in self.inputs})
 
 
-RECIPES: Registry[Recipe] = Registry("recipe loss")
-for _name, _fn, _terms in (
-    ("labels", labels_loss, ("loss", "ce")),
-    ("kd", kd_loss, ("loss", "ce", "pred_distill")),
-    ("bilstm", bilstm_loss, ("loss", "ce", "pred_distill")),
-    ("bert_pkd", bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill")),
-    ("tinybert_intermediate", tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill")),
-    ("tinybert_pred", tinybert_pred_loss, ("loss", "pred_distill")),
-):
-    RECIPES.register(_name, Recipe(_name, _fn, _terms))
+LABELS = Objective(labels_loss, ("loss", "ce"))
+KD = Objective(kd_loss, ("loss", "ce", "pred_distill"))
+BILSTM = Objective(bilstm_loss, ("loss", "ce", "pred_distill"))
+BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill"))
+TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"))
+TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"))
