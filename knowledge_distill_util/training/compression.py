@@ -1,204 +1,247 @@
-"""The whole default compression (``scripts/run_compression.py``): data, teacher, the labels-only
-student, the five recipes, and the summary table.
+"""The whole default compression (``kdu-compress``): data, teacher, every registered recipe, the
+labels-only references, and the summary table.
 
-A *run plan* (``configs/default_run.json``) holds sections of configuration keys: ``data`` (arguments
-of :func:`~knowledge_distill_util.data.prepare_default_data`), ``common`` (every job), one section per
-job, and ``quick`` (every job under ``--quick``). Each job's configuration is
-``configs/<recipe>.json`` < ``common`` < the job's section < ``quick`` < the run's own settings (data,
-seed, directories), written to ``<result_dir>/<job>/job_config.json`` and run as
-``scripts/<script>.py --config that_file`` in a subprocess. After the teacher, the student jobs run
-``--jobs`` at a time (OneFlow's CPU kernels use one core each), longest first.
+The run plan (package data ``configs/default_run.json``, or ``--plan FILE``) has sections: ``data``
+(arguments of :func:`~knowledge_distill_util.data.prepare_default_data`), ``common`` (every job),
+``jobs`` (a section per job: overrides of a registered recipe, or, with a ``"recipe"`` key, an extra job
+of that recipe, such as the labels-only BiLSTM), ``launch_first`` and ``quick`` (every job under
+``--quick``). Every registered recipe is a job. A job's configuration is the recipe's defaults <
+``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own
+settings (data, seed, directories); it is written to ``<result_dir>/<job>/job_config.json`` and run as
+``python -m knowledge_distill_util train --recipe R --config that_file`` in a subprocess. After the
+teacher, the student jobs run ``--jobs`` at a time (OneFlow's CPU kernels use one core each).
 """
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Dict, List, Optional, Sequence
 
-from .config import merge_config, read_config_file
+from .checkpoint import atomic_write_text
+from .config import QUICK, ConfigError, TrainConfig, known_keys
+from .recipes import RECIPES
+from .run import PROGRESS_FILE, setup_logging
 from .summary import format_markdown, summary_rows, write_summary
 
-__all__ = ["JOBS", "build_job_configs", "main"]
+__all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: job name -> (recipe, script, row name in the summary); students in launch order (longest first).
-JOBS = {
-    "teacher": ("teacher", "train_teacher.py", "teacher"),
-    "tinybert": ("tinybert", "run_tinybert.py", "TinyBERT"),
-    "bilstm": ("bilstm", "run_bilstm.py", "Distilled-BiLSTM"),
-    "theseus": ("theseus", "run_theseus.py", "BERT-of-Theseus"),
-    "bert_pkd": ("bert_pkd", "run_bert_pkd.py", "BERT-PKD"),
-    "kd": ("kd", "run_kd.py", "KD"),
-    "baseline": ("baseline", "run_baseline.py", "labels-only student"),
-    "bilstm_baseline": ("bilstm", "run_bilstm.py", "labels-only BiLSTM"),  # kd_alpha 0: CE only
-}
-ROW_ORDER = ("teacher", "baseline", "kd", "bilstm_baseline", "bilstm", "bert_pkd", "tinybert", "theseus")
-#: job -> the job whose labels-only student it is compared with (default: "baseline").
-COMPARED_WITH = {"bilstm": "bilstm_baseline"}
+logger = logging.getLogger(__name__)
+_SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "quick"}
 
 
-def _read_plan(path: str) -> Dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"run plan {path!r} does not exist; pass --plan with an existing JSON file")
-    with open(path, encoding="utf-8") as stream:
-        plan = json.load(stream)
-    allowed = {"_comment", "data", "common", "quick"} | set(JOBS)
-    unknown = sorted(set(plan) - allowed)
+@dataclass
+class Job:
+    """One training run of the compression: its recipe, summary row title, reference row and configuration."""
+
+    name: str
+    recipe: str
+    title: str
+    compared_with: Optional[str]
+    config: Dict[str, Any]
+
+
+def read_plan(path: Optional[str] = None) -> Dict:
+    """The run plan at ``path``, or the packaged default; unknown sections raise :class:`ConfigError`."""
+    if path is None:
+        text = resources.files("knowledge_distill_util").joinpath("configs", "default_run.json").read_text("utf-8")
+        source = "the packaged default_run.json"
+    elif not os.path.isfile(path):
+        raise ConfigError(f"run plan {path!r} does not exist; pass --plan with an existing JSON file")
+    else:
+        with open(path, encoding="utf-8") as stream:
+            text, source = stream.read(), path
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"run plan {source} is not valid JSON ({error}); fix the file") from None
+    unknown = sorted(set(plan) - _SECTIONS)
     if unknown:
-        raise ValueError(f"{path}: unknown section(s) {unknown}; known sections: {sorted(allowed - {'_comment'})}")
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; known sections: {sorted(_SECTIONS - {'_comment'})}")
     return plan
 
 
-def build_job_configs(plan: Dict, plan_path: str, run: Dict, config_dir: str, quick: bool) -> Dict[str, Dict]:
-    """The merged configuration of every job (validated: unknown keys raise ``ValueError``)."""
-    configs = {}
-    for job, (recipe, _, _) in JOBS.items():
-        values = read_config_file(os.path.join(config_dir, f"{recipe}.json"))
-        values = merge_config(values, plan.get("common", {}), f"{plan_path} [common]")
-        values = merge_config(values, plan.get(job, {}), f"{plan_path} [{job}]")
+def _checked(values: Dict, source: str) -> Dict:
+    unknown = sorted(set(values) - set(known_keys()))
+    if unknown:
+        raise ConfigError(f"{source}: unknown configuration key(s) {unknown}; known keys: {', '.join(known_keys())}")
+    return values
+
+
+def plan_jobs(plan: Dict, run: Dict, quick: bool) -> Dict[str, Job]:
+    """Every job of ``plan`` with its merged configuration, in launch order (the teacher first)."""
+    sections = dict(plan.get("jobs", {}))
+    names = list(RECIPES.names()) + [job for job, section in sections.items() if "recipe" in section]
+    first = [job for job in plan.get("launch_first", []) if job in names]
+    order = ["teacher"] + first + [job for job in names if job not in first and job != "teacher"]
+    jobs = {}
+    for job in order:
+        section = dict(sections.get(job, {}))
+        recipe = RECIPES.get(section.pop("recipe", job))
+        title = section.pop("title", recipe.title)
+        compared_with = section.pop("compared_with", recipe.compared_with)
+        values = dict(recipe.defaults, recipe=recipe.name)
+        values.update(_checked(plan.get("common", {}), "plan [common]"))
+        values.update(_checked(section, f"plan [jobs.{job}]"))
         if quick:
-            values = merge_config(values, plan.get("quick", {}), f"{plan_path} [quick]")
-        values = merge_config(values, dict(run, model_save_dir=os.path.join(run["result_dir"], job, "model"),
-                                           result_dir=os.path.join(run["result_dir"], job)), "run settings")
-        if job != "teacher":
+            values.update(_checked(plan.get("quick", {}), "plan [quick]"), **QUICK)
+        values.update(run, model_save_dir=os.path.join(run["result_dir"], job, "model"),
+                      result_dir=os.path.join(run["result_dir"], job))
+        if recipe.needs_teacher:
             values["teacher_model"] = os.path.join(run["result_dir"], "teacher", "model")
-        configs[job] = values
-    return configs
+        jobs[job] = Job(job, recipe.name, title, compared_with, values)
+    return jobs
 
 
-def _progress_line(jobs: Sequence[str], configs: Dict) -> str:
-    """``job: stage step N`` of every job that has written a loss log (the newest log of each job)."""
+def row_order(jobs: Dict[str, Job]) -> List[str]:
+    """Summary rows: the registry's order, each extra job right before the first row compared with it."""
+    registered = [job for job in RECIPES.names() if job in jobs]
+    extras = [job for job in jobs if job not in registered]
+    rows: List[str] = []
+    for job in registered:
+        rows += [extra for extra in extras if extra not in rows and jobs[job].compared_with == extra]
+        rows.append(job)
+    return rows + [extra for extra in extras if extra not in rows]
+
+
+def _run_job(job: Job, timeout: float) -> Dict:
+    os.makedirs(job.config["result_dir"], exist_ok=True)
+    config_path = os.path.join(job.config["result_dir"], "job_config.json")
+    atomic_write_text(config_path, json.dumps(job.config, indent=2))
+    log_path = os.path.join(job.config["result_dir"], "run.log")
+    began = time.time()
+    logger.info("%s: started (log %s)", job.name, log_path)
+    env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "3"))
+    command = [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path]
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+    if process.returncode != 0:
+        with open(log_path, encoding="utf-8") as stream:
+            tail = "\n".join(stream.read().splitlines()[-15:])
+        raise RuntimeError(f"job {job.name} failed with exit status {process.returncode}; see {log_path}:\n{tail}")
+    with open(os.path.join(job.config["result_dir"], "results_eval.json"), encoding="utf-8") as stream:
+        results = json.load(stream)
+    metric = results.get("main_metric", "accuracy")
+    logger.info("%s: finished in %.0f s, %s %.4f", job.name, time.time() - began, metric, results.get(metric, float("nan")))
+    return {"seconds": time.time() - began, "results": results}
+
+
+def _progress_line(jobs: Sequence[Job]) -> str:
+    """``job: stage step N/M`` of every running job that has written its progress file."""
     parts = []
     for job in jobs:
-        directory = configs[job]["result_dir"]
-        logs = [os.path.join(directory, f) for f in os.listdir(directory) if f.endswith("_losses.csv")] \
-            if os.path.isdir(directory) else []
-        if not logs:
+        path = os.path.join(job.config["result_dir"], PROGRESS_FILE)
+        try:
+            with open(path, encoding="utf-8") as stream:
+                state = json.load(stream)
+        except (OSError, ValueError):
             continue
-        newest = max(logs, key=os.path.getmtime)
-        with open(newest, encoding="utf-8") as stream:
-            last = stream.read().strip().splitlines()[-1].split(",")[0]
-        if last.isdigit():
-            parts.append(f"{job}: {os.path.basename(newest)[:-len('_losses.csv')]} step {last}")
+        parts.append(f"{job.name}: {state['stage']} step {state['step']}/{state['total']}")
     return "; ".join(parts)
 
 
-def _wait(futures: Dict, configs: Dict, every: float = 30.0) -> None:
-    """Wait for ``futures``, printing where the running jobs are every ``every`` seconds."""
+def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0) -> None:
+    """Wait for ``futures``, logging where the running jobs are every ``every`` seconds."""
     last = time.time()
     while any(not future.done() for future in futures.values()):
         time.sleep(1.0)
         if time.time() - last >= every:
             last = time.time()
-            line = _progress_line([job for job, f in futures.items() if not f.done()], configs)
+            line = _progress_line([jobs[name] for name, future in futures.items() if not future.done()])
             if line:
-                print(f"[run_compression] running: {line}", flush=True)
+                logger.info("running: %s", line)
 
 
-def _run_job(job: str, config: Dict, timeout: float, echo: bool) -> Dict:
-    script = os.path.join(REPO, "scripts", JOBS[job][1])
-    os.makedirs(config["result_dir"], exist_ok=True)
-    config_path = os.path.join(config["result_dir"], "job_config.json")
-    with open(config_path, "w", encoding="utf-8") as stream:
-        json.dump(config, stream, indent=2)
-    log_path = os.path.join(config["result_dir"], "run.log")
-    began = time.time()
-    print(f"[run_compression] {job}: started (log {log_path})", flush=True)
-    env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "3"))
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.run([sys.executable, script, "--config", config_path], stdout=log,
-                                 stderr=subprocess.STDOUT, env=env, timeout=timeout, cwd=REPO)
-    seconds = time.time() - began
-    with open(log_path, encoding="utf-8") as stream:
-        text = stream.read()
-    if echo:
-        print("\n".join(line for line in text.splitlines() if line.startswith(f"[{JOBS[job][0]}]")
-                        and "configuration" not in line), flush=True)
-    if process.returncode != 0:
-        tail = "\n".join(text.splitlines()[-15:])
-        raise RuntimeError(f"job {job} failed with exit status {process.returncode}; see {log_path}:\n{tail}")
-    print(f"[run_compression] {job}: finished in {seconds:.0f} s", flush=True)
-    with open(os.path.join(config["result_dir"], "results_eval.json"), encoding="utf-8") as stream:
-        results = json.load(stream)
-    return {"seconds": seconds, "results": results}
-
-
-def _measure_speeds(done: Dict, configs: Dict) -> None:
+def _measure_speeds(done: Dict, jobs: Dict[str, Job], rows: Sequence[str]) -> None:
     """Re-measure every model's inference speed one after the other in this process (during training
     the jobs shared the cores, which skews their own ``reasoningTime``); updates ``done[job]["results"]``."""
-    from .config import TrainConfig
+    from .artifacts import load_trained
     from .evaluate import predict
-    from .pipeline import load_data, load_trained
+    from .plan import load_data
 
-    cfg = TrainConfig(**{k: v for k, v in configs["teacher"].items()})
-    for job in ROW_ORDER:
-        model, meta = load_trained(configs[job]["model_save_dir"], job)
-        bundle = load_data(cfg, seq_length=meta["seq_length"], vocab_file=meta["vocab_file"])
-        predict(model, bundle.dev, cfg.eval_batch_size)  # warm-up pass
-        _, speed = predict(model, bundle.dev, cfg.eval_batch_size)
+    cfg = TrainConfig(**jobs["teacher"].config)
+    for job in rows:
+        model, meta = load_trained(jobs[job].config["model_save_dir"], job)
+        data = load_data(cfg, seq_length=meta["seq_length"], vocab_file=meta["vocab_file"])
+        predict(model, data.dev, cfg.eval_batch_size)  # warm-up pass
+        _, speed = predict(model, data.dev, cfg.eval_batch_size)
         done[job]["results"]["reasoningTime_in_job"] = done[job]["results"].get("reasoningTime")
         done[job]["results"]["reasoningTime"] = round(speed, 2)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the whole default compression and print the summary table.")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdu-compress", allow_abbrev=False,
+                                     description="Run the whole default compression and print the summary table.")
     parser.add_argument("--data_dir", default=None, help="GLUE-format TSV directory (default: prepare the built-in task)")
     parser.add_argument("--task_name", default=None, help="task of --data_dir")
     parser.add_argument("--result_dir", default="output/compression")
-    parser.add_argument("--plan", default=os.path.join(REPO, "configs", "default_run.json"))
-    parser.add_argument("--config_dir", default=os.path.join(REPO, "configs"))
-    parser.add_argument("--teacher_model", default=None, help="override the plan's teacher ('auto', 'minilm', 'scratch' or a checkpoint)")
+    parser.add_argument("--plan", default=None, help="run plan JSON (default: the packaged default_run.json)")
+    parser.add_argument("--teacher_model", default=None,
+                        help="override the plan's teacher ('auto', 'minilm', 'scratch' or a checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="student trainings run in parallel (default 2)")
     parser.add_argument("--use_graph", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run")
     parser.add_argument("--job_timeout", type=float, default=3600.0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def _data(args, plan: Dict, result_dir: str):
+    if args.data_dir is None:
+        from ..data import prepare_default_data
+
+        task_name, description = prepare_default_data(os.path.join(result_dir, "data"), seed=args.seed,
+                                                      **plan.get("data", {}))
+        logger.info("data: %s", description)
+        return os.path.join(result_dir, "data"), task_name
+    if not args.task_name:
+        raise ConfigError("--data_dir needs --task_name (the GLUE task of that directory)")
+    logger.info("data: task %r from %s", args.task_name, os.path.abspath(args.data_dir))
+    return os.path.abspath(args.data_dir), args.task_name
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON)."""
+    args = _parser().parse_args(argv)
     began = time.time()
     try:
-        plan = _read_plan(args.plan)
+        setup_logging(args.log_level)
+        plan = read_plan(args.plan)
         result_dir = os.path.abspath(args.result_dir)
-        if args.data_dir is None:
-            from ..data import prepare_default_data
-
-            data_dir = os.path.join(result_dir, "data")
-            task_name, description = prepare_default_data(data_dir, seed=args.seed, **plan.get("data", {}))
-            print(f"[run_compression] data: {description}", flush=True)
-        else:
-            if not args.task_name:
-                raise ValueError("--data_dir needs --task_name (the GLUE task of that directory)")
-            data_dir, task_name = os.path.abspath(args.data_dir), args.task_name
-            print(f"[run_compression] data: task {task_name!r} from {data_dir}", flush=True)
+        data_dir, task_name = _data(args, plan, result_dir)
         run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
-                   use_graph=args.use_graph, quick=args.quick)
-        configs = build_job_configs(plan, args.plan, run, args.config_dir, args.quick)
+                   use_graph=args.use_graph)
+        jobs = plan_jobs(plan, run, args.quick)
         if args.teacher_model:
-            configs["teacher"]["teacher_model"] = args.teacher_model
-    except (ValueError, FileNotFoundError) as error:
+            jobs["teacher"].config["teacher_model"] = args.teacher_model
+    except (ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
-    done = {"teacher": _run_job("teacher", configs["teacher"], args.job_timeout, echo=True)}
-    print(f"[run_compression] teacher: {done['teacher']['results'].get('origin')}", flush=True)
-    students = [job for job in JOBS if job != "teacher"]
+    done = {"teacher": _run_job(jobs["teacher"], args.job_timeout)}
+    logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
+    students = [name for name in jobs if name != "teacher"]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {job: pool.submit(_run_job, job, configs[job], args.job_timeout, True) for job in students}
-        _wait(futures, configs)
-        for job in students:
-            done[job] = futures[job].result()
-    _measure_speeds(done, configs)
+        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout) for name in students}
+        _wait(futures, jobs)
+        done.update({name: futures[name].result() for name in students})
+    rows_order = row_order(jobs)
+    _measure_speeds(done, jobs, rows_order)
     metric = done["teacher"]["results"].get("main_metric", "accuracy")
-    entries = [{"model": JOBS[job][2], "layers": done[job]["results"].get("layers"),
+    entries = [{"model": jobs[job].title, "layers": done[job]["results"].get("layers"),
                 "hidden_size": done[job]["results"].get("hidden_size"), "results": done[job]["results"],
-                "baseline": JOBS[COMPARED_WITH.get(job, "baseline")][2]}
-               for job in ROW_ORDER]
-    rows = summary_rows(entries, metric)
-    total = time.time() - began
+                "baseline": jobs[jobs[job].compared_with].title if jobs[job].compared_with in jobs else None}
+               for job in rows_order]
+    rows = summary_rows(entries, metric, baseline=jobs["baseline"].title if "baseline" in jobs else "")
     header = (f"Compression of {task_name!r} ({len(rows)} models, seed {args.seed}); teacher: "
-              f"{done['teacher']['results'].get('origin')}; total wall time {total:.0f} s")
+              f"{done['teacher']['results'].get('origin')}; total wall time {time.time() - began:.0f} s")
     paths = write_summary(rows, result_dir, header)
     print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
-    print(f"[run_compression] summary written to {paths['markdown']} and {paths['json']}", flush=True)
+    logger.info("summary written to %s and %s", paths["markdown"], paths["json"])
     return 0
+

@@ -160,7 +160,7 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
                             default_meta=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML or JSON file of configuration keys (later arguments win)")
-    parser.add_argument("--quick", action=_QuickPreset, help=f"smoke run: sets {QUICK}")
+    parser.add_argument("--quick", action=_QuickPreset, default=argparse.SUPPRESS, help=f"smoke run: sets {QUICK}")
     for name, spec in _FIELDS.items():
         extra = {"nargs": "?", "const": True} if spec.type is bool else {}
         parser.add_argument(f"--{name}", type=spec.type, default=defaults.get(name, spec.default),
@@ -179,6 +179,9 @@ def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
         files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
         where = f" in {', '.join(files)}" if files and match.group(1) else ""
         return f"unknown configuration key {name!r}{where}{hint}"
+    typed = re.search(r'Parser key "(\w+)": Expected a <class \'(\w+)\'>\. Got value: (.*)', text)
+    if typed:
+        return f"--{typed.group(1)} must be a {typed.group(2)}, got {typed.group(3).strip()!r}"
     return text.replace('Parser key "', "key \"").rstrip(".")
 
 

@@ -18,8 +18,9 @@ class Registry(Generic[T]):
     KeyError: "unknown loss 'b'; known: ['a']"
     """
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, sort: bool = True):
         self.what = what
+        self.sort = sort
         self._items: Dict[str, T] = {}
 
     def register(self, name: str, item: T) -> T:
@@ -36,7 +37,12 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def names(self) -> List[str]:
-        return sorted(self._items)
+        """The registered names, sorted (or in registration order with ``sort=False``)."""
+        return sorted(self._items) if self.sort else list(self._items)
+
+    def unregister(self, name: str) -> T:
+        """Remove and return ``name`` (for plug-ins and tests that register temporarily)."""
+        return self._items.pop(name)
 
     def __contains__(self, name) -> bool:
         return name in self._items

@@ -9,14 +9,13 @@ After this stage the successor alone (``replace_prob = 1``) is an ordinary
 which is then fine-tuned on the labels.
 """
 import copy
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
 from ..models import BertForSequenceClassification, init_student_from_teacher
-from ..models._inputs import extended_attention_mask
 
 __all__ = ["TheseusModel", "sample_replacement"]
 
@@ -66,26 +65,39 @@ class TheseusModel(nn.Module):
         """Draw this step's replacement coins from the model's own seeded generator."""
         return sample_replacement(self.rng, len(self.successor.encoder.layer), self.replace_prob)
 
-    def _predecessor_block(self, index: int, hidden, ext_mask):
+    # the StepInputs interface of the trainer (see trainer.StepInputs)
+    step_input_names = ("coins",)
+
+    def step_inputs(self) -> Dict[str, np.ndarray]:
+        """This training step's extra forward inputs: ``{"coins": [Ls]}``."""
+        return {"coins": self.sample_coins()}
+
+    def rng_state(self) -> Dict:
+        """State of the coin generator (saved in checkpoints for an exact resume)."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: Dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def _predecessor_block(self, index: int, hidden, bias):
         for layer in self.predecessor[index * self.block:(index + 1) * self.block]:
-            hidden, _ = layer(hidden, ext_mask)
+            hidden, _ = layer(hidden, bias)
         return hidden
 
     def forward(self, input_ids, input_mask, token_type_ids,
                 coins: Optional[Union[np.ndarray, flow.Tensor, Sequence[float]]] = None):
         model = self.successor
-        hidden = model.embeddings(input_ids, token_type_ids)
-        ext_mask = extended_attention_mask(input_mask, hidden.dtype)
+        hidden = model.embed(input_ids, token_type_ids)
+        bias = model.attention_bias(input_mask, hidden.dtype)
         for i, layer in enumerate(model.encoder.layer):
             if coins is None:
-                hidden, _ = layer(hidden, ext_mask)
+                hidden, _ = layer(hidden, bias)
             elif isinstance(coins, flow.Tensor):
-                new, _ = layer(hidden, ext_mask)
-                old = self._predecessor_block(i, hidden, ext_mask)
+                new, _ = layer(hidden, bias)
+                old = self._predecessor_block(i, hidden, bias)
                 hidden = coins[i] * new + (1.0 - coins[i]) * old
             elif float(coins[i]) > 0.5:
-                hidden, _ = layer(hidden, ext_mask)
+                hidden, _ = layer(hidden, bias)
             else:
-                hidden = self._predecessor_block(i, hidden, ext_mask)
-        logits = model.classifier(model.dropout(model.pooler(hidden)))
-        return logits, [], []
+                hidden = self._predecessor_block(i, hidden, bias)
+        return model.classify(hidden), [], []

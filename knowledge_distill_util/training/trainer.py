@@ -1,31 +1,68 @@
-"""The training loop shared by every recipe: AdamW with linear warm-up and decay, the teacher in eval
-mode under ``no_grad``, a progress bar, per-term losses logged each step (CSV) and plotted (PNG), atomic
-checkpoints every ``checkpoint_every`` steps with ``--resume``, and ``--use_graph`` (``nn.Graph``).
+"""The training loop shared by every recipe: the teacher frozen under ``no_grad``, AdamW with warm-up and
+decay (:mod:`.optim`), a tqdm progress bar, per-term losses logged each step (:mod:`.loss_log`), atomic
+checkpoints with exact resume (:mod:`.checkpoint`), eager or ``nn.Graph``.
 
 Data order: epoch ``e`` visits the training rows in ``np.random.default_rng(seed + e).permutation(N)``
 order, in batches of ``batch_size``; a last short batch is filled up with the epoch's first rows so
 that every batch has the same shape (``nn.Graph`` compiles one shape). The order depends only on the
 seed and the step, so a resumed run sees exactly the batches the uninterrupted run would have seen.
 """
-import csv
+import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .recipes import Recipe
+from .checkpoint import Checkpointer
+from .loss_log import LossLog, plot_losses
+from .objectives import Objective
+from .optim import make_optimizer, make_scheduler
 
-__all__ = ["LossStep", "TrainGraph", "StageResult", "train_stage", "make_scheduler",
-           "batch_indices", "plot_losses", "model_device"]
+__all__ = ["StepInputs", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
+           "batch_indices", "model_device"]
 
-_NO_DECAY = ("bias", "LayerNorm", "layernorm", "layer_norm", "norm.weight")
+logger = logging.getLogger(__name__)
+BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
+
+
+@runtime_checkable
+class StepInputs(Protocol):
+    """A model that needs extra forward inputs drawn at every training step (BERT-of-Theseus's coins).
+
+    ``step_input_names`` names them; ``step_inputs()`` draws them as ``{name: numpy array}``, passed to the
+    model's forward as keywords: the arrays themselves in eager mode, tensors under ``nn.Graph``.
+    ``rng_state()`` / ``set_rng_state()`` save and restore the generator they are drawn from, for an
+    exact resume.
+    """
+
+    step_input_names: Tuple[str, ...]
+
+    def step_inputs(self) -> Dict[str, np.ndarray]: ...
+
+    def rng_state(self): ...
+
+    def set_rng_state(self, state) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The settings of one training stage."""
+
+    num_epochs: float
+    learning_rate: float
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_proportion: float = 0.1
+    max_steps: int = 0
+    checkpoint_every: int = 100
+    seed: int = 0
+    resume: bool = False
+    use_graph: bool = False
 
 
 def model_device(model: nn.Module) -> flow.device:
@@ -34,48 +71,45 @@ def model_device(model: nn.Module) -> flow.device:
 
 
 class LossStep(nn.Module):
-    """``student`` (+ frozen ``teacher``) + a recipe: ``forward(batch tensors) -> tuple of loss terms``.
+    """``student`` (+ frozen ``teacher``) + an objective: ``forward(batch tensors) -> tuple of loss terms``.
 
-    The terms are returned in the order of ``recipe.terms`` (``"loss"``, the total, first). The teacher,
-    when the recipe reads more than its logits or no cached logits are given, runs under ``no_grad``;
-    it must be in eval mode (no dropout): :func:`train_stage` puts it there.
+    ``forward(input_ids, input_mask, segment_ids, labels, *extras)``: ``extras`` are the tensors named in
+    ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass) and the
+    model's step inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
+    (``"loss"``, the total, first). The teacher must be in eval mode: :func:`train_stage` puts it there.
     """
 
-    def __init__(self, student: nn.Module, teacher: Optional[nn.Module], recipe: Recipe, args):
+    def __init__(self, student: nn.Module, teacher: Optional[nn.Module], objective: Objective, args,
+                 extra_inputs: Tuple[str, ...] = ()):
         super().__init__()
         self.student = student
         self.teacher = teacher
-        self.recipe = recipe
+        self.objective = objective
         self.args = args
-        self.extra_inputs: Tuple[str, ...] = ()
-        if recipe.teacher_outputs and teacher is None and recipe.teacher_outputs != ("logits",):
-            raise ValueError(f"recipe {recipe.name!r} reads the teacher's {recipe.teacher_outputs}: give a teacher")
+        self.extra_inputs = tuple(extra_inputs)
+        uses_cache = "teacher_logits" in self.extra_inputs and objective.can_cache_teacher_logits
+        if objective.teacher_outputs and teacher is None and not uses_cache:
+            raise ValueError(f"objective {objective.name!r} reads the teacher's {objective.teacher_outputs}: "
+                             f"give a teacher")
 
     def forward(self, input_ids, input_mask, segment_ids, labels, *extras):
-        """``extras``: the tensors named in ``self.extra_inputs`` (``"teacher_logits"``, ``"coins"``)."""
         named = dict(zip(self.extra_inputs, extras))
-        teacher_logits, coins = named.get("teacher_logits"), named.get("coins")
-        if coins is None:
-            out = self.student(input_ids, input_mask, segment_ids)
-        else:
-            out = self.student(input_ids, input_mask, segment_ids, coins)
+        teacher_logits = named.pop("teacher_logits", None)
+        out = self.student(input_ids, input_mask, segment_ids, **named)
         if isinstance(out, (tuple, list)):
             tensors = dict(student_logits=out[0], student_reps=out[1], student_atts=out[2])
         else:
             tensors = dict(student_logits=out)
         tensors["labels"] = labels
-        wanted = self.recipe.teacher_outputs
-        if wanted:
-            if teacher_logits is not None and wanted == ("logits",):
+        if self.objective.teacher_outputs:
+            if teacher_logits is not None and self.objective.can_cache_teacher_logits:
                 tensors["teacher_logits"] = teacher_logits
             else:
-                if self.teacher is None:
-                    raise ValueError(f"recipe {self.recipe.name!r} needs teacher logits or a teacher model")
                 with flow.no_grad():
                     t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
                 tensors.update(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
-        terms = self.recipe(self.args, **tensors)
-        return tuple(terms[name] for name in self.recipe.terms)
+        terms = self.objective(self.args, **tensors)
+        return tuple(terms[name] for name in self.objective.terms)
 
 
 class TrainGraph(nn.Graph):
@@ -97,29 +131,6 @@ class TrainGraph(nn.Graph):
         return terms
 
 
-def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
-    """Linear warm-up then linear decay to 0, with schedulers that ``nn.Graph`` supports.
-
-    The learning rate of step ``s`` (0-based) is ``lr * min(1, s / warmup) * (1 - max(s, warmup) / total)``
-    (OneFlow's ``WarmupLR`` over ``PolynomialLR(power=1)``), identical in eager and graph mode.
-
-    >>> import oneflow as flow
-    >>> opt = flow.optim.AdamW([flow.nn.Parameter(flow.zeros(1))], lr=1.0)
-    >>> sched, rates = make_scheduler(opt, 10, 2), []
-    >>> for _ in range(4):
-    ...     rates.append(round(opt.param_groups[0]["lr"], 3)); opt.step(); sched.step()
-    >>> rates
-    [0.0, 0.4, 0.8, 0.7]
-    """
-    decay = flow.optim.lr_scheduler.PolynomialLR(
-        optimizer, decay_batch=max(1, total_steps), end_learning_rate=0.0, power=1.0
-    )
-    if warmup_steps <= 0:
-        return decay
-    return flow.optim.lr_scheduler.WarmupLR(decay, warmup_factor=0.0, warmup_iters=warmup_steps,
-                                            warmup_method="linear")
-
-
 def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
     """The row indices of every batch of ``epoch`` (see the module doc), each of ``min(B, N)`` rows.
 
@@ -137,17 +148,6 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List
     return batches
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if any(key in name for key in _NO_DECAY) else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
 @dataclass
 class StageResult:
     """What :func:`train_stage` did: steps run, wall time, the loss log and plot, last terms."""
@@ -160,189 +160,119 @@ class StageResult:
     resumed_from: int = 0
 
 
-def _open_log(path: str, columns: Sequence[str], keep_until: Optional[int]):
-    """Open the CSV loss log; on resume keep only the rows up to step ``keep_until``."""
-    rows = []
-    if keep_until is not None and os.path.isfile(path):
-        with open(path, newline="", encoding="utf-8") as stream:
-            rows = [r for r in csv.DictReader(stream) if int(r["step"]) <= keep_until]
-    stream = open(path, "w", newline="", encoding="utf-8")
-    writer = csv.DictWriter(stream, fieldnames=list(columns))
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in columns})
-    stream.flush()
-    return stream, writer
-
-
-def plot_losses(log_path: str, png_path: str, title: str = "") -> Optional[str]:
-    """Plot every loss column of the CSV ``log_path`` against the step into ``png_path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(log_path, newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
-    if not rows:
-        return None
-    terms = [k for k in rows[0] if k not in ("step", "epoch", "lr", "seconds")]
-    steps = [int(r["step"]) for r in rows]
-    fig, axes = plt.subplots(len(terms), 1, figsize=(7, 1.8 * len(terms) + 0.6), sharex=True, squeeze=False)
-    for axis, term in zip(axes[:, 0], terms):
-        axis.plot(steps, [float(r[term]) for r in rows], linewidth=1)
-        axis.set_ylabel(term)
-        axis.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("step")
-    fig.suptitle(title or os.path.basename(log_path))
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
-    plt.close(fig)
-    return png_path
-
-
-def _to_device(array: np.ndarray, device) -> flow.Tensor:
-    return flow.tensor(array, device=device)
+def _total_steps(per_epoch: int, tcfg: TrainerConfig) -> int:
+    total = max(1, int(round(per_epoch * tcfg.num_epochs)))
+    return min(total, tcfg.max_steps) if tcfg.max_steps and tcfg.max_steps > 0 else total
 
 
 def train_stage(
     step: LossStep,
     features,
-    cfg,
+    tcfg: TrainerConfig,
     *,
     work_dir: str,
     stage: str,
-    num_epochs: float,
-    learning_rate: float,
+    checkpoint_dir: str,
     teacher_logits: Optional[np.ndarray] = None,
     progress: bool = True,
-    on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
-    checkpoint_dir: Optional[str] = None,
+    on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
 ) -> StageResult:
-    """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s recipe.
+    """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s objective.
 
-    Reads from ``cfg``: ``batch_size_per_device``, ``weight_decay``, ``warmup_proportion``,
-    ``max_steps`` (0 = no cap), ``checkpoint_every``, ``seed``, ``resume``, ``use_graph``.
-    Writes ``work_dir/<stage>_losses.csv`` (one row per step), ``work_dir/<stage>_losses.png`` and
-    checkpoints under ``<checkpoint_dir or work_dir/checkpoints>/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned
-    with ``features``) replaces the teacher's forward pass for recipes that read only its logits.
-    ``on_step(step, terms)`` is called after every step (and after its checkpoint, if any).
+    Writes ``work_dir/<stage>_losses.csv`` (one row per step) and ``.png``, and checkpoints under
+    ``checkpoint_dir/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned with ``features``) replaces the
+    teacher's forward pass for objectives that read only its logits. ``on_step(step, total, terms)`` is
+    called after every step (and after its checkpoint, if any).
     """
     from tqdm import tqdm
 
     student, device = step.student, model_device(step.student)
-    num_rows = len(features)
-    per_epoch = len(batch_indices(num_rows, cfg.batch_size_per_device, cfg.seed, 0))
-    total = max(1, int(round(per_epoch * num_epochs)))
-    if cfg.max_steps and cfg.max_steps > 0:
-        total = min(total, cfg.max_steps)
-    optimizer = flow.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=learning_rate)
-    scheduler = make_scheduler(optimizer, total, int(total * cfg.warmup_proportion))
-
-    os.makedirs(work_dir, exist_ok=True)
-    ckpt_root = os.path.join(checkpoint_dir or os.path.join(work_dir, "checkpoints"), stage)
-    log_path = os.path.join(work_dir, f"{stage}_losses.csv")
-    start, graph_state = 0, None
-    found = latest_checkpoint(ckpt_root) if cfg.resume else None
-    if found:
-        model_state, optimizer_state, state = load_checkpoint(found)
-        if bool(state.get("use_graph")) != bool(cfg.use_graph):
-            raise ValueError(
-                f"checkpoint {found} was written with use_graph={state.get('use_graph')} but this run has "
-                f"use_graph={cfg.use_graph}; resume with the same --use_graph setting"
-            )
-        student.load_state_dict(model_state)
-        start = int(state["step"])
-        if cfg.use_graph:
-            graph_state = optimizer_state  # the graph's own state: parameters, moments, train step
-        else:
-            optimizer.load_state_dict(optimizer_state)
-            for _ in range(start):  # fast-forward the schedule (cheap, exact)
-                scheduler.step()
-        flow.set_rng_state(flow.tensor(state["flow_rng"], dtype=flow.uint8))
-        if "theseus_rng" in state and hasattr(student, "rng"):
-            student.rng.bit_generator.state = state["theseus_rng"]
-        print(f"[{stage}] resumed from {found} at step {start}/{total}", flush=True)
-    elif os.path.isdir(ckpt_root):
-        shutil.rmtree(ckpt_root)
+    per_epoch = len(batch_indices(len(features), tcfg.batch_size, tcfg.seed, 0))
+    total = _total_steps(per_epoch, tcfg)
+    optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay)
+    scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
+    provider = student if isinstance(student, StepInputs) else None
+    checkpointer = Checkpointer(os.path.join(checkpoint_dir, stage), student, tcfg.use_graph, provider)
 
     if step.teacher is not None:
         step.teacher.eval()
-        for parameter in step.teacher.parameters():
-            parameter.requires_grad = False
     student.train()
-    uses_coins = hasattr(student, "sample_coins")
-    step.extra_inputs = (("teacher_logits",) if teacher_logits is not None else ()) + (
-        ("coins",) if uses_coins else ())
+    cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
+    step.extra_inputs = (("teacher_logits",) if cached is not None else ()) + (
+        tuple(provider.step_input_names) if provider is not None else ())
     graph = None
-    if cfg.use_graph:
+    if tcfg.use_graph:
         optimizer.zero_grad(set_to_none=True)
         graph = TrainGraph(step, optimizer, scheduler)
-        if graph_state is not None:
-            graph.load_state_dict(graph_state)
 
-    names = step.recipe.terms
-    stream, writer = _open_log(log_path, ("step", "epoch", "lr", "seconds") + tuple(names),
-                               start if found else None)
-    cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    bar = tqdm(total=total, initial=start, desc=stage, disable=not progress, dynamic_ncols=True,
-               mininterval=1.0)
+    resumed = checkpointer.restore() if tcfg.resume else None
+    start = 0
+    if resumed is not None:
+        student.load_state_dict(resumed.model_state)
+        start = resumed.step
+        if graph is not None:
+            graph.load_state_dict(resumed.optimizer_state)  # the graph's own state: moments, train step
+        else:
+            optimizer.load_state_dict(resumed.optimizer_state)
+            for _ in range(start):  # fast-forward the schedule (cheap, exact)
+                scheduler.step()
+        logger.info("stage %s: resumed from %s at step %d/%d", stage, resumed.path, start, total)
+    elif not tcfg.resume:
+        checkpointer.clear()
+
+    os.makedirs(work_dir, exist_ok=True)
+    log = LossLog(os.path.join(work_dir, f"{stage}_losses.csv"), step.objective.terms,
+                  start if resumed is not None else None)
+    bar = tqdm(total=total, initial=start, desc=stage, disable=not progress, dynamic_ncols=True, mininterval=1.0)
     began, last = time.time(), {}
     try:
-        global_step = start
-        epoch = global_step // per_epoch
+        global_step, epoch = start, start // per_epoch
         while global_step < total:
-            batches = batch_indices(num_rows, cfg.batch_size_per_device, cfg.seed, epoch)
-            for index in batches[global_step - epoch * per_epoch:]:
+            for index in batch_indices(len(features), tcfg.batch_size, tcfg.seed, epoch)[global_step - epoch * per_epoch:]:
                 if global_step >= total:
                     break
                 batch = features.as_dict(index)
-                inputs = [_to_device(batch[k], device) for k in ("input_ids", "input_mask", "segment_ids", "labels")]
+                inputs = [flow.tensor(batch[k], device=device) for k in BATCH_KEYS]
                 if cached is not None:
-                    inputs.append(_to_device(cached[index], device))
-                if uses_coins:
-                    coins = student.sample_coins()
-                    inputs.append(_to_device(coins, device) if graph is not None else coins)
+                    inputs.append(flow.tensor(cached[index], device=device))
+                if provider is not None:
+                    extras = provider.step_inputs()
+                    inputs.extend(flow.tensor(extras[k], device=device) if graph is not None else extras[k]
+                                  for k in provider.step_input_names)
                 lr = optimizer.param_groups[0]["lr"]
-                if graph is not None:
-                    terms = graph(*inputs)
-                    scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
-                else:
-                    terms = step(*inputs)
-                    terms[0].backward()
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                values = [float(t.numpy()) for t in terms]
+                values = _run_step(step, graph, optimizer, scheduler, inputs)
                 if not math.isfinite(values[0]):
                     raise FloatingPointError(
-                        f"[{stage}] the loss became {values[0]} at step {global_step + 1}; lower "
-                        f"--learning_rate (now {learning_rate}) or check the inputs"
-                    )
+                        f"stage {stage}: the loss became {values[0]} at step {global_step + 1}; lower "
+                        f"--learning_rate (now {tcfg.learning_rate}) or check the inputs")
                 global_step += 1
-                last = dict(zip(names, values))
-                writer.writerow(dict(step=global_step, epoch=epoch, lr=f"{lr:.6g}",
-                                     seconds=f"{time.time() - began:.2f}", **{k: f"{v:.6g}" for k, v in last.items()}))
-                stream.flush()
+                last = dict(zip(step.objective.terms, values))
+                log.write(global_step, epoch, lr, time.time() - began, last)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values[0]:.4f}", refresh=False)
-                if global_step % max(1, cfg.checkpoint_every) == 0 or global_step == total:
-                    _checkpoint(ckpt_root, global_step, student, optimizer, graph)
+                if global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total:
+                    checkpointer.save(global_step, optimizer, graph)
                 if on_step is not None:
-                    on_step(global_step, last)
+                    on_step(global_step, total, last)
             epoch += 1
     finally:
         bar.close()
-        stream.close()
-    png = plot_losses(log_path, os.path.join(work_dir, f"{stage}_losses.png"), title=stage)
+        log.close()
+    png = plot_losses(log.path, os.path.join(work_dir, f"{stage}_losses.png"), title=stage)
     student.eval()
-    return StageResult(steps=total, seconds=time.time() - began, log_path=log_path, plot_path=png,
+    return StageResult(steps=total, seconds=time.time() - began, log_path=log.path, plot_path=png,
                        last_terms=last, resumed_from=start)
 
 
-def _checkpoint(root: str, step_number: int, student: nn.Module, optimizer, graph) -> None:
-    state = {"flow_rng": flow.get_rng_state().numpy().tolist(), "use_graph": graph is not None}
-    if hasattr(student, "rng"):
-        state["theseus_rng"] = student.rng.bit_generator.state
-    optimizer_state = graph.state_dict() if graph is not None else optimizer.state_dict()
-    save_checkpoint(root, step_number, student.state_dict(), optimizer_state, state)
+def _run_step(step: LossStep, graph, optimizer, scheduler, inputs) -> List[float]:
+    """One optimisation step (graph or eager); the loss terms as floats."""
+    if graph is not None:
+        terms = graph(*inputs)
+        scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
+    else:
+        terms = step(*inputs)
+        terms[0].backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return [float(t.numpy()) for t in terms]
