@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("GLOG_minloglevel", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared helpers (reference, gradcheck) for tests/*/
 
 import pytest  # noqa: E402
 
@@ -19,15 +20,21 @@ GRAPH_TEST_TRIES = 3
 _CHILD = "KDU_GRAPH_TEST_CHILD"
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "graph: compiles nn.Graph; runs in its own process (see tests/conftest.py)")
+def run_retrying_signals(command, tries: int = GRAPH_TEST_TRIES, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True, **kwargs)``, run again (up to ``tries`` in
+    all) only while the process is killed by a signal: for subprocesses that compile ``nn.Graph`` s."""
+    for _ in range(tries):
+        done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+        if done.returncode >= 0:
+            return done
+    return done
 
 
 def pytest_pyfunc_call(pyfuncitem):
     """Run a ``graph`` test in a child pytest process (the child runs it the ordinary way)."""
     if pyfuncitem.get_closest_marker("graph") is None or os.environ.get(_CHILD):
         return None
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "", pyfuncitem.nodeid]
     env = dict(os.environ, **{_CHILD: "1"})
     crashes = []
     for _ in range(GRAPH_TEST_TRIES):

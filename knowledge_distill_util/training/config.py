@@ -156,8 +156,7 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
                           f"{', '.join(known_keys())}")
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False,
-                            default_meta=False)
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML or JSON file of configuration keys (later arguments win)")
     parser.add_argument("--quick", action=_QuickPreset, default=argparse.SUPPRESS, help=f"smoke run: sets {QUICK}")

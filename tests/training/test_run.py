@@ -1,5 +1,6 @@
-"""End-to-end runs of every recipe script (``--quick``, tiny data, tiny models) in subprocesses with
-timeouts, and the bad inputs that must stop a script with one clear sentence before training starts."""
+"""End-to-end runs of every recipe (``--quick``, tiny data, tiny models) through ``kdu-train``'s module and
+the original script names, in subprocesses with timeouts, and the bad inputs that must stop a run with one
+clear sentence before training starts."""
 import json
 import os
 import shutil
@@ -8,51 +9,17 @@ import sys
 
 import pytest
 
-from knowledge_distill_util.data import prepare_default_data
+from training.conftest import PYTHON, TIMEOUT, TINY_STUDENT, TINY_TEACHER, recipe_args, train_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON = sys.executable
-TIMEOUT = 120
-TINY_TEACHER = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "2", "--teacher_hidden_size", "32",
-                "--teacher_num_attention_heads", "2", "--teacher_intermediate_size", "64"]
-TINY_STUDENT = ["--student_num_hidden_layers", "1", "--student_hidden_size", "32", "--student_num_attention_heads",
-                "2", "--student_intermediate_size", "64", "--lstm_embedding_size", "16", "--lstm_hidden_size", "16",
-                "--lstm_intermediate_size", "16"]
 SCRIPTS = {"baseline": "run_baseline.py", "kd": "run_kd.py", "bilstm": "run_bilstm.py",
            "bert_pkd": "run_bert_pkd.py", "tinybert": "run_tinybert.py", "theseus": "run_theseus.py"}
 STAGES = {"baseline": ["baseline"], "kd": ["kd"], "bilstm": ["bilstm"], "bert_pkd": ["bert_pkd"],
           "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"]}
 
 
-def _run(script, *args, timeout=TIMEOUT):
-    env = dict(os.environ, GLOG_minloglevel="3")
-    return subprocess.run([PYTHON, os.path.join(REPO, "scripts", script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO)
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """Tiny synthetic task and a tiny teacher trained on it (``train_teacher.py --quick``)."""
-    root = tmp_path_factory.mktemp("scripts")
-    data = str(root / "data")
-    task, _ = prepare_default_data(data, seed=0, source="synthetic", max_per_class=30)
-    teacher = str(root / "teacher")
-    done = _run("train_teacher.py", "--config", os.path.join(REPO, "configs", "teacher.json"), "--quick",
-                "--data_dir", data, "--task_name", task, "--model_save_dir", teacher,
-                "--result_dir", root / "teacher_results", *TINY_TEACHER)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return {"root": root, "data": data, "task": task, "teacher": teacher}
-
-
-def _recipe_args(ws, recipe, tag):
-    return ["--config", os.path.join(REPO, "configs", f"{recipe}.json"), "--quick", "--data_dir", ws["data"],
-            "--task_name", ws["task"], "--teacher_model", ws["teacher"], "--model_save_dir",
-            ws["root"] / tag / "model", "--result_dir", ws["root"] / tag / "results", *TINY_STUDENT]
-
-
 @pytest.mark.parametrize("recipe", sorted(SCRIPTS))
 def test_recipe_runs_end_to_end(workspace, recipe):
-    done = _run(SCRIPTS[recipe], *_recipe_args(workspace, recipe, recipe))
+    done = train_cli(*recipe_args(workspace, recipe, recipe))
     assert done.returncode == 0, done.stderr[-2000:]
     results_dir = workspace["root"] / recipe / "results"
     results = json.loads((results_dir / "results_eval.json").read_text())
@@ -60,21 +27,30 @@ def test_recipe_runs_end_to_end(workspace, recipe):
         assert key in results, key
     assert 0.0 <= results["accuracy"] <= 1.0 and results["modelSize"] > 0
     config = json.loads((results_dir / "config.json").read_text())
-    assert config["recipe"] == recipe and config["quick"] is True
+    assert config["recipe"] == recipe and config["max_steps"] == 3
     for stage in STAGES[recipe]:
         rows = (results_dir / f"{stage}_losses.csv").read_text().splitlines()
         assert len(rows) == 1 + 3 and rows[0].startswith("step,epoch,lr,seconds,loss")   # --quick: 3 steps
         assert (results_dir / f"{stage}_losses.png").stat().st_size > 0
     assert (workspace["root"] / recipe / "model" / "model_config.json").is_file()
+    progress = json.loads((results_dir / "progress.json").read_text())
+    assert progress["stage"] == STAGES[recipe][-1] and progress["step"] == progress["total"] == 3
+
+
+@pytest.mark.parametrize("recipe", sorted(SCRIPTS))
+def test_original_script_names_run_their_recipe(recipe):
+    done = train_cli("--print_config", script=SCRIPTS[recipe])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"recipe: {recipe}" in done.stdout
 
 
 def test_graph_and_resume(workspace):
-    args = _recipe_args(workspace, "kd", "kd_graph") + ["--use_graph"]
-    first = _run("run_kd.py", *args)
+    args = recipe_args(workspace, "kd", "kd_graph") + ["--use_graph"]
+    first = train_cli(*args, script="run_kd.py")
     assert first.returncode == 0, first.stderr[-2000:]
-    again = _run("run_kd.py", *args, "--resume", "--max_steps", "5")   # continue the finished 3 steps to 5
+    again = train_cli(*args, "--resume", "--max_steps", "5")   # continue the finished 3 steps to 5
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "resumed from" in again.stdout and "at step 3/5" in again.stdout
+    assert "resumed from" in again.stderr and "at step 3/5" in again.stderr
     rows = (workspace["root"] / "kd_graph" / "results" / "kd_losses.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
 
@@ -88,11 +64,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(workspace):
 
     extra = ["--max_steps", "24", "--num_epochs", "4", "--checkpoint_every", "4", "--student_hidden_dropout_prob", "0",
              "--student_attention_probs_dropout_prob", "0"]
-    whole = _run("run_kd.py", *_recipe_args(workspace, "kd", "kd_whole"), *extra)
+    whole = train_cli(*recipe_args(workspace, "kd", "kd_whole"), *extra)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    args = [PYTHON, os.path.join(REPO, "scripts", "run_kd.py"), *map(str, _recipe_args(workspace, "kd", "kd_kill")),
-            *extra]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+    args = [PYTHON, "-m", "knowledge_distill_util", "train", *map(str, recipe_args(workspace, "kd", "kd_kill")), *extra]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=dict(os.environ, GLOG_minloglevel="3"))
     latest = workspace["root"] / "kd_kill" / "model" / "checkpoints" / "kd" / "LATEST"
     deadline = time.time() + TIMEOUT
@@ -100,10 +75,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(workspace):
         time.sleep(0.05)
     process.kill()
     process.wait(timeout=30)
-    resumed = _run("run_kd.py", *_recipe_args(workspace, "kd", "kd_kill"), *extra, "--resume")
+    resumed = train_cli(*recipe_args(workspace, "kd", "kd_kill"), *extra, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert process.returncode == -9        # killed mid-run: 20 steps were still to go
-    assert "resumed from" in resumed.stdout
+    assert "resumed from" in resumed.stderr
     rows = (workspace["root"] / "kd_kill" / "results" / "kd_losses.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 25)]
     a = flow.load(str(workspace["root"] / "kd_whole" / "model" / "weights"))
@@ -114,7 +89,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(workspace):
 @pytest.mark.parametrize("recipe", ["theseus", "tinybert"])
 def test_two_stage_recipes_in_graph(workspace, recipe):
     """Theseus (replacement coins as a graph input) and TinyBERT (teacher inside the graph) in nn.Graph."""
-    done = _run(SCRIPTS[recipe], *_recipe_args(workspace, recipe, f"{recipe}_graph"), "--use_graph")
+    done = train_cli(*recipe_args(workspace, recipe, f"{recipe}_graph"), "--use_graph")
     assert done.returncode == 0, done.stderr[-2000:]
     config = json.loads((workspace["root"] / f"{recipe}_graph" / "results" / "config.json").read_text())
     assert config["use_graph"] is True
@@ -125,13 +100,13 @@ def _assert_stops_before_training(done, pattern):
 
     assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-1000:])
     assert re.search(pattern, done.stderr), done.stderr
-    assert "stage " not in done.stdout       # no training stage started
+    assert "stage " not in done.stderr and done.stderr.count("\n") <= 2   # one line; no stage started
 
 
 def test_missing_data_dir(workspace):
-    args = _recipe_args(workspace, "kd", "err1")
+    args = recipe_args(workspace, "kd", "err1")
     args[args.index("--data_dir") + 1] = workspace["root"] / "nowhere"
-    _assert_stops_before_training(_run("run_kd.py", *args), r"data directory '.*nowhere' does not exist; pass --data_dir")
+    _assert_stops_before_training(train_cli(*args), r"data directory '.*nowhere' does not exist; pass --data_dir")
 
 
 def _bad_copy(workspace, name, line):
@@ -144,54 +119,40 @@ def _bad_copy(workspace, name, line):
 
 def test_wrong_column_count(workspace):
     bad = _bad_copy(workspace, "bad_columns", "a line without any tab\n")
-    args = _recipe_args(workspace, "kd", "err2")
+    args = recipe_args(workspace, "kd", "err2")
     args[args.index("--data_dir") + 1] = bad
-    _assert_stops_before_training(_run("run_kd.py", *args), r"train\.tsv, line \d+: expected 2 tab-separated columns")
+    _assert_stops_before_training(train_cli(*args), r"train\.tsv, line \d+: expected 2 tab-separated columns")
 
 
 def test_unknown_label(workspace):
     bad = _bad_copy(workspace, "bad_label", "some text\tno_such_label\n")
-    args = _recipe_args(workspace, "kd", "err3")
+    args = recipe_args(workspace, "kd", "err3")
     args[args.index("--data_dir") + 1] = bad
-    _assert_stops_before_training(_run("run_kd.py", *args), r"train\.tsv, line \d+: unknown label 'no_such_label'")
+    _assert_stops_before_training(train_cli(*args), r"train\.tsv, line \d+: unknown label 'no_such_label'")
 
 
 def test_teacher_that_does_not_fit(workspace):
-    args = _recipe_args(workspace, "bert_pkd", "err4") + ["--student_num_hidden_layers", "3"]
-    _assert_stops_before_training(_run("run_bert_pkd.py", *args),
+    args = recipe_args(workspace, "bert_pkd", "err4") + ["--student_num_hidden_layers", "3"]
+    _assert_stops_before_training(train_cli(*args),
                                   r"teacher checkpoint .*teacher has 2 layers, not a multiple of student_num_hidden_layers=3")
     broken = workspace["root"] / "broken_teacher"
     shutil.copytree(workspace["teacher"], broken)
     meta = json.loads((broken / "model_config.json").read_text())
     meta["config"]["intermediate_size"] = 48
     (broken / "model_config.json").write_text(json.dumps(meta))
-    args = _recipe_args(workspace, "kd", "err5")
+    args = recipe_args(workspace, "kd", "err5")
     args[args.index("--teacher_model") + 1] = broken
-    _assert_stops_before_training(_run("run_kd.py", *args), r"teacher checkpoint .*broken_teacher does not fit its "
+    _assert_stops_before_training(train_cli(*args), r"teacher checkpoint .*broken_teacher does not fit its "
                                                             r"model_config\.json: saved tensor .* has shape")
 
 
 def test_unknown_config_key(workspace):
     config = workspace["root"] / "bad_config.json"
     config.write_text(json.dumps({"recipe": "kd", "kd_alpah": 0.8}))
-    args = _recipe_args(workspace, "kd", "err6")
-    args[args.index("--config") + 1] = config
-    _assert_stops_before_training(_run("run_kd.py", *args),
-                                  r"bad_config\.json: unknown configuration key 'kd_alpah'; known keys: .*kd_alpha")
-
-
-def test_run_compression_quick(tmp_path):
-    done = _run("run_compression.py", "--quick", "--result_dir", tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    names = [row["model"] for row in summary["rows"]]
-    assert names == ["teacher", "labels-only student", "KD", "labels-only BiLSTM", "Distilled-BiLSTM", "BERT-PKD",
-                     "TinyBERT", "BERT-of-Theseus"]
-    rows = {row["model"]: row for row in summary["rows"]}
-    assert rows["labels-only BiLSTM"]["delta_vs_labels_only"] is None
-    assert rows["Distilled-BiLSTM"]["delta_vs_labels_only"] == round(
-        rows["Distilled-BiLSTM"]["metric_value"] - rows["labels-only BiLSTM"]["metric_value"], 4)
-    assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
+    args = recipe_args(workspace, "kd", "err6")
+    args += ["--config", config]
+    _assert_stops_before_training(train_cli(*args),
+                                  r"unknown configuration key 'kd_alpah' in .*bad_config\.json; did you mean 'kd_alpha'")
 
 
 def test_regression_task_sts_b(tmp_path):
@@ -211,12 +172,11 @@ def test_regression_task_sts_b(tmp_path):
             lines.append(f"{i}\tg\tf\t2020\t{i}\ts\ts\t{' '.join(a)}\t{' '.join(b)}\t{score:.2f}\n")
         (data / f"{split}.tsv").write_text("".join(lines))
     teacher = tmp_path / "teacher"
-    done = _run("train_teacher.py", "--quick", "--data_dir", data, "--task_name", "sts-b", "--model_save_dir",
-                teacher, "--result_dir", tmp_path / "teacher_results", *TINY_TEACHER)
+    done = train_cli("--recipe", "teacher", "--quick", "--data_dir", data, "--task_name", "sts-b", "--model_save_dir",
+                     teacher, "--result_dir", tmp_path / "teacher_results", *TINY_TEACHER)
     assert done.returncode == 0, done.stderr[-2000:]
-    done = _run("run_kd.py", "--config", os.path.join(REPO, "configs", "kd.json"), "--quick", "--data_dir", data,
-                "--task_name", "sts-b", "--teacher_model", teacher, "--model_save_dir", tmp_path / "kd",
-                "--result_dir", tmp_path / "kd_results", *TINY_STUDENT)
+    done = train_cli("--recipe", "kd", "--quick", "--data_dir", data, "--task_name", "sts-b", "--teacher_model",
+                     teacher, "--model_save_dir", tmp_path / "kd", "--result_dir", tmp_path / "kd_results", *TINY_STUDENT)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "kd_results" / "results_eval.json").read_text())
     assert {"pearson", "spearmanr", "mse", "modelSize", "reasoningTime"} <= set(results)

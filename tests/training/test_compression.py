@@ -1,0 +1,34 @@
+"""The whole default compression under --quick, and the plan's jobs and summary order."""
+import json
+import os
+import sys
+
+from conftest import run_retrying_signals
+from knowledge_distill_util.training.compression import plan_jobs, read_plan, row_order
+
+
+def test_plan_jobs_follow_the_registry_and_the_plan():
+    run = dict(data_dir="d", task_name="t", seed=0, result_dir="/r", use_graph=False)
+    jobs = plan_jobs(read_plan(), run, quick=False)
+    assert list(jobs)[:5] == ["teacher", "tinybert", "bilstm", "theseus", "bert_pkd"]       # the longest first
+    assert row_order(jobs) == ["teacher", "baseline", "kd", "bilstm_baseline", "bilstm", "bert_pkd", "tinybert",
+                               "theseus"]
+    assert jobs["bilstm_baseline"].config["kd_alpha"] == 0.0 and jobs["bilstm"].config["kd_alpha"] == 0.7
+    assert jobs["kd"].config["learning_rate"] == 1e-3 and jobs["teacher"].config["learning_rate"] == 1e-4
+    assert jobs["kd"].config["teacher_model"] == "/r/teacher/model" and "max_steps" not in jobs["kd"].config
+    assert plan_jobs(read_plan(), run, quick=True)["kd"].config["max_steps"] == 3
+
+
+def test_run_compression_quick(tmp_path):
+    done = run_retrying_signals([sys.executable, "-m", "knowledge_distill_util", "compress", "--quick", "--result_dir",
+                                 str(tmp_path)], timeout=400, env=dict(os.environ, GLOG_minloglevel="3"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    names = [row["model"] for row in summary["rows"]]
+    assert names == ["teacher", "labels-only student", "KD", "labels-only BiLSTM", "Distilled-BiLSTM", "BERT-PKD",
+                     "TinyBERT", "BERT-of-Theseus"]
+    rows = {row["model"]: row for row in summary["rows"]}
+    assert rows["labels-only BiLSTM"]["delta_vs_labels_only"] is None
+    assert rows["Distilled-BiLSTM"]["delta_vs_labels_only"] == round(
+        rows["Distilled-BiLSTM"]["metric_value"] - rows["labels-only BiLSTM"]["metric_value"], 4)
+    assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()

@@ -1,0 +1,71 @@
+"""The configuration: defaults < recipe defaults < the command line (files, --quick, flags) in order;
+one-sentence errors; --print_config."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from knowledge_distill_util.training.config import QUICK, ConfigError, TrainConfig, known_keys, parse_config, save_config
+
+
+def test_order_recipe_defaults_then_files_then_flags(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"kd_alpha": 0.5, "seq_length": 32, "student_init_layers": [0, 2]}))
+    cfg = parse_config(["--config", str(path), "--seq_length", "16", "--do_train", "false"], recipe="kd")
+    assert (cfg.recipe, cfg.kd_alpha, cfg.seq_length, cfg.do_train) == ("kd", 0.5, 16, False)
+    assert cfg.student_init_layers == [0, 2] and cfg.temperature == 1.0
+    assert cfg.student_hidden_size == 312                      # the kd recipe's default (the original run script)
+    assert parse_config([], recipe="kd").kd_alpha == 0.8        # KD's own default, not the flag's 0.2
+    assert parse_config(["--recipe", "bert_pkd"]).kd_alpha == 0.2
+
+
+def test_yaml_file_and_original_boolean_forms(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kd_alpha: 0.3\nuse_graph: true\n")
+    cfg = parse_config(["--config", str(path), "--do_eval=False", "--resume"], recipe="kd")
+    assert (cfg.kd_alpha, cfg.use_graph, cfg.do_eval, cfg.resume) == (0.3, True, False, True)
+
+
+def test_quick_is_a_preset_at_its_place_on_the_command_line():
+    cfg = parse_config(["--quick", "--max_steps", "7"], recipe="kd")
+    assert cfg.max_steps == 7 and all(getattr(cfg, k) == v for k, v in QUICK.items() if k != "max_steps")
+    assert parse_config(["--max_steps", "7", "--quick"], recipe="kd").max_steps == QUICK["max_steps"]
+
+
+@pytest.mark.parametrize("argv, recipe, message", [
+    (["--kd_alph", "1"], "kd", r"^unknown configuration key 'kd_alph'; did you mean 'kd_alpha'\?$"),
+    (["--kd_alpha", "x"], "kd", r"^--kd_alpha must be a float, got 'x'$"),
+    (["--recipe", "nope"], None, r"^unknown recipe 'nope'; registered recipes: teacher, baseline, kd, "),
+    (["--recipe", "bilstm"], "kd", r"this entry point runs recipe 'kd' but --recipe says 'bilstm'"),
+])
+def test_errors_are_one_sentence(argv, recipe, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv, recipe=recipe)
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"kd_alpah": 0.8}))
+    with pytest.raises(ConfigError, match=r"unknown configuration key 'kd_alpah' in .*bad\.json; did you mean 'kd_alpha'"):
+        parse_config(["--config", str(path)], recipe="kd")
+    path.write_text(json.dumps({"recipe": "bilstm"}))
+    with pytest.raises(ConfigError, match="this run is recipe 'kd' but the configuration says recipe 'bilstm'"):
+        parse_config(["--config", str(path)], recipe="kd")
+
+
+def test_no_recipe_is_an_error():
+    with pytest.raises(ConfigError, match="no --recipe given"):
+        parse_config([])
+
+
+def test_print_config_prints_the_resolved_configuration_and_exits_0():
+    done = subprocess.run([sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", "bilstm", "--quick",
+                           "--print_config"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "kd_alpha: 0.7" in done.stdout and "max_steps: 3" in done.stdout and "seq_length: 32" in done.stdout
+
+
+def test_config_is_saved(tmp_path):
+    saved = json.loads(open(save_config(TrainConfig(kd_alpha=0.7), str(tmp_path))).read())
+    assert saved["kd_alpha"] == 0.7 and sorted(saved) == known_keys()

@@ -1,0 +1,108 @@
+"""The recipes' objectives: each loss formula against a numpy float64 hand computation."""
+import argparse
+
+import numpy as np
+import oneflow as flow
+import pytest
+
+import reference as ref
+from knowledge_distill_util.training import objectives
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _t(array, requires_grad=False):
+    return flow.tensor(np.asarray(array, dtype=np.float32), requires_grad=requires_grad)
+
+
+def _ce(logits, labels):
+    return float(np.mean(-ref.log_softmax(logits)[np.arange(len(labels)), labels]))
+
+
+@pytest.fixture
+def tensors():
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(4, 3)) * 2, rng.normal(size=(4, 3)) * 2
+    labels = np.array([0, 2, 1, 2])
+    s_reps = [rng.normal(size=(4, 5, 6)) for _ in range(3)]          # embedding + 2 layers
+    t_reps = [rng.normal(size=(4, 5, 6)) for _ in range(5)]          # embedding + 4 layers
+    s_atts = [rng.normal(size=(4, 2, 5, 5)) for _ in range(2)]
+    t_atts = [rng.normal(size=(4, 2, 5, 5)) for _ in range(4)]
+    for att in s_atts + t_atts:
+        att[..., -1] = -10000.0                                        # a masked key: zeroed by att_distill
+    return dict(s=s, t=t, labels=labels, s_reps=s_reps, t_reps=t_reps, s_atts=s_atts, t_atts=t_atts)
+
+
+def _call(name, args, x, **extra):
+    return getattr(objectives, name.upper())(
+        args, student_logits=_t(x["s"], True), teacher_logits=_t(x["t"]), labels=flow.tensor(x["labels"]),
+        student_reps=[_t(r) for r in x["s_reps"]], teacher_reps=[_t(r) for r in x["t_reps"]],
+        student_atts=[_t(a) for a in x["s_atts"]], teacher_atts=[_t(a) for a in x["t_atts"]], **extra)
+
+
+def _check(terms, expected):
+    assert set(terms) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(terms[name].numpy(), value, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_kd_formula(tensors):
+    args = argparse.Namespace(kd_alpha=0.8, temperature=2.0)
+    ce, soft = _ce(tensors["s"], tensors["labels"]), ref.pred_distill(tensors["s"], tensors["t"], 2.0, 2.0)
+    _check(_call("kd", args, tensors), {"loss": 0.8 * ce + 0.2 * soft, "ce": ce, "pred_distill": soft})
+
+
+def test_bilstm_formula_uses_the_opposite_alpha(tensors):
+    args = argparse.Namespace(kd_alpha=0.7, temperature=1.0, teacher_temperature=3.0)
+    ce, soft = _ce(tensors["s"], tensors["labels"]), ref.pred_distill(tensors["s"], tensors["t"], 1.0, 3.0)
+    _check(_call("bilstm", args, tensors), {"loss": 0.3 * ce + 0.7 * soft, "ce": ce, "pred_distill": soft})
+
+
+def test_bert_pkd_formula(tensors):
+    args = argparse.Namespace(kd_alpha=0.2, kd_beta=10.0, temperature=1.0)
+    ce, soft = _ce(tensors["s"], tensors["labels"]), ref.pred_distill(tensors["s"], tensors["t"])
+    layer = sum(ref.mse(tensors["s_reps"][i], tensors["t_reps"][2 * i]) for i in range(3))  # pairs (0,0),(1,2),(2,4)
+    _check(_call("bert_pkd", args, tensors),
+           {"loss": 0.8 * ce + 0.2 * soft + 10.0 * layer, "ce": ce, "pred_distill": soft, "layer_distill": layer})
+
+
+def test_tinybert_stages(tensors):
+    args = argparse.Namespace(temperature=1.0)
+    masked = [np.where(a <= -100, 0.0, a) for a in tensors["s_atts"] + tensors["t_atts"]]
+    s_atts, t_atts = masked[:2], masked[2:]
+    att = ref.mse(s_atts[0], t_atts[1]) + ref.mse(s_atts[1], t_atts[3])                   # layer i -> 2i + 1
+    layer = ref.layer_distill(tensors["s_reps"], tensors["t_reps"])
+    _check(_call("tinybert_intermediate", args, tensors),
+           {"loss": att + layer, "att_distill": att, "layer_distill": layer})
+    soft = ref.pred_distill(tensors["s"], tensors["t"])
+    _check(_call("tinybert_pred", args, tensors), {"loss": soft, "pred_distill": soft})
+
+
+def test_labels_only(tensors):
+    ce = _ce(tensors["s"], tensors["labels"])
+    _check(_call("labels", None, tensors), {"loss": ce, "ce": ce})
+
+
+def test_regression_uses_mse_for_both_terms():
+    s, t, y = np.array([[0.5], [2.0], [-1.0]]), np.array([[1.0], [1.5], [0.0]]), np.array([1.0, 2.5, -0.5])
+    args = argparse.Namespace(kd_alpha=0.8, temperature=1.0)
+    terms = objectives.KD(args, student_logits=_t(s), teacher_logits=_t(t), labels=_t(y))
+    hard, soft = ref.mse(s[:, 0], y), ref.mse(s, t)
+    _check(terms, {"loss": 0.8 * hard + 0.2 * soft, "ce": hard, "pred_distill": soft})
+
+
+def test_teacher_gets_no_gradient(tensors):
+    s, t = _t(tensors["s"], True), _t(tensors["t"], True)
+    terms = objectives.KD(argparse.Namespace(kd_alpha=0.5, temperature=1.0), student_logits=s,
+                              teacher_logits=t, labels=flow.tensor(tensors["labels"]))
+    terms["loss"].backward()
+    assert t.grad is None or float(np.abs(t.grad.numpy()).max()) == 0.0
+    assert float(np.abs(s.grad.numpy()).max()) > 0.0
+
+
+
+def test_objective_reads_what_its_function_names():
+    assert objectives.BERT_PKD.teacher_outputs == ("logits", "reps") and objectives.BERT_PKD.reads_layers
+    assert objectives.KD.can_cache_teacher_logits and not objectives.BERT_PKD.can_cache_teacher_logits
+    assert objectives.LABELS.teacher_outputs == () and not objectives.LABELS.can_cache_teacher_logits
+    assert objectives.TINYBERT_INTERMEDIATE.terms == ("loss", "att_distill", "layer_distill")

@@ -1,0 +1,69 @@
+"""The recipe registry, and a recipe defined in this file alone running end to end through the same entry
+point as the built-in ones."""
+import json
+import os
+
+import oneflow as flow
+import oneflow.nn.functional as F
+import pytest
+
+from knowledge_distill_util.training import RECIPES, Recipe, Registry, StageSpec, register_recipe
+from knowledge_distill_util.training.builders import bert_student
+from knowledge_distill_util.training.objectives import Objective, hard_label_loss
+from knowledge_distill_util.training.recipes import markdown_table
+from knowledge_distill_util.training.run import main
+from training.conftest import TINY_STUDENT
+
+
+def test_registry_refuses_duplicates_and_lists_names():
+    registry = Registry("thing")
+    registry.register("a", 1)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a", 2)
+    with pytest.raises(KeyError, match=r"unknown recipe 'nope'; known: \['teacher', 'baseline', 'kd'"):
+        RECIPES.get("nope")
+
+
+def test_builtin_recipes_state_what_they_need():
+    assert RECIPES.names() == ["teacher", "baseline", "kd", "bilstm", "bert_pkd", "tinybert", "theseus"]
+    assert RECIPES.get("tinybert").teacher_outputs == ("logits", "reps", "atts")
+    assert RECIPES.get("kd").teacher_outputs == ("logits",) and not RECIPES.get("kd").reads_layers
+    assert not RECIPES.get("teacher").needs_teacher and RECIPES.get("bilstm").compared_with == "bilstm_baseline"
+    table = markdown_table()
+    assert all(f"| `{name}` |" in table for name in RECIPES.names())
+
+
+# --------------------------------------------------------------- a new recipe, defined here alone
+def cosine_kd_loss(args, student_logits, teacher_logits, student_reps, teacher_reps, labels):
+    """CE + kd_beta * (1 - cos) between the last hidden states, averaged over tokens."""
+    ce = hard_label_loss(student_logits, labels)
+    cosine = 1.0 - F.cosine_similarity(student_reps[-1], teacher_reps[-1].detach(), dim=-1).mean()
+    return {"loss": ce + args.kd_beta * cosine, "ce": ce, "cosine": cosine}
+
+
+COSINE_KD = Recipe(
+    "cosine_kd", "cosine KD",
+    build=lambda ctx: bert_student(ctx.cfg, ctx.spec, ctx.teacher, ctx.reads_layers),
+    stages=(StageSpec("cosine_kd", Objective(cosine_kd_loss, ("loss", "ce", "cosine"))),),
+    defaults=dict(kd_beta=2.0, student_num_hidden_layers=1),
+)
+
+
+@pytest.fixture
+def cosine_recipe():
+    register_recipe(COSINE_KD)
+    yield COSINE_KD
+    RECIPES.unregister(COSINE_KD.name)
+
+
+def test_a_recipe_defined_in_one_file_runs_end_to_end(workspace, cosine_recipe, tmp_path):
+    assert cosine_recipe.teacher_outputs == ("logits", "reps") and cosine_recipe.reads_layers
+    code = main(["--recipe", "cosine_kd", "--quick", "--data_dir", workspace["data"], "--task_name", workspace["task"],
+                 "--teacher_model", workspace["teacher"], "--model_save_dir", str(tmp_path / "model"),
+                 "--result_dir", str(tmp_path / "results"), *TINY_STUDENT])
+    assert code == 0
+    rows = (tmp_path / "results" / "cosine_kd_losses.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,lr,seconds,loss,ce,cosine" and len(rows) == 4
+    assert json.loads((tmp_path / "results" / "config.json").read_text())["kd_beta"] == 2.0
+    assert "accuracy" in json.loads((tmp_path / "results" / "results_eval.json").read_text())
+    assert os.path.isfile(tmp_path / "model" / "model_config.json")

@@ -1,0 +1,97 @@
+"""The training loop: checkpoints and exact resume (eager and graph, dropout on), graph equals eager,
+the loss log, and what a resume refuses."""
+import argparse
+import os
+
+import numpy as np
+import pytest
+
+from knowledge_distill_util.models import BertForSequenceClassification
+from knowledge_distill_util.training.checkpoint import latest_checkpoint
+from knowledge_distill_util.training.objectives import KD
+from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, batch_indices, train_stage
+from training.conftest import tiny_bert, tiny_features
+
+
+def _train(work, graph=False, stop=None, resume=False, dropout=0.0):
+    teacher, student = tiny_bert(2, seed=1), tiny_bert(2, seed=2)
+    if dropout:
+        student = BertForSequenceClassification(**dict(student.config, hidden_dropout_prob=dropout,
+                                                       attention_probs_dropout_prob=dropout))
+        student.load_state_dict(tiny_bert(2, seed=2).state_dict())
+    args = argparse.Namespace(kd_alpha=0.5, temperature=1.0)
+    tcfg = TrainerConfig(num_epochs=3, learning_rate=1e-2, batch_size=8, checkpoint_every=2, resume=resume,
+                         use_graph=graph, warmup_proportion=0.2)
+
+    def hook(step, total, terms):
+        if stop is not None and step == stop:
+            raise KeyboardInterrupt  # a kill after step `stop` (its checkpoint, if any, is complete)
+
+    try:
+        train_stage(LossStep(student, teacher, KD, args), tiny_features(), tcfg, work_dir=str(work), stage="s",
+                    checkpoint_dir=str(work / "checkpoints"), progress=False, on_step=hook)
+    except KeyboardInterrupt:
+        pass
+    return student
+
+
+def _max_diff(a, b):
+    return max(float(np.abs(p.numpy() - q.numpy()).max()) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.graph
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_resume_equals_uninterrupted(tmp_path, graph):
+    full = _train(tmp_path / "full", graph)
+    _train(tmp_path / "cut", graph, stop=5)                  # killed after step 5: last checkpoint is step 4
+    assert os.path.basename(latest_checkpoint(str(tmp_path / "cut" / "checkpoints" / "s"))) == "step-00000004"
+    resumed = _train(tmp_path / "cut", graph, resume=True)
+    assert _max_diff(full, resumed) == 0.0
+    rows = open(tmp_path / "cut" / "s_losses.csv").read().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 10)]   # step 5 re-run once
+    assert os.path.isfile(tmp_path / "cut" / "s_losses.png")
+
+
+@pytest.mark.graph
+def test_graph_training_matches_eager(tmp_path):
+    eager = _train(tmp_path / "e", graph=False)
+    graph = _train(tmp_path / "g", graph=True)
+    untrained = tiny_bert(2, seed=2)
+    assert _max_diff(eager, untrained) > 1e-3                  # training moved the weights
+    assert _max_diff(eager, graph) < 1e-4
+
+
+@pytest.mark.xfail(strict=True, reason="OneFlow 0.9's Dropout generators expose no draw state (get_state returns "
+                   "the seed only), so a resume with dropout on draws other masks; see training/checkpoint.py")
+def test_resume_is_exact_with_dropout(tmp_path, graph=False):
+    """Known limit (strict xfail: it will say when OneFlow makes it possible)."""
+    full = _train(tmp_path / "full", graph, dropout=0.3)
+    again = _train(tmp_path / "again", graph, dropout=0.3)
+    assert _max_diff(full, again) == 0.0                      # two uninterrupted runs are identical
+    _train(tmp_path / "cut", graph, stop=5, dropout=0.3)
+    resumed = _train(tmp_path / "cut", graph, resume=True, dropout=0.3)
+    assert _max_diff(full, resumed) == 0.0
+
+
+def test_resume_never_deletes_unreadable_checkpoints(tmp_path):
+    _train(tmp_path / "run", stop=5)
+    root = tmp_path / "run" / "checkpoints" / "s"
+    (root / "step-00000004" / "state.json").write_text("{truncated")
+    with pytest.raises(ValueError, match=r"no readable checkpoint under .*nothing was deleted"):
+        _train(tmp_path / "run", resume=True)
+    assert (root / "step-00000004").is_dir()
+
+
+def test_resume_falls_back_to_an_older_readable_checkpoint(tmp_path, caplog):
+    _train(tmp_path / "run", stop=5)
+    root = tmp_path / "run" / "checkpoints" / "s"
+    os.makedirs(root / "step-00000006")                        # a newer, unreadable one that LATEST names
+    (root / "LATEST").write_text("step-00000006")
+    (root / "step-00000006" / "state.json").write_text("{}")
+    resumed = _train(tmp_path / "run", resume=True)
+    assert "unreadable" in caplog.text and _max_diff(resumed, _train(tmp_path / "full")) == 0.0
+
+
+def test_batches_depend_only_on_seed_and_epoch():
+    assert [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=0)] == [[2, 4], [3, 0], [1, 2]]
+    assert [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=1)] != [[2, 4], [3, 0], [1, 2]]
