@@ -1,0 +1,47 @@
+"""knowledge_distill_util: knowledge-distillation operators for OneFlow.
+
+A drop-in replacement for the Tianshu/Dubhe ``knowledge_distill_util``: the same names, signatures and
+numbers on modern OneFlow tensors (eager and ``nn.Graph``, any device).
+
+- :mod:`knowledge_distill_util.functional`: the pure tensor math (explicit keyword arguments).
+- :mod:`knowledge_distill_util.distill`: the original ``(args, student, teacher)`` operators.
+- :mod:`knowledge_distill_util.models`: BERT teacher/student, the (Bi)LSTM student, checkpoints.
+"""
+import os as _os
+from importlib import metadata as _metadata
+
+# OneFlow logs its start-up (no InfiniBand, CUDA driver) through glog: quiet by default, before its import.
+_os.environ.setdefault("GLOG_minloglevel", "3")
+
+from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
+from .functional import mseloss, soft_cross_entropy
+from .models import (
+    BertForSequenceClassification,
+    BertStudentForSequenceClassification,
+    LSTMStudentForSequenceClassification,
+    fit_dense,
+    init_student_from_teacher,
+    load_model,
+    save_model,
+)
+
+__all__ = [
+    "pred_distill",
+    "layer_distill",
+    "att_distill",
+    "soft_cross_entropy",
+    "mseloss",
+    "add_distill_args",
+    "resolve_temperatures",
+    "BertForSequenceClassification",
+    "BertStudentForSequenceClassification",
+    "LSTMStudentForSequenceClassification",
+    "fit_dense",
+    "init_student_from_teacher",
+    "save_model",
+    "load_model",
+]
+try:
+    __version__ = _metadata.version("knowledge_distill_util")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+    __version__ = "0+unknown"

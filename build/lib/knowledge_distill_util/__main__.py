@@ -1,0 +1,36 @@
+"""``python -m knowledge_distill_util train ...`` (= ``kdu-train``) and ``... compress ...`` (= ``kdu-compress``)."""
+import os
+import sys
+
+USAGE = ("usage: python -m knowledge_distill_util {train,compress} [options]\n"
+         "  train     train one registered recipe (kdu-train; --help lists the options)\n"
+         "  compress  the whole default compression and its summary table (kdu-compress)")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    if not argv or argv[0] not in ("train", "compress"):
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] == "train":
+        from .training.run import main as train
+
+        return train(argv[1:], prog="kdu-train", description="Train one registered compression recipe.")
+    from .training.compression import main as compress
+
+    return compress(argv[1:])
+
+
+def train_cli() -> None:
+    """The ``kdu-train`` console script."""
+    sys.exit(main(["train"] + sys.argv[1:]))
+
+
+def compress_cli() -> None:
+    """The ``kdu-compress`` console script."""
+    sys.exit(main(["compress"] + sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Models for the distillation recipes: BERT teacher/student, the (Bi)LSTM student, checkpoints.
+
+- :mod:`.bert`: ``BertForSequenceClassification`` / ``BertStudentForSequenceClassification``
+  returning ``(logits, reps, atts)``, and ``fit_dense``.
+- :mod:`.lstm`: ``LSTMStudentForSequenceClassification`` returning logits.
+- :mod:`.pretrained`: Hugging Face checkpoints (``config.json`` + ``model.safetensors``).
+- :mod:`.init`: student initialisation from teacher layers, ``save_model`` / ``load_model``.
+"""
+from .bert import BertForSequenceClassification, BertStudentForSequenceClassification, fit_dense
+from .init import (
+    DISTILBERT_LAYERS,
+    check_student_teacher,
+    init_student_from_teacher,
+    load_model,
+    save_model,
+)
+from .lstm import LSTMStudentForSequenceClassification
+from .pretrained import LoadReport, load_hf_bert_weights, minilm_checkpoint_dir, read_hf_config
+
+__all__ = [
+    "BertForSequenceClassification",
+    "BertStudentForSequenceClassification",
+    "LSTMStudentForSequenceClassification",
+    "fit_dense",
+    "init_student_from_teacher",
+    "check_student_teacher",
+    "DISTILBERT_LAYERS",
+    "save_model",
+    "load_model",
+    "load_hf_bert_weights",
+    "read_hf_config",
+    "minilm_checkpoint_dir",
+    "LoadReport",
+]

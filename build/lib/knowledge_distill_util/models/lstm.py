@@ -1,0 +1,152 @@
+"""The Distilled-BiLSTM student: embedding -> (Bi)LSTM -> dense + ReLU -> dropout -> dense to labels.
+
+Padding: OneFlow 0.9 can pack sequences (``pack_padded_sequence``) only with data-dependent Python
+(``int(batch_sizes[0])``), which ``nn.Graph`` cannot run. Instead, with ``ignore_padding`` the
+backward direction reads each sequence's valid tokens in reverse order through an index gather
+(padding stays at the end, after the valid tokens), and each direction's final state is read at the
+last valid token. Both directions then never see a padding token, in eager mode and in ``nn.Graph``.
+Valid tokens must come first (``input_mask`` of the form ``1 ... 1 0 ... 0``).
+
+Speed: the ``nn.LSTM`` modules only hold the parameters (``weight_ih_l0``, ``weight_hh_l0``,
+``bias_ih_l0``, ``bias_hh_l0``, gates in the order i, f, g, o). :func:`run_lstm` computes the input
+projection of all time steps in one matmul and then loops over time; on CPU this is about 4x faster
+forward and 2x faster forward + backward than OneFlow 0.9's ``nn.LSTM`` kernel (measured on
+``[32, 32, 300]``), with the same values.
+"""
+from typing import Optional, Tuple
+
+import oneflow as flow
+import oneflow.nn as nn
+
+from ._inputs import check_model_inputs, check_positive_int, check_probability
+
+__all__ = ["LSTMStudentForSequenceClassification", "run_lstm"]
+
+
+def _read_indices(input_ids: flow.Tensor, input_mask: flow.Tensor, ignore_padding: bool
+                  ) -> Tuple[flow.Tensor, flow.Tensor]:
+    """Flat row indices into ``[B * L, ...]``: the reversed order and each row's last step.
+
+    ``reverse[b * L + t]`` is the row of the ``t``-th token of sequence ``b`` read backwards
+    (``n_b - 1 - t`` for ``t < n_b``, else ``t``), ``last[b]`` the row of its last valid token;
+    ``n_b`` is the number of valid tokens (``L`` for every row when padding is not ignored).
+    """
+    batch, length = input_ids.shape
+    steps = flow.arange(length, dtype=flow.int64, device=input_ids.device).unsqueeze(0)
+    if ignore_padding:
+        counts = input_mask.to(flow.int64).sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1]
+    else:
+        counts = (steps[:, -1:] + 1).expand(batch, 1)
+    reverse = flow.where(steps < counts, counts - 1 - steps, steps.expand(batch, length))
+    offsets = flow.arange(batch, dtype=flow.int64, device=input_ids.device).unsqueeze(1) * length
+    return (reverse + offsets).reshape(-1), (counts - 1 + offsets).reshape(-1)
+
+
+def run_lstm(lstm: nn.LSTM, x: flow.Tensor) -> flow.Tensor:
+    """A one-layer unidirectional ``batch_first`` LSTM from zero state: ``[B, L, D] -> [B, L, H]``."""
+    batch, length, _ = x.shape
+    inputs = flow._C.matmul(x.reshape(-1, x.shape[-1]), lstm.weight_ih_l0, False, True, 1.0)
+    inputs = (inputs + (lstm.bias_ih_l0 + lstm.bias_hh_l0)).reshape(batch, length, -1)
+    hidden = cell = None
+    outputs = []
+    for step in range(length):
+        gates = inputs[:, step]
+        if hidden is not None:
+            gates = gates + flow._C.matmul(hidden, lstm.weight_hh_l0, False, True, 1.0)
+        i, f, g, o = flow.chunk(gates, 4, dim=1)
+        update = flow.sigmoid(i) * flow.tanh(g)
+        cell = update if cell is None else flow.sigmoid(f) * cell + update
+        hidden = flow.sigmoid(o) * flow.tanh(cell)
+        outputs.append(hidden)
+    return flow.stack(outputs, dim=1)
+
+
+def _rows(x: flow.Tensor, index: flow.Tensor) -> flow.Tensor:
+    """``x [B, L, D]`` -> rows ``index`` of ``x.reshape(B * L, D)``."""
+    return flow.index_select(x.reshape(-1, x.shape[-1]), 0, index)
+
+
+class LSTMStudentForSequenceClassification(nn.Module):
+    """Embedding -> LSTM (``num_hidden_layers``, optionally bidirectional) -> dense -> logits.
+
+    ``forward(input_ids, input_mask, token_type_ids)`` takes ``[B, L]`` tensors (``token_type_ids``
+    is accepted for the common signature and unused) and returns logits ``[B, label_num]`` from the
+    final hidden state (both directions concatenated when ``bidirectional``).
+    ``ignore_padding`` (default: the value of ``bidirectional``) reads the state at the last valid
+    token and runs the backward direction over the valid tokens only; ``False`` is the original's
+    behaviour: the state after the last position ``L - 1``, padding included.
+
+    >>> model = LSTMStudentForSequenceClassification(vocab_size=20, hidden_size=6, intermediate_size=5,
+    ...                                              embedding_size=4, bidirectional=True)
+    >>> ids = flow.ones(2, 7, dtype=flow.int64)
+    >>> tuple(model(ids, flow.ones_like(ids), flow.zeros_like(ids)).shape)
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        seq_length: int = 32,
+        hidden_size: int = 300,
+        intermediate_size: int = 400,
+        num_hidden_layers: int = 1,
+        label_num: int = 2,
+        embedding_size: int = 300,
+        hidden_dropout_prob: float = 0.1,
+        bidirectional: bool = False,
+        ignore_padding: Optional[bool] = None,
+    ):
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("seq_length", seq_length),
+                            ("hidden_size", hidden_size), ("intermediate_size", intermediate_size),
+                            ("num_hidden_layers", num_hidden_layers), ("label_num", label_num),
+                            ("embedding_size", embedding_size)):
+            check_positive_int(name, value)
+        hidden_dropout_prob = check_probability("hidden_dropout_prob", hidden_dropout_prob)
+        self.bidirectional = bool(bidirectional)
+        self.ignore_padding = self.bidirectional if ignore_padding is None else bool(ignore_padding)
+        self.config = dict(
+            vocab_size=vocab_size, seq_length=seq_length, hidden_size=hidden_size,
+            intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers,
+            label_num=label_num, embedding_size=embedding_size,
+            hidden_dropout_prob=hidden_dropout_prob, bidirectional=self.bidirectional,
+            ignore_padding=self.ignore_padding,
+        )
+        directions = 2 if self.bidirectional else 1
+        sizes = [embedding_size] + [hidden_size * directions] * (num_hidden_layers - 1)
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.forward_lstm = nn.ModuleList([nn.LSTM(s, hidden_size, batch_first=True) for s in sizes])
+        self.backward_lstm = (
+            nn.ModuleList([nn.LSTM(s, hidden_size, batch_first=True) for s in sizes])
+            if self.bidirectional else None
+        )
+        self.dense = nn.Linear(hidden_size * directions, intermediate_size)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.classifier = nn.Linear(intermediate_size, label_num)
+
+    def forward(self, input_ids: flow.Tensor, input_mask: flow.Tensor,
+                token_type_ids: flow.Tensor) -> flow.Tensor:
+        """``[B, L]`` ids, mask, (unused) segments -> logits ``[B, label_num]``."""
+        check_model_inputs(input_ids, input_mask, token_type_ids)
+        x = self.embedding(input_ids)
+        reverse, last = _read_indices(input_ids, input_mask, self.ignore_padding)
+        for i, lstm in enumerate(self.forward_lstm):
+            forward_out = run_lstm(lstm, x)
+            if self.backward_lstm is None:
+                x = forward_out
+                continue
+            reversed_x = _rows(x, reverse).reshape(x.shape)
+            backward_out = run_lstm(self.backward_lstm[i], reversed_x)
+            # backward_out's last valid step saw the whole sequence; un-reverse for the next layer
+            final_backward = _rows(backward_out, last)
+            backward_out = _rows(backward_out, reverse).reshape(backward_out.shape)
+            x = flow.cat([forward_out, backward_out], dim=-1)
+        final = _rows(forward_out, last)
+        if self.backward_lstm is not None:
+            final = flow.cat([final, final_backward], dim=-1)
+        hidden = self.dropout(flow.relu(self.dense(final)))
+        return self.classifier(hidden)
+
+    def word_embedding_table(self) -> flow.Tensor:
+        """The word-embedding parameter ``[vocab_size, embedding_size]``."""
+        return self.embedding.weight

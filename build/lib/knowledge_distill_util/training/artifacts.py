@@ -1,0 +1,80 @@
+"""A trained model on disk: a directory with ``model_config.json`` and ``weights/``.
+
+``model_config.json`` holds the architecture (``"bert"`` or ``"lstm"``), the constructor arguments under
+``"config"``, and the run's meta: recipe, task, labels, vocabulary file, sequence length, origin.
+``weights/`` is written by :func:`~knowledge_distill_util.models.save_model`.
+"""
+import json
+import os
+from typing import Dict, Tuple
+
+import oneflow.nn as nn
+
+from ..models import BertForSequenceClassification, LSTMStudentForSequenceClassification, load_model, save_model
+from .checkpoint import atomic_write_text
+from .config import ConfigError
+
+__all__ = ["MODEL_CONFIG", "WEIGHTS", "ARCHITECTURES", "architecture_of", "save_trained", "read_meta",
+           "load_trained"]
+
+MODEL_CONFIG = "model_config.json"
+WEIGHTS = "weights"
+#: architecture name -> model class.
+ARCHITECTURES = {"bert": BertForSequenceClassification, "lstm": LSTMStudentForSequenceClassification}
+
+
+def architecture_of(model: nn.Module) -> str:
+    """The :data:`ARCHITECTURES` name of ``model``'s class."""
+    for name, cls in ARCHITECTURES.items():
+        if isinstance(model, cls):
+            return name
+    raise TypeError(f"cannot save a {type(model).__name__}; expected one of "
+                    f"{[c.__name__ for c in ARCHITECTURES.values()]}")
+
+
+def save_trained(model: nn.Module, directory: str, meta: Dict) -> str:
+    """Save ``model``'s weights and ``meta`` + its architecture and constructor config to ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    save_model(model, os.path.join(directory, WEIGHTS))
+    info = dict(meta, architecture=architecture_of(model), config=dict(model.config))
+    atomic_write_text(os.path.join(directory, MODEL_CONFIG), json.dumps(info, indent=2))
+    return directory
+
+
+def read_meta(directory: str, what: str = "model") -> Dict:
+    """The ``model_config.json`` of a saved model; :class:`ConfigError` naming the problem otherwise."""
+    if directory is None or not os.path.isdir(directory):
+        raise ConfigError(f"{what} directory {directory!r} does not exist; pass a directory written by "
+                          f"this package (train a teacher with kdu-train --recipe teacher)")
+    path = os.path.join(directory, MODEL_CONFIG)
+    if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(directory, "config.json")):
+            raise ConfigError(
+                f"{what} {directory} is a pretrained checkpoint without a fine-tuned classifier "
+                f"({MODEL_CONFIG} is missing); fine-tune it first with kdu-train --recipe teacher "
+                f"--teacher_model {directory} and pass the resulting --model_save_dir"
+            )
+        raise ConfigError(f"{what} {directory} has no {MODEL_CONFIG}; pass a directory written by this package")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            meta = json.load(stream)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}); retrain the model or restore the file") from None
+    for key in ("architecture", "config"):
+        if key not in meta:
+            raise ConfigError(f"{path} has no {key!r} key; it was not written by this package")
+    if meta["architecture"] not in ARCHITECTURES:
+        raise ConfigError(f"{path}: unknown architecture {meta['architecture']!r}; expected one of "
+                          f"{sorted(ARCHITECTURES)}")
+    return meta
+
+
+def load_trained(directory: str, what: str = "model", **config_overrides) -> Tuple[nn.Module, Dict]:
+    """``(model, meta)`` from a directory written by :func:`save_trained`; :class:`ConfigError` otherwise."""
+    meta = read_meta(directory, what)
+    model = ARCHITECTURES[meta["architecture"]](**dict(meta["config"], **config_overrides))
+    try:
+        load_model(model, os.path.join(directory, WEIGHTS))
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"{what} checkpoint {directory} does not fit its {MODEL_CONFIG}: {error}") from error
+    return model, meta

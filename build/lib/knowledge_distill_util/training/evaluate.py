@@ -1,0 +1,112 @@
+"""Evaluation like the original scripts: ``results_eval.json`` with accuracy, MCC, precision, recall, f1
+(scikit-learn), Pearson/Spearman for regression (SciPy), ``modelSize`` (MB of the saved model) and
+``reasoningTime`` (inference samples per second; the original's name for it).
+
+Precision/recall/f1: binary tasks score class 1 (``average="binary"``), tasks with more classes the
+unweighted mean over classes (``average="macro"``).
+"""
+import json
+import os
+import time
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import oneflow as flow
+import oneflow.nn as nn
+
+__all__ = ["predict", "compute_metrics", "directory_size_mb", "count_parameters", "evaluate_model",
+           "write_results"]
+
+
+def predict(model: nn.Module, features, batch_size: int) -> Tuple[np.ndarray, float]:
+    """Logits ``[N, C]`` of ``model`` (eval mode, no_grad) over ``features`` and the samples/s.
+
+    The throughput is measured over every batch after the first (a warm-up), or over all of them
+    when there is only one.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    outputs, timed, timed_rows = [], 0.0, 0
+    count = len(features)
+    with flow.no_grad():
+        for number, start in enumerate(range(0, count, batch_size)):
+            batch = features.as_dict(slice(start, start + batch_size))
+            tensors = [flow.tensor(batch[k], device=device) for k in ("input_ids", "input_mask", "segment_ids")]
+            began = time.perf_counter()
+            out = model(*tensors)
+            logits = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+            elapsed = time.perf_counter() - began
+            if number > 0 or count <= batch_size:
+                timed, timed_rows = timed + elapsed, timed_rows + len(logits)
+            outputs.append(logits)
+    speed = timed_rows / timed if timed > 0 else float("nan")
+    return np.concatenate(outputs).astype(np.float64), speed
+
+
+def compute_metrics(logits: np.ndarray, labels: np.ndarray, output_mode: str) -> Dict[str, float]:
+    """Metrics of ``logits [N, C]`` against ``labels [N]``.
+
+    >>> m = compute_metrics(np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]), np.array([0, 1, 0]), "classification")
+    >>> round(m["accuracy"], 4), round(m["f1"], 4)
+    (0.6667, 0.6667)
+    """
+    if output_mode == "regression":
+        from scipy.stats import pearsonr, spearmanr
+
+        predictions = logits.reshape(-1)
+        gold = np.asarray(labels, dtype=np.float64).reshape(-1)
+        return {
+            "pearson": float(pearsonr(predictions, gold)[0]),
+            "spearmanr": float(spearmanr(predictions, gold)[0]),
+            "mse": float(np.mean((predictions - gold) ** 2)),
+        }
+    from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
+
+    predictions = logits.argmax(axis=-1)
+    gold = np.asarray(labels).astype(np.int64)
+    average = "binary" if logits.shape[-1] == 2 else "macro"
+    precision, recall, f1, _ = precision_recall_fscore_support(gold, predictions, average=average, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, predictions)),
+        "mcc": float(matthews_corrcoef(gold, predictions)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
+
+
+def directory_size_mb(path: str) -> float:
+    """Total size in MB (10**6 bytes) of the files under ``path`` (or of the file ``path``)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path) / 1e6
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+    return total / 1e6
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model``."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def evaluate_model(model: nn.Module, features, output_mode: str, batch_size: int,
+                   saved_model_dir: Optional[str] = None) -> Dict[str, float]:
+    """Metrics + ``modelSize`` (MB of ``saved_model_dir``) + ``reasoningTime`` (samples/s)."""
+    logits, speed = predict(model, features, batch_size)
+    results = compute_metrics(logits, features.labels, output_mode)
+    if saved_model_dir is not None:
+        results["modelSize"] = round(directory_size_mb(saved_model_dir), 3)
+    results["reasoningTime"] = round(speed, 2)
+    results["parameters"] = count_parameters(model)
+    results["num_examples"] = int(len(features))
+    return results
+
+
+def write_results(results: Dict, result_dir: str, name: str = "results_eval.json") -> str:
+    """Write ``results`` as JSON into ``result_dir``; returns the path."""
+    os.makedirs(result_dir, exist_ok=True)
+    path = os.path.join(result_dir, name)
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(results, stream, indent=2, sort_keys=True)
+    return path

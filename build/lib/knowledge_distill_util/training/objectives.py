@@ -1,0 +1,175 @@
+"""The training objectives of the recipes, exactly as the original example scripts combined the operators.
+
+Each objective is one small pure function ``loss(args, **tensors) -> {"loss": total, term: value, ...}``
+built on :func:`~knowledge_distill_util.pred_distill`, :func:`~knowledge_distill_util.layer_distill` and
+:func:`~knowledge_distill_util.att_distill`, wrapped in an :class:`Objective` that names its terms.
+``args`` is any object with the attributes the formula reads (``kd_alpha``, ``kd_beta``, temperatures:
+the run's :class:`~knowledge_distill_util.training.config.TrainConfig`). Tensor arguments, by name:
+
+- ``student_logits``, ``teacher_logits``: ``[B, C]`` (``C = 1`` for a regression task);
+- ``student_reps``, ``teacher_reps``: lists of ``[B, L, H]``, embedding output first;
+- ``student_atts``, ``teacher_atts``: lists of ``[B, heads, L, L]``, one per layer;
+- ``labels``: ``[B]`` int64 class ids, or float32 scores for regression.
+
+Regression (one logit): the hard-label term is the MSE between the logit and the score, and the
+soft-label term is the MSE between the student's and the teacher's predictions
+(``pred_distill``'s softmax over one logit is constant, so it would carry no signal).
+
+| objective | loss |
+|---|---|
+| ``LABELS`` (teacher, labels-only baseline, Theseus) | ``CE`` |
+| ``KD`` | ``kd_alpha * CE + (1 - kd_alpha) * pred_distill`` |
+| ``BILSTM`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill`` |
+| ``BERT_PKD`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill`` |
+| ``TINYBERT_INTERMEDIATE`` | ``att_distill + layer_distill`` |
+| ``TINYBERT_PRED`` | ``pred_distill`` |
+"""
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Dict, Sequence, Tuple
+
+import oneflow as flow
+import oneflow.nn.functional as F
+
+from ..distill import att_distill, layer_distill, pred_distill
+from ..functional import mseloss
+
+__all__ = [
+    "Objective",
+    "hard_label_loss",
+    "soft_label_loss",
+    "labels_loss",
+    "kd_loss",
+    "bilstm_loss",
+    "bert_pkd_loss",
+    "tinybert_intermediate_loss",
+    "tinybert_pred_loss",
+    "LABELS",
+    "KD",
+    "BILSTM",
+    "BERT_PKD",
+    "TINYBERT_INTERMEDIATE",
+    "TINYBERT_PRED",
+]
+
+Terms = Dict[str, flow.Tensor]
+
+
+def _is_regression(logits: flow.Tensor) -> bool:
+    return logits.shape[-1] == 1
+
+
+def hard_label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
+    """``CE(logits, labels)`` (mean over the batch); for one logit, ``mean((logit - score)**2)``."""
+    if _is_regression(logits):
+        return mseloss(logits.reshape(-1), labels.to(logits.dtype).reshape(-1))
+    return F.cross_entropy(logits, labels.to(flow.int64))
+
+
+def soft_label_loss(args, student_logits: flow.Tensor, teacher_logits: flow.Tensor) -> flow.Tensor:
+    """``pred_distill(args, student, teacher)``; for one logit the MSE between the two predictions."""
+    if _is_regression(student_logits):
+        return mseloss(student_logits, teacher_logits.detach())
+    return pred_distill(args, student_logits, teacher_logits)
+
+
+def labels_loss(args, student_logits: flow.Tensor, labels: flow.Tensor) -> Terms:
+    """Labels only (teacher fine-tuning, the labels-only baseline, Theseus): ``CE``."""
+    ce = hard_label_loss(student_logits, labels)
+    return {"loss": ce, "ce": ce}
+
+
+def kd_loss(args, student_logits: flow.Tensor, teacher_logits: flow.Tensor, labels: flow.Tensor) -> Terms:
+    """KD: ``kd_alpha * CE + (1 - kd_alpha) * pred_distill`` (original run script: kd_alpha 0.8, T 1)."""
+    ce = hard_label_loss(student_logits, labels)
+    soft = soft_label_loss(args, student_logits, teacher_logits)
+    return {"loss": args.kd_alpha * ce + (1.0 - args.kd_alpha) * soft, "ce": ce, "pred_distill": soft}
+
+
+def bilstm_loss(args, student_logits: flow.Tensor, teacher_logits: flow.Tensor, labels: flow.Tensor) -> Terms:
+    """Distilled-BiLSTM: ``(1 - kd_alpha) * CE + kd_alpha * pred_distill`` (original: kd_alpha 0.7)."""
+    ce = hard_label_loss(student_logits, labels)
+    soft = soft_label_loss(args, student_logits, teacher_logits)
+    return {"loss": (1.0 - args.kd_alpha) * ce + args.kd_alpha * soft, "ce": ce, "pred_distill": soft}
+
+
+def bert_pkd_loss(
+    args,
+    student_logits: flow.Tensor,
+    teacher_logits: flow.Tensor,
+    student_reps: Sequence[flow.Tensor],
+    teacher_reps: Sequence[flow.Tensor],
+    labels: flow.Tensor,
+) -> Terms:
+    """BERT-PKD: ``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill``
+    (original: kd_alpha 0.2, kd_beta 10)."""
+    ce = hard_label_loss(student_logits, labels)
+    soft = soft_label_loss(args, student_logits, teacher_logits)
+    layer = layer_distill(args, student_reps, teacher_reps)
+    total = (1.0 - args.kd_alpha) * ce + args.kd_alpha * soft + args.kd_beta * layer
+    return {"loss": total, "ce": ce, "pred_distill": soft, "layer_distill": layer}
+
+
+def tinybert_intermediate_loss(
+    args,
+    student_reps: Sequence[flow.Tensor],
+    teacher_reps: Sequence[flow.Tensor],
+    student_atts: Sequence[flow.Tensor],
+    teacher_atts: Sequence[flow.Tensor],
+) -> Terms:
+    """TinyBERT stage 1 (``--intermediate_distill``): ``att_distill + layer_distill``."""
+    att = att_distill(args, student_atts, teacher_atts)
+    layer = layer_distill(args, student_reps, teacher_reps)
+    return {"loss": att + layer, "att_distill": att, "layer_distill": layer}
+
+
+def tinybert_pred_loss(args, student_logits: flow.Tensor, teacher_logits: flow.Tensor) -> Terms:
+    """TinyBERT stage 2 (``--pred_distill``): ``pred_distill``."""
+    soft = soft_label_loss(args, student_logits, teacher_logits)
+    return {"loss": soft, "pred_distill": soft}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A loss function ``fn(args, **tensors) -> Terms`` and the names of the terms it returns.
+
+    The tensors it reads are the parameters of ``fn`` after ``args``; ``terms[0]`` is ``"loss"``, the total.
+    """
+
+    fn: Callable[..., Terms]
+    terms: Tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    @property
+    def inputs(self) -> Tuple[str, ...]:
+        """The tensor arguments of :attr:`fn` (every parameter after ``args``)."""
+        return tuple(list(inspect.signature(self.fn).parameters)[1:])
+
+    @property
+    def teacher_outputs(self) -> Tuple[str, ...]:
+        """Which teacher outputs (``logits``, ``reps``, ``atts``) the loss reads."""
+        return tuple(n[len("teacher_"):] for n in self.inputs if n.startswith("teacher_"))
+
+    @property
+    def reads_layers(self) -> bool:
+        """True when the loss reads hidden states or attentions (of either model)."""
+        return any(n.endswith(("_reps", "_atts")) for n in self.inputs)
+
+    @property
+    def can_cache_teacher_logits(self) -> bool:
+        """True when the teacher's logits are all it reads: they can be computed once, before training."""
+        return self.teacher_outputs == ("logits",)
+
+    def __call__(self, args, **tensors) -> Terms:
+        return self.fn(args, **{name: tensors[name] for name in self.inputs})
+
+
+LABELS = Objective(labels_loss, ("loss", "ce"))
+KD = Objective(kd_loss, ("loss", "ce", "pred_distill"))
+BILSTM = Objective(bilstm_loss, ("loss", "ce", "pred_distill"))
+BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill"))
+TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"))
+TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"))

@@ -1,0 +1,107 @@
+"""A run's plan: data, teacher, student and stages, all built and checked before any training step."""
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import oneflow.nn as nn
+
+from ..data import TaskData, load_task_data
+from .artifacts import read_meta
+from .builders import freeze_word_embeddings, load_teacher, resolve_device
+from .config import ConfigError, TrainConfig
+from .objectives import Objective
+from .recipes import RECIPES, BuildContext, Recipe
+
+__all__ = ["Stage", "Plan", "prepare", "load_data"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    """One stage to run: ``model`` is trained with ``objective``; ``export`` is saved after it."""
+
+    name: str
+    objective: Objective
+    model: nn.Module
+    export: nn.Module
+    num_epochs: float
+    learning_rate: float
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, built and checked before any training step."""
+
+    cfg: TrainConfig
+    recipe: Recipe
+    data: TaskData
+    teacher: Optional[nn.Module]
+    teacher_meta: Optional[Dict]
+    stages: List[Stage]
+    final_model: nn.Module
+    description: str
+
+
+def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Optional[str] = None) -> TaskData:
+    """The run's train/dev data (``cfg``'s data keys) at ``seq_length`` (default ``cfg.seq_length``)."""
+    try:
+        return load_task_data(cfg.data_dir, cfg.task_name, seq_length or cfg.seq_length,
+                              vocab_file=vocab_file or cfg.vocab_file, max_train_examples=cfg.max_train_examples,
+                              max_eval_examples=cfg.max_eval_examples)
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(str(error)) from error
+
+
+def _teacher_vocab(cfg: TrainConfig) -> Optional[str]:
+    """The vocabulary file the teacher was trained with (None when unknown)."""
+    try:
+        return read_meta(cfg.teacher_model, "teacher").get("vocab_file")
+    except ConfigError:
+        return None  # load_teacher reports the problem with the teacher itself
+
+
+def _stages(recipe: Recipe, cfg: TrainConfig, model: nn.Module) -> List[Stage]:
+    stages = []
+    for position, spec in enumerate(recipe.planned_stages(cfg)):
+        first = position == 0
+        stages.append(Stage(spec.name, spec.objective, spec.trains(model), spec.exports(model),
+                            cfg.num_epochs if first else cfg.stage2_num_epochs,
+                            cfg.learning_rate if first else cfg.stage2_learning_rate))
+    if not stages:
+        raise ConfigError(f"recipe {recipe.name!r} selects no stage for this configuration")
+    return stages
+
+
+def prepare(cfg: TrainConfig) -> Plan:
+    """Build and check data, teacher, student and stages; raises :class:`ConfigError` on bad input.
+
+    Model weights are initialised from OneFlow's default generator: seed it first (``run`` does).
+    """
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {cfg.recipe!r}; registered recipes: {', '.join(RECIPES.names())}")
+    recipe = RECIPES.get(cfg.recipe)
+    teacher, meta = None, None
+    if recipe.needs_teacher:
+        data = load_data(cfg, vocab_file=cfg.vocab_file or (_teacher_vocab(cfg) if cfg.teacher_model else None))
+        attention_output = cfg.attention_output if "atts" in recipe.teacher_outputs else None
+        teacher, meta = load_teacher(cfg.teacher_model, data.spec, attention_output)
+        if cfg.seq_length > teacher.config["max_position_embeddings"]:
+            raise ConfigError(f"seq_length {cfg.seq_length} exceeds teacher checkpoint {cfg.teacher_model}'s "
+                              f"max_position_embeddings {teacher.config['max_position_embeddings']}; lower --seq_length")
+    else:
+        data = load_data(cfg)
+    context = BuildContext(cfg, data.spec, teacher, recipe.reads_layers, description=f"teacher {cfg.teacher_model}")
+    try:
+        model = recipe.build(context)
+    except ValueError as error:  # a model constructor refusing a configured size or probability
+        raise ConfigError(f"recipe {recipe.name!r} cannot build its model: {error}") from error
+    stages = _stages(recipe, cfg, model)
+    final = stages[-1].export
+    if cfg.freeze_word_embeddings:
+        freeze_word_embeddings(final)
+    device = resolve_device(cfg.device)
+    for module in [teacher, model] + [stage.model for stage in stages]:
+        if module is not None:
+            module.to(device)
+    return Plan(cfg, recipe, data, teacher, meta, stages, final, context.description)

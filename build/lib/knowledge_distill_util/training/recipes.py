@@ -1,0 +1,208 @@
+"""The compression recipes, each one registered object.
+
+A :class:`Recipe` holds everything about one compression method: its name, its row title in the summary
+table, how its student is built, its stages (each an :class:`~.objectives.Objective` and the module it
+trains), its default configuration (the original run script's settings), and the labels-only job it is
+compared with. What the teacher must provide (logits, hidden states, attentions) and whether its logits
+can be computed once before training follow from the objectives. The CLI, the compression plan, the
+summary order and the docs table all read :data:`RECIPES`; adding a recipe is one
+:func:`register_recipe` call:
+
+>>> from knowledge_distill_util.training.recipes import RECIPES
+>>> RECIPES.names()
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus']
+>>> RECIPES.get("bert_pkd").teacher_outputs
+('logits', 'reps')
+
+| recipe | student | stages (objective) |
+|---|---|---|
+| ``teacher`` | the teacher itself | ``teacher`` (``LABELS``) |
+| ``baseline`` | BERT student | ``baseline`` (``LABELS``) |
+| ``kd`` | BERT student | ``kd`` (``KD``) |
+| ``bilstm`` | (Bi)LSTM student | ``bilstm`` (``BILSTM``) |
+| ``bert_pkd`` | BERT student | ``bert_pkd`` (``BERT_PKD``) |
+| ``tinybert`` | BERT student | ``intermediate`` (``TINYBERT_INTERMEDIATE``), ``pred`` (``TINYBERT_PRED``); ``--intermediate_distill`` / ``--pred_distill`` run one |
+| ``theseus`` | Theseus model | ``theseus`` (``LABELS`` with module replacement), ``successor`` (``LABELS``, the successor alone) |
+"""
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+
+import oneflow.nn as nn
+
+from ..data import TaskSpec
+from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
+from .config import TrainConfig
+from .objectives import BERT_PKD, BILSTM, KD, LABELS, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective
+from .registry import Registry
+from .theseus import TheseusModel
+
+__all__ = ["StageSpec", "BuildContext", "Recipe", "RECIPES", "register_recipe", "markdown_table"]
+
+
+def _same(model: nn.Module) -> nn.Module:
+    return model
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One training stage: its name, objective, the module it trains and the module saved after it
+    (both taken from the recipe's built model; by default the model itself)."""
+
+    name: str
+    objective: Objective
+    trains: Callable[[nn.Module], nn.Module] = _same
+    exports: Callable[[nn.Module], nn.Module] = _same
+
+
+@dataclass
+class BuildContext:
+    """What a student builder gets: the configuration, the task, the teacher (None for recipes that need
+    none) and whether the recipe distils layers. ``description`` (where the model comes from) may be set."""
+
+    cfg: TrainConfig
+    spec: TaskSpec
+    teacher: Optional[nn.Module]
+    reads_layers: bool
+    description: str = ""
+
+
+def _all_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
+    return None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered compression recipe (see the module doc)."""
+
+    name: str
+    title: str
+    build: Callable[[BuildContext], nn.Module]
+    stages: Tuple[StageSpec, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    needs_teacher: bool = True
+    compared_with: Optional[str] = "baseline"
+    select_stages: Callable[[TrainConfig], Optional[Sequence[str]]] = _all_stages
+    summary: str = ""
+
+    @property
+    def objectives(self) -> Tuple[Objective, ...]:
+        return tuple(stage.objective for stage in self.stages)
+
+    @property
+    def teacher_outputs(self) -> Tuple[str, ...]:
+        """Teacher outputs read by any stage, in the order logits, reps, atts."""
+        wanted = {out for objective in self.objectives for out in objective.teacher_outputs}
+        return tuple(out for out in ("logits", "reps", "atts") if out in wanted)
+
+    @property
+    def reads_layers(self) -> bool:
+        return any(objective.reads_layers for objective in self.objectives)
+
+    def planned_stages(self, cfg: TrainConfig) -> List[StageSpec]:
+        """The stages this configuration runs, in order."""
+        names = self.select_stages(cfg)
+        return [s for s in self.stages if names is None or s.name in names]
+
+
+RECIPES: Registry[Recipe] = Registry("recipe", sort=False)
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add ``recipe`` to :data:`RECIPES` (a duplicate name is a ``ValueError``); returns it."""
+    if not recipe.stages:
+        raise ValueError(f"recipe {recipe.name!r} has no stages; give at least one StageSpec")
+    return RECIPES.register(recipe.name, recipe)
+
+
+def markdown_table() -> str:
+    """The registered recipes as a Markdown table (name, summary row, stages, teacher outputs)."""
+    lines = ["| recipe | summary row | stages (objective) | reads from the teacher | description |",
+             "|---|---|---|---|---|"]
+    for name in RECIPES.names():
+        recipe = RECIPES.get(name)
+        stages = ", ".join(f"{s.name} ({s.objective.name})" for s in recipe.stages)
+        reads = ", ".join(recipe.teacher_outputs) or "-"
+        lines.append(f"| `{name}` | {recipe.title} | {stages} | {reads} | {recipe.summary} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- builders
+def _teacher(ctx: BuildContext) -> nn.Module:
+    model, ctx.description = teacher_for_finetuning(ctx.cfg, ctx.spec)
+    return model
+
+
+def _bert(ctx: BuildContext) -> nn.Module:
+    model = bert_student(ctx.cfg, ctx.spec, ctx.teacher, ctx.reads_layers)
+    if ctx.cfg.student_model:
+        load_student_weights(model, ctx.cfg.student_model)
+    return model
+
+
+def _lstm(ctx: BuildContext) -> nn.Module:
+    model = lstm_student(ctx.cfg, ctx.spec, ctx.teacher)
+    if ctx.cfg.student_model:
+        load_student_weights(model, ctx.cfg.student_model)
+    return model
+
+
+def _theseus(ctx: BuildContext) -> nn.Module:
+    try:
+        return TheseusModel(ctx.teacher, ctx.cfg.student_num_hidden_layers, ctx.cfg.replace_prob, seed=ctx.cfg.seed)
+    except ValueError as error:
+        from .config import ConfigError
+
+        raise ConfigError(str(error)) from None
+
+
+def _tinybert_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
+    """Both stages, or only the one flagged by ``--intermediate_distill`` / ``--pred_distill``."""
+    if cfg.intermediate_distill == cfg.pred_distill:
+        return None
+    return ("intermediate",) if cfg.intermediate_distill else ("pred",)
+
+
+def _successor(model: TheseusModel) -> nn.Module:
+    return model.successor
+
+
+_BERT_STUDENT = dict(student_num_hidden_layers=3, student_hidden_size=312, student_intermediate_size=1200,
+                     student_num_attention_heads=12, student_init="scratch", num_epochs=3, learning_rate=5e-5,
+                     seq_length=128)
+
+register_recipe(Recipe(
+    "teacher", "teacher", _teacher, (StageSpec("teacher", LABELS),),
+    defaults=dict(teacher_model="auto", num_epochs=3, learning_rate=5e-5, batch_size_per_device=32, seq_length=128),
+    needs_teacher=False, compared_with=None,
+    summary="fine-tunes the teacher (all-MiniLM-L6-v2, a Hugging Face BERT, or a BERT from scratch) on the labels"))
+register_recipe(Recipe(
+    "baseline", "labels-only student", _bert, (StageSpec("baseline", LABELS),), defaults=_BERT_STUDENT,
+    compared_with=None, summary="the KD student trained on the labels alone: the reference of the table"))
+register_recipe(Recipe(
+    "kd", "KD", _bert, (StageSpec("kd", KD),), defaults=dict(_BERT_STUDENT, kd_alpha=0.8, temperature=1.0),
+    summary="kd_alpha * CE + (1 - kd_alpha) * pred_distill (Hinton et al.)"))
+register_recipe(Recipe(
+    "bilstm", "Distilled-BiLSTM", _lstm, (StageSpec("bilstm", BILSTM),),
+    defaults=dict(kd_alpha=0.7, temperature=1.0, seq_length=32, lstm_embedding_size=300, lstm_hidden_size=300,
+                  lstm_intermediate_size=400, lstm_num_layers=1, bidirectional=False, num_epochs=3,
+                  learning_rate=1e-3),
+    compared_with="bilstm_baseline", summary="(1 - kd_alpha) * CE + kd_alpha * pred_distill into a (Bi)LSTM (Tang et al.)"))
+register_recipe(Recipe(
+    "bert_pkd", "BERT-PKD", _bert, (StageSpec("bert_pkd", BERT_PKD),),
+    defaults=dict(_BERT_STUDENT, kd_alpha=0.2, kd_beta=10.0, temperature=1.0, student_hidden_size=768,
+                  student_intermediate_size=3072, student_init="teacher"),
+    summary="(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill (Sun et al.)"))
+register_recipe(Recipe(
+    "tinybert", "TinyBERT", _bert,
+    (StageSpec("intermediate", TINYBERT_INTERMEDIATE), StageSpec("pred", TINYBERT_PRED)),
+    defaults=dict(_BERT_STUDENT, student_num_hidden_layers=4, attention_output="probs", temperature=1.0,
+                  stage2_num_epochs=3, stage2_learning_rate=5e-5),
+    select_stages=_tinybert_stages,
+    summary="att_distill + layer_distill, then pred_distill (Jiao et al.)"))
+register_recipe(Recipe(
+    "theseus", "BERT-of-Theseus", _theseus,
+    (StageSpec("theseus", LABELS, exports=_successor),
+     StageSpec("successor", LABELS, trains=_successor, exports=_successor)),
+    defaults=dict(replace_prob=0.5, student_num_hidden_layers=4, num_epochs=3, learning_rate=5e-5,
+                  stage2_num_epochs=3, stage2_learning_rate=5e-5, seq_length=128),
+    summary="progressive module replacement, then the successor alone on the labels (Xu et al.)"))

@@ -1,0 +1,175 @@
+"""Run a recipe: ``kdu-train --recipe NAME ...`` (or ``python -m knowledge_distill_util train ...``).
+
+:func:`run` seeds every generator from ``cfg.seed``, prepares the :class:`~.plan.Plan` (every check
+before any training step), trains its stages, saves the model, evaluates it and writes
+``results_eval.json``. While training, ``<result_dir>/progress.json`` says which stage and step the run
+is at (what ``kdu-compress`` reads to report on its jobs).
+"""
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import oneflow as flow
+
+from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
+from .builders import resolve_device
+from .checkpoint import atomic_write_text
+from .config import ConfigError, TrainConfig, parse_config, save_config
+from .evaluate import evaluate_model, predict, write_results
+from .plan import Plan, load_data, prepare
+from .trainer import LossStep, TrainerConfig, train_stage
+
+__all__ = ["run", "execute", "main", "seed_everything", "teacher_logits", "setup_logging",
+           "PROGRESS_FILE", "LOGITS_FILE"]
+
+logger = logging.getLogger(__name__)
+PROGRESS_FILE = "progress.json"
+LOGITS_FILE = "train_logits.npz"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed OneFlow's default generator, numpy's global one and Python's ``random``."""
+    flow.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log ``[name] message`` lines of this package at ``level`` to stderr."""
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    logging.basicConfig(format="[%(name)s] %(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("knowledge_distill_util").setLevel(level.upper())
+
+
+def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str) -> np.ndarray:
+    """The teacher's logits on the training rows: from ``train_logits.npz`` when it matches, else computed
+    (and cached). The teacher sees the training texts at its own sequence length (``meta["seq_length"]``)."""
+    view = data if meta["seq_length"] == cfg.seq_length else load_data(
+        cfg, seq_length=meta["seq_length"], vocab_file=data.vocab_file)
+    path = cfg.teacher_logits or os.path.join(teacher_dir, LOGITS_FILE)
+    if os.path.isfile(path):
+        try:
+            with np.load(path) as stored:
+                if str(stored["fingerprint"]) == view.train_fingerprint:
+                    return stored["logits"]
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign file: rebuild it
+            logger.warning("cached teacher logits %s are unreadable (%s); computing them again", path, error)
+    logits = predict(teacher, view.train, cfg.eval_batch_size)[0].astype(np.float32)
+    try:
+        temporary = f"{path}.tmp.npz"
+        np.savez(temporary, logits=logits, fingerprint=np.array(view.train_fingerprint))
+        os.replace(temporary, path)
+    except OSError as error:
+        logger.warning("cannot cache the teacher logits in %s (%s); using them uncached", path, error)
+    return logits
+
+
+def _meta(plan: Plan, origin: str) -> Dict:
+    cfg, spec = plan.cfg, plan.data.spec
+    return {"recipe": cfg.recipe, "task_name": spec.name,
+            "labels": list(spec.labels) if spec.labels is not None else None,
+            "vocab_file": plan.data.vocab_file, "seq_length": cfg.seq_length, "origin": origin}
+
+
+def _trainer_config(cfg: TrainConfig, num_epochs: float, learning_rate: float) -> TrainerConfig:
+    return TrainerConfig(num_epochs=num_epochs, learning_rate=learning_rate, batch_size=cfg.batch_size_per_device,
+                         weight_decay=cfg.weight_decay, warmup_proportion=cfg.warmup_proportion,
+                         max_steps=cfg.max_steps, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+                         resume=cfg.resume, use_graph=cfg.use_graph)
+
+
+def _progress_writer(path: str, stage: str):
+    def write(step: int, total: int, terms: Dict[str, float]) -> None:
+        atomic_write_text(path, json.dumps({"stage": stage, "step": step, "total": total, "loss": terms["loss"]}))
+    return write
+
+
+def _train(plan: Plan, progress: bool) -> Dict[str, float]:
+    cfg, timings = plan.cfg, {}
+    cached = None
+    if any(stage.objective.can_cache_teacher_logits for stage in plan.stages):
+        cached = teacher_logits(cfg, plan.teacher, plan.teacher_meta, plan.data, cfg.teacher_model)
+    for stage in plan.stages:
+        done_dir = os.path.join(cfg.model_save_dir, f"stage_{stage.name}")
+        last = stage is plan.stages[-1]
+        if cfg.resume and not last and os.path.isfile(os.path.join(done_dir, MODEL_CONFIG)):
+            stage.export.load_state_dict(load_trained(done_dir, f"stage {stage.name}")[0].state_dict())
+            logger.info("stage %s already finished; loaded %s", stage.name, done_dir)
+            continue
+        uses_cache = cached is not None and stage.objective.can_cache_teacher_logits
+        step = LossStep(stage.model, plan.teacher, stage.objective, cfg)
+        result = train_stage(step, plan.data.train, _trainer_config(cfg, stage.num_epochs, stage.learning_rate),
+                             work_dir=cfg.result_dir, stage=stage.name,
+                             checkpoint_dir=os.path.join(cfg.model_save_dir, "checkpoints"),
+                             teacher_logits=cached if uses_cache else None, progress=progress,
+                             on_step=_progress_writer(os.path.join(cfg.result_dir, PROGRESS_FILE), stage.name))
+        timings[stage.name] = round(result.seconds, 1)
+        logger.info("stage %s: %d steps in %.1f s, last %s; log %s", stage.name, result.steps, result.seconds,
+                    {k: round(v, 4) for k, v in result.last_terms.items()}, result.log_path)
+        if not last:
+            save_trained(stage.export, done_dir, _meta(plan, f"stage {stage.name}"))
+    origin = plan.description if not plan.recipe.needs_teacher else f"{cfg.recipe} student of {cfg.teacher_model}"
+    save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
+    if not plan.recipe.needs_teacher:  # a teacher: cache its logits for the students to come
+        teacher_logits(cfg, plan.final_model, _meta(plan, origin), plan.data, cfg.model_save_dir)
+    return timings
+
+
+def _evaluate(plan: Plan, timings: Dict[str, float]) -> Dict:
+    cfg = plan.cfg
+    source = cfg.model_save_dir
+    if not cfg.do_train:
+        source = cfg.student_model or cfg.model_save_dir
+        plan.final_model = load_trained(source, "model")[0].to(resolve_device(cfg.device))
+    results = evaluate_model(plan.final_model, plan.data.dev, plan.data.spec.output_mode, cfg.eval_batch_size,
+                             saved_model_dir=os.path.join(source, WEIGHTS))
+    results.update(recipe=cfg.recipe, task_name=plan.data.spec.name, main_metric=plan.data.spec.main_metric,
+                   train_seconds=timings, layers=plan.final_model.config.get("num_hidden_layers"),
+                   hidden_size=plan.final_model.config.get("hidden_size"), origin=plan.description)
+    path = write_results(results, cfg.result_dir)
+    shown = {k: results[k] for k in ("accuracy", "mcc", "f1", "pearson", "spearmanr", "modelSize", "reasoningTime")
+             if k in results}
+    logger.info("eval on %d dev rows: %s -> %s", len(plan.data.dev), shown, path)
+    return results
+
+
+def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
+    """Train every stage of a prepared :class:`~.plan.Plan`, save, evaluate; returns the results dict."""
+    cfg = plan.cfg
+    progress = sys.stderr.isatty() if progress is None else progress
+    os.makedirs(cfg.result_dir, exist_ok=True)
+    save_config(cfg, cfg.result_dir)
+    logger.info("%s; data: %s (%d train / %d dev rows, seq_length %d)", plan.description, plan.data.spec.name,
+                len(plan.data.train), len(plan.data.dev), cfg.seq_length)
+    timings = _train(plan, progress) if cfg.do_train else {}
+    return _evaluate(plan, timings) if cfg.do_eval else {}
+
+
+def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
+    """Seed, prepare (all checks first), train every stage, save, evaluate; returns the results dict."""
+    seed_everything(cfg.seed)
+    return execute(prepare(cfg), progress)
+
+
+def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,
+         description: str = "") -> int:
+    """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = parse_config(argv, recipe=recipe, prog=prog, description=description)
+        setup_logging(cfg.log_level)
+        logger.debug("configuration: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+        seed_everything(cfg.seed)
+        plan = prepare(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    execute(plan)
+    return 0
+

@@ -1,0 +1,278 @@
+"""The training loop shared by every recipe: the teacher frozen under ``no_grad``, AdamW with warm-up and
+decay (:mod:`.optim`), a tqdm progress bar, per-term losses logged each step (:mod:`.loss_log`), atomic
+checkpoints with exact resume (:mod:`.checkpoint`), eager or ``nn.Graph``.
+
+Data order: epoch ``e`` visits the training rows in ``np.random.default_rng(seed + e).permutation(N)``
+order, in batches of ``batch_size``; a last short batch is filled up with the epoch's first rows so
+that every batch has the same shape (``nn.Graph`` compiles one shape). The order depends only on the
+seed and the step, so a resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Protocol, Tuple, runtime_checkable
+
+import numpy as np
+import oneflow as flow
+import oneflow.nn as nn
+
+from .checkpoint import Checkpointer
+from .loss_log import LossLog, plot_losses
+from .objectives import Objective
+from .optim import make_optimizer, make_scheduler
+
+__all__ = ["StepInputs", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
+           "batch_indices", "model_device"]
+
+logger = logging.getLogger(__name__)
+BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
+
+
+@runtime_checkable
+class StepInputs(Protocol):
+    """A model that needs extra forward inputs drawn at every training step (BERT-of-Theseus's coins).
+
+    ``step_input_names`` names them; ``step_inputs()`` draws them as ``{name: numpy array}``, passed to the
+    model's forward as keywords: the arrays themselves in eager mode, tensors under ``nn.Graph``.
+    ``rng_state()`` / ``set_rng_state()`` save and restore the generator they are drawn from, for an
+    exact resume.
+    """
+
+    step_input_names: Tuple[str, ...]
+
+    def step_inputs(self) -> Dict[str, np.ndarray]: ...
+
+    def rng_state(self): ...
+
+    def set_rng_state(self, state) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The settings of one training stage."""
+
+    num_epochs: float
+    learning_rate: float
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_proportion: float = 0.1
+    max_steps: int = 0
+    checkpoint_every: int = 100
+    seed: int = 0
+    resume: bool = False
+    use_graph: bool = False
+
+
+def model_device(model: nn.Module) -> flow.device:
+    """The device of ``model``'s first parameter."""
+    return next(model.parameters()).device
+
+
+class LossStep(nn.Module):
+    """``student`` (+ frozen ``teacher``) + an objective: ``forward(batch tensors) -> tuple of loss terms``.
+
+    ``forward(input_ids, input_mask, segment_ids, labels, *extras)``: ``extras`` are the tensors named in
+    ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass) and the
+    model's step inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
+    (``"loss"``, the total, first). The teacher must be in eval mode: :func:`train_stage` puts it there.
+    """
+
+    def __init__(self, student: nn.Module, teacher: Optional[nn.Module], objective: Objective, args,
+                 extra_inputs: Tuple[str, ...] = ()):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.objective = objective
+        self.args = args
+        self.extra_inputs = tuple(extra_inputs)
+        uses_cache = "teacher_logits" in self.extra_inputs and objective.can_cache_teacher_logits
+        if objective.teacher_outputs and teacher is None and not uses_cache:
+            raise ValueError(f"objective {objective.name!r} reads the teacher's {objective.teacher_outputs}: "
+                             f"give a teacher")
+
+    def forward(self, input_ids, input_mask, segment_ids, labels, *extras):
+        named = dict(zip(self.extra_inputs, extras))
+        teacher_logits = named.pop("teacher_logits", None)
+        out = self.student(input_ids, input_mask, segment_ids, **named)
+        if isinstance(out, (tuple, list)):
+            tensors = dict(student_logits=out[0], student_reps=out[1], student_atts=out[2])
+        else:
+            tensors = dict(student_logits=out)
+        tensors["labels"] = labels
+        if self.objective.teacher_outputs:
+            if teacher_logits is not None and self.objective.can_cache_teacher_logits:
+                tensors["teacher_logits"] = teacher_logits
+            else:
+                with flow.no_grad():
+                    t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
+                tensors.update(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
+        terms = self.objective(self.args, **tensors)
+        return tuple(terms[name] for name in self.objective.terms)
+
+
+class TrainGraph(nn.Graph):
+    """One training step of a :class:`LossStep` compiled with ``nn.Graph``.
+
+    The step module is a graph attribute (so its parameters are updated) and the optimizer is added
+    with its scheduler; call ``optimizer.zero_grad(set_to_none=True)`` before the first step (a
+    parameter holding an eager ``.grad`` would silently never be updated by the graph).
+    """
+
+    def __init__(self, step: LossStep, optimizer, scheduler):
+        super().__init__()
+        self.step = step
+        self.add_optimizer(optimizer, lr_sch=scheduler)
+
+    def build(self, *inputs):
+        terms = self.step(*inputs)
+        terms[0].backward()
+        return terms
+
+
+def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
+    """The row indices of every batch of ``epoch`` (see the module doc), each of ``min(B, N)`` rows.
+
+    >>> [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=0)]
+    [[2, 4], [3, 0], [1, 2]]
+    """
+    order = np.random.default_rng(seed + epoch).permutation(num_rows)
+    size = min(batch_size, num_rows)
+    batches = []
+    for start in range(0, num_rows, size):
+        index = order[start:start + size]
+        if len(index) < size:
+            index = np.concatenate([index, order[:size - len(index)]])
+        batches.append(index)
+    return batches
+
+
+@dataclass
+class StageResult:
+    """What :func:`train_stage` did: steps run, wall time, the loss log and plot, last terms."""
+
+    steps: int
+    seconds: float
+    log_path: str
+    plot_path: Optional[str]
+    last_terms: Dict[str, float] = field(default_factory=dict)
+    resumed_from: int = 0
+
+
+def _total_steps(per_epoch: int, tcfg: TrainerConfig) -> int:
+    total = max(1, int(round(per_epoch * tcfg.num_epochs)))
+    return min(total, tcfg.max_steps) if tcfg.max_steps and tcfg.max_steps > 0 else total
+
+
+def train_stage(
+    step: LossStep,
+    features,
+    tcfg: TrainerConfig,
+    *,
+    work_dir: str,
+    stage: str,
+    checkpoint_dir: str,
+    teacher_logits: Optional[np.ndarray] = None,
+    progress: bool = True,
+    on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
+) -> StageResult:
+    """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s objective.
+
+    Writes ``work_dir/<stage>_losses.csv`` (one row per step) and ``.png``, and checkpoints under
+    ``checkpoint_dir/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned with ``features``) replaces the
+    teacher's forward pass for objectives that read only its logits. ``on_step(step, total, terms)`` is
+    called after every step (and after its checkpoint, if any).
+    """
+    from tqdm import tqdm
+
+    student, device = step.student, model_device(step.student)
+    per_epoch = len(batch_indices(len(features), tcfg.batch_size, tcfg.seed, 0))
+    total = _total_steps(per_epoch, tcfg)
+    optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay)
+    scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
+    provider = student if isinstance(student, StepInputs) else None
+    checkpointer = Checkpointer(os.path.join(checkpoint_dir, stage), student, tcfg.use_graph, provider)
+
+    if step.teacher is not None:
+        step.teacher.eval()
+    student.train()
+    cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
+    step.extra_inputs = (("teacher_logits",) if cached is not None else ()) + (
+        tuple(provider.step_input_names) if provider is not None else ())
+    graph = None
+    if tcfg.use_graph:
+        optimizer.zero_grad(set_to_none=True)
+        graph = TrainGraph(step, optimizer, scheduler)
+
+    resumed = checkpointer.restore() if tcfg.resume else None
+    start = 0
+    if resumed is not None:
+        student.load_state_dict(resumed.model_state)
+        start = resumed.step
+        if graph is not None:
+            graph.load_state_dict(resumed.optimizer_state)  # the graph's own state: moments, train step
+        else:
+            optimizer.load_state_dict(resumed.optimizer_state)
+            for _ in range(start):  # fast-forward the schedule (cheap, exact)
+                scheduler.step()
+        logger.info("stage %s: resumed from %s at step %d/%d", stage, resumed.path, start, total)
+    elif not tcfg.resume:
+        checkpointer.clear()
+
+    os.makedirs(work_dir, exist_ok=True)
+    log = LossLog(os.path.join(work_dir, f"{stage}_losses.csv"), step.objective.terms,
+                  start if resumed is not None else None)
+    bar = tqdm(total=total, initial=start, desc=stage, disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    began, last = time.time(), {}
+    try:
+        global_step, epoch = start, start // per_epoch
+        while global_step < total:
+            for index in batch_indices(len(features), tcfg.batch_size, tcfg.seed, epoch)[global_step - epoch * per_epoch:]:
+                if global_step >= total:
+                    break
+                batch = features.as_dict(index)
+                inputs = [flow.tensor(batch[k], device=device) for k in BATCH_KEYS]
+                if cached is not None:
+                    inputs.append(flow.tensor(cached[index], device=device))
+                if provider is not None:
+                    extras = provider.step_inputs()
+                    inputs.extend(flow.tensor(extras[k], device=device) if graph is not None else extras[k]
+                                  for k in provider.step_input_names)
+                lr = optimizer.param_groups[0]["lr"]
+                values = _run_step(step, graph, optimizer, scheduler, inputs)
+                if not math.isfinite(values[0]):
+                    raise FloatingPointError(
+                        f"stage {stage}: the loss became {values[0]} at step {global_step + 1}; lower "
+                        f"--learning_rate (now {tcfg.learning_rate}) or check the inputs")
+                global_step += 1
+                last = dict(zip(step.objective.terms, values))
+                log.write(global_step, epoch, lr, time.time() - began, last)
+                bar.update(1)
+                bar.set_postfix(loss=f"{values[0]:.4f}", refresh=False)
+                if global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total:
+                    checkpointer.save(global_step, optimizer, graph)
+                if on_step is not None:
+                    on_step(global_step, total, last)
+            epoch += 1
+    finally:
+        bar.close()
+        log.close()
+    png = plot_losses(log.path, os.path.join(work_dir, f"{stage}_losses.png"), title=stage)
+    student.eval()
+    return StageResult(steps=total, seconds=time.time() - began, log_path=log.path, plot_path=png,
+                       last_terms=last, resumed_from=start)
+
+
+def _run_step(step: LossStep, graph, optimizer, scheduler, inputs) -> List[float]:
+    """One optimisation step (graph or eager); the loss terms as floats."""
+    if graph is not None:
+        terms = graph(*inputs)
+        scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
+    else:
+        terms = step(*inputs)
+        terms[0].backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return [float(t.numpy()) for t in terms]

@@ -1,0 +1,52 @@
+"""The package works from a wheel, outside the repository: ``pip wheel .`` installed into a fresh virtual
+environment runs ``kdu-train --recipe kd --quick`` and ``kdu-compress --quick`` from a temporary directory.
+
+The fresh environment gets the wheel without its dependencies; those come from this environment's
+site-packages through a ``.pth`` line (no download, and this checkout's editable install is not visible
+there: only ``.pth`` files of the environment's own site-packages are processed)."""
+import glob
+import json
+import os
+import site
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_retrying_signals
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_wheel_runs_the_console_scripts_outside_the_repository(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", REPO, "-w", str(tmp_path / "wheel")],
+                   check=True, timeout=300)
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
+    packages = glob.glob(str(env_dir / "lib" / "python*" / "site-packages"))[0]
+    with open(os.path.join(packages, "dependencies.pth"), "w", encoding="utf-8") as stream:
+        stream.write("\n".join(site.getsitepackages()) + "\n")
+    wheel = glob.glob(str(tmp_path / "wheel" / "*.whl"))[0]
+    subprocess.run([str(env_dir / "bin" / "pip"), "install", "-q", "--no-deps", "--disable-pip-version-check", wheel],
+                   check=True, timeout=300)
+    work = tmp_path / "outside"
+    work.mkdir()
+    env = dict(os.environ, GLOG_minloglevel="3", PYTHONPATH="")
+    python = str(env_dir / "bin" / "python")
+    where = subprocess.run([python, "-c", "import knowledge_distill_util as k; print(k.__file__)"], cwd=work,
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert where.returncode == 0 and where.stdout.startswith(packages), (where.stdout, where.stderr[-2000:])
+    done = run_retrying_signals([str(env_dir / "bin" / "kdu-compress"), "--quick", "--result_dir", "out"], cwd=work,
+                                env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "out" / "summary.md").is_file()
+    teacher = str(work / "out" / "teacher" / "model")
+    data = str(work / "out" / "data")
+    with open(os.path.join(data, "data_info.json"), encoding="utf-8") as stream:
+        task = json.load(stream)["task_name"]
+    done = run_retrying_signals([str(env_dir / "bin" / "kdu-train"), "--recipe", "kd", "--quick", "--data_dir", data,
+                                 "--task_name", task, "--teacher_model", teacher, "--model_save_dir", "kd",
+                                 "--result_dir", "kd_results"], cwd=work, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "kd_results" / "results_eval.json").is_file()
