@@ -21,6 +21,7 @@ _CHILD = "KDU_GRAPH_TEST_CHILD"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "graph: compiles nn.Graph; runs in its own process (see tests/conftest.py)")
+    config.addinivalue_line("markers", "slow: takes longer than about 30 s (fault injection); deselect with -m 'not slow'")
 
 
 def pytest_pyfunc_call(pyfuncitem):
