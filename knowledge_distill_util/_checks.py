@@ -12,11 +12,21 @@ import oneflow as flow
 __all__ = [
     "check_float_tensor",
     "check_same_shape",
+    "check_not_empty",
+    "MIN_TEMPERATURE",
     "check_same_device",
     "check_pair",
     "check_tensor_list",
     "check_temperature",
 ]
+
+#: The smallest temperature accepted. Logits are divided by it: for logits of magnitude up to 1e4 (the
+#: extreme inputs the losses are tested with) ``logits / T`` stays below 1e8 and the closed-form
+#: gradient's factor ``1 / T`` below 1e4, far inside float32's range (3.4e38), so the loss and its
+#: gradient stay finite in float32 with a margin for logits of up to about 1e30. Lower temperatures
+#: bring no other effect: at ``T = 1e-4`` the softmax is already one-hot for logit gaps above 0.01.
+#: (A temperature of 1e-300 made ``1 / T`` infinite in float32 and the loss NaN.)
+MIN_TEMPERATURE = 1e-4
 
 
 def check_float_tensor(name: str, value) -> None:
@@ -63,8 +73,17 @@ def check_same_shape(name_a: str, a: flow.Tensor, name_b: str, b: flow.Tensor) -
         )
 
 
+def check_not_empty(name: str, value: flow.Tensor) -> None:
+    """Require at least one element (a zero-size tensor makes every mean 0/0 = NaN)."""
+    if any(size == 0 for size in value.shape):
+        raise ValueError(
+            f"{name} is empty (shape {tuple(value.shape)}): a loss over zero elements is undefined; "
+            f"skip empty batches before calling the loss"
+        )
+
+
 def check_pair(name_a: str, a, name_b: str, b) -> None:
-    """Both floating tensors, same shape, same device, same dtype."""
+    """Both floating tensors, same shape, same device, same dtype, not empty."""
     check_float_tensor(name_a, a)
     check_float_tensor(name_b, b)
     check_same_device(name_a, a, name_b, b)
@@ -73,11 +92,12 @@ def check_pair(name_a: str, a, name_b: str, b) -> None:
         raise TypeError(
             f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; cast one to the other's dtype"
         )
+    check_not_empty(name_a, a)
 
 
 def check_tensor_list(name: str, value) -> None:
-    """Require a non-empty list or tuple of tensors."""
-    if isinstance(value, flow.Tensor) or not isinstance(value, Sequence):
+    """Require a non-empty list or tuple of tensors (a string is a sequence too, but refused)."""
+    if isinstance(value, (flow.Tensor, str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(
             f"{name} must be a list or tuple of tensors (one per layer), got {type(value).__name__}"
         )
@@ -86,10 +106,16 @@ def check_tensor_list(name: str, value) -> None:
 
 
 def check_temperature(name: str, value) -> float:
-    """Return ``value`` as a float if it is a finite number > 0, else raise."""
+    """Return ``value`` as a float if it is a finite number >= :data:`MIN_TEMPERATURE`, else raise."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number > 0, got {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}; the usual value is 1.0")
+    if value < MIN_TEMPERATURE:
+        raise ValueError(
+            f"{name} is {value!r}, below the smallest supported temperature {MIN_TEMPERATURE} (smaller ones "
+            f"overflow float32 when the logits are divided by them); use a temperature >= {MIN_TEMPERATURE}, "
+            f"the usual values are 1 to 20"
+        )
     return value
