@@ -1,11 +1,13 @@
-"""Input validation shared by the loss functions.
+"""Input validation shared by the package: the loss functions' tensor checks, and the one set of
+number validators (positive integers, probabilities, positive reals) used by the models and the data.
 
 Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong shape, count,
-device or value) with a message that names the argument, what was seen and how to fix it.
+device or value) with a message that names the argument (and, with ``source``, the file it was read
+from), what was seen and how to fix it.
 """
 import math
-from numbers import Real
-from typing import Sequence
+from numbers import Integral, Real
+from typing import Optional, Sequence
 
 import oneflow as flow
 
@@ -14,6 +16,10 @@ __all__ = [
     "check_same_shape",
     "check_not_empty",
     "MIN_TEMPERATURE",
+    "check_int",
+    "check_probability",
+    "check_positive_real",
+    "check_bool",
     "check_same_device",
     "check_pair",
     "check_tensor_list",
@@ -103,6 +109,73 @@ def check_tensor_list(name: str, value) -> None:
         )
     if len(value) == 0:
         raise ValueError(f"{name} is empty; pass one tensor per layer")
+
+
+def _named(name: str, source: Optional[str]) -> str:
+    return f"{name} in {source}" if source else name
+
+
+def check_int(name: str, value, *, minimum: int = 1, allow_none: bool = False, source: Optional[str] = None,
+              qualifier: str = "", hint: str = "") -> Optional[int]:
+    """Return ``value`` as an ``int`` if it is an integer (``bool`` excluded) ``>= minimum``.
+
+    ``allow_none`` lets ``None`` through; ``source`` (a file) goes into the message, ``qualifier`` after
+    the requirement (why), ``hint`` at the end (the fix). Wrong type: ``TypeError``; too small: ``ValueError``.
+
+    >>> check_int("hidden_size", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_size must be a positive integer, got 0
+    """
+    if value is None and allow_none:
+        return None
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    wanted += (" or None" if allow_none else "") + qualifier
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{_named(name, source)} must be {wanted}, got {value!r} ({type(value).__name__}){hint}")
+    if value < minimum:
+        raise ValueError(f"{_named(name, source)} must be {wanted}, got {value!r}{hint}")
+    return int(value)
+
+
+def check_probability(name: str, value, *, source: Optional[str] = None) -> float:
+    """Return ``value`` as a float if it is a number in ``[0, 1)`` (a dropout probability).
+
+    >>> check_probability("hidden_dropout_prob", 0.1)
+    0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{_named(name, source)} must be a number in [0, 1), got {value!r} ({type(value).__name__})")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{_named(name, source)} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_positive_real(name: str, value, *, allow_zero: bool = False, source: Optional[str] = None) -> float:
+    """Return ``value`` as a float if it is a finite number ``> 0`` (``>= 0`` with ``allow_zero``).
+
+    >>> check_positive_real("layer_norm_eps", "1e-12")
+    Traceback (most recent call last):
+    ...
+    TypeError: layer_norm_eps must be a finite number > 0, got '1e-12' (str)
+    """
+    wanted = f"a finite number {'>=' if allow_zero else '>'} 0"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{_named(name, source)} must be {wanted}, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{_named(name, source)} must be {wanted}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value, *, allow_none: bool = False, source: Optional[str] = None) -> Optional[bool]:
+    """Require ``True`` or ``False`` (or ``None`` with ``allow_none``): ``0``/``"false"`` are refused."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        wanted = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{_named(name, source)} must be {wanted}, got {value!r} ({type(value).__name__})")
+    return value
 
 
 def check_temperature(name: str, value) -> float:
