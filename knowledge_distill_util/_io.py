@@ -3,8 +3,9 @@
 Every writer here leaves, at every instant, either the old or the new complete content at the target
 path, also when the process is killed (SIGKILL) half-way:
 
-- :func:`atomic_write_text` / :func:`atomic_write_json`: a temporary file beside the target, flushed
-  and ``fsync``-ed, then ``os.replace`` (atomic on POSIX and Windows).
+- :func:`atomic_write_file` (binary, e.g. ``.npz``), :func:`atomic_write_text`, :func:`atomic_write_json`:
+  a temporary file beside the target, flushed and ``fsync``-ed, then ``os.replace`` (atomic on POSIX
+  and Windows).
 - :func:`replace_directory`: ``fill(tmpdir)`` writes the new content into a fresh directory beside the
   target; the two directories are then swapped in one system call, ``renameat2(RENAME_EXCHANGE)``
   (Linux >= 3.15, glibc >= 2.28, called through ``ctypes``), and the old copy is deleted. A target that
@@ -33,9 +34,10 @@ import shutil
 import sys
 import tempfile
 import uuid
-from typing import Any, Callable, List, Optional
+from typing import Any, BinaryIO, Callable, List, Optional
 
 __all__ = [
+    "atomic_write_file",
     "atomic_write_text",
     "atomic_write_json",
     "replace_directory",
@@ -190,21 +192,23 @@ def _write_error(err: OSError, path: str) -> OSError:
                               f"and the disk is not full", path)
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file beside it and ``os.replace``.
+def atomic_write_file(path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace the file ``path`` with what ``write(stream)`` writes to a binary stream, atomically.
 
-    The parent directory is created if needed. On failure the target is unchanged, the temporary file
-    is removed, and the ``OSError`` (same subclass, e.g. ``PermissionError``) names ``path``.
+    The stream is a temporary file beside ``path``; it is flushed, ``fsync``-ed and renamed over
+    ``path`` (``os.replace``) only after ``write`` returned. The parent directory is created if needed.
+    On failure the target is unchanged, the temporary file is removed, and an ``OSError`` (same
+    subclass, e.g. ``PermissionError``) names ``path``. Use it for ``.npz`` and other binary files:
 
-    >>> import tempfile, os
-    >>> target = os.path.join(tempfile.mkdtemp(), "LATEST")
-    >>> atomic_write_text(target, "step-00000010")
-    >>> open(target).read()
-    'step-00000010'
+    >>> import tempfile, os, numpy as np
+    >>> target = os.path.join(tempfile.mkdtemp(), "train_logits.npz")
+    >>> atomic_write_file(target, lambda stream: np.savez(stream, logits=np.zeros(3)))
+    >>> np.load(target)["logits"].tolist()
+    [0.0, 0.0, 0.0]
     """
     path = _target(path)
-    if not isinstance(text, str):
-        raise TypeError(f"text to write to {path} must be a str, got {type(text).__name__}")
+    if not callable(write):
+        raise TypeError(f"write must be a function write(stream) producing {path}, got {type(write).__name__}")
     directory, base = os.path.split(path)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -215,8 +219,8 @@ def atomic_write_text(path, text: str) -> None:
     except OSError as err:
         raise _write_error(err, path) from err
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -226,6 +230,21 @@ def atomic_write_text(path, text: str) -> None:
             raise _write_error(err, path) from err
         raise
     _fsync_directory(directory)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8, line ends as given) to ``path`` atomically (see :func:`atomic_write_file`).
+
+    >>> import tempfile, os
+    >>> target = os.path.join(tempfile.mkdtemp(), "LATEST")
+    >>> atomic_write_text(target, "step-00000010")
+    >>> open(target).read()
+    'step-00000010'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text to write to {_target(path)} must be a str, got {type(text).__name__}")
+    data = text.encode("utf-8")
+    atomic_write_file(path, lambda stream: stream.write(data))
 
 
 def atomic_write_json(path, obj: Any, *, indent: Optional[int] = 2) -> None:

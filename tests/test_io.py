@@ -354,3 +354,22 @@ def test_save_model_sigkill_at_random_moments(tmp_path):
     for attempt in range(10):
         last, _ = run_worker("model", target, kill_after=rng.uniform(0.0, 0.5))
         check_after_kill(target, last, model_version, save_model_again)
+
+
+def test_atomic_write_file_binary_and_a_failing_writer(tmp_path):
+    target = tmp_path / "train_logits.npz"
+    _io.atomic_write_file(target, lambda stream: np.savez(stream, logits=np.arange(3.0)))
+    with np.load(target) as data:
+        assert data["logits"].tolist() == [0.0, 1.0, 2.0]
+
+    def half_then_fail(stream):
+        stream.write(b"PK partial")
+        raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        _io.atomic_write_file(target, half_then_fail)
+    with np.load(target) as data:  # the old complete file is still there
+        assert data["logits"].tolist() == [0.0, 1.0, 2.0]
+    assert os.listdir(tmp_path) == ["train_logits.npz"]
+    with pytest.raises(TypeError, match=r"write must be a function write\(stream\) producing .*npz, got bytes"):
+        _io.atomic_write_file(target, b"data")
