@@ -238,7 +238,7 @@ def add_distill_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     group.add_argument("--student_temperature", type=float, default=None,
                        help="student-side temperature; overrides --temperature when given")
     # kd_alpha/kd_beta defaults: the original BERT-PKD script, the only one with both flags; each
-    # recipe in configs/ sets the values of its own original run script.
+    # registered recipe (knowledge_distill_util.training.recipes) carries its own original run script's values.
     group.add_argument("--kd_alpha", type=float, default=0.2, help="weight of the soft-label loss term")
     group.add_argument("--kd_beta", type=float, default=10.0, help="weight of the intermediate-layer loss term")
     group.add_argument("--intermediate_distill", action="store_true",

@@ -23,19 +23,12 @@ from ..models import (
 from .artifacts import MODEL_CONFIG, load_trained
 from .config import ConfigError, TrainConfig
 
-__all__ = ["resolve_device", "teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
+__all__ = ["teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
            "lstm_student", "load_student_weights"]
 
 #: Configuration keys that must agree between a saved student and the configured one.
 _SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                "max_position_embeddings", "type_vocab_size", "label_num", "is_student", "fit_size")
-
-
-def resolve_device(name: Optional[str]) -> flow.device:
-    """``name`` when given, else the first CUDA device when there is one, else the CPU."""
-    if name:
-        return flow.device(name)
-    return flow.device("cuda" if flow.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------------------------------------- teachers

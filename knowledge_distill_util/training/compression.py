@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
 
-from .checkpoint import atomic_write_text
+from .._io import atomic_write_text
 from .config import QUICK, ConfigError, TrainConfig, known_keys
 from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging

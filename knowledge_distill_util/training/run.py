@@ -17,8 +17,8 @@ import numpy as np
 import oneflow as flow
 
 from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
-from .builders import resolve_device
-from .checkpoint import atomic_write_text
+from .._device import resolve_device
+from .._io import atomic_write_file, atomic_write_text
 from .config import ConfigError, TrainConfig, parse_config, save_config
 from .evaluate import evaluate_model, predict, write_results
 from .plan import Plan, load_data, prepare
@@ -62,9 +62,8 @@ def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str
             logger.warning("cached teacher logits %s are unreadable (%s); computing them again", path, error)
     logits = predict(teacher, view.train, cfg.eval_batch_size)[0].astype(np.float32)
     try:
-        temporary = f"{path}.tmp.npz"
-        np.savez(temporary, logits=logits, fingerprint=np.array(view.train_fingerprint))
-        os.replace(temporary, path)
+        atomic_write_file(path, lambda stream: np.savez(stream, logits=logits,
+                                                         fingerprint=np.array(view.train_fingerprint)))
     except OSError as error:
         logger.warning("cannot cache the teacher logits in %s (%s); using them uncached", path, error)
     return logits

@@ -1,22 +1,38 @@
-"""Input validation shared by the loss functions.
+"""Input validation shared by the package: the loss functions' tensor checks, and the one set of
+number validators (positive integers, probabilities, positive reals) used by the models and the data.
 
 Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong shape, count,
-device or value) with a message that names the argument, what was seen and how to fix it.
+device or value) with a message that names the argument (and, with ``source``, the file it was read
+from), what was seen and how to fix it.
 """
 import math
-from numbers import Real
-from typing import Sequence
+from numbers import Integral, Real
+from typing import Optional, Sequence
 
 import oneflow as flow
 
 __all__ = [
     "check_float_tensor",
     "check_same_shape",
+    "check_not_empty",
+    "MIN_TEMPERATURE",
+    "check_int",
+    "check_probability",
+    "check_positive_real",
+    "check_bool",
     "check_same_device",
     "check_pair",
     "check_tensor_list",
     "check_temperature",
 ]
+
+#: The smallest temperature accepted. Logits are divided by it: for logits of magnitude up to 1e4 (the
+#: extreme inputs the losses are tested with) ``logits / T`` stays below 1e8 and the closed-form
+#: gradient's factor ``1 / T`` below 1e4, far inside float32's range (3.4e38), so the loss and its
+#: gradient stay finite in float32 with a margin for logits of up to about 1e30. Lower temperatures
+#: bring no other effect: at ``T = 1e-4`` the softmax is already one-hot for logit gaps above 0.01.
+#: (A temperature of 1e-300 made ``1 / T`` infinite in float32 and the loss NaN.)
+MIN_TEMPERATURE = 1e-4
 
 
 def check_float_tensor(name: str, value) -> None:
@@ -63,8 +79,17 @@ def check_same_shape(name_a: str, a: flow.Tensor, name_b: str, b: flow.Tensor) -
         )
 
 
+def check_not_empty(name: str, value: flow.Tensor) -> None:
+    """Require at least one element (a zero-size tensor makes every mean 0/0 = NaN)."""
+    if any(size == 0 for size in value.shape):
+        raise ValueError(
+            f"{name} is empty (shape {tuple(value.shape)}): a loss over zero elements is undefined; "
+            f"skip empty batches before calling the loss"
+        )
+
+
 def check_pair(name_a: str, a, name_b: str, b) -> None:
-    """Both floating tensors, same shape, same device, same dtype."""
+    """Both floating tensors, same shape, same device, same dtype, not empty."""
     check_float_tensor(name_a, a)
     check_float_tensor(name_b, b)
     check_same_device(name_a, a, name_b, b)
@@ -73,11 +98,12 @@ def check_pair(name_a: str, a, name_b: str, b) -> None:
         raise TypeError(
             f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; cast one to the other's dtype"
         )
+    check_not_empty(name_a, a)
 
 
 def check_tensor_list(name: str, value) -> None:
-    """Require a non-empty list or tuple of tensors."""
-    if isinstance(value, flow.Tensor) or not isinstance(value, Sequence):
+    """Require a non-empty list or tuple of tensors (a string is a sequence too, but refused)."""
+    if isinstance(value, (flow.Tensor, str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(
             f"{name} must be a list or tuple of tensors (one per layer), got {type(value).__name__}"
         )
@@ -85,11 +111,84 @@ def check_tensor_list(name: str, value) -> None:
         raise ValueError(f"{name} is empty; pass one tensor per layer")
 
 
+def _named(name: str, source: Optional[str]) -> str:
+    return f"{name} in {source}" if source else name
+
+
+def check_int(name: str, value, *, minimum: int = 1, allow_none: bool = False, source: Optional[str] = None,
+              qualifier: str = "", hint: str = "") -> Optional[int]:
+    """Return ``value`` as an ``int`` if it is an integer (``bool`` excluded) ``>= minimum``.
+
+    ``allow_none`` lets ``None`` through; ``source`` (a file) goes into the message, ``qualifier`` after
+    the requirement (why), ``hint`` at the end (the fix). Wrong type: ``TypeError``; too small: ``ValueError``.
+
+    >>> check_int("hidden_size", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_size must be a positive integer, got 0
+    """
+    if value is None and allow_none:
+        return None
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    wanted += (" or None" if allow_none else "") + qualifier
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{_named(name, source)} must be {wanted}, got {value!r} ({type(value).__name__}){hint}")
+    if value < minimum:
+        raise ValueError(f"{_named(name, source)} must be {wanted}, got {value!r}{hint}")
+    return int(value)
+
+
+def check_probability(name: str, value, *, source: Optional[str] = None) -> float:
+    """Return ``value`` as a float if it is a number in ``[0, 1)`` (a dropout probability).
+
+    >>> check_probability("hidden_dropout_prob", 0.1)
+    0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{_named(name, source)} must be a number in [0, 1), got {value!r} ({type(value).__name__})")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{_named(name, source)} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_positive_real(name: str, value, *, allow_zero: bool = False, source: Optional[str] = None) -> float:
+    """Return ``value`` as a float if it is a finite number ``> 0`` (``>= 0`` with ``allow_zero``).
+
+    >>> check_positive_real("layer_norm_eps", "1e-12")
+    Traceback (most recent call last):
+    ...
+    TypeError: layer_norm_eps must be a finite number > 0, got '1e-12' (str)
+    """
+    wanted = f"a finite number {'>=' if allow_zero else '>'} 0"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{_named(name, source)} must be {wanted}, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{_named(name, source)} must be {wanted}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value, *, allow_none: bool = False, source: Optional[str] = None) -> Optional[bool]:
+    """Require ``True`` or ``False`` (or ``None`` with ``allow_none``): ``0``/``"false"`` are refused."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        wanted = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{_named(name, source)} must be {wanted}, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_temperature(name: str, value) -> float:
-    """Return ``value`` as a float if it is a finite number > 0, else raise."""
+    """Return ``value`` as a float if it is a finite number >= :data:`MIN_TEMPERATURE`, else raise."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number > 0, got {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}; the usual value is 1.0")
+    if value < MIN_TEMPERATURE:
+        raise ValueError(
+            f"{name} is {value!r}, below the smallest supported temperature {MIN_TEMPERATURE} (smaller ones "
+            f"overflow float32 when the logits are divided by them); use a temperature >= {MIN_TEMPERATURE}, "
+            f"the usual values are 1 to 20"
+        )
     return value

@@ -1,20 +1,19 @@
-"""Data for the compression scripts: GLUE-format TSV tasks, tokenisation into numpy arrays, batching,
-and the built-in default dataset.
+"""Data for the compression scripts: GLUE-format TSV tasks, tokenisation into numpy arrays, and the
+built-in default dataset.
 
 - :mod:`.glue`: :class:`TaskSpec` per task (``GLUE_TASKS``), :func:`read_examples` (strict TSV reader).
 - :mod:`.features`: :func:`load_tokenizer`, :func:`convert_examples` -> :class:`Features`,
-  :func:`iterate_batches`, :func:`load_glue_features` (optionally cached).
+  :func:`load_glue_features` (read + convert).
 - :mod:`.loading`: :func:`load_task_data` (train + dev of a run, explicit arguments).
 - :mod:`.default_data`: :func:`prepare_default_data` (Debian fortunes topics, or a generated task).
 
-Nothing here imports OneFlow: batches are numpy arrays; wrap them with ``oneflow.tensor(...)``.
+Features are numpy arrays; wrap them with ``oneflow.tensor(...)``.
 """
 from .default_data import FORTUNES_DIR, fortunes_available, prepare_default_data
 from .features import (
     Features,
     convert_examples,
     default_vocab_file,
-    iterate_batches,
     load_glue_features,
     load_tokenizer,
     truncate_pair_lengths,
@@ -35,7 +34,6 @@ __all__ = [
     "default_vocab_file",
     "truncate_pair_lengths",
     "convert_examples",
-    "iterate_batches",
     "load_glue_features",
     "FORTUNES_DIR",
     "fortunes_available",

@@ -12,12 +12,13 @@ trivial.
 Both are written in the SST-2 layout (header ``sentence\\tlabel``), classes balanced, split into train and
 dev per class (stratified), deterministic given ``seed``; a text never appears twice (so never in both).
 """
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._checks import check_int
+from .._io import atomic_write_json
 from .glue import GLUE_TASKS, write_examples
 
 __all__ = [
@@ -113,11 +114,6 @@ def synthetic_texts(label: str, count: int, rng: np.random.Generator, own_prob: 
             seen.add(text)
             texts.append(text)
     return texts
-
-
-def _positive_or_none(name: str, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
 
 
 def _split_balanced(
@@ -226,9 +222,9 @@ def prepare_default_data(
         ``(task_name, description)``: ``"fortunes"`` or ``"synthetic"``, and one sentence saying what was
         written and from which source.
     """
-    _positive_or_none("max_per_class", max_per_class)
-    _positive_or_none("max_train", max_train)
-    _positive_or_none("max_dev", max_dev)
+    check_int("max_per_class", max_per_class)
+    check_int("max_train", max_train, allow_none=True)
+    check_int("max_dev", max_dev, allow_none=True)
     if not 0.0 < dev_fraction < 1.0:
         raise ValueError(f"dev_fraction must be between 0 and 1 (exclusive), got {dev_fraction!r}")
     task, why = _resolve_source(source, fortunes_dir)
@@ -251,6 +247,5 @@ def prepare_default_data(
         "num_dev": len(dev),
         "seed": seed,
     }
-    with open(os.path.join(out_dir, "data_info.json"), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2)
+    atomic_write_json(os.path.join(out_dir, "data_info.json"), info)
     return task, description

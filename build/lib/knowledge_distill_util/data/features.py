@@ -1,4 +1,4 @@
-"""Tokenisation of GLUE examples into fixed-length numpy arrays, and batching.
+"""Tokenisation of GLUE examples into fixed-length numpy arrays.
 
 The ``tokenizers`` package does the WordPiece tokenisation, the special tokens (``[CLS] a [SEP] b [SEP]``
 from the tokenizer's own post-processor) and the attention mask. Sentence pairs are truncated here with
@@ -6,18 +6,18 @@ BERT's rule (``_truncate_seq_pair`` of the reference ``run_classifier.py``: drop
 the longer text, from the second text on a tie), because the ``tokenizers`` "longest_first" strategy gives
 the odd token to the second text instead (checked with tokenizers 0.23).
 """
-import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 from tokenizers import BertWordPieceTokenizer, Tokenizer
 from tokenizers.implementations import BaseTokenizer
 
 from .._minilm import MINILM_INSTALL, MINILM_PACKAGE, minilm_model_dir
-from .glue import Example, TaskSpec, get_task, read_examples, task_file
+from .._checks import check_int
+from .glue import Example, TaskSpec, get_task, read_examples
 
 __all__ = [
     "Features",
@@ -26,14 +26,12 @@ __all__ = [
     "default_vocab_file",
     "truncate_pair_lengths",
     "convert_examples",
-    "iterate_batches",
     "load_glue_features",
 ]
 
 AnyTokenizer = Union[Tokenizer, BaseTokenizer]
 
 _FEATURE_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
-_CACHE_VERSION = "1"
 _SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
 
 
@@ -76,18 +74,6 @@ class Features:
     def as_dict(self, index=slice(None)) -> Dict[str, np.ndarray]:
         """The four arrays (optionally the rows ``index``) keyed by their field names."""
         return {key: getattr(self, key)[index] for key in _FEATURE_KEYS}
-
-    def save(self, path: str) -> None:
-        """Write the arrays to ``path`` (``.npz``) atomically: a temporary file, then a rename."""
-        tmp = f"{path}.tmp{os.getpid()}.npz"
-        np.savez(tmp, num_truncated=np.int64(self.num_truncated), **self.as_dict())
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str) -> "Features":
-        """Read arrays written by :meth:`save`."""
-        with np.load(path) as data:
-            return cls(**{key: data[key] for key in _FEATURE_KEYS}, num_truncated=int(data["num_truncated"]))
 
 
 def default_vocab_file() -> str:
@@ -204,11 +190,9 @@ def _label_array(examples: Sequence[Example], spec: TaskSpec) -> np.ndarray:
 
 def _check_seq_length(seq_length, spec: TaskSpec, n_special: int) -> None:
     smallest = n_special + (2 if spec.is_pair else 1)
-    if isinstance(seq_length, bool) or not isinstance(seq_length, (int, np.integer)) or seq_length < smallest:
-        raise ValueError(
-            f"seq_length must be an integer >= {smallest} for task {spec.name!r} ({n_special} special tokens "
-            f"plus at least one token per text), got {seq_length!r}; the usual values are 32 to 128"
-        )
+    check_int("seq_length", seq_length, minimum=smallest,
+              qualifier=f" for task {spec.name!r} ({n_special} special tokens plus at least one token per text)",
+              hint="; the usual values are 32 to 128")
 
 
 def _check_examples(examples, spec: TaskSpec) -> None:
@@ -272,64 +256,13 @@ def convert_examples(
     return Features(input_ids, input_mask, segment_ids, labels, num_truncated=int(num_truncated))
 
 
-def iterate_batches(
-    features: Features, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False
-) -> Iterator[Dict[str, np.ndarray]]:
-    """Yield batches as dicts ``{"input_ids", "input_mask", "segment_ids", "labels"}`` of numpy arrays
-    (``[B, L]`` and ``[B]``). Every row appears once per pass; the order depends only on ``seed``
-    (pass ``seed + epoch`` for a new order each epoch). ``drop_last`` skips a final short batch.
-
-    >>> f = Features(np.zeros((5, 3), np.int64), np.ones((5, 3), np.int64), np.zeros((5, 3), np.int64),
-    ...              np.arange(5))
-    >>> [b["labels"].tolist() for b in iterate_batches(f, 2, shuffle=False)]
-    [[0, 1], [2, 3], [4]]
-    """
-    if not isinstance(features, Features):
-        raise TypeError(f"features must be a Features object, got {type(features).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = len(features)
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        yield features.as_dict(order[start : start + batch_size])
-
-
-def _cache_path(cache_dir: str, path: str, spec: TaskSpec, split: str, tokenizer: AnyTokenizer,
-                seq_length: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    with _plain_encoding(tokenizer):
-        tokenizer_state = tokenizer.to_str()
-    for part in (_CACHE_VERSION, spec.name, str(seq_length), tokenizer_state):
-        digest.update(b"\0" + part.encode("utf-8"))
-    return os.path.join(cache_dir, f"{spec.name}_{split}_{seq_length}_{digest.hexdigest()[:16]}.npz")
-
-
 def load_glue_features(
     data_dir: str,
     task_name: Union[str, TaskSpec],
     split: str,
     tokenizer: AnyTokenizer,
     seq_length: int,
-    cache_dir: Optional[str] = None,
 ) -> Features:
-    """:func:`read_examples` then :func:`convert_examples`.
-
-    With ``cache_dir`` the arrays are stored there as ``.npz``, keyed by the TSV file's content hash, the
-    task, ``seq_length`` and the tokenizer (vocabulary and settings), and reused on the next call.
-    """
+    """:func:`read_examples` then :func:`convert_examples`."""
     spec = get_task(task_name)
-    examples = read_examples(data_dir, spec, split)  # always validate the file first
-    cache = None
-    if cache_dir is not None:
-        os.makedirs(cache_dir, exist_ok=True)
-        cache = _cache_path(cache_dir, task_file(data_dir, spec, split), spec, split, tokenizer, seq_length)
-        if os.path.isfile(cache):
-            return Features.load(cache)
-    features = convert_examples(examples, tokenizer, seq_length, spec)
-    if cache is not None:
-        features.save(cache)
-    return features
+    return convert_examples(read_examples(data_dir, spec, split), tokenizer, seq_length, spec)

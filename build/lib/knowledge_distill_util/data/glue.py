@@ -5,13 +5,18 @@ file has a header line, the label set, the main metric). :func:`read_examples` r
 ``<data_dir>/<split>.tsv`` and validates the *whole* file before returning, so a training script stops
 with one clear sentence (file, line number, fix) before any training starts.
 
-Files are read as in the reference GLUE processors: UTF-8, one example per line, columns separated by
-tabs, no quoting.
+Files are read as in the reference GLUE processors (``csv.reader`` on a file opened in text mode):
+UTF-8 (a byte-order mark is skipped), one example per line, columns separated by tabs, no quoting; a
+line ends at ``\r\n``, ``\n`` or a lone ``\r`` (universal newlines, so files saved with old Mac
+CR-only line endings read correctly).
 """
 import math
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .._io import atomic_write_text
 
 __all__ = [
     "TaskSpec",
@@ -154,6 +159,24 @@ def task_file(data_dir: str, task_name: Union[str, TaskSpec], split: str) -> str
     return os.path.join(data_dir, spec.split_files.get(split, f"{split}.tsv"))
 
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def _lines(handle) -> Iterator[bytes]:
+    """The lines of a binary file without their line ends: ``\r\n``, ``\n`` and a lone ``\r`` each end
+    a line (Python's universal newlines). Reads one ``\n``-terminated chunk at a time; a ``\r\n``
+    pair is never split across chunks because chunks end right after ``\n``."""
+    for chunk in handle:
+        if chunk.endswith(b"\r\n"):
+            chunk = chunk[:-2]
+        elif chunk.endswith((b"\n", b"\r")):
+            chunk = chunk[:-1]
+        if b"\r" in chunk:
+            yield from _LINE_BREAK.split(chunk)
+        else:
+            yield chunk
+
+
 def _decode(raw: bytes, path: str, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
@@ -209,9 +232,15 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
 
     Raises:
         FileNotFoundError: ``data_dir`` or the file is missing.
+        NotADirectoryError, IsADirectoryError: ``data_dir`` is a file, or the TSV path a directory.
         ValueError: a malformed line (the message names the file and line number), or no examples.
     """
     spec = get_task(task_name)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(
+            f"data directory {data_dir!r} is a file, expected a directory; pass --data_dir pointing at the "
+            f"folder that holds {spec.split_files.get('train', 'train.tsv')}"
+        )
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(
             f"data directory {data_dir!r} does not exist; pass --data_dir pointing at a folder with "
@@ -220,6 +249,11 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
             f"scripts/prepare_default_data.py)"
         )
     path = task_file(data_dir, spec, split)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a directory, expected a TSV file; put the {split!r} split of task {spec.name!r} "
+            f"there as a tab-separated text file"
+        )
     if not os.path.isfile(path):
         present = sorted(f for f in os.listdir(data_dir) if f.endswith(".tsv"))
         raise FileNotFoundError(
@@ -229,8 +263,10 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
     examples: List[Example] = []
     expected: Optional[int] = None
     with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = _decode(raw, path, lineno).rstrip("\r\n")
+        for lineno, raw in enumerate(_lines(handle), start=1):
+            line = _decode(raw, path, lineno)
+            if lineno == 1:
+                line = line.lstrip("\ufeff")  # a UTF-8 byte-order mark
             if not line.strip():
                 continue
             cols = line.split("\t")
@@ -254,9 +290,9 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
 def write_examples(path: str, rows: Sequence[Tuple[str, str]], header: Tuple[str, str] = ("sentence", "label")):
     """Write ``(text, label)`` rows as a single-sentence GLUE TSV (SST-2 layout) with a header line.
 
-    Tabs and line breaks inside texts are replaced by spaces, so the file always parses back.
+    Tabs and line breaks inside texts are replaced by spaces, so the file always parses back. The file
+    is replaced atomically (:func:`~knowledge_distill_util._io.atomic_write_text`).
     """
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write("\t".join(header) + "\n")
-        for text, label in rows:
-            handle.write(" ".join(str(text).split()) + "\t" + str(label) + "\n")
+    lines = ["\t".join(header)]
+    lines += [" ".join(str(text).split()) + "\t" + str(label) for text, label in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")

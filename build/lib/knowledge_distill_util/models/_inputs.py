@@ -1,35 +1,31 @@
 """Validation of the ``(input_ids, input_mask, token_type_ids)`` triple shared by every model.
 
-Only static facts (type, dtype, shape) are checked, so the checks also run inside ``nn.Graph``.
+Two levels:
+
+- :func:`check_model_inputs`: static facts (type, dtype, shape, not empty), also inside ``nn.Graph``.
+- :func:`check_id_range` / :func:`check_mask_order`: the values (token and segment ids within the
+  embedding tables, a mask of valid tokens then padding). Out-of-range ids otherwise reach OneFlow's
+  gather kernel, which aborts the process (negative ids) or silently reads a zero embedding (ids past
+  the table). Reading values needs the tensor's data on the host (a device synchronisation in eager
+  mode); inside ``nn.Graph`` (lazy tensors) the data does not exist while the graph is built, so these
+  checks are **skipped there**: validate the data before it reaches a graph (the models' ``check_inputs``
+  option, default on, controls the eager checks).
 """
 from typing import Optional
 
+import numpy as np
 import oneflow as flow
 
 __all__ = [
     "INTEGER_DTYPES",
     "check_model_inputs",
+    "check_id_range",
+    "check_mask_order",
     "extended_attention_mask",
-    "check_positive_int",
-    "check_probability",
 ]
 
 INTEGER_DTYPES = (flow.int8, flow.int32, flow.int64, flow.uint8)
 _MASK_DTYPES = INTEGER_DTYPES + (flow.bool, flow.float16, flow.float32, flow.float64)
-
-
-def check_positive_int(name: str, value) -> int:
-    """Require an ``int`` >= 1 (a constructor size or count)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_probability(name: str, value) -> float:
-    """Require a number in ``[0, 1)`` (a dropout probability)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _check_tensor(name: str, value, allowed, allowed_text: str) -> None:
@@ -58,6 +54,11 @@ def check_model_inputs(
             f"input_ids must have shape [batch, seq_length], got shape {tuple(input_ids.shape)}; "
             f"add a batch dimension with input_ids.unsqueeze(0) for a single sequence"
         )
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(
+            f"input_ids is empty (shape {tuple(input_ids.shape)}); the model needs at least one sequence "
+            f"of at least one token: skip empty batches"
+        )
     if max_length is not None and input_ids.shape[1] > max_length:
         raise ValueError(
             f"input_ids has sequence length {input_ids.shape[1]} but max_position_embeddings is "
@@ -73,6 +74,81 @@ def check_model_inputs(
                 f"{name} has shape {tuple(value.shape)} but input_ids has shape "
                 f"{tuple(input_ids.shape)}; they must be equal (one entry per token)"
             )
+
+
+try:  # OneFlow 0.9: True while an nn.Graph's build() runs (every op then builds the graph, even on eager inputs)
+    from oneflow.framework.graph_build_util import lazy_mode as _lazy_mode
+
+    def _building_graph(tensor: flow.Tensor) -> bool:
+        return tensor.is_lazy or _lazy_mode.is_enabled()
+except ImportError:  # pragma: no cover - other OneFlow versions
+    def _building_graph(tensor: flow.Tensor) -> bool:
+        return tensor.is_lazy
+
+
+def _host(tensor: flow.Tensor) -> np.ndarray:
+    return (tensor.to_local() if tensor.is_global else tensor).numpy()
+
+
+def check_id_range(name: str, ids: flow.Tensor, size: int, size_name: str) -> None:
+    """Require ``0 <= ids < size`` (an embedding table of ``size`` rows); skipped inside ``nn.Graph``.
+
+    >>> check_id_range("input_ids", flow.tensor([[1, 30]]), 30, "vocab_size")
+    Traceback (most recent call last):
+    ...
+    ValueError: input_ids holds 30 at [row 0, position 1] (1 id(s) out of range), outside [0, 29] (vocab_size=30); ids must index the embedding table: check that the tokenizer's vocabulary matches the model's vocab_size
+    """
+    if _building_graph(ids):
+        return
+    if not bool(((ids < 0) | (ids >= size)).any().item()):
+        return
+    values = _host(ids)
+    bad = (values < 0) | (values >= size)
+    row, position = (int(i) for i in np.argwhere(bad)[0])
+    fix = ("ids must index the embedding table: check that the tokenizer's vocabulary matches the model's "
+           "vocab_size") if size_name == "vocab_size" else (
+        "segment ids are 0 for the first text and 1 for the second")
+    raise ValueError(
+        f"{name} holds {values[row, position]} at [row {row}, position {position}] ({int(bad.sum())} id(s) "
+        f"out of range), outside [0, {size - 1}] ({size_name}={size}); {fix}"
+    )
+
+
+def check_mask_order(input_mask: flow.Tensor) -> None:
+    """Require every row of the ``[B, L]`` mask to be valid tokens then padding (``1 ... 1 0 ... 0``,
+    entries 0 or 1); skipped inside ``nn.Graph``.
+
+    >>> check_mask_order(flow.tensor([[1, 1, 0], [0, 1, 1]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: input_mask row 1 is [0, 1, 1]: padding before or between tokens; the BiLSTM reads the valid tokens first and the padding after them (1 ... 1 0 ... 0): pad on the right, or build the model with ignore_padding=False
+    """
+    if _building_graph(input_mask):
+        return
+    valid = input_mask != 0
+    binary = (input_mask == 0) | (input_mask == 1)
+    problems = (~binary).any()
+    if input_mask.shape[1] > 1:
+        problems = problems | (valid[:, 1:] & ~valid[:, :-1]).any()
+    if not bool(problems.item()):
+        return
+    values = _host(input_mask)
+    nonbinary = np.argwhere((values != 0) & (values != 1))
+    if len(nonbinary):
+        row, position = (int(i) for i in nonbinary[0])
+        raise ValueError(
+            f"input_mask holds {values[row, position]} at [row {row}, position {position}]; a mask holds 1 "
+            f"(token) or 0 (padding)"
+        )
+    on = values != 0
+    row = int(np.argwhere(on[:, 1:] & ~on[:, :-1])[0][0])
+    shown = values[row].astype(np.int64).tolist()
+    text = str(shown) if len(shown) <= 24 else f"{str(shown[:24])[:-1]}, ...]"
+    raise ValueError(
+        f"input_mask row {row} is {text}: padding before or between tokens; the BiLSTM reads the valid "
+        f"tokens first and the padding after them (1 ... 1 0 ... 0): pad on the right, or build the model "
+        f"with ignore_padding=False"
+    )
 
 
 def extended_attention_mask(input_mask: flow.Tensor, dtype: flow.dtype) -> flow.Tensor:

@@ -13,13 +13,14 @@ Shapes (``B`` batch, ``L`` sequence length, ``H`` hidden size, ``h`` heads):
 - ``atts``: ``num_hidden_layers`` tensors ``[B, h, L, L]``.
 """
 import math
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
 
-from ._inputs import check_model_inputs, check_positive_int, check_probability, extended_attention_mask
+from .._checks import check_bool, check_int, check_positive_real, check_probability
+from ._inputs import check_id_range, check_model_inputs, extended_attention_mask
 
 __all__ = [
     "BertForSequenceClassification",
@@ -27,6 +28,7 @@ __all__ = [
     "fit_dense",
     "ATTENTION_OUTPUTS",
     "HIDDEN_ACTS",
+    "check_bert_config",
 ]
 
 ATTENTION_OUTPUTS = ("probs", "scores")
@@ -90,18 +92,28 @@ class LayerNorm(nn.LayerNorm):
 
 
 class BertEmbeddings(nn.Module):
-    """word + position + segment embeddings, LayerNorm, dropout: ``[B, L] -> [B, L, H]``."""
+    """word + position + segment embeddings, LayerNorm, dropout: ``[B, L] -> [B, L, H]``.
+
+    With ``check_inputs`` (eager mode only, see :mod:`._inputs`) token and segment ids are checked
+    against the table sizes before the gather.
+    """
 
     def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
-                 dropout_prob, layer_norm_eps):
+                 dropout_prob, layer_norm_eps, check_inputs: bool = True):
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size)
         self.position_embeddings = nn.Embedding(max_position_embeddings, hidden_size)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
         self.LayerNorm = LayerNorm(hidden_size, layer_norm_eps)
         self.dropout = nn.Dropout(dropout_prob)
+        self.check_inputs = check_inputs
 
-    def forward(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor) -> flow.Tensor:
+    def forward(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor,
+                check_inputs: Optional[bool] = None) -> flow.Tensor:
+        if self.check_inputs if check_inputs is None else check_inputs:
+            check_id_range("input_ids", input_ids, self.word_embeddings.num_embeddings, "vocab_size")
+            check_id_range("token_type_ids", token_type_ids, self.token_type_embeddings.num_embeddings,
+                           "type_vocab_size")
         length = input_ids.shape[1]
         # Positions 0..L-1 are a slice of the table: no index tensor, so no device to choose.
         positions = self.position_embeddings.weight[:length].unsqueeze(0)
@@ -209,10 +221,69 @@ class BertPooler(nn.Module):
         return flow.tanh(self.dense(hidden[:, 0]))
 
 
+_BERT_INTS = ("vocab_size", "seq_length", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size", "max_position_embeddings", "type_vocab_size", "label_num", "fit_size")
+_BERT_PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+_BERT_REALS = ("initializer_range", "layer_norm_eps")
+_BERT_CHOICES = {"hidden_act": tuple(HIDDEN_ACTS), "attention_output": ATTENTION_OUTPUTS}
+_BERT_BOOLS = ("is_student",)
+BERT_CONFIG_KEYS = _BERT_INTS + _BERT_PROBABILITIES + _BERT_REALS + tuple(_BERT_CHOICES) + _BERT_BOOLS
+
+
+def check_bert_config(config: Mapping[str, Any], source: Optional[str] = None) -> Dict[str, Any]:
+    """Check the types and ranges of (some of) the constructor's configuration values.
+
+    ``config`` may hold any subset of the constructor's keys (``source``, a file name, goes into every
+    message). Returns a copy with probabilities and reals as ``float``. Raises ``TypeError`` for a
+    wrong type or an unknown key, ``ValueError`` for a value out of range, naming the key.
+
+    >>> check_bert_config({"layer_norm_eps": "1e-12"}, source="config.json")
+    Traceback (most recent call last):
+    ...
+    TypeError: layer_norm_eps in config.json must be a finite number > 0, got '1e-12' (str)
+    """
+    where = f" in {source}" if source else ""
+    unknown = sorted(str(k) for k in config if k not in BERT_CONFIG_KEYS)
+    if unknown:
+        raise TypeError(f"unknown BERT configuration keys {unknown}{where}; valid keys: {', '.join(BERT_CONFIG_KEYS)}")
+    checked = dict(config)
+    for key, value in config.items():
+        if key in _BERT_INTS:
+            checked[key] = check_int(key, value, source=source)
+        elif key in _BERT_PROBABILITIES:
+            checked[key] = check_probability(key, value, source=source)
+        elif key in _BERT_REALS:
+            checked[key] = check_positive_real(key, value, source=source)
+        elif key in _BERT_BOOLS:
+            checked[key] = check_bool(key, value, source=source)
+        else:
+            choices = _BERT_CHOICES[key]
+            if not isinstance(value, str):
+                raise TypeError(f"{key}{where} must be one of {sorted(choices) if key == 'hidden_act' else choices}, "
+                                f"got {value!r} ({type(value).__name__})")
+    if "hidden_act" in config and config["hidden_act"] not in HIDDEN_ACTS:
+        raise ValueError(f"hidden_act{where} must be one of {sorted(HIDDEN_ACTS)}, got {config['hidden_act']!r}")
+    if "attention_output" in config and config["attention_output"] not in ATTENTION_OUTPUTS:
+        raise ValueError(
+            f"attention_output{where} must be one of {ATTENTION_OUTPUTS}, got {config['attention_output']!r}: "
+            f"'probs' = softmax probabilities (original), 'scores' = masked raw scores (TinyBERT)"
+        )
+    if "hidden_size" in config and "num_attention_heads" in config:
+        if config["hidden_size"] % config["num_attention_heads"] != 0:
+            raise ValueError(
+                f"hidden_size ({config['hidden_size']}) must be a multiple of num_attention_heads "
+                f"({config['num_attention_heads']}){where}"
+            )
+    return checked
+
+
 class BertForSequenceClassification(nn.Module):
     """BERT encoder + pooler + classifier, returning ``(logits, reps, atts)``.
 
-    The constructor takes the original keyword names. ``seq_length`` is kept for compatibility only
+    The constructor takes the original keyword names; types and ranges are checked
+    (:func:`check_bert_config`). ``check_inputs`` (default True) makes eager forwards check token and
+    segment ids against the embedding tables (skipped inside ``nn.Graph``: see :mod:`._inputs`); it is
+    not part of ``config``. ``seq_length`` is kept for compatibility only
     (inputs of any length up to ``max_position_embeddings`` are accepted). ``attention_output``:
     ``"probs"`` (the original: softmax probabilities after attention dropout) or ``"scores"``
     (TinyBERT: scaled scores plus the additive ``-10000`` padding mask, before softmax).
@@ -246,33 +317,10 @@ class BertForSequenceClassification(nn.Module):
         fit_size: int = 768,
         attention_output: str = "probs",
         layer_norm_eps: float = 1e-12,
+        check_inputs: bool = True,
     ):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("seq_length", seq_length),
-                            ("hidden_size", hidden_size), ("num_hidden_layers", num_hidden_layers),
-                            ("num_attention_heads", num_attention_heads),
-                            ("intermediate_size", intermediate_size),
-                            ("max_position_embeddings", max_position_embeddings),
-                            ("type_vocab_size", type_vocab_size), ("label_num", label_num),
-                            ("fit_size", fit_size)):
-            check_positive_int(name, value)
-        if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads "
-                f"({num_attention_heads})"
-            )
-        if hidden_act not in HIDDEN_ACTS:
-            raise ValueError(f"hidden_act must be one of {sorted(HIDDEN_ACTS)}, got {hidden_act!r}")
-        if attention_output not in ATTENTION_OUTPUTS:
-            raise ValueError(
-                f"attention_output must be one of {ATTENTION_OUTPUTS}, got {attention_output!r}: "
-                f"'probs' = softmax probabilities (original), 'scores' = masked raw scores (TinyBERT)"
-            )
-        hidden_dropout_prob = check_probability("hidden_dropout_prob", hidden_dropout_prob)
-        attention_probs_dropout_prob = check_probability(
-            "attention_probs_dropout_prob", attention_probs_dropout_prob
-        )
-        self.config = dict(
+        config = check_bert_config(dict(
             vocab_size=vocab_size, seq_length=seq_length, hidden_size=hidden_size,
             num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
             intermediate_size=intermediate_size, hidden_act=hidden_act,
@@ -281,7 +329,17 @@ class BertForSequenceClassification(nn.Module):
             max_position_embeddings=max_position_embeddings, type_vocab_size=type_vocab_size,
             initializer_range=initializer_range, label_num=label_num, is_student=is_student,
             fit_size=fit_size, attention_output=attention_output, layer_norm_eps=layer_norm_eps,
-        )
+        ))
+        vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size = (
+            config[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                "intermediate_size"))
+        max_position_embeddings, type_vocab_size, label_num, fit_size = (
+            config[k] for k in ("max_position_embeddings", "type_vocab_size", "label_num", "fit_size"))
+        hidden_dropout_prob = config["hidden_dropout_prob"]
+        attention_probs_dropout_prob = config["attention_probs_dropout_prob"]
+        layer_norm_eps, initializer_range = config["layer_norm_eps"], config["initializer_range"]
+        check_inputs = check_bool("check_inputs", check_inputs)
+        self.config = config
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -290,7 +348,7 @@ class BertForSequenceClassification(nn.Module):
         self.is_student = is_student
         self.fit_size = fit_size
         self.embeddings = BertEmbeddings(vocab_size, hidden_size, max_position_embeddings,
-                                         type_vocab_size, hidden_dropout_prob, layer_norm_eps)
+                                         type_vocab_size, hidden_dropout_prob, layer_norm_eps, check_inputs)
         self.encoder = BertEncoder(
             num_hidden_layers, hidden_size=hidden_size, num_heads=num_attention_heads,
             intermediate_size=intermediate_size, act=HIDDEN_ACTS[hidden_act],
@@ -315,12 +373,27 @@ class BertForSequenceClassification(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
+    @property
+    def check_inputs(self) -> bool:
+        """Whether eager forwards check token and segment ids against the embedding tables."""
+        return self.embeddings.check_inputs
+
+    @check_inputs.setter
+    def check_inputs(self, value: bool) -> None:
+        self.embeddings.check_inputs = check_bool("check_inputs", value)
+
     def forward(
-        self, input_ids: flow.Tensor, input_mask: flow.Tensor, token_type_ids: flow.Tensor
+        self, input_ids: flow.Tensor, input_mask: flow.Tensor, token_type_ids: flow.Tensor,
+        check_inputs: Optional[bool] = None,
     ) -> Tuple[flow.Tensor, List[flow.Tensor], List[flow.Tensor]]:
-        """``[B, L]`` ids, mask, segments -> ``(logits [B, C], reps, atts)`` (see the module doc)."""
+        """``[B, L]`` ids, mask, segments -> ``(logits [B, C], reps, atts)`` (see the module doc).
+
+        ``check_inputs`` (default: the model's ``check_inputs``) checks in eager mode that every token
+        id is in ``[0, vocab_size)`` and every segment id in ``[0, type_vocab_size)``; inside
+        ``nn.Graph`` the values are never checked (they would need a host synchronisation).
+        """
         check_model_inputs(input_ids, input_mask, token_type_ids, self.max_position_embeddings)
-        hidden = self.embed(input_ids, token_type_ids)
+        hidden = self.embed(input_ids, token_type_ids, check_inputs)
         bias = self.attention_bias(input_mask, hidden.dtype)
         reps, atts = [hidden], []
         for layer in self.encoder.layer:
@@ -332,9 +405,10 @@ class BertForSequenceClassification(nn.Module):
             reps = [self.fit_dense(rep) for rep in reps]
         return logits, reps, atts
 
-    def embed(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor) -> flow.Tensor:
-        """The embedding output ``[B, L, H]`` (inputs unchecked: :meth:`forward` checks them)."""
-        return self.embeddings(input_ids, token_type_ids)
+    def embed(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor,
+              check_inputs: Optional[bool] = None) -> flow.Tensor:
+        """The embedding output ``[B, L, H]``; ids are checked as in :meth:`forward`."""
+        return self.embeddings(input_ids, token_type_ids, check_inputs)
 
     @staticmethod
     def attention_bias(input_mask: flow.Tensor, dtype: flow.dtype) -> flow.Tensor:

@@ -1,12 +1,11 @@
 """Initialise a BERT student from chosen teacher layers; save and load models in OneFlow's format."""
 import os
-import shutil
-import tempfile
-import uuid
 from typing import Dict, Sequence
 
 import oneflow as flow
 import oneflow.nn as nn
+
+from .._io import interrupted_copies, replace_directory
 
 __all__ = [
     "init_student_from_teacher",
@@ -113,31 +112,29 @@ def _check_shapes(target: nn.Module, source: nn.Module, where: str) -> None:
 def save_model(model: nn.Module, path) -> str:
     """Save ``model.state_dict()`` with ``flow.save`` to the directory ``path``, atomically.
 
-    The state is written to a temporary directory beside ``path`` and renamed into place, so a
-    crash never leaves a half-written ``path``; an existing ``path`` is replaced. Returns ``path``.
+    The state is written to a fresh directory beside ``path`` which then takes the place of the old
+    one in one step (:func:`knowledge_distill_util._io.replace_directory`): at every instant, also
+    when the process is killed, ``path`` holds the old or the new complete weights. Temporary copies
+    left by a killed save are removed by the next save to ``path``. Returns the absolute ``path``.
     """
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
-    try:
-        written = os.path.join(staging, "state")
-        flow.save(model.state_dict(), written)
-        if os.path.exists(path):
-            old = os.path.join(staging, f"old-{uuid.uuid4().hex}")
-            os.rename(path, old)
-        os.rename(written, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a oneflow.nn.Module, got {type(model).__name__}")
+    state = model.state_dict()
+    return replace_directory(path, lambda directory: flow.save(state, directory))
 
 
 def load_model(model: nn.Module, path) -> nn.Module:
     """Load a directory written by :func:`save_model` into ``model`` (strict names); returns ``model``."""
     path = os.fspath(path)
     if not os.path.isdir(path):
+        copies = interrupted_copies(path)
+        if copies:
+            raise FileNotFoundError(
+                f"no saved model at {path!r}, but a save to it was interrupted and left the previous "
+                f"weights at {copies[-1]!r}; rename that directory to {path!r} to restore them"
+            )
         raise FileNotFoundError(f"no saved model at {path!r}; write one with save_model(model, path)")
-    state = flow.load(path)
+    state = _read_state(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -154,3 +151,22 @@ def load_model(model: nn.Module, path) -> nn.Module:
             )
     model.load_state_dict(state)
     return model
+
+
+def _read_state(path: str) -> Dict[str, flow.Tensor]:
+    """``flow.load(path)`` with a one-sentence error naming the directory when it is unreadable."""
+    try:
+        state = flow.load(path)
+    except Exception as err:  # OneFlow raises RuntimeError, EOFError, UnpicklingError, ... on corrupt files
+        detail = str(err).strip()[:200]
+        reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        raise ValueError(
+            f"saved model {path!r} is unreadable ({reason}); it is "
+            f"truncated or corrupt: save the model again or restore the directory from a backup"
+        ) from err
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"saved model {path!r} holds a {type(state).__name__}, not a state dict; write it with "
+            f"save_model(model, path)"
+        )
+    return state

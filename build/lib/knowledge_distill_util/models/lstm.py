@@ -5,7 +5,9 @@ Padding: OneFlow 0.9 can pack sequences (``pack_padded_sequence``) only with dat
 backward direction reads each sequence's valid tokens in reverse order through an index gather
 (padding stays at the end, after the valid tokens), and each direction's final state is read at the
 last valid token. Both directions then never see a padding token, in eager mode and in ``nn.Graph``.
-Valid tokens must come first (``input_mask`` of the form ``1 ... 1 0 ... 0``).
+Valid tokens must come first (``input_mask`` of the form ``1 ... 1 0 ... 0``): in eager mode any other
+mask is refused with a ``ValueError`` naming the row (with ``check_inputs``, see
+:func:`~knowledge_distill_util.models._inputs.check_mask_order`; not checked inside ``nn.Graph``).
 
 Speed: the ``nn.LSTM`` modules only hold the parameters (``weight_ih_l0``, ``weight_hh_l0``,
 ``bias_ih_l0``, ``bias_hh_l0``, gates in the order i, f, g, o). :func:`run_lstm` computes the input
@@ -13,14 +15,43 @@ projection of all time steps in one matmul and then loops over time; on CPU this
 forward and 2x faster forward + backward than OneFlow 0.9's ``nn.LSTM`` kernel (measured on
 ``[32, 32, 300]``), with the same values.
 """
-from typing import Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import oneflow as flow
 import oneflow.nn as nn
 
-from ._inputs import check_model_inputs, check_positive_int, check_probability
+from .._checks import check_bool, check_int, check_probability
+from ._inputs import check_id_range, check_mask_order, check_model_inputs
 
-__all__ = ["LSTMStudentForSequenceClassification", "run_lstm"]
+__all__ = ["LSTMStudentForSequenceClassification", "run_lstm", "check_lstm_config"]
+
+_LSTM_INTS = ("vocab_size", "seq_length", "hidden_size", "intermediate_size", "num_hidden_layers", "label_num",
+              "embedding_size")
+LSTM_CONFIG_KEYS = _LSTM_INTS + ("hidden_dropout_prob", "bidirectional", "ignore_padding")
+
+
+def check_lstm_config(config: Mapping[str, Any], source: Optional[str] = None) -> Dict[str, Any]:
+    """Check the types and ranges of (some of) the LSTM constructor's values; ``source`` (a file) goes
+    into the messages. Returns a copy with the dropout as ``float``.
+
+    >>> check_lstm_config({"hidden_size": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_size must be a positive integer, got 0
+    """
+    unknown = sorted(str(k) for k in config if k not in LSTM_CONFIG_KEYS)
+    if unknown:
+        where = f" in {source}" if source else ""
+        raise TypeError(f"unknown LSTM configuration keys {unknown}{where}; valid keys: {', '.join(LSTM_CONFIG_KEYS)}")
+    checked = dict(config)
+    for key, value in config.items():
+        if key in _LSTM_INTS:
+            checked[key] = check_int(key, value, source=source)
+        elif key == "hidden_dropout_prob":
+            checked[key] = check_probability(key, value, source=source)
+        else:
+            checked[key] = check_bool(key, value, allow_none=key == "ignore_padding", source=source)
+    return checked
 
 
 def _read_indices(input_ids: flow.Tensor, input_mask: flow.Tensor, ignore_padding: bool
@@ -74,7 +105,9 @@ class LSTMStudentForSequenceClassification(nn.Module):
     final hidden state (both directions concatenated when ``bidirectional``).
     ``ignore_padding`` (default: the value of ``bidirectional``) reads the state at the last valid
     token and runs the backward direction over the valid tokens only; ``False`` is the original's
-    behaviour: the state after the last position ``L - 1``, padding included.
+    behaviour: the state after the last position ``L - 1``, padding included. ``check_inputs``
+    (default True, not part of ``config``) makes eager forwards check the ids and the mask (see
+    :meth:`forward`). Types and ranges of the configuration are checked (:func:`check_lstm_config`).
 
     >>> model = LSTMStudentForSequenceClassification(vocab_size=20, hidden_size=6, intermediate_size=5,
     ...                                              embedding_size=4, bidirectional=True)
@@ -95,16 +128,21 @@ class LSTMStudentForSequenceClassification(nn.Module):
         hidden_dropout_prob: float = 0.1,
         bidirectional: bool = False,
         ignore_padding: Optional[bool] = None,
+        check_inputs: bool = True,
     ):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("seq_length", seq_length),
-                            ("hidden_size", hidden_size), ("intermediate_size", intermediate_size),
-                            ("num_hidden_layers", num_hidden_layers), ("label_num", label_num),
-                            ("embedding_size", embedding_size)):
-            check_positive_int(name, value)
-        hidden_dropout_prob = check_probability("hidden_dropout_prob", hidden_dropout_prob)
-        self.bidirectional = bool(bidirectional)
-        self.ignore_padding = self.bidirectional if ignore_padding is None else bool(ignore_padding)
+        checked = check_lstm_config(dict(
+            vocab_size=vocab_size, seq_length=seq_length, hidden_size=hidden_size,
+            intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers, label_num=label_num,
+            embedding_size=embedding_size, hidden_dropout_prob=hidden_dropout_prob,
+            bidirectional=bidirectional, ignore_padding=ignore_padding,
+        ))
+        vocab_size, seq_length, hidden_size, intermediate_size, num_hidden_layers, label_num, embedding_size = (
+            checked[k] for k in _LSTM_INTS)
+        hidden_dropout_prob = checked["hidden_dropout_prob"]
+        self.check_inputs = check_bool("check_inputs", check_inputs)
+        self.bidirectional = bidirectional
+        self.ignore_padding = self.bidirectional if ignore_padding is None else ignore_padding
         self.config = dict(
             vocab_size=vocab_size, seq_length=seq_length, hidden_size=hidden_size,
             intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers,
@@ -125,9 +163,18 @@ class LSTMStudentForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(intermediate_size, label_num)
 
     def forward(self, input_ids: flow.Tensor, input_mask: flow.Tensor,
-                token_type_ids: flow.Tensor) -> flow.Tensor:
-        """``[B, L]`` ids, mask, (unused) segments -> logits ``[B, label_num]``."""
+                token_type_ids: flow.Tensor, check_inputs: Optional[bool] = None) -> flow.Tensor:
+        """``[B, L]`` ids, mask, (unused) segments -> logits ``[B, label_num]``.
+
+        ``check_inputs`` (default: the model's ``check_inputs``) checks in eager mode that every token
+        id is in ``[0, vocab_size)`` and, with ``ignore_padding``, that each mask row is valid tokens
+        then padding; inside ``nn.Graph`` the values are never checked (a host synchronisation).
+        """
         check_model_inputs(input_ids, input_mask, token_type_ids)
+        if self.check_inputs if check_inputs is None else check_inputs:
+            check_id_range("input_ids", input_ids, self.embedding.num_embeddings, "vocab_size")
+            if self.ignore_padding:
+                check_mask_order(input_mask)
         x = self.embedding(input_ids)
         reverse, last = _read_indices(input_ids, input_mask, self.ignore_padding)
         for i, lstm in enumerate(self.forward_lstm):

@@ -4,7 +4,6 @@ The tensors are read with ``safetensors.numpy`` (no PyTorch). Names map one to o
 :class:`~knowledge_distill_util.models.bert.BertForSequenceClassification` after removing an optional
 ``bert.`` prefix and renaming the old ``LayerNorm.gamma``/``beta`` to ``weight``/``bias``.
 """
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -14,7 +13,9 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
+from .._io import read_json
 from .._minilm import minilm_model_dir
+from .bert import check_bert_config
 
 __all__ = [
     "LoadReport",
@@ -70,17 +71,25 @@ def _checkpoint_files(path) -> Tuple[str, str]:
 
 
 def read_hf_config(path) -> Dict:
-    """Constructor keyword arguments from ``config.json`` (only the keys in :data:`CONFIG_KEYS`)."""
+    """Constructor keyword arguments from ``config.json`` (only the keys in :data:`CONFIG_KEYS`).
+
+    Invalid JSON raises ``ValueError``; a value of the wrong type (``TypeError``) or out of range
+    (``ValueError``) is reported with its key and the file.
+    """
     config_file, _ = _checkpoint_files(path)
-    with open(config_file, encoding="utf-8") as handle:
-        config = json.load(handle)
+    config = read_json(config_file, "checkpoint configuration")
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{config_file} holds a JSON {type(config).__name__}, not an object of configuration keys; "
+            f"it is not a Hugging Face config.json"
+        )
     model_type = config.get("model_type", "bert")
     if model_type != "bert":
         raise ValueError(
             f"{config_file} describes a {model_type!r} model; only BERT checkpoints "
             f"(model_type 'bert') can be loaded"
         )
-    return {key: config[key] for key in CONFIG_KEYS if key in config}
+    return check_bert_config({key: config[key] for key in CONFIG_KEYS if key in config}, source=config_file)
 
 
 def _model_name(checkpoint_name: str) -> str:
@@ -105,6 +114,18 @@ def _config_text(model: nn.Module) -> str:
     return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
 
 
+def _read_safetensors(weights_file: str) -> Dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(weights_file)
+    except Exception as err:  # safetensors' SafetensorError (truncated, not a safetensors file), OSError
+        raise ValueError(
+            f"{weights_file} is unreadable ({str(err).strip()}); the file is truncated or corrupt: copy or "
+            f"download the checkpoint again"
+        ) from err
+
+
 def load_hf_bert_weights(model: nn.Module, path) -> LoadReport:
     """Copy a Hugging Face BERT checkpoint into ``model`` in place and report what was loaded.
 
@@ -113,10 +134,8 @@ def load_hf_bert_weights(model: nn.Module, path) -> LoadReport:
     ``position_ids`` buffers and ``cls.*`` pre-training heads), and naming the tensor, both shapes
     and the model configuration when a shape differs. Nothing is copied unless every check passes.
     """
-    from safetensors.numpy import load_file
-
     _, weights_file = _checkpoint_files(path)
-    arrays = load_file(weights_file)
+    arrays = _read_safetensors(weights_file)
     saved = set(model.state_dict())  # parameters and persistent buffers
     targets = {n: t for n, t in list(model.named_parameters()) + list(model.named_buffers()) if n in saved}
     report, pairs, unexpected = LoadReport(), [], []

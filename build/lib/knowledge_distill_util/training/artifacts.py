@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 import oneflow.nn as nn
 
 from ..models import BertForSequenceClassification, LSTMStudentForSequenceClassification, load_model, save_model
-from .checkpoint import atomic_write_text
+from .._io import atomic_write_text
 from .config import ConfigError
 
 __all__ = ["MODEL_CONFIG", "WEIGHTS", "ARCHITECTURES", "architecture_of", "save_trained", "read_meta",

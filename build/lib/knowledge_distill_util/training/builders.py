@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import oneflow as flow
 import oneflow.nn as nn
 
+from .._device import resolve_device
 from ..data import TaskSpec, load_tokenizer
 from ..data.features import default_vocab_file
 from ..models import (
@@ -29,13 +30,6 @@ __all__ = ["resolve_device", "teacher_for_finetuning", "load_teacher", "freeze_w
 #: Configuration keys that must agree between a saved student and the configured one.
 _SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                "max_position_embeddings", "type_vocab_size", "label_num", "is_student", "fit_size")
-
-
-def resolve_device(name: Optional[str]) -> flow.device:
-    """``name`` when given, else the first CUDA device when there is one, else the CPU."""
-    if name:
-        return flow.device(name)
-    return flow.device("cuda" if flow.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------------------------------------- teachers

@@ -26,28 +26,13 @@ from typing import Any, Dict, List, Optional
 import oneflow as flow
 import oneflow.nn as nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "atomic_write_text", "Checkpointer",
+from .._io import atomic_write_text
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "Checkpointer",
            "Resumed"]
 
 LATEST = "LATEST"
 logger = logging.getLogger(__name__)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def save_checkpoint(root: str, step: int, model_state: Dict, optimizer_state: Optional[Dict],

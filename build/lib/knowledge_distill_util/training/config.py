@@ -228,7 +228,7 @@ def format_config(cfg: TrainConfig) -> str:
 
 def save_config(cfg: TrainConfig, directory: str, name: str = "config.json") -> str:
     """Write the resolved configuration as JSON into ``directory`` (atomically); returns the file path."""
-    from .checkpoint import atomic_write_text
+    from .._io import atomic_write_text
 
     path = os.path.join(directory, name)
     atomic_write_text(path, json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))

@@ -91,7 +91,7 @@ def prepare(cfg: TrainConfig) -> Plan:
                               f"max_position_embeddings {teacher.config['max_position_embeddings']}; lower --seq_length")
     else:
         data = load_data(cfg)
-    context = BuildContext(cfg, data.spec, teacher, recipe.reads_layers, description=f"teacher {cfg.teacher_model}")
+    context = BuildContext(cfg, data.spec, teacher, recipe.teacher_outputs, description=f"teacher {cfg.teacher_model}")
     try:
         model = recipe.build(context)
     except ValueError as error:  # a model constructor refusing a configured size or probability

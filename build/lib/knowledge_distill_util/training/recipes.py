@@ -30,6 +30,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 import oneflow.nn as nn
 
 from ..data import TaskSpec
+from ..models import check_student_teacher
 from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
 from .config import TrainConfig
 from .objectives import BERT_PKD, BILSTM, KD, LABELS, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective
@@ -57,13 +58,18 @@ class StageSpec:
 @dataclass
 class BuildContext:
     """What a student builder gets: the configuration, the task, the teacher (None for recipes that need
-    none) and whether the recipe distils layers. ``description`` (where the model comes from) may be set."""
+    none) and which teacher outputs the recipe reads. ``description`` (where the model comes from) may be set."""
 
     cfg: TrainConfig
     spec: TaskSpec
     teacher: Optional[nn.Module]
-    reads_layers: bool
+    teacher_outputs: Tuple[str, ...]
     description: str = ""
+
+    @property
+    def reads_layers(self) -> bool:
+        """The recipe distils hidden states or attentions."""
+        return "reps" in self.teacher_outputs or "atts" in self.teacher_outputs
 
 
 def _all_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
@@ -134,6 +140,8 @@ def _teacher(ctx: BuildContext) -> nn.Module:
 
 def _bert(ctx: BuildContext) -> nn.Module:
     model = bert_student(ctx.cfg, ctx.spec, ctx.teacher, ctx.reads_layers)
+    if ctx.reads_layers:  # hidden widths (and head counts, for attentions) must fit the teacher's
+        check_student_teacher(model, ctx.teacher, attentions="atts" in ctx.teacher_outputs)
     if ctx.cfg.student_model:
         load_student_weights(model, ctx.cfg.student_model)
     return model

@@ -1,0 +1,63 @@
+"""Turn a device name from the command line or a configuration into a ``oneflow.device``, checked.
+
+OneFlow 0.9 accepts ``oneflow.device("cuda")`` on a machine without a GPU and aborts the whole process
+at the first CUDA operation, and raises C++-flavoured errors for names it does not know. This module
+checks the name first and says what is wrong in one sentence.
+"""
+import re
+from typing import Optional
+
+import oneflow as flow
+
+__all__ = ["resolve_device", "VALID_DEVICES"]
+
+#: The accepted spellings (``N`` is a CUDA device index).
+VALID_DEVICES = ("cpu", "cuda", "cuda:N")
+_NAME = re.compile(r"(cpu|cuda)(?::(\d+))?")
+
+
+def resolve_device(name: Optional[str] = None) -> flow.device:
+    """Return the device named ``name``: ``"cpu"``, ``"cuda"`` (the first GPU) or ``"cuda:N"``.
+
+    ``None`` (or an empty string) picks the first CUDA device when one is visible, else the CPU.
+    Names are case-insensitive and may carry surrounding spaces.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: an unknown name (``"tpu"``), a CUDA device when no CUDA device is visible, or an index
+            ``N`` not below the number of visible CUDA devices.
+
+    >>> resolve_device("cpu")
+    device(type='cpu', index=0)
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown device 'tpu'; valid devices: cpu, cuda, cuda:N (N = a CUDA device index)
+    """
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return flow.device("cuda" if flow.cuda.is_available() else "cpu")
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(name).__name__} {name!r}")
+    match = _NAME.fullmatch(name.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"unknown device {name!r}; valid devices: {', '.join(VALID_DEVICES)} (N = a CUDA device index)"
+        )
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        if index not in (None, "0"):
+            raise ValueError(f"device {name!r}: the CPU has only index 0; use 'cpu'")
+        return flow.device("cpu")
+    count = flow.cuda.device_count() if flow.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(
+            f"device {name!r} requested but no CUDA device is visible on this machine (a CPU-only OneFlow "
+            f"build, no GPU, or CUDA_VISIBLE_DEVICES empty); use --device cpu"
+        )
+    number = 0 if index is None else int(index)
+    if number >= count:
+        raise ValueError(
+            f"device {name!r}: only {count} CUDA device(s) are visible (cuda:0 to cuda:{count - 1}); "
+            f"choose one of those"
+        )
+    return flow.device("cuda", number)
