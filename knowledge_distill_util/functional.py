@@ -592,9 +592,10 @@ def _pair_mask(mask: Optional[flow.Tensor], batch: int, length: int, like: flow.
     return None if mask is None else check_mask("mask", mask, (batch, length), like, like_name)
 
 
-def _pair_weights(mask: flow.Tensor) -> flow.Tensor:
-    """``m_bi * m_bj`` as ``[B, 1, L, L]``."""
-    return (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1)
+def _pair_excluded(mask: flow.Tensor) -> flow.Tensor:
+    """Boolean ``[B, L, L]``: True where ``m_bi * m_bj == 0`` (such entries are filled with 0, never
+    multiplied by 0, so padding that holds inf or NaN contributes nothing)."""
+    return (mask.unsqueeze(-1) * mask.unsqueeze(-2)) == 0
 
 
 def attention_mse(
@@ -636,7 +637,7 @@ def attention_mse(
     s, t = _kernels.masked(s, mask_threshold), _kernels.masked(t, mask_threshold)
     if mask is None:
         return _kernels.mse_mean(s, t)
-    squares = flow.square(s - t) * _pair_weights(mask)
+    squares = flow.masked_fill(flow.square(s - t), _pair_excluded(mask).unsqueeze(1), 0.0)
     counts = flow.square(mask.sum(dim=-1)).sum() * s.shape[1]
     return _sum_all(squares) / flow.clamp(counts, min=1.0)
 
@@ -793,7 +794,9 @@ def _fsp_gram(x0: flow.Tensor, x1: flow.Tensor, mask: Optional[flow.Tensor]) -> 
     if mask is None:
         return flow.matmul(x0.transpose(1, 2), x1) / x0.shape[1]
     counts = flow.clamp(mask.sum(dim=1), min=1.0).reshape(-1, 1, 1)
-    return flow.matmul((x0 * mask.unsqueeze(-1)).transpose(1, 2), x1) / counts
+    padding = (mask == 0).unsqueeze(-1)
+    x0, x1 = flow.masked_fill(x0, padding, 0.0), flow.masked_fill(x1, padding, 0.0)
+    return flow.matmul(x0.transpose(1, 2), x1) / counts
 
 
 def fsp_loss(student: Sequence[flow.Tensor], teacher: Sequence[flow.Tensor], *,
@@ -866,8 +869,8 @@ def mmd_loss(student: Sequence[flow.Tensor], teacher: Sequence[flow.Tensor], *,
     squares = flow.square(g_s - g_t)
     if mask is None:
         return _sum_all(squares) * _mean_scale(squares.numel())
-    weights = mask.unsqueeze(-1) * mask.unsqueeze(-2)
-    return _sum_all(squares * weights) / flow.clamp(flow.square(mask.sum(dim=-1)).sum(), min=1.0)
+    squares = flow.masked_fill(squares, _pair_excluded(mask), 0.0)
+    return _sum_all(squares) / flow.clamp(flow.square(mask.sum(dim=-1)).sum(), min=1.0)
 
 
 # --------------------------------------------------------------------------------------------------
