@@ -326,29 +326,29 @@ def _check_key_mask(scores: flow.Tensor, key_mask: flow.Tensor) -> None:
 @functools.lru_cache(maxsize=64)
 def _row_kl_function(masked: bool, chunk_items: int):
     """An ``autograd.Function`` class computing per-row ``KL(softmax(t') || softmax(s'))`` where
-    ``x' = max(x + bias, EXCLUDED_SCORE)`` (``bias`` is 0 for valid keys, ``EXCLUDED_SCORE`` for excluded
-    ones). ``apply(s, t[, bias])`` on ``[items, rows, L_k]`` tensors (``bias`` ``[items, 1, L_k]``) returns
-    ``[items, rows]``; the gradient for ``s`` is ``(softmax(s') - softmax(t')) * dr`` row by row.
+    ``x' = max(x, EXCLUDED_SCORE)`` on valid keys and ``EXCLUDED_SCORE`` on excluded ones.
+    ``apply(s, t[, excluded])`` on ``[items, rows, L_k]`` tensors (``excluded``: bool ``[items, 1, L_k]``)
+    returns ``[items, rows]``; the gradient for ``s`` is ``(softmax(s') - softmax(t')) * dr`` row by row.
 
     Saves only the inputs: the forward and the backward work on chunks of ``chunk_items`` items (about
     :data:`DEFAULT_CHUNK_ELEMENTS` elements, cache-resident), the backward recomputes both softmaxes and
     writes each chunk of the gradient into one preallocated tensor.
     """
 
-    def prepared(x: flow.Tensor, bias: Optional[flow.Tensor]) -> flow.Tensor:
-        if bias is not None:
-            x = x + bias
-        return flow.clamp(x, min=EXCLUDED_SCORE)
+    def prepared(x: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+        x = flow.clamp(x, min=EXCLUDED_SCORE)
+        # replaced, not added: whatever an excluded key holds (+inf, NaN) does not matter
+        return x if excluded is None else flow.masked_fill(x, excluded, EXCLUDED_SCORE)
 
-    def rows_kl(s: flow.Tensor, t: flow.Tensor, bias: Optional[flow.Tensor]) -> flow.Tensor:
+    def rows_kl(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
         """``sum_k p_t (log p_t - log p_s)`` over the last dim of one chunk."""
-        s, t = prepared(s, bias), prepared(t, bias)
+        s, t = prepared(s, excluded), prepared(t, excluded)
         return F.log_softmax(t, dim=-1).sub_(F.log_softmax(s, dim=-1)).mul_(F.softmax(t, dim=-1)).sum(dim=-1)
 
-    def rows_grad(s: flow.Tensor, t: flow.Tensor, bias: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
+    def rows_grad(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
         """``(softmax(s') - softmax(t')) * dr`` for one chunk (``dr`` ``[items, rows]``)."""
         keys = s.shape[-1]
-        direction = F.softmax(prepared(s, bias), dim=-1).sub_(F.softmax(prepared(t, bias), dim=-1))
+        direction = F.softmax(prepared(s, excluded), dim=-1).sub_(F.softmax(prepared(t, excluded), dim=-1))
         # a per-row factor as a batch of 1x1 @ 1xL products: broadcasting [R, 1] over [R, L] is ~100x
         # slower in OneFlow 0.9's CPU kernels
         scaled = flow.bmm(dr.reshape(-1, 1, 1), direction.reshape(-1, 1, keys))
@@ -365,11 +365,11 @@ def _row_kl_function(masked: bool, chunk_items: int):
 
     class RowKL(flow.autograd.Function):
         @staticmethod
-        def forward(ctx, s: flow.Tensor, t: flow.Tensor, *bias_arg: flow.Tensor) -> flow.Tensor:
-            bias = bias_arg[0] if masked else None
+        def forward(ctx, s: flow.Tensor, t: flow.Tensor, *excluded_arg: flow.Tensor) -> flow.Tensor:
+            excluded = excluded_arg[0] if masked else None
             items = s.shape[0]
-            ctx.save_for_backward(s, t, *bias_arg)
-            parts = [rows_kl(part(s, a, n, items), part(t, a, n, items), part(bias, a, n, items))
+            ctx.save_for_backward(s, t, *excluded_arg)
+            parts = [rows_kl(part(s, a, n, items), part(t, a, n, items), part(excluded, a, n, items))
                      for a, n in spans(items, chunked(s))]
             return parts[0] if len(parts) == 1 else flow.cat(parts, dim=0)
 
@@ -377,16 +377,16 @@ def _row_kl_function(masked: bool, chunk_items: int):
         def backward(ctx, dr: flow.Tensor):
             saved = ctx.saved_tensors
             s, t = saved[0], saved[1]
-            bias = saved[2] if masked else None
+            excluded = saved[2] if masked else None
             items = s.shape[0]
             chunks = spans(items, chunked(s))
             if len(chunks) == 1:
-                grad = rows_grad(s, t, bias, dr)
+                grad = rows_grad(s, t, excluded, dr)
             else:
                 grad = flow.empty_like(s)
                 for a, n in chunks:
                     grad.narrow(0, a, n).copy_(rows_grad(s.narrow(0, a, n), t.narrow(0, a, n),
-                                                         part(bias, a, n, items), dr.narrow(0, a, n)))
+                                                         part(excluded, a, n, items), dr.narrow(0, a, n)))
             return (grad, None) + ((None,) if masked else ())
 
     RowKL.__name__ = RowKL.__qualname__ = "RowKL"
@@ -413,9 +413,10 @@ def masked_row_kl(
 
     Returns:
         ``[..., L_q]``: ``sum_k p_t (log p_t - log p_s)`` with ``p = softmax(x')``, ``x' = max(x, -1e30)``
-        for valid keys and ``-1e30`` for excluded ones (:data:`EXCLUDED_SCORE`). So a key at ``-inf`` (or
-        excluded) in both inputs contributes exactly 0, a row without any valid key gives 0 with a zero
-        gradient, and NaN propagates. The gradient for ``student_scores`` is
+        for valid keys and ``-1e30`` for excluded ones (:data:`EXCLUDED_SCORE`; what an excluded key holds,
+        even inf or NaN, does not matter). So a key at ``-inf`` (or excluded) in both inputs contributes
+        exactly 0, a row without any valid key gives 0 with a zero gradient, a valid key at ``-inf`` only
+        in the student gives a huge finite ``~1e30 * p_t`` instead of inf, and NaN on valid keys propagates. The gradient for ``student_scores`` is
         ``(softmax(s') - softmax(t')) * dr`` per row; only the inputs are saved for backward.
 
     Example::
@@ -446,6 +447,5 @@ def masked_row_kl(
     if key_mask is None:
         out = function.apply(s, t)
     else:
-        excluded = (key_mask.reshape(items, 1, keys) == 0).to(s.dtype)
-        out = function.apply(s, t, excluded * EXCLUDED_SCORE)
+        out = function.apply(s, t, key_mask.reshape(items, 1, keys) == 0)
     return out.reshape(student_scores.shape[:-1])
