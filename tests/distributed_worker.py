@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from knowledge_distill_util import (  # noqa: E402
     att_distill, layer_distill, mseloss, pred_distill, soft_cross_entropy,
 )
+from knowledge_distill_util import functional as KF  # noqa: E402
 
 TOLERANCE = 1e-5  # OneFlow's global-vs-local tolerance (absolute; values and gradients are O(1))
 ARGS = argparse.Namespace(temperature=2.0, teacher_temperature=3.0)
@@ -46,6 +47,35 @@ def _inputs():
         "att_distill": (lambda s, t: att_distill(ARGS, s, t),
                         [rand(4, 2, 3, 3, scale=3) + mask for _ in range(2)],
                         [rand(4, 2, 3, 3, scale=3) + mask for _ in range(4)]),
+        **_issue_11_inputs(rand),
+    }
+
+
+def _issue_11_inputs(rand):
+    """The issue-11 losses with masks and per-row temperatures; masks and temperatures ride in the teacher
+    list (no gradient) so that they get the same placement and sbp as the data."""
+    pad = np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32)  # incl. an empty sequence
+    temps = np.array([1.0, 2.0, 0.5, 3.0], np.float32)
+    return {
+        "kl_div": (lambda s, t: KF.kl_div(s[0], t[0], student_temperature=t[1], teacher_temperature=2.0,
+                                          temperature_scaling=True, mask=t[2][:, 0]),
+                   [rand(4, 5, scale=3)], [rand(4, 5, scale=3), temps, pad]),
+        "soft_cross_entropy_masked": (
+            lambda s, t: KF.soft_cross_entropy(s[0], t[0], reduction="batchmean", mask=t[1]),
+            [rand(4, 3, 5, scale=3)], [rand(4, 3, 5, scale=3), pad]),
+        "hidden_mse": (lambda s, t: KF.hidden_mse(s[0], t[0], mask=t[1]), [rand(4, 3, 6)], [rand(4, 3, 6), pad]),
+        "hidden_cosine": (lambda s, t: KF.hidden_cosine(s[0], t[0], mask=t[1]), [rand(4, 3, 6)], [rand(4, 3, 6), pad]),
+        "pkd_loss": (lambda s, t: KF.pkd_loss(s[0], t[0]), [rand(4, 3, 6)], [rand(4, 3, 6)]),
+        "attention_mse": (lambda s, t: KF.attention_mse(s[0], t[0], mask=t[1]),
+                          [rand(4, 2, 3, 3, scale=3)], [rand(4, 2, 3, 3, scale=3), pad]),
+        "attention_kl": (lambda s, t: KF.attention_kl(s[0], t[0], mask=t[1]),
+                         [rand(4, 2, 3, 3, scale=3)], [rand(4, 2, 3, 3, scale=3), pad]),
+        "relation_kl": (lambda s, t: KF.relation_kl(s[0], t[0], num_relation_heads=2, mask=t[1]),
+                        [rand(4, 3, 4)], [rand(4, 3, 6), pad]),
+        "fsp_loss": (lambda s, t: KF.fsp_loss((s[0], s[1]), (t[0], t[1]), mask=t[2]),
+                     [rand(4, 3, 4), rand(4, 3, 5)], [rand(4, 3, 4), rand(4, 3, 5), pad]),
+        "mmd_loss": (lambda s, t: KF.mmd_loss((s[0], s[1]), (t[0], t[1]), mask=t[2]),
+                     [rand(4, 3, 4), rand(4, 3, 4)], [rand(4, 3, 6), rand(4, 3, 6), pad]),
     }
 
 

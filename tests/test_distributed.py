@@ -14,7 +14,10 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT_S = 120
-OPERATORS = ["pred_distill", "soft_cross_entropy", "mseloss", "layer_distill", "att_distill"]
+OPERATORS = ["pred_distill", "soft_cross_entropy", "mseloss", "layer_distill", "att_distill",
+             # issue 11 (tests/distributed_worker.py:_issue_11_inputs)
+             "kl_div", "soft_cross_entropy_masked", "hidden_mse", "hidden_cosine", "pkd_loss", "attention_mse",
+             "attention_kl", "relation_kl", "fsp_loss", "mmd_loss"]
 
 
 def _free_port() -> int:
