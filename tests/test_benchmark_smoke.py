@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import run_retrying_signals
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 KEYS = {"case", "shape", "ours_ms", "original_ms", "torch_ms", "speedup_vs_original",
@@ -14,8 +16,7 @@ KEYS = {"case", "shape", "ours_ms", "original_ms", "torch_ms", "speedup_vs_origi
 
 def _run(*extra, timeout=300):
     env = dict(os.environ, GLOG_minloglevel="3")
-    return subprocess.run([sys.executable, SCRIPT, *extra], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+    return run_retrying_signals([sys.executable, SCRIPT, *extra], timeout=timeout, env=env, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

