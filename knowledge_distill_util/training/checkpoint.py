@@ -11,9 +11,12 @@ only then named in ``LATEST``; older checkpoints are deleted afterwards. A crash
 run needs to continue exactly: weights, optimizer (or ``nn.Graph``) state, the step, OneFlow's default
 generator and the state of a model's own step-input generator.
 
-Known limit: each ``nn.Dropout`` of OneFlow 0.9 draws from its own generator whose ``get_state()`` does not
-change as it draws (it returns the seed only), so with dropout on a resumed run draws other masks than the
-uninterrupted one would have (with dropout 0 a resume is exact).
+Dropout: each ``nn.Dropout`` of OneFlow 0.9 draws from its own generator whose ``get_state()`` does not
+change as it draws (it returns the seed only), so its position cannot be saved. In eager mode with
+``--reseed_dropout`` the trainer seeds every dropout generator from ``(seed, step)`` before each step and a
+resume with dropout is exact; without it (the default, which keeps the published numbers), and under
+``nn.Graph`` (the compiled dropout keeps a state of its own that reseeding does not reach), a resumed run
+with dropout draws other masks than the uninterrupted one (with dropout 0 every resume is exact).
 """
 import json
 import logging
@@ -27,6 +30,7 @@ import oneflow as flow
 import oneflow.nn as nn
 
 from .._io import atomic_write_text
+from .config import ConfigError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "Checkpointer",
            "Resumed"]
@@ -115,7 +119,7 @@ class Checkpointer:
         """Load the newest readable checkpoint (falling back to older ones, saying so); None when there is none.
 
         Restores the random generators at once; the caller loads the model and optimizer states.
-        Raises ``ValueError`` when checkpoints exist but none is readable (nothing is deleted).
+        Raises :class:`~.config.ConfigError` when checkpoints exist but none is readable (nothing is deleted).
         """
         candidates = self._candidates()
         for path in candidates:
@@ -125,14 +129,14 @@ class Checkpointer:
                 logger.warning("checkpoint %s is unreadable (%s); trying an older one", path, error)
                 continue
             if bool(state.get("use_graph")) != bool(self.use_graph):
-                raise ValueError(
+                raise ConfigError(
                     f"checkpoint {path} was written with use_graph={state.get('use_graph')} but this run has "
                     f"use_graph={self.use_graph}; resume with the same --use_graph setting"
                 )
             self._restore_rng(state)
             return Resumed(path, int(state["step"]), model_state, optimizer_state, state)
         if candidates:
-            raise ValueError(f"no readable checkpoint under {self.root} ({len(candidates)} found, all unreadable); "
+            raise ConfigError(f"no readable checkpoint under {self.root} ({len(candidates)} found, all unreadable); "
                              f"nothing was deleted: restore them or move the directory away and train anew")
         return None
 

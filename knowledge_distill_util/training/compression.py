@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .._io import atomic_write_text
 from .config import QUICK, ConfigError, TrainConfig, known_keys
+from .lock import DirectoryLock
 from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
 from .summary import format_markdown, summary_rows, write_summary
@@ -188,6 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--use_graph", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run")
     parser.add_argument("--job_timeout", type=float, default=3600.0)
+    parser.add_argument("--resume", action="store_true", help="continue the jobs of an interrupted run in --result_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --result_dir")
     parser.add_argument("--log_level", default="INFO")
     return parser
 
@@ -209,20 +212,35 @@ def _data(args, plan: Dict, result_dir: str):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON)."""
     args = _parser().parse_args(argv)
-    began = time.time()
+    began, lock = time.time(), None
     try:
         setup_logging(args.log_level)
         plan = read_plan(args.plan)
         result_dir = os.path.abspath(args.result_dir)
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+        if os.path.isdir(os.path.join(result_dir, "teacher")) and not (args.resume or args.overwrite):
+            raise ConfigError(f"--result_dir {result_dir} already holds a compression run; pass --resume to continue "
+                              f"it, --overwrite to replace it, or another --result_dir")
+        lock = DirectoryLock(result_dir).acquire()
         data_dir, task_name = _data(args, plan, result_dir)
         run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
-                   use_graph=args.use_graph)
+                   use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite)
         jobs = plan_jobs(plan, run, args.quick)
         if args.teacher_model:
             jobs["teacher"].config["teacher_model"] = args.teacher_model
     except (ConfigError, ValueError) as error:
+        if lock is not None:
+            lock.release()
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
+    try:
+        return _compress(args, jobs, task_name, result_dir, began)
+    finally:
+        lock.release()
+
+
+def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> int:
     done = {"teacher": _run_job(jobs["teacher"], args.job_timeout)}
     logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
     students = [name for name in jobs if name != "teacher"]

@@ -63,7 +63,10 @@ class TrainConfig:
     do_eval: bool = _key(True, "evaluate on the dev split and write results_eval.json")
     seed: int = _key(0, "seed of every random generator")
     device: Optional[str] = _key(None, "cpu, cuda or cuda:N (default: CUDA when present)")
-    resume: bool = _key(False, "continue from the newest checkpoint under model_save_dir")
+    resume: bool = _key(False, "continue the run in model_save_dir from its newest readable checkpoint")
+    overwrite: bool = _key(False, "replace a finished or interrupted run in model_save_dir instead of refusing")
+    reseed_dropout: bool = _key(False, "eager mode: seed every dropout module from (seed, step) at each step, so a "
+                                       "resume with dropout is exact (other masks than without it)")
     use_graph: bool = _key(False, "train with nn.Graph (static graph)")
     log_level: str = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
     # optimisation
@@ -175,13 +178,39 @@ def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
         name = (match.group(1) or match.group(2)).split("=")[0].lstrip("-")
         close = difflib.get_close_matches(name, known_keys(), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
-        files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+        files = _config_files(argv)
         where = f" in {', '.join(files)}" if files and match.group(1) else ""
         return f"unknown configuration key {name!r}{where}{hint}"
     typed = re.search(r'Parser key "(\w+)": Expected a <class \'(\w+)\'>\. Got value: (.*)', text)
     if typed:
         return f"--{typed.group(1)} must be a {typed.group(2)}, got {typed.group(3).strip()!r}"
     return text.replace('Parser key "', "key \"").rstrip(".")
+
+
+def _config_files(argv: Sequence[str]) -> List[str]:
+    """The paths given to ``--config`` (both ``--config F`` and ``--config=F``)."""
+    files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    return files + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
+def _check_config_files(argv: Sequence[str]) -> None:
+    """Each ``--config`` file exists and parses as YAML/JSON (a mapping), or one sentence naming it."""
+    import yaml
+
+    for path in _config_files(argv):
+        if path.lstrip().startswith("{"):
+            continue  # an inline configuration string
+        if not os.path.isfile(path):
+            raise ConfigError(f"--config {path!r} does not exist; pass an existing YAML or JSON file")
+        try:
+            with open(path, encoding="utf-8") as stream:
+                data = yaml.safe_load(stream)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            detail = " ".join(str(error).split())
+            raise ConfigError(f"--config {path} is not valid YAML or JSON ({detail}); fix the file") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"--config {path} must hold one mapping of configuration keys, got a "
+                              f"{type(data).__name__}; fix the file")
 
 
 def _recipe_of(argv: Sequence[str], recipe: Optional[str]) -> str:
@@ -206,6 +235,7 @@ def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Option
     from .recipes import RECIPES  # the registry imports this module
 
     argv = list(argv)
+    _check_config_files(argv)
     name = _recipe_of(argv, recipe)
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES.names())}")

@@ -20,16 +20,25 @@ from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
 from .._device import resolve_device
 from .._io import atomic_write_file, atomic_write_text
 from .config import ConfigError, TrainConfig, parse_config, save_config
+from .lock import lock_directories
 from .evaluate import evaluate_model, predict, write_results
 from .plan import Plan, load_data, prepare
 from .trainer import LossStep, TrainerConfig, train_stage
+from .validation import validate_config
 
-__all__ = ["run", "execute", "main", "seed_everything", "teacher_logits", "setup_logging",
+__all__ = ["run", "execute", "main", "check_run_directory", "seed_everything", "teacher_logits", "setup_logging",
            "PROGRESS_FILE", "LOGITS_FILE"]
 
 logger = logging.getLogger(__name__)
 PROGRESS_FILE = "progress.json"
 LOGITS_FILE = "train_logits.npz"
+RUN_CONFIG = "run_config.json"
+#: Keys a resumed run may change: they do not alter the steps already taken (num_epochs and max_steps
+#: extend or shorten the run; the schedule then follows the new total).
+RESUMABLE_CHANGES = frozenset({
+    "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
+    "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
+    "vocab_file", "data_dir"})
 
 
 def seed_everything(seed: int) -> None:
@@ -69,6 +78,37 @@ def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str
     return logits
 
 
+def _holds_a_run(directory: str) -> bool:
+    return any(os.path.exists(os.path.join(directory, name)) for name in (RUN_CONFIG, MODEL_CONFIG, "checkpoints"))
+
+
+def check_run_directory(cfg: TrainConfig) -> None:
+    """Refuse to train over an existing run without ``--resume`` or ``--overwrite``, and a ``--resume``
+    whose configuration differs from the run's in a key that alters it (:data:`RESUMABLE_CHANGES` aside)."""
+    if not cfg.do_train:
+        return
+    path = os.path.join(cfg.model_save_dir, RUN_CONFIG)
+    if not cfg.resume:
+        if _holds_a_run(cfg.model_save_dir) and not cfg.overwrite:
+            raise ConfigError(f"--model_save_dir {cfg.model_save_dir} already holds a run; pass --resume to continue "
+                              f"it, --overwrite to replace it, or another --model_save_dir")
+        return
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as stream:
+            saved = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
+    current = dataclasses.asdict(cfg)
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    if changed:
+        listed = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ConfigError(f"--resume would change the run in {cfg.model_save_dir} ({listed}); resume with its "
+                          f"settings, or start a new run with --overwrite or another --model_save_dir")
+
+
 def _meta(plan: Plan, origin: str) -> Dict:
     cfg, spec = plan.cfg, plan.data.spec
     return {"recipe": cfg.recipe, "task_name": spec.name,
@@ -80,7 +120,7 @@ def _trainer_config(cfg: TrainConfig, num_epochs: float, learning_rate: float) -
     return TrainerConfig(num_epochs=num_epochs, learning_rate=learning_rate, batch_size=cfg.batch_size_per_device,
                          weight_decay=cfg.weight_decay, warmup_proportion=cfg.warmup_proportion,
                          max_steps=cfg.max_steps, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
-                         resume=cfg.resume, use_graph=cfg.use_graph)
+                         resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout)
 
 
 def _progress_writer(path: str, stage: str):
@@ -151,9 +191,21 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
 
 
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
-    """Seed, prepare (all checks first), train every stage, save, evaluate; returns the results dict."""
-    seed_everything(cfg.seed)
-    return execute(prepare(cfg), progress)
+    """Check the configuration and the output directories, lock them, seed, prepare (all checks first),
+    train every stage, save, evaluate; returns the results dict. Raises :class:`ConfigError` on bad input."""
+    validate_config(cfg)
+    locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+    try:
+        check_run_directory(cfg)
+        seed_everything(cfg.seed)
+        plan = prepare(cfg)
+        if cfg.do_train:
+            atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
+                              json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+        return execute(plan, progress)
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,
@@ -164,11 +216,9 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
         cfg = parse_config(argv, recipe=recipe, prog=prog, description=description)
         setup_logging(cfg.log_level)
         logger.debug("configuration: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
-        seed_everything(cfg.seed)
-        plan = prepare(cfg)
+        run(cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
-    execute(plan)
     return 0
 

@@ -69,3 +69,16 @@ def test_print_config_prints_the_resolved_configuration_and_exits_0():
 def test_config_is_saved(tmp_path):
     saved = json.loads(open(save_config(TrainConfig(kd_alpha=0.7), str(tmp_path))).read())
     assert saved["kd_alpha"] == 0.7 and sorted(saved) == known_keys()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"kd_alpha": 0.5', r"--config .*c\.json is not valid YAML or JSON \(.*\); fix the file"),
+    ("[1, 2]", r"--config .*c\.json must hold one mapping of configuration keys, got a list"),
+])
+def test_broken_config_files_are_named(tmp_path, text, message):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(["--config", str(path)], recipe="kd")
+    with pytest.raises(ConfigError, match=r"--config '.*nowhere\.json' does not exist"):
+        parse_config(["--config", str(tmp_path / "nowhere.json")], recipe="kd")

@@ -181,3 +181,41 @@ def test_regression_task_sts_b(tmp_path):
     results = json.loads((tmp_path / "kd_results" / "results_eval.json").read_text())
     assert {"pearson", "spearmanr", "mse", "modelSize", "reasoningTime"} <= set(results)
     assert results["main_metric"] == "pearson"
+
+
+def test_an_existing_run_needs_resume_or_overwrite(workspace):
+    args = recipe_args(workspace, "kd", "kd_again")
+    assert train_cli(*args).returncode == 0
+    _assert_stops_before_training(train_cli(*args), r"already holds a run; pass --resume to continue it, --overwrite")
+    changed = train_cli(*args, "--resume", "--learning_rate", "0.5")
+    _assert_stops_before_training(changed, r"--resume would change the run in .*\(learning_rate 5e-05 -> 0\.5\)")
+    done = train_cli(*args, "--overwrite")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_two_runs_on_one_directory(workspace):
+    """The second writer stops with one sentence naming the first; the first finishes unharmed."""
+    import time
+
+    args = recipe_args(workspace, "kd", "kd_two") + ["--max_steps", "40", "--num_epochs", "20"]
+    first = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *map(str, args)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, GLOG_minloglevel="3"))
+    lock = workspace["root"] / "kd_two" / "model" / ".kdu.lock"
+    deadline = time.time() + TIMEOUT
+    while not lock.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second = train_cli(*args, "--overwrite")
+    assert first.wait(timeout=TIMEOUT) == 0, first.stderr.read()[-2000:]
+    _assert_stops_before_training(second, rf"another run \(pid {first.pid} on .*\) is writing to .*kd_two")
+    rows = (workspace["root"] / "kd_two" / "results" / "kd_losses.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 41)]      # one clean log
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "tpu"], r"--device: unknown device 'tpu'"),
+    (["--batch_size_per_device", "0"], r"--batch_size_per_device must be a positive integer, got 0"),
+    (["--warmup_proportion", "1.0"], r"--warmup_proportion must be a number in \[0, 1\)"),
+])
+def test_bad_values_stop_before_any_work(workspace, flags, message):
+    _assert_stops_before_training(train_cli(*recipe_args(workspace, "kd", "err_values"), *flags), message)

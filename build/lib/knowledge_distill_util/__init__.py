@@ -6,6 +6,9 @@ numbers on modern OneFlow tensors (eager and ``nn.Graph``, any device).
 - :mod:`knowledge_distill_util.functional`: the pure tensor math (explicit keyword arguments).
 - :mod:`knowledge_distill_util.distill`: the original ``(args, student, teacher)`` operators.
 - :mod:`knowledge_distill_util.models`: BERT teacher/student, the (Bi)LSTM student, checkpoints.
+- :mod:`knowledge_distill_util.nn`: the losses as Modules, ``Projection``, ``IntermediateMatches``.
+- :mod:`knowledge_distill_util.schedules`: per-row temperature and loss-weight schedules.
+- ``get_loss``/``register_loss``/``available_losses``: the loss registry (names from configuration).
 """
 import os as _os
 from importlib import metadata as _metadata
@@ -15,6 +18,7 @@ _os.environ.setdefault("GLOG_minloglevel", "3")
 
 from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
 from .functional import mseloss, soft_cross_entropy
+from .registry import available_losses, get_loss, register_loss
 from .models import (
     BertForSequenceClassification,
     BertStudentForSequenceClassification,
@@ -31,6 +35,9 @@ __all__ = [
     "att_distill",
     "soft_cross_entropy",
     "mseloss",
+    "get_loss",
+    "register_loss",
+    "available_losses",
     "add_distill_args",
     "resolve_temperatures",
     "BertForSequenceClassification",

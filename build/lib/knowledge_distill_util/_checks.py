@@ -192,3 +192,111 @@ def check_temperature(name: str, value) -> float:
             f"the usual values are 1 to 20"
         )
     return value
+
+
+# --------------------------------------------------------------------------------------------------
+# checks of the issue-11 losses (masks, names, per-row temperatures, widths)
+# --------------------------------------------------------------------------------------------------
+
+__all__ += [
+    "check_choice",
+    "check_mask",
+    "check_row_temperature",
+    "check_positive_int",
+    "check_same_leading_dims",
+    "check_ndim",
+]
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """Require ``value`` to be one of the names ``choices``; the error lists them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
+        )
+    return value
+
+
+def check_positive_int(name: str, value) -> int:
+    """Require a Python integer >= 1 (``bool`` refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= 1, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    return value
+
+
+def check_ndim(name: str, value: flow.Tensor, allowed: Sequence[int], layout: str) -> None:
+    """Require ``value.ndim`` in ``allowed``; ``layout`` names the expected shape, e.g. ``"[B, L, H]"``."""
+    if value.ndim not in allowed:
+        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(value.shape)} ({value.ndim} dims)")
+
+
+def check_same_leading_dims(name_a: str, a: flow.Tensor, name_b: str, b: flow.Tensor, count: int) -> None:
+    """Both floating, same device and dtype, equal in their first ``count`` dims (the last may differ)."""
+    check_float_tensor(name_a, a)
+    check_float_tensor(name_b, b)
+    check_same_device(name_a, a, name_b, b)
+    if a.ndim != b.ndim or tuple(a.shape[:count]) != tuple(b.shape[:count]):
+        raise ValueError(
+            f"{name_a} has shape {tuple(a.shape)} and {name_b} has shape {tuple(b.shape)}; they must have "
+            f"the same number of dims and agree in the first {count} (only the width may differ)"
+        )
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; cast one to the other's dtype"
+        )
+
+
+def _checkable(tensor: flow.Tensor) -> bool:
+    """Values can be inspected on the host: eager and local (never inside ``nn.Graph``)."""
+    return not tensor.is_lazy and not tensor.is_global
+
+
+def check_mask(name: str, mask, shape: Sequence[int], like: flow.Tensor, like_name: str) -> flow.Tensor:
+    """A 0/1 mask of exactly ``shape`` (any numeric or bool dtype), returned detached in ``like``'s dtype.
+
+    The 0/1 values are checked in eager mode on local tensors (inside ``nn.Graph`` values are unknown).
+    """
+    if not isinstance(mask, flow.Tensor):
+        raise TypeError(
+            f"{name} must be a oneflow.Tensor of 0/1 values (bool, integer or float) or None, "
+            f"got {type(mask).__name__}; convert it with oneflow.tensor(...)"
+        )
+    check_same_device(name, mask, like_name, like)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)} but must have shape {tuple(shape)} (one 0/1 entry per "
+            f"position of {like_name}, no broadcasting)"
+        )
+    converted = (mask if mask.dtype == like.dtype else mask.to(dtype=like.dtype)).detach()
+    if _checkable(converted) and converted.numel() and bool(((converted != 0) & (converted != 1)).any().item()):
+        raise ValueError(
+            f"{name} must hold only 0 and 1 (1 = valid position), got other values; "
+            f"pass e.g. attention_mask (1 for tokens, 0 for padding) or (mask > 0)"
+        )
+    return converted
+
+
+def check_row_temperature(name: str, value, shape: Sequence[int], like: flow.Tensor, like_name: str):
+    """A temperature: a finite number > 0 (returned as float) or a tensor of exactly ``shape`` (one
+    temperature per row), returned detached in ``like``'s dtype; its values are checked to be finite and
+    > 0 in eager mode on local tensors."""
+    if not isinstance(value, flow.Tensor):
+        return check_temperature(name, value)
+    check_float_tensor(name, value)
+    check_same_device(name, value, like_name, like)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} is a tensor of shape {tuple(value.shape)} but a per-row temperature must have the leading "
+            f"shape of {like_name}, {tuple(shape)}; pass a number for one temperature for all rows"
+        )
+    converted = (value if value.dtype == like.dtype else value.to(dtype=like.dtype)).detach()
+    if _checkable(converted) and converted.numel():
+        ok = flow.isfinite(converted) & (converted > 0)
+        if not bool(ok.all().item()):
+            raise ValueError(
+                f"{name} must hold finite temperatures > 0, got min {converted.min().item()!r}; "
+                f"a schedule with a large beta can make them negative: lower beta or clamp"
+            )
+    return converted

@@ -19,7 +19,7 @@ Design (numbers measured on the 2-core CPU machine, see ``scripts/benchmark.py``
   chunk by chunk while in the CPU cache, never stored whole); its backward is a single scaled copy of it
   (and its negation for ``b`` when ``b`` requires a gradient: ``mseloss`` is symmetric).
 * **Attention MSE** replaces the original ``where(x <= threshold, 0, x)`` (a comparison, a ``zeros_like``
-  and a select, about 50x slower than an element-wise op on CPU) with OneFlow's single-pass ``threshold``
+  and a select, much slower than an element-wise op on CPU) with OneFlow's single-pass ``threshold``
   op, whose backward is the matching single-pass mask; the MSE kernel above follows.
 """
 import functools
@@ -35,6 +35,9 @@ __all__ = [
     "sum_of_mse",
     "masked",
     "sum_of_masked_mse",
+    "masked_row_kl",
+    "EXCLUDED_SCORE",
+    "LOWEST_LOG_PROBABILITY",
 ]
 
 Pair = Tuple[flow.Tensor, flow.Tensor]
@@ -50,7 +53,7 @@ def _mean_scale(numel: int) -> float:
 
 
 def _sum_all(x: flow.Tensor) -> flow.Tensor:
-    """Sum of every element (local: as one 1-D reduction, 12 ms instead of 15 ms for 31M floats on CPU)."""
+    """Sum of every element (local tensors: as one 1-D reduction, faster on CPU than a multi-axis sum)."""
     return x.sum() if x.is_global else x.reshape(-1).sum()
 
 
@@ -72,6 +75,12 @@ def _scaled(x: flow.Tensor, temperature: float) -> flow.Tensor:
 # soft cross entropy
 # --------------------------------------------------------------------------------------------------
 
+#: Log-probabilities are floored here before they are weighted by the teacher's probabilities, so that a
+#: class with teacher probability 0 contributes exactly 0 (``0 * log 0 = 0``) even when the student puts it
+#: at ``-inf`` too, instead of ``0 * -inf = NaN``. (A class the student rules out at ``-inf`` while the
+#: teacher gives it mass ``p > 0`` contributes the huge but finite ``3.4e38 * p``.) NaN stays NaN.
+LOWEST_LOG_PROBABILITY = -3.4028234663852886e38
+
 
 def _chunk_rows(num_classes: int, chunk_elements: int) -> int:
     return max(1, chunk_elements // max(1, num_classes))
@@ -85,38 +94,78 @@ def _use_chunks(student: flow.Tensor, chunk_rows: int) -> bool:
     return rows > chunk_rows
 
 
+def _row_spans(rows: int, chunk_rows: int) -> List[Tuple[int, int]]:
+    """``(start, length)`` of consecutive row chunks covering ``rows``."""
+    return [(start, min(chunk_rows, rows - start)) for start in range(0, rows, chunk_rows)]
+
+
+def _floored(log_probabilities: flow.Tensor) -> flow.Tensor:
+    return flow.clamp(log_probabilities, min=LOWEST_LOG_PROBABILITY)
+
+
+def _is_finite(total: flow.Tensor) -> bool:
+    """Host read of a scalar's finiteness (eager local tensors only)."""
+    return bool(flow.isfinite(total).item())
+
+
 @functools.lru_cache(maxsize=64)
 def _soft_cross_entropy_function(student_temperature: float, teacher_temperature: float, chunk_rows: int):
     """An ``autograd.Function`` class for one pair of temperatures and chunk size (cached per value).
 
-    ``apply(s, t)`` returns ``-mean(softmax(t / T_t) * log_softmax(s / T_s))``; the gradient for ``s`` is
-    ``(softmax(s / T_s) - softmax(t / T_t)) / (T_s * numel)``; ``t`` (detached) gets none.
+    ``apply(s, t)`` returns ``-mean(softmax(t / T_t) * max(log_softmax(s / T_s), LOWEST_LOG_PROBABILITY))``;
+    the gradient for ``s`` is ``(softmax(s / T_s) - softmax(t / T_t)) / (T_s * numel)``; ``t`` (detached)
+    gets none.
+
+    Eager local tensors with more rows than ``chunk_rows`` (the fast, lean path): the forward computes the
+    teacher's softmax ``P`` once, whole, and the loss chunk by chunk from ``P`` and the student's
+    ``log_softmax`` (the clamp to :data:`LOWEST_LOG_PROBABILITY` is applied only when the sum is not finite,
+    i.e. only where it changes something); it saves ``s``, ``t``, ``P`` and a one-element "``P`` is
+    consumed" flag. The first backward turns ``P`` in place, chunk by chunk, into the gradient
+    ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returns it: one softmax pass, no new logits-sized
+    tensor. A second backward of the same graph (``retain_graph=True``) sees the flag and recomputes both
+    softmaxes into a fresh tensor. Every other case saves the gradient direction once.
     """
     t_s, t_t = student_temperature, teacher_temperature
 
-    def loss_sum(s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
-        """``sum(softmax(t / T_t) * log_softmax(s / T_s))`` over all elements of ``s``, ``t``."""
-        return _sum_all(F.softmax(_scaled(t, t_t), dim=-1) * F.log_softmax(_scaled(s, t_s), dim=-1))
+    def student_log_probs(s: flow.Tensor) -> flow.Tensor:
+        return F.log_softmax(_scaled(s, t_s), dim=-1)
 
-    def direction(s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
-        """``softmax(s / T_s) - softmax(t / T_t)`` (a fresh tensor, safe to modify in place)."""
-        q = F.softmax(_scaled(s, t_s), dim=-1)
-        return q.sub_(F.softmax(_scaled(t, t_t), dim=-1))
+    def teacher_probs(t: flow.Tensor) -> flow.Tensor:
+        return F.softmax(_scaled(t, t_t), dim=-1)
+
+    def chunked_loss_sum(rows_s: flow.Tensor, rows_p: flow.Tensor, spans, floor: bool) -> flow.Tensor:
+        """``sum(P * log q)``: the products of each chunk are added element-wise into the first chunk's
+        (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x slower
+        on CPU), and that one chunk is summed at the end."""
+        acc = None
+        for start, length in spans:
+            term = student_log_probs(rows_s.narrow(0, start, length))
+            if floor:
+                term = _floored(term)
+            term = term.mul_(rows_p.narrow(0, start, length))
+            if acc is None:
+                acc = term  # the first chunk is the longest
+            else:
+                acc.narrow(0, 0, length).add_(term)
+        return _sum_all(acc)
 
     class SoftCrossEntropy(flow.autograd.Function):
-        # The path taken is told to backward by what was saved (2 tensors: chunked, 1: not): reading a
+        # The path taken is told to backward by what was saved (4 tensors: chunked, 1: not): reading a
         # Python attribute of ``ctx`` in backward corrupts memory at exit in OneFlow 0.9.
         @staticmethod
         def forward(ctx, s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
             if _use_chunks(s, chunk_rows):
-                # Saves only the inputs; per-chunk temporaries die at once.
-                rows_s, rows_t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
-                parts = [loss_sum(a, b) for a, b in zip(rows_s.split(chunk_rows), rows_t.split(chunk_rows))]
-                ctx.save_for_backward(s, t)
-                total = flow.stack(parts).sum()
+                p = teacher_probs(t)  # whole: no copy; becomes the gradient in backward
+                classes = s.shape[-1]
+                rows_s, rows_p = s.reshape(-1, classes), p.view(-1, classes)
+                spans = _row_spans(rows_s.shape[0], chunk_rows)
+                total = chunked_loss_sum(rows_s, rows_p, spans, floor=False)
+                if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
+                    total = chunked_loss_sum(rows_s, rows_p, spans, floor=True)
+                ctx.save_for_backward(s, t, p, flow.zeros(1, dtype=flow.int8, device=s.device))
             else:
-                p = F.softmax(_scaled(t, t_t), dim=-1)
-                total = _sum_all(p * F.log_softmax(_scaled(s, t_s), dim=-1))
+                p = teacher_probs(t)
+                total = _sum_all(p * _floored(student_log_probs(s)))
                 ctx.save_for_backward(F.softmax(_scaled(s, t_s), dim=-1).sub_(p))
             return total * -_mean_scale(s.numel())
 
@@ -126,13 +175,26 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
             if len(saved) == 1:
                 (g,) = saved
                 return g * (dy * (_mean_scale(g.numel()) / t_s)), None
-            s, t = saved
+            s, t, p, consumed = saved
+            classes = s.shape[-1]
+            rows_s = s.reshape(-1, classes)
+            spans = _row_spans(rows_s.shape[0], chunk_rows)
+            if not bool(consumed.item()):
+                consumed.fill_(1)
+                factor = dy * (-_mean_scale(s.numel()) / t_s)  # (P - q) * -c = (q - P) * c
+                rows_p = p.view(-1, classes)
+                for start, length in spans:
+                    chunk = rows_p.narrow(0, start, length)
+                    chunk.sub_(F.softmax(_scaled(rows_s.narrow(0, start, length), t_s), dim=-1)).mul_(factor)
+                return p, None
+            # a second backward of a retained graph: P is gone, recompute into a fresh tensor
             scale = dy * (_mean_scale(s.numel()) / t_s)
-            rows_s, rows_t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
+            rows_t = t.reshape(-1, classes)
             grad = flow.empty_like(rows_s)
-            for start in range(0, rows_s.shape[0], chunk_rows):
-                stop = start + chunk_rows
-                grad[start:stop] = direction(rows_s[start:stop], rows_t[start:stop]).mul_(scale)
+            for start, length in spans:
+                q = F.softmax(_scaled(rows_s.narrow(0, start, length), t_s), dim=-1)
+                q.sub_(teacher_probs(rows_t.narrow(0, start, length)))
+                grad.narrow(0, start, length).copy_(q.mul_(scale))
             return grad.reshape(s.shape), None
 
     SoftCrossEntropy.__name__ = SoftCrossEntropy.__qualname__ = "SoftCrossEntropy"
@@ -228,3 +290,162 @@ def masked(x: flow.Tensor, threshold: float) -> flow.Tensor:
 def sum_of_masked_mse(pairs: List[Pair], threshold: float) -> flow.Tensor:
     """Sum over pairs of the MSE after replacing entries ``<= threshold`` by 0 in both tensors."""
     return _total(mse_mean(masked(a, threshold), masked(b, threshold)) for a, b in pairs)
+
+
+# --------------------------------------------------------------------------------------------------
+# row KL of attention scores (attention_kl, relation_kl)
+# --------------------------------------------------------------------------------------------------
+
+#: Scores are floored here (``-inf`` included) and excluded keys are pushed down to it before the
+#: softmaxes: their probability underflows to exactly 0 next to any valid key, and a row without a valid
+#: key becomes uniform in both inputs (its KL and gradient are exactly 0) instead of NaN.
+EXCLUDED_SCORE = -1e30
+
+
+def _row_kl_layout(scores: flow.Tensor, key_mask: Optional[flow.Tensor]) -> Tuple[int, int, int]:
+    """``(items, rows_per_item, L_k)``: the scores seen as ``[items, rows_per_item, L_k]``, chunked along
+    ``items`` (the batch when there is a key mask, single rows otherwise)."""
+    keys = scores.shape[-1]
+    rows = scores.numel() // max(1, keys)
+    if key_mask is None:
+        return rows, 1, keys
+    items = scores.shape[0]
+    return items, rows // max(1, items), keys
+
+
+def _check_key_mask(scores: flow.Tensor, key_mask: flow.Tensor) -> None:
+    expected = (scores.shape[0],) + (1,) * (scores.ndim - 2) + (scores.shape[-1],)
+    if scores.ndim < 3 or tuple(key_mask.shape) != expected:
+        raise ValueError(
+            f"key_mask must have shape {expected} ([B, 1, ..., 1, L_k] for scores [B, ..., L_q, L_k] with at "
+            f"least 3 dims), got {tuple(key_mask.shape)} for scores {tuple(scores.shape)}; reshape a [B, L] "
+            f"mask with mask.reshape(B, 1, 1, L)"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _row_kl_function(masked: bool, chunk_items: int):
+    """An ``autograd.Function`` class computing per-row ``KL(softmax(t') || softmax(s'))`` where
+    ``x' = max(x, EXCLUDED_SCORE)`` on valid keys and ``EXCLUDED_SCORE`` on excluded ones.
+    ``apply(s, t[, excluded])`` on ``[items, rows, L_k]`` tensors (``excluded``: bool ``[items, 1, L_k]``)
+    returns ``[items, rows]``; the gradient for ``s`` is ``(softmax(s') - softmax(t')) * dr`` row by row.
+
+    Saves only the inputs: the forward and the backward work on chunks of ``chunk_items`` items (about
+    :data:`DEFAULT_CHUNK_ELEMENTS` elements, cache-resident), the backward recomputes both softmaxes and
+    writes each chunk of the gradient into one preallocated tensor.
+    """
+
+    def prepared(x: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+        x = flow.clamp(x, min=EXCLUDED_SCORE)
+        # replaced, not added: whatever an excluded key holds (+inf, NaN) does not matter
+        return x if excluded is None else flow.masked_fill(x, excluded, EXCLUDED_SCORE)
+
+    def rows_kl(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+        """``sum_k p_t (log p_t - log p_s)`` over the last dim of one chunk."""
+        s, t = prepared(s, excluded), prepared(t, excluded)
+        return F.log_softmax(t, dim=-1).sub_(F.log_softmax(s, dim=-1)).mul_(F.softmax(t, dim=-1)).sum(dim=-1)
+
+    def rows_grad(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
+        """``(softmax(s') - softmax(t')) * dr`` for one chunk (``dr`` ``[items, rows]``)."""
+        keys = s.shape[-1]
+        direction = F.softmax(prepared(s, excluded), dim=-1).sub_(F.softmax(prepared(t, excluded), dim=-1))
+        # a per-row factor as a batch of 1x1 @ 1xL products: broadcasting [R, 1] over [R, L] is ~100x
+        # slower in OneFlow 0.9's CPU kernels
+        scaled = flow.bmm(dr.reshape(-1, 1, 1), direction.reshape(-1, 1, keys))
+        return scaled.reshape(direction.shape)
+
+    def spans(items: int, chunked: bool):
+        return _row_spans(items, chunk_items) if chunked else [(0, items)]
+
+    def chunked(s: flow.Tensor) -> bool:
+        return not (s.is_global or s.is_lazy) and s.shape[0] > chunk_items
+
+    def part(x: Optional[flow.Tensor], start: int, length: int, whole: int) -> Optional[flow.Tensor]:
+        return x if x is None or length == whole else x.narrow(0, start, length)
+
+    class RowKL(flow.autograd.Function):
+        @staticmethod
+        def forward(ctx, s: flow.Tensor, t: flow.Tensor, *excluded_arg: flow.Tensor) -> flow.Tensor:
+            excluded = excluded_arg[0] if masked else None
+            items = s.shape[0]
+            ctx.save_for_backward(s, t, *excluded_arg)
+            parts = [rows_kl(part(s, a, n, items), part(t, a, n, items), part(excluded, a, n, items))
+                     for a, n in spans(items, chunked(s))]
+            return parts[0] if len(parts) == 1 else flow.cat(parts, dim=0)
+
+        @staticmethod
+        def backward(ctx, dr: flow.Tensor):
+            saved = ctx.saved_tensors
+            s, t = saved[0], saved[1]
+            excluded = saved[2] if masked else None
+            items = s.shape[0]
+            chunks = spans(items, chunked(s))
+            if len(chunks) == 1:
+                grad = rows_grad(s, t, excluded, dr)
+            else:
+                grad = flow.empty_like(s)
+                for a, n in chunks:
+                    grad.narrow(0, a, n).copy_(rows_grad(s.narrow(0, a, n), t.narrow(0, a, n),
+                                                         part(excluded, a, n, items), dr.narrow(0, a, n)))
+            return (grad, None) + ((None,) if masked else ())
+
+    RowKL.__name__ = RowKL.__qualname__ = "RowKL"
+    return RowKL
+
+
+def masked_row_kl(
+    student_scores: flow.Tensor,
+    teacher_scores: flow.Tensor,
+    key_mask: Optional[flow.Tensor] = None,
+    *,
+    chunk_elements: Optional[int] = None,
+) -> flow.Tensor:
+    """Per-row ``KL(softmax(t) || softmax(s))`` over the last (key) dim, memory-lean.
+
+    Args:
+        student_scores: ``[..., L_q, L_k]`` scores before the softmax (attention or relation scores).
+        teacher_scores: same shape, device and floating dtype; must be detached (gets no gradient).
+        key_mask: None, or a 0/1 tensor (any numeric or bool dtype) of shape ``[B, 1, ..., 1, L_k]`` for
+            scores ``[B, ..., L_q, L_k]`` (``[B, 1, 1, L_k]`` for attention: ``mask.reshape(B, 1, 1, L)``);
+            keys with 0 are excluded from both softmaxes.
+        chunk_elements: elements per chunk of the eager path (default :data:`DEFAULT_CHUNK_ELEMENTS`);
+            it never changes the result beyond float rounding.
+
+    Returns:
+        ``[..., L_q]``: ``sum_k p_t (log p_t - log p_s)`` with ``p = softmax(x')``, ``x' = max(x, -1e30)``
+        for valid keys and ``-1e30`` for excluded ones (:data:`EXCLUDED_SCORE`; what an excluded key holds,
+        even inf or NaN, does not matter). So a key at ``-inf`` (or excluded) in both inputs contributes
+        exactly 0, a row without any valid key gives 0 with a zero gradient, a valid key at ``-inf`` only
+        in the student gives a huge finite ``~1e30 * p_t`` instead of inf, and NaN on valid keys propagates. The gradient for ``student_scores`` is
+        ``(softmax(s') - softmax(t')) * dr`` per row; only the inputs are saved for backward.
+
+    Example::
+
+        >>> import oneflow as flow
+        >>> s = flow.tensor([[[[0.0, 0.0], [0.0, 5.0]]]])
+        >>> t = flow.tensor([[[[0.0, 0.0], [0.0, 0.0]]]])
+        >>> [round(v, 4) for v in masked_row_kl(s, t).flatten().tolist()]  # KL(uniform || softmax(0, 5))
+        [0.0, 1.8136]
+        >>> masked_row_kl(s, t, flow.tensor([[[[1.0, 0.0]]]])).flatten().tolist()  # one valid key left
+        [0.0, 0.0]
+    """
+    if chunk_elements is None:
+        chunk_elements = DEFAULT_CHUNK_ELEMENTS
+    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+        raise ValueError(
+            f"chunk_elements must be a positive integer (elements per chunk) or None for the default "
+            f"{DEFAULT_CHUNK_ELEMENTS}, got {chunk_elements!r}"
+        )
+    if student_scores.ndim < 2:
+        raise ValueError(f"student_scores must have shape [..., L_q, L_k], got {tuple(student_scores.shape)}")
+    if key_mask is not None:
+        _check_key_mask(student_scores, key_mask)
+    items, rows, keys = _row_kl_layout(student_scores, key_mask)
+    s = student_scores.reshape(items, rows, keys)
+    t = teacher_scores.reshape(items, rows, keys)
+    function = _row_kl_function(key_mask is not None, max(1, chunk_elements // max(1, rows * keys)))
+    if key_mask is None:
+        out = function.apply(s, t)
+    else:
+        out = function.apply(s, t, key_mask.reshape(items, 1, keys) == 0)
+    return out.reshape(student_scores.shape[:-1])

@@ -1,5 +1,6 @@
 """The original ``(args, student, teacher)`` operators: a thin adapter from an argparse namespace to
-:mod:`knowledge_distill_util.functional`.
+:mod:`knowledge_distill_util.functional`. Only this adapter and the training objectives
+(:mod:`knowledge_distill_util.training.objectives`) read ``args``.
 
 Temperatures: ``args.student_temperature`` / ``args.teacher_temperature`` (when present and not None)
 win over ``args.temperature``; without any of them (or with ``args=None``) the temperature is 1.0, the

@@ -38,8 +38,8 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 def _gelu(x: flow.Tensor) -> flow.Tensor:
     """Exact GELU ``x * (1 + erf(x / sqrt(2))) / 2``.
 
-    With a gradient to compute, the composed form trains about 30% faster on CPU than the fused
-    kernel (whose backward re-evaluates erf); without one the fused kernel is faster.
+    With a gradient to compute, the composed form is used (the fused kernel's backward re-evaluates
+    erf); without one the fused kernel. Timings: docs/performance.md.
     """
     if x.requires_grad:
         return x * 0.5 * (1.0 + flow.erf(x * _SQRT_HALF))
@@ -72,10 +72,9 @@ class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the last dimension, computed with matmul reductions and broadcasts.
 
     Same parameters (``weight``, ``bias``) and values (within 2e-6 in float32). OneFlow 0.9's CPU
-    kernels for LayerNorm and for any ``[N, 1]``-against-``[N, H]`` broadcast are slow (about 45 ms
-    per broadcast on ``[4096, 312]``); row means and their broadcasts as matmuls with constant
-    ``1/H`` and ``1`` vectors make forward + backward about 15x faster on CPU (measured on
-    ``[32, 128, 312]``: 239 ms -> 16 ms).
+    kernels for LayerNorm and for any ``[N, 1]``-against-``[N, H]`` broadcast are slow; row means and
+    their broadcasts as matmuls with constant ``1/H`` and ``1`` vectors avoid them (timings:
+    docs/performance.md).
     """
 
     def __init__(self, hidden_size: int, eps: float):
@@ -145,8 +144,8 @@ class BertSelfAttention(nn.Module):
         q = self.query(hidden).reshape(batch, length, heads, size).permute(0, 2, 1, 3)
         k = self.key(hidden).reshape(batch, length, heads, size).permute(0, 2, 1, 3)
         v = self.value(hidden).reshape(batch, length, heads, size).permute(0, 2, 1, 3)
-        # q @ k^T * scale in one kernel (transpose_b, alpha): about 2x faster on CPU than
-        # matmul(q, k.permute(...)) * scale, and bit-identical (oneflow==0.9.0 is pinned).
+        # q @ k^T * scale in one kernel (transpose_b, alpha) instead of matmul(q, k.permute(...)) * scale:
+        # bit-identical and faster on CPU (oneflow==0.9.0 is pinned).
         scores = flow._C.matmul(q, k, False, True, self.scale) + ext_mask  # [B, h, L, L]
         probs = self.dropout(flow.softmax(scores, dim=-1))
         context = flow.matmul(probs, v).permute(0, 2, 1, 3).reshape(batch, length, width)

@@ -11,9 +11,8 @@ mask is refused with a ``ValueError`` naming the row (with ``check_inputs``, see
 
 Speed: the ``nn.LSTM`` modules only hold the parameters (``weight_ih_l0``, ``weight_hh_l0``,
 ``bias_ih_l0``, ``bias_hh_l0``, gates in the order i, f, g, o). :func:`run_lstm` computes the input
-projection of all time steps in one matmul and then loops over time; on CPU this is about 4x faster
-forward and 2x faster forward + backward than OneFlow 0.9's ``nn.LSTM`` kernel (measured on
-``[32, 32, 300]``), with the same values.
+projection of all time steps in one matmul and then loops over time; on CPU this is faster than OneFlow
+0.9's ``nn.LSTM`` kernel (timings: docs/performance.md), with the same values.
 """
 from typing import Any, Dict, Mapping, Optional, Tuple
 

@@ -12,7 +12,6 @@ from typing import Dict, List, Optional, Tuple
 import oneflow as flow
 import oneflow.nn as nn
 
-from .._device import resolve_device
 from ..data import TaskSpec, load_tokenizer
 from ..data.features import default_vocab_file
 from ..models import (
@@ -24,7 +23,7 @@ from ..models import (
 from .artifacts import MODEL_CONFIG, load_trained
 from .config import ConfigError, TrainConfig
 
-__all__ = ["resolve_device", "teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
+__all__ = ["teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
            "lstm_student", "load_student_weights"]
 
 #: Configuration keys that must agree between a saved student and the configured one.

@@ -7,7 +7,8 @@ import oneflow.nn as nn
 
 from ..data import TaskData, load_task_data
 from .artifacts import read_meta
-from .builders import freeze_word_embeddings, load_teacher, resolve_device
+from .._device import resolve_device
+from .builders import freeze_word_embeddings, load_teacher
 from .config import ConfigError, TrainConfig
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe
@@ -81,6 +82,10 @@ def prepare(cfg: TrainConfig) -> Plan:
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}; registered recipes: {', '.join(RECIPES.names())}")
     recipe = RECIPES.get(cfg.recipe)
+    try:
+        device = resolve_device(cfg.device)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--device: {error}") from None
     teacher, meta = None, None
     if recipe.needs_teacher:
         data = load_data(cfg, vocab_file=cfg.vocab_file or (_teacher_vocab(cfg) if cfg.teacher_model else None))
@@ -100,7 +105,6 @@ def prepare(cfg: TrainConfig) -> Plan:
     final = stages[-1].export
     if cfg.freeze_word_embeddings:
         freeze_word_embeddings(final)
-    device = resolve_device(cfg.device)
     for module in [teacher, model] + [stage.model for stage in stages]:
         if module is not None:
             module.to(device)

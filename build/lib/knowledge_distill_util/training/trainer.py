@@ -24,7 +24,7 @@ from .objectives import Objective
 from .optim import make_optimizer, make_scheduler
 
 __all__ = ["StepInputs", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
-           "batch_indices", "model_device"]
+           "batch_indices", "model_device", "dropout_generators", "reseed"]
 
 logger = logging.getLogger(__name__)
 BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
@@ -63,6 +63,7 @@ class TrainerConfig:
     seed: int = 0
     resume: bool = False
     use_graph: bool = False
+    reseed_dropout: bool = False
 
 
 def model_device(model: nn.Module) -> flow.device:
@@ -225,6 +226,7 @@ def train_stage(
                   start if resumed is not None else None)
     bar = tqdm(total=total, initial=start, desc=stage, disable=not progress, dynamic_ncols=True, mininterval=1.0)
     began, last = time.time(), {}
+    generators = dropout_generators(student) if tcfg.reseed_dropout else []
     try:
         global_step, epoch = start, start // per_epoch
         while global_step < total:
@@ -240,6 +242,7 @@ def train_stage(
                     inputs.extend(flow.tensor(extras[k], device=device) if graph is not None else extras[k]
                                   for k in provider.step_input_names)
                 lr = optimizer.param_groups[0]["lr"]
+                reseed(generators, tcfg.seed, global_step)
                 values = _run_step(step, graph, optimizer, scheduler, inputs)
                 if not math.isfinite(values[0]):
                     raise FloatingPointError(
@@ -262,6 +265,17 @@ def train_stage(
     student.eval()
     return StageResult(steps=total, seconds=time.time() - began, log_path=log.path, plot_path=png,
                        last_terms=last, resumed_from=start)
+
+
+def dropout_generators(model: nn.Module) -> List:
+    """The generator of every dropout module of ``model`` (OneFlow gives each ``nn.Dropout`` its own)."""
+    return [module.generator for module in model.modules() if isinstance(module, nn.Dropout)]
+
+
+def reseed(generators: List, seed: int, step: int) -> None:
+    """Seed generator ``i`` from ``(seed, step, i)``: the masks of a step then depend on nothing else."""
+    for index, generator in enumerate(generators):
+        generator.manual_seed(int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0]))
 
 
 def _run_step(step: LossStep, graph, optimizer, scheduler, inputs) -> List[float]:

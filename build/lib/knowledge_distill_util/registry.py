@@ -1,0 +1,93 @@
+"""A name -> loss-function registry, so that recipes and users pick losses from configuration.
+
+The built-in names are the function names of :mod:`knowledge_distill_util.functional`'s losses. A name
+can be registered once (a second registration is refused, as in torchdistill); a failed lookup lists
+the known names.
+
+Example::
+
+    >>> import oneflow as flow
+    >>> from knowledge_distill_util import available_losses, get_loss, register_loss
+    >>> "kl_div" in available_losses()
+    True
+    >>> get_loss("hidden_mse")(flow.ones(1, 2, 3), flow.zeros(1, 2, 3)).item()
+    1.0
+    >>> @register_loss("doctest_l1")
+    ... def l1(student, teacher, *, mask=None):
+    ...     return (student - teacher.detach()).abs().mean()
+    >>> get_loss("doctest_l1") is l1
+    True
+"""
+from typing import Callable, Dict, List
+
+from . import functional
+
+__all__ = ["register_loss", "get_loss", "available_losses", "BUILTIN_LOSSES"]
+
+LossFunction = Callable[..., object]
+
+#: The losses registered when the package is imported, under their function names.
+BUILTIN_LOSSES = (
+    functional.soft_cross_entropy,
+    functional.kl_div,
+    functional.hidden_mse,
+    functional.hidden_cosine,
+    functional.pkd_loss,
+    functional.attention_mse,
+    functional.attention_kl,
+    functional.relation_kl,
+    functional.fsp_loss,
+    functional.mmd_loss,
+)
+
+_LOSSES: Dict[str, LossFunction] = {}
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a loss name must be a non-empty string, got {name!r} ({type(name).__name__})")
+    return name
+
+
+def _refuse_duplicate(name: str) -> None:
+    if name in _LOSSES:
+        existing = _LOSSES[name]
+        where = f"{getattr(existing, '__module__', '?')}.{getattr(existing, '__qualname__', repr(existing))}"
+        raise ValueError(f"a loss named {name!r} is already registered ({where}); register yours under another name")
+
+
+def register_loss(name: str) -> Callable[[LossFunction], LossFunction]:
+    """Decorator registering ``fn(student, teacher, *, mask=None, ...)`` under ``name``.
+
+    Raises ``ValueError`` when ``name`` is taken (nothing is replaced) and ``TypeError`` when ``name``
+    is not a non-empty string or the decorated object is not callable.
+    """
+    _refuse_duplicate(_check_name(name))
+
+    def decorator(fn: LossFunction) -> LossFunction:
+        if not callable(fn):
+            raise TypeError(f"register_loss({name!r}) decorates a callable, got {type(fn).__name__}")
+        _refuse_duplicate(name)
+        _LOSSES[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_loss(name: str) -> LossFunction:
+    """The loss function registered under ``name``; ``ValueError`` listing the known names otherwise."""
+    _check_name(name)
+    try:
+        return _LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(available_losses())}") from None
+
+
+def available_losses() -> List[str]:
+    """The registered names, sorted."""
+    return sorted(_LOSSES)
+
+
+for _fn in BUILTIN_LOSSES:
+    register_loss(_fn.__name__)(_fn)
+del _fn

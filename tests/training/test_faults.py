@@ -1,0 +1,97 @@
+"""Fault injection: runs killed with SIGKILL at random moments resume to the uninterrupted result (also with
+dropout on, under --reseed_dropout), and corrupted files give one sentence naming the file, or are rebuilt."""
+import os
+import random
+import subprocess
+import time
+
+import numpy as np
+import oneflow as flow
+import pytest
+
+from training.conftest import PYTHON, TIMEOUT, recipe_args, train_cli
+
+EXTRA = ["--max_steps", "16", "--num_epochs", "4", "--checkpoint_every", "1"]
+
+
+def _weights(path):
+    state = flow.load(str(path))
+    return {k: v.numpy() for k, v in state.items()}
+
+
+def _max_diff(a, b):
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def _kill_randomly(args, kills, seed):
+    """Start the run, SIGKILL it after a random delay once it has begun training, ``kills`` times."""
+    rng = random.Random(seed)
+    env = dict(os.environ, GLOG_minloglevel="3")
+    killed = 0
+    for attempt in range(kills):
+        process = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *map(str, args),
+                                    *(["--resume"] if attempt else [])],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(3.0, 7.0))        # import + set-up take about 3 s; then a step every ~0.1 s
+        process.kill()
+        killed += process.wait(timeout=60) == -9
+    return killed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dropout", ["0", "0.2"], ids=["no-dropout", "dropout-reseeded"])
+def test_random_sigkills_resume_to_the_uninterrupted_weights(workspace, dropout):
+    flags = EXTRA + ["--student_hidden_dropout_prob", dropout, "--student_attention_probs_dropout_prob", dropout]
+    if dropout != "0":
+        flags.append("--reseed_dropout")
+    whole = train_cli(*recipe_args(workspace, "kd", f"fault_whole_{dropout}"), *flags)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    args = recipe_args(workspace, "kd", f"fault_cut_{dropout}") + flags
+    assert _kill_randomly(args, kills=5, seed=int(float(dropout) * 10)) >= 1
+    resumed = train_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    root = workspace["root"]
+    a = _weights(root / f"fault_whole_{dropout}" / "model" / "weights")
+    b = _weights(root / f"fault_cut_{dropout}" / "model" / "weights")
+    assert _max_diff(a, b) == 0.0
+    rows = (root / f"fault_cut_{dropout}" / "results" / "kd_losses.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 17)]
+
+
+def test_truncated_cached_teacher_logits_are_rebuilt(workspace, tmp_path):
+    teacher = tmp_path / "teacher"
+    import shutil
+
+    shutil.copytree(workspace["teacher"], teacher)
+    cache = teacher / "train_logits.npz"
+    cache.write_bytes(cache.read_bytes()[:100])
+    args = recipe_args(workspace, "kd", "fault_logits")
+    args[args.index("--teacher_model") + 1] = teacher
+    done = train_cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "unreadable" in done.stderr and np.load(cache)["logits"].shape[0] > 0      # rebuilt, readable again
+
+
+def test_a_truncated_checkpoint_stops_the_resume_and_deletes_nothing(workspace):
+    args = recipe_args(workspace, "kd", "fault_ckpt")
+    assert train_cli(*args).returncode == 0
+    checkpoint = workspace["root"] / "fault_ckpt" / "model" / "checkpoints" / "kd" / "step-00000003"
+    for name in os.listdir(checkpoint / "model"):
+        target = checkpoint / "model" / name
+        for piece in ([target] if target.is_file() else [target / f for f in os.listdir(target)]):
+            piece.write_bytes(piece.read_bytes()[:7])
+    done = train_cli(*args, "--resume")
+    assert done.returncode == 2 and "no readable checkpoint under" in done.stderr, done.stderr[-2000:]
+    assert checkpoint.is_dir()
+
+
+def test_a_corrupt_model_config_names_the_file(workspace, tmp_path):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(workspace["teacher"], teacher)
+    (teacher / "model_config.json").write_text('{"architecture": "bert", ')
+    args = recipe_args(workspace, "kd", "fault_meta")
+    args[args.index("--teacher_model") + 1] = teacher
+    done = train_cli(*args)
+    assert done.returncode == 2 and f"{teacher}/model_config.json is not valid JSON" in done.stderr, done.stderr

@@ -1,0 +1,46 @@
+"""One writer per output directory."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.training.lock import LOCK_FILE, DirectoryLock, lock_directories
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    with DirectoryLock(str(tmp_path)):
+        holder = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid()
+        with pytest.raises(ConfigError, match=rf"another run \(pid {os.getpid()} on .*\) is writing to {tmp_path}"):
+            DirectoryLock(str(tmp_path)).acquire()
+    assert not (tmp_path / LOCK_FILE).exists()                       # released
+    DirectoryLock(str(tmp_path)).acquire().release()
+
+
+def test_a_stale_lock_is_taken_over(tmp_path, caplog):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    import socket
+
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": int(dead), "host": socket.gethostname(), "started": "x"}))
+    lock = DirectoryLock(str(tmp_path)).acquire()
+    assert "stale lock" in caplog.text and json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_lock_of_another_host_is_never_taken_over(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "x"}))
+    with pytest.raises(ConfigError, match=r"pid 1 on elsewhere.*delete .*\.kdu\.lock"):
+        DirectoryLock(str(tmp_path)).acquire()
+
+
+def test_locking_several_directories_releases_all_on_failure(tmp_path):
+    (tmp_path / "b").mkdir()
+    held = DirectoryLock(str(tmp_path / "b")).acquire()
+    with pytest.raises(ConfigError):
+        lock_directories(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert not (tmp_path / "a" / LOCK_FILE).exists()
+    held.release()
