@@ -7,6 +7,7 @@ there: only ``.pth`` files of the environment's own site-packages are processed)
 import glob
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -20,8 +21,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_wheel_runs_the_console_scripts_outside_the_repository(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", REPO, "-w", str(tmp_path / "wheel")],
-                   check=True, timeout=300)
+    source = tmp_path / "source"  # pip wheel writes build/ into the tree it builds: not into this checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "output",
+                                                                 "__pycache__", ".pytest_cache", ".hypothesis"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w",
+                    str(tmp_path / "wheel")], check=True, timeout=300)
     env_dir = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
     packages = glob.glob(str(env_dir / "lib" / "python*" / "site-packages"))[0]
