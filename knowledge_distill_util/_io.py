@@ -19,8 +19,10 @@ path, also when the process is killed (SIGKILL) half-way:
   to the same path removes it).
 
 Temporary names start with ``.<name>.kdu-tmp-<pid>-`` (``<name>`` is the target's base name, ``<pid>``
-the writer's process id). Leftovers of killed writers are deleted at the next write to the same path;
-those of a writer that is still running (a concurrent write) are left alone. Concurrent writers to one
+the writer's process id). Leftovers of killed writers are deleted at the next successful write to the
+same path; those of a writer that is still running (a concurrent write) are left alone. So are the
+hidden staging folders of the earlier ``save_model`` (``.<name>.XXXXXXXX`` holding only ``state`` and
+``old-<hex>``). Concurrent writers to one
 path are otherwise not coordinated: the last swap wins, each swap is atomic.
 """
 import ctypes
@@ -106,7 +108,7 @@ def _prefix(base: str, tag: str) -> str:
     return f".{base}.{tag}-{os.getpid()}-"
 
 
-def _leftovers(path: str, include_live: bool = False) -> List[str]:
+def _leftovers(path: str) -> List[str]:
     """Temporary entries beside ``path`` left by writers to ``path`` that are no longer running."""
     parent, base = os.path.split(path)
     pattern = re.compile(rf"\.{re.escape(base)}\.({_TMP_TAG}|{_OLD_TAG})-(\d+)-")
@@ -117,7 +119,7 @@ def _leftovers(path: str, include_live: bool = False) -> List[str]:
         return []
     for entry in entries:
         match = pattern.match(entry)
-        if match and (include_live or not _pid_alive(int(match.group(2)))):
+        if match and not _pid_alive(int(match.group(2))):
             found.append(os.path.join(parent, entry))
         elif entry.startswith(f".{base}.") and _LEGACY_STAGING.fullmatch(entry[len(base) + 2:]):
             full = os.path.join(parent, entry)
@@ -214,7 +216,6 @@ def atomic_write_file(path, write: Callable[[BinaryIO], None]) -> None:
         os.makedirs(directory, exist_ok=True)
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "it is a directory", path)
-        _clean_leftovers(path)
         handle, temporary = tempfile.mkstemp(prefix=_prefix(base, _TMP_TAG), dir=directory)
     except OSError as err:
         raise _write_error(err, path) from err
@@ -230,6 +231,7 @@ def atomic_write_file(path, write: Callable[[BinaryIO], None]) -> None:
             raise _write_error(err, path) from err
         raise
     _fsync_directory(directory)
+    _clean_leftovers(path)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -301,7 +303,8 @@ def replace_directory(path, fill: Callable[[str], None]) -> str:
     complete new content into it. Then the new directory takes the place of the old one in one step
     (see the module doc for the mechanism and the fallback's window), and the old copy is deleted.
     If ``fill`` raises, ``path`` is untouched and the temporary directory removed. Leftovers of
-    earlier killed writes to ``path`` are removed first. Returns the absolute ``path``.
+    earlier killed writes to ``path`` are removed after the new content is in place (never before, so a
+    failed write cannot lose an interrupted copy). Returns the absolute ``path``.
 
     Raises ``NotADirectoryError`` when ``path`` exists and is not a directory (nothing is replaced).
 
@@ -324,7 +327,6 @@ def replace_directory(path, fill: Callable[[str], None]) -> str:
                                                 f"choose another path", path)
     try:
         os.makedirs(parent, exist_ok=True)
-        _clean_leftovers(path)
         staging = tempfile.mkdtemp(prefix=_prefix(base, _TMP_TAG), dir=parent)
     except OSError as err:
         raise _write_error(err, path) from err
@@ -338,6 +340,7 @@ def replace_directory(path, fill: Callable[[str], None]) -> str:
             raise _write_error(err, path) from err
         raise
     _fsync_directory(parent)
+    _clean_leftovers(path)  # only now: an interrupted copy may be the only old content until the swap
     return path
 
 

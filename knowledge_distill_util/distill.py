@@ -71,10 +71,10 @@ def check_args(args, function: str = "pred_distill", *, temperatures: bool = Tru
     ``temperatures=False`` (``layer_distill``, ``att_distill``, which read nothing from ``args``) skips
     the misspelling check and keeps only the type check.
 
-    >>> check_args(argparse.Namespace(temprature=4.0))
+    >>> check_args(argparse.Namespace(temprature=4.0))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: args has an attribute 'temprature' but no 'temperature': is it a misspelling? pred_distill reads 'temperature' only, so the value would be ignored; rename it to temperature (args.temperature = ..., or the --temperature flag)
+    ValueError: args has an attribute 'temprature' but no 'temperature': is it a misspelling? ...
     """
     if args is None:
         return

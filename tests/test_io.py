@@ -226,6 +226,23 @@ def test_replace_directory_cleans_leftovers_including_the_old_save_model_layout(
     assert sorted(os.listdir(tmp_path)) == sorted(keep + ["weights"])
 
 
+def test_a_failed_write_never_removes_an_interrupted_copy(tmp_path):
+    """After a kill in the fallback's window the old content exists only beside the target: a write that
+    fails must leave it; the next successful one removes it."""
+    copy = tmp_path / f".weights.kdu-old-{dead_pid()}-abc"
+    copy.mkdir()
+    fill_with(1)(str(copy))
+
+    def broken(directory):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        _io.replace_directory(tmp_path / "weights", broken)
+    assert _io.interrupted_copies(tmp_path / "weights") == [str(copy)] and dir_version(copy) == 1
+    _io.replace_directory(tmp_path / "weights", fill_with(2))
+    assert os.listdir(tmp_path) == ["weights"] and dir_version(tmp_path / "weights") == 2
+
+
 # --- save_model / load_model ----------------------------------------------------------------------
 def test_save_model_uses_replace_directory_and_load_model_reads_it(tmp_path):
     model = small_lstm()

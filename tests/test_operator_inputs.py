@@ -131,7 +131,8 @@ def test_the_floor_temperature_gives_finite_correct_values_for_extreme_logits(sc
 # --- empty inputs ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(0, 3), (2, 0), (0,)])
 def test_empty_logits_are_refused(shape):
-    with pytest.raises(ValueError, match=rf"student_logits is empty \(shape {re.escape(str(shape))}\): a loss over zero elements "
+    shown = re.escape(str(shape))
+    with pytest.raises(ValueError, match=rf"student_logits is empty \(shape {shown}\): a loss over zero elements "
                                          r"is undefined; skip empty batches"):
         pred_distill(None, flow.zeros(*shape), flow.zeros(*shape))
     with pytest.raises(ValueError, match=r"predicts is empty"):
