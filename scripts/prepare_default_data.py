@@ -8,12 +8,9 @@ Example:
     python scripts/prepare_default_data.py --out_dir data/default
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from knowledge_distill_util.data.default_data import SOURCES, prepare_default_data  # noqa: E402
+from knowledge_distill_util.data.default_data import SOURCES, prepare_default_data
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import pytest
 
 from knowledge_distill_util._device import resolve_device
 from knowledge_distill_util.models import BertForSequenceClassification, LSTMStudentForSequenceClassification
-from test_pretrained import TINY, hf_style_arrays, write_checkpoint
+from models.test_pretrained import TINY, hf_style_arrays, write_checkpoint
 
 SMALL = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
              max_position_embeddings=12)

@@ -21,7 +21,7 @@ from knowledge_distill_util.data.default_data import read_fortunes
 
 FORTUNES = "/usr/share/games/fortunes"
 HAVE_FORTUNES = all(os.path.isfile(os.path.join(FORTUNES, t)) for t in ("computers", "politics", "science", "work"))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write(path, lines):
