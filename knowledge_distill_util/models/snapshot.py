@@ -445,6 +445,7 @@ def load_snapshot(model: nn.Module, directory, scope: str = "auto") -> SnapshotR
         else:
             _lstm_import(model, arrays)
     report.loaded = sorted(arrays)
+    report.missing.sort()
     report.unused = sorted(names - set(arrays))
     if report.missing:
         logger.warning("%s: %s not in the snapshot; kept as initialised", directory, ", ".join(report.missing))
