@@ -11,24 +11,24 @@ BERT (``src/bert.py`` ``BertBackbone``, ``src/knowledge_distill_util.py`` ``Pool
 ``_AddClassfication``, ``fit_dense``; the same names in ``theseus/bert.py``); ``H`` hidden, ``I``
 intermediate, ``V``/``P``/``T`` vocabulary/positions/segments, ``C`` labels, ``F`` fit size:
 
-====================================================================  ==========  ============================
-original variable (``<p>`` = ``""`` teacher, ``"student-"`` student)  shape       this package (``nn.Linear.weight`` is ``[out, in]``)
-====================================================================  ==========  ============================
-``<p>bert-embeddings-word_embeddings``                                ``[V, H]``  ``embeddings.word_embeddings.weight``
-``<p>bert-embeddings-position_embeddings``                            ``[1, P, H]`` ``embeddings.position_embeddings.weight``
-``<p>bert-embeddings-token_type_embeddings``                          ``[T, H]``  ``embeddings.token_type_embeddings.weight``
-``<p>bert-embeddings-LayerNorm-gamma`` / ``-beta``                    ``[H]``     ``embeddings.LayerNorm.weight`` / ``.bias``
-``<p>bert-encoder-layer_<i>-attention-self-query-weight`` (key, value) ``[H, H]``  ``...attention.self.query.weight``, transposed
-``<p>bert-encoder-layer_<i>-attention-self-query-bias`` (key, value)  ``[H]``     ``...attention.self.query.bias``
-``<p>bert-encoder-layer_<i>-attention-output-dense-weight`` / ``-bias`` ``[H, H]`` ``...attention.output.dense``, transposed
-``<p>bert-encoder-layer_<i>-attention-output-LayerNorm-gamma``/``beta`` ``[H]``   ``...attention.output.LayerNorm``
-``<p>bert-encoder-layer_<i>-intermediate-dense-weight`` / ``-bias``   ``[H, I]``  ``...intermediate.dense``, transposed
-``<p>bert-encoder-layer_<i>-output-dense-weight`` / ``-bias``         ``[I, H]``  ``...output.dense``, transposed
-``<p>bert-encoder-layer_<i>-output-LayerNorm-gamma`` / ``-beta``      ``[H]``     ``...output.LayerNorm``
-``<p>bert-pooler-dense-weight`` / ``-bias``                           ``[H, H]``  ``pooler.dense``, transposed
-``<p>classification-output_weights`` / ``-output_bias``               ``[C, H]``  ``classifier`` (not transposed)
-``student-fit_dense-weight`` / ``-bias``                              ``[F, H]``  ``fit_dense`` (not transposed)
-====================================================================  ==========  ============================
+Original variable (``<p>`` = ``""`` teacher, ``"student-"`` student), original shape -> this package
+(``nn.Linear.weight`` is ``[out, in]``; "T" = stored transposed):
+
+- ``<p>bert-embeddings-word_embeddings`` ``[V, H]`` -> ``embeddings.word_embeddings.weight``
+- ``<p>bert-embeddings-position_embeddings`` ``[1, P, H]`` -> ``embeddings.position_embeddings.weight``
+- ``<p>bert-embeddings-token_type_embeddings`` ``[T, H]`` -> ``embeddings.token_type_embeddings.weight``
+- ``<p>bert-embeddings-LayerNorm-gamma`` / ``-beta`` ``[H]`` -> ``embeddings.LayerNorm.weight`` / ``.bias``
+- ``<p>bert-encoder-layer_<i>-attention-self-{query,key,value}-weight`` ``[H, H]`` (T) / ``-bias`` ``[H]``
+  -> ``encoder.layer.<i>.attention.self.{query,key,value}``
+- ``<p>bert-encoder-layer_<i>-attention-output-dense-weight`` ``[H, H]`` (T) / ``-bias``
+  -> ``encoder.layer.<i>.attention.output.dense``
+- ``<p>bert-encoder-layer_<i>-attention-output-LayerNorm-gamma`` / ``-beta`` -> ``...attention.output.LayerNorm``
+- ``<p>bert-encoder-layer_<i>-intermediate-dense-weight`` ``[H, I]`` (T) / ``-bias`` ``[I]`` -> ``...intermediate.dense``
+- ``<p>bert-encoder-layer_<i>-output-dense-weight`` ``[I, H]`` (T) / ``-bias`` ``[H]`` -> ``...output.dense``
+- ``<p>bert-encoder-layer_<i>-output-LayerNorm-gamma`` / ``-beta`` ``[H]`` -> ``...output.LayerNorm``
+- ``<p>bert-pooler-dense-weight`` ``[H, H]`` (T) / ``-bias`` -> ``pooler.dense``
+- ``<p>classification-output_weights`` ``[C, H]`` / ``<p>classification-output_bias`` ``[C]`` -> ``classifier``
+- ``student-fit_dense-weight`` ``[F, H]`` / ``-bias`` ``[F]`` -> ``fit_dense``
 
 ``_FullyConnected`` kernels (``<name>-weight``, ``[in, out]``) are stored transposed relative to
 ``nn.Linear.weight``; the classifier and ``fit_dense`` (``matmul(x, w, transpose_b=True)``) are not.
@@ -590,6 +590,18 @@ def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None) -> s
     OneFlow's ``flow.load`` and the original's loader read it. No optimizer slots are written (as after
     the original's ``--serve_for_online``). The directory is replaced as a whole
     (``_io.replace_directory``). Returns its absolute path.
+
+    >>> import tempfile
+    >>> model = BertForSequenceClassification(vocab_size=30, hidden_size=8, num_hidden_layers=1,
+    ...                                       num_attention_heads=2, intermediate_size=16, max_position_embeddings=10)
+    >>> path = save_snapshot(model, os.path.join(tempfile.mkdtemp(), "snapshot_best"))
+    >>> sorted(os.listdir(path))[:2]
+    ['bert-embeddings-LayerNorm-beta', 'bert-embeddings-LayerNorm-gamma']
+    >>> read_snapshot_config(path, num_attention_heads=2).config["intermediate_size"]
+    16
+    >>> report = load_snapshot(model, path)
+    >>> len(report.loaded), report.missing, report.scope
+    (25, [], 'teacher')
     """
     kind = _check_model(model)
     directory = _check_directory(directory)
