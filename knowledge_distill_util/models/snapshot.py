@@ -23,7 +23,8 @@ Original variable (``<p>`` = ``""`` teacher, ``"student-"`` student), original s
 - ``<p>bert-encoder-layer_<i>-attention-output-dense-weight`` ``[H, H]`` (T) / ``-bias``
   -> ``encoder.layer.<i>.attention.output.dense``
 - ``<p>bert-encoder-layer_<i>-attention-output-LayerNorm-gamma`` / ``-beta`` -> ``...attention.output.LayerNorm``
-- ``<p>bert-encoder-layer_<i>-intermediate-dense-weight`` ``[H, I]`` (T) / ``-bias`` ``[I]`` -> ``...intermediate.dense``
+- ``<p>bert-encoder-layer_<i>-intermediate-dense-weight`` ``[H, I]`` (T) / ``-bias`` ``[I]``
+  -> ``...intermediate.dense``
 - ``<p>bert-encoder-layer_<i>-output-dense-weight`` ``[I, H]`` (T) / ``-bias`` ``[H]`` -> ``...output.dense``
 - ``<p>bert-encoder-layer_<i>-output-LayerNorm-gamma`` / ``-beta`` ``[H]`` -> ``...output.LayerNorm``
 - ``<p>bert-pooler-dense-weight`` ``[H, H]`` (T) / ``-bias`` -> ``pooler.dense``
@@ -243,7 +244,8 @@ def _bert_table(model: BertForSequenceClassification, scope: str) -> List[Tuple[
     types = emb.token_type_embeddings.num_embeddings
     inter = model.encoder.layer[0].intermediate.dense.out_features if len(model.encoder.layer) else hidden
     rows = [
-        (_Var(f"{prefix}bert-embeddings-word_embeddings", (vocab, hidden), True), "embeddings.word_embeddings.weight", False),
+        (_Var(f"{prefix}bert-embeddings-word_embeddings", (vocab, hidden), True),
+         "embeddings.word_embeddings.weight", False),
         (_Var(f"{prefix}bert-embeddings-position_embeddings", (1, positions, hidden), True),
          "embeddings.position_embeddings.weight", False),
         (_Var(f"{prefix}bert-embeddings-token_type_embeddings", (types, hidden), True),
@@ -342,7 +344,8 @@ def _lstm_import(model, arrays: Dict[str, np.ndarray]) -> None:
         put(lstm.weight_hh_l0, np.concatenate([arrays[f"{stem}{g}-h-weight"].T for g in _GATES]))
         put(lstm.bias_ih_l0, np.concatenate([arrays[f"{stem}{g}-bias"] for g in _GATES]))
         put(lstm.bias_hh_l0, np.zeros(tuple(lstm.bias_hh_l0.shape), dtype=np.float32))
-    for name, parameter in (("student-lstm-FC1-weight", model.dense.weight), ("student-lstm-FC1-bias", model.dense.bias),
+    for name, parameter in (("student-lstm-FC1-weight", model.dense.weight),
+                            ("student-lstm-FC1-bias", model.dense.bias),
                             ("student-lstm-FC2-weight", model.classifier.weight),
                             ("student-lstm-FC2-bias", model.classifier.bias)):
         if name in arrays:

@@ -98,7 +98,8 @@ def original_bert_forward(v, ids, mask, segments, prefix="", layer_stem=None, la
     layer_stem = layer_stem or f"{prefix}bert-encoder-layer_"
     e = f"{prefix}bert-embeddings-"
     length = ids.shape[1]
-    x = v[e + "word_embeddings"][ids] + v[e + "token_type_embeddings"][segments] + v[e + "position_embeddings"][0, :length]
+    x = (v[e + "word_embeddings"][ids] + v[e + "token_type_embeddings"][segments]
+         + v[e + "position_embeddings"][0, :length])
     x = _ln(x, v[e + "LayerNorm-gamma"], v[e + "LayerNorm-beta"])
     reps = [x]
     add = (mask[:, None, None, :].astype(np.float64) - 1.0) * 10000.0
@@ -162,7 +163,8 @@ def test_teacher_snapshot_values_and_forward(tmp_path, meta):
     assert len(report.loaded) == len(v)
     sd = {k: t.numpy() for k, t in model.state_dict().items()}
     np.testing.assert_array_equal(sd["embeddings.word_embeddings.weight"], v["bert-embeddings-word_embeddings"])
-    np.testing.assert_array_equal(sd["embeddings.position_embeddings.weight"], v["bert-embeddings-position_embeddings"][0])
+    np.testing.assert_array_equal(sd["embeddings.position_embeddings.weight"],
+                                  v["bert-embeddings-position_embeddings"][0])
     np.testing.assert_array_equal(sd["embeddings.LayerNorm.weight"], v["bert-embeddings-LayerNorm-gamma"])
     for i in range(LAYERS):
         s, k = f"bert-encoder-layer_{i}-", f"encoder.layer.{i}."
@@ -282,7 +284,8 @@ def test_save_load_round_trip_and_oneflow_reads_it(tmp_path):
     for (key, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
     ids, mask, segments = inputs(rng)
-    np.testing.assert_array_equal(run(model, ids, mask, segments)[0].numpy(), run(other, ids, mask, segments)[0].numpy())
+    np.testing.assert_array_equal(run(model, ids, mask, segments)[0].numpy(),
+                                  run(other, ids, mask, segments)[0].numpy())
     save_snapshot(bert(num_hidden_layers=1), str(tmp_path / "snapshot_best"), scope="teacher")  # replaced whole
     assert not any(n.startswith("student-") for n in os.listdir(tmp_path / "snapshot_best"))
 
