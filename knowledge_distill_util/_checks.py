@@ -202,7 +202,6 @@ __all__ += [
     "check_choice",
     "check_mask",
     "check_row_temperature",
-    "check_positive_int",
     "check_same_leading_dims",
     "check_ndim",
 ]
@@ -214,15 +213,6 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
         raise ValueError(
             f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
         )
-    return value
-
-
-def check_positive_int(name: str, value) -> int:
-    """Require a Python integer >= 1 (``bool`` refused)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= 1, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
     return value
 
 

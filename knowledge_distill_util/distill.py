@@ -25,7 +25,7 @@ import difflib
 import logging
 from collections.abc import Mapping
 from numbers import Number
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import oneflow as flow
 

@@ -29,11 +29,10 @@ from ._checks import (
     check_choice,
     check_mask,
     check_ndim,
+    check_int,
     check_pair,
-    check_positive_int,
     check_row_temperature,
     check_same_leading_dims,
-    check_temperature,
     check_tensor_list,
 )
 
@@ -747,7 +746,7 @@ def relation_kl(
     """
     check_same_leading_dims("student", student, "teacher", teacher, 2)
     check_ndim("student", student, (3,), "[B, L, H_s]")
-    heads = check_positive_int("num_relation_heads", num_relation_heads)
+    heads = check_int("num_relation_heads", num_relation_heads)
     for name, x in (("student", student), ("teacher", teacher)):
         if x.shape[-1] % heads:
             raise ValueError(

@@ -22,7 +22,7 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from . import functional
-from ._checks import check_choice, check_positive_int, check_temperature
+from ._checks import check_choice, check_int, check_temperature
 from .registry import available_losses, get_loss
 
 __all__ = [
@@ -200,7 +200,7 @@ class RelationKLLoss(flow.nn.Module):
 
     def __init__(self, num_relation_heads: int):
         super().__init__()
-        self.num_relation_heads = check_positive_int("num_relation_heads", num_relation_heads)
+        self.num_relation_heads = check_int("num_relation_heads", num_relation_heads)
 
     def forward(self, student: flow.Tensor, teacher: flow.Tensor, mask: Optional[flow.Tensor] = None) -> flow.Tensor:
         return functional.relation_kl(student, teacher, num_relation_heads=self.num_relation_heads, mask=mask)
@@ -256,8 +256,8 @@ class Projection(flow.nn.Module):
 
     def __init__(self, in_features: int, out_features: int, activation: Optional[str] = None):
         super().__init__()
-        check_positive_int("in_features", in_features)
-        check_positive_int("out_features", out_features)
+        check_int("in_features", in_features)
+        check_int("out_features", out_features)
         if activation is not None:
             check_choice("activation", activation, ACTIVATIONS)
         self.activation = activation

@@ -1,7 +1,6 @@
 """scripts/benchmark.py --quick runs end to end (tiny shapes) and writes the documented JSON rows."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest

@@ -83,13 +83,13 @@ def test_modules_are_reprs_of_their_options_and_default_reductions():
     (lambda: knn.SoftCrossEntropyLoss(student_temperature=0), ValueError, r"student_temperature must be a finite number > 0"),
     (lambda: knn.SoftCrossEntropyLoss(teacher_temperature="2"), TypeError, r"teacher_temperature must be a number > 0"),
     (lambda: knn.KLDivLoss(temperature_scaling=1), TypeError, r"temperature_scaling must be True or False, got 1"),
-    (lambda: knn.RelationKLLoss(0), ValueError, r"num_relation_heads must be an integer >= 1, got 0"),
-    (lambda: knn.RelationKLLoss(2.5), TypeError, r"num_relation_heads must be an integer >= 1, got 2.5"),
+    (lambda: knn.RelationKLLoss(0), ValueError, r"num_relation_heads must be a positive integer, got 0"),
+    (lambda: knn.RelationKLLoss(2.5), TypeError, r"num_relation_heads must be a positive integer, got 2.5"),
     (lambda: knn.AttentionMSELoss(mask_threshold="low"), TypeError, r"mask_threshold must be a number"),
     (lambda: knn.Projection(4, 8, activation="swish"), ValueError,
      r"activation must be one of 'relu', 'tanh', 'gelu'; got 'swish'"),
-    (lambda: knn.Projection(0, 8), ValueError, r"in_features must be an integer >= 1, got 0"),
-    (lambda: knn.Projection(4, 8.0), TypeError, r"out_features must be an integer >= 1, got 8.0"),
+    (lambda: knn.Projection(0, 8), ValueError, r"in_features must be a positive integer, got 0"),
+    (lambda: knn.Projection(4, 8.0), TypeError, r"out_features must be a positive integer, got 8.0"),
 ])
 def test_constructor_validation(make, error, message):
     with pytest.raises(error, match=message):

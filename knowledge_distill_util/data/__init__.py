@@ -20,9 +20,22 @@ from .features import (
 )
 from .glue import GLUE_TASKS, Example, TaskSpec, get_task, read_examples, task_file, write_examples
 from .loading import TaskData, cap_rows, load_task_data
-from .ofrecord import EVAL_PREFIX, TRAIN_PREFIX, glue_to_ofrecord, read_ofrecord_features, scan_ofrecord_parts, write_ofrecord_parts  # noqa: F401,E501
+from .ofrecord import (
+    EVAL_PREFIX,
+    TRAIN_PREFIX,
+    glue_to_ofrecord,
+    read_ofrecord_features,
+    scan_ofrecord_parts,
+    write_ofrecord_parts,
+)
 
 __all__ = [
+    "EVAL_PREFIX",
+    "TRAIN_PREFIX",
+    "glue_to_ofrecord",
+    "read_ofrecord_features",
+    "scan_ofrecord_parts",
+    "write_ofrecord_parts",
     "GLUE_TASKS",
     "TaskSpec",
     "Example",

@@ -16,9 +16,13 @@ from .init import (
 )
 from .lstm import LSTMStudentForSequenceClassification
 from .pretrained import LoadReport, load_hf_bert_weights, minilm_checkpoint_dir, read_hf_config
-from .snapshot import build_from_snapshot, load_snapshot, read_snapshot_config, save_snapshot  # noqa: F401
+from .snapshot import build_from_snapshot, load_snapshot, read_snapshot_config, save_snapshot
 
 __all__ = [
+    "build_from_snapshot",
+    "load_snapshot",
+    "read_snapshot_config",
+    "save_snapshot",
     "BertForSequenceClassification",
     "BertStudentForSequenceClassification",
     "LSTMStudentForSequenceClassification",

@@ -7,7 +7,7 @@
   and optionally initialised from the teacher (``student_init 'teacher'``) or a saved student.
 """
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import oneflow as flow
 import oneflow.nn as nn

@@ -1,7 +1,6 @@
 """Fixtures shared by the training tests: tiny BERTs, tiny features, and a workspace with a tiny task and
 a tiny teacher trained on it (``kdu-train --recipe teacher --quick``)."""
 import os
-import subprocess
 import sys
 
 import numpy as np

@@ -9,7 +9,7 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from training.conftest import PYTHON, TIMEOUT, recipe_args, train_cli
+from training.conftest import PYTHON, recipe_args, train_cli
 
 EXTRA = ["--max_steps", "16", "--num_epochs", "4", "--checkpoint_every", "1"]
 

@@ -3,7 +3,6 @@ point as the built-in ones."""
 import json
 import os
 
-import oneflow as flow
 import oneflow.nn.functional as F
 import pytest
 
