@@ -18,7 +18,7 @@ from .artifacts import MODEL_CONFIG
 from .config import ConfigError, TrainConfig
 
 __all__ = ["BEST_SNAPSHOT", "LAST_SNAPSHOT", "snapshot_directory", "load_snapshot_model", "load_snapshot_weights",
-           "write_snapshots"]
+           "write_snapshots", "load_successor_snapshot"]
 
 logger = logging.getLogger(__name__)
 BEST_SNAPSHOT = "snapshot_best"
@@ -85,6 +85,20 @@ def load_snapshot_weights(model: nn.Module, path: str, what: str = "student") ->
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{what} snapshot {directory} does not fit the configured {what}: {error}; pass the "
                           f"sizes it was trained with") from None
+    return True
+
+
+def load_successor_snapshot(successor: nn.Module, path: Optional[str]) -> bool:
+    """Load BERT-of-Theseus's successor from the original snapshot ``path`` when it holds successor layers
+    (``bert-encoder-student-layer_<i>``, written by ``init_stu.py``); False otherwise."""
+    directory = snapshot_directory(path)
+    if directory is None or _scope(directory, "theseus") != "theseus":
+        return False
+    try:
+        load_snapshot(successor, directory, "theseus")
+    except ValueError as error:
+        raise ConfigError(f"successor layers of snapshot {directory} do not fit: {error}; pass --compress_ratio "
+                          f"so that num_hidden_layers / compress_ratio is its successor depth") from None
     return True
 
 

@@ -163,12 +163,15 @@ def _lstm(ctx: BuildContext) -> nn.Module:
 
 
 def _theseus(ctx: BuildContext) -> nn.Module:
-    try:
-        return TheseusModel(ctx.teacher, ctx.cfg.student_num_hidden_layers, ctx.cfg.replace_prob, seed=ctx.cfg.seed)
-    except ValueError as error:
-        from .config import ConfigError
+    from .config import ConfigError
+    from .original_models import load_successor_snapshot
 
+    try:
+        model = TheseusModel(ctx.teacher, ctx.cfg.student_num_hidden_layers, ctx.cfg.replace_prob, seed=ctx.cfg.seed)
+    except ValueError as error:
         raise ConfigError(str(error)) from None
+    load_successor_snapshot(model.successor, ctx.cfg.teacher_model)  # an original init_stu.py snapshot
+    return model
 
 
 def _tinybert_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
