@@ -309,6 +309,7 @@ def build_original_parser(script: OriginalScript, prog: Optional[str] = None) ->
     """An ``argparse`` parser of the script's original flags (``allow_abbrev=False``, no help flag clash:
     this package's flags are read afterwards from what is left)."""
     parser = argparse.ArgumentParser(prog=prog or f"{script.name}.py", allow_abbrev=False, add_help=False,
+                                     exit_on_error=False,
                                      description=script.description, formatter_class=_ShowDefaults)
     for name in script.flags:
         flag = FLAGS[name]
@@ -395,7 +396,7 @@ def original_values(script: OriginalScript, argv: Sequence[str], prog: Optional[
         flag = FLAGS[name]
         if flag.sets is not None:
             value = getattr(a, name)
-            if value is not None:
+            if value is not None or name in ("do_train", "do_eval"):  # None: the original does neither
                 values.update(flag.sets(value))
     if "learning_rate" in values:
         values.setdefault("stage2_learning_rate", values["learning_rate"])
