@@ -305,3 +305,29 @@ def test_bert_pkd_student_generation(original_tree, tmp_path):
     assert not any(n.startswith("student-bert-encoder-layer_2") for n in names)
     assert original_init.main("bert-pkd", [f"--teacher_model={original_tree / 'model/before/snapshot_best'}",
                                            f"--student_model={tmp_path / 'x'}", "--layer_list=2,6,10"]) == 2
+
+
+def test_tinybert_combined_loss_is_the_sum_of_the_two_stages_and_mse_for_regression():
+    from types import SimpleNamespace
+
+    from knowledge_distill_util.training.objectives import (TINYBERT_COMBINED, tinybert_intermediate_loss,
+                                                            tinybert_pred_loss)
+
+    rng = np.random.default_rng(3)
+    args = SimpleNamespace(temperature=1.0, teacher_temperature=None, student_temperature=None)
+    t = lambda *shape: flow.tensor(rng.normal(size=shape).astype(np.float32))  # noqa: E731
+    atts = lambda: [flow.softmax(t(2, 2, 4, 4), dim=-1) for _ in range(2)]  # noqa: E731
+    tensors = dict(student_logits=t(2, 3), teacher_logits=t(2, 3), student_reps=[t(2, 4, 8) for _ in range(3)],
+                   teacher_reps=[t(2, 4, 8) for _ in range(3)], student_atts=atts(), teacher_atts=atts(),
+                   labels=flow.tensor([0, 2]))
+    terms = TINYBERT_COMBINED(args, **tensors)
+    first = tinybert_intermediate_loss(args, **{k: tensors[k] for k in ("student_reps", "teacher_reps",
+                                                                          "student_atts", "teacher_atts")})
+    second = tinybert_pred_loss(args, tensors["student_logits"], tensors["teacher_logits"])
+    np.testing.assert_allclose(terms["loss"].numpy(), first["loss"].numpy() + second["loss"].numpy(),
+                               rtol=1.3e-6, atol=1e-5)
+    scores = rng.normal(size=2)
+    tensors.update(student_logits=t(2, 1), teacher_logits=t(2, 1), labels=flow.tensor(scores.astype(np.float32)))
+    regression = TINYBERT_COMBINED(args, **tensors)
+    reference = np.mean((tensors["student_logits"].numpy().astype(np.float64).reshape(-1) - scores) ** 2)
+    np.testing.assert_allclose(regression["pred_distill"].numpy(), reference, rtol=1.3e-6, atol=1e-5)
