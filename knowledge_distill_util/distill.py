@@ -223,27 +223,54 @@ def att_distill(args, student_atts: Sequence[flow.Tensor], teacher_atts: Sequenc
     return functional.att_distill_loss(student_atts, teacher_atts)
 
 
+def _str2bool(text) -> bool:
+    """The original's ``str2bool``: ``True``/``'True'``/yes/1 or ``False``/no/0 (quotes ignored)."""
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().strip("'\"").lower()
+    if value in ("yes", "true", "t", "y", "1"):
+        return True
+    if value in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
 def add_distill_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register the original distillation flags with the original defaults and return ``parser``.
+
+    Flags the parser already defines are left as they are (only the missing ones are added), so it can be
+    called on an original script's parser. The booleans take the bare form (``--pred_distill``) and the
+    original's ``--pred_distill='True'`` / ``'False'``.
 
     >>> import argparse
     >>> args = add_distill_args(argparse.ArgumentParser()).parse_args(["--temperature", "4"])
     >>> args.temperature, args.kd_alpha, args.intermediate_distill
     (4.0, 0.2, False)
+    >>> own = argparse.ArgumentParser()
+    >>> _ = own.add_argument("--kd_alpha", type=float, default=0.9)
+    >>> args = add_distill_args(own).parse_args(["--pred_distill='True'"])
+    >>> args.kd_alpha, args.pred_distill
+    (0.9, True)
     """
+    known = set(parser._option_string_actions)
     group = parser.add_argument_group("knowledge distillation")
-    group.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                       help="softmax temperature for both logits (default: 1.0)")
-    group.add_argument("--teacher_temperature", type=float, default=None,
-                       help="teacher-side temperature; overrides --temperature when given")
-    group.add_argument("--student_temperature", type=float, default=None,
-                       help="student-side temperature; overrides --temperature when given")
-    # kd_alpha/kd_beta defaults: the original BERT-PKD script, the only one with both flags; each
-    # registered recipe (knowledge_distill_util.training.recipes) carries its own original run script's values.
-    group.add_argument("--kd_alpha", type=float, default=0.2, help="weight of the soft-label loss term")
-    group.add_argument("--kd_beta", type=float, default=10.0, help="weight of the intermediate-layer loss term")
-    group.add_argument("--intermediate_distill", action="store_true",
-                       help="TinyBERT stage 1: distil hidden states and attentions")
-    group.add_argument("--pred_distill", action="store_true",
-                       help="TinyBERT stage 2: distil the prediction layer")
+
+    def add(flag, **kwargs):
+        if flag not in known:
+            group.add_argument(flag, **kwargs)
+
+    add("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+        help="softmax temperature for both logits (default: 1.0)")
+    add("--teacher_temperature", type=float, default=None,
+        help="teacher-side temperature; overrides --temperature when given")
+    add("--student_temperature", type=float, default=None,
+        help="student-side temperature; overrides --temperature when given")
+    # kd_alpha/kd_beta defaults: the original BERT-PKD run script's (its task script's kd_alpha default is 0.5);
+    # each registered recipe (knowledge_distill_util.training.recipes) carries its own run script's values.
+    add("--kd_alpha", type=float, default=0.2, help="weight of the soft-label loss term")
+    add("--kd_beta", type=float, default=10.0, help="weight of the intermediate-layer loss term")
+    add("--intermediate_distill", type=_str2bool, nargs="?", const=True, default=False,
+        help="TinyBERT: distil hidden states and attentions")
+    add("--pred_distill", type=_str2bool, nargs="?", const=True, default=False,
+        help="TinyBERT: distil the prediction layer")
     return parser

@@ -13,7 +13,7 @@ from typing import Optional
 from .features import Features, default_vocab_file, load_glue_features, load_tokenizer
 from .glue import TaskSpec, get_task
 
-__all__ = ["TaskData", "cap_rows", "load_task_data"]
+__all__ = ["TaskData", "cap_rows", "load_task_data", "load_ofrecord_task_data"]
 
 
 @dataclass
@@ -62,3 +62,43 @@ def load_task_data(data_dir: Optional[str], task_name: Optional[str], seq_length
     dev = cap_rows(load_glue_features(data_dir, spec, "dev", tokenizer, seq_length), max_eval_examples)
     digest = hashlib.sha1(train.input_ids.tobytes()).hexdigest()[:16]
     return TaskData(spec, vocab_file, tokenizer, train, dev, digest)
+
+
+def _no_rows(like: Features) -> Features:
+    return Features(input_ids=like.input_ids[:0], input_mask=like.input_mask[:0],
+                    segment_ids=like.segment_ids[:0], labels=like.labels[:0])
+
+
+def load_ofrecord_task_data(task_name: Optional[str], seq_length: int, train_dir: Optional[str] = None,
+                            eval_dir: Optional[str] = None, train_prefix: str = "train.of_record-",
+                            eval_prefix: str = "eval.of_record-", train_part_num: int = 1, eval_part_num: int = 1,
+                            train_example_num: int = 0, eval_example_num: int = 0) -> TaskData:
+    """The original toolkit's OFRecord parts as a :class:`TaskData` (already tokenised: no tokenizer).
+
+    Arguments are the original's ``--task_name``, ``--seq_length``, ``--{train,eval}_data_dir``,
+    ``--*_data_prefix``, ``--*_data_part_num`` and ``--*_example_num`` (0: every record). A split without
+    a directory has no rows (an eval-only run needs no training parts); at least one is required. Read
+    with :func:`~.ofrecord.read_ofrecord_features`, which raises ``ValueError`` naming the file and the fix.
+    """
+    from .ofrecord import read_ofrecord_features
+
+    if not task_name:
+        raise ValueError("no --task_name given; name the GLUE task of the OFRecord parts (e.g. SST-2)")
+    if not train_dir and not eval_dir:
+        raise ValueError("no --train_data_dir or --eval_data_dir given; pass the OFRecord directories "
+                         "(<glue_ofrecord>/<task>/train and .../eval)")
+    try:
+        spec = get_task(task_name)
+    except KeyError as error:
+        raise ValueError(str(error.args[0] if error.args else error)) from None
+
+    def read(directory, prefix, part_num, example_num):
+        return read_ofrecord_features(directory, prefix, part_num, example_num=example_num or None,
+                                      seq_length=seq_length)
+
+    train = read(train_dir, train_prefix, train_part_num, train_example_num) if train_dir else None
+    dev = read(eval_dir, eval_prefix, eval_part_num, eval_example_num) if eval_dir else None
+    train = train if train is not None else _no_rows(dev)
+    dev = dev if dev is not None else _no_rows(train)
+    digest = hashlib.sha1(train.input_ids.tobytes()).hexdigest()[:16]
+    return TaskData(spec, None, None, train, dev, digest)

@@ -22,6 +22,7 @@ from ..models import (
 )
 from .artifacts import MODEL_CONFIG, load_trained
 from .config import ConfigError, TrainConfig
+from .original_models import load_snapshot_model, load_snapshot_weights, snapshot_directory
 
 __all__ = ["teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
            "lstm_student", "load_student_weights"]
@@ -61,6 +62,10 @@ def teacher_for_finetuning(cfg: TrainConfig, spec: TaskSpec) -> Tuple[BertForSeq
             num_hidden_layers=cfg.teacher_num_hidden_layers, num_attention_heads=cfg.teacher_num_attention_heads,
             intermediate_size=cfg.teacher_intermediate_size, label_num=spec.num_labels, **dropout)
         return model, description
+    if snapshot_directory(source):  # the original's converted pretrained BERT or fine-tuned teacher
+        model, _ = load_snapshot_model(source, "teacher checkpoint", cfg.teacher_num_attention_heads,
+                                       label_num=spec.num_labels, **dropout)
+        return model, f"the original snapshot {snapshot_directory(source)}"
     if os.path.isfile(os.path.join(source, MODEL_CONFIG)):
         model, _ = load_trained(source, "teacher", **dropout)
         if model.config["label_num"] != spec.num_labels:
@@ -74,14 +79,25 @@ def teacher_for_finetuning(cfg: TrainConfig, spec: TaskSpec) -> Tuple[BertForSeq
     return model, description
 
 
-def load_teacher(directory: Optional[str], spec: TaskSpec, attention_output: Optional[str] = None):
-    """``(teacher, meta)``: the fine-tuned teacher in ``directory``, checked against the task, frozen, eval mode."""
+def load_teacher(directory: Optional[str], spec: TaskSpec, attention_output: Optional[str] = None,
+                 num_attention_heads: Optional[int] = None, seq_length: Optional[int] = None):
+    """``(teacher, meta)``: the fine-tuned teacher in ``directory``, checked against the task, frozen, eval mode.
+
+    An original OneFlow snapshot is read too (``num_attention_heads``: its head count, which snapshots do
+    not store; ``seq_length``: the length of the data it reads); its classifier must fit the task."""
     if not directory:
         raise ConfigError("no --teacher_model given; fine-tune a teacher with kdu-train --recipe teacher and pass "
                           "its --model_save_dir")
     overrides = {"attention_output": attention_output} if attention_output else {}
-    teacher, meta = load_trained(directory, "teacher", **overrides)
     labels = list(spec.labels) if spec.labels is not None else None
+    if snapshot_directory(directory):
+        teacher, meta = load_snapshot_model(directory, "teacher checkpoint", num_attention_heads, **overrides)
+        if teacher.config.get("label_num") != spec.num_labels:
+            raise ConfigError(f"teacher snapshot {directory} has {teacher.config.get('label_num')} outputs but task "
+                              f"{spec.name!r} has {spec.num_labels}; pass a teacher fine-tuned for this task")
+        meta.update(task_name=spec.name, labels=labels, seq_length=seq_length)
+    else:
+        teacher, meta = load_trained(directory, "teacher", **overrides)
     if meta.get("task_name") != spec.name or meta.get("labels") != labels:
         raise ConfigError(
             f"teacher checkpoint {directory} was fine-tuned for task {meta.get('task_name')!r} with labels "
@@ -157,7 +173,10 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
 
 
 def load_student_weights(model: nn.Module, directory: str) -> None:
-    """Copy a saved student's weights into ``model`` after checking that their shapes agree."""
+    """Copy a saved student's (or an original snapshot's) weights into ``model`` after checking that their
+    shapes agree."""
+    if load_snapshot_weights(model, directory):
+        return
     saved, _ = load_trained(directory, "student")
     differing = [k for k in _SHAPE_KEYS if saved.config.get(k) != model.config.get(k)]
     if differing:
@@ -172,7 +191,7 @@ def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
     (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden."""
     _check_student_init(cfg)
     model = LSTMStudentForSequenceClassification(
-        vocab_size=teacher.config["vocab_size"], seq_length=cfg.seq_length, hidden_size=cfg.lstm_hidden_size,
+        vocab_size=cfg.student_vocab_size or teacher.config["vocab_size"], seq_length=cfg.seq_length, hidden_size=cfg.lstm_hidden_size,
         intermediate_size=cfg.lstm_intermediate_size, num_hidden_layers=cfg.lstm_num_layers,
         label_num=spec.num_labels, embedding_size=cfg.lstm_embedding_size,
         hidden_dropout_prob=cfg.lstm_dropout_prob, bidirectional=cfg.bidirectional)

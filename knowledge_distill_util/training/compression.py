@@ -125,7 +125,9 @@ def _run_job(job: Job, timeout: float) -> Dict:
         with open(log_path, encoding="utf-8") as stream:
             tail = "\n".join(stream.read().splitlines()[-15:])
         raise RuntimeError(f"job {job.name} failed with exit status {process.returncode}; see {log_path}:\n{tail}")
-    with open(os.path.join(job.config["result_dir"], "results_eval.json"), encoding="utf-8") as stream:
+    kdu_path = os.path.join(job.config["result_dir"], "results_eval_kdu.json")  # an original-format run's figures
+    path = kdu_path if os.path.isfile(kdu_path) else os.path.join(job.config["result_dir"], "results_eval.json")
+    with open(path, encoding="utf-8") as stream:
         results = json.load(stream)
     metric = results.get("main_metric", "accuracy")
     logger.info("%s: finished in %.0f s, %s %.4f", job.name, time.time() - began, metric, results.get(metric, float("nan")))

@@ -121,6 +121,28 @@ class TrainConfig:
     lstm_num_layers: int = _key(1, "LSTM layers")
     bidirectional: bool = _key(False, "bidirectional LSTM")
     lstm_dropout_prob: float = _key(0.1, "LSTM student dropout")
+    student_vocab_size: Optional[int] = _key(None, "LSTM student vocabulary rows (default: the teacher's vocabulary)")
+    # the original toolkit's OFRecord data, snapshots and results (see training/original.py)
+    train_data_dir: Optional[str] = _key(None, "OFRecord training parts (the original's glue_ofrecord/<task>/train); "
+                                               "with eval_data_dir replaces --data_dir")
+    train_data_prefix: str = _key("train.of_record-", "file-name prefix of the training parts")
+    train_data_part_num: int = _key(1, "number of training part files")
+    train_example_num: int = _key(0, "read the first N training records (0: all)")
+    eval_data_dir: Optional[str] = _key(None, "OFRecord dev parts (the original's glue_ofrecord/<task>/eval)")
+    eval_data_prefix: str = _key("eval.of_record-", "file-name prefix of the dev parts")
+    eval_data_part_num: int = _key(1, "number of dev part files")
+    eval_example_num: int = _key(0, "read the first N dev records (0: all)")
+    train_data_dir_lstm: Optional[str] = _key(None, "Distilled-BiLSTM: the student's word-level training parts")
+    eval_data_dir_lstm: Optional[str] = _key(None, "Distilled-BiLSTM: the student's word-level dev parts")
+    teacher_seq_length: Optional[int] = _key(None, "tokens per example of the teacher's OFRecord parts when they "
+                                                   "differ from the student's (Distilled-BiLSTM; default seq_length)")
+    stages: Optional[List[str]] = _key(None, "run only these stages of the recipe (default: the recipe's choice; "
+                                             "tinybert 'combined' is the original's one-stage loss)")
+    save_snapshot: bool = _key(False, "also write the model as an original OneFlow snapshot "
+                                      "<model_save_dir>/snapshot_best")
+    save_last_snapshot: bool = _key(False, "also write <model_save_dir>/snapshot_last_snapshot (the original's name)")
+    results_format: str = _key("kdu", "'kdu' or 'original' (results_eval.json/results_train.json with the "
+                                      "original's keys and strings; this package's figures in results_eval_kdu.json)")
 
 
 #: What ``--quick`` sets (tiny data, a few steps); model sizes stay as configured.

@@ -23,6 +23,7 @@ soft-label term is the MSE between the student's and the teacher's predictions
 | ``BERT_PKD`` | ``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill`` |
 | ``TINYBERT_INTERMEDIATE`` | ``att_distill + layer_distill`` |
 | ``TINYBERT_PRED`` | ``pred_distill`` |
+| ``TINYBERT_COMBINED`` (the original's one stage, both flags) | ``att_distill + layer_distill + pred_distill`` |
 """
 import inspect
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ __all__ = [
     "BERT_PKD",
     "TINYBERT_INTERMEDIATE",
     "TINYBERT_PRED",
+    "tinybert_combined_loss",
+    "TINYBERT_COMBINED",
 ]
 
 Terms = Dict[str, flow.Tensor]
@@ -129,6 +132,28 @@ def tinybert_pred_loss(args, student_logits: flow.Tensor, teacher_logits: flow.T
     return {"loss": soft, "pred_distill": soft}
 
 
+def tinybert_combined_loss(
+    args,
+    student_logits: flow.Tensor,
+    teacher_logits: flow.Tensor,
+    student_reps: Sequence[flow.Tensor],
+    teacher_reps: Sequence[flow.Tensor],
+    student_atts: Sequence[flow.Tensor],
+    teacher_atts: Sequence[flow.Tensor],
+    labels: flow.Tensor,
+) -> Terms:
+    """TinyBERT in one stage, as the original script with ``--intermediate_distill='True'
+    --pred_distill='True'``: ``att_distill + layer_distill + pred_distill``; for one logit (regression)
+    the last term is the MSE between the logit and the score, as the original computes it."""
+    att = att_distill(args, student_atts, teacher_atts)
+    layer = layer_distill(args, student_reps, teacher_reps)
+    if _is_regression(student_logits):
+        pred = mseloss(student_logits.reshape(-1), labels.to(student_logits.dtype).reshape(-1))
+    else:
+        pred = pred_distill(args, student_logits, teacher_logits)
+    return {"loss": att + layer + pred, "att_distill": att, "layer_distill": layer, "pred_distill": pred}
+
+
 @dataclass(frozen=True)
 class Objective:
     """A loss function ``fn(args, **tensors) -> Terms`` and the names of the terms it returns.
@@ -173,3 +198,4 @@ BILSTM = Objective(bilstm_loss, ("loss", "ce", "pred_distill"))
 BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill"))
 TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"))
 TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"))
+TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"))

@@ -13,7 +13,7 @@ from .config import ConfigError, TrainConfig
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe
 
-__all__ = ["Stage", "Plan", "prepare", "load_data"]
+__all__ = ["Stage", "Plan", "prepare", "load_data", "evaluation_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,15 @@ class Plan:
 
 
 def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Optional[str] = None) -> TaskData:
-    """The run's train/dev data (``cfg``'s data keys) at ``seq_length`` (default ``cfg.seq_length``)."""
+    """The run's train/dev data (``cfg``'s data keys) at ``seq_length`` (default ``cfg.seq_length``).
+
+    With ``--train_data_dir``/``--eval_data_dir`` (the original's OFRecord parts) the parts are read
+    instead of ``--data_dir``; a ``seq_length`` other than ``cfg.seq_length`` (the teacher's view of
+    Distilled-BiLSTM) reads the BERT parts, ``cfg.seq_length`` the ``*_lstm`` parts when given."""
+    if cfg.train_data_dir or cfg.eval_data_dir:
+        from .original_data import load_ofrecord_data
+
+        return load_ofrecord_data(cfg, seq_length)
     try:
         return load_task_data(cfg.data_dir, cfg.task_name, seq_length or cfg.seq_length,
                               vocab_file=vocab_file or cfg.vocab_file, max_train_examples=cfg.max_train_examples,
@@ -74,6 +82,33 @@ def _stages(recipe: Recipe, cfg: TrainConfig, model: nn.Module) -> List[Stage]:
     return stages
 
 
+def evaluation_source(cfg: TrainConfig) -> str:
+    """The model an evaluation-only run reads: ``--student_model``, else ``--model_save_dir``."""
+    return cfg.student_model or cfg.model_save_dir
+
+
+def _prepare_evaluation(cfg: TrainConfig, recipe: Recipe, device) -> Plan:
+    """``--do_train false``: the data and the saved model (this package's or an original snapshot); no teacher."""
+    from .artifacts import load_trained
+    from .original_models import load_snapshot_model, snapshot_directory
+
+    source = evaluation_source(cfg)
+    if snapshot_directory(source):
+        prefer = {"teacher": "teacher", "theseus": "theseus"}.get(recipe.name, "student")
+        heads = cfg.teacher_num_attention_heads if prefer != "student" else cfg.student_num_attention_heads
+        model, meta = load_snapshot_model(source, "model", heads, prefer=prefer)
+        data = load_data(cfg)
+        if model.config.get("label_num") != data.spec.num_labels:
+            raise ConfigError(f"snapshot {source} has {model.config.get('label_num')} outputs but task "
+                              f"{data.spec.name!r} has {data.spec.num_labels}; pass the model of this task")
+    else:
+        vocab = cfg.vocab_file or read_meta(source, "model").get("vocab_file")
+        data = load_data(cfg, vocab_file=vocab)
+        model, meta = load_trained(source, "model")
+    model.to(device)
+    return Plan(cfg, recipe, data, None, None, [], model, meta.get("origin") or f"the model in {source}")
+
+
 def prepare(cfg: TrainConfig) -> Plan:
     """Build and check data, teacher, student and stages; raises :class:`ConfigError` on bad input.
 
@@ -86,11 +121,15 @@ def prepare(cfg: TrainConfig) -> Plan:
         device = resolve_device(cfg.device)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"--device: {error}") from None
+    if not cfg.do_train:
+        return _prepare_evaluation(cfg, recipe, device)
     teacher, meta = None, None
     if recipe.needs_teacher:
         data = load_data(cfg, vocab_file=cfg.vocab_file or (_teacher_vocab(cfg) if cfg.teacher_model else None))
         attention_output = cfg.attention_output if "atts" in recipe.teacher_outputs else None
-        teacher, meta = load_teacher(cfg.teacher_model, data.spec, attention_output)
+        teacher, meta = load_teacher(cfg.teacher_model, data.spec, attention_output,
+                                     num_attention_heads=cfg.teacher_num_attention_heads,
+                                     seq_length=cfg.teacher_seq_length or cfg.seq_length)
         if cfg.seq_length > teacher.config["max_position_embeddings"]:
             raise ConfigError(f"seq_length {cfg.seq_length} exceeds teacher checkpoint {cfg.teacher_model}'s "
                               f"max_position_embeddings {teacher.config['max_position_embeddings']}; lower --seq_length")

@@ -21,7 +21,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``kd`` | BERT student | ``kd`` (``KD``) |
 | ``bilstm`` | (Bi)LSTM student | ``bilstm`` (``BILSTM``) |
 | ``bert_pkd`` | BERT student | ``bert_pkd`` (``BERT_PKD``) |
-| ``tinybert`` | BERT student | ``intermediate`` (``TINYBERT_INTERMEDIATE``), ``pred`` (``TINYBERT_PRED``); ``--intermediate_distill`` / ``--pred_distill`` run one |
+| ``tinybert`` | BERT student | ``intermediate`` (``TINYBERT_INTERMEDIATE``), ``pred`` (``TINYBERT_PRED``); ``--intermediate_distill`` / ``--pred_distill`` run one; ``combined`` (``TINYBERT_COMBINED``) only with ``--stages combined`` |
 | ``theseus`` | Theseus model | ``theseus`` (``LABELS`` with module replacement), ``successor`` (``LABELS``, the successor alone) |
 """
 from dataclasses import dataclass, field
@@ -33,7 +33,8 @@ from ..data import TaskSpec
 from ..models import check_student_teacher
 from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
 from .config import TrainConfig
-from .objectives import BERT_PKD, BILSTM, KD, LABELS, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective
+from .objectives import (BERT_PKD, BILSTM, KD, LABELS, TINYBERT_COMBINED, TINYBERT_INTERMEDIATE, TINYBERT_PRED,
+                         Objective)
 from .registry import Registry
 from .theseus import TheseusModel
 
@@ -106,7 +107,14 @@ class Recipe:
 
     def planned_stages(self, cfg: TrainConfig) -> List[StageSpec]:
         """The stages this configuration runs, in order."""
-        names = self.select_stages(cfg)
+        names = getattr(cfg, "stages", None) or self.select_stages(cfg)
+        if names is not None:
+            unknown = sorted(set(names) - {s.name for s in self.stages})
+            if unknown:
+                from .config import ConfigError
+
+                raise ConfigError(f"--stages names {unknown}, which recipe {self.name!r} does not have; its stages: "
+                                  f"{', '.join(s.name for s in self.stages)}")
         return [s for s in self.stages if names is None or s.name in names]
 
 
@@ -155,18 +163,22 @@ def _lstm(ctx: BuildContext) -> nn.Module:
 
 
 def _theseus(ctx: BuildContext) -> nn.Module:
-    try:
-        return TheseusModel(ctx.teacher, ctx.cfg.student_num_hidden_layers, ctx.cfg.replace_prob, seed=ctx.cfg.seed)
-    except ValueError as error:
-        from .config import ConfigError
+    from .config import ConfigError
+    from .original_models import load_successor_snapshot
 
+    try:
+        model = TheseusModel(ctx.teacher, ctx.cfg.student_num_hidden_layers, ctx.cfg.replace_prob, seed=ctx.cfg.seed)
+    except ValueError as error:
         raise ConfigError(str(error)) from None
+    load_successor_snapshot(model.successor, ctx.cfg.teacher_model)  # an original init_stu.py snapshot
+    return model
 
 
 def _tinybert_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
-    """Both stages, or only the one flagged by ``--intermediate_distill`` / ``--pred_distill``."""
+    """Both stages, or only the one flagged by ``--intermediate_distill`` / ``--pred_distill``
+    (``combined``, the original's one-stage loss, runs when ``--stages combined`` asks for it)."""
     if cfg.intermediate_distill == cfg.pred_distill:
-        return None
+        return ("intermediate", "pred")
     return ("intermediate",) if cfg.intermediate_distill else ("pred",)
 
 
@@ -202,7 +214,8 @@ register_recipe(Recipe(
     summary="(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill (Sun et al.)"))
 register_recipe(Recipe(
     "tinybert", "TinyBERT", _bert,
-    (StageSpec("intermediate", TINYBERT_INTERMEDIATE), StageSpec("pred", TINYBERT_PRED)),
+    (StageSpec("intermediate", TINYBERT_INTERMEDIATE), StageSpec("pred", TINYBERT_PRED),
+     StageSpec("combined", TINYBERT_COMBINED)),
     defaults=dict(_BERT_STUDENT, student_num_hidden_layers=4, attention_output="probs", temperature=1.0,
                   stage2_num_epochs=3, stage2_learning_rate=5e-5),
     select_stages=_tinybert_stages,

@@ -22,7 +22,9 @@ from .._io import atomic_write_file, atomic_write_text
 from .config import ConfigError, TrainConfig, parse_config, save_config
 from .lock import lock_directories
 from .evaluate import evaluate_model, predict, write_results
-from .plan import Plan, load_data, prepare
+from .original_models import snapshot_directory, write_snapshots
+from .original_results import write_original_results
+from .plan import Plan, evaluation_source, load_data, prepare
 from .trainer import LossStep, TrainerConfig, train_stage
 from .validation import validate_config
 
@@ -155,6 +157,7 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
             save_trained(stage.export, done_dir, _meta(plan, f"stage {stage.name}"))
     origin = plan.description if not plan.recipe.needs_teacher else f"{cfg.recipe} student of {cfg.teacher_model}"
     save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
+    write_snapshots(plan.final_model, cfg)
     if not plan.recipe.needs_teacher:  # a teacher: cache its logits for the students to come
         teacher_logits(cfg, plan.final_model, _meta(plan, origin), plan.data, cfg.model_save_dir)
     return timings
@@ -162,16 +165,21 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
 
 def _evaluate(plan: Plan, timings: Dict[str, float]) -> Dict:
     cfg = plan.cfg
-    source = cfg.model_save_dir
-    if not cfg.do_train:
-        source = cfg.student_model or cfg.model_save_dir
-        plan.final_model = load_trained(source, "model")[0].to(resolve_device(cfg.device))
+    source = cfg.model_save_dir if cfg.do_train else evaluation_source(cfg)
+    saved = snapshot_directory(source) or os.path.join(source, WEIGHTS)
     results = evaluate_model(plan.final_model, plan.data.dev, plan.data.spec.output_mode, cfg.eval_batch_size,
-                             saved_model_dir=os.path.join(source, WEIGHTS))
+                             saved_model_dir=saved)
     results.update(recipe=cfg.recipe, task_name=plan.data.spec.name, main_metric=plan.data.spec.main_metric,
                    train_seconds=timings, layers=plan.final_model.config.get("num_hidden_layers"),
                    hidden_size=plan.final_model.config.get("hidden_size"), origin=plan.description)
-    path = write_results(results, cfg.result_dir)
+    if cfg.results_format == "original":
+        path = write_original_results(results, cfg.result_dir, source, "eval")
+        if cfg.do_train and len(plan.data.train):
+            on_train = evaluate_model(plan.final_model, plan.data.train, plan.data.spec.output_mode,
+                                      cfg.eval_batch_size, saved_model_dir=saved)
+            write_original_results(on_train, cfg.result_dir, source, "train")
+    else:
+        path = write_results(results, cfg.result_dir)
     shown = {k: results[k] for k in ("accuracy", "mcc", "f1", "pearson", "spearmanr", "modelSize", "reasoningTime")
              if k in results}
     logger.info("eval on %d dev rows: %s -> %s", len(plan.data.dev), shown, path)

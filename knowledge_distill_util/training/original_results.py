@@ -1,0 +1,56 @@
+"""Results as the original toolkit writes them (``--results_format original``, set by its script names).
+
+The original's ``run_eval_job`` writes ``<result_dir>/results_<desc>.json`` (``desc`` ``eval`` on the dev
+split, ``train`` on the training split) with these keys, every value a string:
+
+| key | value |
+|---|---|
+| ``accuracy``, ``MCC``, ``precision``, ``recall``, ``f_1`` | ``"%.2f"`` of the metric |
+| ``modelSize`` | ``"%d"``: MiB (2**20 bytes) of the saved model |
+| ``reasoningTime`` | ``"%.2f"``: evaluated examples per second |
+
+Regression tasks (which the original's scripts do not score) get ``pearson``, ``spearmanr``, ``mse`` the
+same way. Everything this package measures besides (floats, parameters, origin, timings...) goes to
+``results_<desc>_kdu.json`` beside it, the file ``kdu-compress`` reads when it exists.
+"""
+import json
+import os
+from typing import Dict
+
+__all__ = ["ORIGINAL_KEYS", "original_results", "write_original_results", "kdu_results_path"]
+
+#: this package's metric name -> the original's key.
+ORIGINAL_KEYS = {"accuracy": "accuracy", "mcc": "MCC", "precision": "precision", "recall": "recall", "f1": "f_1",
+                 "pearson": "pearson", "spearmanr": "spearmanr", "mse": "mse"}
+
+
+def original_results(results: Dict) -> Dict[str, str]:
+    """The original's ``save_dict`` of this package's ``results`` (see the module doc).
+
+    >>> original_results({"accuracy": 0.875, "mcc": 0.5, "precision": 1.0, "recall": 0.75, "f1": 0.857,
+    ...                   "modelSize": 2.5, "reasoningTime": 1234.567})
+    {'accuracy': '0.88', 'MCC': '0.50', 'precision': '1.00', 'recall': '0.75', 'f_1': '0.86', 'modelSize': '2', 'reasoningTime': '1234.57'}
+    """
+    out = {ORIGINAL_KEYS[key]: "%.2f" % results[key] for key in ORIGINAL_KEYS if key in results}
+    if "modelSize" in results:
+        out["modelSize"] = "%d" % (results["modelSize"] * 1e6 / 2 ** 20)
+    if "reasoningTime" in results:
+        out["reasoningTime"] = "%.2f" % results["reasoningTime"]
+    return out
+
+
+def kdu_results_path(result_dir: str, desc: str = "eval") -> str:
+    """``<result_dir>/results_<desc>_kdu.json``: this package's full figures of an original-format run."""
+    return os.path.join(result_dir, f"results_{desc}_kdu.json")
+
+
+def write_original_results(results: Dict, result_dir: str, model_dir: str, desc: str = "eval") -> str:
+    """Write ``results_<desc>.json`` (the original's keys and strings) and ``results_<desc>_kdu.json``
+    (``results`` unchanged, plus ``model_dir``) into ``result_dir``; returns the first path."""
+    os.makedirs(result_dir, exist_ok=True)
+    path = os.path.join(result_dir, f"results_{desc}.json")
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(original_results(results), stream)
+    with open(kdu_results_path(result_dir, desc), "w", encoding="utf-8") as stream:
+        json.dump(dict(results, model_dir=model_dir), stream, indent=2, sort_keys=True)
+    return path
