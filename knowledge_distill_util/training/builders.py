@@ -191,7 +191,8 @@ def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
     (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden."""
     _check_student_init(cfg)
     model = LSTMStudentForSequenceClassification(
-        vocab_size=cfg.student_vocab_size or teacher.config["vocab_size"], seq_length=cfg.seq_length, hidden_size=cfg.lstm_hidden_size,
+        vocab_size=cfg.student_vocab_size or teacher.config["vocab_size"], seq_length=cfg.seq_length,
+        hidden_size=cfg.lstm_hidden_size,
         intermediate_size=cfg.lstm_intermediate_size, num_hidden_layers=cfg.lstm_num_layers,
         label_num=spec.num_labels, embedding_size=cfg.lstm_embedding_size,
         hidden_dropout_prob=cfg.lstm_dropout_prob, bidirectional=cfg.bidirectional)

@@ -18,8 +18,11 @@ _POSITIVE_INTS = ("batch_size_per_device", "eval_batch_size", "seq_length", "che
                   "student_num_hidden_layers", "student_hidden_size", "student_intermediate_size",
                   "student_num_attention_heads", "teacher_num_hidden_layers", "teacher_hidden_size",
                   "teacher_intermediate_size", "teacher_num_attention_heads", "lstm_embedding_size",
-                  "lstm_hidden_size", "lstm_intermediate_size", "lstm_num_layers")
-_NON_NEGATIVE_INTS = ("seed", "max_steps", "max_train_examples", "max_eval_examples")
+                  "lstm_hidden_size", "lstm_intermediate_size", "lstm_num_layers", "train_data_part_num",
+                  "eval_data_part_num")
+_NON_NEGATIVE_INTS = ("seed", "max_steps", "max_train_examples", "max_eval_examples", "train_example_num",
+                      "eval_example_num")
+_OPTIONAL_POSITIVE_INTS = ("teacher_seq_length", "student_vocab_size")
 _PROBABILITIES = ("student_hidden_dropout_prob", "student_attention_probs_dropout_prob",
                   "teacher_hidden_dropout_prob", "teacher_attention_probs_dropout_prob", "lstm_dropout_prob")
 #: key -> (test, what the value must be)
@@ -36,7 +39,7 @@ _REALS = {
     "temperature": (lambda v: v >= MIN_TEMPERATURE, f"a finite number >= {MIN_TEMPERATURE}"),
 }
 _CHOICES = {"student_init": ("scratch", "teacher"), "attention_output": ("probs", "scores"),
-            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR")}
+            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "results_format": ("kdu", "original")}
 
 
 def _real(cfg: TrainConfig, key: str, test: Callable[[float], bool], wanted: str) -> None:
@@ -70,6 +73,8 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
             check_int(f"--{key}", getattr(cfg, key))
         for key in _NON_NEGATIVE_INTS:
             check_int(f"--{key}", getattr(cfg, key), minimum=0)
+        for key in _OPTIONAL_POSITIVE_INTS:
+            check_int(f"--{key}", getattr(cfg, key), allow_none=True)
         for key in _PROBABILITIES:
             check_probability(f"--{key}", getattr(cfg, key))
     except (TypeError, ValueError) as error:
