@@ -33,7 +33,6 @@ from ._checks import (
     check_positive_int,
     check_row_temperature,
     check_same_leading_dims,
-    check_temperature,
     check_tensor_list,
 )
 
