@@ -720,11 +720,10 @@ def attention_kl(student: flow.Tensor, teacher: flow.Tensor, *, mask: Optional[f
 
 
 def _relation_scores(x: flow.Tensor, heads: int) -> flow.Tensor:
-    """``[B, L, H] -> [B, R, L, L]`` scores ``x_r x_r^T / sqrt(d)`` of ``R`` heads of size ``d = H / R``."""
-    batch, length, width = x.shape
-    d = width // heads
-    x = x.reshape(batch, length, heads, d).permute(0, 2, 1, 3)
-    return flow.matmul(x, x.transpose(-1, -2)) / math.sqrt(d)
+    """``[B, L, H] -> [B, R, L, L]`` scores ``x_r x_r^T / sqrt(d)`` of ``R`` heads of size ``d = H / R``
+    (head ``r`` is the column block ``r*d:(r+1)*d``; ``heads`` divides ``H``, validated by the caller).
+    Computed by ``_kernels.relation_scores`` (contiguous pre-scaled heads, ``transpose_b`` matmul)."""
+    return _kernels.relation_scores(x, heads)
 
 
 def relation_kl(
