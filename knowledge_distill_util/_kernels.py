@@ -1,20 +1,29 @@
 """Compute kernels behind :mod:`knowledge_distill_util.functional`.
 
-Inputs arrive validated (same shape, device and floating dtype; teacher already detached). Each function
-returns a scalar with the original reduction. Only OneFlow ops that have CPU and CUDA kernels are used:
-no numpy, no host round trips, no data-dependent Python, so every path also runs inside ``nn.Graph`` and
-on global tensors.
+Inputs arrive validated (same shape, device and floating dtype; teacher already detached). The loss
+functions return a scalar with the original reduction; :func:`masked_row_kl` returns per-row values and
+:func:`relation_scores` the scores. Only OneFlow ops that have CPU and CUDA kernels are used: no numpy and
+no data-dependent Python on the paths taken inside ``nn.Graph`` and on global tensors (the eager local
+soft-CE path reads two one-element tensors on the host: whether the loss is finite, and whether the
+gradient buffer was already handed over).
 
 Design (numbers measured on the 2-core CPU machine, see ``scripts/benchmark.py``):
 
-* **Soft cross entropy** is a custom ``autograd.Function``. Its backward needs only
-  ``softmax(s / T_s) - softmax(t / T_t)``. On local tensors in eager mode the rows are processed in chunks
-  of about :data:`DEFAULT_CHUNK_ELEMENTS` elements: the forward keeps only per-chunk temporaries (they stay
-  in the CPU cache) and saves nothing but the inputs; the backward recomputes the two softmaxes chunk by
-  chunk and writes the gradient into one preallocated tensor. The extra peak memory is therefore one
-  logits-sized tensor (the gradient itself) plus a few chunks. Inside ``nn.Graph`` (where the compiler
-  plans memory and in-place slice writes are not cheap), on global tensors, and when everything fits in
-  one chunk, the forward computes and saves the gradient direction once and the backward only scales it.
+* **Soft cross entropy** (and **KL divergence**, the same kernel with the row loss
+  ``sum p_t (log p_t - log p_s)``) is a custom ``autograd.Function``. Its backward needs only
+  ``softmax(s / T_s) - softmax(t / T_t)``. On local tensors in eager mode the forward computes the
+  teacher's softmax ``P`` once, whole, and the loss from ``P`` and the student's ``log_softmax`` in row chunks
+  of about :data:`DEFAULT_CHUNK_ELEMENTS` elements (products accumulated element-wise, one small sum at the
+  end); the first backward turns ``P`` in place, chunk by chunk, into the gradient and hands it over: three
+  softmax passes in all, and the extra peak memory is one logits-sized tensor plus a few chunks.
+  Log-probabilities are floored at :data:`LOWEST_LOG_PROBABILITY` so that ``0 * log 0`` is 0, not NaN.
+  Inside ``nn.Graph`` (where the compiler plans memory and in-place slice writes are not cheap), on global
+  tensors, and when everything fits in one chunk, the forward computes and saves the gradient direction
+  once and the backward only scales it.
+* **Row KL of attention scores** (:func:`masked_row_kl`, behind ``attention_kl`` and ``relation_kl``) saves
+  only its inputs and recomputes both softmaxes in the backward, chunk by chunk; per-row upstream
+  gradients are applied with ``bmm`` (broadcasting a ``[R, 1]`` factor over ``[R, L]`` is ~100x slower in
+  OneFlow 0.9's CPU kernels).
 * **MSE** is a custom ``autograd.Function`` that saves only the difference ``a - b`` (its squares are summed
   chunk by chunk while in the CPU cache, never stored whole); its backward is a single scaled copy of it
   (and its negation for ``b`` when ``b`` requires a gradient: ``mseloss`` is symmetric).
