@@ -1,20 +1,29 @@
 """Compute kernels behind :mod:`knowledge_distill_util.functional`.
 
-Inputs arrive validated (same shape, device and floating dtype; teacher already detached). Each function
-returns a scalar with the original reduction. Only OneFlow ops that have CPU and CUDA kernels are used:
-no numpy, no host round trips, no data-dependent Python, so every path also runs inside ``nn.Graph`` and
-on global tensors.
+Inputs arrive validated (same shape, device and floating dtype; teacher already detached). The loss
+functions return a scalar with the original reduction; :func:`masked_row_kl` returns per-row values and
+:func:`relation_scores` the scores. Only OneFlow ops that have CPU and CUDA kernels are used: no numpy and
+no data-dependent Python on the paths taken inside ``nn.Graph`` and on global tensors (the eager local
+soft-CE path reads two one-element tensors on the host: whether the loss is finite, and whether the
+gradient buffer was already handed over).
 
 Design (numbers measured on the 2-core CPU machine, see ``scripts/benchmark.py``):
 
-* **Soft cross entropy** is a custom ``autograd.Function``. Its backward needs only
-  ``softmax(s / T_s) - softmax(t / T_t)``. On local tensors in eager mode the rows are processed in chunks
-  of about :data:`DEFAULT_CHUNK_ELEMENTS` elements: the forward keeps only per-chunk temporaries (they stay
-  in the CPU cache) and saves nothing but the inputs; the backward recomputes the two softmaxes chunk by
-  chunk and writes the gradient into one preallocated tensor. The extra peak memory is therefore one
-  logits-sized tensor (the gradient itself) plus a few chunks. Inside ``nn.Graph`` (where the compiler
-  plans memory and in-place slice writes are not cheap), on global tensors, and when everything fits in
-  one chunk, the forward computes and saves the gradient direction once and the backward only scales it.
+* **Soft cross entropy** (and **KL divergence**, the same kernel with the row loss
+  ``sum p_t (log p_t - log p_s)``) is a custom ``autograd.Function``. Its backward needs only
+  ``softmax(s / T_s) - softmax(t / T_t)``. On local tensors in eager mode the forward computes the
+  teacher's softmax ``P`` once, whole, and the loss from ``P`` and the student's ``log_softmax`` in row chunks
+  of about :data:`DEFAULT_CHUNK_ELEMENTS` elements (products accumulated element-wise, one small sum at the
+  end); the first backward turns ``P`` in place, chunk by chunk, into the gradient and hands it over: three
+  softmax passes in all, and the extra peak memory is one logits-sized tensor plus a few chunks.
+  Log-probabilities are floored at :data:`LOWEST_LOG_PROBABILITY` so that ``0 * log 0`` is 0, not NaN.
+  Inside ``nn.Graph`` (where the compiler plans memory and in-place slice writes are not cheap), on global
+  tensors, and when everything fits in one chunk, the forward computes and saves the gradient direction
+  once and the backward only scales it.
+* **Row KL of attention scores** (:func:`masked_row_kl`, behind ``attention_kl`` and ``relation_kl``) saves
+  only its inputs and recomputes both softmaxes in the backward, chunk by chunk; per-row upstream
+  gradients are applied with ``bmm`` (broadcasting a ``[R, 1]`` factor over ``[R, L]`` is ~100x slower in
+  OneFlow 0.9's CPU kernels).
 * **MSE** is a custom ``autograd.Function`` that saves only the difference ``a - b`` (its squares are summed
   chunk by chunk while in the CPU cache, never stored whole); its backward is a single scaled copy of it
   (and its negation for ``b`` when ``b`` requires a gradient: ``mseloss`` is symmetric).
@@ -31,6 +40,8 @@ import oneflow.nn.functional as F
 __all__ = [
     "DEFAULT_CHUNK_ELEMENTS",
     "soft_cross_entropy_mean",
+    "kl_div_mean",
+    "relation_scores",
     "mse_mean",
     "sum_of_mse",
     "masked",
@@ -109,12 +120,14 @@ def _is_finite(total: flow.Tensor) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _soft_cross_entropy_function(student_temperature: float, teacher_temperature: float, chunk_rows: int):
-    """An ``autograd.Function`` class for one pair of temperatures and chunk size (cached per value).
+def _soft_cross_entropy_function(student_temperature: float, teacher_temperature: float, chunk_rows: int,
+                                 kl: bool = False):
+    """An ``autograd.Function`` class for one pair of temperatures, chunk size and kind (cached per value).
 
-    ``apply(s, t)`` returns ``-mean(softmax(t / T_t) * max(log_softmax(s / T_s), LOWEST_LOG_PROBABILITY))``;
-    the gradient for ``s`` is ``(softmax(s / T_s) - softmax(t / T_t)) / (T_s * numel)``; ``t`` (detached)
-    gets none.
+    ``apply(s, t)`` returns ``-mean(softmax(t / T_t) * max(log_softmax(s / T_s), LOWEST_LOG_PROBABILITY))``
+    (with ``kl``: ``mean(p_t * (max(log p_t, LOWEST) - max(log p_s, LOWEST)))``, the KL divergence's element
+    mean); the gradient for ``s`` is ``(softmax(s / T_s) - softmax(t / T_t)) / (T_s * numel)`` either way
+    (the teacher's entropy is a constant); ``t`` (detached) gets none.
 
     Eager local tensors with more rows than ``chunk_rows`` (the fast, lean path): the forward computes the
     teacher's softmax ``P`` once, whole, and the loss chunk by chunk from ``P`` and the student's
@@ -133,15 +146,24 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
     def teacher_probs(t: flow.Tensor) -> flow.Tensor:
         return F.softmax(_scaled(t, t_t), dim=-1)
 
-    def chunked_loss_sum(rows_s: flow.Tensor, rows_p: flow.Tensor, spans, floor: bool) -> flow.Tensor:
-        """``sum(P * log q)``: the products of each chunk are added element-wise into the first chunk's
-        (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x slower
-        on CPU), and that one chunk is summed at the end."""
+    def log_ratio(s: flow.Tensor, t: flow.Tensor, floor: bool) -> flow.Tensor:
+        """``log q`` (cross entropy) or ``log p - log q`` (KL), optionally floored (a fresh tensor)."""
+        log_q = student_log_probs(s)
+        if floor:
+            log_q = _floored(log_q)
+        if not kl:
+            return log_q
+        log_p = F.log_softmax(_scaled(t, t_t), dim=-1)
+        return (_floored(log_p) if floor else log_p).sub_(log_q)
+
+    def chunked_loss_sum(rows_s: flow.Tensor, rows_t: flow.Tensor, rows_p: flow.Tensor, spans,
+                         floor: bool) -> flow.Tensor:
+        """``sum(P * log_ratio)``: the products of each chunk are added element-wise into the first
+        chunk's (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x
+        slower on CPU), and that one chunk is summed at the end."""
         acc = None
         for start, length in spans:
-            term = student_log_probs(rows_s.narrow(0, start, length))
-            if floor:
-                term = _floored(term)
+            term = log_ratio(rows_s.narrow(0, start, length), rows_t.narrow(0, start, length), floor)
             term = term.mul_(rows_p.narrow(0, start, length))
             if acc is None:
                 acc = term  # the first chunk is the longest
@@ -157,17 +179,17 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
             if _use_chunks(s, chunk_rows):
                 p = teacher_probs(t)  # whole: no copy; becomes the gradient in backward
                 classes = s.shape[-1]
-                rows_s, rows_p = s.reshape(-1, classes), p.view(-1, classes)
+                rows_s, rows_t, rows_p = s.reshape(-1, classes), t.reshape(-1, classes), p.view(-1, classes)
                 spans = _row_spans(rows_s.shape[0], chunk_rows)
-                total = chunked_loss_sum(rows_s, rows_p, spans, floor=False)
+                total = chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=False)
                 if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
-                    total = chunked_loss_sum(rows_s, rows_p, spans, floor=True)
+                    total = chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=True)
                 ctx.save_for_backward(s, t, p, flow.zeros(1, dtype=flow.int8, device=s.device))
             else:
                 p = teacher_probs(t)
-                total = _sum_all(p * _floored(student_log_probs(s)))
+                total = _sum_all(p * log_ratio(s, t, floor=True))
                 ctx.save_for_backward(F.softmax(_scaled(s, t_s), dim=-1).sub_(p))
-            return total * -_mean_scale(s.numel())
+            return total * ((1.0 if kl else -1.0) * _mean_scale(s.numel()))
 
         @staticmethod
         def backward(ctx, dy: flow.Tensor):
@@ -201,6 +223,27 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
     return SoftCrossEntropy
 
 
+def _checked_chunk_elements(chunk_elements: Optional[int]) -> int:
+    if chunk_elements is None:
+        return DEFAULT_CHUNK_ELEMENTS
+    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+        raise ValueError(
+            f"chunk_elements must be a positive integer (elements per chunk) or None for the default "
+            f"{DEFAULT_CHUNK_ELEMENTS}, got {chunk_elements!r}"
+        )
+    return chunk_elements
+
+
+def _soft_target_mean(student_logits, teacher_logits, student_temperature, teacher_temperature,
+                      chunk_elements, kl: bool) -> flow.Tensor:
+    chunk_elements = _checked_chunk_elements(chunk_elements)
+    num_classes = student_logits.shape[-1] if student_logits.ndim else 1
+    function = _soft_cross_entropy_function(
+        float(student_temperature), float(teacher_temperature), _chunk_rows(num_classes, chunk_elements), kl
+    )
+    return function.apply(student_logits, teacher_logits)
+
+
 def soft_cross_entropy_mean(
     student_logits: flow.Tensor,
     teacher_logits: flow.Tensor,
@@ -210,6 +253,9 @@ def soft_cross_entropy_mean(
     chunk_elements: Optional[int] = None,
 ) -> flow.Tensor:
     """``-mean(softmax(t / T_t) * log_softmax(s / T_s))`` over all elements (no ``T**2``).
+
+    Log-probabilities are floored at :data:`LOWEST_LOG_PROBABILITY`, so a class at ``-inf`` in both inputs
+    contributes 0 (not NaN).
 
     Args:
         student_logits, teacher_logits: ``[..., C]`` of equal shape; the teacher must be detached.
@@ -222,18 +268,36 @@ def soft_cross_entropy_mean(
         scalar tensor; the backward gives ``student_logits`` the gradient
         ``(softmax(s / T_s) - softmax(t / T_t)) / (T_s * numel)`` times the upstream gradient.
     """
-    if chunk_elements is None:
-        chunk_elements = DEFAULT_CHUNK_ELEMENTS
-    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
-        raise ValueError(
-            f"chunk_elements must be a positive integer (elements per chunk) or None for the default "
-            f"{DEFAULT_CHUNK_ELEMENTS}, got {chunk_elements!r}"
-        )
-    num_classes = student_logits.shape[-1] if student_logits.ndim else 1
-    function = _soft_cross_entropy_function(
-        float(student_temperature), float(teacher_temperature), _chunk_rows(num_classes, chunk_elements)
-    )
-    return function.apply(student_logits, teacher_logits)
+    return _soft_target_mean(student_logits, teacher_logits, student_temperature, teacher_temperature,
+                             chunk_elements, kl=False)
+
+
+def kl_div_mean(
+    student_logits: flow.Tensor,
+    teacher_logits: flow.Tensor,
+    student_temperature: float,
+    teacher_temperature: float,
+    *,
+    chunk_elements: Optional[int] = None,
+) -> flow.Tensor:
+    """``mean(p_t * (log p_t - log p_s))`` over all elements, ``p = softmax(x / T)``, ``0 * log 0 = 0``.
+
+    The same memory-lean kernel as :func:`soft_cross_entropy_mean` (same arguments, same gradient
+    ``(p_s - p_t) / (T_s * numel)``), with the row loss computed as ``sum p_t (log p_t - log p_s)`` directly
+    (not as cross entropy minus entropy, which cancels badly in float32). Multiply by ``C`` for
+    ``batchmean`` or by ``numel`` for ``sum``.
+
+    Example::
+
+        >>> import oneflow as flow
+        >>> t = flow.tensor([[0.0, 0.0]])
+        >>> kl_div_mean(t, t, 1.0, 1.0).item()
+        0.0
+        >>> round(kl_div_mean(flow.tensor([[0.0, 1.0]]), t, 1.0, 1.0).item() * 2, 4)  # batchmean
+        0.1201
+    """
+    return _soft_target_mean(student_logits, teacher_logits, student_temperature, teacher_temperature,
+                             chunk_elements, kl=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,13 +493,7 @@ def masked_row_kl(
         >>> masked_row_kl(s, t, flow.tensor([[[[1.0, 0.0]]]])).flatten().tolist()  # one valid key left
         [0.0, 0.0]
     """
-    if chunk_elements is None:
-        chunk_elements = DEFAULT_CHUNK_ELEMENTS
-    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
-        raise ValueError(
-            f"chunk_elements must be a positive integer (elements per chunk) or None for the default "
-            f"{DEFAULT_CHUNK_ELEMENTS}, got {chunk_elements!r}"
-        )
+    chunk_elements = _checked_chunk_elements(chunk_elements)
     if student_scores.ndim < 2:
         raise ValueError(f"student_scores must have shape [..., L_q, L_k], got {tuple(student_scores.shape)}")
     if key_mask is not None:
@@ -449,3 +507,24 @@ def masked_row_kl(
     else:
         out = function.apply(s, t, key_mask.reshape(items, 1, keys) == 0)
     return out.reshape(student_scores.shape[:-1])
+
+
+def relation_scores(x: flow.Tensor, heads: int) -> flow.Tensor:
+    """``[B, L, H] -> [B, R, L, L]``: the scores ``x_r x_r^T / sqrt(d)`` of ``R = heads`` heads of size
+    ``d = H / R`` (head ``r`` is the column block ``r*d:(r+1)*d``).
+
+    ``x`` is scaled once by ``d ** -0.25`` and made contiguous per head, then multiplied by itself with
+    ``transpose_b`` (about 2x faster than ``matmul(x, x.transpose(-1, -2)) / sqrt(d)`` on strided heads on
+    CPU, forward and backward). ``H`` must be divisible by ``heads`` (the caller validates).
+
+    Example::
+
+        >>> import oneflow as flow
+        >>> scores = relation_scores(flow.tensor([[[1.0, 2.0], [3.0, 4.0]]]), 1)  # x x^T / sqrt(2)
+        >>> [round(v, 4) for v in scores.flatten().tolist()]
+        [3.5355, 7.7782, 7.7782, 17.6777]
+    """
+    batch, length, width = x.shape
+    d = width // heads
+    x = (x * (d ** -0.25)).reshape(batch, length, heads, d).permute(0, 2, 1, 3).contiguous()
+    return flow.matmul(x, x, transpose_b=True)

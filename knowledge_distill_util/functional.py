@@ -212,10 +212,8 @@ def kl_div(
 
 def _soft_target_loss(predicts, targets, student_temperature, teacher_temperature, names, *,
                       reduction: str, temperature_scaling: bool, mask, kl: bool) -> flow.Tensor:
-    """Validate, then take the kernel path (cross entropy with number temperatures, no mask and a scalar
-    reduction: today's values and speed) or the plain per-row formula (every other case, and KL: the
-    kernel's cross entropy minus the teacher's entropy cancels to about 1e-6 absolute error in float32,
-    so KL is computed from ``log p_t - log p_s`` directly)."""
+    """Validate, then take the memory-lean kernel (number temperatures, no mask, a scalar reduction:
+    for cross entropy today's values and speed) or the plain per-row formula (every other case)."""
     check_pair(names[0], predicts, names[1], targets)
     if predicts.ndim == 0:
         raise ValueError(f"{names[0]} must have at least one dimension [..., C], got a scalar tensor")
@@ -230,8 +228,8 @@ def _soft_target_loss(predicts, targets, student_temperature, teacher_temperatur
     if mask is not None:
         mask = check_mask("mask", mask, leading, s, names[0])
     scale = _product(t_s, t_t) if temperature_scaling else 1.0
-    if not kl and mask is None and reduction != "none" and isinstance(t_s, float) and isinstance(t_t, float):
-        return _kernel_cross_entropy(s, t, t_s, t_t, reduction) * scale
+    if mask is None and reduction != "none" and isinstance(t_s, float) and isinstance(t_t, float):
+        return _kernel_soft_target_loss(s, t, t_s, t_t, reduction, kl) * scale
     rows = _row_soft_target_loss(s, t, t_s, t_t, kl)
     if temperature_scaling:
         rows = rows * scale
@@ -242,9 +240,9 @@ def _product(a: Temperature, b: Temperature) -> Temperature:
     return a * b
 
 
-def _kernel_cross_entropy(s, t, t_s: float, t_t: float, reduction: str) -> flow.Tensor:
-    """The original kernel's element mean (memory-lean backward), rescaled to ``reduction``."""
-    loss = _kernels.soft_cross_entropy_mean(s, t, t_s, t_t)
+def _kernel_soft_target_loss(s, t, t_s: float, t_t: float, reduction: str, kl: bool) -> flow.Tensor:
+    """The kernels' element mean (memory-lean backward), rescaled to ``reduction``."""
+    loss = (_kernels.kl_div_mean if kl else _kernels.soft_cross_entropy_mean)(s, t, t_s, t_t)
     if reduction == "batchmean":
         return loss * s.shape[-1]
     if reduction == "sum":
@@ -259,14 +257,27 @@ def _divide(x: flow.Tensor, temperature: Temperature) -> flow.Tensor:
     return x if temperature == 1.0 else x / temperature
 
 
+#: Log-probabilities are clamped here before they meet a zero probability, so that ``0 * log 0 = 0``:
+#: a class at ``-inf`` in both inputs contributes 0 (value and gradient) instead of NaN. It is the float32
+#: lowest value, so the difference of two clamped log-probabilities (both <= 0) cannot overflow. A class
+#: at ``-inf`` for the student alone where the teacher has mass gives a loss near 3.4e38 instead of inf.
+#: (Selecting with ``p == 0`` instead costs about 30x an element-wise pass on CPU: float comparisons and
+#: ``flow.exp`` are slow CPU kernels in OneFlow 0.9, so ``p_t`` comes from ``softmax``.)
+_LOWEST_LOG = -3.4e38
+
+
+def _finite_log(log_p: flow.Tensor) -> flow.Tensor:
+    return flow.clamp(log_p, min=_LOWEST_LOG)
+
+
 def _row_soft_target_loss(s, t, t_s: Temperature, t_t: Temperature, kl: bool) -> flow.Tensor:
     """Per-row ``-sum p_t log p_s`` (or ``sum p_t (log p_t - log p_s)``) ``[...]``; terms where
     ``p_t = 0`` are 0, so classes at ``-inf`` in both inputs stay finite."""
-    log_p_s = F.log_softmax(_divide(s, t_s), dim=-1)
-    log_p_t = F.log_softmax(_divide(t, t_t), dim=-1)
-    p_t = flow.exp(log_p_t)
-    inner = log_p_t - log_p_s if kl else -log_p_s
-    return (p_t * flow.masked_fill(inner, p_t == 0, 0.0)).sum(dim=-1)
+    log_p_s = _finite_log(F.log_softmax(_divide(s, t_s), dim=-1))
+    t = _divide(t, t_t)
+    p_t = F.softmax(t, dim=-1)
+    inner = _finite_log(F.log_softmax(t, dim=-1)) - log_p_s if kl else -log_p_s
+    return (p_t * inner).sum(dim=-1)
 
 
 def _reduce_rows(rows: flow.Tensor, mask: Optional[flow.Tensor], reduction: str, classes: int) -> flow.Tensor:
@@ -593,8 +604,10 @@ def _pair_mask(mask: Optional[flow.Tensor], batch: int, length: int, like: flow.
 
 def _pair_excluded(mask: flow.Tensor) -> flow.Tensor:
     """Boolean ``[B, L, L]``: True where ``m_bi * m_bj == 0`` (such entries are filled with 0, never
-    multiplied by 0, so padding that holds inf or NaN contributes nothing)."""
-    return (mask.unsqueeze(-1) * mask.unsqueeze(-2)) == 0
+    multiplied by 0, so padding that holds inf or NaN contributes nothing). Built from booleans: a float
+    comparison over ``[B, L, L]`` costs about 20x the boolean ops on CPU in OneFlow 0.9."""
+    valid = mask > 0
+    return flow.logical_not(flow.logical_and(valid.unsqueeze(-1), valid.unsqueeze(-2)))
 
 
 def attention_mse(
@@ -707,11 +720,10 @@ def attention_kl(student: flow.Tensor, teacher: flow.Tensor, *, mask: Optional[f
 
 
 def _relation_scores(x: flow.Tensor, heads: int) -> flow.Tensor:
-    """``[B, L, H] -> [B, R, L, L]`` scores ``x_r x_r^T / sqrt(d)`` of ``R`` heads of size ``d = H / R``."""
-    batch, length, width = x.shape
-    d = width // heads
-    x = x.reshape(batch, length, heads, d).permute(0, 2, 1, 3)
-    return flow.matmul(x, x.transpose(-1, -2)) / math.sqrt(d)
+    """``[B, L, H] -> [B, R, L, L]`` scores ``x_r x_r^T / sqrt(d)`` of ``R`` heads of size ``d = H / R``
+    (head ``r`` is the column block ``r*d:(r+1)*d``; ``heads`` divides ``H``, validated by the caller).
+    Computed by ``_kernels.relation_scores`` (contiguous pre-scaled heads, ``transpose_b`` matmul)."""
+    return _kernels.relation_scores(x, heads)
 
 
 def relation_kl(

@@ -4,10 +4,13 @@
 For every case it measures the median forward+backward wall time over repeated runs and the extra peak
 memory of the first run, for
 
-* ``ours``: this package's public operators (``pred_distill``, ``layer_distill``, ``att_distill``),
+* ``ours``: this package's public operators (``pred_distill``, ``layer_distill``, ``att_distill``,
+  ``functional.kl_div`` / ``attention_kl`` / ``relation_kl``),
 * ``original``: the original Tianshu/Dubhe formula composed from OneFlow ops
   (``-(softmax(t/T) * log(softmax(s/T))).mean()``, ``square(a - b).mean()``,
-  ``where(x <= -100, zeros_like(x), x)``),
+  ``where(x <= -100, zeros_like(x), x)``); for the losses that the original toolkit does not have
+  (``kl_div``, ``attention_kl``, ``relation_kl``) the plain OneFlow formula of their definition
+  (``log_softmax``/``softmax`` composed, an additive ``-1e30`` key mask; see :func:`_plain_losses`),
 * ``torch``: the PyTorch equivalent (TextBrewer/TinyBERT style) in a separate interpreter that has
   ``torch`` (``--torch-python``; skipped with a note when none is found),
 
@@ -55,6 +58,15 @@ FULL_CASES: List[Dict] = [
      "dims": [32, 128, 768], "student_layers": 4, "teacher_layers": 12},
     {"case": "att_distill", "shape": "4 of [32, 12, 128, 128] vs 12", "kind": "att",
      "dims": [32, 12, 128, 128], "student_layers": 4, "teacher_layers": 12},
+    {"case": "kl_div", "shape": "[1024, 30522]", "kind": "kl_div", "dims": [1024, 30522]},
+    {"case": "attention_kl", "shape": "[32, 12, 128, 128] masked", "kind": "attention_kl",
+     "dims": [32, 12, 128, 128]},
+    {"case": "relation_kl", "shape": "[32, 128, 768] R=12 masked", "kind": "relation_kl",
+     "dims": [32, 128, 768], "relation_heads": 12},
+    # the kernel routes of _kernel_routes(): what functional.kl_div / relation_kl give once they call them
+    {"case": "kl_div:kernel", "shape": "[1024, 30522]", "kind": "kl_div", "dims": [1024, 30522], "route": "kernel"},
+    {"case": "relation_kl:kernel", "shape": "[32, 128, 768] R=12 masked", "kind": "relation_kl",
+     "dims": [32, 128, 768], "relation_heads": 12, "route": "kernel"},
 ]
 QUICK_CASES: List[Dict] = [
     {"case": "soft_ce", "shape": "[32, 2]", "kind": "soft_ce", "dims": [32, 2]},
@@ -63,9 +75,16 @@ QUICK_CASES: List[Dict] = [
      "dims": [2, 8, 16], "student_layers": 2, "teacher_layers": 4},
     {"case": "att_distill", "shape": "2 of [2, 2, 8, 8] vs 4", "kind": "att",
      "dims": [2, 2, 8, 8], "student_layers": 2, "teacher_layers": 4},
+    {"case": "kl_div", "shape": "[4, 8, 300]", "kind": "kl_div", "dims": [4, 8, 300]},
+    {"case": "attention_kl", "shape": "[2, 2, 8, 8] masked", "kind": "attention_kl", "dims": [2, 2, 8, 8]},
+    {"case": "relation_kl", "shape": "[2, 8, 16] R=2 masked", "kind": "relation_kl", "dims": [2, 8, 16],
+     "relation_heads": 2},
+    {"case": "kl_div:kernel", "shape": "[4, 8, 300]", "kind": "kl_div", "dims": [4, 8, 300], "route": "kernel"},
+    {"case": "relation_kl:kernel", "shape": "[2, 8, 16] R=2 masked", "kind": "relation_kl", "dims": [2, 8, 16],
+     "relation_heads": 2, "route": "kernel"},
 ]
 COLUMNS = [
-    ("case", "case", 13), ("shape", "shape", 30), ("ours_ms", "ours ms", 9), ("original_ms", "orig ms", 9),
+    ("case", "case", 18), ("shape", "shape", 30), ("ours_ms", "ours ms", 9), ("original_ms", "orig ms", 9),
     ("torch_ms", "torch ms", 9), ("speedup_vs_original", "speedup", 8), ("ours_peak_mb", "ours MB", 9),
     ("original_peak_mb", "orig MB", 9), ("torch_peak_mb", "torch MB", 9), ("memory_ratio", "mem ratio", 9),
     ("graph_ms", "graph ms", 9), ("eager_step_ms", "step ms", 9), ("eager_step_none_ms", "step0 ms", 9),
@@ -123,6 +142,12 @@ class _Backend:
         mask[:, :, :, length - length // 4:] = PAD_VALUE
         return mask
 
+    def key_mask(self, batch, length):
+        """0/1 mask ``[B, L]``: the last quarter of the positions are padding."""
+        mask = self.lib.ones(batch, length, device=self.device)
+        mask[:, length - length // 4:] = 0.0
+        return mask
+
     def sync(self):
         if self.framework == "torch":
             if self.device.startswith("cuda"):
@@ -149,8 +174,10 @@ def _inputs(backend: _Backend, spec: Dict, small: bool = False):
     dims = list(spec["dims"])
     if small:
         dims[0] = 1
-    if spec["kind"] == "soft_ce":
+    if spec["kind"] in ("soft_ce", "kl_div"):
         return [backend.randn(dims, True, 3.0)], [backend.randn(dims, False, 3.0)]
+    if spec["kind"] in ("attention_kl", "relation_kl"):  # teacher list: [teacher, 0/1 mask [B, L]]
+        return [backend.randn(dims, True)], [backend.randn(dims), backend.key_mask(dims[0], dims[-2])]
     count_s, count_t = spec["student_layers"], spec["teacher_layers"]
     if spec["kind"] == "layer":
         return ([backend.randn(dims, True) for _ in range(count_s + 1)],
@@ -170,12 +197,82 @@ def _attention_pairs(count_s: int, count_t: int):
     return [(i, i * k + k - 1) for i in range(count_s)]
 
 
+def _plain_losses(lib, F, spec: Dict):
+    """The plain formulas of the new losses written with ``lib`` (OneFlow or PyTorch) and its functional
+    module ``F``: what a user would write without this package (the ``original`` column for them).
+
+    * ``kl_div``: ``sum(p_t * (log_softmax(t) - log_softmax(s))) / N`` (``batchmean``, T = 1),
+    * ``attention_kl``: row KL of ``softmax(x + bias)`` with ``bias = (m - 1) * 1e30`` on the keys, averaged
+      over the valid query rows of every head,
+    * ``relation_kl``: the same on the relation scores ``x_r x_r^T / sqrt(d)`` of ``R`` heads.
+    """
+    def row_kl(s, t):
+        log_p_t = F.log_softmax(t, dim=-1)
+        return (F.softmax(t, dim=-1) * (log_p_t - F.log_softmax(s, dim=-1))).sum(dim=-1)
+
+    def attention(s, t, mask):
+        batch, heads, length = s.shape[0], s.shape[1], s.shape[-1]
+        bias = ((mask - 1.0) * 1e30).reshape(batch, 1, 1, length)
+        rows = row_kl(s + bias, t + bias) * mask.reshape(batch, 1, length)
+        return rows.sum() / (heads * mask.sum())
+
+    def relation_scores(x, heads):
+        batch, length, width = x.shape
+        d = width // heads
+        x = x.reshape(batch, length, heads, d).permute(0, 2, 1, 3)
+        return lib.matmul(x, x.transpose(-1, -2)) / d ** 0.5
+
+    kind = spec["kind"]
+    if kind == "kl_div":
+        return lambda s, t: row_kl(s[0], t[0]).sum() / (s[0].numel() // s[0].shape[-1])
+    if kind == "attention_kl":
+        return lambda s, t: attention(s[0], t[0], t[1])
+    heads = spec["relation_heads"]
+    return lambda s, t: attention(relation_scores(s[0], heads), relation_scores(t[0], heads), t[1])
+
+
+def _kernel_routes(spec: Dict):
+    """Hook: ``kl_div`` and ``relation_kl`` routed through the kernels directly, for the ``...:kernel`` rows:
+    ``_kernels.kl_div_mean`` (memory-lean soft-CE kernel with the KL row loss) times ``C`` = ``batchmean``,
+    and the relation scores of ``_kernels.relation_scores`` through ``functional.attention_kl`` (which is
+    what ``relation_kl`` does with its own scores). ``functional`` calls them when these rows and the plain
+    rows above agree."""
+    from knowledge_distill_util import _kernels, functional
+
+    if spec["kind"] == "kl_div":
+        return lambda s, t: _kernels.kl_div_mean(s[0], t[0], 1.0, 1.0) * s[0].shape[-1]
+    heads = spec["relation_heads"]
+    return lambda s, t: functional.attention_kl(_kernels.relation_scores(s[0], heads),
+                                                _kernels.relation_scores(t[0], heads), mask=t[1])
+
+
+def _our_new_losses(spec: Dict):
+    """This package's ``kl_div`` / ``attention_kl`` / ``relation_kl`` (``knowledge_distill_util.functional``)."""
+    from knowledge_distill_util import functional
+
+    if spec.get("route") == "kernel":
+        return _kernel_routes(spec)
+    kind = spec["kind"]
+    if kind == "kl_div":
+        return lambda s, t: functional.kl_div(s[0], t[0])
+    if kind == "attention_kl":
+        return lambda s, t: functional.attention_kl(s[0], t[0], mask=t[1])
+    heads = spec["relation_heads"]
+    return lambda s, t: functional.relation_kl(s[0], t[0], num_relation_heads=heads, mask=t[1])
+
+
+NEW_LOSS_KINDS = ("kl_div", "attention_kl", "relation_kl")
+
+
 def _loss_function(impl: str, spec: Dict, backend: _Backend):
     """``loss(student_list, teacher_list) -> scalar`` for one implementation and case kind."""
     kind, lib = spec["kind"], backend.lib
     temperature = 1.0
     if impl == "torch":
         import torch.nn.functional as TF
+
+        if kind in NEW_LOSS_KINDS:
+            return _plain_losses(lib, TF, spec)
 
         def masked(x):
             return lib.where(x <= MASK_THRESHOLD, lib.zeros_like(x), x)
@@ -190,6 +287,8 @@ def _loss_function(impl: str, spec: Dict, backend: _Backend):
 
     import oneflow.nn.functional as F
 
+    if impl == "original" and kind in NEW_LOSS_KINDS:
+        return _plain_losses(lib, F, spec)
     if impl == "original":
         def mse(a, b):
             return lib.square(a - b).mean()
@@ -208,6 +307,8 @@ def _loss_function(impl: str, spec: Dict, backend: _Backend):
         return lambda s, t: sum(mse(masked(s[i]), masked(t[j])) for i, j in pairs)
 
     sys.path.insert(0, REPO)
+    if kind in NEW_LOSS_KINDS:
+        return _our_new_losses(spec)
     from argparse import Namespace
 
     from knowledge_distill_util import att_distill, layer_distill, pred_distill
@@ -368,8 +469,23 @@ def _best(kept: Optional[Dict], new: Optional[Dict]) -> Optional[Dict]:
     return best
 
 
-def collect(args) -> List[Dict]:
+def selected_cases(args) -> List[int]:
+    """Indices into the case list (full or quick) that ``--only`` keeps (all without it)."""
     specs = QUICK_CASES if args.quick else FULL_CASES
+    if not args.only:
+        return list(range(len(specs)))
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    known = sorted({spec["case"] for spec in specs})
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise SystemExit(f"--only: unknown case name(s) {unknown}; known: {', '.join(known)}")
+    return [i for i, spec in enumerate(specs) if spec["case"] in wanted]
+
+
+def collect(args) -> List[Dict]:
+    all_specs = QUICK_CASES if args.quick else FULL_CASES
+    chosen = selected_cases(args)
+    specs = [all_specs[i] for i in chosen]
     torch_python = find_torch_python(args.torch_python)
     impls = ["ours", "original"] + ([] if args.no_graph else list(STEP_MODES))
     if torch_python:
@@ -382,7 +498,7 @@ def collect(args) -> List[Dict]:
             batches = [(impl, [i]) for i in range(len(specs)) for impl in impls]
         for impl, indices in batches:
             python = torch_python if impl == "torch" else sys.executable
-            for i, result in zip(indices, _run(python, impl, indices, args)):
+            for i, result in zip(indices, _run(python, impl, [chosen[i] for i in indices], args)):
                 measured[impl][i] = _best(measured[impl][i], result)
     rows = []
     for i, spec in enumerate(specs):
@@ -457,6 +573,8 @@ def parse_args(argv=None):
                         help="torch.set_num_threads(N) in the PyTorch process (default: PyTorch's own; "
                              "1 avoids thread wake-up stalls on a busy machine)")
     parser.add_argument("--no-graph", action="store_true", help="skip the training-step columns")
+    parser.add_argument("--only", metavar="CASES",
+                        help="comma-separated case names to measure (e.g. soft_ce,attention_kl); default all")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measuring process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)

@@ -29,7 +29,8 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_every_case_with_the_documented_keys(quick_run):
     _, rows = quick_run
-    assert [row["case"] for row in rows] == ["soft_ce", "soft_ce", "layer_distill", "att_distill"]
+    assert [row["case"] for row in rows] == ["soft_ce", "soft_ce", "layer_distill", "att_distill", "kl_div",
+                                             "attention_kl", "relation_kl", "kl_div:kernel", "relation_kl:kernel"]
     for row in rows:
         assert KEYS <= set(row), KEYS - set(row)
         for key in ("ours_ms", "original_ms", "graph_ms", "eager_step_ms", "eager_step_none_ms"):
@@ -53,3 +54,20 @@ def test_invalid_repeat_is_rejected_with_a_message():
     done = _run("--repeat", "0", timeout=60)
     assert done.returncode == 2
     assert "--repeat must be at least 1, got 0" in done.stderr
+
+
+def test_only_measures_the_named_cases(tmp_path):
+    path = tmp_path / "rows.json"
+    done = _run("--quick", "--device", "cpu", "--no-graph", "--only", "attention_kl,kl_div", "--repeat", "1",
+                "--json", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    with open(path) as f:
+        rows = json.load(f)
+    assert [row["case"] for row in rows] == ["kl_div", "attention_kl"]
+    assert all(row["ours_ms"] > 0 and row["original_ms"] > 0 and row["graph_ms"] is None for row in rows)
+
+
+def test_only_rejects_unknown_case_names():
+    done = _run("--quick", "--only", "attention_kl,nope", timeout=60)
+    assert done.returncode != 0
+    assert "--only: unknown case name(s) ['nope']" in done.stderr
