@@ -654,23 +654,18 @@ def attention_mse(
     return _sum_all(squares) / flow.clamp(counts, min=1.0)
 
 
-#: Scores of excluded keys are replaced by this finite value before the softmaxes: their probability
-#: underflows to exactly 0 next to any valid score, and a row without a valid key stays finite.
-_EXCLUDED_SCORE = -1e30
-
-
 def _masked_row_kl(student_scores: flow.Tensor, teacher_scores: flow.Tensor,
                    key_mask: Optional[flow.Tensor]) -> flow.Tensor:
     """Per-row ``KL(softmax(t) || softmax(s))`` over the last (key) dim: ``[..., L_q, L_k] -> [..., L_q]``.
 
-    ``key_mask``: None or a 0/1 tensor of the scores' dtype, broadcastable to the scores with last dim
-    ``L_k`` (``[B, 1, 1, L_k]``); keys with 0 are excluded from both softmaxes; a row without any valid
-    key gives 0 (and no NaN gradient). Terms with ``p_t = 0`` are 0 (``0 log 0 = 0``), so keys at ``-inf``
-    in both inputs stay finite. The teacher must be detached.
+    ``key_mask``: None or a 0/1 tensor of the scores' dtype of exactly the shape ``[B, 1, 1, L_k]``; keys
+    with 0 are excluded from both softmaxes (replaced, so inf/NaN on excluded keys does not matter); a row
+    without any valid key gives 0 (and no NaN gradient). Terms with ``p_t = 0`` are 0 (``0 log 0 = 0``), so
+    keys at ``-inf`` in both inputs stay finite; a valid key at ``-inf`` in the student alone gives a huge
+    finite value rather than inf. The teacher must be detached.
 
-    This is the single seam of :func:`attention_kl` and :func:`relation_kl`: written plainly here (it
-    keeps both log-softmaxes and ``p_t`` for backward); a memory-lean ``_kernels.masked_row_kl`` with
-    exactly this contract can replace the body without touching its callers.
+    The single seam of :func:`attention_kl` and :func:`relation_kl`: the memory-lean
+    ``_kernels.masked_row_kl`` (it saves only the inputs and recomputes both softmaxes in backward).
     """
     return _kernels.masked_row_kl(student_scores, teacher_scores, key_mask)
 

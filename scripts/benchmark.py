@@ -188,11 +188,14 @@ def _inputs(backend: _Backend, spec: Dict, small: bool = False):
 
 
 def _hidden_pairs(count_s: int, count_t: int):
+    """The original toolkit's uniform map, written out as the original code does (this is the baseline
+    being measured; tests/test_benchmark_smoke.py checks it against functional.hidden_layer_map)."""
     k = count_t // count_s
     return [(i, i * k) for i in range(count_s + 1)]
 
 
 def _attention_pairs(count_s: int, count_t: int):
+    """The original's attention map (checked against functional.attention_layer_map likewise)."""
     k = count_t // count_s
     return [(i, i * k + k - 1) for i in range(count_s)]
 
@@ -306,7 +309,6 @@ def _loss_function(impl: str, spec: Dict, backend: _Backend):
         pairs = _attention_pairs(spec["student_layers"], spec["teacher_layers"])
         return lambda s, t: sum(mse(masked(s[i]), masked(t[j])) for i, j in pairs)
 
-    sys.path.insert(0, REPO)
     if kind in NEW_LOSS_KINDS:
         return _our_new_losses(spec)
     from argparse import Namespace

@@ -71,3 +71,19 @@ def test_only_rejects_unknown_case_names():
     done = _run("--quick", "--only", "attention_kl,nope", timeout=60)
     assert done.returncode != 0
     assert "--only: unknown case name(s) ['nope']" in done.stderr
+
+
+def test_the_original_formulas_use_the_package_maps_and_threshold():
+    """The benchmark writes the original formulas out (they are the baseline); their layer maps and mask
+    threshold must be the package's."""
+    import importlib.util
+
+    from knowledge_distill_util.functional import ATTENTION_MASK_THRESHOLD, attention_layer_map, hidden_layer_map
+
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for student, teacher in ((4, 12), (3, 6), (2, 2)):
+        assert bench._hidden_pairs(student, teacher) == hidden_layer_map(student + 1, teacher + 1)
+        assert bench._attention_pairs(student, teacher) == attention_layer_map(student, teacher)
+    assert bench.MASK_THRESHOLD == ATTENTION_MASK_THRESHOLD
