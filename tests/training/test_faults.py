@@ -11,7 +11,7 @@ import pytest
 
 from training.conftest import PYTHON, recipe_args, train_cli
 
-EXTRA = ["--max_steps", "16", "--num_epochs", "4", "--checkpoint_every", "1"]
+EXTRA = ["--max_steps", "24", "--num_epochs", "6", "--checkpoint_every", "1"]
 
 
 def _weights(path):
@@ -23,18 +23,33 @@ def _max_diff(a, b):
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
-def _kill_randomly(args, kills, seed):
-    """Start the run, SIGKILL it after a random delay once it has begun training, ``kills`` times."""
+def _kill_randomly(args, kills, seed, progress_file, total):
+    """``kills`` times: start (or resume) the run and SIGKILL it once ``progress.json`` reports a randomly
+    chosen step (checkpoints are written every step, so the kill can land inside a checkpoint write)."""
+    import json
+
     rng = random.Random(seed)
     env = dict(os.environ, GLOG_minloglevel="3")
-    killed = 0
+    killed, reached = 0, 0
     for attempt in range(kills):
+        target = rng.randint(reached + 1, max(reached + 1, total - kills + attempt))
         process = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *map(str, args),
                                     *(["--resume"] if attempt else [])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        time.sleep(rng.uniform(3.0, 7.0))        # import + set-up take about 3 s; then a step every ~0.1 s
+        deadline = time.time() + 300
+        while process.poll() is None and time.time() < deadline:
+            try:
+                with open(progress_file, encoding="utf-8") as stream:
+                    step = json.load(stream)["step"]
+            except (OSError, ValueError):
+                step = 0
+            if step >= target:
+                time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside the next step or its checkpoint
+                break
+            time.sleep(0.005)
         process.kill()
         killed += process.wait(timeout=60) == -9
+        reached = target
     return killed
 
 
@@ -47,7 +62,8 @@ def test_random_sigkills_resume_to_the_uninterrupted_weights(workspace, dropout)
     whole = train_cli(*recipe_args(workspace, "kd", f"fault_whole_{dropout}"), *flags)
     assert whole.returncode == 0, whole.stderr[-2000:]
     args = recipe_args(workspace, "kd", f"fault_cut_{dropout}") + flags
-    assert _kill_randomly(args, kills=5, seed=int(float(dropout) * 10)) >= 1
+    progress = workspace["root"] / f"fault_cut_{dropout}" / "results" / "progress.json"
+    assert _kill_randomly(args, kills=5, seed=int(float(dropout) * 10), progress_file=progress, total=24) == 5
     resumed = train_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     root = workspace["root"]
@@ -55,7 +71,7 @@ def test_random_sigkills_resume_to_the_uninterrupted_weights(workspace, dropout)
     b = _weights(root / f"fault_cut_{dropout}" / "model" / "weights")
     assert _max_diff(a, b) == 0.0
     rows = (root / f"fault_cut_{dropout}" / "results" / "kd_losses.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 17)]
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 25)]
 
 
 def test_truncated_cached_teacher_logits_are_rebuilt(workspace, tmp_path):
