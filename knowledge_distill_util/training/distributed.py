@@ -40,7 +40,7 @@ import oneflow.nn as nn
 
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
-           "start_watchdog", "stop_watchdog", "fail", "to_local_state", "DEFAULT_TIMEOUT_S"]
+           "start_watchdog", "stop_watchdog", "fail", "at_abort", "to_local_state", "DEFAULT_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
@@ -222,14 +222,26 @@ class DataParallel:
     def shard(self, index: np.ndarray) -> np.ndarray:
         return shard(index, self.rank, self.world) if self.active else index
 
+    def broadcast(self, module: nn.Module) -> None:
+        """Copy rank 0's parameters and buffers of ``module`` to every rank, in place (as DDP does): the
+        ranks then start from rank 0's weights, which are the one-process weights (same seed). Needed:
+        some initialisations differ between ranks with the same seed (the LSTM student's, measured)."""
+        if not self.active:
+            return
+        with flow.no_grad():
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                flow.comm.broadcast(tensor, 0)
+
     def place(self, module: nn.Module) -> None:
-        """Graph mode: make ``module`` global (parameters broadcast from rank 0), in place."""
+        """Graph mode: make ``module`` global (parameters broadcast), in place; call :meth:`broadcast` first."""
         if self.use_graph:
             module.to_global(placement=self.placement, sbp=flow.sbp.broadcast)
 
     def unplace(self, module: nn.Module) -> None:
         """Undo :meth:`place` (every rank keeps the full, identical weights)."""
         if self.use_graph:
+            for parameter in module.parameters():
+                parameter.grad = None  # the graph's gradients are lazy tensors that cannot leave it
             module.to_local()
 
     def tensor(self, array: np.ndarray, device: flow.device, split: bool = True) -> flow.Tensor:
@@ -272,8 +284,21 @@ def _timeout() -> float:
     return value
 
 
+_AT_ABORT: List[Callable[[], None]] = []
+
+
+def at_abort(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (release a lock, ...) before this process is ended by the watchdog or :func:`fail`."""
+    _AT_ABORT.append(callback)
+
+
 def _die(message: str, code: int = 1) -> None:
     """Log ``message`` and end this process at once (OneFlow's exit would wait for the lost rank)."""
+    for callback in list(_AT_ABORT):
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - ending anyway
+            pass
     try:
         sys.stderr.write(f"[knowledge_distill_util.distributed] rank {rank()}: {message}\n")
         sys.stderr.flush()

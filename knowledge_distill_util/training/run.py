@@ -227,6 +227,8 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
         validate_config(cfg)
         if writer:
             locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+            for lock in locks:
+                distributed.at_abort(lock.release)
             check_run_directory(cfg)
         seed_everything(cfg.seed)
         plan = prepare(cfg)

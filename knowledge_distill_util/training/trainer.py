@@ -193,6 +193,7 @@ def train_stage(
     batch_size = dp.global_batch(tcfg.batch_size, len(features))
     per_epoch = len(batch_indices(len(features), batch_size, tcfg.seed, 0))
     total = _total_steps(per_epoch, tcfg)
+    dp.broadcast(student)
     dp.place(step)
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
