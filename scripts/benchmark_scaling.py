@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Data-parallel scaling of the training loop (``scripts/benchmark.py --scaling --json PATH``).
 
-Trains the default KD student (the ``kd`` recipe's defaults: 3 layers, hidden 312, 12 heads, intermediate
-1200, sequence length 128, ``--batch_size_per_device`` 32) and the TinyBERT intermediate stage (4 layers,
-teacher forward every step) for a fixed number of steps, with 1 and 2 processes started by OneFlow's
+Trains the default KD student (the ``common`` settings of ``kdu-compress``'s default run plan: 2 layers of
+the teacher's width 384, 12 heads, intermediate 1536, frozen word embeddings, sequence length 48,
+``--batch_size_per_device`` 32) and the TinyBERT intermediate stage (the same student, the teacher's
+forward pass every step) for a fixed number of steps, with 1 and 2 processes started by OneFlow's
 launcher, in eager and graph mode, through the real ``kdu-train`` command. The teacher is a BERT of
 all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, intermediate 1536) trained one step from scratch
 on a synthetic task (the throughput does not depend on its weights).
@@ -88,6 +89,11 @@ def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int]
 
     data = os.path.join(work, "data")
     task, _ = prepare_default_data(data, seed=0, source="synthetic", max_per_class=120)
+    from knowledge_distill_util.training.compression import read_plan
+
+    plan = {k: v for k, v in read_plan()["common"].items() if k not in ("seq_length", "batch_size_per_device")}
+    student = [item for key, value in sorted(plan.items())
+               for item in (f"--{key}", str(value).lower() if isinstance(value, bool) else str(value))]
     common = ["--data_dir", data, "--task_name", task, "--seq_length", str(seq_length), "--do_eval", "false"]
     teacher = os.path.join(work, "teacher")
     _run(_train_command(1, ["--recipe", "teacher", *common, *TEACHER, "--max_steps", "1", "--model_save_dir",
@@ -98,7 +104,7 @@ def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int]
             base = None
             for count in processes:
                 tag = os.path.join(work, f"{recipe}_{mode}_{count}")
-                args = [*RECIPES[recipe], *common, "--teacher_model", teacher, "--max_steps", str(steps),
+                args = [*RECIPES[recipe], *common, *student, "--teacher_model", teacher, "--max_steps", str(steps),
                         "--batch_size_per_device", str(batch), "--checkpoint_every", str(10 ** 6),
                         "--model_save_dir", tag, "--result_dir", tag + "_results"]
                 if mode == "graph":
@@ -133,7 +139,7 @@ def main(argv: Optional[List[str]] = None, json_path: Optional[str] = None, quic
     parser.add_argument("--steps", type=int, default=4 if quick else 12, help="training steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--batch", type=int, default=4 if quick else 32, help="batch_size_per_device")
-    parser.add_argument("--seq_length", type=int, default=32 if quick else 128)
+    parser.add_argument("--seq_length", type=int, default=32 if quick else 48)
     parser.add_argument("--modes", default="eager,graph")
     parser.add_argument("--recipes", default="kd,tinybert_intermediate")
     parser.add_argument("--processes", default="1,2")
