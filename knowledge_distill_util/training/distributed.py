@@ -32,7 +32,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import oneflow as flow
@@ -40,7 +40,7 @@ import oneflow.nn as nn
 
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
-           "start_watchdog", "stop_watchdog", "fail", "at_abort", "to_local_state", "DEFAULT_TIMEOUT_S"]
+           "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state", "DEFAULT_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
@@ -496,3 +496,88 @@ def fail(cause: str, code: int = 1) -> None:
         _WATCHDOG.report(cause)
         time.sleep(0.5)  # let the line leave before the process ends
     _die(f"failed: {cause}", code)
+
+
+# ------------------------------------------------------------------------------- the original's flags
+#: The original scripts' multi-device flags; ``kdu-train`` starts OneFlow's launcher with them.
+ORIGINAL_FLAGS = ("--gpu_num_per_node", "--num_nodes", "--node_ips")
+
+
+def split_launch_flags(argv: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
+    """``argv`` without the :data:`ORIGINAL_FLAGS` (``--flag value`` or ``--flag=value``), and their values.
+
+    >>> split_launch_flags(["--recipe", "kd", "--gpu_num_per_node", "2", "--num_nodes=1"])
+    (['--recipe', 'kd'], {'gpu_num_per_node': '2', 'num_nodes': '1'})
+    """
+    rest, found, items = [], {}, list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        name, _, value = item.partition("=")
+        if name in ORIGINAL_FLAGS:
+            if not value:
+                if i + 1 >= len(items):
+                    raise ValueError(f"{name} needs a value")
+                value, i = items[i + 1], i + 1
+            found[name[2:]] = value
+        else:
+            rest.append(item)
+        i += 1
+    return rest, found
+
+
+def _positive(flags: Dict[str, str], name: str) -> int:
+    raw = flags.get(name, "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _local_addresses() -> List[str]:
+    names = {"127.0.0.1", "localhost", socket.gethostname()}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return sorted(names)
+
+
+def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[str]) -> Optional[List[str]]:
+    """The OneFlow launcher command that runs ``entry + argv`` on ``--gpu_num_per_node`` processes per node
+    and ``--num_nodes`` nodes (``--node_ips``: the nodes' addresses, the first is the master), or None when
+    one process suffices or this process was already started by the launcher.
+
+    This node's rank is ``KDU_NODE_RANK`` if set, else the position of one of its addresses in
+    ``--node_ips``; the master port is ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
+    one sentence on inconsistent flags.
+
+    >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"])[3:6]
+    ['--nproc_per_node', '2', '--nnodes']
+    """
+    if not flags or os.environ.get("RANK", "-1") != "-1":  # (``import oneflow`` sets RANK=-1 outside the launcher)
+        return None
+    per_node, nodes = _positive(flags, "gpu_num_per_node"), _positive(flags, "num_nodes")
+    ips = [ip.strip() for ip in flags.get("node_ips", "").split(",") if ip.strip()]
+    if nodes > 1 and len(ips) != nodes:
+        raise ValueError(f"--num_nodes {nodes} needs {nodes} addresses in --node_ips, got {ips or 'none'}; "
+                         f"pass --node_ips a,b,... with the master node first")
+    if per_node * nodes == 1:
+        return None
+    if nodes == 1:
+        node_rank, master = 0, ips[0] if ips else "127.0.0.1"
+    elif os.environ.get("KDU_NODE_RANK"):
+        node_rank, master = int(os.environ["KDU_NODE_RANK"]), ips[0]
+    else:
+        mine = [i for i, ip in enumerate(ips) if ip in _local_addresses()]
+        if len(mine) != 1:
+            raise ValueError(f"cannot tell which of --node_ips {ips} is this machine (its addresses: "
+                             f"{_local_addresses()}); set KDU_NODE_RANK to its position in --node_ips")
+        node_rank, master = mine[0], ips[0]
+    port = os.environ.get("KDU_MASTER_PORT", "29500")
+    return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(per_node), "--nnodes",
+            str(nodes), "--node_rank", str(node_rank), "--master_addr", master, "--master_port", port,
+            *entry, *argv]

@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import random
+import subprocess
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import oneflow as flow
@@ -217,6 +218,14 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
             lock.release()
 
 
+def _entry_point() -> List[str]:
+    """What the launcher runs to start this entry point again: this script, or the package's ``train``."""
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if script.endswith(".py") and os.path.basename(script) != "__main__.py" and os.path.isfile(script):
+        return [script]
+    return ["--module", "knowledge_distill_util", "train"]
+
+
 def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     """:func:`run` on one rank of a multi-process job: rank 0 alone locks and checks the directories; every
     rank checks its configuration and prepares; then all agree (one refusal stops every rank) before the
@@ -257,6 +266,18 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
          description: str = "") -> int:
     """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # the original's --gpu_num_per_node / --num_nodes / --node_ips: start the same run under the launcher
+        argv, launch_flags = distributed.split_launch_flags(argv)
+        entry = _entry_point()
+        as_module = entry[0] == "--module"
+        command = distributed.launch_command(launch_flags, argv + (["--recipe", recipe] if recipe and as_module else []),
+                                             entry)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    if command is not None:
+        print("starting: " + " ".join(command), file=sys.stderr, flush=True)
+        return subprocess.call(command)
     try:
         cfg = parse_config(argv, recipe=recipe, prog=prog, description=description)
         setup_logging(cfg.log_level if distributed.is_writer() else "WARNING")

@@ -285,3 +285,48 @@ def test_a_global_batch_larger_than_the_data_is_refused(workspace):
     assert job.returncode != 0
     assert "2 processes x --batch_size_per_device 40 = 80 rows per step exceeds the 48 training rows" in job.stderr, \
         job.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ the original's flags
+def test_original_flags_are_split_and_checked(monkeypatch):
+    monkeypatch.setenv("RANK", "-1")  # what ``import oneflow`` sets outside the launcher
+    rest, flags = distributed.split_launch_flags(["--recipe", "kd", "--gpu_num_per_node=2", "--num_nodes", "1"])
+    assert rest == ["--recipe", "kd"] and flags == {"gpu_num_per_node": "2", "num_nodes": "1"}
+    assert distributed.launch_command({"gpu_num_per_node": "1"}, rest, ["x.py"]) is None
+    monkeypatch.setenv("KDU_MASTER_PORT", "31234")
+    command = distributed.launch_command(flags, rest, ["x.py"])
+    assert command[1:] == ["-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--nnodes", "1",
+                           "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", "31234", "x.py",
+                           "--recipe", "kd"]
+    monkeypatch.setenv("KDU_NODE_RANK", "1")
+    two_nodes = distributed.launch_command({"gpu_num_per_node": "1", "num_nodes": "2", "node_ips": "10.0.0.1,10.0.0.2"},
+                                           rest, ["x.py"])
+    assert two_nodes[two_nodes.index("--node_rank") + 1] == "1" and "10.0.0.1" in two_nodes
+    with pytest.raises(ValueError, match=r"--num_nodes 2 needs 2 addresses in --node_ips, got none"):
+        distributed.launch_command({"num_nodes": "2"}, rest, ["x.py"])
+    with pytest.raises(ValueError, match=r"--gpu_num_per_node must be a positive integer, got '0'"):
+        distributed.launch_command({"gpu_num_per_node": "0"}, rest, ["x.py"])
+    with pytest.raises(ValueError, match="--node_ips needs a value"):
+        distributed.split_launch_flags(["--node_ips"])
+    monkeypatch.setenv("RANK", "0")  # already under the launcher: never started again
+    assert distributed.launch_command(flags, rest, ["x.py"]) is None
+
+
+def test_gpu_num_per_node_starts_the_same_run_under_the_launcher(workspace):
+    tag = "dp_flags"
+    one = recipe_args(workspace, "kd", f"{tag}_one") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "8"]
+    done = train_cli(*one)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = recipe_args(workspace, "kd", f"{tag}_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4",
+                                                                              "--gpu_num_per_node", "2"]
+    process = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *[str(a) for a in two]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=_env(KDU_MASTER_PORT=str(_free_port())), start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        _kill_group(process)
+    assert process.returncode == 0, err[-3000:]
+    assert "starting: " in err and "oneflow.distributed.launch --nproc_per_node 2" in err
+    root = workspace["root"]
+    _assert_same_run(root / f"{tag}_one", root / f"{tag}_two", ["kd"])
