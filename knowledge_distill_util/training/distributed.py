@@ -322,6 +322,7 @@ class Watchdog:
         self.port = port or int(os.environ.get("KDU_WATCHDOG_PORT") or int(os.environ.get("MASTER_PORT", "29500")) + 1)
         self.peers: Dict[int, socket.socket] = {}
         self.seen: Dict[int, float] = {}
+        self.finished: set = set()  # ranks that said bye (done normally)
         self.lock = threading.Lock()
         self.closing = False
         self.sock: Optional[socket.socket] = None
@@ -374,11 +375,11 @@ class Watchdog:
                     peers = dict(self.peers)
                 for peer in peers.values():
                     self._send(peer, "beat")
-                missing = [r for r in range(1, self.world) if r not in self.seen]
+                missing = [r for r in range(1, self.world) if r not in self.seen and r not in self.finished]
                 if missing and now - began > self.timeout and not self.closing:
                     _die(f"rank(s) {missing} did not reach the watchdog within {self.timeout:.0f} s "
                          f"(not started, or the master address {self.address} is unreachable); stopping")
-                late = [r for r, t in self.seen.items() if now - t > self.timeout]
+                late = [r for r, t in list(self.seen.items()) if now - t > self.timeout]
                 if late and not self.closing:
                     self._abort(late[0], f"silent for more than {self.timeout:.0f} s (hung)")
             elif self.sock is not None:
@@ -410,6 +411,7 @@ class Watchdog:
                 continue
             self.seen[peer] = time.time()
             if line == "bye":
+                self.finished.add(peer)
                 self.seen.pop(peer, None)
                 return
             if line.startswith("fail "):

@@ -132,13 +132,13 @@ def test_global_batch_larger_than_the_data_is_refused(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ 1 vs 2 processes
-def _one_vs_two(workspace, recipe, tag, extra=(), stages=None):
+def _one_vs_two(workspace, recipe, tag, extra=(), **env):
     """Train ``recipe`` in one process (batch 8) and in two (batch 4 each); return both directories."""
     one = recipe_args(workspace, recipe, f"{tag}_one") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "8", *extra]
     two = recipe_args(workspace, recipe, f"{tag}_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4", *extra]
     done = train_cli(*one)
     assert done.returncode == 0, done.stderr[-3000:]
-    job = launch(two)
+    job = launch(two, **env)
     assert job.returncode == 0, job.stderr[-4000:]
     root = workspace["root"]
     return root / f"{tag}_one", root / f"{tag}_two", job
@@ -159,7 +159,8 @@ def _assert_same_run(one, two, stages):
 
 
 def test_kd_two_processes_equal_one_process_eager(workspace):
-    one, two, job = _one_vs_two(workspace, "kd", "dp_kd")
+    # a watchdog timeout shorter than the job: a rank that finished first is not taken for a missing one
+    one, two, job = _one_vs_two(workspace, "kd", "dp_kd", KDU_DIST_TIMEOUT="5")
     diff = _assert_same_run(one, two, ["kd"])
     print(f"kd eager: max |w1 - w2| = {diff:.3g}")
     # one writer: the files one process writes, no more (no second log, no rank-1 leftovers)
@@ -176,6 +177,29 @@ def test_kd_two_processes_equal_one_process_graph(workspace):
     print(f"kd graph: max |w1 - w2| = {diff:.3g}")
 
 
+def _theseus_teacher(workspace):
+    """A teacher without dropout: BERT-of-Theseus's models take the teacher checkpoint's dropout."""
+    teacher = workspace["root"] / "teacher_no_dropout"
+    if not (teacher / "weights").exists():
+        done = train_cli("--recipe", "teacher", "--quick", "--data_dir", workspace["data"], "--task_name",
+                         workspace["task"], "--model_save_dir", teacher, "--result_dir",
+                         workspace["root"] / "teacher_no_dropout_results", *TINY_TEACHER, *NO_DROPOUT)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return teacher
+
+
+@pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.parametrize("recipe,stages", [("tinybert", ["intermediate", "pred"]), ("theseus", ["theseus", "successor"])])
+def test_two_stage_recipes_two_processes_equal_one_process_graph(workspace, recipe, stages):
+    extra = ["--use_graph"]
+    if recipe == "theseus":
+        extra += ["--student_num_hidden_layers", "1", "--teacher_model", _theseus_teacher(workspace)]
+    one, two, _ = _one_vs_two(workspace, recipe, f"dp_{recipe}_graph", extra=extra)
+    diff = _assert_same_run(one, two, stages)
+    print(f"{recipe} graph: max |w1 - w2| = {diff:.3g}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe,stages", [("teacher", ["teacher"]), ("baseline", ["baseline"]),
                                            ("bilstm", ["bilstm"]), ("bert_pkd", ["bert_pkd"]),
@@ -184,14 +208,8 @@ def test_kd_two_processes_equal_one_process_graph(workspace):
 def test_every_recipe_two_processes_equal_one_process_eager(workspace, recipe, stages):
     extra = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "2", "--teacher_hidden_size", "32",
              "--teacher_num_attention_heads", "2", "--teacher_intermediate_size", "64"] if recipe == "teacher" else []
-    if recipe == "theseus":  # its models take the teacher checkpoint's dropout: train a teacher without any
-        teacher = workspace["root"] / "teacher_no_dropout"
-        if not (teacher / "weights").exists():
-            done = train_cli("--recipe", "teacher", "--quick", "--data_dir", workspace["data"], "--task_name",
-                             workspace["task"], "--model_save_dir", teacher, "--result_dir",
-                             workspace["root"] / "teacher_no_dropout_results", *TINY_TEACHER, *NO_DROPOUT)
-            assert done.returncode == 0, done.stderr[-2000:]
-        extra = ["--student_num_hidden_layers", "1", "--teacher_model", teacher]
+    if recipe == "theseus":
+        extra = ["--student_num_hidden_layers", "1", "--teacher_model", _theseus_teacher(workspace)]
     one, two, _ = _one_vs_two(workspace, recipe, f"dp_{recipe}", extra=extra)
     diff = _assert_same_run(one, two, stages)
     print(f"{recipe} eager: max |w1 - w2| = {diff:.3g}")
@@ -330,3 +348,32 @@ def test_gpu_num_per_node_starts_the_same_run_under_the_launcher(workspace):
     assert "starting: " in err and "oneflow.distributed.launch --nproc_per_node 2" in err
     root = workspace["root"]
     _assert_same_run(root / f"{tag}_one", root / f"{tag}_two", ["kd"])
+
+
+@pytest.mark.slow
+def test_killed_two_process_job_resumes_to_the_uninterrupted_weights(workspace):
+    tag, steps = "dp_resume", ["--max_steps", "120", "--checkpoint_every", "7", "--learning_rate", "1e-3",
+                               "--warmup_proportion", "0"]
+    reference = recipe_args(workspace, "kd", f"{tag}_one") + NO_DROPOUT + steps + ["--batch_size_per_device", "8"]
+    done = train_cli(*reference)
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = recipe_args(workspace, "kd", f"{tag}_two") + NO_DROPOUT + steps + ["--batch_size_per_device", "4"]
+    process = subprocess.Popen(_launch_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=_env(), start_new_session=True)
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while _progress_step(workspace["root"] / f"{tag}_two" / "results") < 10:
+            assert process.poll() is None and time.time() < deadline, "the job ended or never started"
+            time.sleep(0.05)
+    finally:
+        _kill_group(process)  # every process of the job at once, as a lost machine would
+        process.wait()
+    stopped = _progress_step(workspace["root"] / f"{tag}_two" / "results")
+    assert stopped < 120, "the job finished before it was killed: nothing to resume"
+    job = launch(args + ["--resume"])
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "resumed from" in job.stderr
+    w1, w2 = _weights(workspace["root"] / f"{tag}_one" / "model"), _weights(workspace["root"] / f"{tag}_two" / "model")
+    diff = max(float(np.abs(w1[k] - w2[k]).max()) for k in w1)
+    print(f"killed at step {stopped}, resumed: max |w1 - w2| = {diff:.3g}")
+    assert diff <= TOLERANCE
