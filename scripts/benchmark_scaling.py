@@ -12,8 +12,10 @@ on a synthetic task (the throughput does not depend on its weights).
 Each row: ``recipe``, ``mode`` (eager/graph), ``processes``, ``batch_size_per_device``, ``global_batch``,
 ``steps_timed``, ``samples_per_s`` (global batch x timed steps / their wall time, from the loss log's
 ``seconds`` column, after ``--warmup`` untimed steps) and ``efficiency`` (samples/s at N over N times
-samples/s at 1, same mode). The per-device batch stays fixed (the global batch grows with N), as in the
-original ``batch_size_per_device``.
+samples/s at 1, same mode), and the machine's 1-minute load average at the end of the job (on a
+machine shared with other jobs the second process finds no idle core and the efficiency means little).
+The per-device batch stays fixed (the global batch grows with N), as in the original
+``batch_size_per_device``.
 """
 import argparse
 import csv
@@ -115,7 +117,8 @@ def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int]
                        "global_batch": batch * count, "seq_length": seq_length,
                        **_throughput(os.path.join(tag + "_results", f"{STAGE[recipe]}_losses.csv"), batch * count,
                                      warmup),
-                       "job_seconds": round(time.time() - began, 1)}
+                       "job_seconds": round(time.time() - began, 1),
+                       "load_average_1min": round(os.getloadavg()[0], 2)}  # other jobs on the machine skew it
                 if count == 1:
                     base = row["samples_per_s"]
                 row["efficiency"] = round(row["samples_per_s"] / (count * base), 3) if base else None

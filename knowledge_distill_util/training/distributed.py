@@ -198,11 +198,8 @@ class DataParallel:
         self.active = self.world > 1
         self.use_graph = use_graph and self.active
         self.placement = None
-        if self.use_graph:
-            if device.type != "cpu":
-                self.placement = flow.placement(device.type, ranks=list(range(self.world)))
-            else:
-                self.placement = flow.placement("cpu", ranks=list(range(self.world)))
+        if self.use_graph:  # every rank, one device each (on CUDA: the rank's own GPU)
+            self.placement = flow.placement(device.type, ranks=list(range(self.world)))
 
     @property
     def writer(self) -> bool:

@@ -213,6 +213,10 @@ def test_every_recipe_two_processes_equal_one_process_eager(workspace, recipe, s
     one, two, _ = _one_vs_two(workspace, recipe, f"dp_{recipe}", extra=extra)
     diff = _assert_same_run(one, two, stages)
     print(f"{recipe} eager: max |w1 - w2| = {diff:.3g}")
+    if recipe == "teacher":  # its cached logits for the students: computed sharded, gathered, written once
+        with np.load(one / "model" / "train_logits.npz") as a, np.load(two / "model" / "train_logits.npz") as b:
+            assert a["logits"].shape == b["logits"].shape and str(a["fingerprint"]) == str(b["fingerprint"])
+            assert np.abs(a["logits"] - b["logits"]).max() <= TOLERANCE
 
 
 # ------------------------------------------------------------------------------------------ failures
