@@ -577,6 +577,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-graph", action="store_true", help="skip the training-step columns")
     parser.add_argument("--only", metavar="CASES",
                         help="comma-separated case names to measure (e.g. soft_ce,attention_kl); default all")
+    parser.add_argument("--scaling", action="store_true", help="instead: data-parallel training throughput with 1 "
+                        "and 2 processes (scripts/benchmark_scaling.py; --json, --quick apply)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measuring process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
@@ -597,6 +599,11 @@ def main(argv=None) -> int:
         run_worker(args.worker, [specs[int(i)] for i in args.cases.split(",")], args.device or "cpu", args.repeat,
                    args.torch_threads)
         return 0
+    if args.scaling:  # the data-parallel scaling table lives in its own module
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from benchmark_scaling import main as scaling
+
+        return scaling([], json_path=args.json, quick=args.quick)
     if args.device is None:
         args.device = default_device()
     rows = collect(args)

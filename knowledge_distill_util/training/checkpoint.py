@@ -31,6 +31,7 @@ import oneflow.nn as nn
 
 from .._io import atomic_write_text
 from .config import ConfigError
+from .distributed import is_distributed, to_local_state
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "Checkpointer",
            "Resumed"]
@@ -156,4 +157,7 @@ class Checkpointer:
         if self.step_inputs is not None:
             state["step_inputs_rng"] = self.step_inputs.rng_state()
         optimizer_state = graph.state_dict() if graph is not None else optimizer.state_dict()
-        return save_checkpoint(self.root, step, self.model.state_dict(), optimizer_state, state)
+        model_state = self.model.state_dict()
+        if is_distributed():  # global tensors (graph mode) are saved as their full local values
+            model_state, optimizer_state = to_local_state(model_state), to_local_state(optimizer_state)
+        return save_checkpoint(self.root, step, model_state, optimizer_state, state)

@@ -14,6 +14,8 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
+from . import distributed
+
 __all__ = ["predict", "compute_metrics", "directory_size_mb", "count_parameters", "evaluate_model",
            "write_results"]
 
@@ -22,15 +24,26 @@ def predict(model: nn.Module, features, batch_size: int) -> Tuple[np.ndarray, fl
     """Logits ``[N, C]`` of ``model`` (eval mode, no_grad) over ``features`` and the samples/s.
 
     The throughput is measured over every batch after the first (a warm-up), or over all of them
-    when there is only one.
+    when there is only one. Under the launcher every rank predicts its block of rows and the logits
+    are gathered (every rank gets all ``N``; the samples/s are rank 0's).
     """
+    if distributed.is_distributed():
+        block = distributed.row_block(len(features))
+        if block.stop == block.start:  # no rows for this rank: predict one (discarded) for the shape
+            block = slice(len(features) - 1, len(features))
+        logits, speed = _predict_rows(model, features, batch_size, block)
+        return distributed.gather_rows(logits, len(features)), speed
+    return _predict_rows(model, features, batch_size, slice(0, len(features)))
+
+
+def _predict_rows(model: nn.Module, features, batch_size: int, rows: slice) -> Tuple[np.ndarray, float]:
     device = next(model.parameters()).device
     model.eval()
     outputs, timed, timed_rows = [], 0.0, 0
-    count = len(features)
+    count = rows.stop - rows.start
     with flow.no_grad():
-        for number, start in enumerate(range(0, count, batch_size)):
-            batch = features.as_dict(slice(start, start + batch_size))
+        for number, start in enumerate(range(rows.start, rows.stop, batch_size)):
+            batch = features.as_dict(slice(start, min(start + batch_size, rows.stop)))
             tensors = [flow.tensor(batch[k], device=device) for k in ("input_ids", "input_mask", "segment_ids")]
             began = time.perf_counter()
             out = model(*tensors)

@@ -18,6 +18,8 @@ import argparse
 import dataclasses
 import datetime
 import logging
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -81,11 +83,12 @@ class Flag:
 
 
 def _devices(name: str) -> Convert:
+    """``--gpu_num_per_node`` / ``--num_nodes``: values above 1 never get here (:func:`main` restarts the script
+    under OneFlow's launcher and removes the flags first); 1 needs nothing."""
     def check(value):
         if value is not None and int(value) > 1:
-            raise ConfigError(f"--{name}={value}: this package does not run the original's multi-device/multi-node "
-                              f"jobs yet; run one process per device with OneFlow's launcher "
-                              f"(python -m oneflow.distributed.launch --nproc_per_node N ...) and --{name}=1")
+            raise ConfigError(f"--{name}={value} reached the configuration inside a launched process; start the "
+                              f"script itself with --{name} (it restarts under OneFlow's launcher)")
         return {}
     return check
 
@@ -104,11 +107,12 @@ _FLAGS: List[Flag] = [
          "it only names the original's TensorBoard summary"),
     Flag("task_name", str, "CoLA", "task_name", _to("task_name")),
     # devices (the original's InitNodes)
-    Flag("gpu_num_per_node", int, 1, "1: device (CUDA when present); > 1: not yet (OneFlow's launcher)",
+    Flag("gpu_num_per_node", int, 1, "processes per node: > 1 restarts the script under OneFlow's launcher",
          _devices("gpu_num_per_node")),
-    Flag("num_nodes", int, 1, "1: one node; > 1: not yet (OneFlow's launcher)", _devices("num_nodes")),
-    Flag("node_ips", lambda s: s.split(","), ["192.168.1.13", "192.168.1.14"], "accepted, no effect", _nothing,
-         "nodes are given to OneFlow's launcher, not to the script"),
+    Flag("num_nodes", int, 1, "nodes: > 1 restarts the script under OneFlow's launcher", _devices("num_nodes")),
+    Flag("node_ips", lambda s: s.split(","), ["192.168.1.13", "192.168.1.14"],
+         "the nodes' addresses for OneFlow's launcher (the first is the master)", _nothing,
+         "consumed by the launcher start-up before the flags are mapped"),
     Flag("ctrl_port", int, 50051, "accepted, no effect", _nothing, "OneFlow's launcher sets the control port"),
     # optimisation
     Flag("learning_rate", float, 1e-4, "learning_rate (and stage2_learning_rate)",
@@ -439,10 +443,20 @@ def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None)
 def main(script: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Entry point of an original script name: map, then run as ``kdu-train`` does (exit 2 and one line on a
     configuration error; ``--print_config`` prints the resolved configuration and exits 0)."""
+    from . import distributed
     from .run import run, setup_logging
 
     argv = sys.argv[1:] if argv is None else list(argv)
     entry = SCRIPTS[script]
+    try:  # --gpu_num_per_node / --num_nodes / --node_ips above 1: this script again, under OneFlow's launcher
+        argv, launch_flags = distributed.split_launch_flags(argv)
+        command = distributed.launch_command(launch_flags, argv, [os.path.abspath(sys.argv[0])])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    if command is not None:
+        print("starting: " + " ".join(command), file=sys.stderr, flush=True)
+        return subprocess.call(command)
     if "--help" in argv or "-h" in argv:
         build_original_parser(entry, prog).print_help()
         print("\nThis package's own configuration keys are accepted as well (kdu-train --help lists them).")

@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import random
+import subprocess
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import oneflow as flow
@@ -19,6 +20,7 @@ import oneflow as flow
 from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
 from .._device import resolve_device
 from .._io import atomic_write_file, atomic_write_text
+from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
 from .lock import lock_directories
 from .evaluate import evaluate_model, predict, write_results
@@ -71,7 +73,9 @@ def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str
                     return stored["logits"]
         except Exception as error:  # noqa: BLE001 - a truncated or foreign file: rebuild it
             logger.warning("cached teacher logits %s are unreadable (%s); computing them again", path, error)
-    logits = predict(teacher, view.train, cfg.eval_batch_size)[0].astype(np.float32)
+    logits = predict(teacher, view.train, cfg.eval_batch_size)[0].astype(np.float32)  # sharded over the ranks
+    if not distributed.is_writer():
+        return logits
     try:
         atomic_write_file(path, lambda stream: np.savez(stream, logits=logits,
                                                          fingerprint=np.array(view.train_fingerprint)))
@@ -125,7 +129,7 @@ def _trainer_config(cfg: TrainConfig, num_epochs: float, learning_rate: float) -
                          resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout)
 
 
-def _progress_writer(path: str, stage: str):
+def _progress_writer(path: str, stage: str):  # called on rank 0 only
     def write(step: int, total: int, terms: Dict[str, float]) -> None:
         atomic_write_text(path, json.dumps({"stage": stage, "step": step, "total": total, "loss": terms["loss"]}))
     return write
@@ -153,11 +157,12 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
         timings[stage.name] = round(result.seconds, 1)
         logger.info("stage %s: %d steps in %.1f s, last %s; log %s", stage.name, result.steps, result.seconds,
                     {k: round(v, 4) for k, v in result.last_terms.items()}, result.log_path)
-        if not last:
+        if not last and distributed.is_writer():
             save_trained(stage.export, done_dir, _meta(plan, f"stage {stage.name}"))
     origin = plan.description if not plan.recipe.needs_teacher else f"{cfg.recipe} student of {cfg.teacher_model}"
-    save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
-    write_snapshots(plan.final_model, cfg)
+    if distributed.is_writer():
+        save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
+        write_snapshots(plan.final_model, cfg)
     if not plan.recipe.needs_teacher:  # a teacher: cache its logits for the students to come
         teacher_logits(cfg, plan.final_model, _meta(plan, origin), plan.data, cfg.model_save_dir)
     return timings
@@ -172,11 +177,15 @@ def _evaluate(plan: Plan, timings: Dict[str, float]) -> Dict:
     results.update(recipe=cfg.recipe, task_name=plan.data.spec.name, main_metric=plan.data.spec.main_metric,
                    train_seconds=timings, layers=plan.final_model.config.get("num_hidden_layers"),
                    hidden_size=plan.final_model.config.get("hidden_size"), origin=plan.description)
+    on_train = None
+    if cfg.results_format == "original" and cfg.do_train and len(plan.data.train):
+        on_train = evaluate_model(plan.final_model, plan.data.train, plan.data.spec.output_mode,
+                                  cfg.eval_batch_size, saved_model_dir=saved)  # every rank: sharded, gathered
+    if not distributed.is_writer():
+        return results
     if cfg.results_format == "original":
         path = write_original_results(results, cfg.result_dir, source, "eval")
-        if cfg.do_train and len(plan.data.train):
-            on_train = evaluate_model(plan.final_model, plan.data.train, plan.data.spec.output_mode,
-                                      cfg.eval_batch_size, saved_model_dir=saved)
+        if on_train is not None:
             write_original_results(on_train, cfg.result_dir, source, "train")
     else:
         path = write_results(results, cfg.result_dir)
@@ -191,7 +200,8 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
     cfg = plan.cfg
     progress = sys.stderr.isatty() if progress is None else progress
     os.makedirs(cfg.result_dir, exist_ok=True)
-    save_config(cfg, cfg.result_dir)
+    if distributed.is_writer():
+        save_config(cfg, cfg.result_dir)
     logger.info("%s; data: %s (%d train / %d dev rows, seq_length %d)", plan.description, plan.data.spec.name,
                 len(plan.data.train), len(plan.data.dev), cfg.seq_length)
     timings = _train(plan, progress) if cfg.do_train else {}
@@ -201,6 +211,8 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     """Check the configuration and the output directories, lock them, seed, prepare (all checks first),
     train every stage, save, evaluate; returns the results dict. Raises :class:`ConfigError` on bad input."""
+    if distributed.is_distributed():
+        return _run_distributed(cfg, progress)
     validate_config(cfg)
     locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
     try:
@@ -216,17 +228,80 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
             lock.release()
 
 
+def _entry_point() -> List[str]:
+    """What the launcher runs to start this entry point again: this script, or the package's ``train``."""
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if script.endswith(".py") and os.path.basename(script) != "__main__.py" and os.path.isfile(script):
+        return [script]
+    return ["--module", "knowledge_distill_util", "train"]
+
+
+def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
+    """:func:`run` on one rank of a multi-process job: rank 0 alone locks and checks the directories; every
+    rank checks its configuration and prepares; then all agree (one refusal stops every rank) before the
+    first training step."""
+    distributed.start_watchdog()
+    writer, locks, plan, error = distributed.is_writer(), [], None, None
+    try:
+        validate_config(cfg)
+        if writer:
+            locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+            for lock in locks:
+                distributed.at_abort(lock.release)
+            check_run_directory(cfg)
+        seed_everything(cfg.seed)
+        plan = prepare(cfg)
+        world = distributed.world_size()
+        if cfg.do_train and cfg.batch_size_per_device * world > len(plan.data.train):
+            raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
+                              f"{cfg.batch_size_per_device * world} rows per step exceeds the {len(plan.data.train)} "
+                              f"training rows; lower --batch_size_per_device or the number of processes")
+    except ConfigError as caught:
+        error = caught
+    try:
+        different = distributed.check_same(json.dumps(dataclasses.asdict(cfg), sort_keys=True), "configuration")
+        if not distributed.agree(error is None and different is None):
+            raise error or ConfigError(different or f"another rank refused the configuration (its message names "
+                                                    f"the problem); nothing was trained")
+        if cfg.do_train and writer:
+            atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
+                              json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+        return execute(plan, progress)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
 def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,
          description: str = "") -> int:
     """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # the original's --gpu_num_per_node / --num_nodes / --node_ips: start the same run under the launcher
+        argv, launch_flags = distributed.split_launch_flags(argv)
+        entry = _entry_point()
+        as_module = entry[0] == "--module"
+        command = distributed.launch_command(launch_flags, argv + (["--recipe", recipe] if recipe and as_module else []),
+                                             entry)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    if command is not None:
+        print("starting: " + " ".join(command), file=sys.stderr, flush=True)
+        return subprocess.call(command)
     try:
         cfg = parse_config(argv, recipe=recipe, prog=prog, description=description)
-        setup_logging(cfg.log_level)
+        setup_logging(cfg.log_level if distributed.is_writer() else "WARNING")
         logger.debug("configuration: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
         run(cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
+        distributed.fail(str(error), code=2)  # several processes: tell the others, end at once
         return 2
+    except BaseException as error:  # noqa: BLE001 - several processes: a rank must not hang at exit
+        if distributed.is_distributed():
+            logger.exception("rank %d failed", distributed.rank())
+            distributed.fail(f"{type(error).__name__}: {error}")
+        raise
+    distributed.stop_watchdog()
     return 0
 

@@ -19,6 +19,7 @@ import oneflow as flow
 import oneflow.nn as nn
 
 from .checkpoint import Checkpointer
+from .distributed import DataParallel
 from .loss_log import LossLog, plot_losses
 from .objectives import Objective
 from .optim import make_optimizer, make_scheduler
@@ -188,8 +189,12 @@ def train_stage(
     from tqdm import tqdm
 
     student, device = step.student, model_device(step.student)
-    per_epoch = len(batch_indices(len(features), tcfg.batch_size, tcfg.seed, 0))
+    dp = DataParallel(device, tcfg.use_graph)  # data-parallel under the launcher; the identity in one process
+    batch_size = dp.global_batch(tcfg.batch_size, len(features))
+    per_epoch = len(batch_indices(len(features), batch_size, tcfg.seed, 0))
     total = _total_steps(per_epoch, tcfg)
+    dp.broadcast(student)
+    dp.place(step)
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
@@ -209,41 +214,42 @@ def train_stage(
     resumed = checkpointer.restore() if tcfg.resume else None
     start = 0
     if resumed is not None:
-        student.load_state_dict(resumed.model_state)
+        student.load_state_dict(dp.loadable(resumed.model_state))
         start = resumed.step
         if graph is not None:
-            graph.load_state_dict(resumed.optimizer_state)  # the graph's own state: moments, train step
+            graph.load_state_dict(dp.loadable(resumed.optimizer_state))  # the graph's own state: moments, train step
         else:
             optimizer.load_state_dict(resumed.optimizer_state)
             for _ in range(start):  # fast-forward the schedule (cheap, exact)
                 scheduler.step()
         logger.info("stage %s: resumed from %s at step %d/%d", stage, resumed.path, start, total)
-    elif not tcfg.resume:
+    elif not tcfg.resume and dp.writer:
         checkpointer.clear()
 
     os.makedirs(work_dir, exist_ok=True)
-    log = LossLog(os.path.join(work_dir, f"{stage}_losses.csv"), step.objective.terms,
+    log = LossLog(os.path.join(work_dir, f"{stage}_losses.csv") if dp.writer else os.devnull, step.objective.terms,
                   start if resumed is not None else None)
-    bar = tqdm(total=total, initial=start, desc=stage, disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=total, initial=start, desc=stage, disable=not (progress and dp.writer), dynamic_ncols=True, mininterval=1.0)
     began, last = time.time(), {}
     generators = dropout_generators(student) if tcfg.reseed_dropout else []
     try:
         global_step, epoch = start, start // per_epoch
         while global_step < total:
-            for index in batch_indices(len(features), tcfg.batch_size, tcfg.seed, epoch)[global_step - epoch * per_epoch:]:
+            for index in batch_indices(len(features), batch_size, tcfg.seed, epoch)[global_step - epoch * per_epoch:]:
                 if global_step >= total:
                     break
+                index = dp.shard(index)  # this process's rows of the global batch
                 batch = features.as_dict(index)
-                inputs = [flow.tensor(batch[k], device=device) for k in BATCH_KEYS]
+                inputs = [dp.tensor(batch[k], device) for k in BATCH_KEYS]
                 if cached is not None:
-                    inputs.append(flow.tensor(cached[index], device=device))
+                    inputs.append(dp.tensor(cached[index], device))
                 if provider is not None:
                     extras = provider.step_inputs()
-                    inputs.extend(flow.tensor(extras[k], device=device) if graph is not None else extras[k]
+                    inputs.extend(dp.tensor(extras[k], device, split=False) if graph is not None else extras[k]
                                   for k in provider.step_input_names)
                 lr = optimizer.param_groups[0]["lr"]
                 reseed(generators, tcfg.seed, global_step)
-                values = _run_step(step, graph, optimizer, scheduler, inputs)
+                values = _run_step(step, graph, optimizer, scheduler, inputs, dp)
                 if not math.isfinite(values[0]):
                     raise FloatingPointError(
                         f"stage {stage}: the loss became {values[0]} at step {global_step + 1}; lower "
@@ -253,15 +259,16 @@ def train_stage(
                 log.write(global_step, epoch, lr, time.time() - began, last)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values[0]:.4f}", refresh=False)
-                if global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total:
+                if dp.writer and (global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total):
                     checkpointer.save(global_step, optimizer, graph)
-                if on_step is not None:
+                if on_step is not None and dp.writer:
                     on_step(global_step, total, last)
             epoch += 1
     finally:
         bar.close()
         log.close()
-    png = plot_losses(log.path, os.path.join(work_dir, f"{stage}_losses.png"), title=stage)
+    png = plot_losses(log.path, os.path.join(work_dir, f"{stage}_losses.png"), title=stage) if dp.writer else None
+    dp.unplace(step)
     student.eval()
     return StageResult(steps=total, seconds=time.time() - began, log_path=log.path, plot_path=png,
                        last_terms=last, resumed_from=start)
@@ -278,15 +285,17 @@ def reseed(generators: List, seed: int, step: int) -> None:
         generator.manual_seed(int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0]))
 
 
-def _run_step(step: LossStep, graph, optimizer, scheduler, inputs) -> List[float]:
-    """One optimisation step (graph or eager); the loss terms as floats."""
+def _run_step(step: LossStep, graph, optimizer, scheduler, inputs, dp: Optional[DataParallel] = None) -> List[float]:
+    """One optimisation step (graph or eager); the loss terms as floats (averaged over the ranks of ``dp``)."""
     if graph is not None:
         terms = graph(*inputs)
         scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
     else:
         terms = step(*inputs)
         terms[0].backward()
+        if dp is not None:
+            dp.after_backward(step)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    return [float(t.numpy()) for t in terms]
+    return dp.values(terms) if dp is not None else [float(t.numpy()) for t in terms]

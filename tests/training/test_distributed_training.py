@@ -1,0 +1,382 @@
+"""Data-parallel training under OneFlow's launcher (2 processes on 127.0.0.1, CPU).
+
+- 2 processes with ``--batch_size_per_device b`` end with the weights, per-step losses and dev metrics of
+  one process with batch ``2b`` (dropout off), eager and graph; only rank 0 writes;
+- a rank that is killed, raises, hangs, or runs another configuration stops the whole job within a
+  bounded time with one line naming it.
+
+Every launch runs in a new session under a timeout (a missing rank makes OneFlow 0.9 hang forever); the
+process group is killed on timeout.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import GRAPH_TEST_TRIES
+from knowledge_distill_util.training import distributed
+from knowledge_distill_util.training.trainer import batch_indices
+
+from .conftest import PYTHON, TINY_TEACHER, recipe_args, train_cli
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "dp_worker.py")
+TIMEOUT_S = 240
+NO_DROPOUT = ["--student_hidden_dropout_prob", "0", "--student_attention_probs_dropout_prob", "0",
+              "--lstm_dropout_prob", "0", "--teacher_hidden_dropout_prob", "0",
+              "--teacher_attention_probs_dropout_prob", "0"]
+# a learning rate that moves the weights visibly in 4 steps, no warm-up, an odd number of dev rows
+STEPS = ["--max_steps", "4", "--learning_rate", "1e-3", "--warmup_proportion", "0", "--max_eval_examples", "23",
+         "--checkpoint_every", "2"]
+CRASH = re.compile(r"Signals\.SIG(SEGV|BUS)|Segmentation fault")
+TOLERANCE = 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch_command(args, nproc=2):
+    return [PYTHON, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(nproc), "--master_addr",
+            "127.0.0.1", "--master_port", str(_free_port()), WORKER, *[str(a) for a in args]]
+
+
+def _env(**extra):
+    return dict(os.environ, GLOG_minloglevel="3", KDU_WATCHDOG_PORT=str(_free_port()), **extra)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def launch(args, timeout=TIMEOUT_S, **env):
+    """Run the 2-process job; retried only when a rank died from a segfault (the graph runtime's race)."""
+    for _ in range(GRAPH_TEST_TRIES):
+        process = subprocess.Popen(_launch_command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=_env(**env), start_new_session=True)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            out, err = process.communicate()
+            pytest.fail(f"the 2-process job did not end within {timeout} s:\n{err[-3000:]}")
+        _kill_group(process)  # nothing of the job may outlive it
+        if not CRASH.search(err):
+            break
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def _weights(directory):
+    import oneflow as flow
+
+    state = flow.load(os.path.join(str(directory), "weights"))
+    return {k: v.numpy() for k, v in state.items()}
+
+
+def _losses(result_dir, stage):
+    with open(os.path.join(str(result_dir), f"{stage}_losses.csv"), encoding="utf-8") as stream:
+        rows = [line.strip().split(",") for line in stream if line.strip()]
+    header, body = rows[0], rows[1:]
+    keep = [i for i, name in enumerate(header) if name not in ("seconds",)]
+    return [[row[i] for i in keep] for row in body]
+
+
+def _metrics(result_dir):
+    with open(os.path.join(str(result_dir), "results_eval.json"), encoding="utf-8") as stream:
+        results = json.load(stream)
+    return {k: results[k] for k in ("accuracy", "mcc", "f1", "precision", "recall", "num_examples")}
+
+
+# ------------------------------------------------------------------------------------------ one process
+def test_one_process_is_untouched(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_writer()
+    index = np.array([3, 1, 2, 0])
+    dp = distributed.DataParallel(device=__import__("oneflow").device("cpu"), use_graph=True)
+    assert not dp.active and not dp.use_graph and dp.shard(index) is index
+    assert dp.global_batch(8, 5) == 8  # one process keeps today's min(batch, rows) behaviour
+    assert distributed.mean_across_ranks([1.5, 2.0]) == [1.5, 2.0]
+    assert distributed.agree(True) and distributed.check_same("x", "configuration") is None
+    distributed.fail("nothing happens in one process")  # returns
+
+
+def test_shards_cut_the_one_process_batch_in_order():
+    global_batch = batch_indices(10, 4, seed=3, epoch=1)[0]
+    shards = [distributed.shard(global_batch, rank_=r, world=2) for r in range(2)]
+    assert np.concatenate(shards).tolist() == global_batch.tolist()
+    blocks = [distributed.row_block(7, rank_=r, world=3) for r in range(3)]
+    assert [(b.start, b.stop) for b in blocks] == [(0, 3), (3, 6), (6, 7)]
+    with pytest.raises(ValueError, match="cannot be cut into 3 equal shards"):
+        distributed.shard(np.arange(4), rank_=0, world=3)
+
+
+def test_global_batch_larger_than_the_data_is_refused(monkeypatch):
+    import oneflow as flow
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    dp = distributed.DataParallel(flow.device("cpu"), use_graph=False)
+    with pytest.raises(ValueError, match=r"4 processes x batch_size_per_device 8 = 32 rows per step exceeds the 20"):
+        dp.global_batch(8, 20)
+
+
+# ------------------------------------------------------------------------------------------ 1 vs 2 processes
+def _one_vs_two(workspace, recipe, tag, extra=(), **env):
+    """Train ``recipe`` in one process (batch 8) and in two (batch 4 each); return both directories."""
+    one = recipe_args(workspace, recipe, f"{tag}_one") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "8", *extra]
+    two = recipe_args(workspace, recipe, f"{tag}_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4", *extra]
+    done = train_cli(*one)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = launch(two, **env)
+    assert job.returncode == 0, job.stderr[-4000:]
+    root = workspace["root"]
+    return root / f"{tag}_one", root / f"{tag}_two", job
+
+
+def _assert_same_run(one, two, stages):
+    w1, w2 = _weights(one / "model"), _weights(two / "model")
+    assert sorted(w1) == sorted(w2)
+    diff = max(float(np.abs(w1[k] - w2[k]).max()) for k in w1)
+    assert diff <= TOLERANCE, f"weights differ by {diff}"
+    for stage in stages:
+        l1, l2 = _losses(one / "results", stage), _losses(two / "results", stage)
+        assert len(l1) == len(l2) == 4, "one row per step, written once"
+        for r1, r2 in zip(l1, l2):
+            assert np.allclose([float(v) for v in r1], [float(v) for v in r2], rtol=1e-4, atol=1e-5), (r1, r2)
+    assert _metrics(one / "results") == _metrics(two / "results")
+    return diff
+
+
+def test_kd_two_processes_equal_one_process_eager(workspace):
+    # a watchdog timeout shorter than the job: a rank that finished first is not taken for a missing one
+    one, two, job = _one_vs_two(workspace, "kd", "dp_kd", KDU_DIST_TIMEOUT="5")
+    diff = _assert_same_run(one, two, ["kd"])
+    print(f"kd eager: max |w1 - w2| = {diff:.3g}")
+    # one writer: the files one process writes, no more (no second log, no rank-1 leftovers)
+    assert sorted(os.listdir(two / "results")) == sorted(os.listdir(one / "results"))
+    assert sorted(os.listdir(two / "model")) == sorted(os.listdir(one / "model"))
+    assert not any(name.endswith(".kdu.lock") for name in os.listdir(two / "model"))
+    assert job.stderr.count("eval on 23 dev rows") == 1, "only rank 0 logs"
+
+
+@pytest.mark.graph
+def test_kd_two_processes_equal_one_process_graph(workspace):
+    one, two, _ = _one_vs_two(workspace, "kd", "dp_kdg", extra=["--use_graph"])
+    diff = _assert_same_run(one, two, ["kd"])
+    print(f"kd graph: max |w1 - w2| = {diff:.3g}")
+
+
+def _theseus_teacher(workspace):
+    """A teacher without dropout: BERT-of-Theseus's models take the teacher checkpoint's dropout."""
+    teacher = workspace["root"] / "teacher_no_dropout"
+    if not (teacher / "weights").exists():
+        done = train_cli("--recipe", "teacher", "--quick", "--data_dir", workspace["data"], "--task_name",
+                         workspace["task"], "--model_save_dir", teacher, "--result_dir",
+                         workspace["root"] / "teacher_no_dropout_results", *TINY_TEACHER, *NO_DROPOUT)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return teacher
+
+
+@pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.parametrize("recipe,stages", [("tinybert", ["intermediate", "pred"]), ("theseus", ["theseus", "successor"])])
+def test_two_stage_recipes_two_processes_equal_one_process_graph(workspace, recipe, stages):
+    extra = ["--use_graph"]
+    if recipe == "theseus":
+        extra += ["--student_num_hidden_layers", "1", "--teacher_model", _theseus_teacher(workspace)]
+    one, two, _ = _one_vs_two(workspace, recipe, f"dp_{recipe}_graph", extra=extra)
+    diff = _assert_same_run(one, two, stages)
+    print(f"{recipe} graph: max |w1 - w2| = {diff:.3g}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,stages", [("teacher", ["teacher"]), ("baseline", ["baseline"]),
+                                           ("bilstm", ["bilstm"]), ("bert_pkd", ["bert_pkd"]),
+                                           ("tinybert", ["intermediate", "pred"]),
+                                           ("theseus", ["theseus", "successor"])])
+def test_every_recipe_two_processes_equal_one_process_eager(workspace, recipe, stages):
+    extra = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "2", "--teacher_hidden_size", "32",
+             "--teacher_num_attention_heads", "2", "--teacher_intermediate_size", "64"] if recipe == "teacher" else []
+    if recipe == "theseus":
+        extra = ["--student_num_hidden_layers", "1", "--teacher_model", _theseus_teacher(workspace)]
+    one, two, _ = _one_vs_two(workspace, recipe, f"dp_{recipe}", extra=extra)
+    diff = _assert_same_run(one, two, stages)
+    print(f"{recipe} eager: max |w1 - w2| = {diff:.3g}")
+    if recipe == "teacher":  # its cached logits for the students: computed sharded, gathered, written once
+        with np.load(one / "model" / "train_logits.npz") as a, np.load(two / "model" / "train_logits.npz") as b:
+            assert a["logits"].shape == b["logits"].shape and str(a["fingerprint"]) == str(b["fingerprint"])
+            assert np.abs(a["logits"] - b["logits"]).max() <= TOLERANCE
+
+
+# ------------------------------------------------------------------------------------------ failures
+def _rank_pid(launcher_pid: int, rank: int):
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stream:
+                ppid = int(stream.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as stream:
+                env = stream.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher_pid and f"RANK={rank}".encode() in env:
+            return int(entry)
+    return None
+
+
+def _progress_step(result_dir) -> int:
+    try:
+        with open(os.path.join(str(result_dir), "progress.json"), encoding="utf-8") as stream:
+            return int(json.load(stream)["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _long_run(workspace, tag):
+    return recipe_args(workspace, "kd", tag) + ["--batch_size_per_device", "4", "--max_steps", "100000",
+                                                "--num_epochs", "100000", "--checkpoint_every", "1000000"]
+
+
+@pytest.mark.parametrize("victim,how", [(1, signal.SIGKILL), (0, signal.SIGKILL), (1, signal.SIGSTOP)])
+def test_a_dead_or_hung_rank_ends_the_job(workspace, victim, how):
+    tag = f"dp_dead_{victim}_{how.name}"
+    args = _long_run(workspace, tag)
+    log = workspace["root"] / f"{tag}.stderr"
+    with open(log, "w") as stderr:  # a file, not a pipe: a stopped rank would hold a pipe open
+        process = subprocess.Popen(_launch_command(args), stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env=_env(KDU_DIST_TIMEOUT="8"), start_new_session=True)
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while _progress_step(workspace["root"] / tag / "results") < 2:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "training never started"
+            time.sleep(0.3)
+        pid = _rank_pid(process.pid, victim)
+        assert pid is not None, f"rank {victim}'s process not found"
+        os.kill(pid, how)
+        killed = time.time()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the job did not end within 60 s after rank {victim} got {how.name}")
+        waited = time.time() - killed
+    finally:
+        _kill_group(process)
+    err = log.read_text()
+    assert process.returncode != 0
+    expected = "is gone" if how == signal.SIGKILL else "silent for more than 8 s (hung)"
+    assert re.search(rf"rank {victim} {re.escape(expected)}", err), err[-3000:]
+    print(f"rank {victim} {how.name}: job ended {waited:.1f} s later")
+    if how == signal.SIGKILL:
+        assert waited < 15
+    if victim != 0:  # a killed rank 0 leaves its lock (taken over as stale by the next run); else released
+        assert not os.path.exists(workspace["root"] / tag / "model" / ".kdu.lock"), "the lock is released"
+
+
+def test_a_rank_that_raises_ends_the_job_naming_it(workspace):
+    job = launch(recipe_args(workspace, "kd", "dp_raise") + ["--batch_size_per_device", "4", "--max_steps", "6"],
+                 timeout=120, KDU_TEST_RAISE_AT_STEP_1="3")
+    assert job.returncode != 0
+    assert "rank 1 failed: RuntimeError: injected failure on rank 1 at step 3; stopping this rank too" in job.stderr, \
+        job.stderr[-3000:]
+
+
+def test_ranks_with_different_configurations_are_refused(workspace):
+    tag = "dp_mismatch"
+    job = launch(recipe_args(workspace, "kd", tag) + ["--batch_size_per_device", "4"], timeout=120,
+                 KDU_TEST_EXTRA_ARGS_1="--learning_rate 0.5")
+    assert job.returncode != 0
+    assert "the configuration of rank(s) [1] differs from rank 0's" in job.stderr, job.stderr[-3000:]
+    assert not os.path.exists(workspace["root"] / tag / "model" / "weights"), "nothing was trained"
+
+
+def test_a_global_batch_larger_than_the_data_is_refused(workspace):
+    job = launch(recipe_args(workspace, "kd", "dp_big") + ["--batch_size_per_device", "40"], timeout=120)
+    assert job.returncode != 0
+    assert "2 processes x --batch_size_per_device 40 = 80 rows per step exceeds the 48 training rows" in job.stderr, \
+        job.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ the original's flags
+def test_original_flags_are_split_and_checked(monkeypatch):
+    monkeypatch.setenv("RANK", "-1")  # what ``import oneflow`` sets outside the launcher
+    rest, flags = distributed.split_launch_flags(["--recipe", "kd", "--gpu_num_per_node=2", "--num_nodes", "1"])
+    assert rest == ["--recipe", "kd"] and flags == {"gpu_num_per_node": "2", "num_nodes": "1"}
+    assert distributed.launch_command({"gpu_num_per_node": "1"}, rest, ["x.py"]) is None
+    monkeypatch.setenv("KDU_MASTER_PORT", "31234")
+    command = distributed.launch_command(flags, rest, ["x.py"])
+    assert command[1:] == ["-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--nnodes", "1",
+                           "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", "31234", "x.py",
+                           "--recipe", "kd"]
+    monkeypatch.setenv("KDU_NODE_RANK", "1")
+    two_nodes = distributed.launch_command({"gpu_num_per_node": "1", "num_nodes": "2", "node_ips": "10.0.0.1,10.0.0.2"},
+                                           rest, ["x.py"])
+    assert two_nodes[two_nodes.index("--node_rank") + 1] == "1" and "10.0.0.1" in two_nodes
+    with pytest.raises(ValueError, match=r"--num_nodes 2 needs 2 addresses in --node_ips, got none"):
+        distributed.launch_command({"num_nodes": "2"}, rest, ["x.py"])
+    with pytest.raises(ValueError, match=r"--gpu_num_per_node must be a positive integer, got '0'"):
+        distributed.launch_command({"gpu_num_per_node": "0"}, rest, ["x.py"])
+    with pytest.raises(ValueError, match="--node_ips needs a value"):
+        distributed.split_launch_flags(["--node_ips"])
+    monkeypatch.setenv("RANK", "0")  # already under the launcher: never started again
+    assert distributed.launch_command(flags, rest, ["x.py"]) is None
+
+
+def test_gpu_num_per_node_starts_the_same_run_under_the_launcher(workspace):
+    tag = "dp_flags"
+    one = recipe_args(workspace, "kd", f"{tag}_one") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "8"]
+    done = train_cli(*one)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = recipe_args(workspace, "kd", f"{tag}_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4",
+                                                                              "--gpu_num_per_node", "2"]
+    process = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *[str(a) for a in two]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=_env(KDU_MASTER_PORT=str(_free_port())), start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        _kill_group(process)
+    assert process.returncode == 0, err[-3000:]
+    assert "starting: " in err and "oneflow.distributed.launch --nproc_per_node 2" in err
+    root = workspace["root"]
+    _assert_same_run(root / f"{tag}_one", root / f"{tag}_two", ["kd"])
+
+
+@pytest.mark.slow
+def test_killed_two_process_job_resumes_to_the_uninterrupted_weights(workspace):
+    tag, steps = "dp_resume", ["--max_steps", "60", "--num_epochs", "30", "--checkpoint_every", "7",
+                               "--learning_rate", "1e-3", "--warmup_proportion", "0", "--batch_size_per_device", "4"]
+    reference = launch(recipe_args(workspace, "kd", f"{tag}_one") + NO_DROPOUT + steps)  # uninterrupted
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    args = recipe_args(workspace, "kd", f"{tag}_two") + NO_DROPOUT + steps
+    process = subprocess.Popen(_launch_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=_env(), start_new_session=True)
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while _progress_step(workspace["root"] / f"{tag}_two" / "results") < 10:
+            assert process.poll() is None and time.time() < deadline, "the job ended or never started"
+            time.sleep(0.05)
+    finally:
+        _kill_group(process)  # every process of the job at once, as a lost machine would
+        process.wait()
+    stopped = _progress_step(workspace["root"] / f"{tag}_two" / "results")
+    assert stopped < 60, "the job finished before it was killed: nothing to resume"
+    job = launch(args + ["--resume"])
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "resumed from" in job.stderr
+    w1, w2 = _weights(workspace["root"] / f"{tag}_one" / "model"), _weights(workspace["root"] / f"{tag}_two" / "model")
+    diff = max(float(np.abs(w1[k] - w2[k]).max()) for k in w1)
+    print(f"killed at step {stopped}, resumed: max |w1 - w2| = {diff:.3g}")
+    assert diff <= TOLERANCE
