@@ -18,7 +18,6 @@ import numpy as np
 import oneflow as flow
 
 from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
-from .._device import resolve_device
 from .._io import atomic_write_file, atomic_write_text
 from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
@@ -262,7 +261,7 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
         different = distributed.check_same(json.dumps(dataclasses.asdict(cfg), sort_keys=True), "configuration")
         if not distributed.agree(error is None and different is None):
             raise error or ConfigError(different or f"another rank refused the configuration (its message names "
-                                                    f"the problem); nothing was trained")
+                                                    "the problem); nothing was trained")
         if cfg.do_train and writer:
             atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
                               json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
