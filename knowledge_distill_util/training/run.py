@@ -260,7 +260,7 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     try:
         different = distributed.check_same(json.dumps(dataclasses.asdict(cfg), sort_keys=True), "configuration")
         if not distributed.agree(error is None and different is None):
-            raise error or ConfigError(different or f"another rank refused the configuration (its message names "
+            raise error or ConfigError(different or "another rank refused the configuration (its message names "
                                                     "the problem); nothing was trained")
         if cfg.do_train and writer:
             atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
