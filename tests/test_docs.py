@@ -53,3 +53,11 @@ def test_mkdocs_build_strict(tmp_path):
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     for name in ("pred_distill", "register_recipe", "BertForSequenceClassification", "load_task_data"):
         assert name in api, f"the generated API page lacks {name}"
+
+
+def test_the_recipes_page_lists_the_registered_recipes():
+    """docs/recipes.md holds the registry's table (knowledge_distill_util.training.recipes.markdown_table)."""
+    from knowledge_distill_util.training.recipes import markdown_table
+
+    page = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    assert markdown_table() in page, "regenerate the table in docs/recipes.md from recipes.markdown_table()"

@@ -185,13 +185,19 @@ def load_student_weights(model: nn.Module, directory: str) -> None:
     model.load_state_dict(saved.state_dict())
 
 
-def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClassification
+def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: Optional[BertForSequenceClassification]
                  ) -> LSTMStudentForSequenceClassification:
     """The (Bi)LSTM student; ``student_init 'teacher'`` starts its word embeddings from the teacher's
-    (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden."""
+    (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden.
+    Its vocabulary: ``student_vocab_size``, else the teacher's, else the tokenizer's (no teacher)."""
     _check_student_init(cfg)
+    if teacher is None and cfg.student_init == "teacher":
+        raise ConfigError("student_init 'teacher' needs a teacher, and this recipe has none; use student_init "
+                          "'scratch'")
+    vocab_size = cfg.student_vocab_size or (teacher.config["vocab_size"] if teacher is not None else
+                                            load_tokenizer(cfg.vocab_file or default_vocab_file()).get_vocab_size())
     model = LSTMStudentForSequenceClassification(
-        vocab_size=cfg.student_vocab_size or teacher.config["vocab_size"], seq_length=cfg.seq_length,
+        vocab_size=vocab_size, seq_length=cfg.seq_length,
         hidden_size=cfg.lstm_hidden_size,
         intermediate_size=cfg.lstm_intermediate_size, num_hidden_layers=cfg.lstm_num_layers,
         label_num=spec.num_labels, embedding_size=cfg.lstm_embedding_size,

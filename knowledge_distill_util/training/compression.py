@@ -4,8 +4,8 @@ labels-only references, and the summary table.
 The run plan (package data ``configs/default_run.json``, or ``--plan FILE``) has sections: ``data``
 (arguments of :func:`~knowledge_distill_util.data.prepare_default_data`), ``common`` (every job),
 ``jobs`` (a section per job: overrides of a registered recipe, or, with a ``"recipe"`` key, an extra job
-of that recipe, such as the labels-only BiLSTM), ``launch_first`` and ``quick`` (every job under
-``--quick``). Every registered recipe is a job. A job's configuration is the recipe's defaults <
+of that recipe, such as the labels-only BiLSTM), ``launch_first``, ``skip`` (registered recipes the run
+leaves out) and ``quick`` (every job under ``--quick``). Every other registered recipe is a job. A job's configuration is the recipe's defaults <
 ``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own
 settings (data, seed, directories); it is written to ``<result_dir>/<job>/job_config.json`` and run as
 ``python -m knowledge_distill_util train --recipe R --config that_file`` in a subprocess. After the
@@ -33,7 +33,7 @@ from .summary import format_markdown, summary_rows, write_summary
 __all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
 
 logger = logging.getLogger(__name__)
-_SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "quick"}
+_SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "skip", "quick"}
 
 
 @dataclass
@@ -77,7 +77,9 @@ def _checked(values: Dict, source: str) -> Dict:
 def plan_jobs(plan: Dict, run: Dict, quick: bool) -> Dict[str, Job]:
     """Every job of ``plan`` with its merged configuration, in launch order (the teacher first)."""
     sections = dict(plan.get("jobs", {}))
-    names = list(RECIPES.names()) + [job for job, section in sections.items() if "recipe" in section]
+    skipped = set(plan.get("skip", []))
+    names = [name for name in RECIPES.names() if name not in skipped] + [
+        job for job, section in sections.items() if "recipe" in section]
     first = [job for job in plan.get("launch_first", []) if job in names]
     order = ["teacher"] + first + [job for job in names if job not in first and job != "teacher"]
     jobs = {}

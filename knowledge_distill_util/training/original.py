@@ -280,7 +280,7 @@ SCRIPTS: Dict[str, OriginalScript] = {s.name: s for s in (
                    + ("kd_alpha", "temperature", "aug_train", "serve_for_online"),
                    defaults={"kd_alpha": 0.1},
                    description="Distilled-BiLSTM (examples/distilled-bilstm/task_student_kd_lstm.py)"),
-    OriginalScript("task_lstm", "bilstm",
+    OriginalScript("task_lstm", "lstm",
                    _COMMON + ("task_name", "student_model", "total_model", "num_epochs", "train_data_dir",
                               "train_data_dir_lstm", "train_data_prefix", "train_example_num", "batch_size_per_device",
                               "train_data_part_num", "eval_data_dir", "eval_data_dir_lstm", "eval_data_prefix",
@@ -302,7 +302,7 @@ SCRIPTS: Dict[str, OriginalScript] = {s.name: s for s in (
                    defaults={"result_dir": "./result"},
                    description="BERT-of-Theseus, one stage (theseus/run_classifier.py)"),
 )}
-# task_lstm.py defines no --teacher_model: it trains the LSTM without a teacher.
+# task_lstm.py defines no --teacher_model: it trains the LSTM without a teacher (the ``lstm`` recipe).
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -375,7 +375,7 @@ def _finish(script: OriginalScript, a: argparse.Namespace, values: Dict[str, Any
             raise ConfigError("task_student_tinybert.py trains with --intermediate_distill and/or --pred_distill "
                               "(the original's loss is 0 without them); pass --intermediate_distill='True' "
                               "--pred_distill='True' for the original's one stage")
-    if recipe == "bilstm":
+    if recipe in ("bilstm", "lstm"):
         values.update(seq_length=a.student_seq_length if hasattr(a, "student_seq_length") else a.seq_length,
                       lstm_hidden_size=a.student_hidden_size, lstm_embedding_size=a.student_hidden_size,
                       lstm_intermediate_size=400, lstm_num_layers=1, bidirectional=False, lstm_dropout_prob=0.5,
@@ -465,10 +465,6 @@ def main(script: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] 
         setup_logging("INFO")
         cfg = parse_original(argv, script, prog)
         setup_logging(cfg.log_level)
-        if script == "task_lstm" and not cfg.teacher_model and cfg.do_train:
-            raise ConfigError("task_lstm.py (the LSTM on the labels alone, no teacher) is not supported yet: this "
-                              "package's LSTM recipe trains from a teacher; run task_student_kd_lstm.py with "
-                              "--teacher_model and --kd_alpha=0 for the labels-only loss")
         run(cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 
 >>> from knowledge_distill_util.training.recipes import RECIPES
 >>> RECIPES.names()
-['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus']
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
 
@@ -23,6 +23,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``bert_pkd`` | BERT student | ``bert_pkd`` (``BERT_PKD``) |
 | ``tinybert`` | BERT student | ``intermediate`` (``TINYBERT_INTERMEDIATE``), ``pred`` (``TINYBERT_PRED``); ``--intermediate_distill`` / ``--pred_distill`` run one; ``combined`` (``TINYBERT_COMBINED``) only with ``--stages combined`` |
 | ``theseus`` | Theseus model | ``theseus`` (``LABELS`` with module replacement), ``successor`` (``LABELS``, the successor alone) |
+| ``lstm`` | (Bi)LSTM, no teacher | ``lstm`` (``LABELS``) |
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
@@ -87,6 +88,7 @@ class Recipe:
     stages: Tuple[StageSpec, ...]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     needs_teacher: bool = True
+    trains_teacher: bool = False
     compared_with: Optional[str] = "baseline"
     select_stages: Callable[[TrainConfig], Optional[Sequence[str]]] = _all_stages
     summary: str = ""
@@ -193,7 +195,7 @@ _BERT_STUDENT = dict(student_num_hidden_layers=3, student_hidden_size=312, stude
 register_recipe(Recipe(
     "teacher", "teacher", _teacher, (StageSpec("teacher", LABELS),),
     defaults=dict(teacher_model="auto", num_epochs=3, learning_rate=5e-5, batch_size_per_device=32, seq_length=128),
-    needs_teacher=False, compared_with=None,
+    needs_teacher=False, trains_teacher=True, compared_with=None,
     summary="fine-tunes the teacher (all-MiniLM-L6-v2, a Hugging Face BERT, or a BERT from scratch) on the labels"))
 register_recipe(Recipe(
     "baseline", "labels-only student", _bert, (StageSpec("baseline", LABELS),), defaults=_BERT_STUDENT,
@@ -227,3 +229,9 @@ register_recipe(Recipe(
     defaults=dict(replace_prob=0.5, student_num_hidden_layers=4, num_epochs=3, learning_rate=5e-5,
                   stage2_num_epochs=3, stage2_learning_rate=5e-5, seq_length=128),
     summary="progressive module replacement, then the successor alone on the labels (Xu et al.)"))
+register_recipe(Recipe(
+    "lstm", "labels-only LSTM (no teacher)", _lstm, (StageSpec("lstm", LABELS),),
+    defaults=dict(seq_length=32, lstm_embedding_size=300, lstm_hidden_size=300, lstm_intermediate_size=400,
+                  lstm_num_layers=1, bidirectional=False, num_epochs=3, learning_rate=1e-3),
+    needs_teacher=False, compared_with=None,
+    summary="the (Bi)LSTM on the labels alone, without a teacher (the original's task_lstm.py)"))

@@ -162,7 +162,7 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
     if distributed.is_writer():
         save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
         write_snapshots(plan.final_model, cfg)
-    if not plan.recipe.needs_teacher:  # a teacher: cache its logits for the students to come
+    if plan.recipe.trains_teacher:  # a teacher: cache its logits for the students to come
         teacher_logits(cfg, plan.final_model, _meta(plan, origin), plan.data, cfg.model_save_dir)
     return timings
 

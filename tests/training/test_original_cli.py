@@ -331,3 +331,15 @@ def test_tinybert_combined_loss_is_the_sum_of_the_two_stages_and_mse_for_regress
     regression = TINYBERT_COMBINED(args, **tensors)
     reference = np.mean((tensors["student_logits"].numpy().astype(np.float64).reshape(-1) - scores) ** 2)
     np.testing.assert_allclose(regression["pred_distill"].numpy(), reference, rtol=1.3e-6, atol=1e-5)
+
+
+def test_task_lstm_trains_the_lstm_without_a_teacher(original_tree, tmp_path):
+    """The original's task_lstm.py: the LSTM on the labels alone (the ``lstm`` recipe), no teacher."""
+    out = tmp_path / "lstm"
+    argv = _common(original_tree) + [f"--model_save_dir={out}", "--result_dir=", "--student_hidden_size=16",
+                                     f"--student_vocab_size={VOCAB}"]
+    assert original.main("task_lstm", argv) == 0
+    _check_outputs(out, out)
+    config = json.loads((out / "model_config.json").read_text())
+    assert config["recipe"] == "lstm" and config["architecture"] == "lstm"
+    assert config["config"]["vocab_size"] == VOCAB + 1 and config["config"]["hidden_size"] == 16
