@@ -3,13 +3,20 @@
 OneFlow 0.9 accepts ``oneflow.device("cuda")`` on a machine without a GPU and aborts the whole process
 at the first CUDA operation, and raises C++-flavoured errors for names it does not know. This module
 checks the name first and says what is wrong in one sentence.
+
+It also says how several OneFlow processes share the CPU (:func:`share_cpu_cores`): OneFlow 0.9's eager
+runtime runs CPU kernels on a worker thread while its scheduler thread polls for work with
+``sched_yield``, so one training process keeps two cores busy for the work of one. With
+``ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD=0`` the scheduler thread runs the kernels itself: the same values,
+half the CPU time, and two processes on two cores no longer take turns (``docs/performance.md``).
 """
+import os
 import re
-from typing import Optional
+from typing import Dict, MutableMapping, Optional
 
 import oneflow as flow
 
-__all__ = ["resolve_device", "VALID_DEVICES"]
+__all__ = ["resolve_device", "VALID_DEVICES", "is_cpu", "share_cpu_cores", "CPU_SHARING_ENV"]
 
 #: The accepted spellings (``N`` is a CUDA device index).
 VALID_DEVICES = ("cpu", "cuda", "cuda:N")
@@ -61,3 +68,32 @@ def resolve_device(name: Optional[str] = None) -> flow.device:
             f"choose one of those"
         )
     return flow.device("cuda", number)
+
+
+#: The OneFlow settings of a process that shares the CPU with other OneFlow processes (see the module doc).
+CPU_SHARING_ENV = {"ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD": "0"}
+
+
+def is_cpu(name: Optional[str]) -> bool:
+    """Whether the device ``name`` (as :func:`resolve_device` takes it; ``None``: the default) is the CPU.
+    An invalid name counts as not the CPU (the run's validation reports it)."""
+    try:
+        return resolve_device(name).type == "cpu"
+    except (TypeError, ValueError):
+        return False
+
+
+def share_cpu_cores(env: Optional[MutableMapping[str, str]] = None) -> Dict[str, str]:
+    """Put :data:`CPU_SHARING_ENV` into ``env`` (default: this process's ``os.environ``, which OneFlow reads
+    at its first operation) where the user did not set those variables; returns what was set.
+
+    >>> env = {"ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD": "1"}
+    >>> share_cpu_cores(env), env
+    ({}, {'ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD': '1'})
+    >>> share_cpu_cores({})
+    {'ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD': '0'}
+    """
+    env = os.environ if env is None else env
+    added = {key: value for key, value in CPU_SHARING_ENV.items() if key not in env}
+    env.update(added)
+    return added

@@ -4,15 +4,17 @@
 Trains the default KD student (the ``common`` settings of ``kdu-compress``'s default run plan: 2 layers of
 the teacher's width 384, 12 heads, intermediate 1536, frozen word embeddings, sequence length 48,
 ``--batch_size_per_device`` 32) and the TinyBERT intermediate stage (the same student, the teacher's
-forward pass every step) for a fixed number of steps, with 1 and 2 processes started by OneFlow's
-launcher, in eager and graph mode, through the real ``kdu-train`` command. The teacher is a BERT of
+forward pass every step) for a fixed number of steps, in eager and graph mode, through the real
+``kdu-train`` command, in three layouts: ``one`` (one process), ``data_parallel`` (one job on N processes
+started by OneFlow's launcher) and ``jobs`` (N one-process jobs at once, as ``kdu-compress --jobs N``
+starts its students, with :func:`~knowledge_distill_util._device.share_cpu_cores`). The teacher is a BERT of
 all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, intermediate 1536) trained one step from scratch
 on a synthetic task (the throughput does not depend on its weights).
 
-Each row: ``recipe``, ``mode`` (eager/graph), ``processes``, ``batch_size_per_device``, ``global_batch``,
-``steps_timed``, ``samples_per_s`` (global batch x timed steps / their wall time, from the loss log's
-``seconds`` column, after ``--warmup`` untimed steps) and ``efficiency`` (samples/s at N over N times
-samples/s at 1, same mode), and the machine's 1-minute load average at the end of the job (on a
+Each row: ``recipe``, ``mode`` (eager/graph), ``layout``, ``processes``, ``batch_size_per_device``,
+``global_batch``, ``steps_timed``, ``samples_per_s`` (global batch x timed steps / their wall time, from
+the loss log's ``seconds`` column, after ``--warmup`` untimed steps; for ``jobs`` the sum over the jobs,
+which start together) and ``efficiency`` (samples/s at N over N times samples/s of ``one``, same mode), and the machine's 1-minute load average at the end of the job (on a
 machine shared with other jobs the second process finds no idle core and the efficiency means little).
 The per-device batch stays fixed (the global batch grows with N), as in the original
 ``batch_size_per_device``.
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHER = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "6", "--teacher_hidden_size", "384",
@@ -49,9 +51,13 @@ def _env() -> Dict[str, str]:
                 PYTHONPATH=ROOT + (os.pathsep + path if path else ""))
 
 
-def _run(command: List[str], timeout: float) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                               cwd=ROOT, start_new_session=True)
+def _start(command: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or _env(), cwd=ROOT, start_new_session=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    command = process.args
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -65,6 +71,21 @@ def _run(command: List[str], timeout: float) -> subprocess.CompletedProcess:
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:8])} ... failed ({process.returncode}):\n{err[-3000:]}")
     return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _run(command: List[str], timeout: float) -> subprocess.CompletedProcess:
+    return _finish(_start(command), timeout)
+
+
+def _parallel_jobs(count: int, args_of, timeout: float) -> None:
+    """``count`` one-process runs at once, as ``kdu-compress --jobs count`` starts them (CPU sharing on)."""
+    from knowledge_distill_util._device import share_cpu_cores
+
+    env = _env()
+    share_cpu_cores(env)
+    processes = [_start(_train_command(1, args_of(job)), env) for job in range(count)]
+    for process in processes:
+        _finish(process, timeout)
 
 
 def _train_command(processes: int, args: List[str]) -> List[str]:
@@ -85,8 +106,9 @@ def _throughput(log_path: str, global_batch: int, warmup: int) -> Dict:
 
 
 def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int], modes: List[str],
-            recipes: List[str], timeout: float, seq_length: int) -> List[Dict]:
-    """Every (recipe, mode, processes) row; writes under ``work``."""
+            recipes: List[str], timeout: float, seq_length: int,
+            layouts: Sequence[str] = ("data_parallel", "jobs")) -> List[Dict]:
+    """Every (recipe, mode, layout, processes) row; writes under ``work``."""
     from knowledge_distill_util.data import prepare_default_data
 
     data = os.path.join(work, "data")
@@ -104,20 +126,30 @@ def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int]
     for recipe in recipes:
         for mode in modes:
             base = None
-            for count in processes:
-                tag = os.path.join(work, f"{recipe}_{mode}_{count}")
-                args = [*RECIPES[recipe], *common, *student, "--teacher_model", teacher, "--max_steps", str(steps),
-                        "--batch_size_per_device", str(batch), "--checkpoint_every", str(10 ** 6),
-                        "--model_save_dir", tag, "--result_dir", tag + "_results"]
-                if mode == "graph":
-                    args.append("--use_graph")
+            for layout, count in [("one", 1)] + [(lay, n) for n in processes if n > 1 for lay in layouts]:
+                tag = os.path.join(work, f"{recipe}_{mode}_{layout}_{count}")
+
+                def args_of(job: int) -> List[str]:
+                    out = f"{tag}_{job}" if layout == "jobs" else tag
+                    return [*RECIPES[recipe], *common, *student, "--teacher_model", teacher, "--max_steps", str(steps),
+                            "--batch_size_per_device", str(batch), "--checkpoint_every", str(10 ** 6),
+                            "--model_save_dir", out, "--result_dir", out + "_results",
+                            *(["--use_graph"] if mode == "graph" else [])]
+
                 began = time.time()
-                _run(_train_command(count, args), timeout)
-                row = {"recipe": recipe, "mode": mode, "processes": count, "batch_size_per_device": batch,
-                       "global_batch": batch * count, "seq_length": seq_length,
-                       **_throughput(os.path.join(tag + "_results", f"{STAGE[recipe]}_losses.csv"), batch * count,
-                                     warmup),
-                       "job_seconds": round(time.time() - began, 1),
+                if layout == "jobs":
+                    _parallel_jobs(count, args_of, timeout)
+                    logs = [os.path.join(f"{tag}_{job}_results", f"{STAGE[recipe]}_losses.csv") for job in range(count)]
+                    measured = [_throughput(log, batch, warmup) for log in logs]
+                    speed = {"steps_timed": measured[0]["steps_timed"],
+                             "samples_per_s": round(sum(m["samples_per_s"] for m in measured), 2)}
+                else:
+                    _run(_train_command(count, args_of(0)), timeout)
+                    speed = _throughput(os.path.join(tag + "_results", f"{STAGE[recipe]}_losses.csv"), batch * count,
+                                        warmup)
+                row = {"recipe": recipe, "mode": mode, "layout": layout, "processes": count,
+                       "batch_size_per_device": batch, "global_batch": batch * (1 if layout == "jobs" else count),
+                       "seq_length": seq_length, **speed, "job_seconds": round(time.time() - began, 1),
                        "load_average_1min": round(os.getloadavg()[0], 2)}  # other jobs on the machine skew it
                 if count == 1:
                     base = row["samples_per_s"]
@@ -128,9 +160,10 @@ def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int]
 
 
 def format_table(rows: List[Dict]) -> str:
-    lines = ["| recipe | mode | processes | global batch | samples/s | efficiency |", "|---|---|---|---|---|---|"]
+    lines = ["| recipe | mode | layout | processes | global batch | samples/s | efficiency |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['mode']} | {r['processes']} | {r['global_batch']} | "
+        lines.append(f"| {r['recipe']} | {r['mode']} | {r['layout']} | {r['processes']} | {r['global_batch']} | "
                      f"{r['samples_per_s']} | {r['efficiency']} |")
     return "\n".join(lines)
 
@@ -139,22 +172,29 @@ def main(argv: Optional[List[str]] = None, json_path: Optional[str] = None, quic
     """Measure and print the table; ``json_path``: also write the rows there. ``quick``: tiny sizes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", metavar="PATH", default=json_path)
-    parser.add_argument("--steps", type=int, default=4 if quick else 12, help="training steps per run")
+    parser.add_argument("--quick", action="store_true", default=quick, help="tiny sizes (a smoke run)")
+    parser.add_argument("--steps", type=int, help="training steps per run (default 12, --quick 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
-    parser.add_argument("--batch", type=int, default=4 if quick else 32, help="batch_size_per_device")
-    parser.add_argument("--seq_length", type=int, default=32 if quick else 48)
+    parser.add_argument("--batch", type=int, help="batch_size_per_device (default 32, --quick 4)")
+    parser.add_argument("--seq_length", type=int, help="default 48, --quick 32")
     parser.add_argument("--modes", default="eager,graph")
     parser.add_argument("--recipes", default="kd,tinybert_intermediate")
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--layouts", default="data_parallel,jobs",
+                        help="data_parallel: one job on N processes; jobs: N one-process jobs at once (kdu-compress)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per job")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary directory)")
     args = parser.parse_args(argv or [])
+    for key, full, small in (("steps", 12, 4), ("batch", 32, 4), ("seq_length", 48, 32)):
+        if getattr(args, key) is None:
+            setattr(args, key, small if args.quick else full)
     if args.warmup < 0 or args.steps <= args.warmup:
         parser.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
     work = args.keep or tempfile.mkdtemp(prefix="kdu-scaling-")
     try:
         rows = measure(work, args.steps, args.warmup, args.batch, [int(p) for p in args.processes.split(",")],
-                       args.modes.split(","), args.recipes.split(","), args.timeout, args.seq_length)
+                       args.modes.split(","), args.recipes.split(","), args.timeout, args.seq_length,
+                       args.layouts.split(","))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -87,3 +87,22 @@ def test_the_original_formulas_use_the_package_maps_and_threshold():
         assert bench._hidden_pairs(student, teacher) == hidden_layer_map(student + 1, teacher + 1)
         assert bench._attention_pairs(student, teacher) == attention_layer_map(student, teacher)
     assert bench.MASK_THRESHOLD == ATTENTION_MASK_THRESHOLD
+
+
+@pytest.mark.slow
+def test_scaling_quick_rows(tmp_path):
+    """``benchmark_scaling.py`` measures the three layouts against the one-process row."""
+    path = tmp_path / "scaling.json"
+    script = os.path.join(REPO, "scripts", "benchmark_scaling.py")
+    done = run_retrying_signals([sys.executable, script, "--quick", "--modes", "eager", "--recipes", "kd", "--steps",
+                                 "3", "--warmup", "1", "--json", str(path)], timeout=600,
+                                env=dict(os.environ, GLOG_minloglevel="3"), cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    rows = json.loads(path.read_text())
+    assert [(r["layout"], r["processes"], r["global_batch"]) for r in rows] == [
+        ("one", 1, 4), ("data_parallel", 2, 8), ("jobs", 2, 4)]
+    assert rows[0]["efficiency"] == 1.0
+    for row in rows[1:]:
+        assert row["samples_per_s"] > 0 and row["steps_timed"] == 2
+        assert row["efficiency"] == pytest.approx(row["samples_per_s"] / (2 * rows[0]["samples_per_s"]), abs=1e-3)
+    assert "| kd | eager | jobs | 2 | 4 |" in done.stdout

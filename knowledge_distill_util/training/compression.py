@@ -9,7 +9,11 @@ leaves out) and ``quick`` (every job under ``--quick``). Every other registered 
 ``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own
 settings (data, seed, directories); it is written to ``<result_dir>/<job>/job_config.json`` and run as
 ``python -m knowledge_distill_util train --recipe R --config that_file`` in a subprocess. After the
-teacher, the student jobs run ``--jobs`` at a time (OneFlow's CPU kernels use one core each).
+teacher, the student jobs run ``--jobs`` at a time (OneFlow's CPU kernels use one core each; on the CPU,
+with ``--jobs`` above 1, each job runs its kernels on OneFlow's scheduler thread, see
+:func:`~knowledge_distill_util._device.share_cpu_cores`). Parallel jobs rather than data-parallel jobs:
+measured side by side (``scripts/benchmark.py --scaling``), they train as fast and keep every number of
+the one-process runs (data-parallel ranks draw other dropout masks); see ``docs/performance.md``.
 """
 import argparse
 import json
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
 
+from .._device import is_cpu, share_cpu_cores
 from .._io import atomic_write_text
 from .config import QUICK, ConfigError, TrainConfig, known_keys
 from .lock import DirectoryLock
@@ -112,7 +117,9 @@ def row_order(jobs: Dict[str, Job]) -> List[str]:
     return rows + [extra for extra in extras if extra not in rows]
 
 
-def _run_job(job: Job, timeout: float) -> Dict:
+def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
+    """Run ``job`` in a subprocess (``share_cores``: other jobs run beside it, see
+    :func:`~knowledge_distill_util._device.share_cpu_cores`); its results and wall time."""
     os.makedirs(job.config["result_dir"], exist_ok=True)
     config_path = os.path.join(job.config["result_dir"], "job_config.json")
     atomic_write_text(config_path, json.dumps(job.config, indent=2))
@@ -120,6 +127,8 @@ def _run_job(job: Job, timeout: float) -> Dict:
     began = time.time()
     logger.info("%s: started (log %s)", job.name, log_path)
     env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "3"))
+    if share_cores and is_cpu(job.config.get("device")):
+        share_cpu_cores(env)
     command = [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path]
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
@@ -249,7 +258,7 @@ def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began
     logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
     students = [name for name in jobs if name != "teacher"]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout) for name in students}
+        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout, args.jobs > 1) for name in students}
         _wait(futures, jobs)
         done.update({name: futures[name].result() for name in students})
     rows_order = row_order(jobs)

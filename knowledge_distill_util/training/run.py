@@ -18,6 +18,7 @@ import numpy as np
 import oneflow as flow
 
 from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
+from .._device import is_cpu, share_cpu_cores
 from .._io import atomic_write_file, atomic_write_text
 from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
@@ -211,6 +212,8 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     """Check the configuration and the output directories, lock them, seed, prepare (all checks first),
     train every stage, save, evaluate; returns the results dict. Raises :class:`ConfigError` on bad input."""
     if distributed.is_distributed():
+        if is_cpu(cfg.device):  # before OneFlow's first operation, which reads it
+            logger.debug("processes share the CPU: %s", share_cpu_cores())
         return _run_distributed(cfg, progress)
     validate_config(cfg)
     locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
