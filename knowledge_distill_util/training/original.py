@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -443,30 +442,14 @@ def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None)
 def main(script: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Entry point of an original script name: map, then run as ``kdu-train`` does (exit 2 and one line on a
     configuration error; ``--print_config`` prints the resolved configuration and exits 0)."""
-    from . import distributed
-    from .run import run, setup_logging
+    from .run import relaunch, run_entry, setup_logging
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    entry = SCRIPTS[script]
-    try:  # --gpu_num_per_node / --num_nodes / --node_ips above 1: this script again, under OneFlow's launcher
-        argv, launch_flags = distributed.split_launch_flags(argv)
-        command = distributed.launch_command(launch_flags, argv, [os.path.abspath(sys.argv[0])])
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    if command is not None:
-        print("starting: " + " ".join(command), file=sys.stderr, flush=True)
-        return subprocess.call(command)
+    argv, status = relaunch(sys.argv[1:] if argv is None else list(argv), [os.path.abspath(sys.argv[0])])
+    if status is not None:
+        return status
     if "--help" in argv or "-h" in argv:
-        build_original_parser(entry, prog).print_help()
+        build_original_parser(SCRIPTS[script], prog).print_help()
         print("\nThis package's own configuration keys are accepted as well (kdu-train --help lists them).")
         return 0
-    try:
-        setup_logging("INFO")
-        cfg = parse_original(argv, script, prog)
-        setup_logging(cfg.log_level)
-        run(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    setup_logging("INFO")  # the mapping's notes (flags without effect) are logged while parsing
+    return run_entry(lambda: parse_original(argv, script, prog))

@@ -12,7 +12,7 @@ import os
 import random
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import oneflow as flow
@@ -208,6 +208,12 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
     return _evaluate(plan, timings) if cfg.do_eval else {}
 
 
+def _write_run_config(cfg: TrainConfig) -> None:
+    """``<model_save_dir>/run_config.json``: what a resume compares its configuration with."""
+    atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
+                      json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+
+
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     """Check the configuration and the output directories, lock them, seed, prepare (all checks first),
     train every stage, save, evaluate; returns the results dict. Raises :class:`ConfigError` on bad input."""
@@ -222,8 +228,7 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
         seed_everything(cfg.seed)
         plan = prepare(cfg)
         if cfg.do_train:
-            atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
-                              json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+            _write_run_config(cfg)
         return execute(plan, progress)
     finally:
         for lock in locks:
@@ -266,32 +271,36 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
             raise error or ConfigError(different or "another rank refused the configuration (its message names "
                                                     "the problem); nothing was trained")
         if cfg.do_train and writer:
-            atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
-                              json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+            _write_run_config(cfg)
         return execute(plan, progress)
     finally:
         for lock in locks:
             lock.release()
 
 
-def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,
-         description: str = "") -> int:
-    """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:  # the original's --gpu_num_per_node / --num_nodes / --node_ips: start the same run under the launcher
+def relaunch(argv: Sequence[str], entry: Sequence[str]) -> Tuple[List[str], Optional[int]]:
+    """The original's ``--gpu_num_per_node`` / ``--num_nodes`` / ``--node_ips``: above one process, run
+    ``entry`` (and the remaining ``argv``) again under OneFlow's launcher. Returns ``(argv without those
+    flags, None)`` for one process, else ``(.., exit status)``: the launcher's, or 2 after one line
+    naming a bad flag."""
+    try:
         argv, launch_flags = distributed.split_launch_flags(argv)
-        entry = _entry_point()
-        as_module = entry[0] == "--module"
-        command = distributed.launch_command(launch_flags, argv + (["--recipe", recipe] if recipe and as_module else []),
-                                             entry)
+        command = distributed.launch_command(launch_flags, argv, entry)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    if command is not None:
-        print("starting: " + " ".join(command), file=sys.stderr, flush=True)
-        return subprocess.call(command)
+        return list(argv), 2
+    if command is None:
+        return argv, None
+    print("starting: " + " ".join(command), file=sys.stderr, flush=True)
+    return argv, subprocess.call(command)
+
+
+def run_entry(make_config: Callable[[], TrainConfig]) -> int:
+    """Build the configuration with ``make_config`` and :func:`run` it, as every entry point does: a
+    :class:`ConfigError` prints one line and exits 2; with several processes, a failing rank ends the others
+    at once (:func:`~.distributed.fail`) instead of leaving them waiting in a collective."""
     try:
-        cfg = parse_config(argv, recipe=recipe, prog=prog, description=description)
+        cfg = make_config()
         setup_logging(cfg.log_level if distributed.is_writer() else "WARNING")
         logger.debug("configuration: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
         run(cfg)
@@ -299,6 +308,10 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
         print(f"error: {error}", file=sys.stderr, flush=True)
         distributed.fail(str(error), code=2)  # several processes: tell the others, end at once
         return 2
+    except SystemExit as done:  # --help, --print_config: every rank exits the same way
+        if done.code not in (None, 0):
+            distributed.fail(f"exit status {done.code}", code=done.code if isinstance(done.code, int) else 2)
+        raise
     except BaseException as error:  # noqa: BLE001 - several processes: a rank must not hang at exit
         if distributed.is_distributed():
             logger.exception("rank %d failed", distributed.rank())
@@ -306,4 +319,17 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
         raise
     distributed.stop_watchdog()
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,
+         description: str = "") -> int:
+    """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    entry = _entry_point()
+    if recipe and entry[0] == "--module":  # the package's ``train`` needs the recipe a wrapper script implies
+        entry += ["--recipe", recipe]
+    argv, status = relaunch(argv, entry)
+    if status is not None:
+        return status
+    return run_entry(lambda: parse_config(argv, recipe=recipe, prog=prog, description=description))
 
