@@ -82,6 +82,24 @@ def _stages(recipe: Recipe, cfg: TrainConfig, model: nn.Module) -> List[Stage]:
     return stages
 
 
+def _check_ids_fit(data: TaskData, config: Dict, what: str) -> None:
+    """Every token id of ``data`` in ``[0, vocab_size)`` and segment id in ``[0, type_vocab_size)`` of
+    ``config``, checked once before training: inside ``nn.Graph`` an out-of-range id is not checked and
+    aborts the process (the models check them in eager mode only). :class:`ConfigError` otherwise."""
+    for part, features in (("train", data.train), ("dev", data.dev)):
+        for name, ids, key in (("token", features.input_ids, "vocab_size"),
+                               ("segment", features.segment_ids, "type_vocab_size")):
+            rows = config.get(key)
+            if rows is None or ids.size == 0:
+                continue
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= rows:
+                bad = low if low < 0 else high
+                raise ConfigError(f"the {part} data holds {name} id {bad} but {what} has {key} {rows} (ids 0 to "
+                                  f"{rows - 1}); the data was made with another vocabulary: convert it with "
+                                  f"the model's vocabulary or pass the matching model")
+
+
 def evaluation_source(cfg: TrainConfig) -> str:
     """The model an evaluation-only run reads: ``--student_model``, else ``--model_save_dir``."""
     return cfg.student_model or cfg.model_save_dir
@@ -144,6 +162,9 @@ def prepare(cfg: TrainConfig) -> Plan:
     final = stages[-1].export
     if cfg.freeze_word_embeddings:
         freeze_word_embeddings(final)
+    _check_ids_fit(data, final.config, f"the {recipe.name} student")
+    if teacher is not None and hasattr(final, "encoder"):  # a BERT student reads the teacher's view of the data
+        _check_ids_fit(data, teacher.config, f"teacher {cfg.teacher_model}")
     for module in [teacher, model] + [stage.model for stage in stages]:
         if module is not None:
             module.to(device)
