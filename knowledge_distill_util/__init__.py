@@ -16,6 +16,14 @@ from importlib import metadata as _metadata
 # OneFlow logs its start-up (no InfiniBand, CUDA driver) through glog: quiet by default, before its import.
 _os.environ.setdefault("GLOG_minloglevel", "3")
 
+from ._startup import bound_oneflow_start as _bound_oneflow_start
+
+_start_watcher = _bound_oneflow_start()  # under the launcher: no endless wait for an unreachable master
+import oneflow as _oneflow  # noqa: E402,F401  (the import that connects to the master)
+
+if _start_watcher is not None:
+    _start_watcher.started()
+
 from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
 from .functional import mseloss, soft_cross_entropy
 from .registry import available_losses, get_loss, register_loss

@@ -1,0 +1,94 @@
+"""A bounded wait for OneFlow's start-up in a multi-process job.
+
+Under OneFlow's launcher (``WORLD_SIZE`` above 1), ``import oneflow`` connects every process to the
+master (``MASTER_ADDR:MASTER_PORT``) and waits until all ranks have registered. OneFlow 0.9 waits
+without end when the master address is unreachable or a node's processes were never started (it logs
+``LoadServer ... Failed`` every 10 s), inside C++ code that holds Python's interpreter lock, so no
+Python thread or signal handler can run meanwhile. :func:`bound_oneflow_start` therefore forks a small
+watcher process before that import: if the import has not finished after ``KDU_START_TIMEOUT`` seconds
+(default 300, long enough to start the nodes of a multi-node job by hand), the watcher prints one
+sentence naming the master address and the likely causes and ends the process (SIGTERM, then SIGKILL).
+In one process, or when OneFlow is already imported, it does nothing.
+"""
+import os
+import select
+import signal
+import sys
+import time
+from typing import Optional
+
+__all__ = ["bound_oneflow_start", "StartWatcher", "DEFAULT_START_TIMEOUT_S"]
+
+DEFAULT_START_TIMEOUT_S = 300.0
+
+
+class StartWatcher:
+    """The watcher of one start-up; :meth:`started` tells it the import finished."""
+
+    def __init__(self, pid: int, write_end: int):
+        self.pid, self._write_end = pid, write_end
+
+    def started(self) -> None:
+        os.write(self._write_end, b"1")
+        os.close(self._write_end)
+        os.waitpid(self.pid, 0)
+
+
+def _start_timeout() -> float:
+    raw = os.environ.get("KDU_START_TIMEOUT", "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_START_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        sys.stderr.write(f"error: KDU_START_TIMEOUT={raw!r} is not a number of seconds above 0; unset it for the "
+                         f"default {DEFAULT_START_TIMEOUT_S:.0f} s\n")
+        sys.exit(2)
+    return value
+
+
+def _watch(parent: int, read_end: int, timeout: float, message: str) -> None:
+    """The watcher process: end ``parent`` unless it reports (or dies) within ``timeout`` seconds."""
+    ready, _, _ = select.select([read_end], [], [], timeout)
+    if not ready:
+        os.write(2, message.encode())
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.kill(parent, sig)
+            except ProcessLookupError:
+                break
+            ready, _, _ = select.select([read_end], [], [], grace)  # EOF once the parent is gone
+            if ready:
+                break
+    os._exit(0)
+
+
+def bound_oneflow_start() -> Optional[StartWatcher]:
+    """Call right before the first ``import oneflow``, and ``.started()`` on the result right after it
+    (None in one process or when OneFlow is already imported)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return None
+    if world <= 1 or "oneflow" in sys.modules:
+        return None
+    timeout = _start_timeout()
+    master = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
+    rank = os.environ.get("RANK", "?")
+    cause = (f"the other processes did not register with this master {master} (a node not started, or its "
+             f"--master_addr/--master_port differ or cannot reach this machine)" if rank == "0" else
+             f"the master {master} is unreachable from this machine, or the processes of another node were not "
+             f"started")
+    message = (f"error: rank {rank}: the {world}-process OneFlow job did not start within {timeout:.0f} s: {cause}; "
+               f"check --master_addr/--master_port and start every node (KDU_START_TIMEOUT sets this wait)\n")
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        try:
+            _watch(parent, read_end, timeout, message)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    return StartWatcher(pid, write_end)

@@ -1,0 +1,51 @@
+"""A multi-process job whose master cannot be reached ends with one sentence instead of waiting forever."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from knowledge_distill_util._startup import bound_oneflow_start
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank(rank: int, **env):
+    """A rank of a 2-process job started without its peer (nothing listens on the master port)."""
+    env = dict(os.environ, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()), GLOG_minloglevel="3", **env)
+    began = time.time()
+    done = subprocess.run([sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", "kd", "--quick"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    return done, time.time() - began
+
+
+def test_one_process_needs_no_watcher(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert bound_oneflow_start() is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert bound_oneflow_start() is None  # OneFlow is already imported in this process: too late to watch
+
+
+def test_an_unreachable_master_ends_the_rank_with_one_sentence():
+    done, seconds = _rank(1, KDU_START_TIMEOUT="4")
+    assert done.returncode != 0 and seconds < 120  # OneFlow alone retries every 10 s without end
+    assert "error: rank 1: the 2-process OneFlow job did not start within 4 s: the master 127.0.0.1:" in done.stderr
+    assert "is unreachable from this machine" in done.stderr
+
+
+def test_a_master_whose_peers_never_come_ends_with_one_sentence():
+    done, _ = _rank(0, KDU_START_TIMEOUT="4")
+    assert done.returncode != 0
+    assert "error: rank 0: the 2-process OneFlow job did not start within 4 s: the other processes did not " \
+           "register with this master 127.0.0.1:" in done.stderr
+
+
+def test_a_bad_start_timeout_is_refused():
+    done, _ = _rank(1, KDU_START_TIMEOUT="soon")
+    assert done.returncode == 2
+    assert "error: KDU_START_TIMEOUT='soon' is not a number of seconds above 0" in done.stderr
