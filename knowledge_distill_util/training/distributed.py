@@ -147,9 +147,10 @@ def agree(ok: bool) -> bool:
     return failures == 0.0
 
 
-def check_same(text: str, what: str) -> Optional[str]:
+def check_same(text: str, what: str, fix: str = "start every rank with the same command line and files"
+               ) -> Optional[str]:
     """None when every rank passed the same ``text``; else one sentence naming the ranks that differ from
-    rank 0 (a collective)."""
+    rank 0, ending with ``fix`` (a collective)."""
     if world_size() == 1:
         return None
     digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], dtype=np.int32).astype(np.int64)
@@ -159,8 +160,7 @@ def check_same(text: str, what: str) -> Optional[str]:
     values = [p.numpy().tolist() for p in parts]
     differ = [r for r, v in enumerate(values) if v != values[0]]
     if differ:
-        return (f"the {what} of rank(s) {differ} differs from rank 0's; start every rank with the same "
-                f"command line and files")
+        return f"the {what} of rank(s) {differ} differs from rank 0's; {fix}"
     return None
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import oneflow as flow
 
 from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
-from .._device import is_cpu, share_cpu_cores
+from .._device import is_cpu, resolve_device, share_cpu_cores
 from .._io import atomic_write_file, atomic_write_text
 from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
@@ -208,6 +208,15 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
     return _evaluate(plan, timings) if cfg.do_eval else {}
 
 
+def device_kind(cfg: TrainConfig) -> str:
+    """``cpu`` or ``cuda``: the kind of device ``cfg.device`` resolves to on this machine (``invalid`` for a
+    name :func:`~knowledge_distill_util._device.resolve_device` refuses; the validation reports it)."""
+    try:
+        return resolve_device(cfg.device).type
+    except (TypeError, ValueError):
+        return "invalid"
+
+
 def _write_run_config(cfg: TrainConfig) -> None:
     """``<model_save_dir>/run_config.json``: what a resume compares its configuration with."""
     atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
@@ -267,9 +276,12 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
         error = caught
     try:
         different = distributed.check_same(json.dumps(dataclasses.asdict(cfg), sort_keys=True), "configuration")
-        if not distributed.agree(error is None and different is None):
-            raise error or ConfigError(different or "another rank refused the configuration (its message names "
-                                                    "the problem); nothing was trained")
+        devices = distributed.check_same(device_kind(cfg), "device type (cpu or cuda)",
+                                         "pass the same --device to every rank (a CPU-only node beside GPU nodes "
+                                         "picks the CPU by default)")
+        if not distributed.agree(error is None and different is None and devices is None):
+            raise error or ConfigError(different or devices or "another rank refused the configuration (its message "
+                                                               "names the problem); nothing was trained")
         if cfg.do_train and writer:
             _write_run_config(cfg)
         return execute(plan, progress)

@@ -1,7 +1,8 @@
 """Entry point of the data-parallel tests, started by OneFlow's launcher: ``kdu-train`` with
 
 - ``KDU_TEST_EXTRA_ARGS_<rank>``: extra flags for that rank only (to give the ranks different configurations);
-- ``KDU_TEST_RAISE_AT_STEP_<rank>``: that rank raises ``RuntimeError`` at this training step (a failing rank).
+- ``KDU_TEST_RAISE_AT_STEP_<rank>``: that rank raises ``RuntimeError`` at this training step (a failing rank);
+- ``KDU_TEST_DEVICE_KIND_<rank>``: the device kind that rank reports (a node without the others' GPUs).
 """
 import os
 import sys
@@ -28,5 +29,7 @@ def _inject_failure(at_step: int) -> None:
 if __name__ == "__main__":
     if os.environ.get(f"KDU_TEST_RAISE_AT_STEP_{RANK}"):
         _inject_failure(int(os.environ[f"KDU_TEST_RAISE_AT_STEP_{RANK}"]))
+    if os.environ.get(f"KDU_TEST_DEVICE_KIND_{RANK}"):
+        run.device_kind = lambda cfg: os.environ[f"KDU_TEST_DEVICE_KIND_{RANK}"]
     extra = os.environ.get(f"KDU_TEST_EXTRA_ARGS_{RANK}", "").split()
     sys.exit(run.main(sys.argv[1:] + extra, prog="dp_worker"))
