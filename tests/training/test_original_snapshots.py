@@ -1,0 +1,196 @@
+"""The original scripts' snapshots across runs: BERT-of-Theseus's whole model (the second run of
+run_train_theseus.sh reads the first run's snapshot_last_snapshot; run_eval_theseus.sh evaluates it) and
+snapshot_best written at the best epoch (as the original task scripts), also across a killed and resumed run.
+
+The command lines are the original run scripts' (tests/data/original_cli/commands.json), expanded by bash
+with the scripts' variables pointing at tiny OFRecord parts and a tiny teacher snapshot, followed by the few
+flags that shrink them (sizes, batch, --device=cpu): argparse takes the last value of a repeated flag.
+"""
+import json
+import os
+import shlex
+import subprocess
+
+import numpy as np
+import oneflow as flow
+import pytest
+
+from knowledge_distill_util.data.ofrecord import EVAL_PREFIX, TRAIN_PREFIX, write_ofrecord_parts
+from knowledge_distill_util.models import BertForSequenceClassification
+from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_snapshot_variables, load_snapshot,
+                                                    read_snapshot_variable, save_snapshot)
+from knowledge_distill_util.training import original, original_init, original_models, run as run_module, trainer
+from knowledge_distill_util.training.artifacts import load_trained
+from knowledge_distill_util.training.evaluate import compute_metrics, predict
+from knowledge_distill_util.training.original_models import BestSnapshot, best_metric
+from knowledge_distill_util.training.theseus import TheseusModel
+
+from .test_original_cli import COMMANDS, VOCAB, _features, _variables
+
+TEACHER_LAYERS, HEADS = 6, 2  # hidden 64 * 2 = 128 for run_classifier.py (64 * --num_attention_heads)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """glue_ofrecord/SST-2/{train,eval} (one part each) and a 6-layer teacher snapshot at
+    model/before/snapshot_best (the scripts' BERT_BASE_DIR), hidden 128 as run_classifier.py builds it."""
+    root = tmp_path_factory.mktemp("snapshots")
+    write_ofrecord_parts(_features(24, 0), root / "glue_ofrecord" / "SST-2" / "train", prefix=TRAIN_PREFIX)
+    write_ofrecord_parts(_features(16, 1), root / "glue_ofrecord" / "SST-2" / "eval", prefix=EVAL_PREFIX)
+    flow.manual_seed(0)
+    teacher = BertForSequenceClassification(vocab_size=VOCAB, hidden_size=64 * HEADS, num_hidden_layers=TEACHER_LAYERS,
+                                            num_attention_heads=HEADS, intermediate_size=256 * HEADS,
+                                            max_position_embeddings=32, label_num=2)
+    save_snapshot(teacher, root / "model" / "before" / "snapshot_best", scope="teacher")
+    return root
+
+
+def _command(source, script, number=0):
+    found = [c for c in COMMANDS if c["source"] == source and c["script"] == script]
+    return found[number]
+
+
+def _expand(command, root, **values):
+    """The argv the original script passes, expanded by bash with the scripts' variables (and ``values``)."""
+    values = dict(_variables(root), **values)
+    assignments = "; ".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
+    done = subprocess.run(["bash", "-c", f"{assignments}; printf '%s\\0' {' '.join(command['argv'])}"],
+                          capture_output=True, check=True)
+    return [a.decode() for a in done.stdout.split(b"\0")[:-1]]
+
+
+#: what shrinks run_classifier.py's command lines to the tiny data (the run scripts' values otherwise)
+_TINY = ["--seq_length=16", "--batch_size_per_device=8", "--eval_batch_size_per_device=8",
+         f"--num_hidden_layers={TEACHER_LAYERS}", f"--num_attention_heads={HEADS}", "--compress_ratio=2",
+         "--device=cpu"]
+
+
+def _arrays(module):
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _assert_equal(left, right):
+    assert sorted(left) == sorted(right)
+    for key in left:
+        np.testing.assert_array_equal(left[key], right[key], err_msg=key)
+
+
+@pytest.fixture
+def plans(monkeypatch):
+    """Every executed run's plan, with the weights of its whole model as it starts training."""
+    seen = []
+    execute = run_module.execute
+
+    def recording(plan, progress=None):
+        seen.append((plan, _arrays(plan.whole_model)))
+        return execute(plan, progress)
+
+    monkeypatch.setattr(run_module, "execute", recording)
+    return seen
+
+
+# ------------------------------------------------------------------------------------ the snapshot itself
+def _tiny_theseus():
+    flow.manual_seed(1)
+    teacher = BertForSequenceClassification(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                            intermediate_size=32, max_position_embeddings=32, label_num=2)
+    model = TheseusModel(teacher, 2, 0.5)
+    with flow.no_grad():  # successor and predecessor differ from the teacher and each other
+        for parameter in model.successor.parameters():
+            parameter.add_(0.25)
+    return model
+
+
+def test_whole_theseus_snapshot_holds_both_layer_sets_in_the_original_names(tmp_path):
+    model = _tiny_theseus()
+    path = save_snapshot(model.successor, tmp_path / "whole", scope="theseus", predecessor=model.predecessor)
+    names = set(list_snapshot_variables(path))
+    assert {"bert-embeddings-word_embeddings", "bert-pooler-dense-weight", "classification-output_weights",
+            "bert-encoder-layer_3-output-LayerNorm-gamma", "bert-encoder-student-layer_1-output-LayerNorm-gamma",
+            "bert-encoder-layer_0-attention-self-query-weight"} <= names
+    assert not any(n.startswith("bert-encoder-layer_4") or n.startswith("bert-encoder-student-layer_2") for n in names)
+    assert not any(n.startswith("student-") for n in names)
+    # the original's kernels are [in, out]: the predecessor's are stored transposed
+    np.testing.assert_array_equal(read_snapshot_variable(path, "bert-encoder-layer_2-intermediate-dense-weight"),
+                                  model.predecessor[2].intermediate.dense.weight.numpy().T)
+    # read back: the successor (scope theseus) and the predecessor BERT (scope teacher, shared parts)
+    successor, _ = build_from_snapshot(path, "theseus", num_attention_heads=2)
+    _assert_equal(_arrays(successor), _arrays(model.successor))
+    predecessor, report = build_from_snapshot(path, "teacher", num_attention_heads=2)
+    _assert_equal(_arrays(predecessor.encoder.layer), _arrays(model.predecessor))
+    assert not report.missing and report.unused and all("student-layer" in n for n in report.unused)
+    np.testing.assert_array_equal(predecessor.classifier.weight.numpy(), model.successor.classifier.weight.numpy())
+
+
+def test_predecessor_is_checked(tmp_path):
+    model = _tiny_theseus()
+    with pytest.raises(ValueError, match="scope='theseus' only.*got scope='teacher'"):
+        save_snapshot(model.successor, tmp_path / "a", scope="teacher", predecessor=model.predecessor)
+    with pytest.raises(TypeError, match="predecessor must be a non-empty nn.ModuleList of BertLayer.*got Linear"):
+        save_snapshot(model.successor, tmp_path / "b", scope="theseus", predecessor=flow.nn.Linear(2, 2))
+    other = BertForSequenceClassification(vocab_size=VOCAB, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=16, max_position_embeddings=32, label_num=2)
+    with pytest.raises(ValueError, match="predecessor layers have hidden size 8 but the model has 16"):
+        save_snapshot(model.successor, tmp_path / "c", scope="theseus", predecessor=other.encoder.layer)
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+# ------------------------------------------------------------------------ run_train_theseus.sh, both runs
+def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, plans, monkeypatch):
+    out = tmp_path / "out"
+    variables = dict(INIT_STUDENT_DIR=str(out / "student_init"), ONE_TRAIN_MODEL=str(out / "student_v1"),
+                     STUDENT_DIR=str(out / "student_v2"), TRAIN_LOG_DIR=str(tmp_path / "log"), EPOCH="2",
+                     learning_rate="1e-3")
+    init = _expand(_command("run_train_theseus.sh", "init_stu"), tree, **variables)
+    assert original_init.main("theseus", init) == 0  # --layer_list="0,1,2": 3 successor layers of 6
+    first = _expand(_command("run_train_theseus.sh", "run_classifier", 0), tree, **variables)
+    second = _expand(_command("run_train_theseus.sh", "run_classifier", 1), tree, **variables)
+    assert "--replace_prob=0.5" in first and "--replace_prob=1.0" in second
+    assert f"--model_load_dir={out / 'student_v1' / 'snapshot_last_snapshot'}" in second
+
+    assert original.main("run_classifier", first + _TINY) == 0
+    plan1, start1 = plans[0]
+    whole1 = plan1.whole_model
+    assert isinstance(whole1, TheseusModel) and len(whole1.successor.encoder.layer) == 3
+    final_successor, final_predecessor = _arrays(whole1.successor), _arrays(whole1.predecessor)
+    start_successor = {k[len("successor."):]: v for k, v in start1.items() if k.startswith("successor.")}
+    assert any(not np.array_equal(final_successor[k], start_successor[k]) for k in final_successor)  # it trained
+    saved, _ = load_trained(str(out / "student_v1"), "model")  # this package's format: the final successor
+    _assert_equal(_arrays(saved), final_successor)
+    names = set(list_snapshot_variables(out / "student_v1" / "snapshot_last_snapshot"))
+    assert "bert-encoder-layer_5-output-dense-bias" in names and "bert-encoder-student-layer_2-output-dense-bias" in names
+
+    assert original.main("run_classifier", second + _TINY) == 0
+    plan2, start2 = plans[1]
+    assert isinstance(plan2.whole_model, TheseusModel) and plan2.whole_model.replace_prob == 1.0
+    loaded_successor = {k[len("successor."):]: v for k, v in start2.items() if k.startswith("successor.")}
+    loaded_predecessor = {k[len("predecessor."):]: v for k, v in start2.items() if k.startswith("predecessor.")}
+    _assert_equal(loaded_successor, final_successor)  # exactly the first run's trained successor
+    _assert_equal(loaded_predecessor, final_predecessor)  # and its (frozen) predecessor
+    # the teacher of the second run: the predecessor layers with the first run's trained shared parts
+    np.testing.assert_array_equal(plan2.teacher.embeddings.word_embeddings.weight.numpy(),
+                                  final_successor["embeddings.word_embeddings.weight"])
+    assert (out / "student_v2" / "snapshot_last_snapshot" / "snapshot_done").is_file()
+
+    # run_eval_theseus.sh: --do_train=false on the second run's snapshot evaluates its final successor
+    monkeypatch.chdir(tmp_path)  # it passes no --result_dir: the original's default ./result
+    last = out / "student_v2" / "snapshot_last_snapshot"
+    evaluation = _expand(_command("run_eval_theseus.sh", "run_classifier"), tree, model_load_dir=str(last),
+                         compress_ratio="2")
+    assert original.main("run_classifier", evaluation + _TINY) == 0
+    evaluated = json.loads((tmp_path / "result" / "results_eval_kdu.json").read_text())
+    expected = compute_metrics(predict(plan2.final_model, plan2.data.dev, 8)[0], plan2.data.dev.labels,
+                               "classification")
+    assert evaluated["accuracy"] == expected["accuracy"] and evaluated["f1"] == expected["f1"]
+    assert evaluated["num_examples"] == 16
+
+    # a snapshot of the successor alone (what this package wrote before, or init_stu.py's layers only) still
+    # evaluates the same
+    alone = tmp_path / "alone"
+    save_snapshot(plan2.final_model, alone, scope="theseus")
+    assert not any(n.startswith("bert-encoder-layer_") for n in list_snapshot_variables(alone))
+    evaluation = _expand(_command("run_eval_theseus.sh", "run_classifier"), tree, model_load_dir=str(alone),
+                         compress_ratio="2")
+    assert original.main("run_classifier", evaluation + _TINY + [f"--result_dir={tmp_path / 'alone_result'}"]) == 0
+    alone_results = json.loads((tmp_path / "alone_result" / "results_eval_kdu.json").read_text())
+    assert alone_results["accuracy"] == expected["accuracy"]
