@@ -19,13 +19,13 @@ from knowledge_distill_util.data.ofrecord import EVAL_PREFIX, TRAIN_PREFIX, writ
 from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_snapshot_variables, load_snapshot,
                                                     read_snapshot_variable, save_snapshot)
-from knowledge_distill_util.training import original, original_init, original_models, run as run_module, trainer
+from knowledge_distill_util.training import original, original_init, run as run_module, trainer
 from knowledge_distill_util.training.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
 from knowledge_distill_util.training.original_models import BestSnapshot, best_metric
 from knowledge_distill_util.training.theseus import TheseusModel
 
-from .test_original_cli import COMMANDS, VOCAB, _features, _variables
+from .test_original_cli import COMMANDS, VOCAB, _features, _variables, original_tree  # noqa: F401 (a fixture)
 
 TEACHER_LAYERS, HEADS = 6, 2  # hidden 64 * 2 = 128 for run_classifier.py (64 * --num_attention_heads)
 
@@ -194,3 +194,110 @@ def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, pla
     assert original.main("run_classifier", evaluation + _TINY + [f"--result_dir={tmp_path / 'alone_result'}"]) == 0
     alone_results = json.loads((tmp_path / "alone_result" / "results_eval_kdu.json").read_text())
     assert alone_results["accuracy"] == expected["accuracy"]
+
+
+# ------------------------------------------------------------------------------ snapshot_best: the best epoch
+def _teacher_argv(root, out, epochs=4, learning_rate="0.02"):
+    """task_teacher.py as run_train_teacher.sh calls it, on the tiny data, dropout off (an exact resume)."""
+    data = root / "glue_ofrecord" / "SST-2"
+    return ["--do_train=True", "--model=Glue_SST-2", "--task_name=SST-2", "--gpu_num_per_node=1",
+            f"--num_epochs={epochs}", f"--train_data_dir={data / 'train'}", "--train_example_num=24",
+            f"--eval_data_dir={data / 'eval'}", "--eval_example_num=16", "--batch_size_per_device=8",
+            "--eval_batch_size_per_device=8", "--loss_print_every_n_iter", "20", "--log_dir=./log",
+            f"--model_load_dir={root / 'model/before/snapshot_best'}", f"--model_save_dir={out}", "--result_dir=",
+            "--seq_length=16", "--num_hidden_layers=4", f"--num_attention_heads={HEADS}",
+            "--attention_probs_dropout_prob=0", "--hidden_dropout_prob=0", f"--learning_rate={learning_rate}",
+            "--weight_decay_rate=0.0001", "--model_save_every_n_iter=2", "--save_last_snapshot=True", "--device=cpu"]
+
+
+@pytest.fixture
+def epochs(monkeypatch):
+    """Every epoch-end evaluation: ``(epoch, step, value, the evaluated model's weights)``."""
+    seen = []
+    call = BestSnapshot.__call__
+
+    def recording(self, epoch, step):
+        call(self, epoch, step)
+        seen.append((epoch, step, self.history[-1][2], _arrays(self.evaluated)))
+
+    monkeypatch.setattr(BestSnapshot, "__call__", recording)
+    return seen
+
+
+def _snapshot_arrays(path):
+    return {name: np.fromfile(os.path.join(folder, "out"), "<f4") for name, folder in list_snapshot_variables(path).items()}
+
+
+def _snapshot_weights(path):
+    model, _ = build_from_snapshot(str(path), "teacher", num_attention_heads=HEADS)
+    return _arrays(model)
+
+
+def test_snapshot_best_is_the_best_epoch_and_survives_a_resume(original_tree, tmp_path, epochs, monkeypatch):
+    """task_teacher.py, 5 epochs of 2 steps at a large learning rate: dev accuracy 0.5625, 0.5625, 0.4375,
+    0.4375, 0.5625. The original keeps the first epoch (strictly better than 0.0; the ties later are not
+    better); snapshot_last_snapshot is the final model. A run killed in epoch 4 and resumed writes the same."""
+    out = tmp_path / "teacher"
+    argv = _teacher_argv(original_tree, out, epochs=5, learning_rate="0.15")
+    assert original.main("task_teacher", argv) == 0
+    values = [round(v, 4) for _, _, v, _ in epochs]
+    assert [(e, s) for e, s, _, _ in epochs] == [(0, 2), (1, 4), (2, 6), (3, 8), (4, 10)]
+    assert values == [0.5625, 0.5625, 0.4375, 0.4375, 0.5625]  # the premise: best = first, ties later
+    best_weights, final_weights = epochs[0][3], epochs[-1][3]
+    assert any(not np.array_equal(best_weights[k], final_weights[k]) for k in best_weights)
+    _assert_equal(_snapshot_weights(out / "snapshot_best"), best_weights)
+    _assert_equal(_snapshot_weights(out / "snapshot_last_snapshot"), final_weights)
+    saved, _ = load_trained(str(out), "teacher")  # this package's format: the final model, as before
+    _assert_equal(_arrays(saved), final_weights)
+    state = json.loads((out / "checkpoints" / "teacher" / "step-00000010" / "state.json").read_text())
+    assert state["epoch_end"] == {"metric": "accuracy", "best": 0.5625, "epoch": 0, "step": 2}
+
+    killed = tmp_path / "killed"
+    run_step, calls = trainer._run_step, [0]
+
+    def dying(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 8:  # step 8 of 10, after the checkpoint of step 6 (--model_save_every_n_iter=2)
+            raise KeyboardInterrupt("killed")
+        return run_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_run_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        original.main("task_teacher", _teacher_argv(original_tree, killed, epochs=5, learning_rate="0.15"))
+    assert (killed / "snapshot_best").is_dir() and not (killed / "snapshot_last_snapshot").exists()
+    monkeypatch.setattr(trainer, "_run_step", run_step)
+    epochs.clear()
+    assert original.main("task_teacher", _teacher_argv(original_tree, killed, epochs=5, learning_rate="0.15")
+                         + ["--resume=true"]) == 0
+    assert [(e, s) for e, s, _, _ in epochs] == [(3, 8), (4, 10)]  # resumed at step 6: epochs 4 and 5 evaluated
+    for name in ("snapshot_best", "snapshot_last_snapshot"):
+        _assert_equal(_snapshot_arrays(killed / name), _snapshot_arrays(out / name))
+
+
+def test_snapshot_best_falls_back_to_the_final_model_without_a_metric(original_tree, tmp_path, epochs):
+    """A task outside the original's acc_tasks / mcc_tasks (here WNLI): no epoch-end evaluation (the original
+    saves no best model); snapshot_best is the final model, as before."""
+    out = tmp_path / "wnli"
+    argv = [a.replace("SST-2", "WNLI") if a.startswith(("--task_name", "--model=")) else a
+            for a in _teacher_argv(original_tree, out, epochs=2)]
+    assert original.main("task_teacher", argv) == 0
+    assert epochs == []
+    saved, _ = load_trained(str(out), "teacher")
+    _assert_equal(_snapshot_weights(out / "snapshot_best"), _arrays(saved))
+    assert best_metric("CoLA", "kd") == "mcc" and best_metric("MRPC", "pred") == "accuracy"
+    assert best_metric("SST-2", "intermediate") is None
+
+
+def test_modern_runs_evaluate_nothing_per_epoch(original_tree, tmp_path, monkeypatch):
+    """kdu-train (save_snapshot false): no epoch-end hook, no snapshot."""
+    monkeypatch.setattr(BestSnapshot, "__call__", lambda *a: pytest.fail("evaluated an epoch of a kdu-train run"))
+    made, real = [], run_module._best_snapshot
+    monkeypatch.setattr(run_module, "_best_snapshot", lambda *a: made.append(real(*a)) or made[-1])
+    data = original_tree / "glue_ofrecord" / "SST-2"
+    out = tmp_path / "modern"
+    assert run_module.main(["--recipe", "teacher", "--teacher_model", str(original_tree / "model/before/snapshot_best"),
+                            "--teacher_num_attention_heads", "2", "--train_data_dir", str(data / "train"),
+                            "--eval_data_dir", str(data / "eval"), "--task_name", "SST-2", "--seq_length", "16",
+                            "--num_epochs", "2", "--batch_size_per_device", "8", "--model_save_dir", str(out),
+                            "--device", "cpu"]) == 0
+    assert made == [None] and not (out / "snapshot_best").exists()
