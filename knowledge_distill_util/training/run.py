@@ -23,6 +23,7 @@ from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
 from .lock import lock_directories
 from .evaluate import evaluate_model, predict, write_results
+from .original_log import OriginalSummary
 from .original_models import BestSnapshot, best_metric, snapshot_directory, write_snapshots
 from .original_results import write_original_results
 from .plan import Plan, evaluation_source, load_data, prepare
@@ -41,7 +42,7 @@ RUN_CONFIG = "run_config.json"
 RESUMABLE_CHANGES = frozenset({
     "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
     "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
-    "vocab_file", "data_dir"})
+    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter"})
 
 
 def seed_everything(seed: int) -> None:
@@ -149,8 +150,31 @@ def _best_snapshot(plan: Plan, stage) -> Optional[BestSnapshot]:
     return BestSnapshot(plan.final_model, plan.whole_model, plan.data.dev, plan.data.spec.output_mode, metric, cfg)
 
 
+def _on_step(plan: Plan, stage_name: str, summary: Optional[OriginalSummary]):
+    """Rank 0's callback after every step: ``progress.json``, and ``summary.csv`` with ``--log_dir``."""
+    progress = _progress_writer(os.path.join(plan.cfg.result_dir, PROGRESS_FILE), stage_name)
+    if summary is None:
+        return progress
+
+    def both(step: int, total: int, terms: Dict[str, float]) -> None:
+        progress(step, total, terms)
+        summary(step, total, terms)
+    return both
+
+
+def _summary(plan: Plan) -> Optional[OriginalSummary]:
+    """The original's ``<log_dir>/summary.csv`` writer (``--log_dir``; rank 0), else None."""
+    cfg = plan.cfg
+    if not cfg.log_dir or not distributed.is_writer():
+        return None
+    rows = len(plan.data.train)
+    batch = min(cfg.batch_size_per_device * distributed.world_size(), rows)
+    return OriginalSummary(cfg.log_dir, repr(cfg), steps_per_epoch=-(-rows // batch),
+                           print_steps=cfg.loss_print_every_n_iter, batch_size=batch, resume=cfg.resume)
+
+
 def _train(plan: Plan, progress: bool) -> Dict[str, float]:
-    cfg, timings, best = plan.cfg, {}, None
+    cfg, timings, best, summary = plan.cfg, {}, None, _summary(plan)
     cached = None
     if any(stage.objective.can_cache_teacher_logits for stage in plan.stages):
         cached = teacher_logits(cfg, plan.teacher, plan.teacher_meta, plan.data, cfg.teacher_model)
@@ -168,7 +192,7 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
                              work_dir=cfg.result_dir, stage=stage.name,
                              checkpoint_dir=os.path.join(cfg.model_save_dir, "checkpoints"),
                              teacher_logits=cached if uses_cache else None, progress=progress,
-                             on_step=_progress_writer(os.path.join(cfg.result_dir, PROGRESS_FILE), stage.name),
+                             on_step=_on_step(plan, stage.name, summary),
                              on_epoch_end=best)
         timings[stage.name] = round(result.seconds, 1)
         logger.info("stage %s: %d steps in %.1f s, last %s; log %s", stage.name, result.steps, result.seconds,

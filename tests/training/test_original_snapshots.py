@@ -22,6 +22,7 @@ from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_sn
 from knowledge_distill_util.training import original, original_init, run as run_module, trainer
 from knowledge_distill_util.training.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
+from knowledge_distill_util.training.original_log import OriginalSummary
 from knowledge_distill_util.training.original_models import BestSnapshot, best_metric
 from knowledge_distill_util.training.theseus import TheseusModel
 
@@ -203,7 +204,7 @@ def _teacher_argv(root, out, epochs=4, learning_rate="0.02"):
     return ["--do_train=True", "--model=Glue_SST-2", "--task_name=SST-2", "--gpu_num_per_node=1",
             f"--num_epochs={epochs}", f"--train_data_dir={data / 'train'}", "--train_example_num=24",
             f"--eval_data_dir={data / 'eval'}", "--eval_example_num=16", "--batch_size_per_device=8",
-            "--eval_batch_size_per_device=8", "--loss_print_every_n_iter", "20", "--log_dir=./log",
+            "--eval_batch_size_per_device=8", "--loss_print_every_n_iter", "20", f"--log_dir={out}_log",
             f"--model_load_dir={root / 'model/before/snapshot_best'}", f"--model_save_dir={out}", "--result_dir=",
             "--seq_length=16", "--num_hidden_layers=4", f"--num_attention_heads={HEADS}",
             "--attention_probs_dropout_prob=0", "--hidden_dropout_prob=0", f"--learning_rate={learning_rate}",
@@ -301,3 +302,54 @@ def test_modern_runs_evaluate_nothing_per_epoch(original_tree, tmp_path, monkeyp
                             "--num_epochs", "2", "--batch_size_per_device", "8", "--model_save_dir", str(out),
                             "--device", "cpu"]) == 0
     assert made == [None] and not (out / "snapshot_best").exists()
+
+
+# ---------------------------------------------------------------------------------- <log_dir>/summary.csv
+def test_summary_csv_as_the_originals_util_summary(original_tree, tmp_path):
+    """task_teacher.py --log_dir: summary.csv with the original's columns; with --loss_print_every_n_iter 2 and
+    2 steps per epoch, one throughput and one loss row per epoch (iter = the step within the epoch, from 0),
+    the loss the mean over the window's steps (their logged losses)."""
+    out, log = tmp_path / "teacher", tmp_path / "log"
+    argv = _teacher_argv(original_tree, out, epochs=2, learning_rate="1e-3") + [
+        "--loss_print_every_n_iter", "2", f"--log_dir={log}"]
+    assert original.main("task_teacher", argv) == 0
+    lines = (log / "summary.csv").read_text().splitlines()
+    assert lines[0] == "legend,value,iter,epoch"
+    assert lines[1].startswith('cfg,"TrainConfig(') and lines[1].endswith(',,')
+    rows = [line.split(",") for line in lines[2:]]
+    assert [(r[0], r[2], r[3]) for r in rows] == [("finetune_throughput", "1.0", ""), ("finetune_loss", "1.0", "0.0"),
+                                                  ("finetune_throughput", "1.0", ""), ("finetune_loss", "1.0", "1.0")]
+    steps = [line.split(",") for line in (out / "teacher_losses.csv").read_text().splitlines()]
+    losses = [float(r[steps[0].index("loss")]) for r in steps[1:]]
+    assert len(losses) == 4
+    np.testing.assert_allclose([float(rows[1][1]), float(rows[3][1])],
+                               [(losses[0] + losses[1]) / 2, (losses[2] + losses[3]) / 2], rtol=1e-5)
+    assert all(float(rows[i][1]) > 0 for i in (0, 2))  # examples per second
+    # a second, fresh run replaces the file (as the original's Summary does)
+    assert original.main("task_teacher", argv + ["--overwrite=true"]) == 0
+    assert len((log / "summary.csv").read_text().splitlines()) == 6
+
+
+def test_summary_flags_and_resume(tmp_path):
+    data = ["--task_name=SST-2", "--do_train=True", "--model_save_dir=x"]
+    assert original.parse_original(data, "task_teacher").log_dir is None  # the default ./output is not written
+    cfg = original.parse_original(data + ["--log_dir=./log", "--loss_print_every_n_iter", "20"], "task_teacher")
+    assert (cfg.log_dir, cfg.loss_print_every_n_iter) == ("./log", 20)
+    with pytest.raises(ValueError, match="loss_print_every_n_iter must be a positive int, got 0"):
+        OriginalSummary(str(tmp_path), "c", steps_per_epoch=2, print_steps=0, batch_size=2)
+    first = OriginalSummary(str(tmp_path), "c", steps_per_epoch=2, print_steps=1, batch_size=2)
+    for step in (1, 2, 3):
+        first(step, 4, {"loss": 1.0})
+    resumed = OriginalSummary(str(tmp_path), "c", steps_per_epoch=2, print_steps=1, batch_size=2, resume=True)
+    resumed(3, 4, {"loss": 2.0})
+    resumed(4, 4, {"loss": 3.0})
+    rows = [r.split(",") for r in (tmp_path / "summary.csv").read_text().splitlines()[1:]]
+    assert [(r[0], "" if r[0].endswith("throughput") else r[1], r[2], r[3]) for r in rows] == [
+        ("cfg", "c", "", ""), ("finetune_throughput", "", "0.0", ""), ("finetune_loss", "1.0", "0.0", "0.0"),
+        ("finetune_throughput", "", "1.0", ""), ("finetune_loss", "1.0", "1.0", "0.0"),
+        ("finetune_throughput", "", "0.0", ""), ("finetune_loss", "1.0", "0.0", "1.0"),  # the killed run's step 3
+        ("finetune_throughput", "", "0.0", ""), ("finetune_loss", "2.0", "0.0", "1.0"),  # the resumed run's
+        ("finetune_throughput", "", "1.0", ""), ("finetune_loss", "3.0", "1.0", "1.0")]
+    fresh = OriginalSummary(str(tmp_path), "c", steps_per_epoch=2, print_steps=1, batch_size=2)
+    fresh(1, 4, {"loss": 5.0})
+    assert len((tmp_path / "summary.csv").read_text().splitlines()) == 4
