@@ -350,3 +350,17 @@ def test_summary_flags_and_resume(tmp_path):
     fresh = OriginalSummary(str(tmp_path), "c", steps_per_epoch=2, print_steps=1, batch_size=2)
     fresh(1, 4, {"loss": 5.0})
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.graph
+def test_snapshot_best_under_nn_graph(original_tree, tmp_path, epochs):
+    """--use_graph: the epoch-end evaluation reads the weights the compiled graph updates."""
+    out = tmp_path / "graph"
+    assert original.main("task_teacher", _teacher_argv(original_tree, out, epochs=3) + ["--use_graph=true"]) == 0
+    assert [(e, s) for e, s, _, _ in epochs] == [(0, 2), (1, 4), (2, 6)]
+    weights = [w for _, _, _, w in epochs]
+    assert any(not np.array_equal(weights[0][k], weights[2][k]) for k in weights[0])  # the graph trained them
+    values = [v for _, _, v, _ in epochs]
+    best = next(i for i, v in enumerate(values) if v == max(values))  # the first epoch reaching the maximum
+    _assert_equal(_snapshot_weights(out / "snapshot_best"), weights[best])
+    _assert_equal(_snapshot_weights(out / "snapshot_last_snapshot"), weights[-1])
