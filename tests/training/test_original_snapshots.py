@@ -300,7 +300,7 @@ def test_modern_runs_evaluate_nothing_per_epoch(original_tree, tmp_path, monkeyp
                             "--teacher_num_attention_heads", "2", "--train_data_dir", str(data / "train"),
                             "--eval_data_dir", str(data / "eval"), "--task_name", "SST-2", "--seq_length", "16",
                             "--num_epochs", "2", "--batch_size_per_device", "8", "--model_save_dir", str(out),
-                            "--device", "cpu"]) == 0
+                            "--result_dir", str(out), "--device", "cpu"]) == 0
     assert made == [None] and not (out / "snapshot_best").exists()
 
 
@@ -364,3 +364,47 @@ def test_snapshot_best_under_nn_graph(original_tree, tmp_path, epochs):
     best = next(i for i, v in enumerate(values) if v == max(values))  # the first epoch reaching the maximum
     _assert_equal(_snapshot_weights(out / "snapshot_best"), weights[best])
     _assert_equal(_snapshot_weights(out / "snapshot_last_snapshot"), weights[-1])
+
+
+def _sst2_tsv(rows, seed):
+    """A tiny SST-2 in GLUE's TSV form (``sentence<TAB>label``): the label follows a word, so it can be learnt."""
+    rng = np.random.default_rng(seed)
+    words = ["good", "bad", "movie", "plot", "actor", "scene", "long", "short", "fun", "dull"]
+    lines = ["sentence\tlabel"]
+    for _ in range(rows):
+        sentence = list(rng.choice(words[2:], size=5))
+        label = int(rng.integers(0, 2))
+        sentence.insert(int(rng.integers(0, 5)), "good" if label else "bad")
+        lines.append(" ".join(sentence) + f"\t{label}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_snapshot_best_two_processes_equals_one_process(tmp_path, epochs):
+    """Under the launcher (2 processes, eager) the epochs are evaluated sharded (15 dev rows) and rank 0 alone
+    writes: the same snapshot_best as one process with the same global batch."""
+    from .conftest import TINY_TEACHER
+    from .test_distributed_training import TOLERANCE, launch
+
+    data = tmp_path / "SST-2"
+    data.mkdir()
+    (data / "train.tsv").write_text(_sst2_tsv(24, 0))
+    (data / "dev.tsv").write_text(_sst2_tsv(15, 1))
+    common = ["--recipe", "teacher", "--data_dir", str(data), "--task_name", "SST-2", "--seq_length", "16",
+              "--num_epochs", "3", "--learning_rate", "2e-2", "--warmup_proportion", "0",
+              "--teacher_hidden_dropout_prob", "0", "--teacher_attention_probs_dropout_prob", "0",
+              "--save_snapshot", "true", "--device", "cpu", *TINY_TEACHER]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_module.main(common + ["--batch_size_per_device", "8", "--model_save_dir", str(one), "--result_dir",
+                                     str(one)]) == 0
+    done = launch(common + ["--batch_size_per_device", "4", "--model_save_dir", str(two), "--result_dir", str(two)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = [line.split("]")[1] for line in done.stderr.splitlines() if "best so far" in line]
+    assert len(evaluated) == 3, done.stderr[-3000:]  # rank 0 alone logs (and writes)
+    assert [float(line.split("dev accuracy ")[1].split(",")[0]) for line in evaluated] == \
+        [round(value, 4) for _, _, value, _ in epochs]  # the one-process run's epochs
+    assert "writing snapshot_best" in evaluated[0] and "writing" not in evaluated[2]  # the best is not the last
+    left, right = _snapshot_arrays(one / "snapshot_best"), _snapshot_arrays(two / "snapshot_best")
+    assert sorted(left) == sorted(right)
+    for name in left:
+        np.testing.assert_allclose(right[name], left[name], rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
