@@ -1,5 +1,6 @@
 """The original toolkit's OneFlow snapshots in a run: teachers, students and evaluated models read from
-them, and the trained model written as one (``snapshot_best``, ``snapshot_last_snapshot``).
+them, and the trained model written as one: ``snapshot_best`` (the best epoch, :class:`BestSnapshot`) and
+``snapshot_last_snapshot`` (the final model); BERT-of-Theseus's whole model (:func:`save_model_snapshot`).
 
 A directory is taken as an original snapshot when it has no ``model_config.json`` (this package's
 format) and either holds ``<variable>/out`` folders itself or a ``snapshot_best`` folder that does (so
@@ -92,7 +93,8 @@ def load_snapshot_weights(model: nn.Module, path: str, what: str = "student") ->
 
 def load_successor_snapshot(successor: nn.Module, path: Optional[str]) -> bool:
     """Load BERT-of-Theseus's successor from the original snapshot ``path`` when it holds successor layers
-    (``bert-encoder-student-layer_<i>``, written by ``init_stu.py``); False otherwise."""
+    (``bert-encoder-student-layer_<i>``: written by ``init_stu.py``, or a Theseus run's whole model); False
+    otherwise. The predecessor comes from the same snapshot's ``bert-encoder-layer_<i>`` as the teacher."""
     directory = snapshot_directory(path)
     if directory is None or _scope(directory, "theseus") != "theseus":
         return False

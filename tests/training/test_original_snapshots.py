@@ -17,7 +17,7 @@ import pytest
 
 from knowledge_distill_util.data.ofrecord import EVAL_PREFIX, TRAIN_PREFIX, write_ofrecord_parts
 from knowledge_distill_util.models import BertForSequenceClassification
-from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_snapshot_variables, load_snapshot,
+from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_snapshot_variables,
                                                     read_snapshot_variable, save_snapshot)
 from knowledge_distill_util.training import original, original_init, run as run_module, trainer
 from knowledge_distill_util.training.artifacts import load_trained
@@ -26,7 +26,10 @@ from knowledge_distill_util.training.original_log import OriginalSummary
 from knowledge_distill_util.training.original_models import BestSnapshot, best_metric
 from knowledge_distill_util.training.theseus import TheseusModel
 
-from .test_original_cli import COMMANDS, VOCAB, _features, _variables, original_tree  # noqa: F401 (a fixture)
+from . import test_original_cli as cli
+from .test_original_cli import COMMANDS, VOCAB, _features, _variables
+
+original_tree = cli.original_tree  # the fixture: tiny OFRecord parts and a 4-layer teacher snapshot
 
 TEACHER_LAYERS, HEADS = 6, 2  # hidden 64 * 2 = 128 for run_classifier.py (64 * --num_attention_heads)
 
@@ -93,8 +96,9 @@ def plans(monkeypatch):
 # ------------------------------------------------------------------------------------ the snapshot itself
 def _tiny_theseus():
     flow.manual_seed(1)
-    teacher = BertForSequenceClassification(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-                                            intermediate_size=32, max_position_embeddings=32, label_num=2)
+    teacher = BertForSequenceClassification(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4,
+                                            num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                                            label_num=2)
     model = TheseusModel(teacher, 2, 0.5)
     with flow.no_grad():  # successor and predecessor differ from the teacher and each other
         for parameter in model.successor.parameters():
@@ -159,7 +163,7 @@ def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, pla
     saved, _ = load_trained(str(out / "student_v1"), "model")  # this package's format: the final successor
     _assert_equal(_arrays(saved), final_successor)
     names = set(list_snapshot_variables(out / "student_v1" / "snapshot_last_snapshot"))
-    assert "bert-encoder-layer_5-output-dense-bias" in names and "bert-encoder-student-layer_2-output-dense-bias" in names
+    assert {"bert-encoder-layer_5-output-dense-bias", "bert-encoder-student-layer_2-output-dense-bias"} <= names
 
     assert original.main("run_classifier", second + _TINY) == 0
     plan2, start2 = plans[1]
@@ -226,7 +230,8 @@ def epochs(monkeypatch):
 
 
 def _snapshot_arrays(path):
-    return {name: np.fromfile(os.path.join(folder, "out"), "<f4") for name, folder in list_snapshot_variables(path).items()}
+    return {name: np.fromfile(os.path.join(folder, "out"), "<f4")
+            for name, folder in list_snapshot_variables(path).items()}
 
 
 def _snapshot_weights(path):
