@@ -35,7 +35,9 @@ Original variable (``<p>`` = ``""`` teacher, ``"student-"`` student), original s
 ``nn.Linear.weight``; the classifier and ``fit_dense`` (``matmul(x, w, transpose_b=True)``) are not.
 BERT-of-Theseus (``theseus/bert_theseus.py``): the successor's layers are
 ``bert-encoder-student-layer_<i>-...`` beside the predecessor's ``bert-encoder-layer_<i>-...``, sharing the
-embeddings, pooler and classifier: ``scope="theseus"`` loads the successor as a plain BERT.
+embeddings, pooler and classifier: ``scope="theseus"`` loads the successor as a plain BERT;
+``save_snapshot(successor, ..., scope="theseus", predecessor=layers)`` writes the whole model (both layer
+sets), which ``scope="teacher"`` reads back as the predecessor BERT.
 The original's LayerNorm (``flow.layers.layer_norm``, no epsilon given) uses ``epsilon=1e-5``:
 :func:`read_snapshot_config` returns ``layer_norm_eps=1e-5``.
 
@@ -66,7 +68,7 @@ import oneflow.nn as nn
 
 from .._checks import check_int
 from .._io import replace_directory
-from .bert import BertForSequenceClassification, BertStudentForSequenceClassification
+from .bert import BertForSequenceClassification, BertLayer, BertStudentForSequenceClassification
 from .lstm import LSTMStudentForSequenceClassification
 
 __all__ = [
@@ -253,21 +255,7 @@ def _bert_table(model: BertForSequenceClassification, scope: str) -> List[Tuple[
         (_Var(f"{prefix}bert-embeddings-LayerNorm-gamma", (hidden,), True), "embeddings.LayerNorm.weight", False),
         (_Var(f"{prefix}bert-embeddings-LayerNorm-beta", (hidden,), True), "embeddings.LayerNorm.bias", False),
     ]
-    dense = [("attention-self-query", "attention.self.query", hidden, hidden),
-             ("attention-self-key", "attention.self.key", hidden, hidden),
-             ("attention-self-value", "attention.self.value", hidden, hidden),
-             ("attention-output-dense", "attention.output.dense", hidden, hidden),
-             ("intermediate-dense", "intermediate.dense", hidden, inter),
-             ("output-dense", "output.dense", inter, hidden)]
-    for i in range(len(model.encoder.layer)):
-        stem, key = f"{layer}{i}-", f"encoder.layer.{i}."
-        for original, ours, fan_in, fan_out in dense:
-            rows.append((_Var(f"{stem}{original}-weight", (fan_in, fan_out), True), f"{key}{ours}.weight", True))
-            rows.append((_Var(f"{stem}{original}-bias", (fan_out,), True), f"{key}{ours}.bias", False))
-        for original, ours in (("attention-output-LayerNorm", "attention.output.LayerNorm"),
-                               ("output-LayerNorm", "output.LayerNorm")):
-            rows.append((_Var(f"{stem}{original}-gamma", (hidden,), True), f"{key}{ours}.weight", False))
-            rows.append((_Var(f"{stem}{original}-beta", (hidden,), True), f"{key}{ours}.bias", False))
+    rows += _layer_rows(len(model.encoder.layer), layer, "encoder.layer.", hidden, inter)
     labels = model.classifier.out_features
     rows += [
         (_Var(f"{prefix}bert-pooler-dense-weight", (hidden, hidden), True), "pooler.dense.weight", True),
@@ -279,6 +267,27 @@ def _bert_table(model: BertForSequenceClassification, scope: str) -> List[Tuple[
         fit = model.fit_dense.out_features
         rows += [(_Var(f"{prefix}fit_dense-weight", (fit, hidden), False), "fit_dense.weight", False),
                  (_Var(f"{prefix}fit_dense-bias", (fit,), False), "fit_dense.bias", False)]
+    return rows
+
+
+def _layer_rows(count: int, layer: str, key_prefix: str, hidden: int, inter: int) -> List[Tuple[_Var, str, bool]]:
+    """The rows of ``count`` encoder layers named ``<layer><i>-...``, parameter keys ``<key_prefix><i>.``."""
+    dense = [("attention-self-query", "attention.self.query", hidden, hidden),
+             ("attention-self-key", "attention.self.key", hidden, hidden),
+             ("attention-self-value", "attention.self.value", hidden, hidden),
+             ("attention-output-dense", "attention.output.dense", hidden, hidden),
+             ("intermediate-dense", "intermediate.dense", hidden, inter),
+             ("output-dense", "output.dense", inter, hidden)]
+    rows = []
+    for i in range(count):
+        stem, key = f"{layer}{i}-", f"{key_prefix}{i}."
+        for original, ours, fan_in, fan_out in dense:
+            rows.append((_Var(f"{stem}{original}-weight", (fan_in, fan_out), True), f"{key}{ours}.weight", True))
+            rows.append((_Var(f"{stem}{original}-bias", (fan_out,), True), f"{key}{ours}.bias", False))
+        for original, ours in (("attention-output-LayerNorm", "attention.output.LayerNorm"),
+                               ("output-LayerNorm", "output.LayerNorm")):
+            rows.append((_Var(f"{stem}{original}-gamma", (hidden,), True), f"{key}{ours}.weight", False))
+            rows.append((_Var(f"{stem}{original}-beta", (hidden,), True), f"{key}{ours}.bias", False))
     return rows
 
 
@@ -576,6 +585,24 @@ def _export(model, scope: str) -> Dict[str, np.ndarray]:
             for var, key, transposed in _bert_table(model, scope)}
 
 
+def _export_predecessor(predecessor, model: BertForSequenceClassification, scope: str) -> Dict[str, np.ndarray]:
+    """BERT-of-Theseus's predecessor layers as the teacher's ``bert-encoder-layer_<i>-...`` variables."""
+    if scope != "theseus":
+        raise ValueError(f"predecessor layers are written with scope='theseus' only (they sit beside the successor's "
+                         f"bert-encoder-student-layer_<i>), got scope={scope!r}")
+    if not isinstance(predecessor, nn.ModuleList) or not len(predecessor) or \
+            not all(isinstance(layer, BertLayer) for layer in predecessor):
+        raise TypeError(f"predecessor must be a non-empty nn.ModuleList of BertLayer (TheseusModel.predecessor), got "
+                        f"{type(predecessor).__name__}")
+    hidden, inter = predecessor[0].intermediate.dense.in_features, predecessor[0].intermediate.dense.out_features
+    if hidden != model.hidden_size:
+        raise ValueError(f"predecessor layers have hidden size {hidden} but the model has {model.hidden_size}; they "
+                         f"share the embeddings, so pass the predecessor of this model")
+    params = {k: v.detach().cpu().numpy() for k, v in predecessor.named_parameters()}
+    return {var.name: (params[key].T if transposed else params[key].reshape(var.shape))
+            for var, key, transposed in _layer_rows(len(predecessor), "bert-encoder-layer_", "", hidden, inter)}
+
+
 def _write_variable(root: str, name: str, value: np.ndarray, meta_text: Callable[[Tuple[int, ...]], str]) -> None:
     folder = os.path.join(root, name)
     os.makedirs(folder)
@@ -584,11 +611,15 @@ def _write_variable(root: str, name: str, value: np.ndarray, meta_text: Callable
         handle.write(meta_text(tuple(value.shape)))
 
 
-def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None) -> str:
+def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None, predecessor: Optional[nn.Module] = None
+                  ) -> str:
     """Write ``model`` as an original snapshot directory (see the module doc), atomically.
 
     ``scope`` (BERT): ``"teacher"`` (``bert-...``), ``"student"`` (``student-bert-...``, the default for
-    a model with ``fit_dense``), ``"theseus"``; the LSTM is always ``student-...``. Each variable gets
+    a model with ``fit_dense``), ``"theseus"``; the LSTM is always ``student-...``. ``predecessor``
+    (``scope="theseus"`` only): BERT-of-Theseus's predecessor layers (an ``nn.ModuleList`` of ``BertLayer``),
+    written beside ``model`` (the successor) as ``bert-encoder-layer_<i>-...``: the whole Theseus model, as
+    the original's ``run_classifier.py`` saves it. Each variable gets
     ``out`` (float32, C order) and a ``meta`` file; ``snapshot_done`` marks the directory complete, so
     OneFlow's ``flow.load`` and the original's loader read it. No optimizer slots are written (as after
     the original's ``--serve_for_online``). The directory is replaced as a whole
@@ -615,6 +646,8 @@ def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None) -> s
     if kind == "lstm" and scope != "student":
         raise ValueError(f"scope {scope!r} is for BERT; the original's LSTM student is always student-...")
     arrays = _export(model, scope)
+    if predecessor is not None:
+        arrays.update(_export_predecessor(predecessor, model, scope))
     from google.protobuf import text_format
     import oneflow.core.common.data_type_pb2 as data_type_pb2
     import oneflow.core.framework.variable_meta_info_pb2 as meta_pb2

@@ -101,14 +101,17 @@ class Checkpointer:
     """Saves the checkpoints of one training stage under ``root`` and restores the newest on resume.
 
     ``step_inputs``: the model's :class:`~knowledge_distill_util.training.trainer.StepInputs` (or None),
-    whose generator state is saved too.
+    whose generator state is saved too; ``epoch_end``: the stage's
+    :class:`~knowledge_distill_util.training.trainer.EpochEnd` hook (or None), whose ``state()`` is saved
+    (as ``"epoch_end"``) and restored.
     """
 
-    def __init__(self, root: str, model: nn.Module, use_graph: bool, step_inputs=None):
+    def __init__(self, root: str, model: nn.Module, use_graph: bool, step_inputs=None, epoch_end=None):
         self.root = root
         self.model = model
         self.use_graph = use_graph
         self.step_inputs = step_inputs
+        self.epoch_end = epoch_end
 
     def _candidates(self) -> List[str]:
         named = latest_checkpoint(self.root)
@@ -145,6 +148,8 @@ class Checkpointer:
         flow.set_rng_state(flow.tensor(state["flow_rng"], dtype=flow.uint8))
         if self.step_inputs is not None and "step_inputs_rng" in state:
             self.step_inputs.set_rng_state(state["step_inputs_rng"])
+        if self.epoch_end is not None:
+            self.epoch_end.load_state(state.get("epoch_end"))
 
     def clear(self) -> None:
         """Delete this stage's checkpoints (a fresh, non-resumed run)."""
@@ -156,6 +161,8 @@ class Checkpointer:
         state = {"flow_rng": flow.get_rng_state().numpy().tolist(), "use_graph": graph is not None}
         if self.step_inputs is not None:
             state["step_inputs_rng"] = self.step_inputs.rng_state()
+        if self.epoch_end is not None:
+            state["epoch_end"] = self.epoch_end.state()
         optimizer_state = graph.state_dict() if graph is not None else optimizer.state_dict()
         model_state = self.model.state_dict()
         if is_distributed():  # global tensors (graph mode) are saved as their full local values

@@ -139,8 +139,12 @@ class TrainConfig:
     stages: Optional[List[str]] = _key(None, "run only these stages of the recipe (default: the recipe's choice; "
                                              "tinybert 'combined' is the original's one-stage loss)")
     save_snapshot: bool = _key(False, "also write the model as an original OneFlow snapshot "
-                                      "<model_save_dir>/snapshot_best")
+                                      "<model_save_dir>/snapshot_best: the best epoch by dev accuracy (CoLA: MCC), "
+                                      "evaluated after every epoch, as the original scripts")
     save_last_snapshot: bool = _key(False, "also write <model_save_dir>/snapshot_last_snapshot (the original's name)")
+    log_dir: Optional[str] = _key(None, "write <log_dir>/summary.csv, the original's training summary (loss and "
+                                        "throughput every loss_print_every_n_iter steps)")
+    loss_print_every_n_iter: int = _key(10, "with log_dir: steps of an epoch per summary.csv row pair and log line")
     results_format: str = _key("kdu", "'kdu' or 'original' (results_eval.json/results_train.json with the "
                                       "original's keys and strings; this package's figures in results_eval_kdu.json)")
 

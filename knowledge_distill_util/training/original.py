@@ -122,8 +122,9 @@ _FLAGS: List[Flag] = [
          lambda v: (_ for _ in ()).throw(ConfigError(
              "--use_fp16=True is not supported here; training runs in float32 (drop the flag)")) if v else {}),
     Flag("use_xla", str2bool, None, "accepted, no effect", _nothing, _NO_XLA),
-    Flag("loss_print_every_n_iter", int, 10, "accepted, no effect", _nothing,
-         "every step's losses go to <result_dir>/<stage>_losses.csv (and a progress line)"),
+    Flag("loss_print_every_n_iter", int, 10, "loss_print_every_n_iter (with --log_dir: a summary.csv row pair and a "
+         "log line every n steps of an epoch; every step's losses also go to <result_dir>/<stage>_losses.csv)",
+         _to("loss_print_every_n_iter")),
     Flag("model_save_every_n_iter", int, 10000, "checkpoint_every", _to("checkpoint_every")),
     Flag("model_save_dir", str, None, "model_save_dir (original default ./output/model_save-<time>)",
          _to("model_save_dir")),
@@ -131,8 +132,8 @@ _FLAGS: List[Flag] = [
          _to("save_last_snapshot")),
     Flag("model_load_dir", _dir_or_none, None, "teacher_model (the model fine-tuned: task_teacher, "
          "run_classifier), or the model evaluated with --do_train=False (run_classifier)", None),
-    Flag("log_dir", str, "./output", "accepted, no effect", _nothing,
-         "logs go to stderr and the loss CSVs to <result_dir>"),
+    Flag("log_dir", str, "./output", "log_dir when given: <log_dir>/summary.csv as the original's (not written "
+         "without the flag; logs go to stderr)", None),
     Flag("do_lower_case", str2bool, True, "accepted, no effect", _nothing,
          "OFRecord parts are tokenised already (scripts/glue_to_ofrecord.py has --do_lower_case)"),
     Flag("seq_length", int, 512, "seq_length (Distilled-BiLSTM: teacher_seq_length)", None),
@@ -404,6 +405,8 @@ def original_values(script: OriginalScript, argv: Sequence[str], prog: Optional[
     if "learning_rate" in values:
         values.setdefault("stage2_learning_rate", values["learning_rate"])
     _finish(script, a, values)
+    if "log_dir" in script.flags and "log_dir" in _given(argv, script.flags):
+        values["log_dir"] = a.log_dir  # every original run script passes it; the default ./output is not written
     quiet = [n for n in _given(argv, script.flags) if FLAGS[n].no_effect]
     return values, rest, quiet
 

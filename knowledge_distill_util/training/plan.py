@@ -43,6 +43,15 @@ class Plan:
     final_model: nn.Module
     description: str
 
+    @property
+    def whole_model(self) -> nn.Module:
+        """The largest trained model holding :attr:`final_model`: BERT-of-Theseus's whole model (predecessor
+        and successor; its successor is the final model), else :attr:`final_model` itself."""
+        for stage in self.stages:
+            if stage.model is not self.final_model and any(m is self.final_model for m in stage.model.modules()):
+                return stage.model
+        return self.final_model
+
 
 def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Optional[str] = None) -> TaskData:
     """The run's train/dev data (``cfg``'s data keys) at ``seq_length`` (default ``cfg.seq_length``).

@@ -24,7 +24,8 @@ from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
 from .lock import lock_directories
 from .evaluate import evaluate_model, predict, write_results
-from .original_models import snapshot_directory, write_snapshots
+from .original_log import OriginalSummary
+from .original_models import BestSnapshot, best_metric, snapshot_directory, write_snapshots
 from .original_results import write_original_results
 from .plan import Plan, evaluation_source, load_data, prepare
 from .trainer import LossStep, TrainerConfig, train_stage
@@ -42,7 +43,7 @@ RUN_CONFIG = "run_config.json"
 RESUMABLE_CHANGES = frozenset({
     "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
     "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
-    "vocab_file", "data_dir"})
+    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter"})
 
 
 def seed_everything(seed: int) -> None:
@@ -135,8 +136,46 @@ def _progress_writer(path: str, stage: str):  # called on rank 0 only
     return write
 
 
+def _best_snapshot(plan: Plan, stage) -> Optional[BestSnapshot]:
+    """The epoch-end hook writing ``snapshot_best`` at the best epoch of the last stage (``--save_snapshot``,
+    which the original scripts set); None when the run writes no snapshot or its task has no such metric."""
+    cfg = plan.cfg
+    metric = best_metric(plan.data.spec.name, stage.name) if cfg.save_snapshot else None
+    if metric is None:
+        return None
+    if distributed.is_distributed() and cfg.use_graph:
+        logger.warning("snapshot_best holds the final model: the dev set is not evaluated after each epoch under "
+                       "the launcher with --use_graph (its parameters are global tensors); drop --use_graph for "
+                       "the best epoch")
+        return None
+    return BestSnapshot(plan.final_model, plan.whole_model, plan.data.dev, plan.data.spec.output_mode, metric, cfg)
+
+
+def _on_step(plan: Plan, stage_name: str, summary: Optional[OriginalSummary]):
+    """Rank 0's callback after every step: ``progress.json``, and ``summary.csv`` with ``--log_dir``."""
+    progress = _progress_writer(os.path.join(plan.cfg.result_dir, PROGRESS_FILE), stage_name)
+    if summary is None:
+        return progress
+
+    def both(step: int, total: int, terms: Dict[str, float]) -> None:
+        progress(step, total, terms)
+        summary(step, total, terms)
+    return both
+
+
+def _summary(plan: Plan) -> Optional[OriginalSummary]:
+    """The original's ``<log_dir>/summary.csv`` writer (``--log_dir``; rank 0), else None."""
+    cfg = plan.cfg
+    if not cfg.log_dir or not distributed.is_writer():
+        return None
+    rows = len(plan.data.train)
+    batch = min(cfg.batch_size_per_device * distributed.world_size(), rows)
+    return OriginalSummary(cfg.log_dir, repr(cfg), steps_per_epoch=-(-rows // batch),
+                           print_steps=cfg.loss_print_every_n_iter, batch_size=batch, resume=cfg.resume)
+
+
 def _train(plan: Plan, progress: bool) -> Dict[str, float]:
-    cfg, timings = plan.cfg, {}
+    cfg, timings, best, summary = plan.cfg, {}, None, _summary(plan)
     cached = None
     if any(stage.objective.can_cache_teacher_logits for stage in plan.stages):
         cached = teacher_logits(cfg, plan.teacher, plan.teacher_meta, plan.data, cfg.teacher_model)
@@ -149,11 +188,13 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
             continue
         uses_cache = cached is not None and stage.objective.can_cache_teacher_logits
         step = LossStep(stage.model, plan.teacher, stage.objective, cfg)
+        best = _best_snapshot(plan, stage) if last else None
         result = train_stage(step, plan.data.train, _trainer_config(cfg, stage.num_epochs, stage.learning_rate),
                              work_dir=cfg.result_dir, stage=stage.name,
                              checkpoint_dir=os.path.join(cfg.model_save_dir, "checkpoints"),
                              teacher_logits=cached if uses_cache else None, progress=progress,
-                             on_step=_progress_writer(os.path.join(cfg.result_dir, PROGRESS_FILE), stage.name))
+                             on_step=_on_step(plan, stage.name, summary),
+                             on_epoch_end=best)
         timings[stage.name] = round(result.seconds, 1)
         logger.info("stage %s: %d steps in %.1f s, last %s; log %s", stage.name, result.steps, result.seconds,
                     {k: round(v, 4) for k, v in result.last_terms.items()}, result.log_path)
@@ -162,7 +203,13 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
     origin = plan.description if not plan.recipe.needs_teacher else f"{cfg.recipe} student of {cfg.teacher_model}"
     if distributed.is_writer():
         save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
-        write_snapshots(plan.final_model, cfg)
+        if best is not None and not best.written_best:
+            logger.warning("no epoch's dev %s exceeded 0.0 (the original then saves no best model); snapshot_best "
+                           "holds the final model", best.metric)
+        elif best is not None:
+            logger.info("snapshot_best holds epoch %d (step %d): dev %s %.4f", best.best_epoch + 1, best.best_step,
+                        best.metric, best.best)
+        write_snapshots(plan.whole_model, cfg, best_written=best is not None and best.written_best)
     if plan.recipe.trains_teacher:  # a teacher: cache its logits for the students to come
         teacher_logits(cfg, plan.final_model, _meta(plan, origin), plan.data, cfg.model_save_dir)
     return timings

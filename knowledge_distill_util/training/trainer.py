@@ -24,7 +24,7 @@ from .loss_log import LossLog, plot_losses
 from .objectives import Objective
 from .optim import make_optimizer, make_scheduler
 
-__all__ = ["StepInputs", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
+__all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
            "batch_indices", "model_device", "dropout_generators", "reseed"]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,20 @@ class StepInputs(Protocol):
     def rng_state(self): ...
 
     def set_rng_state(self, state) -> None: ...
+
+
+@runtime_checkable
+class EpochEnd(Protocol):
+    """Called by :func:`train_stage` on every rank after the last step of each epoch (and after the last step
+    of the stage when it ends inside an epoch), before that step's checkpoint: ``hook(epoch, step)``
+    (``epoch`` counts from 0; the model is put back in train mode afterwards). ``state()`` is stored in the
+    checkpoints (JSON) and handed back to ``load_state`` when a run resumes."""
+
+    def __call__(self, epoch: int, step: int) -> None: ...
+
+    def state(self) -> Dict: ...
+
+    def load_state(self, state: Optional[Dict]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -178,13 +192,15 @@ def train_stage(
     teacher_logits: Optional[np.ndarray] = None,
     progress: bool = True,
     on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
+    on_epoch_end: Optional[EpochEnd] = None,
 ) -> StageResult:
     """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s objective.
 
     Writes ``work_dir/<stage>_losses.csv`` (one row per step) and ``.png``, and checkpoints under
     ``checkpoint_dir/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned with ``features``) replaces the
     teacher's forward pass for objectives that read only its logits. ``on_step(step, total, terms)`` is
-    called after every step (and after its checkpoint, if any).
+    called after every step (and after its checkpoint, if any). ``on_epoch_end``: an :class:`EpochEnd` hook
+    (called on every rank; its state is checkpointed).
     """
     from tqdm import tqdm
 
@@ -198,7 +214,7 @@ def train_stage(
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
-    checkpointer = Checkpointer(os.path.join(checkpoint_dir, stage), student, tcfg.use_graph, provider)
+    checkpointer = Checkpointer(os.path.join(checkpoint_dir, stage), student, tcfg.use_graph, provider, on_epoch_end)
 
     if step.teacher is not None:
         step.teacher.eval()
@@ -259,6 +275,9 @@ def train_stage(
                 log.write(global_step, epoch, lr, time.time() - began, last)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values[0]:.4f}", refresh=False)
+                if on_epoch_end is not None and (global_step % per_epoch == 0 or global_step == total):
+                    on_epoch_end(epoch, global_step)
+                    student.train()
                 if dp.writer and (global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total):
                     checkpointer.save(global_step, optimizer, graph)
                 if on_step is not None and dp.writer:

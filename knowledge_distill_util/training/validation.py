@@ -15,6 +15,7 @@ from .config import ConfigError, TrainConfig
 __all__ = ["validate_config", "check_writable_directory"]
 
 _POSITIVE_INTS = ("batch_size_per_device", "eval_batch_size", "seq_length", "checkpoint_every",
+                  "loss_print_every_n_iter",
                   "student_num_hidden_layers", "student_hidden_size", "student_intermediate_size",
                   "student_num_attention_heads", "teacher_num_hidden_layers", "teacher_hidden_size",
                   "teacher_intermediate_size", "teacher_num_attention_heads", "lstm_embedding_size",
