@@ -230,9 +230,13 @@ def _decode_with_oneflow(parts: OFRecordParts, count: int, chunk_size: int) -> D
     import oneflow as flow
 
     batch = min(count, chunk_size)
+    # Under OneFlow's launcher a reader without a placement splits the parts among the processes (and
+    # aborts with fewer parts than processes); placed on this process alone, every process reads them all.
+    alone = dict(placement=flow.placement("cpu", ranks=[flow.env.get_rank()]), sbp=flow.sbp.broadcast) \
+        if flow.env.get_world_size() > 1 else {}
     reader = flow.nn.OFRecordReader(parts.directory, batch_size=batch, data_part_num=len(parts.paths),
                                     part_name_prefix=parts.prefix, part_name_suffix_length=parts.suffix_length,
-                                    random_shuffle=False, shuffle_after_epoch=False)
+                                    random_shuffle=False, shuffle_after_epoch=False, **alone)
     shapes = {name: (parts.seq_length,) for name in _SEQUENCE_FEATURES}
     shapes["label_ids"] = (1,)
     decoders = {name: flow.nn.OFRecordRawDecoder(name, shape=shape, dtype=flow.int32)
@@ -243,7 +247,8 @@ def _decode_with_oneflow(parts: OFRecordParts, count: int, chunk_size: int) -> D
         records = reader()
         keep = min(batch, count - done)  # the reader cycles: the last batch may wrap to the first records
         for name, decoder in decoders.items():
-            chunks[name].append(decoder(records).numpy()[:keep])
+            values = decoder(records)
+            chunks[name].append((values.to_local() if values.is_global else values).numpy()[:keep])
         done += keep
     return {name: np.concatenate(values).astype(np.int64) for name, values in chunks.items()}
 

@@ -335,3 +335,40 @@ def test_converter_refusals(tmp_path):
         glue_to_ofrecord(str(tmp_path / "missing"), "SST-2", str(tmp_path / "o"), default_vocab_file())
     with pytest.raises(ValueError, match=r"splits must be a non-empty subset of \('train', 'eval'\)"):
         glue_to_ofrecord(str(tmp_path), "SST-2", str(tmp_path / "o"), default_vocab_file(), splits=("dev",))
+
+
+READER = """
+import json, sys
+from knowledge_distill_util.data.ofrecord import read_ofrecord_features
+import oneflow as flow
+f = read_ofrecord_features(sys.argv[1], part_num=int(sys.argv[2]), seq_length=6)
+with open(sys.argv[3] + str(flow.env.get_rank()), "w") as out:
+    json.dump({"ids": f.input_ids.tolist(), "labels": f.labels.tolist()}, out)
+"""
+
+
+@pytest.mark.parametrize("part_num", [1, 3])
+def test_every_process_of_a_launched_job_reads_every_row(tmp_path, part_num):
+    """Under OneFlow's launcher each rank reads all the parts (the data-parallel trainer shards the rows
+    itself); OneFlow's reader alone would split the parts among the ranks, and abort with fewer parts."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(part_num)
+    rows = Features(rng.integers(1, 40, (7, 6)), np.ones((7, 6), np.int64), np.zeros((7, 6), np.int64),
+                    np.arange(7) % 2)
+    write_ofrecord_parts(rows, tmp_path / "parts", part_num=part_num)
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--master_port",
+                           str(port), str(script), str(tmp_path / "parts"), str(part_num), str(tmp_path / "rank")],
+                          capture_output=True, text=True, timeout=180, env=dict(os.environ, GLOG_minloglevel="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"rank{rank}").read_text())
+        assert seen == {"ids": rows.input_ids.tolist(), "labels": rows.labels.tolist()}, rank
