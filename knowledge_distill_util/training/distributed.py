@@ -23,6 +23,14 @@ With ``W`` processes and ``--batch_size_per_device b``:
   (port ``KDU_WATCHDOG_PORT``, default ``MASTER_PORT + 1``); a rank that fails reports its cause, a rank
   that vanishes closes its connection, a rank silent for ``KDU_DIST_TIMEOUT`` seconds (default 60) is
   declared hung; every other rank then logs one line naming the rank and the cause and exits (status 1).
+- **Nodes**: OneFlow 0.9 does not take the node layout from the launcher's ``--nnodes``/``--node_rank``: the
+  master's bootstrap server counts one node per distinct IP address the ranks connect to it *from*
+  (``RankInfoBootstrapServer::OnLoadServer`` records the peer address; ``RankInfoCtrlBootstrap::SetNodeSize``
+  counts them) and expects rank ``r`` to use device ``r % (W / nodes)``, while the launcher sets
+  ``LOCAL_RANK`` per node. Two launchers on one machine that reach the master at the same address (127.0.0.1
+  twice; 127.0.0.2 too, whose connections leave from 127.0.0.1) form one node, rank 1 keeps ``LOCAL_RANK=0``,
+  and the first collective aborts in C++. :func:`check_local_rank` refuses that layout with one sentence first;
+  on one machine give the second node the machine's own address as ``--master_addr`` (docs: data-parallel).
 """
 import hashlib
 import logging
@@ -40,7 +48,8 @@ import oneflow.nn as nn
 
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
-           "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state", "DEFAULT_TIMEOUT_S"]
+           "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
+           "local_rank", "check_local_rank", "DEFAULT_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
@@ -54,6 +63,32 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank (``RANK`` set by the launcher; 0 without it)."""
     return int(os.environ.get("RANK", "0") or 0) if world_size() > 1 else 0
+
+
+def local_rank() -> int:
+    """This process's index on its node (the launcher's ``LOCAL_RANK`` as OneFlow reads it; 0 without it):
+    the CUDA device ``--device cuda`` takes."""
+    return int(flow.env.get_local_rank()) if world_size() > 1 else 0
+
+
+def check_local_rank() -> None:
+    """Raise ``ValueError`` when this rank's ``LOCAL_RANK`` contradicts the node layout OneFlow derived (see
+    the module doc, **Nodes**): the first collective would abort the process in C++. Call it before any
+    collective. No-op in one process.
+    """
+    world = world_size()
+    if world == 1:
+        return
+    nodes = max(1, int(flow.env.get_node_size()))
+    per_node = world // nodes
+    expected, local = rank() % per_node, local_rank()
+    if local != expected:
+        raise ValueError(
+            f"rank {rank()} has LOCAL_RANK {local} but OneFlow sees {nodes} node(s) for {world} processes (one "
+            f"node per address the ranks reach the master from) and expects LOCAL_RANK {expected}: several "
+            f"--node_rank launchers on one machine reached the master at the same address; on one machine use "
+            f"--nnodes 1 --nproc_per_node {world}, or give each node's launcher a different address of the master "
+            f"machine as --master_addr (127.0.0.1 for node 0, the machine's own IP for node 1)")
 
 
 def is_distributed() -> bool:
@@ -449,7 +484,11 @@ class Watchdog:
         cause = " ".join(str(cause).split())[:500]
         if self.rank == 0:
             self._abort_quietly(cause)
-        elif self.sock is not None:
+            return
+        deadline = time.time() + min(5.0, self.timeout)
+        while self.sock is None and time.time() < deadline:  # a rank failing at start: let it connect first
+            time.sleep(0.05)
+        if self.sock is not None:
             self._send(self.sock, f"fail {self.rank} failed: {cause}")
 
     def _abort_quietly(self, cause: str) -> None:
