@@ -49,7 +49,7 @@ import oneflow.nn as nn
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
            "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
-           "local_rank", "check_local_rank", "DEFAULT_TIMEOUT_S"]
+           "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
@@ -575,12 +575,33 @@ def _positive(flags: Dict[str, str], name: str) -> int:
     return value
 
 
+def interface_addresses() -> List[str]:
+    """The IPv4 addresses of this machine's network interfaces (Linux; empty where it cannot ask)."""
+    try:
+        import fcntl
+        import struct
+
+        names = socket.if_nameindex()
+    except (ImportError, OSError, AttributeError):
+        return []
+    found = []
+    for _, name in names:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:  # SIOCGIFADDR
+                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue
+        found.append(socket.inet_ntoa(packed[20:24]))
+    return found
+
+
 def _local_addresses() -> List[str]:
     names = {"127.0.0.1", "localhost", socket.gethostname()}
     try:
         names.update(socket.gethostbyname_ex(socket.gethostname())[2])
     except OSError:
         pass
+    names.update(interface_addresses())
     return sorted(names)
 
 
@@ -590,7 +611,9 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
     one process suffices or this process was already started by the launcher.
 
     This node's rank is ``KDU_NODE_RANK`` if set, else the position of one of its addresses in
-    ``--node_ips``; the master port is ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
+    ``--node_ips``. When the master's address and this node's are both this machine's (several nodes simulated
+    on one host), this node reaches the master at its own address, so that OneFlow counts it as a node of its
+    own (module doc, **Nodes**). The master port is ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
     one sentence on inconsistent flags.
 
     >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"])[3:6]
@@ -615,6 +638,8 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
             raise ValueError(f"cannot tell which of --node_ips {ips} is this machine (its addresses: "
                              f"{_local_addresses()}); set KDU_NODE_RANK to its position in --node_ips")
         node_rank, master = mine[0], ips[0]
+    if node_rank and ips[0] in _local_addresses() and ips[node_rank] in _local_addresses():
+        master = ips[node_rank]  # the master runs here too: reach it at this node's address (module doc, Nodes)
     port = os.environ.get("KDU_MASTER_PORT", "29500")
     return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(per_node), "--nnodes",
             str(nodes), "--node_rank", str(node_rank), "--master_addr", master, "--master_port", port,

@@ -423,19 +423,7 @@ def test_a_local_rank_that_contradicts_the_node_layout_is_refused(monkeypatch):
 
 def _own_ipv4():
     """A non-loopback IPv4 address of this machine's interfaces, or None."""
-    import fcntl
-    import struct
-
-    for _, name in socket.if_nameindex():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:  # SIOCGIFADDR
-                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
-            except OSError:
-                continue
-        address = socket.inet_ntoa(packed[20:24])
-        if not address.startswith("127."):
-            return address
-    return None
+    return next((a for a in distributed.interface_addresses() if not a.startswith("127.")), None)
 
 
 def launch_nodes(args, master_addrs, timeout=TIMEOUT_S, **env):
@@ -508,3 +496,20 @@ def test_two_nodes_on_one_address_are_refused_naming_the_fix(workspace):
     assert sentence in err1, err1[-3000:]
     assert f"rank 1 failed: {sentence}" in err0, err0[-3000:]  # rank 0 is told, not aborted in C++
     assert "Machine 1 lost" not in err0 + err1
+
+
+def test_original_flags_for_two_nodes_on_one_host_reach_the_master_at_the_nodes_own_address(monkeypatch):
+    own = _own_ipv4()
+    if own is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    monkeypatch.setenv("RANK", "-1")
+    flags = {"gpu_num_per_node": "1", "num_nodes": "2", "node_ips": f"127.0.0.1,{own}"}
+    masters = []
+    for node in ("0", "1"):
+        monkeypatch.setenv("KDU_NODE_RANK", node)
+        command = distributed.launch_command(flags, ["--recipe", "kd"], ["x.py"])
+        masters.append((command[command.index("--node_rank") + 1], command[command.index("--master_addr") + 1]))
+    assert masters == [("0", "127.0.0.1"), ("1", own)]
+    flags["node_ips"] = "10.0.0.1,10.0.0.2"  # another machine is the master: everyone reaches it at its address
+    command = distributed.launch_command(flags, [], ["x.py"])
+    assert command[command.index("--master_addr") + 1] == "10.0.0.1"
