@@ -23,6 +23,8 @@ With ``W`` processes and ``--batch_size_per_device b``:
   (port ``KDU_WATCHDOG_PORT``, default ``MASTER_PORT + 1``); a rank that fails reports its cause, a rank
   that vanishes closes its connection, a rank silent for ``KDU_DIST_TIMEOUT`` seconds (default 60) is
   declared hung; every other rank then logs one line naming the rank and the cause and exits (status 1).
+  SIGTERM (which the launcher sends every rank once one exits) ends a rank after ``SIGTERM_GRACE_S`` seconds,
+  so that its line naming the failed rank is written first.
 - **Nodes**: OneFlow 0.9 does not take the node layout from the launcher's ``--nnodes``/``--node_rank``: the
   master's bootstrap server counts one node per distinct IP address the ranks connect to it *from*
   (``RankInfoBootstrapServer::OnLoadServer`` records the peer address; ``RankInfoCtrlBootstrap::SetNodeSize``
@@ -36,6 +38,7 @@ import hashlib
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -53,6 +56,8 @@ __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_bl
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
+#: Seconds a rank given SIGTERM waits for its watchdog to name a failed rank before it exits (module doc).
+SIGTERM_GRACE_S = 3.0
 
 
 def world_size() -> int:
@@ -395,7 +400,45 @@ class Watchdog:
         else:
             threading.Thread(target=self._client, daemon=True, name="kdu-watchdog").start()
         threading.Thread(target=self._beat, daemon=True, name="kdu-watchdog-beat").start()
+        self._watch_sigterm()
         return self
+
+    def _watch_sigterm(self) -> None:
+        """OneFlow's launcher sends SIGTERM to every rank as soon as one rank exits, within a second: on a
+        loaded machine that can come before this rank's watchdog has read that a peer died, and the line naming
+        the dead rank was lost. SIGTERM therefore ends this rank only after :data:`SIGTERM_GRACE_S` seconds
+        (the watchdog ends it sooner, naming the cause, when a peer failed), telling the other ranks why.
+        The signal is seen by a thread through ``signal.set_wakeup_fd`` (a Python handler alone would wait for
+        the main thread, which may be blocked in a collective). Only from the main thread, and only when no
+        other SIGTERM handler or wakeup fd is installed."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            return
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            previous = signal.set_wakeup_fd(write)
+        except (ValueError, OSError):
+            os.close(read)
+            os.close(write)
+            return
+        if previous != -1:  # someone else's (an event loop): leave it alone
+            signal.set_wakeup_fd(previous)
+            os.close(read)
+            os.close(write)
+            return
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the thread below ends the process
+        threading.Thread(target=self._on_sigterm, args=(read,), daemon=True, name="kdu-watchdog-sigterm").start()
+
+    def _on_sigterm(self, read: int) -> None:
+        while int(signal.SIGTERM) not in os.read(read, 64):
+            pass
+        time.sleep(SIGTERM_GRACE_S)  # the watchdog ends this process first when a peer failed
+        self.closing = True  # from now on the peers' reactions to this rank's end are not news
+        self.report("stopped by SIGTERM")
+        time.sleep(0.2)  # let the line leave
+        _die("stopped by SIGTERM", 128 + int(signal.SIGTERM))
 
     def _beat(self) -> None:
         began = time.time()
