@@ -329,17 +329,24 @@ def at_abort(callback: Callable[[], None]) -> None:
     _AT_ABORT.append(callback)
 
 
-def _die(message: str, code: int = 1) -> None:
-    """Log ``message`` and end this process at once (OneFlow's exit would wait for the lost rank)."""
+def _say(message: str) -> None:
+    """Write this rank's one line to stderr at once."""
+    sys.stderr.write(f"[knowledge_distill_util.distributed] rank {rank()}: {message}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+
+
+def _die(message: Optional[str], code: int = 1) -> None:
+    """Log ``message`` (None: already said) and end this process at once (OneFlow's exit would wait for the
+    lost rank)."""
     for callback in list(_AT_ABORT):
         try:
             callback()
         except Exception:  # noqa: BLE001 - ending anyway
             pass
     try:
-        sys.stderr.write(f"[knowledge_distill_util.distributed] rank {rank()}: {message}\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
+        if message is not None:
+            _say(message)
     finally:
         os._exit(code)
 
@@ -436,9 +443,10 @@ class Watchdog:
             pass
         time.sleep(SIGTERM_GRACE_S)  # the watchdog ends this process first when a peer failed
         self.closing = True  # from now on the peers' reactions to this rank's end are not news
+        _say("stopped by SIGTERM")  # first: once the others stop, OneFlow may abort this process any moment
         self.report("stopped by SIGTERM")
         time.sleep(0.2)  # let the line leave
-        _die("stopped by SIGTERM", 128 + int(signal.SIGTERM))
+        _die(None, 128 + int(signal.SIGTERM))
 
     def _beat(self) -> None:
         began = time.time()
