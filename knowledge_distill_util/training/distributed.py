@@ -52,7 +52,7 @@ import oneflow.nn as nn
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
            "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
-           "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S"]
+           "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S", "SIGTERM_GRACE_S"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
@@ -439,8 +439,12 @@ class Watchdog:
         threading.Thread(target=self._on_sigterm, args=(read,), daemon=True, name="kdu-watchdog-sigterm").start()
 
     def _on_sigterm(self, read: int) -> None:
-        while int(signal.SIGTERM) not in os.read(read, 64):
-            pass
+        while True:
+            received = os.read(read, 64)  # one byte per signal caught (SIGINT's too)
+            if not received:
+                return
+            if int(signal.SIGTERM) in received:
+                break
         time.sleep(SIGTERM_GRACE_S)  # the watchdog ends this process first when a peer failed
         self.closing = True  # from now on the peers' reactions to this rank's end are not news
         _say("stopped by SIGTERM")  # first: once the others stop, OneFlow may abort this process any moment
