@@ -23,8 +23,17 @@ VALID_DEVICES = ("cpu", "cuda", "cuda:N")
 _NAME = re.compile(r"(cpu|cuda)(?::(\d+))?")
 
 
+def _local_rank() -> int:
+    """This process's index on its node under OneFlow's launcher (``WORLD_SIZE`` > 1), else 0."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return 0
+    return int(flow.env.get_local_rank())
+
+
 def resolve_device(name: Optional[str] = None) -> flow.device:
-    """Return the device named ``name``: ``"cpu"``, ``"cuda"`` (the first GPU) or ``"cuda:N"``.
+    """Return the device named ``name``: ``"cpu"``, ``"cuda"`` (the first GPU; in a multi-process job started
+    by OneFlow's launcher, the GPU numbered by this process's ``LOCAL_RANK``: one process per GPU) or
+    ``"cuda:N"`` (that GPU, in every process).
 
     ``None`` (or an empty string) picks the first CUDA device when one is visible, else the CPU.
     Names are case-insensitive and may carry surrounding spaces.
@@ -42,7 +51,7 @@ def resolve_device(name: Optional[str] = None) -> flow.device:
     ValueError: unknown device 'tpu'; valid devices: cpu, cuda, cuda:N (N = a CUDA device index)
     """
     if name is None or (isinstance(name, str) and not name.strip()):
-        return flow.device("cuda" if flow.cuda.is_available() else "cpu")
+        name = "cuda" if flow.cuda.is_available() else "cpu"
     if not isinstance(name, str):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(name).__name__} {name!r}")
     match = _NAME.fullmatch(name.strip().lower())
@@ -61,6 +70,14 @@ def resolve_device(name: Optional[str] = None) -> flow.device:
             f"device {name!r} requested but no CUDA device is visible on this machine (a CPU-only OneFlow "
             f"build, no GPU, or CUDA_VISIBLE_DEVICES empty); use --device cpu"
         )
+    if index is None and _local_rank() > 0:  # one process per GPU under the launcher
+        number = _local_rank()
+        if number >= count:
+            raise ValueError(
+                f"device {name!r}: this process has LOCAL_RANK {number} (one GPU per process on a node) but only "
+                f"{count} CUDA device(s) are visible; start at most {count} processes per node (--nproc_per_node)"
+            )
+        return flow.device("cuda", number)
     number = 0 if index is None else int(index)
     if number >= count:
         raise ValueError(

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# On a machine with a CUDA GPU: run the CUDA tests, then the benchmark on the GPU, and print its table.
+# On a machine with a CUDA GPU: run the CUDA tests, with 2 or more GPUs a 2-GPU data-parallel smoke test
+# (scripts/dp_smoke.py: a tiny KD training on 2 processes, one per GPU, eager and --use_graph), then the
+# benchmark on the GPU, and print its table.
 #
 #   bash scripts/gpu_check.sh [extra benchmark arguments, e.g. --json gpu.json --torch-python python3]
 #
@@ -22,6 +24,9 @@ fi
 
 echo "== CUDA tests (every test marked for CUDA, plus the kernel tests on the default device) =="
 "$python" -m pytest -q -rs tests/test_cuda.py tests/test_kernels.py
+
+echo "== 2-GPU data-parallel smoke test (skipped with fewer than 2 GPUs) =="
+"$python" scripts/dp_smoke.py --device cuda --nproc 2
 
 echo "== benchmark on the GPU =="
 "$python" scripts/benchmark.py --device cuda "$@"

@@ -23,11 +23,22 @@ With ``W`` processes and ``--batch_size_per_device b``:
   (port ``KDU_WATCHDOG_PORT``, default ``MASTER_PORT + 1``); a rank that fails reports its cause, a rank
   that vanishes closes its connection, a rank silent for ``KDU_DIST_TIMEOUT`` seconds (default 60) is
   declared hung; every other rank then logs one line naming the rank and the cause and exits (status 1).
+  SIGTERM (which the launcher sends every rank once one exits) ends a rank after ``SIGTERM_GRACE_S`` seconds,
+  so that its line naming the failed rank is written first.
+- **Nodes**: OneFlow 0.9 does not take the node layout from the launcher's ``--nnodes``/``--node_rank``: the
+  master's bootstrap server counts one node per distinct IP address the ranks connect to it *from*
+  (``RankInfoBootstrapServer::OnLoadServer`` records the peer address; ``RankInfoCtrlBootstrap::SetNodeSize``
+  counts them) and expects rank ``r`` to use device ``r % (W / nodes)``, while the launcher sets
+  ``LOCAL_RANK`` per node. Two launchers on one machine that reach the master at the same address (127.0.0.1
+  twice; 127.0.0.2 too, whose connections leave from 127.0.0.1) form one node, rank 1 keeps ``LOCAL_RANK=0``,
+  and the first collective aborts in C++. :func:`check_local_rank` refuses that layout with one sentence first;
+  on one machine give the second node the machine's own address as ``--master_addr`` (docs: data-parallel).
 """
 import hashlib
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -40,10 +51,13 @@ import oneflow.nn as nn
 
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
-           "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state", "DEFAULT_TIMEOUT_S"]
+           "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
+           "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S", "SIGTERM_GRACE_S"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
+#: Seconds a rank given SIGTERM waits for its watchdog to name a failed rank before it exits (module doc).
+SIGTERM_GRACE_S = 3.0
 
 
 def world_size() -> int:
@@ -54,6 +68,32 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank (``RANK`` set by the launcher; 0 without it)."""
     return int(os.environ.get("RANK", "0") or 0) if world_size() > 1 else 0
+
+
+def local_rank() -> int:
+    """This process's index on its node (the launcher's ``LOCAL_RANK`` as OneFlow reads it; 0 without it):
+    the CUDA device ``--device cuda`` takes."""
+    return int(flow.env.get_local_rank()) if world_size() > 1 else 0
+
+
+def check_local_rank() -> None:
+    """Raise ``ValueError`` when this rank's ``LOCAL_RANK`` contradicts the node layout OneFlow derived (see
+    the module doc, **Nodes**): the first collective would abort the process in C++. Call it before any
+    collective. No-op in one process.
+    """
+    world = world_size()
+    if world == 1:
+        return
+    nodes = max(1, int(flow.env.get_node_size()))
+    per_node = world // nodes
+    expected, local = rank() % per_node, local_rank()
+    if local != expected:
+        raise ValueError(
+            f"rank {rank()} has LOCAL_RANK {local} but OneFlow sees {nodes} node(s) for {world} processes (one "
+            f"node per address the ranks reach the master from) and expects LOCAL_RANK {expected}: several "
+            f"--node_rank launchers on one machine reached the master at the same address; on one machine use "
+            f"--nnodes 1 --nproc_per_node {world}, or give each node's launcher a different address of the master "
+            f"machine as --master_addr (127.0.0.1 for node 0, the machine's own IP for node 1)")
 
 
 def is_distributed() -> bool:
@@ -289,17 +329,24 @@ def at_abort(callback: Callable[[], None]) -> None:
     _AT_ABORT.append(callback)
 
 
-def _die(message: str, code: int = 1) -> None:
-    """Log ``message`` and end this process at once (OneFlow's exit would wait for the lost rank)."""
+def _say(message: str) -> None:
+    """Write this rank's one line to stderr at once."""
+    sys.stderr.write(f"[knowledge_distill_util.distributed] rank {rank()}: {message}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+
+
+def _die(message: Optional[str], code: int = 1) -> None:
+    """Log ``message`` (None: already said) and end this process at once (OneFlow's exit would wait for the
+    lost rank)."""
     for callback in list(_AT_ABORT):
         try:
             callback()
         except Exception:  # noqa: BLE001 - ending anyway
             pass
     try:
-        sys.stderr.write(f"[knowledge_distill_util.distributed] rank {rank()}: {message}\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
+        if message is not None:
+            _say(message)
     finally:
         os._exit(code)
 
@@ -360,7 +407,50 @@ class Watchdog:
         else:
             threading.Thread(target=self._client, daemon=True, name="kdu-watchdog").start()
         threading.Thread(target=self._beat, daemon=True, name="kdu-watchdog-beat").start()
+        self._watch_sigterm()
         return self
+
+    def _watch_sigterm(self) -> None:
+        """OneFlow's launcher sends SIGTERM to every rank as soon as one rank exits, within a second: on a
+        loaded machine that can come before this rank's watchdog has read that a peer died, and the line naming
+        the dead rank was lost. SIGTERM therefore ends this rank only after :data:`SIGTERM_GRACE_S` seconds
+        (the watchdog ends it sooner, naming the cause, when a peer failed), telling the other ranks why.
+        The signal is seen by a thread through ``signal.set_wakeup_fd`` (a Python handler alone would wait for
+        the main thread, which may be blocked in a collective). Only from the main thread, and only when no
+        other SIGTERM handler or wakeup fd is installed."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            return
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            previous = signal.set_wakeup_fd(write)
+        except (ValueError, OSError):
+            os.close(read)
+            os.close(write)
+            return
+        if previous != -1:  # someone else's (an event loop): leave it alone
+            signal.set_wakeup_fd(previous)
+            os.close(read)
+            os.close(write)
+            return
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the thread below ends the process
+        threading.Thread(target=self._on_sigterm, args=(read,), daemon=True, name="kdu-watchdog-sigterm").start()
+
+    def _on_sigterm(self, read: int) -> None:
+        while True:
+            received = os.read(read, 64)  # one byte per signal caught (SIGINT's too)
+            if not received:
+                return
+            if int(signal.SIGTERM) in received:
+                break
+        time.sleep(SIGTERM_GRACE_S)  # the watchdog ends this process first when a peer failed
+        self.closing = True  # from now on the peers' reactions to this rank's end are not news
+        _say("stopped by SIGTERM")  # first: once the others stop, OneFlow may abort this process any moment
+        self.report("stopped by SIGTERM")
+        time.sleep(0.2)  # let the line leave
+        _die(None, 128 + int(signal.SIGTERM))
 
     def _beat(self) -> None:
         began = time.time()
@@ -449,7 +539,11 @@ class Watchdog:
         cause = " ".join(str(cause).split())[:500]
         if self.rank == 0:
             self._abort_quietly(cause)
-        elif self.sock is not None:
+            return
+        deadline = time.time() + min(5.0, self.timeout)
+        while self.sock is None and time.time() < deadline:  # a rank failing at start: let it connect first
+            time.sleep(0.05)
+        if self.sock is not None:
             self._send(self.sock, f"fail {self.rank} failed: {cause}")
 
     def _abort_quietly(self, cause: str) -> None:
@@ -536,12 +630,33 @@ def _positive(flags: Dict[str, str], name: str) -> int:
     return value
 
 
+def interface_addresses() -> List[str]:
+    """The IPv4 addresses of this machine's network interfaces (Linux; empty where it cannot ask)."""
+    try:
+        import fcntl
+        import struct
+
+        names = socket.if_nameindex()
+    except (ImportError, OSError, AttributeError):
+        return []
+    found = []
+    for _, name in names:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:  # SIOCGIFADDR
+                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue
+        found.append(socket.inet_ntoa(packed[20:24]))
+    return found
+
+
 def _local_addresses() -> List[str]:
     names = {"127.0.0.1", "localhost", socket.gethostname()}
     try:
         names.update(socket.gethostbyname_ex(socket.gethostname())[2])
     except OSError:
         pass
+    names.update(interface_addresses())
     return sorted(names)
 
 
@@ -551,7 +666,9 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
     one process suffices or this process was already started by the launcher.
 
     This node's rank is ``KDU_NODE_RANK`` if set, else the position of one of its addresses in
-    ``--node_ips``; the master port is ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
+    ``--node_ips``. When the master's address and this node's are both this machine's (several nodes simulated
+    on one host), this node reaches the master at its own address, so that OneFlow counts it as a node of its
+    own (module doc, **Nodes**). The master port is ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
     one sentence on inconsistent flags.
 
     >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"])[3:6]
@@ -576,6 +693,8 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
             raise ValueError(f"cannot tell which of --node_ips {ips} is this machine (its addresses: "
                              f"{_local_addresses()}); set KDU_NODE_RANK to its position in --node_ips")
         node_rank, master = mine[0], ips[0]
+    if node_rank and ips[0] in _local_addresses() and ips[node_rank] in _local_addresses():
+        master = ips[node_rank]  # the master runs here too: reach it at this node's address (module doc, Nodes)
     port = os.environ.get("KDU_MASTER_PORT", "29500")
     return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(per_node), "--nnodes",
             str(nodes), "--node_rank", str(node_rank), "--master_addr", master, "--master_port", port,

@@ -21,13 +21,20 @@ logger = logging.getLogger(__name__)
 
 
 def _alive(pid: int) -> bool:
+    """``pid`` runs: exists and is not a zombie (a killed process its parent has not reaped yet, e.g. a
+    rank whose launcher was killed with it, until init reaps it: it holds nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # a process of another user
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stream:
+            state = stream.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux) or gone in between
+        return True
+    return state not in ("Z", "X")
 
 
 class DirectoryLock:

@@ -304,6 +304,10 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     rank checks its configuration and prepares; then all agree (one refusal stops every rank) before the
     first training step."""
     distributed.start_watchdog()
+    try:  # before any collective: a wrong node layout aborts the first one in C++
+        distributed.check_local_rank()
+    except ValueError as caught:
+        raise ConfigError(str(caught)) from None
     writer, locks, plan, error = distributed.is_writer(), [], None, None
     try:
         validate_config(cfg)

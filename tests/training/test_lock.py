@@ -44,3 +44,28 @@ def test_locking_several_directories_releases_all_on_failure(tmp_path):
         lock_directories(str(tmp_path / "a"), str(tmp_path / "b"))
     assert not (tmp_path / "a" / LOCK_FILE).exists()
     held.release()
+
+
+def test_a_lock_of_a_killed_but_unreaped_process_is_stale(tmp_path):
+    """A zombie (killed, not yet reaped by its parent) answers ``kill(pid, 0)`` but holds nothing: a killed
+    multi-process job's rank 0 is one until init reaps it, and the resumed run must not wait for that."""
+    import socket
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while time.time() < deadline:  # exited, not reaped: a zombie
+        with open(f"/proc/{child.pid}/stat", encoding="utf-8") as stream:
+            if stream.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the child did not exit")
+    os.kill(child.pid, 0)  # what the lock used to check: the zombie still "exists"
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"}))
+    try:
+        lock = DirectoryLock(str(tmp_path)).acquire()
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+        lock.release()
+    finally:
+        child.wait()
