@@ -366,6 +366,7 @@ class Watchdog:
         self.port = port or int(os.environ.get("KDU_WATCHDOG_PORT") or int(os.environ.get("MASTER_PORT", "29500")) + 1)
         self.peers: Dict[int, socket.socket] = {}
         self.seen: Dict[int, float] = {}
+        self.connected = threading.Event()  # rank > 0: its hello has been sent to rank 0
         self.finished: set = set()  # ranks that said bye (done normally)
         self.lock = threading.Lock()
         self.closing = False
@@ -406,6 +407,8 @@ class Watchdog:
             threading.Thread(target=self._serve, args=(server,), daemon=True, name="kdu-watchdog").start()
         else:
             threading.Thread(target=self._client, daemon=True, name="kdu-watchdog").start()
+            # connected before the first collective: a rank stopped later is then "silent", not "never came"
+            self.connected.wait(self.timeout + 5.0)
         threading.Thread(target=self._beat, daemon=True, name="kdu-watchdog-beat").start()
         self._watch_sigterm()
         return self
@@ -522,6 +525,7 @@ class Watchdog:
         self.sock = sock
         self.seen[0] = time.time()
         self._send(sock, f"hello {self.rank}")
+        self.connected.set()
         for line in self._lines(sock):
             self.seen[0] = time.time()
             if line.startswith("fail "):
