@@ -16,7 +16,7 @@ from typing import Dict, MutableMapping, Optional
 
 import oneflow as flow
 
-__all__ = ["resolve_device", "VALID_DEVICES", "is_cpu", "share_cpu_cores", "CPU_SHARING_ENV"]
+__all__ = ["resolve_device", "VALID_DEVICES", "device_type", "is_cpu", "share_cpu_cores", "CPU_SHARING_ENV"]
 
 #: The accepted spellings (``N`` is a CUDA device index).
 VALID_DEVICES = ("cpu", "cuda", "cuda:N")
@@ -91,13 +91,19 @@ def resolve_device(name: Optional[str] = None) -> flow.device:
 CPU_SHARING_ENV = {"ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD": "0"}
 
 
-def is_cpu(name: Optional[str]) -> bool:
-    """Whether the device ``name`` (as :func:`resolve_device` takes it; ``None``: the default) is the CPU.
-    An invalid name counts as not the CPU (the run's validation reports it)."""
+def device_type(name: Optional[str]) -> str:
+    """``"cpu"`` or ``"cuda"``: the kind of device ``name`` (as :func:`resolve_device` takes it; ``None``:
+    the default) resolves to on this machine; ``"invalid"`` for a name it refuses (the run's validation
+    reports it)."""
     try:
-        return resolve_device(name).type == "cpu"
+        return resolve_device(name).type
     except (TypeError, ValueError):
-        return False
+        return "invalid"
+
+
+def is_cpu(name: Optional[str]) -> bool:
+    """Whether the device ``name`` resolves to the CPU (:func:`device_type`)."""
+    return device_type(name) == "cpu"
 
 
 def share_cpu_cores(env: Optional[MutableMapping[str, str]] = None) -> Dict[str, str]:

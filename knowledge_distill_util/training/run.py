@@ -18,7 +18,7 @@ import numpy as np
 import oneflow as flow
 
 from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
-from .._device import is_cpu, resolve_device, share_cpu_cores
+from .._device import device_type, is_cpu, share_cpu_cores
 from .._io import atomic_write_file, atomic_write_text
 from . import distributed
 from .config import ConfigError, TrainConfig, parse_config, save_config
@@ -256,12 +256,8 @@ def execute(plan: Plan, progress: Optional[bool] = None) -> Dict:
 
 
 def device_kind(cfg: TrainConfig) -> str:
-    """``cpu`` or ``cuda``: the kind of device ``cfg.device`` resolves to on this machine (``invalid`` for a
-    name :func:`~knowledge_distill_util._device.resolve_device` refuses; the validation reports it)."""
-    try:
-        return resolve_device(cfg.device).type
-    except (TypeError, ValueError):
-        return "invalid"
+    """The kind of device ``cfg.device`` resolves to on this rank (:func:`~knowledge_distill_util._device.device_type`)."""
+    return device_type(cfg.device)
 
 
 def _write_run_config(cfg: TrainConfig) -> None:
