@@ -246,10 +246,27 @@ def _recipe_of(argv: Sequence[str], recipe: Optional[str]) -> str:
     if recipe is not None and given is not None and given != recipe:
         raise ConfigError(f"this entry point runs recipe {recipe!r} but --recipe says {given!r}; drop --recipe "
                           f"or use kdu-train --recipe {given}")
-    name = recipe or given
+    name = recipe or given or _recipe_in_config_files(argv)
     if name is None:
         raise ConfigError("no --recipe given; name one of the registered recipes (kdu-train --help lists them)")
     return name
+
+
+def _recipe_in_config_files(argv: Sequence[str]) -> Optional[str]:
+    """The ``recipe`` key of the last ``--config`` file that has one (``configs/kd.yaml`` runs without
+    ``--recipe``); None when no file names a recipe. The files were checked by :func:`_check_config_files`."""
+    import yaml
+
+    found = None
+    for path in _config_files(argv):
+        if path.lstrip().startswith("{"):
+            data = yaml.safe_load(path)
+        else:
+            with open(path, encoding="utf-8") as stream:
+                data = yaml.safe_load(stream)
+        if isinstance(data, dict) and isinstance(data.get("recipe"), str):
+            found = data["recipe"]
+    return found
 
 
 def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Optional[str] = None,
