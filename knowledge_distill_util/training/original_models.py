@@ -294,7 +294,15 @@ class EpochResults:
 
 def epoch_end_hook(cfg: TrainConfig, evaluated: nn.Module, train, dev, output_mode: str, best=None):
     """The last stage's epoch-end hook: :class:`EpochResults` (around ``best``) for ``run_classifier.py``'s
-    training (BERT-of-Theseus started by an original script), else ``best`` itself."""
-    if cfg.recipe == "theseus" and original_training(cfg) and cfg.do_train:
-        return EpochResults(evaluated, train, dev, output_mode, cfg, then=best)
-    return best
+    training (BERT-of-Theseus started by an original script), else ``best`` itself. Under the launcher with
+    ``--use_graph`` no epoch is evaluated (the parameters are global tensors): the results files are then
+    written after training, with ``--do_eval``."""
+    from . import distributed
+
+    if not (cfg.recipe == "theseus" and original_training(cfg) and cfg.do_train):
+        return best
+    if distributed.is_distributed() and cfg.use_graph:
+        logger.warning("run_classifier.py writes no results per epoch under the launcher with --use_graph (its "
+                       "parameters are global tensors); pass --do_eval=True for the results after training")
+        return best
+    return EpochResults(evaluated, train, dev, output_mode, cfg, then=best)
