@@ -260,6 +260,12 @@ def test_shipped_pkd_lines_keep_fit_dense_at_equal_widths(tree, tmp_path, monkey
     assert {"student-fit_dense-weight", "student-fit_dense-bias"} <= set(names)
     assert read_snapshot_variable(out / "snapshot_best", "student-fit_dense-weight").shape == (128, 128)
     assert clipped and set(clipped) == {(1.0, 1e-6)}
+    # modelSize: the original's getdirsize(model_save_dir), i.e. the snapshot written (here snapshot_best)
+    on_disk = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(out / "snapshot_best")
+                  for f in files)
+    assert on_disk > 2 ** 20
+    for desc in ("eval", "train"):
+        assert json.loads((out / f"results_{desc}.json").read_text())["modelSize"] == "%d" % (on_disk / 2 ** 20)
 
     cfg = parse_config(["--student_hidden_size", "128", "--student_num_attention_heads", "2",
                         "--student_num_hidden_layers", "3", "--student_intermediate_size", "512"], recipe="bert_pkd")
