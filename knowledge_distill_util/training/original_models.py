@@ -21,7 +21,8 @@ from .config import ConfigError, TrainConfig
 from .original_results import write_original_results
 from .theseus import TheseusModel
 
-__all__ = ["ORIGINAL_OPTIMIZER", "original_training", "original_model_bytes", "write_results_files", "EpochResults", "epoch_end_hook",
+__all__ = ["ORIGINAL_OPTIMIZER", "original_training", "original_model_bytes", "write_results_files", "EpochResults",
+           "epoch_end_hook",
            "BEST_SNAPSHOT", "LAST_SNAPSHOT", "ACC_TASKS", "MCC_TASKS", "snapshot_directory", "load_snapshot_model",
            "load_snapshot_weights", "save_model_snapshot", "write_snapshots", "load_successor_snapshot", "best_metric",
            "BestSnapshot"]

@@ -322,8 +322,8 @@ def _snapshot_weights(path):
 
 def test_snapshot_best_is_the_best_epoch_and_survives_a_resume(original_tree, tmp_path, epochs, monkeypatch):
     """task_teacher.py, 5 epochs of 2 steps at a large learning rate (the original's AdamW: epsilon 1e-6,
-    gradients clipped at norm 1.0): dev accuracy 0.5625, 0.5625, 0.4375, 0.5625, 0.5625. The original keeps the first epoch (strictly better than 0.0; the ties later are not
-    better); snapshot_last_snapshot is the final model. A run killed in epoch 4 and resumed writes the same."""
+    gradients clipped at norm 1.0): dev accuracy 0.5625, 0.5625, 0.4375, 0.5625, 0.5625. The original keeps the
+    first epoch (strictly better than 0.0; the ties later are not better); snapshot_last_snapshot is the final model. A run killed in epoch 4 and resumed writes the same."""
     out = tmp_path / "teacher"
     argv = _teacher_argv(original_tree, out, epochs=5, learning_rate="0.15")
     assert original.main("task_teacher", argv) == 0
