@@ -22,7 +22,7 @@ from ..models import (
 )
 from .artifacts import MODEL_CONFIG, load_trained
 from .config import ConfigError, TrainConfig
-from .original_models import load_snapshot_model, load_snapshot_weights, snapshot_directory
+from .original_models import load_snapshot_model, load_snapshot_weights, original_training, snapshot_directory
 
 __all__ = ["teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",
            "lstm_student", "load_student_weights"]
@@ -138,7 +138,8 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
                  reads_layers: bool) -> BertForSequenceClassification:
     """The BERT student of the ``student_*`` keys; ``reads_layers``: the recipe distils hidden states or
     attentions (the student then needs a teacher depth that is a multiple of its own, and ``fit_dense``
-    when the widths differ)."""
+    when the widths differ, or always in a run of an original script: its ``BertStudentForSequenceClassification``
+    projects ``hidden -> teacher hidden`` even at 768 -> 768, :func:`~.original_models.original_training`)."""
     _check_student_init(cfg)
     tconf = teacher.config
     if cfg.student_hidden_size % cfg.student_num_attention_heads:
@@ -157,7 +158,8 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
         hidden_dropout_prob=cfg.student_hidden_dropout_prob,
         attention_probs_dropout_prob=cfg.student_attention_probs_dropout_prob,
         max_position_embeddings=tconf["max_position_embeddings"], type_vocab_size=tconf["type_vocab_size"],
-        label_num=spec.num_labels, is_student=reads_layers and cfg.student_hidden_size != tconf["hidden_size"],
+        label_num=spec.num_labels,
+        is_student=reads_layers and (cfg.student_hidden_size != tconf["hidden_size"] or original_training(cfg)),
         fit_size=tconf["hidden_size"], attention_output=cfg.attention_output,
     )
     if cfg.student_init == "teacher":

@@ -1,10 +1,11 @@
-"""AdamW with linear warm-up and linear decay, identical in eager and ``nn.Graph`` training."""
+"""AdamW with linear warm-up and linear decay, identical in eager and ``nn.Graph`` training (optionally with
+the original toolkit's epsilon and global-norm gradient clipping)."""
 from typing import Any, Dict, List
 
 import oneflow as flow
 import oneflow.nn as nn
 
-__all__ = ["NO_DECAY", "param_groups", "make_optimizer", "make_scheduler"]
+__all__ = ["NO_DECAY", "param_groups", "make_optimizer", "clip_gradients", "make_scheduler"]
 
 #: Parameter-name fragments that get no weight decay (biases and LayerNorms, as in BERT).
 NO_DECAY = ("bias", "LayerNorm", "layernorm", "layer_norm", "norm.weight")
@@ -22,9 +23,26 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
     return groups
 
 
-def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> flow.optim.AdamW:
-    """AdamW over :func:`param_groups` of ``model``."""
-    return flow.optim.AdamW(param_groups(model, weight_decay), lr=learning_rate)
+def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float, eps: float = 1e-8,
+                   max_grad_norm: float = 0.0) -> flow.optim.AdamW:
+    """AdamW over :func:`param_groups` of ``model`` with epsilon ``eps``. ``max_grad_norm > 0``: each group
+    carries OneFlow's clipping options, which ``nn.Graph`` applies (the eager step clips itself:
+    :func:`clip_gradients`)."""
+    groups = param_groups(model, weight_decay)
+    if max_grad_norm > 0:
+        for group in groups:
+            group.update(clip_grad_max_norm=float(max_grad_norm), clip_grad_norm_type=2.0)
+    return flow.optim.AdamW(groups, lr=learning_rate, eps=eps)
+
+
+def clip_gradients(optimizer, max_grad_norm: float) -> None:
+    """Scale every gradient the optimizer updates by ``min(1, max_grad_norm / global L2 norm)``, the norm
+    taken over all of them together (the original's ``grad_clipping.by_global_norm``); nothing when
+    ``max_grad_norm <= 0``."""
+    if max_grad_norm > 0:
+        params = [p for group in optimizer.param_groups for p in group.parameters if p.grad is not None]
+        if params:
+            flow.nn.utils.clip_grad_norm_(params, max_grad_norm, 2.0)
 
 
 def make_scheduler(optimizer, total_steps: int, warmup_steps: int):

@@ -4,8 +4,10 @@ Each entry point of yejinlei/Dubhe ``model_compress/model_compress/distil`` (``e
 ``theseus/run_classifier.py``) has a script of the same name in ``scripts/`` that calls :func:`main` with
 its :data:`SCRIPTS` entry. Every flag the original defines is accepted with its original default
 (:data:`FLAGS`: one :class:`Flag` per flag, saying what it sets); booleans take the original
-``--flag='True'`` / ``'False'`` form and the bare ``--flag``; no abbreviation is accepted. The original
-flags are resolved first, then any of this package's own flags given on the same command line
+``--flag='True'`` / ``'False'`` form and the bare ``--flag`` (meaning the original's ``const`` of that flag:
+False for ``--aug_train``, ``--serve_for_online``, ``--from_scratch``); no abbreviation is accepted. In an
+evaluation-only run a training-only number given empty (``--num_epochs=``) is ignored (:data:`TRAINING_ONLY`).
+The original flags are resolved first, then any of this package's own flags given on the same command line
 (``--print_config``, ``--config``, ``--quick``, ``--device``, ``--max_steps``, ``--overwrite`` ...) are
 applied over them, exactly as ``kdu-train`` reads them.
 
@@ -25,7 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import ConfigError, TrainConfig, parse_config
 
-__all__ = ["str2bool", "Flag", "FLAGS", "SCRIPTS", "OriginalScript", "build_original_parser", "original_values",
+__all__ = ["str2bool", "Flag", "FLAGS", "SCRIPTS", "TRAINING_ONLY", "OriginalScript", "build_original_parser",
+           "original_values",
            "parse_original", "main"]
 
 logger = logging.getLogger(__name__)
@@ -66,7 +69,9 @@ class Flag:
 
     ``sets`` maps the value to TrainConfig keys (``None``: decided by the script's ``finish`` step, which
     reads several flags together). ``no_effect``: why it is accepted without effect (logged once when
-    given). ``maps_to``: the mapping in words, for the migration table.
+    given). ``maps_to``: the mapping in words, for the migration table. ``const``: a boolean's value when
+    given bare (``--flag`` alone), the original's ``nargs='?', const=...`` of that flag: True for
+    ``--do_train`` and most, False for ``--aug_train``, ``--serve_for_online`` and ``--from_scratch``.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Flag:
     maps_to: str
     sets: Optional[Convert] = None
     no_effect: str = ""
+    const: bool = True
 
     @property
     def is_bool(self) -> bool:
@@ -172,12 +178,13 @@ _FLAGS: List[Flag] = [
     Flag("result_dir", str, "", "result_dir; empty: model_save_dir (the original's fallback)", None),
     Flag("serve_for_online", str2bool, None, "accepted: the snapshots written never hold optimizer or teacher "
          "variables (what the original's --serve_for_online removes)", _nothing,
-         "snapshots written here never hold optimizer or teacher variables"),
+         "snapshots written here never hold optimizer or teacher variables", const=False),
     # distillation scripts (examples/*/task_student_*.py)
     Flag("teacher_model", _dir_or_none, None, "teacher_model (this package's directory or an original snapshot)",
          _to("teacher_model")),
     Flag("student_model", _dir_or_none, None, "student_model (start the student from it: this package's directory "
-         "or an original snapshot)", None),
+         "or an original snapshot); task_student_kd, task_student_kd_lstm, task_lstm: accepted, no effect (the "
+         "original builds their student from scratch and never reads it)", None),
     Flag("total_model", _dir_or_none, None, "accepted, no effect", _nothing,
          "the original merges teacher and student there before loading; they are loaded separately here"),
     Flag("train_data_dir_lstm", _dir_or_none, None, "train_data_dir_lstm (the student's word-level parts)",
@@ -221,12 +228,14 @@ _FLAGS: List[Flag] = [
     Flag("kd_alpha", float, None, "kd_alpha (default per script: KD 0.9, Distilled-BiLSTM 0.1, BERT-PKD 0.5)",
          _to("kd_alpha")),
     Flag("kd_beta", float, 10.0, "kd_beta", _to("kd_beta")),
-    Flag("from_scratch", str2bool, None, "True: the student is not read from --student_model", None),
+    Flag("from_scratch", str2bool, None, "True: the student is not read from --student_model (bare --from_scratch "
+         "means False, as the original's const=False)", None, const=False),
     Flag("temperature", float, 1.0, "temperature", _to("temperature")),
-    Flag("aug_train", str2bool, None, "False: the training parts; True: not supported (refused)",
+    Flag("aug_train", str2bool, None, "False (also bare --aug_train, the original's const=False): the training "
+         "parts; True: not supported (refused)",
          lambda v: (_ for _ in ()).throw(ConfigError(
              "--aug_train=True (TinyBERT's augmented training set) is not supported; convert the augmented TSV "
-             "with scripts/glue_to_ofrecord.py and pass it as --train_data_dir")) if v else {}),
+             "with scripts/glue_to_ofrecord.py and pass it as --train_data_dir")) if v else {}, const=False),
     Flag("intermediate_distill", str2bool, None, "TinyBERT: with --pred_distill, stages ['combined'] (one stage: "
          "att + hidden + prediction, as the original); alone, stages ['intermediate']", None),
     Flag("pred_distill", str2bool, None, "TinyBERT: alone, stages ['pred']", None),
@@ -263,14 +272,20 @@ class OriginalScript:
     flags: Tuple[str, ...]
     defaults: Dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    #: flags this script accepts without effect (flag -> why; logged once when given), besides the
+    #: :data:`FLAGS` ``no_effect`` ones
+    no_effect: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+_NO_STUDENT = {"student_model": "the original script builds its student from scratch and never reads --student_model "
+                                "(whether the folder exists or not)"}
 SCRIPTS: Dict[str, OriginalScript] = {s.name: s for s in (
     OriginalScript("task_teacher", "teacher", _COMMON + _DATA + ("serve_for_online",),
                    description="fine-tune the teacher BERT (examples/teacher_bert/task_teacher.py)"),
     OriginalScript("task_student_kd", "kd", _COMMON + _DATA[:1] + ("teacher_model", "student_model", "total_model")
                    + _DATA[1:] + _STUDENT + _TEACHER + ("kd_alpha", "temperature", "aug_train", "serve_for_online"),
-                   defaults={"kd_alpha": 0.9}, description="KD (examples/knowledge_distillation/task_student_kd.py)"),
+                   defaults={"kd_alpha": 0.9}, description="KD (examples/knowledge_distillation/task_student_kd.py)",
+                   no_effect=_NO_STUDENT),
     OriginalScript("task_student_kd_lstm", "bilstm",
                    _COMMON + ("task_name", "teacher_model", "student_model", "total_model", "num_epochs",
                               "train_data_dir", "train_data_dir_lstm", "train_data_prefix", "train_example_num",
@@ -278,7 +293,7 @@ SCRIPTS: Dict[str, OriginalScript] = {s.name: s for s in (
                               "eval_data_prefix", "eval_example_num", "eval_batch_size_per_device",
                               "eval_data_part_num", "result_dir") + _STUDENT + ("student_seq_length",) + _TEACHER
                    + ("kd_alpha", "temperature", "aug_train", "serve_for_online"),
-                   defaults={"kd_alpha": 0.1},
+                   defaults={"kd_alpha": 0.1}, no_effect=_NO_STUDENT,
                    description="Distilled-BiLSTM (examples/distilled-bilstm/task_student_kd_lstm.py)"),
     OriginalScript("task_lstm", "lstm",
                    _COMMON + ("task_name", "student_model", "total_model", "num_epochs", "train_data_dir",
@@ -286,7 +301,7 @@ SCRIPTS: Dict[str, OriginalScript] = {s.name: s for s in (
                               "train_data_part_num", "eval_data_dir", "eval_data_dir_lstm", "eval_data_prefix",
                               "eval_example_num", "eval_batch_size_per_device", "eval_data_part_num", "result_dir")
                    + _STUDENT + ("kd_alpha", "temperature", "aug_train"),
-                   defaults={"kd_alpha": 0.1},
+                   defaults={"kd_alpha": 0.1}, no_effect=_NO_STUDENT,
                    description="the LSTM on the labels alone (examples/distilled-bilstm/task_lstm.py)"),
     OriginalScript("task_student_bert-pkd", "bert_pkd", _COMMON + _DATA[:1] + ("teacher_model", "student_model",
                    "total_model") + _DATA[1:] + _STUDENT + _TEACHER
@@ -305,6 +320,44 @@ SCRIPTS: Dict[str, OriginalScript] = {s.name: s for s in (
 # task_lstm.py defines no --teacher_model: it trains the LSTM without a teacher (the ``lstm`` recipe).
 
 
+#: Numeric flags an evaluation-only run (``--do_train`` false) does not use: given empty (``--num_epochs=``, as
+#: run_eval_student_bert_pkd.sh and run_eval_theseus.sh pass an unset shell variable) they are ignored there,
+#: with a log line; a training run refuses them as the original's argparse does.
+TRAINING_ONLY = ("num_epochs", "learning_rate", "weight_decay_rate", "warmup_proportion", "train_example_num",
+                 "batch_size_per_device", "train_data_part_num", "loss_print_every_n_iter", "model_save_every_n_iter",
+                 "kd_alpha", "kd_beta", "temperature", "replace_prob")
+
+
+class _Empty:
+    """What a :data:`TRAINING_ONLY` flag given empty parses to (resolved by :func:`_resolve_empty`)."""
+
+    def __repr__(self) -> str:
+        return "<empty>"
+
+
+_EMPTY = _Empty()
+
+
+def _empty_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``convert``, but an empty (or blank) value gives :data:`_EMPTY`."""
+    def parse(text: str) -> Any:
+        return _EMPTY if isinstance(text, str) and not text.strip() else convert(text)
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in its messages
+    return parse
+
+
+def _resolve_empty(script: OriginalScript, a: argparse.Namespace) -> None:
+    """Replace every :data:`TRAINING_ONLY` flag given empty by its default in an evaluation-only run (logged);
+    in a training run such a flag is an error, as in the original."""
+    empty = [name for name in script.flags if getattr(a, name) is _EMPTY]
+    for name in empty:
+        if a.do_train:
+            raise ConfigError(f"--{name}= is empty but this run trains (--do_train true) and uses it; give a value, "
+                              f"e.g. --{name}={script.defaults.get(name, FLAGS[name].default)}")
+        setattr(a, name, script.defaults.get(name, FLAGS[name].default))
+        logger.info("--%s= (empty) is ignored: an evaluation-only run (--do_train false) does not use it", name)
+
+
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -318,8 +371,9 @@ def build_original_parser(script: OriginalScript, prog: Optional[str] = None) ->
     for name in script.flags:
         flag = FLAGS[name]
         default = script.defaults.get(name, flag.default)
-        extra = {"nargs": "?", "const": True} if flag.is_bool else {}
-        parser.add_argument(f"--{name}", type=flag.type, default=default, help=flag.maps_to, **extra)
+        extra = {"nargs": "?", "const": flag.const} if flag.is_bool else {}
+        convert = _empty_or(flag.type) if name in TRAINING_ONLY else flag.type
+        parser.add_argument(f"--{name}", type=convert, default=default, help=flag.maps_to, **extra)
     return parser
 
 
@@ -363,7 +417,7 @@ def _finish(script: OriginalScript, a: argparse.Namespace, values: Dict[str, Any
                       student_hidden_dropout_prob=a.student_hidden_dropout_prob,
                       student_intermediate_size=4 * a.student_hidden_size if recipe == "bert_pkd" else 1200,
                       teacher_intermediate_size=4 * a.teacher_hidden_size, student_init="scratch")
-        student = a.student_model
+        student = None if "student_model" in script.no_effect else a.student_model
         if recipe == "bert_pkd" and a.from_scratch:
             student = None
         values["student_model"] = student
@@ -379,8 +433,7 @@ def _finish(script: OriginalScript, a: argparse.Namespace, values: Dict[str, Any
         values.update(seq_length=a.student_seq_length if hasattr(a, "student_seq_length") else a.seq_length,
                       lstm_hidden_size=a.student_hidden_size, lstm_embedding_size=a.student_hidden_size,
                       lstm_intermediate_size=400, lstm_num_layers=1, bidirectional=False, lstm_dropout_prob=0.5,
-                      student_vocab_size=a.student_vocab_size + 1, student_init="scratch",
-                      student_model=a.student_model)
+                      student_vocab_size=a.student_vocab_size + 1, student_init="scratch", student_model=None)
         if hasattr(a, "student_seq_length"):
             values["teacher_seq_length"] = a.seq_length
     values["results_format"] = "original"
@@ -395,6 +448,7 @@ def original_values(script: OriginalScript, argv: Sequence[str], prog: Optional[
         a, rest = parser.parse_known_args(list(argv))
     except argparse.ArgumentError as error:
         raise ConfigError(" ".join(str(error).split())) from None
+    _resolve_empty(script, a)
     values: Dict[str, Any] = {}
     for name in script.flags:
         flag = FLAGS[name]
@@ -407,7 +461,7 @@ def original_values(script: OriginalScript, argv: Sequence[str], prog: Optional[
     _finish(script, a, values)
     if "log_dir" in script.flags and "log_dir" in _given(argv, script.flags):
         values["log_dir"] = a.log_dir  # every original run script passes it; the default ./output is not written
-    quiet = [n for n in _given(argv, script.flags) if FLAGS[n].no_effect]
+    quiet = [n for n in _given(argv, script.flags) if FLAGS[n].no_effect or n in script.no_effect]
     return values, rest, quiet
 
 
@@ -432,7 +486,7 @@ def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None)
     entry = SCRIPTS[script]
     values, rest, quiet = original_values(entry, argv, prog)
     for name in quiet:
-        logger.info("--%s is accepted and has no effect: %s", name, FLAGS[name].no_effect)
+        logger.info("--%s is accepted and has no effect: %s", name, entry.no_effect.get(name) or FLAGS[name].no_effect)
     unknown = [r for r in rest if r.startswith("--") and r[2:].split("=", 1)[0] not in
                {f.name for f in dataclasses.fields(TrainConfig)} | {"config", "quick", "print_config", "help"}]
     if unknown:

@@ -4,8 +4,11 @@
   every non-layer variable of ``T`` as ``student-<name>`` and teacher layer ``layer_list[j]`` as student
   layer ``j`` (``student-bert-encoder-layer_<j>-...``): the BERT-PKD student's start.
 - ``theseus/init_stu.py --teacher_model T --student_model S --layer_list="0,1,2"``: ``S`` holds every
-  variable of ``T`` unchanged plus teacher layer ``layer_list[j]`` as successor layer ``j``
-  (``bert-encoder-student-layer_<j>-...``): the BERT-of-Theseus model's start.
+  variable of ``T`` unchanged plus each teacher layer ``i`` of ``layer_list`` as successor layer ``i``
+  (``bert-encoder-student-layer_<i>-...``, named by the teacher's index as the original names them: its
+  renaming pattern never matches the ``student-layer`` name it builds): the BERT-of-Theseus model's start.
+  A Theseus run reads successor layers ``0..n-1``, so only a list ``0,1,...,n-1`` (the shipped scripts')
+  gives it a complete successor; another list is written as the original writes it, with a warning.
 
 Adam slots (``-m``/``-v``) are not copied, as in the original. The variable folders (``out`` and
 ``meta``) are copied unchanged; ``snapshot_done`` marks the result complete.
@@ -67,9 +70,8 @@ def generate_student_snapshot(teacher_model: str, student_model: str, layer_list
         match = _LAYER.search(name)
         if style == "theseus":
             copies.append((folder, name))
-            if match and int(match.group(1)) in layer_list:
-                j = list(layer_list).index(int(match.group(1)))
-                copies.append((folder, _LAYER.sub(f"bert-encoder-student-layer_{j}-", name, count=1)))
+            if match and int(match.group(1)) in layer_list:  # the teacher's index, as the original
+                copies.append((folder, _LAYER.sub(f"bert-encoder-student-layer_{match.group(1)}-", name, count=1)))
         elif not match:
             copies.append((folder, "student-" + name))
         elif int(match.group(1)) in layer_list:
@@ -81,6 +83,11 @@ def generate_student_snapshot(teacher_model: str, student_model: str, layer_list
             shutil.copytree(folder, os.path.join(staging, name))
         open(os.path.join(staging, "snapshot_done"), "w").close()
 
+    if style == "theseus" and list(layer_list) != list(range(len(layer_list))):
+        logger.warning("--layer_list %s: the successor layers are named by the teacher's index "
+                       "(bert-encoder-student-layer_%s), as the original's init_stu.py names them; a Theseus run reads "
+                       "successor layers 0..n-1, so pass 0,1,...,n-1 to start a complete successor",
+                       list(layer_list), "/_".join(str(i) for i in layer_list))
     path = replace_directory(student_model, fill)
     logger.info("wrote %d variables to %s (teacher layers %s)", len(copies), path, list(layer_list))
     return path

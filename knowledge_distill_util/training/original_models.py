@@ -10,6 +10,7 @@ head count: the ``*_num_attention_heads`` setting of the model being read gives 
 """
 import logging
 import os
+import re
 from typing import Dict, Optional, Tuple
 
 import oneflow.nn as nn
@@ -17,16 +18,33 @@ import oneflow.nn as nn
 from ..models.snapshot import build_from_snapshot, list_snapshot_variables, load_snapshot, save_snapshot
 from .artifacts import MODEL_CONFIG
 from .config import ConfigError, TrainConfig
+from .original_results import write_original_results
 from .theseus import TheseusModel
 
-__all__ = ["BEST_SNAPSHOT", "LAST_SNAPSHOT", "ACC_TASKS", "MCC_TASKS", "snapshot_directory", "load_snapshot_model",
+__all__ = ["ORIGINAL_OPTIMIZER", "original_training", "original_model_bytes", "write_results_files", "EpochResults",
+           "epoch_end_hook",
+           "BEST_SNAPSHOT", "LAST_SNAPSHOT", "ACC_TASKS", "MCC_TASKS", "snapshot_directory", "load_snapshot_model",
            "load_snapshot_weights", "save_model_snapshot", "write_snapshots", "load_successor_snapshot", "best_metric",
            "BestSnapshot"]
 
 logger = logging.getLogger(__name__)
+_SUCCESSOR = re.compile(r"bert-encoder-student-layer_(\d+)-")
 BEST_SNAPSHOT = "snapshot_best"
 #: The original's ``Snapshot.save("last_snapshot")`` folder name.
 LAST_SNAPSHOT = "snapshot_last_snapshot"
+
+
+#: The original ``util.CreateOptimizer``'s AdamW settings (``epsilon=1e-6``,
+#: ``grad_clipping.by_global_norm(1.0)``), as :class:`~.trainer.TrainerConfig` keys.
+ORIGINAL_OPTIMIZER = {"adam_epsilon": 1e-6, "max_grad_norm": 1.0}
+
+
+def original_training(cfg: TrainConfig) -> bool:
+    """True for a run started by an original script name (they set ``results_format 'original'``; so does
+    ``kdu-train --results_format original``): it trains as the original task scripts do, with the BERT
+    student's ``fit_dense`` kept at equal widths, gradients clipped at global norm 1.0 and Adam epsilon 1e-6
+    (the original's ``CreateOptimizer``). ``kdu-train``'s recipes otherwise keep their own settings."""
+    return cfg.results_format == "original"
 
 
 def _is_snapshot(path: str) -> bool:
@@ -96,8 +114,16 @@ def load_successor_snapshot(successor: nn.Module, path: Optional[str]) -> bool:
     (``bert-encoder-student-layer_<i>``: written by ``init_stu.py``, or a Theseus run's whole model); False
     otherwise. The predecessor comes from the same snapshot's ``bert-encoder-layer_<i>`` as the teacher."""
     directory = snapshot_directory(path)
-    if directory is None or _scope(directory, "theseus") != "theseus":
+    if directory is None:
         return False
+    found = sorted({int(m.group(1)) for m in map(_SUCCESSOR.match, list_snapshot_variables(directory)) if m})
+    if not found:
+        return False
+    if found != list(range(len(found))):
+        wanted = ",".join(map(str, range(len(successor.encoder.layer))))
+        raise ConfigError(f"snapshot {directory} holds successor layers {found} (bert-encoder-student-layer_<i>, "
+                          f"named by the teacher's index as init_stu.py names them) but a successor reads layers "
+                          f"0..n-1; write it with init_stu.py --layer_list={wanted}")
     try:
         load_snapshot(successor, directory, "theseus")
     except ValueError as error:
@@ -196,3 +222,88 @@ class BestSnapshot:
         """Restore :meth:`state` (a checkpoint without it, or of another metric: start anew)."""
         if state and state.get("metric") == self.metric:
             self.best, self.best_epoch, self.best_step = float(state["best"]), state["epoch"], state["step"]
+
+
+# ------------------------------------------------------------------------------ the results files' figures
+def _folder_bytes(directory: str, counted) -> int:
+    """Bytes of the files under ``directory`` whose folder name passes ``counted`` (Adam slots never)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        name = os.path.basename(root)
+        if not name.endswith(("-m", "-v")) and counted(name):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def _theseus_counted(name: str) -> bool:
+    """``run_classifier.py``'s own ``getdirsize`` filter: the ``bert`` variables (teacher layers aside)."""
+    return ("teacher" not in name or "student" in name or "layer" not in name) and "bert" in name
+
+
+def original_model_bytes(cfg: TrainConfig, source: str) -> Optional[int]:
+    """The ``modelSize`` the original measures, in bytes: ``run_classifier.py`` the ``bert`` variables of the
+    snapshot it loads (``--model_load_dir``); the task scripts every variable of the snapshot in
+    ``--model_save_dir`` (here ``<model_save_dir>/snapshot_best`` after training, the evaluated snapshot
+    otherwise), Adam slots aside. None when that model is not an original snapshot (this package then
+    reports the size of the saved weights, as ``kdu-train``)."""
+    if cfg.recipe == "theseus":
+        directory = snapshot_directory(cfg.teacher_model if cfg.do_train else cfg.student_model or source)
+        return None if directory is None else _folder_bytes(directory, _theseus_counted)
+    directory = snapshot_directory(os.path.join(cfg.model_save_dir, BEST_SNAPSHOT) if cfg.do_train else source)
+    return None if directory is None else _folder_bytes(directory, lambda name: True)
+
+
+def write_results_files(results: Dict, cfg: TrainConfig, source: str, desc: str = "eval") -> str:
+    """``results_<desc>.json`` (and ``_kdu.json``) in ``cfg.result_dir`` with the original's figures:
+    :func:`original_model_bytes` as ``modelSize``, and ``reasoningTime`` in seconds for ``run_classifier.py``
+    (the task scripts' examples per second otherwise). Returns the path."""
+    return write_original_results(results, cfg.result_dir, source, desc, model_bytes=original_model_bytes(cfg, source),
+                                  seconds=cfg.recipe == "theseus")
+
+
+class EpochResults:
+    """Epoch-end hook of ``run_classifier.py``'s training: after every epoch (and ``then``, the
+    :class:`BestSnapshot` hook, when given) it evaluates ``evaluated`` on the training rows and on the dev
+    rows, and rank 0 writes ``results_train.json`` and ``results_eval.json``, as the original's training
+    loop does whether or not ``--do_eval`` is given. Its checkpointed state is ``then``'s."""
+
+    def __init__(self, evaluated: nn.Module, train, dev, output_mode: str, cfg: TrainConfig, then=None):
+        self.evaluated, self.train, self.dev, self.output_mode, self.cfg = evaluated, train, dev, output_mode, cfg
+        self.then = then
+        self.written = []
+
+    def __call__(self, epoch: int, step: int) -> None:
+        from . import distributed
+        from .evaluate import evaluate_model
+
+        if self.then is not None:
+            self.then(epoch, step)
+        for desc, rows in (("train", self.train), ("eval", self.dev)):
+            results = evaluate_model(self.evaluated, rows, self.output_mode, self.cfg.eval_batch_size)
+            if distributed.is_writer():
+                self.written.append((epoch, write_results_files(results, self.cfg, self.cfg.model_save_dir, desc)))
+        logger.info("epoch %d (step %d): wrote results_train.json and results_eval.json in %s", epoch + 1, step,
+                    self.cfg.result_dir)
+
+    def state(self) -> Optional[Dict]:
+        return None if self.then is None else self.then.state()
+
+    def load_state(self, state: Optional[Dict]) -> None:
+        if self.then is not None:
+            self.then.load_state(state)
+
+
+def epoch_end_hook(cfg: TrainConfig, evaluated: nn.Module, train, dev, output_mode: str, best=None):
+    """The last stage's epoch-end hook: :class:`EpochResults` (around ``best``) for ``run_classifier.py``'s
+    training (BERT-of-Theseus started by an original script), else ``best`` itself. Under the launcher with
+    ``--use_graph`` no epoch is evaluated (the parameters are global tensors): the results files are then
+    written after training, with ``--do_eval``."""
+    from . import distributed
+
+    if not (cfg.recipe == "theseus" and original_training(cfg) and cfg.do_train):
+        return best
+    if distributed.is_distributed() and cfg.use_graph:
+        logger.warning("run_classifier.py writes no results per epoch under the launcher with --use_graph (its "
+                       "parameters are global tensors); pass --do_eval=True for the results after training")
+        return best
+    return EpochResults(evaluated, train, dev, output_mode, cfg, then=best)

@@ -25,8 +25,8 @@ from .config import ConfigError, TrainConfig, parse_config, save_config
 from .lock import lock_directories
 from .evaluate import evaluate_model, predict, write_results
 from .original_log import OriginalSummary
-from .original_models import BestSnapshot, best_metric, snapshot_directory, write_snapshots
-from .original_results import write_original_results
+from .original_models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
+                              snapshot_directory, write_results_files, write_snapshots)
 from .plan import Plan, evaluation_source, load_data, prepare
 from .trainer import LossStep, TrainerConfig, train_stage
 from .validation import validate_config
@@ -127,7 +127,8 @@ def _trainer_config(cfg: TrainConfig, num_epochs: float, learning_rate: float) -
     return TrainerConfig(num_epochs=num_epochs, learning_rate=learning_rate, batch_size=cfg.batch_size_per_device,
                          weight_decay=cfg.weight_decay, warmup_proportion=cfg.warmup_proportion,
                          max_steps=cfg.max_steps, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
-                         resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout)
+                         resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout,
+                         **(ORIGINAL_OPTIMIZER if original_training(cfg) else {}))
 
 
 def _progress_writer(path: str, stage: str):  # called on rank 0 only
@@ -189,12 +190,14 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
         uses_cache = cached is not None and stage.objective.can_cache_teacher_logits
         step = LossStep(stage.model, plan.teacher, stage.objective, cfg)
         best = _best_snapshot(plan, stage) if last else None
+        hook = epoch_end_hook(cfg, plan.final_model, plan.data.train, plan.data.dev, plan.data.spec.output_mode,
+                              best) if last else None
         result = train_stage(step, plan.data.train, _trainer_config(cfg, stage.num_epochs, stage.learning_rate),
                              work_dir=cfg.result_dir, stage=stage.name,
                              checkpoint_dir=os.path.join(cfg.model_save_dir, "checkpoints"),
                              teacher_logits=cached if uses_cache else None, progress=progress,
                              on_step=_on_step(plan, stage.name, summary),
-                             on_epoch_end=best)
+                             on_epoch_end=hook)
         timings[stage.name] = round(result.seconds, 1)
         logger.info("stage %s: %d steps in %.1f s, last %s; log %s", stage.name, result.steps, result.seconds,
                     {k: round(v, 4) for k, v in result.last_terms.items()}, result.log_path)
@@ -231,9 +234,9 @@ def _evaluate(plan: Plan, timings: Dict[str, float]) -> Dict:
     if not distributed.is_writer():
         return results
     if cfg.results_format == "original":
-        path = write_original_results(results, cfg.result_dir, source, "eval")
+        path = write_results_files(results, cfg, source, "eval")
         if on_train is not None:
-            write_original_results(on_train, cfg.result_dir, source, "train")
+            write_results_files(on_train, cfg, source, "train")
     else:
         path = write_results(results, cfg.result_dir)
     shown = {k: results[k] for k in ("accuracy", "mcc", "f1", "pearson", "spearmanr", "modelSize", "reasoningTime")

@@ -22,7 +22,7 @@ from .checkpoint import Checkpointer
 from .distributed import DataParallel
 from .loss_log import LossLog, plot_losses
 from .objectives import Objective
-from .optim import make_optimizer, make_scheduler
+from .optim import clip_gradients, make_optimizer, make_scheduler
 
 __all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
            "batch_indices", "model_device", "dropout_generators", "reseed"]
@@ -79,6 +79,8 @@ class TrainerConfig:
     resume: bool = False
     use_graph: bool = False
     reseed_dropout: bool = False
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 0.0  # > 0: clip the gradients at this global L2 norm before each update
 
 
 def model_device(model: nn.Module) -> flow.device:
@@ -211,7 +213,7 @@ def train_stage(
     total = _total_steps(per_epoch, tcfg)
     dp.broadcast(student)
     dp.place(step)
-    optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay)
+    optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
     checkpointer = Checkpointer(os.path.join(checkpoint_dir, stage), student, tcfg.use_graph, provider, on_epoch_end)
@@ -265,7 +267,7 @@ def train_stage(
                                   for k in provider.step_input_names)
                 lr = optimizer.param_groups[0]["lr"]
                 reseed(generators, tcfg.seed, global_step)
-                values = _run_step(step, graph, optimizer, scheduler, inputs, dp)
+                values = _run_step(step, graph, optimizer, scheduler, inputs, dp, tcfg.max_grad_norm)
                 if not math.isfinite(values[0]):
                     raise FloatingPointError(
                         f"stage {stage}: the loss became {values[0]} at step {global_step + 1}; lower "
@@ -304,8 +306,10 @@ def reseed(generators: List, seed: int, step: int) -> None:
         generator.manual_seed(int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0]))
 
 
-def _run_step(step: LossStep, graph, optimizer, scheduler, inputs, dp: Optional[DataParallel] = None) -> List[float]:
-    """One optimisation step (graph or eager); the loss terms as floats (averaged over the ranks of ``dp``)."""
+def _run_step(step: LossStep, graph, optimizer, scheduler, inputs, dp: Optional[DataParallel] = None,
+              max_grad_norm: float = 0.0) -> List[float]:
+    """One optimisation step (graph or eager); the loss terms as floats (averaged over the ranks of ``dp``).
+    ``max_grad_norm > 0``: the eager step clips the (reduced) gradients at that global norm first."""
     if graph is not None:
         terms = graph(*inputs)
         scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
@@ -314,6 +318,7 @@ def _run_step(step: LossStep, graph, optimizer, scheduler, inputs, dp: Optional[
         terms[0].backward()
         if dp is not None:
             dp.after_backward(step)
+        clip_gradients(optimizer, max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -47,15 +47,17 @@ def _variables(root):
     }
 
 
-#: per script: the values each original run script sets differently.
+#: per script: the values each original run script sets differently (the two evaluation scripts leave
+#: ${epoch} unset for SST-2: they pass --num_epochs= empty).
 _OVERRIDES = {"run_eval_student_distilled_lstm.sh": {"KD_ALPHA": "0.7"},
-              "run_eval_student_bert_pkd.sh": {"KD_ALPHA": "0.2"},
+              "run_eval_student_bert_pkd.sh": {"KD_ALPHA": "0.2", "epoch": ""},
+              "run_eval_theseus.sh": {"epoch": ""},
               "run_init_stu.sh": {"LAYER_LIST": "0,1,2,3,4,5"}}
 
 
-def _expand(command, root):
-    """The argv the original script passes: its raw flags expanded by bash."""
-    values = dict(_variables(root), **_OVERRIDES.get(command["source"], {}))
+def _expand(command, root, **changed):
+    """The argv the original script passes: its raw flags expanded by bash (``changed``: other variables)."""
+    values = dict(_variables(root), **_OVERRIDES.get(command["source"], {}), **changed)
     assignments = "; ".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
     done = subprocess.run(["bash", "-c", f"{assignments}; printf '%s\\0' {' '.join(command['argv'])}"],
                           capture_output=True, check=True)
@@ -123,6 +125,12 @@ def test_original_command_line_prints_its_configuration(number, tmp_path, capsys
     if command["script"] in ("task_student_kd", "task_student_bert-pkd", "task_student_tinybert"):
         assert cfg["student_hidden_size"] == int(flags["student_hidden_size"])
         assert cfg["student_num_attention_heads"] == int(flags["student_num_attention_heads"])
+    if "num_epochs" in flags:  # empty in the two evaluation scripts: ignored there (the original default 3)
+        assert cfg["num_epochs"] == (float(flags["num_epochs"]) if flags["num_epochs"] else 3.0)
+    if command["script"] in ("task_student_kd", "task_student_kd_lstm", "task_lstm"):
+        assert cfg["student_model"] is None  # the original never reads --student_model there
+    if command["script"] in ("task_student_bert-pkd", "task_student_tinybert") and cfg["do_train"]:
+        assert cfg["student_model"] == flags["student_model"]
 
 
 @pytest.mark.parametrize("script, alpha", [("task_student_kd", 0.9), ("task_student_kd_lstm", 0.1),
@@ -279,15 +287,47 @@ def test_tinybert_end_to_end_is_one_combined_stage(original_tree, tmp_path):
     assert not (out / "intermediate_losses.csv").exists()
 
 
-def test_theseus_end_to_end_from_init_stu(original_tree, tmp_path):
+def _read(folder, name):
+    return np.fromfile(folder / name / "out", "<f4")
+
+
+def test_init_stu_names_the_successor_layers_by_the_teachers_index(original_tree, tmp_path, capsys):
+    """The original's init_stu.py builds ``bert-encoder-student-layer_<i>`` from teacher layer ``i`` (its
+    renaming pattern never matches that name): --layer_list=1,3 gives successor layers 1 and 3, which a
+    Theseus run (successor layers 0..n-1) refuses in one sentence."""
     init = tmp_path / "student_init"
     teacher = original_tree / "model/before/snapshot_best"
     assert original_init.main("theseus", [f"--teacher_model={teacher}", f"--student_model={init}",
                                           "--layer_list=1,3"]) == 0
+    assert "named by the teacher's index (bert-encoder-student-layer_1/_3)" in capsys.readouterr().err
     names = list_snapshot_variables(init)
-    assert "bert-encoder-student-layer_1-output-dense-bias" in names and "bert-encoder-layer_3-output-dense-bias" in names
-    np.testing.assert_array_equal(np.fromfile(init / "bert-encoder-student-layer_1-output-dense-bias" / "out", "<f4"),
-                                  np.fromfile(teacher / "bert-encoder-layer_3-output-dense-bias" / "out", "<f4"))
+    successor = sorted({n.split("-")[3] for n in names if n.startswith("bert-encoder-student-layer_")})
+    assert successor == ["layer_1", "layer_3"]
+    for i in (1, 3):
+        wanted = _read(teacher, f"bert-encoder-layer_{i}-attention-self-query-weight")
+        np.testing.assert_array_equal(_read(init, f"bert-encoder-student-layer_{i}-attention-self-query-weight"),
+                                      wanted)
+    assert not np.array_equal(_read(teacher, "bert-encoder-layer_1-attention-self-query-weight"),
+                              _read(teacher, "bert-encoder-layer_3-attention-self-query-weight"))
+    out = tmp_path / "student_v1"
+    argv = _common(original_tree) + [f"--model_load_dir={init}", f"--model_save_dir={out}", "--num_hidden_layers=4",
+                                     "--num_attention_heads=2", "--compress_ratio=2", "--replace_prob=0.5"]
+    assert original.main("run_classifier", argv) == 2
+    assert ("holds successor layers [1, 3] (bert-encoder-student-layer_<i>, named by the teacher's index as "
+            "init_stu.py names them) but a successor reads layers 0..n-1; write it with init_stu.py "
+            "--layer_list=0,1") in capsys.readouterr().err
+    assert not (out / "results_eval.json").exists()  # refused before any training step
+
+
+def test_theseus_end_to_end_from_init_stu(original_tree, tmp_path):
+    init = tmp_path / "student_init"
+    teacher = original_tree / "model/before/snapshot_best"
+    assert original_init.main("theseus", [f"--teacher_model={teacher}", f"--student_model={init}",
+                                          "--layer_list=0,1"]) == 0
+    names = list_snapshot_variables(init)
+    assert {"bert-encoder-student-layer_1-output-dense-bias", "bert-encoder-layer_3-output-dense-bias"} <= set(names)
+    np.testing.assert_array_equal(_read(init, "bert-encoder-student-layer_1-attention-self-key-weight"),
+                                  _read(teacher, "bert-encoder-layer_1-attention-self-key-weight"))
     out, results = tmp_path / "student_v1", tmp_path / "result"
     argv = _common(original_tree) + [f"--model_load_dir={init}", f"--model_save_dir={out}",
                                      f"--result_dir={results}", "--save_last_snapshot=True", "--num_hidden_layers=4",
@@ -343,3 +383,117 @@ def test_task_lstm_trains_the_lstm_without_a_teacher(original_tree, tmp_path):
     config = json.loads((out / "model_config.json").read_text())
     assert config["recipe"] == "lstm" and config["architecture"] == "lstm"
     assert config["config"]["vocab_size"] == VOCAB + 1 and config["config"]["hidden_size"] == 16
+
+
+# ---------------------------------------------------------------- issue 18: the original lines' behaviour
+def _command(source, script):
+    return next(c for c in COMMANDS if c["source"] == source and c["script"] == script)
+
+
+#: what shrinks the shipped student lines to original_tree (a 4-layer teacher, hidden 32, 2 heads); argparse
+#: takes the last value of a repeated flag
+_TINY_STUDENT = ["--seq_length=16", "--batch_size_per_device=8", "--eval_batch_size_per_device=8",
+                 "--train_data_part_num=2", "--num_epochs=1", "--max_steps=2", "--device=cpu"] + _STUDENT
+
+
+@pytest.mark.parametrize("student", ["missing", "other_shape"])
+def test_shipped_kd_line_ignores_student_model(original_tree, tmp_path, capsys, student):
+    """run_train_student_kd.sh passes --student_model=./models/bert_pkd_3/SST-2; the original KD script builds
+    its student from scratch and never reads it: the run trains whether the folder exists or not, whatever it
+    holds, and says so once."""
+    folder = tmp_path / "models" / "bert_pkd_3" / "SST-2"
+    if student == "other_shape":  # a BERT-PKD student snapshot of the teacher: hidden 32, not the KD student's 16
+        assert original_init.main("bert-pkd", [f"--teacher_model={original_tree / 'model/before/snapshot_best'}",
+                                               f"--student_model={folder}", "--layer_list=0,2"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "student_model"
+    argv = _expand(_command("run_train_student_kd.sh", "task_student_kd"), str(original_tree),
+                   TMP_STUDENT_DIR=str(folder), STUDENT_DIR=str(out), TRAIN_LOG_DIR=str(tmp_path / "log"))
+    assert f"--student_model={folder}" in argv
+    assert original.main("task_student_kd", argv + _TINY_STUDENT) == 0
+    err = capsys.readouterr().err
+    assert err.count("--student_model is accepted and has no effect") == 1, err
+    assert (out / "results_eval.json").is_file() and list_snapshot_variables(out / "snapshot_best")
+    assert (folder.is_dir()) == (student == "other_shape")  # the folder is neither read nor written
+    for script in ("task_student_kd_lstm", "task_lstm"):  # the original never reads it there either
+        assert original.parse_original([f"--student_model={folder}"], script).student_model is None
+
+
+def test_bare_boolean_flags_take_each_original_const():
+    """The original's nargs='?' flags: const=True for --do_train, --do_eval, --use_fp16, --use_xla,
+    --do_lower_case, --intermediate_distill, --pred_distill; const=False for --aug_train, --serve_for_online
+    and --from_scratch (a bare --from_scratch still reads the student)."""
+    wanted = {"aug_train": False, "serve_for_online": False, "from_scratch": False, "do_train": True,
+              "do_eval": True, "use_fp16": True, "use_xla": True, "do_lower_case": True,
+              "intermediate_distill": True, "pred_distill": True}
+    for script in ("task_student_bert-pkd", "task_student_tinybert"):
+        parser = original.build_original_parser(original.SCRIPTS[script])
+        for name, const in wanted.items():
+            if name in original.SCRIPTS[script].flags and name != "use_fp16":
+                assert getattr(parser.parse_args([f"--{name}"]), name) is const, (script, name)
+    cfg = original.parse_original(["--do_train", "--from_scratch", "--aug_train", "--serve_for_online",
+                                   "--student_model=s"], "task_student_bert-pkd")
+    assert cfg.do_train and cfg.student_model == "s"
+    assert original.parse_original(["--do_train", "--from_scratch=True", "--student_model=s"],
+                                   "task_student_bert-pkd").student_model is None
+    with pytest.raises(ConfigError, match=r"--aug_train=True \(TinyBERT's augmented training set\) is not supported"):
+        original.parse_original(["--aug_train=True"], "task_student_tinybert")
+
+
+def test_shipped_pkd_line_with_a_bare_from_scratch_reads_the_student(tmp_path, capsys):
+    argv = _expand(_command("run_train_student_bert_pkd.sh", "task_student_bert-pkd"), str(tmp_path))
+    code, out = _print_config("task_student_bert-pkd", argv + ["--from_scratch", "--aug_train"], capsys)
+    assert code == 0 and yaml.safe_load(out)["student_model"] == f"{tmp_path}/models/bert_pkd_3/SST-2"
+
+
+@pytest.mark.parametrize("source, script", [("run_eval_student_bert_pkd.sh", "task_student_bert-pkd"),
+                                            ("run_eval_theseus.sh", "run_classifier")])
+def test_evaluation_lines_ignore_an_empty_num_epochs(tmp_path, capsys, source, script):
+    argv = _expand(_command(source, script), str(tmp_path))
+    assert "--num_epochs=" in argv
+    code, out = _print_config(script, argv, capsys)
+    assert code == 0 and yaml.safe_load(out)["num_epochs"] == 3.0
+    with pytest.raises(ConfigError, match=r"--num_epochs= is empty but this run trains \(--do_train true\) and "
+                                          r"uses it; give a value, e.g. --num_epochs=3"):
+        original.parse_original(argv + ["--do_train=True"], script)
+    with pytest.raises(ConfigError, match="argument --eval_example_num: invalid int value: ''"):
+        original.parse_original(argv + ["--eval_example_num="], script)  # a flag the evaluation uses
+
+
+def test_empty_flag_is_logged_once(tmp_path, capsys):
+    argv = _expand(_command("run_eval_theseus.sh", "run_classifier"), str(tmp_path))
+    _print_config("run_classifier", argv, capsys)
+    with pytest.raises(SystemExit):
+        original.main("run_classifier", argv + ["--print_config"])
+    err = capsys.readouterr().err
+    assert err.count("--num_epochs= (empty) is ignored: an evaluation-only run (--do_train false) does not use "
+                     "it") == 1, err
+
+
+def test_original_optimizer_in_the_original_path_only(monkeypatch):
+    """The original's CreateOptimizer: AdamW epsilon 1e-6, gradients clipped at global norm 1.0; kdu-train's
+    recipes keep AdamW's 1e-8 and no clipping."""
+    from knowledge_distill_util.training import run as run_module
+    from knowledge_distill_util.training.config import parse_config
+
+    tcfg = run_module._trainer_config(original.parse_original(["--do_train"], "task_student_kd"), 1, 1e-4)
+    assert (tcfg.adam_epsilon, tcfg.max_grad_norm) == (1e-6, 1.0)
+    tcfg = run_module._trainer_config(parse_config([], recipe="kd"), 1, 1e-4)
+    assert (tcfg.adam_epsilon, tcfg.max_grad_norm) == (1e-8, 0.0)
+
+
+def test_clip_gradients_is_one_global_norm_over_every_group():
+    from knowledge_distill_util.training.optim import clip_gradients, make_optimizer
+
+    model = flow.nn.Sequential(flow.nn.Linear(3, 2), flow.nn.LayerNorm(2))
+    optimizer = make_optimizer(model, 1e-3, 0.01, eps=1e-6, max_grad_norm=1.0)
+    assert len(optimizer.param_groups) == 2 and optimizer.param_groups[0]["eps"] == 1e-6
+    grads = [np.full(tuple(p.shape), 3.0 * (i + 1), np.float32) for i, p in enumerate(model.parameters())]
+    for parameter, grad in zip(model.parameters(), grads):
+        parameter.grad = flow.tensor(grad)
+    norm = np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads))
+    clip_gradients(optimizer, 1.0)
+    for parameter, grad in zip(model.parameters(), grads):  # one factor for all: 1 / the global norm
+        np.testing.assert_allclose(parameter.grad.numpy(), grad / norm, rtol=1e-5)
+    clip_gradients(optimizer, 0.0)  # off: unchanged
+    np.testing.assert_allclose(list(model.parameters())[0].grad.numpy(), grads[0] / norm, rtol=1e-5)

@@ -141,7 +141,26 @@ def test_predecessor_is_checked(tmp_path):
 
 
 # ------------------------------------------------------------------------ run_train_theseus.sh, both runs
+def _original_getdirsize(directory):
+    """run_classifier.py's own getdirsize, as the original writes it (the bert variables, Adam slots aside)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        sub = root.split("/")[-1]
+        if not (sub.endswith("-m") or sub.endswith("-v")) and \
+                (("teacher" not in sub) or ("student" in sub) or ("layer" not in sub)) and ("bert" in sub):
+            total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+    return total
+
+
 def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, plans, monkeypatch):
+    """run_train_theseus.sh's two runs (no --do_eval: the original writes the results files after every epoch)
+    and run_eval_theseus.sh (which passes --num_epochs= empty for SST-2)."""
+    from knowledge_distill_util.training import original_models
+
+    written, write = [], original_models.write_results_files
+    monkeypatch.setattr(original_models, "write_results_files",
+                        lambda results, cfg, source, desc="eval": written.append(desc) or write(results, cfg, source,
+                                                                                               desc))
     out = tmp_path / "out"
     variables = dict(INIT_STUDENT_DIR=str(out / "student_init"), ONE_TRAIN_MODEL=str(out / "student_v1"),
                      STUDENT_DIR=str(out / "student_v2"), TRAIN_LOG_DIR=str(tmp_path / "log"), EPOCH="2",
@@ -164,6 +183,16 @@ def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, pla
     _assert_equal(_arrays(saved), final_successor)
     names = set(list_snapshot_variables(out / "student_v1" / "snapshot_last_snapshot"))
     assert {"bert-encoder-layer_5-output-dense-bias", "bert-encoder-student-layer_2-output-dense-bias"} <= names
+    # results every epoch (--result_dir= empty: into --model_save_dir), the original's figures: modelSize the
+    # MiB of --model_load_dir's bert variables, reasoningTime the seconds the evaluation took
+    assert "--do_eval" not in " ".join(first) and written == ["train", "eval", "train", "eval"]
+    for desc, rows in (("train", 24), ("eval", 16)):
+        shown = json.loads((out / "student_v1" / f"results_{desc}.json").read_text())
+        full = json.loads((out / "student_v1" / f"results_{desc}_kdu.json").read_text())
+        assert full["num_examples"] == rows and shown["accuracy"] == "%.2f" % full["accuracy"]
+        assert shown["modelSize"] == "%d" % (_original_getdirsize(out / "student_init") / 1024 / 1024)
+        assert shown["reasoningTime"] == "%.2f" % (rows / full["reasoningTime"])
+    assert _original_getdirsize(out / "student_init") > 2 ** 20  # the figure is not a trivial 0
 
     assert original.main("run_classifier", second + _TINY) == 0
     plan2, start2 = plans[1]
@@ -181,7 +210,8 @@ def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, pla
     monkeypatch.chdir(tmp_path)  # it passes no --result_dir: the original's default ./result
     last = out / "student_v2" / "snapshot_last_snapshot"
     evaluation = _expand(_command("run_eval_theseus.sh", "run_classifier"), tree, model_load_dir=str(last),
-                         compress_ratio="2")
+                         compress_ratio="2", epoch="")
+    assert "--num_epochs=" in evaluation  # run_eval_theseus.sh leaves ${epoch} unset for SST-2
     assert original.main("run_classifier", evaluation + _TINY) == 0
     evaluated = json.loads((tmp_path / "result" / "results_eval_kdu.json").read_text())
     expected = compute_metrics(predict(plan2.final_model, plan2.data.dev, 8)[0], plan2.data.dev.labels,
@@ -195,10 +225,61 @@ def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, pla
     save_snapshot(plan2.final_model, alone, scope="theseus")
     assert not any(n.startswith("bert-encoder-layer_") for n in list_snapshot_variables(alone))
     evaluation = _expand(_command("run_eval_theseus.sh", "run_classifier"), tree, model_load_dir=str(alone),
-                         compress_ratio="2")
+                         compress_ratio="2", epoch="")
     assert original.main("run_classifier", evaluation + _TINY + [f"--result_dir={tmp_path / 'alone_result'}"]) == 0
     alone_results = json.loads((tmp_path / "alone_result" / "results_eval_kdu.json").read_text())
     assert alone_results["accuracy"] == expected["accuracy"]
+
+
+# ------------------------------------------------------- run_train_student_bert_pkd.sh: fit_dense at 128 -> 128
+def test_shipped_pkd_lines_keep_fit_dense_at_equal_widths(tree, tmp_path, monkeypatch):
+    """The original PKD student applies student-fit_dense before layer_distill even when the widths are equal
+    (768 -> 768 in the shipped script; 128 -> 128 here), clips the gradients at global norm 1.0 and uses Adam
+    epsilon 1e-6; kdu-train's bert_pkd recipe keeps its default (no fit_dense at equal widths)."""
+    from knowledge_distill_util.training import builders
+    from knowledge_distill_util.training.config import parse_config
+
+    clipped, clip = [], trainer.clip_gradients
+    monkeypatch.setattr(trainer, "clip_gradients", lambda opt, norm: clipped.append(
+        (norm, opt.param_groups[0]["eps"])) or clip(opt, norm))
+    student, out = tmp_path / "models" / "bert_pkd_3" / "SST-2", tmp_path / "student_model"
+    values = dict(TMP_STUDENT_DIR=str(student), STUDENT_DIR=str(out), TRAIN_LOG_DIR=str(tmp_path / "log"),
+                  LAYER_LIST="1,3,5", epoch="1")
+    generate = _expand(_command("run_bert-pkd_generate_student_mdoel.sh", "bert-pkd_generate_student_model"), tree,
+                       **values)
+    assert original_init.main("bert-pkd", generate) == 0
+    assert not any(n.startswith("student-fit_dense") for n in list_snapshot_variables(student))
+    argv = _expand(_command("run_train_student_bert_pkd.sh", "task_student_bert-pkd"), tree, **values)
+    assert "--student_hidden_size=768" in argv and "--teacher_hidden_size=768" in argv  # equal in the script
+    tiny = ["--seq_length=16", "--batch_size_per_device=8", "--eval_batch_size_per_device=8", "--max_steps=2",
+            "--device=cpu", f"--student_hidden_size={64 * HEADS}", f"--student_num_attention_heads={HEADS}",
+            f"--teacher_hidden_size={64 * HEADS}", f"--teacher_num_attention_heads={HEADS}",
+            f"--teacher_num_hidden_layers={TEACHER_LAYERS}"]
+    assert original.main("task_student_bert-pkd", argv + tiny) == 0
+    names = list_snapshot_variables(out / "snapshot_best")
+    assert {"student-fit_dense-weight", "student-fit_dense-bias"} <= set(names)
+    assert read_snapshot_variable(out / "snapshot_best", "student-fit_dense-weight").shape == (128, 128)
+    assert clipped and set(clipped) == {(1.0, 1e-6)}
+    # modelSize: the original's getdirsize(model_save_dir), i.e. the snapshot written (here snapshot_best)
+    on_disk = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(out / "snapshot_best")
+                  for f in files)
+    assert on_disk > 2 ** 20
+    for desc in ("eval", "train"):
+        assert json.loads((out / f"results_{desc}.json").read_text())["modelSize"] == "%d" % (on_disk / 2 ** 20)
+
+    cfg = parse_config(["--student_hidden_size", "128", "--student_num_attention_heads", "2",
+                        "--student_num_hidden_layers", "3", "--student_intermediate_size", "512"], recipe="bert_pkd")
+    teacher, _ = build_from_snapshot(str(tree / "model/before/snapshot_best"), "teacher", num_attention_heads=HEADS)
+    modern = builders.bert_student(cfg, _spec(), teacher, reads_layers=True)
+    assert modern.fit_dense is None  # kdu-train's default: no projection at equal widths
+    original_cfg = original.parse_original(argv + tiny, "task_student_bert-pkd")
+    assert builders.bert_student(original_cfg, _spec(), teacher, reads_layers=True).fit_dense is not None
+
+
+def _spec():
+    from knowledge_distill_util.data import get_task
+
+    return get_task("sst-2")
 
 
 # ------------------------------------------------------------------------------ snapshot_best: the best epoch
@@ -240,15 +321,15 @@ def _snapshot_weights(path):
 
 
 def test_snapshot_best_is_the_best_epoch_and_survives_a_resume(original_tree, tmp_path, epochs, monkeypatch):
-    """task_teacher.py, 5 epochs of 2 steps at a large learning rate: dev accuracy 0.5625, 0.5625, 0.4375,
-    0.4375, 0.5625. The original keeps the first epoch (strictly better than 0.0; the ties later are not
-    better); snapshot_last_snapshot is the final model. A run killed in epoch 4 and resumed writes the same."""
+    """task_teacher.py, 5 epochs of 2 steps at a large learning rate (the original's AdamW: epsilon 1e-6,
+    gradients clipped at norm 1.0): dev accuracy 0.5625, 0.5625, 0.4375, 0.5625, 0.5625. The original keeps the
+    first epoch (strictly better than 0.0; the ties later are not better); snapshot_last_snapshot is the final model. A run killed in epoch 4 and resumed writes the same."""
     out = tmp_path / "teacher"
     argv = _teacher_argv(original_tree, out, epochs=5, learning_rate="0.15")
     assert original.main("task_teacher", argv) == 0
     values = [round(v, 4) for _, _, v, _ in epochs]
     assert [(e, s) for e, s, _, _ in epochs] == [(0, 2), (1, 4), (2, 6), (3, 8), (4, 10)]
-    assert values == [0.5625, 0.5625, 0.4375, 0.4375, 0.5625]  # the premise: best = first, ties later
+    assert values == [0.5625, 0.5625, 0.4375, 0.5625, 0.5625]  # the premise: best = first, ties later
     best_weights, final_weights = epochs[0][3], epochs[-1][3]
     assert any(not np.array_equal(best_weights[k], final_weights[k]) for k in best_weights)
     _assert_equal(_snapshot_weights(out / "snapshot_best"), best_weights)
