@@ -88,10 +88,14 @@ def _teacher_view(cfg: TrainConfig, meta: Dict, data):
 
 def _teacher_identity(directory: str) -> str:
     """Which saved teacher a cache was computed with: its resolved directory and when its ``model_config.json``
-    (an original snapshot: the directory) was written; a retrained or other teacher does not match."""
+    (an original snapshot: its newest file) was written; a retrained or other teacher does not match."""
     real = os.path.realpath(directory)
     config = os.path.join(real, MODEL_CONFIG)
-    return f"{real}@{os.stat(config if os.path.isfile(config) else real).st_mtime_ns}"
+    if os.path.isfile(config):
+        return f"{real}@{os.stat(config).st_mtime_ns}"
+    stamps = [os.stat(os.path.join(folder, name)).st_mtime_ns for folder, _, files in os.walk(real)
+              for name in files if name not in (LOGITS_FILE, STUDENT_LOGITS_FILE)]
+    return f"{real}@{max(stamps, default=0)}"
 
 
 def cache_path(cfg: TrainConfig, own_model: bool) -> str:
