@@ -175,7 +175,7 @@ def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str
     own = os.path.realpath(teacher_dir) == os.path.realpath(cfg.model_save_dir)
     identity = _teacher_identity(teacher_dir)
     path = cache_path(cfg, own)
-    if not own:  # a teacher run computes the logits of the model it just trained
+    if not own:  # a student reads a valid cache; a teacher run computes the logits of the model it just trained
         key = (view.train_fingerprint, identity, len(view.train), getattr(teacher, "config", {}).get("label_num"))
         found = None
         if not cfg.teacher_logits:  # the teacher's own cache, read-only

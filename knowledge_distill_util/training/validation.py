@@ -12,6 +12,7 @@ replaces as a whole (:data:`REPLACED_ENTRIES`: ``weights/``, ``checkpoints/``, t
 ``stage_*/``); ``--teacher_logits`` (a cache the run may write) may not lie inside an input or such an entry.
 The checkpoints live in ``<model_save_dir>/checkpoints/``, which nothing else replaces.
 """
+import fnmatch
 import math
 import os
 import tempfile
@@ -117,7 +118,7 @@ def _replaced_entry(path: str, save_dir: str) -> Optional[str]:
     if path == save_dir or not _inside(path, save_dir):
         return None
     first = os.path.relpath(path, save_dir).split(os.sep)[0]
-    replaced = first in REPLACED_ENTRIES or first.startswith("stage_")
+    replaced = any(fnmatch.fnmatchcase(first, pattern) for pattern in REPLACED_ENTRIES)
     return os.path.join(save_dir, first) if replaced else None
 
 
