@@ -75,7 +75,8 @@ def _teacher_view(cfg: TrainConfig, meta: Dict, data):
     """The training rows as the teacher reads them: its own sequence length (``meta["seq_length"]``) and, for
     the original's Distilled-BiLSTM data, the BERT parts (``--train_data_dir``), never the student's
     ``*_lstm`` parts, whatever the two lengths. Row-aligned with the student's ``data``."""
-    two_views = bool(cfg.train_data_dir_lstm or cfg.eval_data_dir_lstm) and bool(cfg.train_data_dir or cfg.eval_data_dir)
+    two_views = bool(cfg.train_data_dir_lstm or cfg.eval_data_dir_lstm) and \
+        bool(cfg.train_data_dir or cfg.eval_data_dir)
     if meta["seq_length"] == cfg.seq_length and not two_views:
         return data
     view = load_data(cfg, seq_length=meta["seq_length"], vocab_file=data.vocab_file, teacher_view=True)

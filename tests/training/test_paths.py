@@ -141,13 +141,14 @@ def test_evaluation_only_may_write_beside_the_model_it_evaluates(tmp_path):
                                 student_model=str(model)))
 
 
-def test_the_original_scripts_pass_through_the_same_check(tmp_path):
+def test_the_original_scripts_pass_through_the_same_check(tmp_path, capsys):
     snapshot = tmp_path / "teacher" / "snapshot_best"
     snapshot.mkdir(parents=True)
     argv = ["--do_train='True'", "--task_name=SST-2", f"--train_data_dir={tmp_path / 'train'}",
             f"--eval_data_dir={tmp_path / 'eval'}", f"--teacher_model={snapshot}", f"--model_save_dir={snapshot}",
             "--result_dir=", "--device=cpu"]
     assert original.main("task_student_kd", argv) == 2
+    assert re.search(rf"--model_save_dir {re.escape(str(snapshot))} is --teacher_model", capsys.readouterr().err)
     assert os.listdir(snapshot) == []
 
 
