@@ -19,11 +19,13 @@ def _first(*limits: int) -> int:
     return min(given) if given else 0
 
 
-def load_ofrecord_data(cfg: TrainConfig, seq_length: Optional[int] = None) -> TaskData:
-    """The OFRecord train/dev data of ``cfg`` at ``seq_length`` (default ``cfg.seq_length``); training
-    parts are read only when the run trains. :class:`ConfigError` (one sentence) on bad data."""
+def load_ofrecord_data(cfg: TrainConfig, seq_length: Optional[int] = None, teacher_view: bool = False) -> TaskData:
+    """The OFRecord train/dev data of ``cfg`` at ``seq_length`` (default ``cfg.seq_length``): the teacher's
+    BERT parts with ``teacher_view``, else the student's ``*_lstm`` parts when given (the view is chosen by
+    ``teacher_view`` alone, never by comparing lengths: they may be equal). Training parts are read only
+    when the run trains. :class:`ConfigError` (one sentence) on bad data."""
     length = seq_length or cfg.seq_length
-    student_view = length == cfg.seq_length
+    student_view = not teacher_view
     train_dir = (cfg.train_data_dir_lstm if student_view and cfg.train_data_dir_lstm else cfg.train_data_dir)
     eval_dir = (cfg.eval_data_dir_lstm if student_view and cfg.eval_data_dir_lstm else cfg.eval_data_dir)
     try:

@@ -53,16 +53,17 @@ class Plan:
         return self.final_model
 
 
-def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Optional[str] = None) -> TaskData:
+def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Optional[str] = None,
+              teacher_view: bool = False) -> TaskData:
     """The run's train/dev data (``cfg``'s data keys) at ``seq_length`` (default ``cfg.seq_length``).
 
     With ``--train_data_dir``/``--eval_data_dir`` (the original's OFRecord parts) the parts are read
-    instead of ``--data_dir``; a ``seq_length`` other than ``cfg.seq_length`` (the teacher's view of
-    Distilled-BiLSTM) reads the BERT parts, ``cfg.seq_length`` the ``*_lstm`` parts when given."""
+    instead of ``--data_dir``: ``teacher_view`` (the teacher of Distilled-BiLSTM) reads the BERT parts, else
+    the ``*_lstm`` parts when given, whatever the two sequence lengths."""
     if cfg.train_data_dir or cfg.eval_data_dir:
         from .original_data import load_ofrecord_data
 
-        return load_ofrecord_data(cfg, seq_length)
+        return load_ofrecord_data(cfg, seq_length, teacher_view=teacher_view)
     try:
         return load_task_data(cfg.data_dir, cfg.task_name, seq_length or cfg.seq_length,
                               vocab_file=vocab_file or cfg.vocab_file, max_train_examples=cfg.max_train_examples,

@@ -6,6 +6,7 @@ before any training step), trains its stages, saves the model, evaluates it and 
 is at (what ``kdu-compress`` reads to report on its jobs).
 """
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -28,16 +29,25 @@ from .original_log import OriginalSummary
 from .original_models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
                               snapshot_directory, write_results_files, write_snapshots)
 from .plan import Plan, evaluation_source, load_data, prepare
+from .recipes import RECIPES
 from .trainer import LossStep, TrainerConfig, train_stage
 from .validation import validate_config
 
 __all__ = ["run", "execute", "main", "check_run_directory", "seed_everything", "teacher_logits", "setup_logging",
-           "PROGRESS_FILE", "LOGITS_FILE"]
+           "PROGRESS_FILE", "LOGITS_FILE", "STUDENT_LOGITS_FILE", "cache_path"]
 
 logger = logging.getLogger(__name__)
 PROGRESS_FILE = "progress.json"
+#: A teacher run's logits on its training rows, in its own model_save_dir (what its students read).
 LOGITS_FILE = "train_logits.npz"
+#: A student run's cache of its teacher's logits, in the student's own model_save_dir.
+STUDENT_LOGITS_FILE = "teacher_logits.npz"
+#: The arrays every cache holds (``teacher``, the teacher's identity, since this version).
+CACHE_KEYS = ("logits", "fingerprint")
 RUN_CONFIG = "run_config.json"
+#: The ``run_config.json`` key holding the training data's fingerprint (:func:`data_fingerprint`), compared on
+#: ``--resume`` by :func:`check_resumed_data` (not a configuration key).
+DATA_KEY = "train_data"
 #: Keys a resumed run may change: they do not alter the steps already taken (num_epochs and max_steps
 #: extend or shorten the run; the schedule then follows the new total).
 RESUMABLE_CHANGES = frozenset({
@@ -61,28 +71,144 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("knowledge_distill_util").setLevel(level.upper())
 
 
-def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str) -> np.ndarray:
-    """The teacher's logits on the training rows: from ``train_logits.npz`` when it matches, else computed
-    (and cached). The teacher sees the training texts at its own sequence length (``meta["seq_length"]``)."""
-    view = data if meta["seq_length"] == cfg.seq_length else load_data(
-        cfg, seq_length=meta["seq_length"], vocab_file=data.vocab_file)
-    path = cfg.teacher_logits or os.path.join(teacher_dir, LOGITS_FILE)
-    if os.path.isfile(path):
+def _teacher_view(cfg: TrainConfig, meta: Dict, data):
+    """The training rows as the teacher reads them: its own sequence length (``meta["seq_length"]``) and, for
+    the original's Distilled-BiLSTM data, the BERT parts (``--train_data_dir``), never the student's
+    ``*_lstm`` parts, whatever the two lengths. Row-aligned with the student's ``data``."""
+    two_views = bool(cfg.train_data_dir_lstm or cfg.eval_data_dir_lstm) and \
+        bool(cfg.train_data_dir or cfg.eval_data_dir)
+    if meta["seq_length"] == cfg.seq_length and not two_views:
+        return data
+    view = load_data(cfg, seq_length=meta["seq_length"], vocab_file=data.vocab_file, teacher_view=True)
+    if len(view.train) != len(data.train):
+        raise ConfigError(f"the teacher's training data (--train_data_dir {cfg.train_data_dir}) holds "
+                          f"{len(view.train)} rows but the student's (--train_data_dir_lstm {cfg.train_data_dir_lstm}) "
+                          f"{len(data.train)}; pass the two conversions of the same rows")
+    return view
+
+
+def _teacher_identity(directory: str) -> str:
+    """Which saved teacher a cache was computed with: its resolved directory and when its ``model_config.json``
+    (an original snapshot: its newest file) was written; a retrained or other teacher does not match."""
+    real = os.path.realpath(directory)
+    config = os.path.join(real, MODEL_CONFIG)
+    if os.path.isfile(config):
+        return f"{real}@{os.stat(config).st_mtime_ns}"
+    stamps = [os.stat(os.path.join(folder, name)).st_mtime_ns for folder, _, files in os.walk(real)
+              for name in files if name not in (LOGITS_FILE, STUDENT_LOGITS_FILE)]
+    return f"{real}@{max(stamps, default=0)}"
+
+
+def cache_path(cfg: TrainConfig, own_model: bool) -> str:
+    """Where this run writes the teacher's training-set logits: ``--teacher_logits`` when given, else in its own
+    ``--model_save_dir``: :data:`LOGITS_FILE` for a teacher run (its own logits, for the students to come),
+    :data:`STUDENT_LOGITS_FILE` for a student run (never the teacher's folder, an input)."""
+    return cfg.teacher_logits or os.path.join(cfg.model_save_dir, LOGITS_FILE if own_model else STUDENT_LOGITS_FILE)
+
+
+def _load_cache(path: str) -> Optional[Dict[str, np.ndarray]]:
+    """The arrays of the cache ``path``: None when there is no file; ``{}`` when it is this package's cache but
+    damaged (to rebuild); :class:`ConfigError` when the file is something else (never overwritten)."""
+    if not os.path.lexists(path):
+        return None
+    refusal = ConfigError(f"{path} exists but is not a teacher-logits cache of this package (an .npz with "
+                          f"{' and '.join(CACHE_KEYS)}); it is left untouched: move it away, or pass another "
+                          f"--teacher_logits")
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except Exception:  # noqa: BLE001 - not an npz at all (text, truncated zip, a directory, ...)
+        raise refusal from None
+    if not isinstance(stored, np.lib.npyio.NpzFile):
+        raise refusal
+    with stored:
+        if not set(CACHE_KEYS) <= set(stored.files):
+            raise refusal
         try:
-            with np.load(path) as stored:
-                if str(stored["fingerprint"]) == view.train_fingerprint:
-                    return stored["logits"]
-        except Exception as error:  # noqa: BLE001 - a truncated or foreign file: rebuild it
-            logger.warning("cached teacher logits %s are unreadable (%s); computing them again", path, error)
+            return {name: stored[name] for name in stored.files}
+        except Exception:  # noqa: BLE001 - our keys, unreadable arrays: rebuilt
+            return {}
+
+
+def _cache_problem(stored: Dict[str, np.ndarray], fingerprint: str, teacher: str, rows: int,
+                   classes: Optional[int]) -> str:
+    """Why ``stored`` cannot be used ("" when it can); "other data" and "another teacher" are ordinary misses."""
+    if not stored:
+        return "unreadable arrays"
+    if str(stored["fingerprint"]) != fingerprint:
+        return "other data"
+    if "teacher" not in stored or str(stored["teacher"]) != teacher:
+        return "another teacher"
+    logits = stored["logits"]
+    if logits.dtype != np.float32 or logits.ndim != 2 or logits.shape[0] != rows or \
+            (classes and logits.shape[1] != classes):
+        return f"logits of shape {tuple(logits.shape)} {logits.dtype} (expected [{rows}, {classes or 'C'}] float32)"
+    if not np.isfinite(logits).all():
+        return "non-finite logits"
+    return ""
+
+
+def _cached(path: str, fingerprint: str, teacher: str, rows: int, classes: Optional[int],
+            quiet_misses: bool) -> Optional[np.ndarray]:
+    """The logits of the cache ``path`` when valid, else None (a damaged cache logged once as rebuilt)."""
+    stored = _load_cache(path)
+    if stored is None:
+        return None
+    problem = _cache_problem(stored, fingerprint, teacher, rows, classes)
+    if not problem:
+        logger.info("teacher logits read from %s", path)
+        return stored["logits"]
+    if problem in ("other data", "another teacher"):
+        (logger.debug if quiet_misses else logger.info)("cached teacher logits %s are of %s; not used", path, problem)
+    else:
+        logger.warning("cached teacher logits %s hold %s; computing them again", path, problem)
+    return None
+
+
+def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str) -> np.ndarray:
+    """The teacher's logits ``[N, label_num]`` on the training rows (row-aligned with ``data.train``), read from
+    a valid cache or computed and cached. The teacher reads its own view of the rows (:func:`_teacher_view`).
+
+    ``teacher_dir`` is the saved teacher: this run's own ``--model_save_dir`` (a teacher run) or the input
+    ``--teacher_model``, whose ``train_logits.npz`` (written by the teacher's own run) is only ever read. A
+    cache is valid when it has this data's fingerprint, this teacher's identity, the right shape and dtype and
+    finite values; what is computed goes to :func:`cache_path`."""
+    view = _teacher_view(cfg, meta, data)
+    own = os.path.realpath(teacher_dir) == os.path.realpath(cfg.model_save_dir)
+    identity = _teacher_identity(teacher_dir)
+    path = cache_path(cfg, own)
+    if not own:  # a student reads a valid cache; a teacher run computes the logits of the model it just trained
+        key = (view.train_fingerprint, identity, len(view.train), getattr(teacher, "config", {}).get("label_num"))
+        found = None
+        if not cfg.teacher_logits:  # the teacher's own cache, read-only
+            try:
+                found = _cached(os.path.join(teacher_dir, LOGITS_FILE), *key, quiet_misses=True)
+            except ConfigError as error:
+                logger.warning("the teacher's cache is not used: %s", error)
+        if found is None:
+            found = _cached(path, *key, quiet_misses=False)  # refuses a file that is not a cache
+        if found is not None:
+            return found
     logits = predict(teacher, view.train, cfg.eval_batch_size)[0].astype(np.float32)  # sharded over the ranks
     if not distributed.is_writer():
         return logits
     try:
-        atomic_write_file(path, lambda stream: np.savez(stream, logits=logits,
+        _load_cache(path)  # checked before any work; a foreign file put there since is still never overwritten
+        atomic_write_file(path, lambda stream: np.savez(stream, logits=logits, teacher=np.array(identity),
                                                          fingerprint=np.array(view.train_fingerprint)))
-    except OSError as error:
-        logger.warning("cannot cache the teacher logits in %s (%s); using them uncached", path, error)
+        logger.info("teacher logits cached in %s", path)
+    except (OSError, ConfigError) as error:
+        logger.warning("the teacher logits are not cached in %s (%s); using them uncached", path, error)
     return logits
+
+
+def check_cache_file(cfg: TrainConfig) -> None:
+    """Before any work: the cache file this run may write, when it exists, must be this package's cache
+    (:class:`ConfigError` naming it otherwise; it is never overwritten)."""
+    try:
+        own = RECIPES.get(cfg.recipe).trains_teacher
+    except KeyError:
+        return  # prepare names the unknown recipe
+    _load_cache(cache_path(cfg, own))
 
 
 def _holds_a_run(directory: str) -> bool:
@@ -90,10 +216,12 @@ def _holds_a_run(directory: str) -> bool:
 
 
 def check_run_directory(cfg: TrainConfig) -> None:
-    """Refuse to train over an existing run without ``--resume`` or ``--overwrite``, and a ``--resume``
-    whose configuration differs from the run's in a key that alters it (:data:`RESUMABLE_CHANGES` aside)."""
+    """Refuse to train over an existing run without ``--resume`` or ``--overwrite``, a ``--resume`` whose
+    configuration differs from the run's in a key that alters it (:data:`RESUMABLE_CHANGES` aside), and a
+    teacher-logits cache path holding a file that is not a cache (:func:`check_cache_file`)."""
     if not cfg.do_train:
         return
+    check_cache_file(cfg)
     path = os.path.join(cfg.model_save_dir, RUN_CONFIG)
     if not cfg.resume:
         if _holds_a_run(cfg.model_save_dir) and not cfg.overwrite:
@@ -109,11 +237,47 @@ def check_run_directory(cfg: TrainConfig) -> None:
         raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
     current = dataclasses.asdict(cfg)
     changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+                     if k not in RESUMABLE_CHANGES and k != DATA_KEY and saved.get(k) != current.get(k))
     if changed:
         listed = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise ConfigError(f"--resume would change the run in {cfg.model_save_dir} ({listed}); resume with its "
                           f"settings, or start a new run with --overwrite or another --model_save_dir")
+
+
+def data_fingerprint(data) -> Dict:
+    """``{"rows": N, "sha1": ...}`` of the training rows a run uses: their count and a hash of their ids,
+    mask, segments and labels (dtype and shape included), whatever file they were read from."""
+    digest = hashlib.sha1()
+    train = data.train
+    for array in (train.input_ids, train.input_mask, train.segment_ids, train.labels):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return {"rows": len(train), "sha1": digest.hexdigest()[:16]}
+
+
+def check_resumed_data(cfg: TrainConfig, data) -> None:
+    """On ``--resume``: the training rows must be those the run started with (``run_config.json``'s
+    :data:`DATA_KEY`); :class:`ConfigError` naming what changed otherwise. A run written before the
+    fingerprint was stored resumes with a warning."""
+    path = os.path.join(cfg.model_save_dir, RUN_CONFIG)
+    if not (cfg.do_train and cfg.resume and os.path.isfile(path)):
+        return
+    try:
+        with open(path, encoding="utf-8") as stream:
+            stored = json.load(stream).get(DATA_KEY)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
+    if stored is None:
+        logger.warning("%s predates the training data's fingerprint: resuming without checking that the data is "
+                       "the run's", path)
+        return
+    current = data_fingerprint(data)
+    if stored != current:
+        what = (f"{stored.get('rows')} training rows -> {current['rows']}" if stored.get("rows") != current["rows"]
+                else f"the training rows' fingerprint {stored.get('sha1')} -> {current['sha1']}")
+        raise ConfigError(f"--resume would continue the run in {cfg.model_save_dir} on other data ({what}); restore "
+                          f"the data the run started with, or start again with --overwrite")
 
 
 def _meta(plan: Plan, origin: str) -> Dict:
@@ -263,10 +427,12 @@ def device_kind(cfg: TrainConfig) -> str:
     return device_type(cfg.device)
 
 
-def _write_run_config(cfg: TrainConfig) -> None:
-    """``<model_save_dir>/run_config.json``: what a resume compares its configuration with."""
+def _write_run_config(cfg: TrainConfig, data) -> None:
+    """``<model_save_dir>/run_config.json``: what a resume compares its configuration with, and the training
+    data's fingerprint under :data:`DATA_KEY`."""
     atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
-                      json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+                      json.dumps(dict(dataclasses.asdict(cfg), **{DATA_KEY: data_fingerprint(data)}), indent=2,
+                                 sort_keys=True))
 
 
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
@@ -282,8 +448,9 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
         check_run_directory(cfg)
         seed_everything(cfg.seed)
         plan = prepare(cfg)
+        check_resumed_data(cfg, plan.data)
         if cfg.do_train:
-            _write_run_config(cfg)
+            _write_run_config(cfg, plan.data)
         return execute(plan, progress)
     finally:
         for lock in locks:
@@ -317,6 +484,8 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
             check_run_directory(cfg)
         seed_everything(cfg.seed)
         plan = prepare(cfg)
+        if writer:
+            check_resumed_data(cfg, plan.data)
         world = distributed.world_size()
         if cfg.do_train and cfg.batch_size_per_device * world > len(plan.data.train):
             raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
@@ -333,7 +502,7 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
             raise error or ConfigError(different or devices or "another rank refused the configuration (its message "
                                                                "names the problem); nothing was trained")
         if cfg.do_train and writer:
-            _write_run_config(cfg)
+            _write_run_config(cfg, plan.data)
         return execute(plan, progress)
     finally:
         for lock in locks:

@@ -3,16 +3,35 @@
 :func:`validate_config` raises :class:`~.config.ConfigError` with one sentence naming the key, the value and
 the fix. The device is checked by :func:`~knowledge_distill_util._device.resolve_device`; data, teacher and
 student files by the plan that reads them.
+
+:func:`check_paths` is the one place where the run's directories are compared with each other (symbolic
+links resolved), before anything is created: a training run's ``--model_save_dir`` may not be, lie inside
+or contain an input (``--teacher_model``, ``--student_model``, the data directories); ``--result_dir`` and
+``--log_dir`` may not be or lie inside an input, nor inside an entry of ``--model_save_dir`` that the run
+replaces as a whole (:data:`REPLACED_ENTRIES`: ``weights/``, ``checkpoints/``, the original's snapshots,
+``stage_*/``); ``--teacher_logits`` (a cache the run may write) may not lie inside an input or such an entry.
+The checkpoints live in ``<model_save_dir>/checkpoints/``, which nothing else replaces.
 """
+import fnmatch
 import math
 import os
 import tempfile
-from typing import Callable
+from typing import Callable, List, Optional, Tuple
 
 from .._checks import MIN_TEMPERATURE, check_int, check_probability
 from .config import ConfigError, TrainConfig
 
-__all__ = ["validate_config", "check_writable_directory"]
+__all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES"]
+
+#: Entries of ``--model_save_dir`` a training run replaces or deletes as a whole: ``weights/`` at every save,
+#: ``checkpoints/<stage>/`` when a run starts anew, the original's snapshots, and ``stage_<name>/`` (a
+#: finished stage, saved like a model).
+REPLACED_ENTRIES = ("weights", "checkpoints", "snapshot_best", "snapshot_last_snapshot", "stage_*")
+#: Input directories of a run (a ``--teacher_model`` keyword of the teacher recipe is no directory).
+_INPUT_DIRS = ("teacher_model", "student_model", "data_dir", "train_data_dir", "eval_data_dir",
+               "train_data_dir_lstm", "eval_data_dir_lstm")
+_DATA_DIRS = ("data_dir", "train_data_dir", "eval_data_dir", "train_data_dir_lstm", "eval_data_dir_lstm")
+_TEACHER_KEYWORDS = ("auto", "minilm", "scratch")
 
 _POSITIVE_INTS = ("batch_size_per_device", "eval_batch_size", "seq_length", "checkpoint_every",
                   "loss_print_every_n_iter",
@@ -66,6 +85,88 @@ def check_writable_directory(key: str, path: str) -> None:
                           f"directory or free some space") from None
 
 
+def _inside(path: str, parent: str) -> bool:
+    """``path`` is ``parent`` or lies below it (both resolved)."""
+    return os.path.commonpath([path, parent]) == parent
+
+
+def _relation(path: str, other: str) -> Optional[str]:
+    """How resolved ``path`` relates to resolved ``other``: ``"is"``, ``"lies inside"``, ``"contains"`` or None."""
+    if path == other:
+        return "is"
+    if _inside(path, other):
+        return "lies inside"
+    if _inside(other, path):
+        return "contains"
+    return None
+
+
+def _inputs(cfg: TrainConfig) -> List[Tuple[str, str, str]]:
+    """``(key, given path, resolved path)`` of every input directory of ``cfg`` (a training run's models and
+    data; an evaluation-only run's data: the model it evaluates is its ``--model_save_dir`` in the original)."""
+    found = []
+    for key in (_INPUT_DIRS if cfg.do_train else _DATA_DIRS):
+        value = getattr(cfg, key)
+        if not value or (key == "teacher_model" and value in _TEACHER_KEYWORDS and not os.path.isdir(value)):
+            continue
+        found.append((key, value, os.path.realpath(value)))
+    return found
+
+
+def _replaced_entry(path: str, save_dir: str) -> Optional[str]:
+    """The entry of resolved ``save_dir`` (:data:`REPLACED_ENTRIES`) holding resolved ``path``, else None."""
+    if path == save_dir or not _inside(path, save_dir):
+        return None
+    first = os.path.relpath(path, save_dir).split(os.sep)[0]
+    replaced = any(fnmatch.fnmatchcase(first, pattern) for pattern in REPLACED_ENTRIES)
+    return os.path.join(save_dir, first) if replaced else None
+
+
+def check_paths(cfg: TrainConfig) -> None:
+    """Refuse directories that coincide or nest destructively (see the module docstring), before anything is
+    created or written: :class:`ConfigError` with one sentence naming both flags, both paths and the fix."""
+    inputs = _inputs(cfg)
+    save = os.path.realpath(cfg.model_save_dir)
+    if cfg.do_train:
+        for key, value, real in inputs:
+            relation = _relation(save, real)
+            if relation:
+                raise ConfigError(
+                    f"--model_save_dir {cfg.model_save_dir} {relation} --{key} {value}; a training run writes and "
+                    f"replaces files in --model_save_dir, and an input must never be written: pass a "
+                    f"--model_save_dir that neither is, lies inside nor contains {value}")
+    outputs = [(key, getattr(cfg, key)) for key in ("result_dir", "log_dir") if getattr(cfg, key)]
+    for key, value in outputs:
+        real = os.path.realpath(value)
+        for input_key, input_value, input_real in inputs:
+            relation = _relation(real, input_real)
+            if relation in ("is", "lies inside"):
+                raise ConfigError(f"--{key} {value} {relation} --{input_key} {input_value}, an input the run must "
+                                  f"never write; pass a --{key} outside {input_value}")
+        entry = _replaced_entry(real, save) if cfg.do_train else None
+        if entry:
+            raise ConfigError(f"--{key} {value} lies inside {entry}, which the run replaces in --model_save_dir "
+                              f"{cfg.model_save_dir} (its files would be lost); pass a --{key} outside it "
+                              f"(--model_save_dir itself or a directory beside it)")
+    if cfg.teacher_logits:
+        real = os.path.realpath(cfg.teacher_logits)
+        for input_key, input_value, input_real in inputs:
+            if _inside(real, input_real):
+                raise ConfigError(
+                    f"--teacher_logits {cfg.teacher_logits} lies inside --{input_key} {input_value}, an input the "
+                    f"run must never write (it rewrites a cache that does not match); pass a --teacher_logits "
+                    f"outside it, or drop the flag: the teacher's own train_logits.npz is still read when valid")
+        entry = _replaced_entry(real, save) if cfg.do_train else None
+        if entry:
+            raise ConfigError(f"--teacher_logits {cfg.teacher_logits} lies inside {entry}, which the run replaces "
+                              f"in --model_save_dir {cfg.model_save_dir}; pass a --teacher_logits outside it")
+    if cfg.vocab_file and cfg.do_train:
+        entry = _replaced_entry(os.path.realpath(cfg.vocab_file), save)
+        if entry:
+            raise ConfigError(f"--vocab_file {cfg.vocab_file} lies inside {entry}, which the run replaces in "
+                              f"--model_save_dir {cfg.model_save_dir}; keep the vocabulary outside it")
+
+
 def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainConfig:
     """Check every value of ``cfg`` (and, with ``check_directories``, that its output directories are
     writable); returns ``cfg``."""
@@ -91,6 +192,7 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
     if not cfg.do_train and not cfg.do_eval:
         raise ConfigError("--do_train false and --do_eval false leave nothing to do; enable one of them")
+    check_paths(cfg)
     if check_directories:
         for key in ("model_save_dir", "result_dir"):
             check_writable_directory(key, getattr(cfg, key))

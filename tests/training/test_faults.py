@@ -74,7 +74,7 @@ def test_random_sigkills_resume_to_the_uninterrupted_weights(workspace, dropout)
     assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 25)]
 
 
-def test_truncated_cached_teacher_logits_are_rebuilt(workspace, tmp_path):
+def test_a_truncated_teacher_cache_is_neither_used_nor_written(workspace, tmp_path):
     teacher = tmp_path / "teacher"
     import shutil
 
@@ -85,7 +85,9 @@ def test_truncated_cached_teacher_logits_are_rebuilt(workspace, tmp_path):
     args[args.index("--teacher_model") + 1] = teacher
     done = train_cli(*args)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "unreadable" in done.stderr and np.load(cache)["logits"].shape[0] > 0      # rebuilt, readable again
+    assert "the teacher's cache is not used" in done.stderr and len(cache.read_bytes()) == 100  # an input: untouched
+    own = workspace["root"] / "fault_logits" / "model" / "teacher_logits.npz"
+    assert np.load(own)["logits"].shape[0] > 0                                  # computed, cached in the run's own
 
 
 def test_a_truncated_checkpoint_stops_the_resume_and_deletes_nothing(workspace):

@@ -192,6 +192,37 @@ def test_an_existing_run_needs_resume_or_overwrite(workspace):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_a_resume_on_changed_data_is_refused(workspace, tmp_path):
+    """Issue 16: a resume after train.tsv lost rows (or changed one) silently changed the run."""
+    data = tmp_path / "data"
+    shutil.copytree(workspace["data"], data)
+    args = recipe_args(workspace, "kd", "resume_data") + ["--max_train_examples", "0"]  # every row is used
+    args[args.index("--data_dir") + 1] = data
+    assert train_cli(*args).returncode == 0
+    run_config = workspace["root"] / "resume_data" / "model" / "run_config.json"
+    stored = json.loads(run_config.read_text())["train_data"]
+    train = data / "train.tsv"
+    original = train.read_text(encoding="utf-8")
+    lines = original.splitlines(keepends=True)
+    train.write_text("".join(lines[:-10]), encoding="utf-8")
+    _assert_stops_before_training(train_cli(*args, "--resume", "--max_steps", "4"),
+                                  rf"--resume would continue the run in .*resume_data/model on other data \("
+                                  rf"{stored['rows']} training rows -> {stored['rows'] - 10}\); restore the data the "
+                                  rf"run started with, or start again with --overwrite")
+    train.write_text("".join(lines[:1] + [lines[2]] + lines[2:]), encoding="utf-8")  # as many rows, one changed
+    _assert_stops_before_training(train_cli(*args, "--resume", "--max_steps", "4"),
+                                  rf"on other data \(the training rows' fingerprint {stored['sha1']} -> [0-9a-f]+\)")
+    train.write_text(original, encoding="utf-8")
+    assert json.loads(run_config.read_text())["train_data"] == stored
+    older = json.loads(run_config.read_text())
+    del older["train_data"]                         # a run written before the fingerprint was stored
+    run_config.write_text(json.dumps(older))
+    resumed = train_cli(*args, "--resume", "--max_steps", "4")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "predates the training data's fingerprint: resuming without checking" in resumed.stderr
+    assert json.loads(run_config.read_text())["train_data"] == stored
+
+
 def test_two_runs_on_one_directory(workspace):
     """The second writer stops with one sentence naming the first; the first finishes unharmed."""
     import time
