@@ -31,10 +31,11 @@ def original_results(results: Dict) -> Dict[str, str]:
     ...                   "modelSize": 2.5, "reasoningTime": 1234.567})
     {'accuracy': '0.88', 'MCC': '0.50', 'precision': '1.00', 'recall': '0.75', 'f_1': '0.86', 'modelSize': '2', 'reasoningTime': '1234.57'}
     """
-    out = {ORIGINAL_KEYS[key]: "%.2f" % results[key] for key in ORIGINAL_KEYS if key in results}
+    out = {ORIGINAL_KEYS[key]: None if results[key] is None else "%.2f" % results[key]  # None: undefined
+           for key in ORIGINAL_KEYS if key in results}
     if "modelSize" in results:
         out["modelSize"] = "%d" % (results["modelSize"] * 1e6 / 2 ** 20)
-    if "reasoningTime" in results:
+    if results.get("reasoningTime") is not None:
         out["reasoningTime"] = "%.2f" % results["reasoningTime"]
     return out
 
