@@ -165,7 +165,7 @@ def prepare(cfg: TrainConfig) -> Plan:
     context = BuildContext(cfg, data.spec, teacher, recipe.teacher_outputs, description=f"teacher {cfg.teacher_model}")
     try:
         model = recipe.build(context)
-    except ValueError as error:  # a model constructor refusing a configured size or probability
+    except (ValueError, TypeError) as error:  # a constructor or a config.json refusing a size or probability
         raise ConfigError(f"recipe {recipe.name!r} cannot build its model: {error}") from error
     stages = _stages(recipe, cfg, model)
     final = stages[-1].export
