@@ -20,7 +20,7 @@ import oneflow.nn as nn
 import oneflow.nn.functional as F
 
 from .._checks import check_bool, check_positive_real, check_probability
-from ._inputs import check_id_range, check_model_inputs, extended_attention_mask
+from ._inputs import check_id_range, check_mask_values, check_model_inputs, extended_attention_mask
 from ._sizes import check_parameter_memory, check_size
 
 __all__ = [
@@ -403,10 +403,12 @@ class BertForSequenceClassification(nn.Module):
         """``[B, L]`` ids, mask, segments -> ``(logits [B, C], reps, atts)`` (see the module doc).
 
         ``check_inputs`` (default: the model's ``check_inputs``) checks in eager mode that every token
-        id is in ``[0, vocab_size)`` and every segment id in ``[0, type_vocab_size)``; inside
-        ``nn.Graph`` the values are never checked (they would need a host synchronisation).
+        id is in ``[0, vocab_size)``, every segment id in ``[0, type_vocab_size)`` and every mask entry
+        0 or 1; inside ``nn.Graph`` the values are never checked (they would need a host synchronisation).
         """
         check_model_inputs(input_ids, input_mask, token_type_ids, self.max_position_embeddings)
+        if self.embeddings.check_inputs if check_inputs is None else check_inputs:
+            check_mask_values(input_mask)
         hidden = self.embed(input_ids, token_type_ids, check_inputs)
         bias = self.attention_bias(input_mask, hidden.dtype)
         reps, atts = [hidden], []
