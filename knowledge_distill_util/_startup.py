@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Optional
 
+from ._env import MAX_TIMEOUT_S, env_float
+
 __all__ = ["bound_oneflow_start", "StartWatcher", "DEFAULT_START_TIMEOUT_S"]
 
 DEFAULT_START_TIMEOUT_S = 300.0
@@ -35,16 +37,11 @@ class StartWatcher:
 
 
 def _start_timeout() -> float:
-    raw = os.environ.get("KDU_START_TIMEOUT", "")
     try:
-        value = float(raw) if raw.strip() else DEFAULT_START_TIMEOUT_S
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        sys.stderr.write(f"error: KDU_START_TIMEOUT={raw!r} is not a number of seconds above 0; unset it for the "
-                         f"default {DEFAULT_START_TIMEOUT_S:.0f} s\n")
+        return env_float("KDU_START_TIMEOUT", DEFAULT_START_TIMEOUT_S, 0.0, MAX_TIMEOUT_S)
+    except ValueError as error:
+        sys.stderr.write(f"error: {error}\n")
         sys.exit(2)
-    return value
 
 
 def _watch(parent: int, read_end: int, timeout: float, message: str) -> None:

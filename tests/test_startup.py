@@ -48,4 +48,5 @@ def test_a_master_whose_peers_never_come_ends_with_one_sentence():
 def test_a_bad_start_timeout_is_refused():
     done, _ = _rank(1, KDU_START_TIMEOUT="soon")
     assert done.returncode == 2
-    assert "error: KDU_START_TIMEOUT='soon' is not a number of seconds above 0" in done.stderr
+    assert "error: environment variable KDU_START_TIMEOUT='soon' must be a finite number of seconds in (0, 86400]" \
+        in done.stderr

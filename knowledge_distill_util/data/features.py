@@ -118,13 +118,22 @@ def load_tokenizer(vocab_file: str, lowercase: bool = True) -> AnyTokenizer:
             f"vocabulary file {vocab_file} does not exist; pass a WordPiece vocab.txt or tokenizer.json "
             f"(the default is {MINILM_PACKAGE}'s, see default_vocab_file())"
         )
-    if vocab_file.endswith(".json"):
-        tokenizer: AnyTokenizer = Tokenizer.from_file(vocab_file)
-        known = {t for t in _SPECIAL_TOKENS if tokenizer.token_to_id(t) is not None}
-    else:
-        with open(vocab_file, "r", encoding="utf-8") as handle:
-            known = {line.strip() for line in handle} & set(_SPECIAL_TOKENS)
-        tokenizer = None
+    try:
+        if vocab_file.endswith(".json"):
+            tokenizer: AnyTokenizer = Tokenizer.from_file(vocab_file)
+            known = {t for t in _SPECIAL_TOKENS if tokenizer.token_to_id(t) is not None}
+        else:
+            with open(vocab_file, "r", encoding="utf-8") as handle:
+                known = {line.strip() for line in handle} & set(_SPECIAL_TOKENS)
+            tokenizer = None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"vocabulary file {vocab_file} is not UTF-8 text (byte {error.start}: "
+                         f"{error.object[error.start:error.start + 1]!r}); pass a UTF-8 WordPiece vocab.txt or "
+                         f"tokenizer.json") from None
+    except Exception as error:  # tokenizers' own error for a tokenizer.json it cannot parse
+        raise ValueError(f"vocabulary file {vocab_file} is not a tokenizer.json the tokenizers library reads "
+                         f"({' '.join(str(error).split())}); pass a WordPiece vocab.txt or a valid tokenizer.json") \
+            from None
     missing = [t for t in _SPECIAL_TOKENS if t not in known]
     if missing:
         raise ValueError(

@@ -78,7 +78,8 @@ def load_ofrecord_task_data(task_name: Optional[str], seq_length: int, train_dir
     Arguments are the original's ``--task_name``, ``--seq_length``, ``--{train,eval}_data_dir``,
     ``--*_data_prefix``, ``--*_data_part_num`` and ``--*_example_num`` (0: every record). A split without
     a directory has no rows (an eval-only run needs no training parts); at least one is required. Read
-    with :func:`~.ofrecord.read_ofrecord_features`, which raises ``ValueError`` naming the file and the fix.
+    with :func:`~.ofrecord.read_ofrecord_features`, which raises ``ValueError`` naming the file and the fix
+    (also for a label outside the task's classes).
     """
     from .ofrecord import read_ofrecord_features
 
@@ -92,9 +93,11 @@ def load_ofrecord_task_data(task_name: Optional[str], seq_length: int, train_dir
     except KeyError as error:
         raise ValueError(str(error.args[0] if error.args else error)) from None
 
+    classes = None if spec.labels is None else spec.num_labels  # regression scores are not class ids
+
     def read(directory, prefix, part_num, example_num):
         return read_ofrecord_features(directory, prefix, part_num, example_num=example_num or None,
-                                      seq_length=seq_length)
+                                      seq_length=seq_length, num_labels=classes)
 
     train = read(train_dir, train_prefix, train_part_num, train_example_num) if train_dir else None
     dev = read(eval_dir, eval_prefix, eval_part_num, eval_example_num) if eval_dir else None

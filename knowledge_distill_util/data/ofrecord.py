@@ -43,6 +43,7 @@ __all__ = [
     "OFRecordParts",
     "scan_ofrecord_parts",
     "read_ofrecord_features",
+    "check_ofrecord_labels",
     "write_ofrecord_parts",
     "glue_to_ofrecord",
 ]
@@ -253,9 +254,25 @@ def _decode_with_oneflow(parts: OFRecordParts, count: int, chunk_size: int) -> D
     return {name: np.concatenate(values).astype(np.int64) for name, values in chunks.items()}
 
 
+def check_ofrecord_labels(labels: np.ndarray, parts: OFRecordParts, num_labels: int) -> None:
+    """Every class id in ``labels`` (rows in reading order) must lie in ``[0, num_labels)``; ``ValueError``
+    naming the part file, the record, the label and the valid range otherwise (as the TSV reader refuses
+    an unknown label). A label outside the range would train with zero loss (a class the classifier does
+    not have) or add a phantom class to the dev metrics."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
+    if not len(bad):
+        return
+    row = int(bad[0])
+    part = int(np.searchsorted(np.cumsum(parts.counts), row, side="right"))
+    record = row - int(sum(parts.counts[:part]))
+    raise ValueError(f"record {record} of {parts.paths[part]} has label_ids {int(labels[row])}, outside the "
+                     f"{num_labels} classes of the task (0 .. {num_labels - 1}; {len(bad)} such record(s) in "
+                     f"all); pass the right --task_name or convert the data again with scripts/glue_to_ofrecord.py")
+
+
 def read_ofrecord_features(directory, prefix: str = "part-", part_num: int = 1,
                            example_num: Optional[int] = None, seq_length: Optional[int] = None,
-                           chunk_size: int = 4096) -> Features:
+                           chunk_size: int = 4096, num_labels: Optional[int] = None) -> Features:
     """Read the original's OFRecord parts into :class:`Features` (int64 arrays ``[N, L]``, labels ``[N]``).
 
     The arguments are the original's ``--*_data_dir``, ``--*_data_prefix``, ``--*_data_part_num``,
@@ -264,6 +281,8 @@ def read_ofrecord_features(directory, prefix: str = "part-", part_num: int = 1,
     records (``None``: all); a larger value than the data holds reads all of them and logs a warning
     (the original's default ``--train_example_num=88614`` must keep working on smaller tasks).
     Everything is checked first (:func:`scan_ofrecord_parts`); ``chunk_size`` is the reader's batch.
+    ``num_labels`` (a classification task's class count; ``None`` for regression) makes every label read
+    a class id in ``[0, num_labels)`` (:func:`check_ofrecord_labels`).
 
     >>> import tempfile, numpy as np
     >>> folder = tempfile.mkdtemp()
@@ -279,6 +298,7 @@ def read_ofrecord_features(directory, prefix: str = "part-", part_num: int = 1,
     example_num = check_int("example_num", example_num, allow_none=True,
                             hint=" (--*_example_num: how many records to read)")
     chunk_size = check_int("chunk_size", chunk_size)
+    num_labels = check_int("num_labels", num_labels, allow_none=True)
     parts = scan_ofrecord_parts(directory, prefix, part_num, seq_length)
     count = parts.total
     if example_num is not None and example_num > count:
@@ -288,6 +308,8 @@ def read_ofrecord_features(directory, prefix: str = "part-", part_num: int = 1,
     elif example_num is not None:
         count = example_num
     arrays = _decode_with_oneflow(parts, count, chunk_size)
+    if num_labels is not None:
+        check_ofrecord_labels(arrays["label_ids"][:, 0], parts, num_labels)
     return Features(input_ids=arrays["input_ids"], input_mask=arrays["input_mask"],
                     segment_ids=arrays["segment_ids"], labels=arrays["label_ids"][:, 0])
 

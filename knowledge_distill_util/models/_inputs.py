@@ -3,8 +3,8 @@
 Two levels:
 
 - :func:`check_model_inputs`: static facts (type, dtype, shape, not empty), also inside ``nn.Graph``.
-- :func:`check_id_range` / :func:`check_mask_order`: the values (token and segment ids within the
-  embedding tables, a mask of valid tokens then padding). Out-of-range ids otherwise reach OneFlow's
+- :func:`check_id_range` / :func:`check_mask_values` / :func:`check_mask_order`: the values (token and
+  segment ids within the embedding tables, a mask of 0/1 entries, of valid tokens then padding). Out-of-range ids otherwise reach OneFlow's
   gather kernel, which aborts the process (negative ids) or silently reads a zero embedding (ids past
   the table). Reading values needs the tensor's data on the host (a device synchronisation in eager
   mode); inside ``nn.Graph`` (lazy tensors) the data does not exist while the graph is built, so these
@@ -21,6 +21,7 @@ __all__ = [
     "check_model_inputs",
     "check_id_range",
     "check_mask_order",
+    "check_mask_values",
     "extended_attention_mask",
 ]
 
@@ -112,6 +113,26 @@ def check_id_range(name: str, ids: flow.Tensor, size: int, size_name: str) -> No
         f"{name} holds {values[row, position]} at [row {row}, position {position}] ({int(bad.sum())} id(s) "
         f"out of range), outside [0, {size - 1}] ({size_name}={size}); {fix}"
     )
+
+
+def check_mask_values(input_mask: flow.Tensor) -> None:
+    """Require every entry of the mask to be 0 (padding) or 1 (token); skipped inside ``nn.Graph``.
+
+    A BERT mask of -3 would otherwise turn into an attention bias of +40000 (``(1 - mask) * -10000``).
+
+    >>> check_mask_values(flow.tensor([[1, 1, -3]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: input_mask holds -3 at [row 0, position 2]; a mask holds 1 (token) or 0 (padding)
+    """
+    if _building_graph(input_mask) or input_mask.dtype == flow.bool:
+        return
+    if not bool(((input_mask != 0) & (input_mask != 1)).any().item()):
+        return
+    values = _host(input_mask)
+    row, position = (int(i) for i in np.argwhere((values != 0) & (values != 1))[0])
+    raise ValueError(f"input_mask holds {values[row, position]} at [row {row}, position {position}]; a mask holds 1 "
+                     f"(token) or 0 (padding)")
 
 
 def check_mask_order(input_mask: flow.Tensor) -> None:

@@ -19,8 +19,9 @@ import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
 
-from .._checks import check_bool, check_int, check_positive_real, check_probability
-from ._inputs import check_id_range, check_model_inputs, extended_attention_mask
+from .._checks import check_bool, check_positive_real, check_probability
+from ._inputs import check_id_range, check_mask_values, check_model_inputs, extended_attention_mask
+from ._sizes import check_parameter_memory, check_size
 
 __all__ = [
     "BertForSequenceClassification",
@@ -248,7 +249,7 @@ def check_bert_config(config: Mapping[str, Any], source: Optional[str] = None) -
     checked = dict(config)
     for key, value in config.items():
         if key in _BERT_INTS:
-            checked[key] = check_int(key, value, source=source)
+            checked[key] = check_size(key, value, source=source)
         elif key in _BERT_PROBABILITIES:
             checked[key] = check_probability(key, value, source=source)
         elif key in _BERT_REALS:
@@ -274,6 +275,19 @@ def check_bert_config(config: Mapping[str, Any], source: Optional[str] = None) -
                 f"({config['num_attention_heads']}){where}"
             )
     return checked
+
+
+def bert_parameter_count(config: Mapping[str, Any]) -> int:
+    """Parameters of the model a checked full ``config`` builds: embeddings ``(V + P + T) * H``, per layer
+    ``4 * H * (H + 1)`` (attention) ``+ 2 * H * I + I + H`` (feed-forward) ``+ 4 * H`` (two LayerNorms),
+    pooler ``H * (H + 1)``, classifier ``(H + 1) * C``, and a student's ``fit_dense`` ``(H + 1) * F``."""
+    h, i = config["hidden_size"], config["intermediate_size"]
+    count = (config["vocab_size"] + config["max_position_embeddings"] + config["type_vocab_size"] + 2) * h
+    count += config["num_hidden_layers"] * (4 * h * (h + 1) + 2 * h * i + i + h + 4 * h)
+    count += h * (h + 1) + (h + 1) * config["label_num"]
+    if config.get("is_student"):
+        count += (h + 1) * config["fit_size"]
+    return int(count)
 
 
 class BertForSequenceClassification(nn.Module):
@@ -338,6 +352,7 @@ class BertForSequenceClassification(nn.Module):
         attention_probs_dropout_prob = config["attention_probs_dropout_prob"]
         layer_norm_eps, initializer_range = config["layer_norm_eps"], config["initializer_range"]
         check_inputs = check_bool("check_inputs", check_inputs)
+        check_parameter_memory(bert_parameter_count(config), "BERT model")
         self.config = config
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -388,10 +403,12 @@ class BertForSequenceClassification(nn.Module):
         """``[B, L]`` ids, mask, segments -> ``(logits [B, C], reps, atts)`` (see the module doc).
 
         ``check_inputs`` (default: the model's ``check_inputs``) checks in eager mode that every token
-        id is in ``[0, vocab_size)`` and every segment id in ``[0, type_vocab_size)``; inside
-        ``nn.Graph`` the values are never checked (they would need a host synchronisation).
+        id is in ``[0, vocab_size)``, every segment id in ``[0, type_vocab_size)`` and every mask entry
+        0 or 1; inside ``nn.Graph`` the values are never checked (they would need a host synchronisation).
         """
         check_model_inputs(input_ids, input_mask, token_type_ids, self.max_position_embeddings)
+        if self.embeddings.check_inputs if check_inputs is None else check_inputs:
+            check_mask_values(input_mask)
         hidden = self.embed(input_ids, token_type_ids, check_inputs)
         bias = self.attention_bias(input_mask, hidden.dtype)
         reps, atts = [hidden], []

@@ -19,8 +19,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import oneflow as flow
 import oneflow.nn as nn
 
-from .._checks import check_bool, check_int, check_probability
+from .._checks import check_bool, check_probability
 from ._inputs import check_id_range, check_mask_order, check_model_inputs
+from ._sizes import check_parameter_memory, check_size
 
 __all__ = ["LSTMStudentForSequenceClassification", "run_lstm", "check_lstm_config"]
 
@@ -45,7 +46,7 @@ def check_lstm_config(config: Mapping[str, Any], source: Optional[str] = None) -
     checked = dict(config)
     for key, value in config.items():
         if key in _LSTM_INTS:
-            checked[key] = check_int(key, value, source=source)
+            checked[key] = check_size(key, value, source=source)
         elif key == "hidden_dropout_prob":
             checked[key] = check_probability(key, value, source=source)
         else:
@@ -151,6 +152,9 @@ class LSTMStudentForSequenceClassification(nn.Module):
         )
         directions = 2 if self.bidirectional else 1
         sizes = [embedding_size] + [hidden_size * directions] * (num_hidden_layers - 1)
+        check_parameter_memory(  # embedding, LSTMs (4 gates, two biases), dense, classifier
+            vocab_size * embedding_size + directions * sum(4 * hidden_size * (s + hidden_size + 2) for s in sizes)
+            + (hidden_size * directions + 1) * intermediate_size + (intermediate_size + 1) * label_num, "LSTM model")
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         self.forward_lstm = nn.ModuleList([nn.LSTM(s, hidden_size, batch_first=True) for s in sizes])
         self.backward_lstm = (

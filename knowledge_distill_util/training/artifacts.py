@@ -11,6 +11,8 @@ from typing import Dict, Tuple
 import oneflow.nn as nn
 
 from ..models import BertForSequenceClassification, LSTMStudentForSequenceClassification, load_model, save_model
+from ..models.bert import check_bert_config
+from ..models.lstm import check_lstm_config
 from .._io import atomic_write_text
 from .config import ConfigError
 
@@ -60,19 +62,40 @@ def read_meta(directory: str, what: str = "model") -> Dict:
             meta = json.load(stream)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not valid JSON ({error}); retrain the model or restore the file") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path} holds a JSON {type(meta).__name__}, not an object; it was not written by this "
+                          f"package")
     for key in ("architecture", "config"):
         if key not in meta:
             raise ConfigError(f"{path} has no {key!r} key; it was not written by this package")
     if meta["architecture"] not in ARCHITECTURES:
         raise ConfigError(f"{path}: unknown architecture {meta['architecture']!r}; expected one of "
                           f"{sorted(ARCHITECTURES)}")
+    _check_model_config(meta, path)
     return meta
+
+
+def _check_model_config(meta: Dict, path: str) -> None:
+    """The ``"config"`` of ``meta`` typed and bounded as the model constructor checks it (sizes: positive
+    integers within :data:`~knowledge_distill_util.models._sizes.SIZE_LIMITS`), naming ``path``."""
+    config = meta["config"]
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: 'config' must be an object of constructor arguments, got a JSON "
+                          f"{type(config).__name__}; retrain the model or restore the file")
+    check = check_bert_config if meta["architecture"] == "bert" else check_lstm_config
+    try:
+        check(config, source=path)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{error}; retrain the model or restore the file") from None
 
 
 def load_trained(directory: str, what: str = "model", **config_overrides) -> Tuple[nn.Module, Dict]:
     """``(model, meta)`` from a directory written by :func:`save_trained`; :class:`ConfigError` otherwise."""
     meta = read_meta(directory, what)
-    model = ARCHITECTURES[meta["architecture"]](**dict(meta["config"], **config_overrides))
+    try:
+        model = ARCHITECTURES[meta["architecture"]](**dict(meta["config"], **config_overrides))
+    except (TypeError, ValueError) as error:  # e.g. the model's memory, or an override out of range
+        raise ConfigError(f"{what} {directory}: {error}") from None
     try:
         load_model(model, os.path.join(directory, WEIGHTS))
     except (ValueError, FileNotFoundError) as error:

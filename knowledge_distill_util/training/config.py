@@ -226,6 +226,8 @@ def _check_config_files(argv: Sequence[str]) -> None:
     for path in _config_files(argv):
         if path.lstrip().startswith("{"):
             continue  # an inline configuration string
+        if os.path.isdir(path):
+            raise ConfigError(f"--config {path!r} is a directory; pass a YAML or JSON file")
         if not os.path.isfile(path):
             raise ConfigError(f"--config {path!r} does not exist; pass an existing YAML or JSON file")
         try:
@@ -234,7 +236,10 @@ def _check_config_files(argv: Sequence[str]) -> None:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             detail = " ".join(str(error).split())
             raise ConfigError(f"--config {path} is not valid YAML or JSON ({detail}); fix the file") from None
-        if data is not None and not isinstance(data, dict):
+        if data is None:
+            raise ConfigError(f"--config {path} holds no configuration keys (empty, or only comments); write a "
+                              f"mapping such as {{\"num_epochs\": 3}} into it or drop --config")
+        if not isinstance(data, dict):
             raise ConfigError(f"--config {path} must hold one mapping of configuration keys, got a "
                               f"{type(data).__name__}; fix the file")
 

@@ -49,9 +49,11 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
+from .._env import MAX_TIMEOUT_S, env_float, env_int, env_port
+
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
-           "start_watchdog", "stop_watchdog", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
+           "start_watchdog", "stop_watchdog", "check_environment", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
            "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S", "SIGTERM_GRACE_S"]
 
 logger = logging.getLogger(__name__)
@@ -311,14 +313,20 @@ class DataParallel:
 
 # ------------------------------------------------------------------------------------------ watchdog
 def _timeout() -> float:
-    raw = os.environ.get("KDU_DIST_TIMEOUT", "")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ValueError(f"KDU_DIST_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"KDU_DIST_TIMEOUT must be positive, got {raw!r}")
-    return value
+    """``KDU_DIST_TIMEOUT`` in seconds (default :data:`DEFAULT_TIMEOUT_S`, finite, in (0, one day])."""
+    return env_float("KDU_DIST_TIMEOUT", DEFAULT_TIMEOUT_S, 0.0, MAX_TIMEOUT_S)
+
+
+def _watchdog_port() -> int:
+    """``KDU_WATCHDOG_PORT``, default ``MASTER_PORT + 1`` (``MASTER_PORT`` is the launcher's)."""
+    master = env_int("MASTER_PORT", 29500, 1, 65534, "a TCP port number below 65535")
+    return env_port("KDU_WATCHDOG_PORT", master + 1)
+
+
+def check_environment() -> None:
+    """Read every ``KDU_*`` variable this module uses (``ValueError``, one sentence, on a bad one)."""
+    _timeout()
+    _watchdog_port()
 
 
 _AT_ABORT: List[Callable[[], None]] = []
@@ -363,7 +371,7 @@ class Watchdog:
         self.timeout = _timeout() if timeout is None else float(timeout)
         self.rank, self.world = rank(), world_size()
         self.address = address or os.environ.get("MASTER_ADDR", "127.0.0.1")
-        self.port = port or int(os.environ.get("KDU_WATCHDOG_PORT") or int(os.environ.get("MASTER_PORT", "29500")) + 1)
+        self.port = port or _watchdog_port()
         self.peers: Dict[int, socket.socket] = {}
         self.seen: Dict[int, float] = {}
         self.connected = threading.Event()  # rank > 0: its hello has been sent to rank 0
@@ -687,10 +695,12 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
                          f"pass --node_ips a,b,... with the master node first")
     if per_node * nodes == 1:
         return None
+    port = str(env_port("KDU_MASTER_PORT", 29500))
+    given_rank = env_int("KDU_NODE_RANK", None, 0, nodes - 1, f"this node's position in --node_ips (--num_nodes {nodes})")
     if nodes == 1:
         node_rank, master = 0, ips[0] if ips else "127.0.0.1"
-    elif os.environ.get("KDU_NODE_RANK"):
-        node_rank, master = int(os.environ["KDU_NODE_RANK"]), ips[0]
+    elif given_rank is not None:
+        node_rank, master = given_rank, ips[0]
     else:
         mine = [i for i, ip in enumerate(ips) if ip in _local_addresses()]
         if len(mine) != 1:
@@ -699,7 +709,6 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
         node_rank, master = mine[0], ips[0]
     if node_rank and ips[0] in _local_addresses() and ips[node_rank] in _local_addresses():
         master = ips[node_rank]  # the master runs here too: reach it at this node's address (module doc, Nodes)
-    port = os.environ.get("KDU_MASTER_PORT", "29500")
     return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(per_node), "--nnodes",
             str(nodes), "--node_rank", str(node_rank), "--master_addr", master, "--master_port", port,
             *entry, *argv]

@@ -4,20 +4,27 @@
 
 Precision/recall/f1: binary tasks score class 1 (``average="binary"``), tasks with more classes the
 unweighted mean over classes (``average="macro"``).
+
+A metric that is undefined (Pearson/Spearman of constant scores or predictions, a throughput with no timed
+batch) is written as ``null``, never ``NaN`` (not JSON), and ``"notes"`` maps its name to the reason, e.g.
+``"pearson": null, "notes": {"pearson": "undefined: the dev scores are constant (all 2.5)"}``. The results
+file is written atomically (``_io.atomic_write_json``): a kill leaves the previous file or the new one.
 """
-import json
+import math
 import os
 import time
+import warnings
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
+from .._io import atomic_write_json
 from . import distributed
 
 __all__ = ["predict", "compute_metrics", "directory_size_mb", "count_parameters", "evaluate_model",
-           "write_results"]
+           "write_results", "undefined_to_null"]
 
 
 def predict(model: nn.Module, features, batch_size: int) -> Tuple[np.ndarray, float]:
@@ -68,11 +75,13 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, output_mode: str) ->
 
         predictions = logits.reshape(-1)
         gold = np.asarray(labels, dtype=np.float64).reshape(-1)
-        return {
-            "pearson": float(pearsonr(predictions, gold)[0]),
-            "spearmanr": float(spearmanr(predictions, gold)[0]),
-            "mse": float(np.mean((predictions - gold) ** 2)),
-        }
+        with warnings.catch_warnings():  # constant input: NaN, explained by evaluate_model's notes
+            warnings.simplefilter("ignore")
+            return {
+                "pearson": float(pearsonr(predictions, gold)[0]),
+                "spearmanr": float(spearmanr(predictions, gold)[0]),
+                "mse": float(np.mean((predictions - gold) ** 2)),
+            }
     from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
 
     predictions = logits.argmax(axis=-1)
@@ -113,13 +122,54 @@ def evaluate_model(model: nn.Module, features, output_mode: str, batch_size: int
     results["reasoningTime"] = round(speed, 2)
     results["parameters"] = count_parameters(model)
     results["num_examples"] = int(len(features))
-    return results
+    return undefined_to_null(results, _reasons(logits, features.labels, output_mode))
+
+
+def _constant(values: np.ndarray) -> bool:
+    return len(values) > 0 and bool(np.all(values == values.reshape(-1)[0]))
+
+
+def _reasons(logits: np.ndarray, labels: np.ndarray, output_mode: str) -> Dict[str, str]:
+    """Why each metric that can be undefined would be (checked only when it is)."""
+    reasons = {"reasoningTime": "undefined: no batch was timed (no dev rows)"}
+    if len(labels) == 0:
+        return dict(reasons, **{key: "undefined: the dev set is empty" for key in
+                                ("accuracy", "mcc", "precision", "recall", "f1", "pearson", "spearmanr", "mse")})
+    if output_mode == "regression":
+        gold, predictions = np.asarray(labels, dtype=np.float64).reshape(-1), logits.reshape(-1)
+        if _constant(gold):
+            why = f"undefined: the dev scores are constant (all {gold[0]:g})"
+        elif _constant(predictions):
+            why = f"undefined: the model predicts the same score for every dev row ({predictions[0]:g})"
+        else:
+            why = "undefined: not a finite number"
+        reasons.update(pearson=why, spearmanr=why)
+    return reasons
+
+
+def undefined_to_null(results: Dict, reasons: Optional[Dict[str, str]] = None) -> Dict:
+    """``results`` with every NaN/inf float replaced by ``None`` and ``results["notes"][key]`` = the reason
+    (``reasons[key]``, else ``"undefined: not a finite number"``); other values unchanged.
+
+    >>> undefined_to_null({"pearson": float("nan"), "mse": 0.5}, {"pearson": "undefined: constant"})
+    {'pearson': None, 'mse': 0.5, 'notes': {'pearson': 'undefined: constant'}}
+    """
+    reasons = reasons or {}
+    out, notes = dict(results), dict(results.get("notes") or {})
+    for key, value in results.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+            notes[key] = reasons.get(key, "undefined: not a finite number")
+    if notes:
+        out["notes"] = notes
+    return out
 
 
 def write_results(results: Dict, result_dir: str, name: str = "results_eval.json") -> str:
-    """Write ``results`` as JSON into ``result_dir``; returns the path."""
+    """Write ``results`` as JSON into ``result_dir`` atomically (sorted keys; NaN/inf as ``null`` with a
+    ``notes`` entry, see :func:`undefined_to_null`); returns the path."""
     os.makedirs(result_dir, exist_ok=True)
     path = os.path.join(result_dir, name)
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(results, stream, indent=2, sort_keys=True)
+    results = undefined_to_null(results)
+    atomic_write_json(path, {key: results[key] for key in sorted(results)})
     return path

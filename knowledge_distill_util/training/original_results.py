@@ -36,12 +36,13 @@ def original_results(results: Dict, model_bytes: Optional[int] = None, seconds: 
     >>> original_results({"reasoningTime": 400.0, "num_examples": 872}, model_bytes=3 * 2 ** 20, seconds=True)
     {'modelSize': '3', 'reasoningTime': '2.18'}
     """
-    out = {ORIGINAL_KEYS[key]: "%.2f" % results[key] for key in ORIGINAL_KEYS if key in results}
+    out = {ORIGINAL_KEYS[key]: None if results[key] is None else "%.2f" % results[key]  # None: undefined
+           for key in ORIGINAL_KEYS if key in results}
     if model_bytes is not None:
         out["modelSize"] = "%d" % (model_bytes / 2 ** 20)
     elif "modelSize" in results:
         out["modelSize"] = "%d" % (results["modelSize"] * 1e6 / 2 ** 20)
-    if "reasoningTime" in results:
+    if results.get("reasoningTime") is not None:
         speed = results["reasoningTime"]
         out["reasoningTime"] = "%.2f" % ((results["num_examples"] / speed if speed else 0.0) if seconds else speed)
     return out

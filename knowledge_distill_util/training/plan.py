@@ -3,6 +3,7 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+import numpy as np
 import oneflow.nn as nn
 
 from ..data import TaskData, load_task_data
@@ -13,7 +14,7 @@ from .config import ConfigError, TrainConfig
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe
 
-__all__ = ["Stage", "Plan", "prepare", "load_data", "evaluation_source"]
+__all__ = ["Stage", "Plan", "prepare", "load_data", "evaluation_source", "check_masks_fit"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,31 @@ def _check_ids_fit(data: TaskData, config: Dict, what: str) -> None:
                                   f"the model's vocabulary or pass the matching model")
 
 
+def check_masks_fit(data, model: nn.Module, what: str) -> None:
+    """Every ``input_mask`` of the train/dev data holds only 0 and 1, and, for a model reading the valid
+    tokens first (the BiLSTM's ``ignore_padding``), each row is ``1 ... 1 0 ... 0``: checked once per data
+    set with numpy before training (the model would refuse it at its first step). :class:`ConfigError`."""
+    contiguous = bool(getattr(model, "ignore_padding", False))
+    for part, features in (("training", data.train), ("dev", data.dev)):
+        mask = np.asarray(features.input_mask)
+        if mask.size == 0:
+            continue
+        bad = np.argwhere((mask != 0) & (mask != 1))
+        if len(bad):
+            row, position = (int(i) for i in bad[0])
+            raise ConfigError(f"the {part} data's input_mask holds {mask[row, position]} at row {row}, position "
+                              f"{position}; a mask holds 1 (token) or 0 (padding): convert the data again")
+        if contiguous and mask.shape[1] > 1:
+            on = mask != 0
+            gaps = np.flatnonzero((on[:, 1:] & ~on[:, :-1]).any(axis=1))
+            if len(gaps):
+                shown = mask[gaps[0]].astype(np.int64).tolist()
+                text = str(shown) if len(shown) <= 24 else f"{str(shown[:24])[:-1]}, ...]"
+                raise ConfigError(f"the {part} data's input_mask row {int(gaps[0])} is {text} (padding before or "
+                                  f"between tokens, {len(gaps)} such row(s)); {what} reads the valid tokens first "
+                                  f"(1 ... 1 0 ... 0): pad the data on the right")
+
+
 def evaluation_source(cfg: TrainConfig) -> str:
     """The model an evaluation-only run reads: ``--student_model``, else ``--model_save_dir``."""
     return cfg.student_model or cfg.model_save_dir
@@ -133,6 +159,7 @@ def _prepare_evaluation(cfg: TrainConfig, recipe: Recipe, device) -> Plan:
         vocab = cfg.vocab_file or read_meta(source, "model").get("vocab_file")
         data = load_data(cfg, vocab_file=vocab)
         model, meta = load_trained(source, "model")
+    check_masks_fit(data, model, f"the model in {source}")
     model.to(device)
     return Plan(cfg, recipe, data, None, None, [], model, meta.get("origin") or f"the model in {source}")
 
@@ -166,13 +193,14 @@ def prepare(cfg: TrainConfig) -> Plan:
     context = BuildContext(cfg, data.spec, teacher, recipe.teacher_outputs, description=f"teacher {cfg.teacher_model}")
     try:
         model = recipe.build(context)
-    except ValueError as error:  # a model constructor refusing a configured size or probability
+    except (ValueError, TypeError) as error:  # a constructor or a config.json refusing a size or probability
         raise ConfigError(f"recipe {recipe.name!r} cannot build its model: {error}") from error
     stages = _stages(recipe, cfg, model)
     final = stages[-1].export
     if cfg.freeze_word_embeddings:
         freeze_word_embeddings(final)
     _check_ids_fit(data, final.config, f"the {recipe.name} student")
+    check_masks_fit(data, final, f"the {recipe.name} student")
     if teacher is not None and hasattr(final, "encoder"):  # a BERT student reads the teacher's view of the data
         _check_ids_fit(data, teacher.config, f"teacher {cfg.teacher_model}")
     for module in [teacher, model] + [stage.model for stage in stages]:

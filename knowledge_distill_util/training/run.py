@@ -469,6 +469,10 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     """:func:`run` on one rank of a multi-process job: rank 0 alone locks and checks the directories; every
     rank checks its configuration and prepares; then all agree (one refusal stops every rank) before the
     first training step."""
+    try:  # KDU_* variables first: the watchdog reads them (each rank says the one sentence)
+        distributed.check_environment()
+    except ValueError as caught:
+        raise ConfigError(str(caught)) from None
     distributed.start_watchdog()
     try:  # before any collective: a wrong node layout aborts the first one in C++
         distributed.check_local_rank()

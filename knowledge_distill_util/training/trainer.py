@@ -19,13 +19,14 @@ import oneflow as flow
 import oneflow.nn as nn
 
 from .checkpoint import Checkpointer
+from .config import ConfigError
 from .distributed import DataParallel
 from .loss_log import LossLog, plot_losses
 from .objectives import Objective
 from .optim import clip_gradients, make_optimizer, make_scheduler
 
 __all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "train_stage",
-           "batch_indices", "model_device", "dropout_generators", "reseed"]
+           "batch_indices", "model_device", "dropout_generators", "reseed", "NonFiniteLossError"]
 
 logger = logging.getLogger(__name__)
 BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
@@ -178,6 +179,32 @@ class StageResult:
     resumed_from: int = 0
 
 
+class NonFiniteLossError(ConfigError):
+    """The loss (or, at a checkpoint, a weight) became NaN or infinite: training stops before anything of
+    it is saved (the CLI exits 2 with the message)."""
+
+
+def _non_finite_message(stage: str, step: int, terms, values, learning_rate: float) -> str:
+    listed = ", ".join(f"{name}={value:.6g}" for name, value in zip(terms, values))
+    return (f"stage {stage}: the loss became {values[0]} at step {step} ({listed}); training stopped and nothing of "
+            f"it was saved (earlier checkpoints and models are kept): lower --learning_rate (now "
+            f"{learning_rate:g}) or check the data")
+
+
+def _check_finite_weights(student: nn.Module, stage: str, step: int, learning_rate: float) -> None:
+    """Refuse to checkpoint NaN/inf weights (the last update may have made them so after a finite loss);
+    one reduction per checkpoint."""
+    with flow.no_grad():
+        named = [(name, param.to_local() if param.is_global else param) for name, param in student.named_parameters()]
+        finite = flow.stack([flow.isfinite(param).all() for _, param in named]).numpy()  # one sync
+    if not finite.all():
+        name = named[int(np.argmin(finite))][0]
+        raise NonFiniteLossError(
+            f"stage {stage}: the weight {name} became NaN or infinite at step {step}; training stopped and this "
+            f"checkpoint was not saved (earlier checkpoints and models are kept): lower --learning_rate (now "
+            f"{learning_rate:g}) or check the data")
+
+
 def _total_steps(per_epoch: int, tcfg: TrainerConfig) -> int:
     total = max(1, int(round(per_epoch * tcfg.num_epochs)))
     return min(total, tcfg.max_steps) if tcfg.max_steps and tcfg.max_steps > 0 else total
@@ -268,10 +295,9 @@ def train_stage(
                 lr = optimizer.param_groups[0]["lr"]
                 reseed(generators, tcfg.seed, global_step)
                 values = _run_step(step, graph, optimizer, scheduler, inputs, dp, tcfg.max_grad_norm)
-                if not math.isfinite(values[0]):
-                    raise FloatingPointError(
-                        f"stage {stage}: the loss became {values[0]} at step {global_step + 1}; lower "
-                        f"--learning_rate (now {tcfg.learning_rate}) or check the inputs")
+                if not math.isfinite(values[0]):  # the scalar the log reads anyway: no extra sync
+                    raise NonFiniteLossError(_non_finite_message(stage, global_step + 1, step.objective.terms,
+                                                                 values, tcfg.learning_rate))
                 global_step += 1
                 last = dict(zip(step.objective.terms, values))
                 log.write(global_step, epoch, lr, time.time() - began, last)
@@ -281,6 +307,7 @@ def train_stage(
                     on_epoch_end(epoch, global_step)
                     student.train()
                 if dp.writer and (global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total):
+                    _check_finite_weights(student, stage, global_step, tcfg.learning_rate)
                     checkpointer.save(global_step, optimizer, graph)
                 if on_step is not None and dp.writer:
                     on_step(global_step, total, last)

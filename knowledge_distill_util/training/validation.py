@@ -21,7 +21,8 @@ from typing import Callable, List, Optional, Tuple
 from .._checks import MIN_TEMPERATURE, check_int, check_probability
 from .config import ConfigError, TrainConfig
 
-__all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES"]
+__all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES", "check_number_bounds",
+           "MAX_SEED", "MAX_EPOCHS"]
 
 #: Entries of ``--model_save_dir`` a training run replaces or deletes as a whole: ``weights/`` at every save,
 #: ``checkpoints/<stage>/`` when a run starts anew, the original's snapshots, and ``stage_<name>/`` (a
@@ -193,7 +194,28 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
     if not cfg.do_train and not cfg.do_eval:
         raise ConfigError("--do_train false and --do_eval false leave nothing to do; enable one of them")
     check_paths(cfg)
+    check_number_bounds(cfg)
     if check_directories:
         for key in ("model_save_dir", "result_dir"):
             check_writable_directory(key, getattr(cfg, key))
     return cfg
+
+
+#: numpy's legacy seeding (``np.random.seed``) takes ``0 .. 2**32 - 1``.
+MAX_SEED = 2 ** 32 - 1
+#: Epochs per stage: far beyond any real run, small enough that ``rows / batch * epochs`` steps stay exact integers.
+MAX_EPOCHS = 1_000_000
+
+
+def check_number_bounds(cfg: TrainConfig) -> None:
+    """Upper bounds the type checks of :func:`validate_config` leave open: ``--seed`` within numpy's range,
+    ``--num_epochs``/``--stage2_num_epochs`` at most :data:`MAX_EPOCHS` (a larger value overflows the step
+    count). :class:`ConfigError` naming the key, the value and the bound."""
+    if isinstance(cfg.seed, int) and cfg.seed > MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in [0, 2**32 - 1] ({MAX_SEED}), got {cfg.seed}; pass a "
+                          f"smaller seed")
+    for key in ("num_epochs", "stage2_num_epochs"):
+        value = getattr(cfg, key)
+        if isinstance(value, (int, float)) and value > MAX_EPOCHS:
+            raise ConfigError(f"--{key} must be at most {MAX_EPOCHS:,} epochs, got {value!r}; pass a smaller "
+                              f"number (or --max_steps to bound the run by steps)")

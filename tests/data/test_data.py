@@ -409,3 +409,19 @@ def test_prepare_script_reports_the_source(tmp_path, capsys):
     assert "task 'synthetic': 8 train / 4 dev examples" in out and f"--data_dir {tmp_path}" in out
     assert script.main(["--out_dir", str(tmp_path), "--max_train", "2", "--source", "synthetic"]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_a_vocabulary_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(b"[PAD]\n[UNK]\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"^vocabulary file .*vocab\.txt is not UTF-8 text \(byte 12: b'\\xff'\); pass "
+                                         r"a UTF-8 WordPiece vocab.txt or tokenizer.json$"):
+        load_tokenizer(str(path))
+
+
+def test_a_broken_tokenizer_json_is_named(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError, match=r"^vocabulary file .*tokenizer\.json is not a tokenizer\.json the tokenizers "
+                                         r"library reads"):
+        load_tokenizer(str(path))

@@ -372,3 +372,61 @@ def test_every_process_of_a_launched_job_reads_every_row(tmp_path, part_num):
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"rank{rank}").read_text())
         assert seen == {"ids": rows.input_ids.tolist(), "labels": rows.labels.tolist()}, rank
+
+
+# ------------------------------------------------------------------------------------ labels (issue 16)
+
+
+def _four_rows(labels):
+    ids = np.array([[101, 7, 102, 0]] * len(labels))
+    return ids, (ids > 0).astype(np.int64), np.zeros_like(ids), np.asarray(labels)
+
+
+def test_a_label_beyond_the_classes_names_the_part_and_record(tmp_path):
+    """label 9 with 4 classes would train with zero loss and zero gradient for its row."""
+    write_original_parts(tmp_path, TRAIN_PREFIX, [_four_rows([0, 1, 2]), _four_rows([3, 0, 9, 9])])
+    with pytest.raises(ValueError, match=r"^record 2 of .*train\.of_record-1 has label_ids 9, outside the 4 classes of "
+                                         r"the task \(0 \.\. 3; 2 such record\(s\) in all\); pass the right "
+                                         r"--task_name or convert the data again with scripts/glue_to_ofrecord\.py$"):
+        read_ofrecord_features(tmp_path, TRAIN_PREFIX, part_num=2, num_labels=4)
+    kept = read_ofrecord_features(tmp_path, TRAIN_PREFIX, part_num=2, example_num=5, num_labels=4)  # rows read only
+    assert kept.labels.tolist() == [0, 1, 2, 3, 0]
+    assert read_ofrecord_features(tmp_path, TRAIN_PREFIX, part_num=2).labels.tolist()[-1] == 9  # no task: unchecked
+
+
+def test_a_negative_dev_label_is_refused_for_the_task(tmp_path):
+    """label -1 in the dev set would add a phantom class to the metrics."""
+    from knowledge_distill_util.data.loading import load_ofrecord_task_data
+
+    write_original_parts(tmp_path / "train", TRAIN_PREFIX, [_four_rows([0, 1, 1])])
+    write_original_parts(tmp_path / "eval", EVAL_PREFIX, [_four_rows([1, -1, 0])])
+    with pytest.raises(ValueError, match=r"^record 1 of .*eval\.of_record-0 has label_ids -1, outside the 2 classes of "
+                                         r"the task \(0 \.\. 1; 1 such record\(s\) in all\)"):
+        load_ofrecord_task_data("SST-2", 4, train_dir=str(tmp_path / "train"), eval_dir=str(tmp_path / "eval"))
+
+
+def test_regression_labels_are_not_class_ids(tmp_path):
+    from knowledge_distill_util.data.loading import load_ofrecord_task_data
+
+    write_original_parts(tmp_path / "eval", EVAL_PREFIX, [_four_rows([5, 0, 3])])
+    data = load_ofrecord_task_data("STS-B", 4, eval_dir=str(tmp_path / "eval"))
+    assert data.dev.labels.tolist() == [5, 0, 3]
+
+
+def test_a_bad_label_on_the_command_line_is_one_sentence_and_leaves_no_file(tmp_path):
+    import subprocess
+    import sys
+
+    write_original_parts(tmp_path / "train", TRAIN_PREFIX, [_four_rows([0, 1, 9, 1, 0, 1, 0, 1])])
+    write_original_parts(tmp_path / "eval", EVAL_PREFIX, [_four_rows([0, 1])])
+    done = subprocess.run(
+        [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", "teacher", "--quick", "--task_name",
+         "SST-2", "--seq_length", "4", "--train_data_dir", str(tmp_path / "train"), "--eval_data_dir",
+         str(tmp_path / "eval"), "--teacher_model", "scratch", "--teacher_num_hidden_layers", "1",
+         "--teacher_hidden_size", "8", "--teacher_num_attention_heads", "2", "--teacher_intermediate_size", "8",
+         "--model_save_dir", str(tmp_path / "m"), "--result_dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=180, env=dict(os.environ, GLOG_minloglevel="3"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "error: record 2 of " in done.stderr and "has label_ids 9, outside the 2 classes" in done.stderr
+    assert not os.path.exists(tmp_path / "m" / "run_config.json")

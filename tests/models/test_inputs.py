@@ -289,3 +289,21 @@ def test_resolve_device_with_two_gpus(monkeypatch):
 def test_resolve_device_refuses_unknown_names(name, error, message):
     with pytest.raises(error, match=message):
         resolve_device(name)
+
+
+# --- BERT masks (issue 16) ------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [-3, 2])
+def test_bert_mask_values_must_be_zero_or_one(value):
+    """A mask of -3 used to be accepted: an attention bias of +40000 on that token."""
+    ids, mask, types = triple([[1, 2, 3]], mask=[[1, 1, value]])
+    with pytest.raises(ValueError, match=rf"^input_mask holds {value} at \[row 0, position 2\]; a mask holds 1 "
+                                         r"\(token\) or 0 \(padding\)$"):
+        bert()(ids, mask, types)
+
+
+def test_bert_masks_of_bool_int_and_gaps_pass():
+    ids, mask, types = triple([[1, 2, 3]], mask=[[1, 0, 1]])
+    bert()(ids, mask, types)  # a gap is fine for attention
+    bert()(ids, mask.to(flow.bool), types)
+    bert()(ids, mask.to(flow.int32), types)
+    bert()(ids, flow.tensor([[1, 1, -3]]), types, check_inputs=False)  # checks off: not read

@@ -20,6 +20,7 @@ from knowledge_distill_util.models import (
     load_hf_bert_weights,
     minilm_checkpoint_dir,
 )
+from knowledge_distill_util.models.pretrained import read_hf_config
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -237,3 +238,24 @@ def test_not_a_checkpoint_and_not_bert(tmp_path):
         json.dump(dict(TINY, model_type="gpt2"), handle)
     with pytest.raises(ValueError, match=r"describes a 'gpt2' model"):
         BertForSequenceClassification.from_pretrained(path)
+
+
+@pytest.mark.parametrize("key, value, error, message", [
+    ("hidden_size", "32", TypeError, r"hidden_size in .*config\.json must be a positive integer, got '32' \(str\)"),
+    ("num_hidden_layers", True, TypeError, r"num_hidden_layers in .*config\.json must be a positive integer, got True"),
+    ("intermediate_size", 32.5, TypeError, r"intermediate_size in .*config\.json must be a positive integer, got 32\.5"),
+    ("vocab_size", -2, ValueError, r"vocab_size in .*config\.json must be a positive integer, got -2"),
+    ("max_position_embeddings", 10 ** 12, ValueError,
+     r"^max_position_embeddings in .*config\.json must be at most 65536, got 1000000000000; fix the value, or set "
+     r"KDU_ALLOW_LARGE_MODELS=1 if the model is really that large$"),
+    ("vocab_size", 1_000_001, ValueError, r"^vocab_size in .*config\.json must be at most 1000000"),
+    ("num_hidden_layers", 1025, ValueError, r"^num_hidden_layers in .*config\.json must be at most 1024"),
+    ("hidden_dropout_prob", 1.0, ValueError, r"hidden_dropout_prob in .*config\.json must be a number in \[0, 1\)"),
+])
+def test_config_json_sizes_are_typed_and_bounded(tmp_path, key, value, error, message):
+    """Issue 16: each gave a traceback (or, 1e12 positions, a C++ allocate abort)."""
+    write_checkpoint(str(tmp_path), hf_style_arrays(), dict(TINY, **{key: value}))
+    with pytest.raises(error, match=message):
+        read_hf_config(str(tmp_path))
+    with pytest.raises(error, match=message):
+        BertForSequenceClassification.from_pretrained(str(tmp_path), label_num=3)

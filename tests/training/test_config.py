@@ -82,3 +82,18 @@ def test_broken_config_files_are_named(tmp_path, text, message):
         parse_config(["--config", str(path)], recipe="kd")
     with pytest.raises(ConfigError, match=r"--config '.*nowhere\.json' does not exist"):
         parse_config(["--config", str(tmp_path / "nowhere.json")], recipe="kd")
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "null"])
+def test_an_empty_config_file_is_named(tmp_path, text):
+    path = tmp_path / "empty.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"^--config .*empty\.json holds no configuration keys \(empty, or only "
+                                          r"comments\); write a mapping such as \{\"num_epochs\": 3\} into it or drop "
+                                          r"--config$"):
+        parse_config(["--config", str(path)], recipe="kd")
+
+
+def test_a_config_directory_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--config '.*' is a directory; pass a YAML or JSON file$"):
+        parse_config(["--config", str(tmp_path)], recipe="kd")

@@ -411,6 +411,21 @@ def test_a_global_batch_larger_than_the_data_is_refused(workspace):
         job.stderr[-3000:]
 
 
+@pytest.mark.parametrize("value", ["nan", "abc"])
+def test_a_bad_dist_timeout_is_one_sentence_on_every_rank(workspace, value):
+    """Issue 16: KDU_DIST_TIMEOUT=nan disabled the watchdog (a stopped rank hung the job), abc gave tracebacks."""
+    tag = f"dp_timeout_{value}"
+    job = launch(recipe_args(workspace, "kd", tag), timeout=120, KDU_DIST_TIMEOUT=value)
+    assert job.returncode != 0, job.stderr[-3000:]  # the launcher's own status (and its CalledProcessError)
+    frames = [line for line in job.stderr.splitlines() if line.strip().startswith('File "')]
+    assert not [line for line in frames if "knowledge_distill_util" in line or "dp_worker" in line], \
+        job.stderr[-3000:]  # the launcher's traceback only, none of a rank
+    assert "returned non-zero exit status 2" in job.stderr  # the ranks' status
+    assert f"error: environment variable KDU_DIST_TIMEOUT='{value}' must be a finite number of seconds in " \
+           f"(0, 86400]" in job.stderr
+    assert not os.path.exists(workspace["root"] / tag / "model" / "run_config.json")
+
+
 # ------------------------------------------------------------------------------------------ the original's flags
 def test_original_flags_are_split_and_checked(monkeypatch):
     monkeypatch.setenv("RANK", "-1")  # what ``import oneflow`` sets outside the launcher

@@ -2,6 +2,7 @@
 the loss log, and what a resume refuses."""
 import argparse
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,8 +11,11 @@ from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.training.checkpoint import latest_checkpoint
 from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training.objectives import KD
-from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, batch_indices, train_stage
-from training.conftest import tiny_bert, tiny_features
+import oneflow as flow
+
+from knowledge_distill_util.training.trainer import (LossStep, NonFiniteLossError, TrainerConfig, _check_finite_weights,
+                                                  batch_indices, train_stage)
+from training.conftest import TINY_TEACHER, tiny_bert, tiny_features, train_cli
 
 
 def _train(work, graph=False, stop=None, resume=False, dropout=0.0, reseed=False):
@@ -98,3 +102,42 @@ def test_resume_falls_back_to_an_older_readable_checkpoint(tmp_path, caplog):
 def test_batches_depend_only_on_seed_and_epoch():
     assert [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=0)] == [[2, 4], [3, 0], [1, 2]]
     assert [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=1)] != [[2, 4], [3, 0], [1, 2]]
+
+
+def test_a_nan_loss_stops_at_its_step_with_one_sentence(tmp_path):
+    """--learning_rate 1e30: the first non-finite loss stops the stage (issue 16); no checkpoint of it."""
+    args = argparse.Namespace(kd_alpha=0.5, temperature=1.0)
+    tcfg = TrainerConfig(num_epochs=3, learning_rate=1e30, batch_size=8, checkpoint_every=1, warmup_proportion=0.0)
+    with pytest.raises(NonFiniteLossError, match=r"^stage s: the loss became nan at step (\d+) \(loss=nan, .*\); "
+                                                 r"training stopped and nothing of it was saved \(earlier checkpoints "
+                                                 r"and models are kept\): lower --learning_rate \(now 1e\+30\) or "
+                                                 r"check the data$") as caught:
+        train_stage(LossStep(tiny_bert(2, seed=2), tiny_bert(2, seed=1), KD, args), tiny_features(), tcfg,
+                    work_dir=str(tmp_path), stage="s", checkpoint_dir=str(tmp_path / "checkpoints"), progress=False)
+    assert isinstance(caught.value, ConfigError)
+    step = int(caught.value.args[0].split(" at step ")[1].split()[0])
+    saved = latest_checkpoint(str(tmp_path / "checkpoints" / "s"))
+    saved_step = int(re.search(r"(\d+)$", saved).group(1)) if saved else 0
+    assert saved_step < step  # the step whose loss was NaN left no checkpoint
+
+
+def test_nan_weights_are_never_checkpointed():
+    model = tiny_bert(1)
+    _check_finite_weights(model, "s", 3, 0.1)  # finite: nothing to say
+    with flow.no_grad():
+        model.classifier.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteLossError, match=r"^stage s: the weight classifier.weight became NaN or infinite at "
+                                                 r"step 3; training stopped and this checkpoint was not saved"):
+        _check_finite_weights(model, "s", 3, 0.1)
+
+
+def test_a_huge_learning_rate_exits_2_without_a_model(workspace, tmp_path):
+    done = train_cli("--recipe", "teacher", "--quick", "--data_dir", workspace["data"], "--task_name",
+                     workspace["task"], "--model_save_dir", tmp_path / "m", "--result_dir", tmp_path / "r",
+                     "--learning_rate", "1e30", "--warmup_proportion", "0", *TINY_TEACHER)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "error: stage teacher: the loss became nan at step " in done.stderr
+    assert "lower --learning_rate (now 1e+30) or check the data" in done.stderr
+    assert not os.path.exists(tmp_path / "m" / "model_config.json")
+    assert not os.path.exists(tmp_path / "r" / "results_eval.json")

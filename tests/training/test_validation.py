@@ -72,3 +72,35 @@ def test_defaults_and_every_recipe_default_are_valid(tmp_path):
     for name in RECIPES.names():
         validate_config(TrainConfig(**dict(RECIPES.get(name).defaults, recipe=name,
                                            model_save_dir=str(tmp_path / "m"), result_dir=str(tmp_path / "r"))))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", 2 ** 32, r"^--seed must be an integer in \[0, 2\*\*32 - 1\] \(4294967295\), got 4294967296; pass a "
+                      r"smaller seed$"),
+    ("seed", 10 ** 30, r"^--seed must be an integer in \[0, 2\*\*32 - 1\]"),
+    ("num_epochs", 1e308, r"^--num_epochs must be at most 1,000,000 epochs, got 1e\+308; pass a smaller number"),
+    ("num_epochs", 1e7, r"^--num_epochs must be at most 1,000,000 epochs, got 10000000.0"),
+    ("stage2_num_epochs", 1e20, r"^--stage2_num_epochs must be at most 1,000,000 epochs"),
+    ("num_epochs", float("inf"), r"^--num_epochs must be a finite number > 0"),
+    ("num_epochs", float("nan"), r"^--num_epochs must be a finite number > 0"),
+])
+def test_numbers_beyond_their_bounds_are_refused(tmp_path, key, value, message):
+    cfg = TrainConfig(model_save_dir=str(tmp_path / "m"), result_dir=str(tmp_path / "r"), **{key: value})
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_the_largest_seed_and_epochs_pass(tmp_path):
+    validate_config(TrainConfig(model_save_dir=str(tmp_path / "m"), result_dir=str(tmp_path / "r"), seed=2 ** 32 - 1,
+                                num_epochs=1e6))
+
+
+def test_a_huge_seed_on_the_command_line_leaves_no_file(workspace, tmp_path):
+    from training.conftest import TINY_TEACHER, train_cli
+
+    done = train_cli("--recipe", "teacher", "--quick", "--data_dir", workspace["data"], "--task_name",
+                     workspace["task"], "--model_save_dir", tmp_path / "m", "--result_dir", tmp_path / "r",
+                     "--seed", "4294967296", *TINY_TEACHER)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "error: --seed must be an integer in [0, 2**32 - 1]" in done.stderr
+    assert not os.path.exists(tmp_path / "m" / "run_config.json")
