@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from ..distill import add_distill_args
 
@@ -174,18 +174,50 @@ class _QuickPreset(argparse.Action):
             namespace[key] = value
 
 
+class _HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help layout, keeping the line breaks of the description (the recipe list)."""
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+def recipe_lines(current: Optional[str] = None) -> str:
+    """One line per registered recipe: ``name  title: summary``; ``current`` is marked with ``*``."""
+    from .recipes import RECIPES  # the registry imports this module
+
+    names = RECIPES.names()
+    width = max(len(n) for n in names)
+    lines = []
+    for name in names:
+        recipe = RECIPES.get(name)
+        mark = "*" if name == current else " "
+        lines.append(f" {mark}{name:<{width}}  {recipe.title}: {recipe.summary}")
+    return "\n".join(lines)
+
+
+def _help_description(description: str, recipe: Optional[str]) -> str:
+    """The ``--help`` text above the options: what the command does and every recipe, one line each."""
+    head = (description or "Train one registered compression recipe.").rstrip()
+    which = (f"Showing recipe {recipe!r} (marked *) and its defaults; the other recipes"
+             if recipe else "Recipes (kdu-train --recipe NAME --help shows one recipe's defaults)")
+    return f"{head}\n\n{which}:\n{recipe_lines(recipe)}\n\nEvery recipe takes the options below."
+
+
 def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[str] = None,
                  description: str = "") -> ArgumentParser:
     """A parser with one flag per key, ``--config``, ``--quick`` and ``--print_config``.
 
     ``defaults`` replace field defaults (a recipe's own settings); unknown keys raise :class:`ConfigError`.
+    The help text lists every registered recipe (its ``recipe`` default, if given, is marked).
     """
     defaults = dict(defaults or {})
     unknown = sorted(set(defaults) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
                           f"{', '.join(known_keys())}")
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
+    usage = f"{prog or 'kdu-train'} --recipe NAME [--config FILE] [--quick] [--KEY VALUE ...]"
+    parser = ArgumentParser(prog=prog, description=_help_description(description, defaults.get("recipe")),
+                            usage=usage, formatter_class=_HelpFormatter, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML or JSON file of configuration keys (later arguments win)")
     parser.add_argument("--quick", action=_QuickPreset, default=argparse.SUPPRESS, help=f"smoke run: sets {QUICK}")
@@ -247,9 +279,27 @@ def _recipe_of(argv: Sequence[str], recipe: Optional[str]) -> str:
         raise ConfigError(f"this entry point runs recipe {recipe!r} but --recipe says {given!r}; drop --recipe "
                           f"or use kdu-train --recipe {given}")
     name = recipe or given or _recipe_in_config_files(argv)
+    if name is None and _wants_help(argv):
+        return None
     if name is None:
         raise ConfigError("no --recipe given; name one of the registered recipes (kdu-train --help lists them)")
     return name
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def check_recipe_name(name: str) -> None:
+    """``name`` is a registered recipe, or :class:`ConfigError` naming the closest registered name."""
+    from .recipes import RECIPES  # the registry imports this module
+
+    if name in RECIPES:
+        return
+    close = difflib.get_close_matches(str(name), RECIPES.names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown recipe {name!r}; {hint}registered recipes: "
+                      f"{', '.join(RECIPES.names())} (kdu-train --help describes them)")
 
 
 def _recipe_in_config_files(argv: Sequence[str]) -> Optional[str]:
@@ -280,8 +330,10 @@ def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Option
     argv = list(argv)
     _check_config_files(argv)
     name = _recipe_of(argv, recipe)
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES.names())}")
+    if name is None:  # --help without a recipe: every recipe, one line each, and the options
+        build_parser(prog=prog, description=description).print_help()
+        raise SystemExit(0)
+    check_recipe_name(name)
     parser = build_parser(dict(RECIPES.get(name).defaults, recipe=name), prog=prog, description=description)
     try:
         namespace = parser.parse_args(argv)

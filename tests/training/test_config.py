@@ -82,3 +82,38 @@ def test_broken_config_files_are_named(tmp_path, text, message):
         parse_config(["--config", str(path)], recipe="kd")
     with pytest.raises(ConfigError, match=r"--config '.*nowhere\.json' does not exist"):
         parse_config(["--config", str(tmp_path / "nowhere.json")], recipe="kd")
+
+
+def _help(capsys, argv):
+    with pytest.raises(SystemExit) as done:
+        parse_config(argv, prog="kdu-train")
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_without_a_recipe_lists_every_recipe_and_the_options(capsys):
+    from knowledge_distill_util.training.recipes import RECIPES
+
+    text = _help(capsys, ["--help"])
+    for name in RECIPES.names():
+        recipe = RECIPES.get(name)
+        assert any(line.split()[:1] == [name] and recipe.summary in line for line in text.splitlines()), name
+    assert "--kd_alpha" in text and "--quick" in text and "usage: kdu-train --recipe NAME" in text
+
+
+def test_recipe_help_marks_its_recipe_and_lists_the_others(capsys):
+    text = _help(capsys, ["--recipe", "bilstm", "-h"])
+    assert " *bilstm " in text and "  tinybert " in text and "default: 0.7" in text  # bilstm's kd_alpha
+
+
+@pytest.mark.parametrize("argv", [["--recipe", "tinybret"], ["--config", '{"recipe": "tinybret"}']])
+def test_a_misspelt_recipe_suggests_the_closest_name(argv):
+    with pytest.raises(ConfigError, match=r"^unknown recipe 'tinybret'; did you mean 'tinybert'\? registered "):
+        parse_config(argv)
+
+
+def test_package_help_lists_the_recipes():
+    done = subprocess.run([sys.executable, "-m", "knowledge_distill_util", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "compress" in done.stdout and "  tinybert  TinyBERT: " in done.stdout
