@@ -104,7 +104,8 @@ class TrainConfig:
     student_hidden_dropout_prob: float = _key(0.1, "student hidden dropout")
     student_attention_probs_dropout_prob: float = _key(0.1, "student attention dropout")
     student_init: str = _key("scratch", "'scratch' or 'teacher' (copy the teacher's layers/embeddings)")
-    student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher'")
+    student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher', "
+                                                          "e.g. 0,2 or '[0,2]' (YAML: [0, 2])")
     attention_output: str = _key("probs", "attentions the BERTs return: 'probs' or 'scores' (TinyBERT)")
     freeze_word_embeddings: bool = _key(False, "do not train the word embeddings")
     # teacher (fine-tuning, and the from-scratch teacher when no checkpoint exists)
@@ -136,8 +137,9 @@ class TrainConfig:
     eval_data_dir_lstm: Optional[str] = _key(None, "Distilled-BiLSTM: the student's word-level dev parts")
     teacher_seq_length: Optional[int] = _key(None, "tokens per example of the teacher's OFRecord parts when they "
                                                    "differ from the student's (Distilled-BiLSTM; default seq_length)")
-    stages: Optional[List[str]] = _key(None, "run only these stages of the recipe (default: the recipe's choice; "
-                                             "tinybert 'combined' is the original's one-stage loss)")
+    stages: Optional[List[str]] = _key(None, "run only these stages of the recipe, e.g. intermediate,pred or "
+                                             "'[pred]' (default: the recipe's choice; tinybert 'combined' is the "
+                                             "original's one-stage loss)")
     save_snapshot: bool = _key(False, "also write the model as an original OneFlow snapshot "
                                       "<model_save_dir>/snapshot_best: the best epoch by dev accuracy (CoLA: MCC), "
                                       "evaluated after every epoch, as the original scripts")
@@ -228,6 +230,62 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
     return parser
 
 
+#: List-valued keys -> the accepted forms, shown when a value does not parse.
+_LIST_FORMS = {name: ("a comma-separated list of integers such as 0,2 (or '[0,2]'; null for none)"
+                      if spec.type == Optional[List[int]] else
+                      "a comma-separated list of names such as intermediate,pred (or '[pred]'; null for none)")
+               for name, spec in _FIELDS.items() if spec.type in (Optional[List[int]], Optional[List[str]])}
+_OPTIONAL_FORMS = {Optional[int]: "an integer or null", Optional[float]: "a number or null",
+                   Optional[str]: "a string or null"}
+
+
+def _comma_lists(argv: Sequence[str]) -> List[str]:
+    """``argv`` with each list flag's comma-separated value (``--student_init_layers 0,2``) in the bracketed
+    form jsonargparse parses (``[0,2]``); bracketed values, ``null`` and file values stay as they are."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name not in _LIST_FORMS:
+            continue
+        if not eq:
+            if i + 1 >= len(out):
+                continue
+            value = out[i + 1]
+        text = value.strip()
+        if not text or text.startswith(("[", "-")) or text.lower() in ("null", "none"):
+            continue
+        bracketed = "[" + ",".join(item.strip() for item in text.split(",")) + "]"
+        if eq:
+            out[i] = f"--{name}={bracketed}"
+        else:
+            out[i + 1] = bracketed
+    return out
+
+
+def _given(argv: Sequence[str], name: str) -> Optional[str]:
+    """The last value given to ``--name`` on the command line (as typed), or None."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def _union_sentence(text: str, argv: Sequence[str]) -> Optional[str]:
+    """jsonargparse's multi-line 'Does not validate against any of the Union subtypes' error as one sentence
+    naming the key, the value (as typed on the command line, when it was) and the accepted form; None for
+    another error."""
+    match = re.search(r'key "(\w+)": Does not validate against any of the Union subtypes.*Given value: (.*)$', text)
+    if not match or match.group(1) not in _FIELDS:
+        return None
+    name = match.group(1)
+    value = _given(argv, name) or match.group(2).strip()
+    wanted = _LIST_FORMS.get(name) or _OPTIONAL_FORMS.get(_FIELDS[name].type, "a value of the key's type")
+    return f"--{name} must be {wanted}, got {value!r}"
+
+
 def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
     """jsonargparse's (multi-line) message as one sentence, with a close match for unknown names."""
     text = " ".join(str(error).split())
@@ -239,6 +297,9 @@ def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
         files = _config_files(argv)
         where = f" in {', '.join(files)}" if files and match.group(1) else ""
         return f"unknown configuration key {name!r}{where}{hint}"
+    union = _union_sentence(text, argv)
+    if union:
+        return union
     typed = re.search(r'Parser key "(\w+)": Expected a <class \'(\w+)\'>\. Got value: (.*)', text)
     if typed:
         return f"--{typed.group(1)} must be a {typed.group(2)}, got {typed.group(3).strip()!r}"
@@ -336,7 +397,7 @@ def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Option
     check_recipe_name(name)
     parser = build_parser(dict(RECIPES.get(name).defaults, recipe=name), prog=prog, description=description)
     try:
-        namespace = parser.parse_args(argv)
+        namespace = parser.parse_args(_comma_lists(argv))
     except argparse.ArgumentError as error:
         raise ConfigError(_one_sentence(error, argv)) from None
     values = {key: namespace[key] for key in _FIELDS}

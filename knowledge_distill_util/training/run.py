@@ -29,7 +29,7 @@ from .original_models import BestSnapshot, best_metric, snapshot_directory, writ
 from .original_results import write_original_results
 from .plan import Plan, evaluation_source, load_data, prepare
 from .trainer import LossStep, TrainerConfig, train_stage
-from .validation import validate_config
+from .validation import check_writable_directory, validate_config
 
 __all__ = ["run", "execute", "main", "check_run_directory", "seed_everything", "teacher_logits", "setup_logging",
            "PROGRESS_FILE", "LOGITS_FILE"]
@@ -267,24 +267,49 @@ def _write_run_config(cfg: TrainConfig) -> None:
 
 
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
-    """Check the configuration and the output directories, lock them, seed, prepare (all checks first),
-    train every stage, save, evaluate; returns the results dict. Raises :class:`ConfigError` on bad input."""
+    """Check the configuration, seed, prepare (every check first, nothing written), then create, probe and
+    lock the output directories, train every stage, save, evaluate; returns the results dict. Raises
+    :class:`ConfigError` on bad input (a refused run creates no directory)."""
     if distributed.is_distributed():
         if is_cpu(cfg.device):  # before OneFlow's first operation, which reads it
             logger.debug("processes share the CPU: %s", share_cpu_cores())
         return _run_distributed(cfg, progress)
-    validate_config(cfg)
-    locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+    plan = _checked_plan(cfg, writer=True)
+    locks = _claim_directories(cfg, writer=True)
     try:
-        check_run_directory(cfg)
-        seed_everything(cfg.seed)
-        plan = prepare(cfg)
         if cfg.do_train:
             _write_run_config(cfg)
         return execute(plan, progress)
     finally:
         for lock in locks:
             lock.release()
+
+
+def _checked_plan(cfg: TrainConfig, writer: bool) -> Plan:
+    """Every check that writes nothing, before anything is created on disk: the values, the run directory
+    (``writer`` only: rank 0 owns it), then seed and prepare the data, teacher, student and stages."""
+    validate_config(cfg, check_directories=False)
+    if writer:
+        check_run_directory(cfg)
+    seed_everything(cfg.seed)
+    return prepare(cfg)
+
+
+def _claim_directories(cfg: TrainConfig, writer: bool) -> List:
+    """After every check passed: create and probe the output directories, and (``writer``) lock them and
+    check the run directory again under the lock (another run may have started since). Returns the locks."""
+    for key in ("model_save_dir", "result_dir"):
+        check_writable_directory(key, getattr(cfg, key))
+    if not writer:
+        return []
+    locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+    try:
+        check_run_directory(cfg)
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
 
 
 def _entry_point() -> List[str]:
@@ -296,8 +321,8 @@ def _entry_point() -> List[str]:
 
 
 def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
-    """:func:`run` on one rank of a multi-process job: rank 0 alone locks and checks the directories; every
-    rank checks its configuration and prepares; then all agree (one refusal stops every rank) before the
+    """:func:`run` on one rank of a multi-process job: every rank checks its configuration and prepares;
+    then rank 0 alone creates, locks and checks the directories; then all agree (one refusal stops every rank) before the
     first training step."""
     distributed.start_watchdog()
     try:  # before any collective: a wrong node layout aborts the first one in C++
@@ -306,19 +331,15 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
         raise ConfigError(str(caught)) from None
     writer, locks, plan, error = distributed.is_writer(), [], None, None
     try:
-        validate_config(cfg)
-        if writer:
-            locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
-            for lock in locks:
-                distributed.at_abort(lock.release)
-            check_run_directory(cfg)
-        seed_everything(cfg.seed)
-        plan = prepare(cfg)
+        plan = _checked_plan(cfg, writer)
         world = distributed.world_size()
         if cfg.do_train and cfg.batch_size_per_device * world > len(plan.data.train):
             raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
                               f"{cfg.batch_size_per_device * world} rows per step exceeds the {len(plan.data.train)} "
                               f"training rows; lower --batch_size_per_device or the number of processes")
+        locks = _claim_directories(cfg, writer)
+        for lock in locks:
+            distributed.at_abort(lock.release)
     except ConfigError as caught:
         error = caught
     try:

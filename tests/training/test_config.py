@@ -117,3 +117,29 @@ def test_package_help_lists_the_recipes():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "compress" in done.stdout and "  tinybert  TinyBERT: " in done.stdout
+
+
+@pytest.mark.parametrize("argv, layers, stages", [
+    (["--student_init_layers", "0,2"], [0, 2], None),
+    (["--student_init_layers=0, 2"], [0, 2], None),
+    (["--student_init_layers", "[0,2]"], [0, 2], None),
+    (["--student_init_layers", "3"], [3], None),
+    (["--student_init_layers", "null", "--stages", "intermediate,pred"], None, ["intermediate", "pred"]),
+    (["--stages=pred"], None, ["pred"]),
+])
+def test_list_keys_take_commas_or_brackets(argv, layers, stages):
+    cfg = parse_config(argv, recipe="tinybert")
+    assert (cfg.student_init_layers, cfg.stages) == (layers, stages)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--student_init_layers", "a,b"], r"^--student_init_layers must be a comma-separated list of integers such as "
+                                       r"0,2 \(or '\[0,2\]'; null for none\), got 'a,b'$"),
+    (["--student_init_layers", "0;1"], r"^--student_init_layers must be .*, got '0;1'$"),
+    (["--config", '{"student_init_layers": "0,1"}'], r"^--student_init_layers must be .*, got '0,1'$"),
+    (["--teacher_temperature", "x"], r"^--teacher_temperature must be a number or null, got 'x'$"),
+    (["--student_vocab_size", "x"], r"^--student_vocab_size must be an integer or null, got 'x'$"),
+])
+def test_union_errors_are_one_sentence(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv, recipe="tinybert")

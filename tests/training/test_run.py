@@ -106,6 +106,7 @@ def test_missing_data_dir(workspace):
     args = recipe_args(workspace, "kd", "err1")
     args[args.index("--data_dir") + 1] = workspace["root"] / "nowhere"
     _assert_stops_before_training(train_cli(*args), r"data directory '.*nowhere' does not exist; pass --data_dir")
+    assert not (workspace["root"] / "err1").exists()   # a refused run creates no output directory
 
 
 def _bad_copy(workspace, name, line):
@@ -218,3 +219,4 @@ def test_two_runs_on_one_directory(workspace):
 ])
 def test_bad_values_stop_before_any_work(workspace, flags, message):
     _assert_stops_before_training(train_cli(*recipe_args(workspace, "kd", "err_values"), *flags), message)
+    assert not (workspace["root"] / "err_values").exists()
