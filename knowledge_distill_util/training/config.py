@@ -69,6 +69,8 @@ class TrainConfig:
                                        "resume with dropout is exact (other masks than without it)")
     use_graph: bool = _key(False, "train with nn.Graph (static graph)")
     log_level: str = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
+    progress_every: float = _key(30.0, "off a terminal (logs, CI), log the stage, step/total, loss, samples/s "
+                                       "and ETA every N seconds (0: never); on a terminal a tqdm bar shows them")
     # optimisation
     num_epochs: float = _key(3.0, "training epochs (of the first stage)")
     batch_size_per_device: int = _key(32, "training batch size")

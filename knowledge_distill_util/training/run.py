@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -43,7 +44,7 @@ RUN_CONFIG = "run_config.json"
 RESUMABLE_CHANGES = frozenset({
     "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
     "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
-    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter"})
+    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter", "progress_every"})
 
 
 def seed_everything(seed: int) -> None:
@@ -127,12 +128,23 @@ def _trainer_config(cfg: TrainConfig, num_epochs: float, learning_rate: float) -
     return TrainerConfig(num_epochs=num_epochs, learning_rate=learning_rate, batch_size=cfg.batch_size_per_device,
                          weight_decay=cfg.weight_decay, warmup_proportion=cfg.warmup_proportion,
                          max_steps=cfg.max_steps, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
-                         resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout)
+                         resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout,
+                         progress_every=cfg.progress_every)
 
 
-def _progress_writer(path: str, stage: str):  # called on rank 0 only
+def _progress_writer(path: str, stage: str, clock: Callable[[], float] = time.monotonic):  # rank 0 only
+    """``progress.json`` after every step: ``stage``, ``step``, ``total``, ``loss`` and ``eta_seconds`` (the
+    remaining steps at the rate since this stage's first step here; null until two steps were seen)."""
+    first: List[float] = []  # [step, time] of the first call
+
     def write(step: int, total: int, terms: Dict[str, float]) -> None:
-        atomic_write_text(path, json.dumps({"stage": stage, "step": step, "total": total, "loss": terms["loss"]}))
+        now = clock()
+        if not first:
+            first.extend((step, now))
+        done = step - first[0]
+        eta = round((total - step) * (now - first[1]) / done, 1) if done > 0 else None
+        atomic_write_text(path, json.dumps({"stage": stage, "step": step, "total": total, "loss": terms["loss"],
+                                            "eta_seconds": eta}))
     return write
 
 

@@ -220,3 +220,29 @@ def test_two_runs_on_one_directory(workspace):
 def test_bad_values_stop_before_any_work(workspace, flags, message):
     _assert_stops_before_training(train_cli(*recipe_args(workspace, "kd", "err_values"), *flags), message)
     assert not (workspace["root"] / "err_values").exists()
+
+
+def test_progress_file_has_the_eta(tmp_path):
+    from knowledge_distill_util.training.run import _progress_writer
+
+    now = [50.0]
+    write = _progress_writer(str(tmp_path / "progress.json"), "kd", clock=lambda: now[0])
+    write(4, 10, {"loss": 1.5})
+    assert json.loads((tmp_path / "progress.json").read_text()) == {
+        "stage": "kd", "step": 4, "total": 10, "loss": 1.5, "eta_seconds": None}
+    now[0] = 56.0
+    write(7, 10, {"loss": 1.25})                  # 3 steps in 6 s: 3 steps left take 6 s
+    assert json.loads((tmp_path / "progress.json").read_text())["eta_seconds"] == 6.0
+
+
+def test_piped_run_logs_its_progress(tmp_path):
+    """Off a terminal (stderr piped), each stage logs step/total, loss, samples/s and ETA lines."""
+    from knowledge_distill_util.data import prepare_default_data
+
+    task, _ = prepare_default_data(str(tmp_path / "data"), seed=0, source="synthetic", max_per_class=30)
+    done = train_cli("--recipe", "lstm", "--quick", "--data_dir", tmp_path / "data", "--task_name", task,
+                     "--model_save_dir", tmp_path / "m", "--result_dir", tmp_path / "r", "--progress_every", "1e-9",
+                     *TINY_STUDENT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[knowledge_distill_util.training.trainer] stage lstm: step 3/3 (100%), loss " in done.stderr
+    assert " samples/s, ETA 0s" in done.stderr
