@@ -34,7 +34,7 @@ from .config import QUICK, ConfigError, TrainConfig, known_keys
 from .lock import DirectoryLock
 from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
-from .summary import format_markdown, summary_rows, write_summary
+from .summary import format_markdown, summary_rows, write_summary, write_summary_plot
 
 __all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
 
@@ -287,6 +287,13 @@ def _run_teacher(args, jobs: Dict[str, Job]) -> Dict:
         return future.result()
 
 
+def _plot(rows: List[Dict], result_dir: str, header: str) -> None:
+    """``summary.png`` beside ``summary.md`` (accuracy against parameters and speed-up)."""
+    png = write_summary_plot(rows, result_dir, header)
+    if png:
+        logger.info("summary plot written to %s", png)
+
+
 def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> int:
     done = {"teacher": _run_teacher(args, jobs)}
     logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
@@ -308,5 +315,6 @@ def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began
     paths = write_summary(rows, result_dir, header)
     print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
     logger.info("summary written to %s and %s", paths["markdown"], paths["json"])
+    _plot(rows, result_dir, header)
     return 0
 
