@@ -418,7 +418,7 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
     """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     entry = _entry_point()
-    if recipe and entry[0] == "--module":  # the package's ``train`` needs the recipe a wrapper script implies
+    if recipe and entry[0] == "--module":  # the package's ``train`` needs the recipe a caller's main(recipe=...) implies
         entry += ["--recipe", recipe]
     argv, status = relaunch(argv, entry)
     if status is not None:

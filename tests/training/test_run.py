@@ -1,6 +1,6 @@
-"""End-to-end runs of every recipe (``--quick``, tiny data, tiny models) through ``kdu-train``'s module and
-the original script names, in subprocesses with timeouts, and the bad inputs that must stop a run with one
-clear sentence before training starts."""
+"""End-to-end runs of every recipe (``--quick``, tiny data, tiny models) through ``kdu-train``'s module, in
+subprocesses with timeouts, and the bad inputs that must stop a run with one clear sentence before training
+starts."""
 import json
 import os
 import shutil
@@ -10,13 +10,11 @@ import pytest
 
 from training.conftest import PYTHON, TIMEOUT, TINY_STUDENT, TINY_TEACHER, recipe_args, train_cli
 
-SCRIPTS = {"baseline": "run_baseline.py", "kd": "run_kd.py", "bilstm": "run_bilstm.py",
-           "bert_pkd": "run_bert_pkd.py", "tinybert": "run_tinybert.py", "theseus": "run_theseus.py"}
 STAGES = {"baseline": ["baseline"], "kd": ["kd"], "bilstm": ["bilstm"], "bert_pkd": ["bert_pkd"],
           "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"]}
 
 
-@pytest.mark.parametrize("recipe", sorted(SCRIPTS))
+@pytest.mark.parametrize("recipe", sorted(STAGES))
 def test_recipe_runs_end_to_end(workspace, recipe):
     done = train_cli(*recipe_args(workspace, recipe, recipe))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -36,16 +34,9 @@ def test_recipe_runs_end_to_end(workspace, recipe):
     assert progress["stage"] == STAGES[recipe][-1] and progress["step"] == progress["total"] == 3
 
 
-@pytest.mark.parametrize("recipe", sorted(SCRIPTS))
-def test_original_script_names_run_their_recipe(recipe):
-    done = train_cli("--print_config", script=SCRIPTS[recipe])
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"recipe: {recipe}" in done.stdout
-
-
 def test_graph_and_resume(workspace):
     args = recipe_args(workspace, "kd", "kd_graph") + ["--use_graph"]
-    first = train_cli(*args, script="run_kd.py")
+    first = train_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     again = train_cli(*args, "--resume", "--max_steps", "5")   # continue the finished 3 steps to 5
     assert again.returncode == 0, again.stderr[-2000:]
