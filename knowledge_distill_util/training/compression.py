@@ -287,6 +287,16 @@ def _run_teacher(args, jobs: Dict[str, Job]) -> Dict:
         return future.result()
 
 
+#: What heads a ``--quick`` summary: its numbers come from a few steps on tiny data.
+SMOKE_NOTE = ("SMOKE RUN (--quick: a few steps per job on tiny data; these numbers only show that every job "
+              "runs, they say nothing about the recipes)")
+
+
+def _smoke_note(header: str, quick: bool) -> str:
+    """``header``, preceded by :data:`SMOKE_NOTE` under ``--quick``."""
+    return f"{SMOKE_NOTE}\n{header}" if quick else header
+
+
 def _plot(rows: List[Dict], result_dir: str, header: str) -> None:
     """``summary.png`` beside ``summary.md`` (accuracy against parameters and speed-up)."""
     png = write_summary_plot(rows, result_dir, header)
@@ -312,6 +322,7 @@ def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began
     rows = summary_rows(entries, metric, baseline=jobs["baseline"].title if "baseline" in jobs else "")
     header = (f"Compression of {task_name!r} ({len(rows)} models, seed {args.seed}); teacher: "
               f"{done['teacher']['results'].get('origin')}; total wall time {time.time() - began:.0f} s")
+    header = _smoke_note(header, args.quick)
     paths = write_summary(rows, result_dir, header)
     print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
     logger.info("summary written to %s and %s", paths["markdown"], paths["json"])

@@ -4,6 +4,7 @@ the teacher, printed and written as Markdown and JSON, and plotted (:func:`plot_
 """
 import json
 import os
+import textwrap
 from typing import Dict, List, Optional, Sequence
 
 __all__ = ["SUMMARY_COLUMNS", "summary_rows", "format_markdown", "write_summary", "plot_summary", "write_summary_plot"]
@@ -178,7 +179,8 @@ def plot_summary(rows: Sequence[Dict], write, title: str = "", teacher: str = "t
             axis.set_ylabel(f"dev {metric}")
             axis.grid(alpha=0.3)
             _label_points(axis, xs, ys, names)
-        fig.suptitle(title or f"dev {metric} of every model (red star: the teacher)", fontsize=10)
+        title = title or f"dev {metric} of every model (red star: the teacher)"
+        fig.suptitle("\n".join(textwrap.fill(line, 150) for line in title.splitlines()), fontsize=10)
         fig.tight_layout()
         write(fig)
     finally:

@@ -33,6 +33,7 @@ def test_run_compression_quick(tmp_path):
         rows["Distilled-BiLSTM"]["metric_value"] - rows["labels-only BiLSTM"]["metric_value"], 4)
     assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "summary.md").read_text().startswith("SMOKE RUN (--quick: ")   # not a result to quote
 
 
 def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog):
