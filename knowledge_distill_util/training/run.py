@@ -334,8 +334,8 @@ def _entry_point() -> List[str]:
 
 def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     """:func:`run` on one rank of a multi-process job: every rank checks its configuration and prepares;
-    then rank 0 alone creates, locks and checks the directories; then all agree (one refusal stops every rank) before the
-    first training step."""
+    then rank 0 alone creates, locks and checks the directories; then all agree (one refusal stops every
+    rank) before the first training step."""
     distributed.start_watchdog()
     try:  # before any collective: a wrong node layout aborts the first one in C++
         distributed.check_local_rank()
