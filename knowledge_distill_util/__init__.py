@@ -16,10 +16,11 @@ from importlib import metadata as _metadata
 # OneFlow logs its start-up (no InfiniBand, CUDA driver) through glog: quiet by default, before its import.
 _os.environ.setdefault("GLOG_minloglevel", "3")
 
-from ._startup import bound_oneflow_start as _bound_oneflow_start
+from ._startup import bound_oneflow_start as _bound_oneflow_start, quiet_ibverbs_notice as _quiet_ibverbs_notice
 
 _start_watcher = _bound_oneflow_start()  # under the launcher: no endless wait for an unreachable master
-import oneflow as _oneflow  # noqa: E402,F401  (the import that connects to the master)
+with _quiet_ibverbs_notice():  # OneFlow's "libibverbs not available" line, and only it, is dropped
+    import oneflow as _oneflow  # noqa: E402,F401  (the import that connects to the master)
 
 if _start_watcher is not None:
     _start_watcher.started()

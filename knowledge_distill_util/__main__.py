@@ -7,12 +7,22 @@ USAGE = ("usage: python -m knowledge_distill_util {train,compress} [options]\n"
          "  compress  the whole default compression and its summary table (kdu-compress)")
 
 
+def _full_usage() -> str:
+    """:data:`USAGE` and the registered recipes, one line each (what ``train --recipe NAME`` runs)."""
+    from .training.config import recipe_lines
+
+    return f"{USAGE}\n\nrecipes of train --recipe NAME (train --recipe NAME --help shows its options):\n{recipe_lines()}"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("GLOG_minloglevel", "3")
+    if argv and argv[0] in ("-h", "--help"):
+        print(_full_usage())
+        return 0
     if not argv or argv[0] not in ("train", "compress"):
-        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        print(USAGE, file=sys.stderr)
+        return 2
     if argv[0] == "train":
         from .training.run import main as train
 

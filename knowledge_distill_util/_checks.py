@@ -181,10 +181,10 @@ def check_bool(name: str, value, *, allow_none: bool = False, source: Optional[s
 def check_temperature(name: str, value) -> float:
     """Return ``value`` as a float if it is a finite number >= :data:`MIN_TEMPERATURE`, else raise."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number > 0, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a number >= {MIN_TEMPERATURE}, got {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}; the usual value is 1.0")
+        raise ValueError(f"{name} must be a finite number >= {MIN_TEMPERATURE}, got {value!r}; the usual value is 1.0")
     if value < MIN_TEMPERATURE:
         raise ValueError(
             f"{name} is {value!r}, below the smallest supported temperature {MIN_TEMPERATURE} (smaller ones "

@@ -9,7 +9,15 @@ watcher process before that import: if the import has not finished after ``KDU_S
 (default 300, long enough to start the nodes of a multi-node job by hand), the watcher prints one
 sentence naming the master address and the likely causes and ends the process (SIGTERM, then SIGKILL).
 In one process, or when OneFlow is already imported, it does nothing.
+
+:func:`quiet_ibverbs_notice` wraps the same import: OneFlow's library prints ``libibverbs not available,
+ibv_fork_init skipped`` to file descriptor 2 from a C++ static initializer when it is loaded (no
+environment variable turns it off: ``ONEFLOW_LIBIBVERBS_PATH`` only says where to look for the library).
+During the import, descriptor 2 is a pipe read by a forked forwarder process that copies every line to the
+real stderr at once, except that exact line; so nothing else is hidden or delayed, even while the import
+waits for a multi-process job's master. ``KDU_IBVERBS_NOTICE=1`` keeps the line.
 """
+import contextlib
 import os
 import select
 import signal
@@ -19,9 +27,12 @@ from typing import Optional
 
 from ._env import MAX_TIMEOUT_S, env_float
 
-__all__ = ["bound_oneflow_start", "StartWatcher", "DEFAULT_START_TIMEOUT_S"]
+__all__ = ["bound_oneflow_start", "StartWatcher", "DEFAULT_START_TIMEOUT_S", "quiet_ibverbs_notice",
+           "IBVERBS_NOTICE"]
 
 DEFAULT_START_TIMEOUT_S = 300.0
+#: The line OneFlow 0.9's library prints when loaded on a machine without InfiniBand.
+IBVERBS_NOTICE = b"libibverbs not available, ibv_fork_init skipped\n"
 
 
 class StartWatcher:
@@ -89,3 +100,72 @@ def bound_oneflow_start() -> Optional[StartWatcher]:
             os._exit(0)
     os.close(read_end)
     return StartWatcher(pid, write_end)
+
+
+def _forward(read_end: int, out: int, drop: bytes) -> None:
+    """The forwarder process: copy ``read_end`` to ``out`` line by line, except lines equal to ``drop``."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(read_end, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = b"".join(line + b"\n" for line in lines if line + b"\n" != drop)
+        if kept:
+            os.write(out, kept)
+    if pending:
+        os.write(out, pending)
+
+
+@contextlib.contextmanager
+def quiet_ibverbs_notice():
+    """Within the block, drop :data:`IBVERBS_NOTICE` lines written to file descriptor 2 and forward every
+    other line at once (see the module doc). Does nothing when OneFlow is already imported, with
+    ``KDU_IBVERBS_NOTICE=1``, or when the pipe or the forwarder process cannot be made."""
+    if "oneflow" in sys.modules or os.environ.get("KDU_IBVERBS_NOTICE") == "1" or not hasattr(os, "fork"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+    except OSError:
+        yield
+        return
+    if pid == 0:  # the forwarder
+        try:
+            os.close(write_end)
+            _forward(read_end, saved, IBVERBS_NOTICE)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os.dup2(saved, 2)  # the forwarder sees the end of the pipe, copies the rest and exits
+            os.close(saved)
+            _reap(pid)
+
+
+def _reap(pid: int, wait: float = 2.0) -> None:
+    """Wait up to ``wait`` seconds for the forwarder (so its last lines come before later output); a
+    forwarder still held open by a process the import started is left to finish on its own."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() > deadline:
+            return
+        time.sleep(0.002)

@@ -21,6 +21,7 @@ What ``args`` may be (checked by every operator before any work):
   is absent; otherwise the misspelt value would silently be replaced by the default.
 """
 import argparse
+import contextlib
 import difflib
 import logging
 from collections.abc import Mapping
@@ -197,7 +198,8 @@ def layer_distill(args, student_reps: Sequence[flow.Tensor], teacher_reps: Seque
         3.0
     """
     check_args(args, "layer_distill", temperatures=False)
-    return functional.layer_distill_loss(student_reps, teacher_reps)
+    with _args_level_advice("layer_distill_loss(student_reps, teacher_reps"):
+        return functional.layer_distill_loss(student_reps, teacher_reps)
 
 
 def att_distill(args, student_atts: Sequence[flow.Tensor], teacher_atts: Sequence[flow.Tensor]) -> flow.Tensor:
@@ -220,7 +222,25 @@ def att_distill(args, student_atts: Sequence[flow.Tensor], teacher_atts: Sequenc
         0.0
     """
     check_args(args, "att_distill", temperatures=False)
-    return functional.att_distill_loss(student_atts, teacher_atts)
+    with _args_level_advice("att_distill_loss(student_atts, teacher_atts"):
+        return functional.att_distill_loss(student_atts, teacher_atts)
+
+
+_KEYWORD_ADVICE = 'pass strategy="round" or an explicit layer_map'
+
+
+@contextlib.contextmanager
+def _args_level_advice(call: str):
+    """The ``(args, ...)`` operators take no ``strategy`` or ``layer_map``: a layer-count error of the
+    uniform map names the keyword call of :mod:`.functional` that takes them instead."""
+    try:
+        yield
+    except ValueError as error:
+        text = str(error)
+        if _KEYWORD_ADVICE not in text:
+            raise
+        raise ValueError(text.replace(_KEYWORD_ADVICE, f'or call knowledge_distill_util.functional.{call}, '
+                                                       f'strategy="round") (or layer_map=[...]) instead')) from None
 
 
 def _str2bool(text) -> bool:

@@ -119,7 +119,7 @@ def soft_cross_entropy(
     Args:
         predicts: student logits, shape ``[..., C]`` (``[B, C]``, token-level ``[B, L, V]``, ...).
         targets: teacher logits, same shape, device and dtype as ``predicts``.
-        student_temperature, teacher_temperature: finite numbers > 0 dividing each side's logits, or
+        student_temperature, teacher_temperature: finite numbers >= 1e-4 dividing each side's logits, or
             tensors of the leading shape ``[...]`` (one temperature per row, e.g. from
             :mod:`knowledge_distill_util.schedules`; used as constants, no gradient).
         reduction: ``"mean"``, ``"batchmean"``, ``"sum"`` or ``"none"``.
@@ -187,7 +187,7 @@ def kl_div(
     Args:
         predicts: student logits ``[..., C]``.
         targets: teacher logits, same shape, device and dtype (no gradient).
-        student_temperature, teacher_temperature: numbers > 0 or per-row tensors of shape ``[...]``.
+        student_temperature, teacher_temperature: numbers >= 1e-4 or per-row tensors of shape ``[...]``.
         reduction: ``"batchmean"`` (default), ``"mean"``, ``"sum"`` or ``"none"``.
         temperature_scaling: multiply each row loss by ``T_s * T_t``.
         mask: optional 0/1 tensor of the leading shape ``[...]``.

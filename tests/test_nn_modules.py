@@ -80,8 +80,8 @@ def test_modules_are_reprs_of_their_options_and_default_reductions():
 
 @pytest.mark.parametrize("make, error, message", [
     (lambda: knn.KLDivLoss(reduction="avg"), ValueError, r"reduction must be one of 'mean', 'batchmean', 'sum', 'none'; got 'avg'"),
-    (lambda: knn.SoftCrossEntropyLoss(student_temperature=0), ValueError, r"student_temperature must be a finite number > 0"),
-    (lambda: knn.SoftCrossEntropyLoss(teacher_temperature="2"), TypeError, r"teacher_temperature must be a number > 0"),
+    (lambda: knn.SoftCrossEntropyLoss(student_temperature=0), ValueError, r"student_temperature must be a finite number >= 0.0001"),
+    (lambda: knn.SoftCrossEntropyLoss(teacher_temperature="2"), TypeError, r"teacher_temperature must be a number >= 0.0001"),
     (lambda: knn.KLDivLoss(temperature_scaling=1), TypeError, r"temperature_scaling must be True or False, got 1"),
     (lambda: knn.RelationKLLoss(0), ValueError, r"num_relation_heads must be a positive integer, got 0"),
     (lambda: knn.RelationKLLoss(2.5), TypeError, r"num_relation_heads must be a positive integer, got 2.5"),

@@ -54,3 +54,47 @@ def test_wheel_runs_the_console_scripts_outside_the_repository(tmp_path):
                                  "--result_dir", "kd_results"], cwd=work, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (work / "kd_results" / "results_eval.json").is_file()
+
+
+def _source_copy(tmp_path):
+    source = tmp_path / "source"  # builds write build/ and *.egg-info into the tree: not into this checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "output",
+                                                                 "__pycache__", ".pytest_cache", ".hypothesis",
+                                                                 "site"))
+    return source
+
+
+def _fresh_env(tmp_path):
+    """A new virtual environment whose dependencies come from this one's site-packages (a ``.pth`` line)."""
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
+    packages = glob.glob(str(env_dir / "lib" / "python*" / "site-packages"))[0]
+    with open(os.path.join(packages, "dependencies.pth"), "w", encoding="utf-8") as stream:
+        stream.write("\n".join(site.getsitepackages()) + "\n")
+    return env_dir, packages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["pip install .", "pip install -e .", "setup.py develop"])
+def test_setup_py_and_pyproject_install_both_ways(tmp_path, how):
+    """``setup.py`` is a shim over pyproject.toml: a regular install, an editable one and the original users'
+    ``python setup.py develop`` each give the package and its console scripts (dependencies not installed:
+    ``--no-deps``; ``pip`` builds with setuptools from PyPI, ``develop`` with the environment's own)."""
+    source = _source_copy(tmp_path)
+    env_dir, packages = _fresh_env(tmp_path)
+    python, pip = str(env_dir / "bin" / "python"), [str(env_dir / "bin" / "pip"), "install", "-q", "--no-deps",
+                                                    "--disable-pip-version-check"]
+    command = {"pip install .": pip + [str(source)], "pip install -e .": pip + ["-e", str(source)],
+               "setup.py develop": [python, "setup.py", "-q", "develop", "--no-deps"]}[how]
+    done = subprocess.run(command, cwd=source, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    work = tmp_path / "outside"
+    work.mkdir()
+    env = dict(os.environ, GLOG_minloglevel="3", PYTHONPATH="")
+    where = subprocess.run([python, "-c", "import knowledge_distill_util as k; print(k.__file__)"], cwd=work,
+                           capture_output=True, text=True, env=env, timeout=120)
+    expected = packages if how == "pip install ." else str(source)
+    assert where.returncode == 0 and where.stdout.startswith(expected), (where.stdout, where.stderr[-2000:])
+    helped = subprocess.run([str(env_dir / "bin" / "kdu-train"), "--help"], cwd=work, capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert helped.returncode == 0 and "  tinybert  TinyBERT: " in helped.stdout, helped.stderr[-2000:]

@@ -50,3 +50,37 @@ def test_a_bad_start_timeout_is_refused():
     assert done.returncode == 2
     assert "error: environment variable KDU_START_TIMEOUT='soon' must be a finite number of seconds in (0, 86400]" \
         in done.stderr
+
+
+_FILTER_SCRIPT = r"""
+import importlib.util, os, subprocess, sys
+spec = importlib.util.spec_from_file_location("startup", sys.argv[1])
+startup = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(startup)                       # without importing the package (and OneFlow)
+os.write(2, b"before\n")
+with startup.quiet_ibverbs_notice():
+    os.write(2, startup.IBVERBS_NOTICE + b"real error\n")
+    os.write(2, b"libibverbs not available, ibv_fork_init skipped and more\n")
+    subprocess.run(["sh", "-c", "echo from a child >&2"])
+    print("from python", file=sys.stderr)
+    os.write(2, b"no newline")
+os.write(2, b"\nafter\n")
+"""
+
+
+def test_only_the_exact_ibverbs_line_is_dropped(tmp_path):
+    """The notice alone goes; every other line (a similar one, a child's, Python's, an unfinished one) is
+    forwarded in order, and stderr is the real one again after the block."""
+    path = os.path.join(os.path.dirname(__file__), "..", "knowledge_distill_util", "_startup.py")
+    done = subprocess.run([sys.executable, "-c", _FILTER_SCRIPT, path], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode() == ("before\nreal error\nlibibverbs not available, ibv_fork_init skipped and more\n"
+                                    "from a child\nfrom python\nno newline\nafter\n")
+
+
+def test_importing_the_package_prints_no_ibverbs_notice():
+    env = dict(os.environ, GLOG_minloglevel="3")
+    env.pop("KDU_IBVERBS_NOTICE", None)
+    done = subprocess.run([sys.executable, "-c", "import knowledge_distill_util"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0 and "ibv_fork_init" not in done.stderr, done.stderr

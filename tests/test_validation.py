@@ -36,6 +36,17 @@ def test_teacher_layer_count_not_a_multiple_of_the_students():
         att_distill(None, reps(4), reps(6))
 
 
+def test_layer_count_errors_of_the_args_operators_name_a_call_they_can_make():
+    """layer_distill(args, ...) takes no strategy: the error names the keyword call that does."""
+    with pytest.raises(ValueError, match=r"divisor of 12 layers, or call knowledge_distill_util\.functional\."
+                                         r"layer_distill_loss\(student_reps, teacher_reps, strategy=\"round\"\) "
+                                         r"\(or layer_map=\[\.\.\.\]\) instead$"):
+        layer_distill(None, reps(6), reps(13))
+    with pytest.raises(ValueError, match=r"or call knowledge_distill_util\.functional\.att_distill_loss\(student_atts, "
+                                         r"teacher_atts, strategy=\"round\"\)"):
+        att_distill(None, reps(4), reps(6))
+
+
 def test_student_with_more_layers_than_the_teacher():
     with pytest.raises(ValueError, match=r"student has more layers \(student_reps: 6\) than the teacher \(teacher_reps: 3\)"):
         layer_distill(None, reps(7), reps(4))
@@ -97,13 +108,13 @@ def test_mismatched_devices():
 
 
 @pytest.mark.parametrize("namespace, error, message", [
-    (argparse.Namespace(temperature=0.0), ValueError, r"args.temperature must be a finite number > 0, got 0.0"),
-    (argparse.Namespace(temperature=-1.0), ValueError, r"args.temperature must be a finite number > 0, got -1.0"),
-    (argparse.Namespace(temperature=float("inf")), ValueError, r"args.temperature must be a finite number > 0, got inf"),
-    (argparse.Namespace(temperature=float("nan")), ValueError, r"args.temperature must be a finite number > 0, got nan"),
-    (argparse.Namespace(teacher_temperature=0.0), ValueError, r"args.teacher_temperature must be a finite number > 0"),
-    (argparse.Namespace(student_temperature="2"), TypeError, r"args.student_temperature must be a number > 0, got '2'"),
-    (argparse.Namespace(temperature=True), TypeError, r"args.temperature must be a number > 0, got True"),
+    (argparse.Namespace(temperature=0.0), ValueError, r"args.temperature must be a finite number >= 0.0001, got 0.0"),
+    (argparse.Namespace(temperature=-1.0), ValueError, r"args.temperature must be a finite number >= 0.0001, got -1.0"),
+    (argparse.Namespace(temperature=float("inf")), ValueError, r"args.temperature must be a finite number >= 0.0001, got inf"),
+    (argparse.Namespace(temperature=float("nan")), ValueError, r"args.temperature must be a finite number >= 0.0001, got nan"),
+    (argparse.Namespace(teacher_temperature=0.0), ValueError, r"args.teacher_temperature must be a finite number >= 0.0001"),
+    (argparse.Namespace(student_temperature="2"), TypeError, r"args.student_temperature must be a number >= 0.0001, got '2'"),
+    (argparse.Namespace(temperature=True), TypeError, r"args.temperature must be a number >= 0.0001, got True"),
 ])
 def test_invalid_temperatures(namespace, error, message):
     with pytest.raises(error, match=message):

@@ -18,6 +18,7 @@ the one-process runs (data-parallel ranks draw other dropout masks); see ``docs/
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from .config import QUICK, ConfigError, TrainConfig, known_keys
 from .lock import DirectoryLock
 from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
-from .summary import format_markdown, summary_rows, write_summary
+from .summary import format_markdown, summary_rows, write_summary, write_summary_plot
 
 __all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
 
@@ -155,16 +156,28 @@ def _progress_line(jobs: Sequence[Job]) -> str:
                 state = json.load(stream)
         except (OSError, ValueError):
             continue
-        parts.append(f"{job.name}: {state['stage']} step {state['step']}/{state['total']}")
+        parts.append(_job_progress(job.name, state))
     return "; ".join(parts)
 
 
+def _job_progress(name: str, state: Dict) -> str:
+    """``teacher: stage teacher step 120/675, loss 0.4123, ETA 3m12s`` from a job's ``progress.json``."""
+    from .trainer import format_duration
+
+    text = f"{name}: stage {state.get('stage')} step {state.get('step')}/{state.get('total')}"
+    if isinstance(state.get("loss"), (int, float)):
+        text += f", loss {state['loss']:.4f}"
+    if isinstance(state.get("eta_seconds"), (int, float)):
+        text += f", ETA {format_duration(state['eta_seconds'])}"
+    return text
+
+
 def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0) -> None:
-    """Wait for ``futures``, logging where the running jobs are every ``every`` seconds."""
+    """Wait for ``futures``, logging where the running jobs are every ``every`` seconds (0: never)."""
     last = time.time()
     while any(not future.done() for future in futures.values()):
-        time.sleep(1.0)
-        if time.time() - last >= every:
+        time.sleep(0.2 if every <= 0 else min(1.0, every))
+        if every > 0 and time.time() - last >= every:
             last = time.time()
             line = _progress_line([jobs[name] for name, future in futures.items() if not future.done()])
             if line:
@@ -205,7 +218,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the jobs of an interrupted run in --result_dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --result_dir")
     parser.add_argument("--log_level", default="INFO")
+    parser.add_argument("--progress_every", type=float, default=30.0,
+                        help="log each running job's stage, step/total, loss and ETA every N seconds (0: never); "
+                             "also each job's own --progress_every in its run.log")
     return parser
+
+
+def _progress_every(value: float) -> float:
+    """``--progress_every``: a finite number of seconds >= 0, else :class:`ConfigError`."""
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"--progress_every must be a finite number of seconds >= 0 (0: no progress lines), "
+                          f"got {value!r}")
+    return value
 
 
 def _data(args, plan: Dict, result_dir: str):
@@ -228,6 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     began, lock = time.time(), None
     try:
         setup_logging(args.log_level)
+        _progress_every(args.progress_every)
         plan = read_plan(args.plan)
         result_dir = os.path.abspath(args.result_dir)
         if args.resume and args.overwrite:
@@ -238,7 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lock = DirectoryLock(result_dir).acquire()
         data_dir, task_name = _data(args, plan, result_dir)
         run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
-                   use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite)
+                   use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite,
+                   progress_every=args.progress_every)
         jobs = plan_jobs(plan, run, args.quick)
         if args.teacher_model:
             jobs["teacher"].config["teacher_model"] = args.teacher_model
@@ -253,13 +279,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lock.release()
 
 
+def _run_teacher(args, jobs: Dict[str, Job]) -> Dict:
+    """The teacher job alone, its progress logged every ``--progress_every`` seconds like the students'."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_run_job, jobs["teacher"], args.job_timeout)
+        _wait({"teacher": future}, jobs, args.progress_every)
+        return future.result()
+
+
+#: What heads a ``--quick`` summary: its numbers come from a few steps on tiny data.
+SMOKE_NOTE = ("SMOKE RUN (--quick: a few steps per job on tiny data; these numbers only show that every job "
+              "runs, they say nothing about the recipes)")
+
+
+def _smoke_note(header: str, quick: bool) -> str:
+    """``header``, preceded by :data:`SMOKE_NOTE` under ``--quick``."""
+    return f"{SMOKE_NOTE}\n{header}" if quick else header
+
+
+def _plot(rows: List[Dict], result_dir: str, header: str) -> None:
+    """``summary.png`` beside ``summary.md`` (accuracy against parameters and speed-up)."""
+    png = write_summary_plot(rows, result_dir, header)
+    if png:
+        logger.info("summary plot written to %s", png)
+
+
 def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> int:
-    done = {"teacher": _run_job(jobs["teacher"], args.job_timeout)}
+    done = {"teacher": _run_teacher(args, jobs)}
     logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
     students = [name for name in jobs if name != "teacher"]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout, args.jobs > 1) for name in students}
-        _wait(futures, jobs)
+        _wait(futures, jobs, args.progress_every)
         done.update({name: futures[name].result() for name in students})
     rows_order = row_order(jobs)
     _measure_speeds(done, jobs, rows_order)
@@ -271,8 +322,10 @@ def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began
     rows = summary_rows(entries, metric, baseline=jobs["baseline"].title if "baseline" in jobs else "")
     header = (f"Compression of {task_name!r} ({len(rows)} models, seed {args.seed}); teacher: "
               f"{done['teacher']['results'].get('origin')}; total wall time {time.time() - began:.0f} s")
+    header = _smoke_note(header, args.quick)
     paths = write_summary(rows, result_dir, header)
     print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
     logger.info("summary written to %s and %s", paths["markdown"], paths["json"])
+    _plot(rows, result_dir, header)
     return 0
 

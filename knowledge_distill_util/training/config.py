@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from ..distill import add_distill_args
 
@@ -69,6 +69,8 @@ class TrainConfig:
                                        "resume with dropout is exact (other masks than without it)")
     use_graph: bool = _key(False, "train with nn.Graph (static graph)")
     log_level: str = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
+    progress_every: float = _key(30.0, "off a terminal (logs, CI), log the stage, step/total, loss, samples/s "
+                                       "and ETA every N seconds (0: never); on a terminal a tqdm bar shows them")
     # optimisation
     num_epochs: float = _key(3.0, "training epochs (of the first stage)")
     batch_size_per_device: int = _key(32, "training batch size")
@@ -104,7 +106,8 @@ class TrainConfig:
     student_hidden_dropout_prob: float = _key(0.1, "student hidden dropout")
     student_attention_probs_dropout_prob: float = _key(0.1, "student attention dropout")
     student_init: str = _key("scratch", "'scratch' or 'teacher' (copy the teacher's layers/embeddings)")
-    student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher'")
+    student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher', "
+                                                          "e.g. 0,2 or '[0,2]' (YAML: [0, 2])")
     attention_output: str = _key("probs", "attentions the BERTs return: 'probs' or 'scores' (TinyBERT)")
     freeze_word_embeddings: bool = _key(False, "do not train the word embeddings")
     # teacher (fine-tuning, and the from-scratch teacher when no checkpoint exists)
@@ -136,8 +139,9 @@ class TrainConfig:
     eval_data_dir_lstm: Optional[str] = _key(None, "Distilled-BiLSTM: the student's word-level dev parts")
     teacher_seq_length: Optional[int] = _key(None, "tokens per example of the teacher's OFRecord parts when they "
                                                    "differ from the student's (Distilled-BiLSTM; default seq_length)")
-    stages: Optional[List[str]] = _key(None, "run only these stages of the recipe (default: the recipe's choice; "
-                                             "tinybert 'combined' is the original's one-stage loss)")
+    stages: Optional[List[str]] = _key(None, "run only these stages of the recipe, e.g. intermediate,pred or "
+                                             "'[pred]' (default: the recipe's choice; tinybert 'combined' is the "
+                                             "original's one-stage loss)")
     save_snapshot: bool = _key(False, "also write the model as an original OneFlow snapshot "
                                       "<model_save_dir>/snapshot_best: the best epoch by dev accuracy (CoLA: MCC), "
                                       "evaluated after every epoch, as the original scripts")
@@ -174,18 +178,50 @@ class _QuickPreset(argparse.Action):
             namespace[key] = value
 
 
+class _HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help layout, keeping the line breaks of the description (the recipe list)."""
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+def recipe_lines(current: Optional[str] = None) -> str:
+    """One line per registered recipe: ``name  title: summary``; ``current`` is marked with ``*``."""
+    from .recipes import RECIPES  # the registry imports this module
+
+    names = RECIPES.names()
+    width = max(len(n) for n in names)
+    lines = []
+    for name in names:
+        recipe = RECIPES.get(name)
+        mark = "*" if name == current else " "
+        lines.append(f" {mark}{name:<{width}}  {recipe.title}: {recipe.summary}")
+    return "\n".join(lines)
+
+
+def _help_description(description: str, recipe: Optional[str]) -> str:
+    """The ``--help`` text above the options: what the command does and every recipe, one line each."""
+    head = (description or "Train one registered compression recipe.").rstrip()
+    which = (f"Showing recipe {recipe!r} (marked *) and its defaults; the other recipes"
+             if recipe else "Recipes (kdu-train --recipe NAME --help shows one recipe's defaults)")
+    return f"{head}\n\n{which}:\n{recipe_lines(recipe)}\n\nEvery recipe takes the options below."
+
+
 def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[str] = None,
                  description: str = "") -> ArgumentParser:
     """A parser with one flag per key, ``--config``, ``--quick`` and ``--print_config``.
 
     ``defaults`` replace field defaults (a recipe's own settings); unknown keys raise :class:`ConfigError`.
+    The help text lists every registered recipe (its ``recipe`` default, if given, is marked).
     """
     defaults = dict(defaults or {})
     unknown = sorted(set(defaults) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
                           f"{', '.join(known_keys())}")
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
+    usage = f"{prog or 'kdu-train'} --recipe NAME [--config FILE] [--quick] [--KEY VALUE ...]"
+    parser = ArgumentParser(prog=prog, description=_help_description(description, defaults.get("recipe")),
+                            usage=usage, formatter_class=_HelpFormatter, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML or JSON file of configuration keys (later arguments win)")
     parser.add_argument("--quick", action=_QuickPreset, default=argparse.SUPPRESS, help=f"smoke run: sets {QUICK}")
@@ -194,6 +230,62 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
         parser.add_argument(f"--{name}", type=spec.type, default=defaults.get(name, spec.default),
                             help=spec.metadata["help"], **extra)
     return parser
+
+
+#: List-valued keys -> the accepted forms, shown when a value does not parse.
+_LIST_FORMS = {name: ("a comma-separated list of integers such as 0,2 (or '[0,2]'; null for none)"
+                      if spec.type == Optional[List[int]] else
+                      "a comma-separated list of names such as intermediate,pred (or '[pred]'; null for none)")
+               for name, spec in _FIELDS.items() if spec.type in (Optional[List[int]], Optional[List[str]])}
+_OPTIONAL_FORMS = {Optional[int]: "an integer or null", Optional[float]: "a number or null",
+                   Optional[str]: "a string or null"}
+
+
+def _comma_lists(argv: Sequence[str]) -> List[str]:
+    """``argv`` with each list flag's comma-separated value (``--student_init_layers 0,2``) in the bracketed
+    form jsonargparse parses (``[0,2]``); bracketed values, ``null`` and file values stay as they are."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name not in _LIST_FORMS:
+            continue
+        if not eq:
+            if i + 1 >= len(out):
+                continue
+            value = out[i + 1]
+        text = value.strip()
+        if not text or text.startswith(("[", "-")) or text.lower() in ("null", "none"):
+            continue
+        bracketed = "[" + ",".join(item.strip() for item in text.split(",")) + "]"
+        if eq:
+            out[i] = f"--{name}={bracketed}"
+        else:
+            out[i + 1] = bracketed
+    return out
+
+
+def _given(argv: Sequence[str], name: str) -> Optional[str]:
+    """The last value given to ``--name`` on the command line (as typed), or None."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def _union_sentence(text: str, argv: Sequence[str]) -> Optional[str]:
+    """jsonargparse's multi-line 'Does not validate against any of the Union subtypes' error as one sentence
+    naming the key, the value (as typed on the command line, when it was) and the accepted form; None for
+    another error."""
+    match = re.search(r'key "(\w+)": Does not validate against any of the Union subtypes.*Given value: (.*)$', text)
+    if not match or match.group(1) not in _FIELDS:
+        return None
+    name = match.group(1)
+    value = _given(argv, name) or match.group(2).strip()
+    wanted = _LIST_FORMS.get(name) or _OPTIONAL_FORMS.get(_FIELDS[name].type, "a value of the key's type")
+    return f"--{name} must be {wanted}, got {value!r}"
 
 
 def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
@@ -207,6 +299,9 @@ def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
         files = _config_files(argv)
         where = f" in {', '.join(files)}" if files and match.group(1) else ""
         return f"unknown configuration key {name!r}{where}{hint}"
+    union = _union_sentence(text, argv)
+    if union:
+        return union
     typed = re.search(r'Parser key "(\w+)": Expected a <class \'(\w+)\'>\. Got value: (.*)', text)
     if typed:
         return f"--{typed.group(1)} must be a {typed.group(2)}, got {typed.group(3).strip()!r}"
@@ -252,9 +347,27 @@ def _recipe_of(argv: Sequence[str], recipe: Optional[str]) -> str:
         raise ConfigError(f"this entry point runs recipe {recipe!r} but --recipe says {given!r}; drop --recipe "
                           f"or use kdu-train --recipe {given}")
     name = recipe or given or _recipe_in_config_files(argv)
+    if name is None and _wants_help(argv):
+        return None
     if name is None:
         raise ConfigError("no --recipe given; name one of the registered recipes (kdu-train --help lists them)")
     return name
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def check_recipe_name(name: str) -> None:
+    """``name`` is a registered recipe, or :class:`ConfigError` naming the closest registered name."""
+    from .recipes import RECIPES  # the registry imports this module
+
+    if name in RECIPES:
+        return
+    close = difflib.get_close_matches(str(name), RECIPES.names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown recipe {name!r}; {hint}registered recipes: "
+                      f"{', '.join(RECIPES.names())} (kdu-train --help describes them)")
 
 
 def _recipe_in_config_files(argv: Sequence[str]) -> Optional[str]:
@@ -285,11 +398,13 @@ def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Option
     argv = list(argv)
     _check_config_files(argv)
     name = _recipe_of(argv, recipe)
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES.names())}")
+    if name is None:  # --help without a recipe: every recipe, one line each, and the options
+        build_parser(prog=prog, description=description).print_help()
+        raise SystemExit(0)
+    check_recipe_name(name)
     parser = build_parser(dict(RECIPES.get(name).defaults, recipe=name), prog=prog, description=description)
     try:
-        namespace = parser.parse_args(argv)
+        namespace = parser.parse_args(_comma_lists(argv))
     except argparse.ArgumentError as error:
         raise ConfigError(_one_sentence(error, argv)) from None
     values = {key: namespace[key] for key in _FIELDS}

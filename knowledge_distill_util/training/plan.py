@@ -10,7 +10,7 @@ from ..data import TaskData, load_task_data
 from .artifacts import read_meta
 from .._device import resolve_device
 from .builders import freeze_word_embeddings, load_teacher
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, check_recipe_name
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe
 
@@ -169,8 +169,7 @@ def prepare(cfg: TrainConfig) -> Plan:
 
     Model weights are initialised from OneFlow's default generator: seed it first (``run`` does).
     """
-    if cfg.recipe not in RECIPES:
-        raise ConfigError(f"unknown recipe {cfg.recipe!r}; registered recipes: {', '.join(RECIPES.names())}")
+    check_recipe_name(cfg.recipe)
     recipe = RECIPES.get(cfg.recipe)
     try:
         device = resolve_device(cfg.device)

@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,7 +32,7 @@ from .original_models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epo
 from .plan import Plan, evaluation_source, load_data, prepare
 from .recipes import RECIPES
 from .trainer import LossStep, TrainerConfig, train_stage
-from .validation import validate_config
+from .validation import check_writable_directory, validate_config
 
 __all__ = ["run", "execute", "main", "check_run_directory", "seed_everything", "teacher_logits", "setup_logging",
            "PROGRESS_FILE", "LOGITS_FILE", "STUDENT_LOGITS_FILE", "cache_path"]
@@ -53,7 +54,7 @@ DATA_KEY = "train_data"
 RESUMABLE_CHANGES = frozenset({
     "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
     "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
-    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter"})
+    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter", "progress_every"})
 
 
 def seed_everything(seed: int) -> None:
@@ -292,12 +293,23 @@ def _trainer_config(cfg: TrainConfig, num_epochs: float, learning_rate: float) -
                          weight_decay=cfg.weight_decay, warmup_proportion=cfg.warmup_proportion,
                          max_steps=cfg.max_steps, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
                          resume=cfg.resume, use_graph=cfg.use_graph, reseed_dropout=cfg.reseed_dropout,
+                         progress_every=cfg.progress_every,
                          **(ORIGINAL_OPTIMIZER if original_training(cfg) else {}))
 
 
-def _progress_writer(path: str, stage: str):  # called on rank 0 only
+def _progress_writer(path: str, stage: str, clock: Callable[[], float] = time.monotonic):  # rank 0 only
+    """``progress.json`` after every step: ``stage``, ``step``, ``total``, ``loss`` and ``eta_seconds`` (the
+    remaining steps at the rate since this stage's first step here; null until two steps were seen)."""
+    first: List[float] = []  # [step, time] of the first call
+
     def write(step: int, total: int, terms: Dict[str, float]) -> None:
-        atomic_write_text(path, json.dumps({"stage": stage, "step": step, "total": total, "loss": terms["loss"]}))
+        now = clock()
+        if not first:
+            first.extend((step, now))
+        done = step - first[0]
+        eta = round((total - step) * (now - first[1]) / done, 1) if done > 0 else None
+        atomic_write_text(path, json.dumps({"stage": stage, "step": step, "total": total, "loss": terms["loss"],
+                                            "eta_seconds": eta}))
     return write
 
 
@@ -436,25 +448,52 @@ def _write_run_config(cfg: TrainConfig, data) -> None:
 
 
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
-    """Check the configuration and the output directories, lock them, seed, prepare (all checks first),
-    train every stage, save, evaluate; returns the results dict. Raises :class:`ConfigError` on bad input."""
+    """Check the configuration, seed, prepare (every check first, nothing written), then create, probe and
+    lock the output directories, train every stage, save, evaluate; returns the results dict. Raises
+    :class:`ConfigError` on bad input (a refused run creates no directory)."""
     if distributed.is_distributed():
         if is_cpu(cfg.device):  # before OneFlow's first operation, which reads it
             logger.debug("processes share the CPU: %s", share_cpu_cores())
         return _run_distributed(cfg, progress)
-    validate_config(cfg)
-    locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+    plan = _checked_plan(cfg, writer=True)
+    locks = _claim_directories(cfg, writer=True)
     try:
-        check_run_directory(cfg)
-        seed_everything(cfg.seed)
-        plan = prepare(cfg)
-        check_resumed_data(cfg, plan.data)
         if cfg.do_train:
             _write_run_config(cfg, plan.data)
         return execute(plan, progress)
     finally:
         for lock in locks:
             lock.release()
+
+
+def _checked_plan(cfg: TrainConfig, writer: bool) -> Plan:
+    """Every check that writes nothing, before anything is created on disk: the values, the run directory
+    (``writer`` only: rank 0 owns it), then seed and prepare the data, teacher, student and stages."""
+    validate_config(cfg, check_directories=False)
+    if writer:
+        check_run_directory(cfg)
+    seed_everything(cfg.seed)
+    plan = prepare(cfg)
+    if writer:
+        check_resumed_data(cfg, plan.data)
+    return plan
+
+
+def _claim_directories(cfg: TrainConfig, writer: bool) -> List:
+    """After every check passed: create and probe the output directories, and (``writer``) lock them and
+    check the run directory again under the lock (another run may have started since). Returns the locks."""
+    for key in ("model_save_dir", "result_dir"):
+        check_writable_directory(key, getattr(cfg, key))
+    if not writer:
+        return []
+    locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
+    try:
+        check_run_directory(cfg)
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
 
 
 def _entry_point() -> List[str]:
@@ -466,9 +505,9 @@ def _entry_point() -> List[str]:
 
 
 def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
-    """:func:`run` on one rank of a multi-process job: rank 0 alone locks and checks the directories; every
-    rank checks its configuration and prepares; then all agree (one refusal stops every rank) before the
-    first training step."""
+    """:func:`run` on one rank of a multi-process job: every rank checks its configuration and prepares;
+    then rank 0 alone creates, locks and checks the directories; then all agree (one refusal stops every
+    rank) before the first training step."""
     try:  # KDU_* variables first: the watchdog reads them (each rank says the one sentence)
         distributed.check_environment()
     except ValueError as caught:
@@ -480,21 +519,15 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
         raise ConfigError(str(caught)) from None
     writer, locks, plan, error = distributed.is_writer(), [], None, None
     try:
-        validate_config(cfg)
-        if writer:
-            locks = lock_directories(cfg.model_save_dir, cfg.result_dir)
-            for lock in locks:
-                distributed.at_abort(lock.release)
-            check_run_directory(cfg)
-        seed_everything(cfg.seed)
-        plan = prepare(cfg)
-        if writer:
-            check_resumed_data(cfg, plan.data)
+        plan = _checked_plan(cfg, writer)
         world = distributed.world_size()
         if cfg.do_train and cfg.batch_size_per_device * world > len(plan.data.train):
             raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
                               f"{cfg.batch_size_per_device * world} rows per step exceeds the {len(plan.data.train)} "
                               f"training rows; lower --batch_size_per_device or the number of processes")
+        locks = _claim_directories(cfg, writer)
+        for lock in locks:
+            distributed.at_abort(lock.release)
     except ConfigError as caught:
         error = caught
     try:
@@ -561,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
     """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     entry = _entry_point()
-    if recipe and entry[0] == "--module":  # the package's ``train`` needs the recipe a wrapper script implies
+    if recipe and entry[0] == "--module":  # the package's ``train`` needs the recipe a caller's main(recipe=...) implies
         entry += ["--recipe", recipe]
     argv, status = relaunch(argv, entry)
     if status is not None:

@@ -1,12 +1,13 @@
 """The summary table of a compression run: one row per model (teacher, labels-only student, one per
 recipe) with its metric, layers, hidden size, parameters, size, compression ratio and speed-up against
-the teacher, printed and written as Markdown and JSON.
+the teacher, printed and written as Markdown and JSON, and plotted (:func:`plot_summary`: ``summary.png``).
 """
 import json
 import os
-from typing import Dict, List, Sequence
+import textwrap
+from typing import Dict, List, Optional, Sequence
 
-__all__ = ["SUMMARY_COLUMNS", "summary_rows", "format_markdown", "write_summary"]
+__all__ = ["SUMMARY_COLUMNS", "summary_rows", "format_markdown", "write_summary", "plot_summary", "write_summary_plot"]
 
 #: (key, header) of each column.
 SUMMARY_COLUMNS = (
@@ -110,3 +111,91 @@ def write_summary(rows: Sequence[Dict], result_dir: str, header: str = "") -> Di
     with open(json_path, "w", encoding="utf-8") as stream:
         json.dump({"header": header, "rows": list(rows)}, stream, indent=2)
     return {"markdown": md_path, "json": json_path}
+
+
+def _spread(points: Sequence, gap: float) -> List[float]:
+    """Label heights (axes fraction) for ``points`` = [(x, y)] of one cluster: the points' own heights,
+    pushed apart to at least ``gap`` from the top one down (so the column does not rise into the labels
+    above it), then shifted back up inside [0.03, 0.97] if needed."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][1], points[i][0]))
+    heights: List[float] = [0.0] * len(points)
+    previous = None
+    for i in order:
+        heights[i] = points[i][1] if previous is None else min(points[i][1], previous - gap)
+        previous = heights[i]
+    shift = min(max(0.0, 0.03 - min(heights)), 0.97 - max(heights))
+    return [h + shift for h in heights]
+
+
+def _label_points(axis, xs: Sequence[float], ys: Sequence[float], names: Sequence[str]) -> None:
+    """Annotate each point with its name; points closer than 8% of the axis width form a cluster whose
+    labels stand in one column beside it (right of it, or left when it is in the right third), with
+    leader lines, so equal or close points keep readable labels."""
+    to_axes = axis.transAxes.inverted()
+    where = [tuple(to_axes.transform(axis.transData.transform((x, y)))) for x, y in zip(xs, ys)]
+    clusters: List[List[int]] = []
+    for i in sorted(range(len(where)), key=lambda i: where[i][0]):
+        if clusters and where[i][0] - where[clusters[-1][-1]][0] < 0.08:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    for cluster in clusters:
+        heights = _spread([where[i] for i in cluster], gap=0.075)
+        right = max(where[i][0] for i in cluster) < 0.67
+        column = (max if right else min)(where[i][0] for i in cluster) + (0.05 if right else -0.05)
+        for i, height in zip(cluster, heights):
+            axis.annotate(names[i], xy=(xs[i], ys[i]), xytext=(column, height), textcoords="axes fraction",
+                          ha="left" if right else "right", va="center", fontsize=8,
+                          arrowprops=dict(arrowstyle="-", color="0.55", linewidth=0.6, shrinkA=1, shrinkB=3))
+
+
+def plot_summary(rows: Sequence[Dict], write, title: str = "", teacher: str = "teacher") -> bool:
+    """Plot the summary ``rows`` (as :func:`summary_rows` returns them): the metric against the parameters
+    (millions) and against the measured inference speed-up over the teacher, one labelled point per model,
+    the teacher a red star. ``write(figure)`` saves it (e.g. ``figure.savefig(stream, format="png")``
+    inside :func:`~knowledge_distill_util._io.atomic_write_file`). Rows without a metric, parameters or
+    speed-up are left out; returns False (nothing written) when no row has all three."""
+    from .loss_log import plt  # matplotlib with the Agg backend (files only)
+
+    shown = [r for r in rows if None not in (r.get("metric_value"), r.get("parameters"), r.get("speedup"))]
+    if not shown:
+        return False
+    metric = shown[0].get("metric", "metric")
+    names = [r["model"] for r in shown]
+    ys = [r["metric_value"] for r in shown]
+    is_teacher = [r["model"].split(" (")[0] == teacher for r in shown]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    try:
+        for axis, key, label in ((axes[0], "parameters", "parameters (millions)"),
+                                 (axes[1], "speedup", "inference speed-up over the teacher (x, measured)")):
+            xs = [r[key] / 1e6 if key == "parameters" else r[key] for r in shown]
+            for x, y, marked in zip(xs, ys, is_teacher):
+                axis.scatter([x], [y], s=150 if marked else 45, marker="*" if marked else "o",
+                             color="tab:red" if marked else "tab:blue", zorder=3)
+            span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 0.1
+            axis.set_xlim(min(xs) - 0.12 * span_x, max(xs) + 0.12 * span_x)
+            axis.set_ylim(min(ys) - 0.15 * span_y, max(ys) + 0.15 * span_y)
+            axis.set_xlabel(label)
+            axis.set_ylabel(f"dev {metric}")
+            axis.grid(alpha=0.3)
+            _label_points(axis, xs, ys, names)
+        title = title or f"dev {metric} of every model (red star: the teacher)"
+        fig.suptitle("\n".join(textwrap.fill(line, 150) for line in title.splitlines()), fontsize=10)
+        fig.tight_layout()
+        write(fig)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def write_summary_plot(rows: Sequence[Dict], result_dir: str, title: str = "",
+                       name: str = "summary.png") -> Optional[str]:
+    """``<result_dir>/<name>`` (:func:`plot_summary`), written atomically; its path, or None when no row
+    can be plotted."""
+    from .._io import atomic_write_file
+
+    path = os.path.join(result_dir, name)
+    written = []
+    plot_summary(rows, lambda fig: atomic_write_file(path, lambda stream: fig.savefig(stream, format="png", dpi=100))
+                 or written.append(path), title)
+    return written[0] if written else None

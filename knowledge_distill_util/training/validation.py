@@ -58,6 +58,7 @@ _REALS = {
     "kd_beta": (lambda v: v >= 0, "a finite number >= 0"),
     "replace_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "temperature": (lambda v: v >= MIN_TEMPERATURE, f"a finite number >= {MIN_TEMPERATURE}"),
+    "progress_every": (lambda v: v >= 0, "a finite number of seconds >= 0 (0: no progress lines)"),
 }
 _CHOICES = {"student_init": ("scratch", "teacher"), "attention_output": ("probs", "scores"),
             "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "results_format": ("kdu", "original")}

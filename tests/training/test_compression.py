@@ -32,3 +32,33 @@ def test_run_compression_quick(tmp_path):
     assert rows["Distilled-BiLSTM"]["delta_vs_labels_only"] == round(
         rows["Distilled-BiLSTM"]["metric_value"] - rows["labels-only BiLSTM"]["metric_value"], 4)
     assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "summary.md").read_text().startswith("SMOKE RUN (--quick: ")   # not a result to quote
+
+
+def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog):
+    """The teacher's progress too: _run_teacher waits on it like on the students (here: a job that sleeps)."""
+    import argparse
+    import time
+
+    from knowledge_distill_util.training import compression
+
+    job = compression.Job("teacher", "teacher", "teacher", None, {"result_dir": str(tmp_path)})
+    (tmp_path / "progress.json").write_text(json.dumps({"stage": "teacher", "step": 3, "total": 10, "loss": 0.5,
+                                                        "eta_seconds": 72.0}))
+    original = compression._run_job
+    compression._run_job = lambda job, timeout: time.sleep(0.6) or {"seconds": 0.6}
+    try:
+        with caplog.at_level("INFO", logger="knowledge_distill_util.training.compression"):
+            result = compression._run_teacher(argparse.Namespace(job_timeout=10, progress_every=0.1), {"teacher": job})
+    finally:
+        compression._run_job = original
+    assert result == {"seconds": 0.6}
+    assert "running: teacher: stage teacher step 3/10, loss 0.5000, ETA 1m12s" in [r.getMessage() for r in caplog.records]
+
+
+def test_bad_progress_every_is_one_sentence(tmp_path):
+    done = run_retrying_signals([sys.executable, "-m", "knowledge_distill_util", "compress", "--progress_every", "-1",
+                                 "--result_dir", str(tmp_path / "r")], timeout=120)
+    assert done.returncode == 2 and "error: --progress_every must be a finite number of seconds >= 0" in done.stderr
+    assert not (tmp_path / "r").exists()

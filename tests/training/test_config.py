@@ -97,3 +97,64 @@ def test_an_empty_config_file_is_named(tmp_path, text):
 def test_a_config_directory_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"^--config '.*' is a directory; pass a YAML or JSON file$"):
         parse_config(["--config", str(tmp_path)], recipe="kd")
+
+
+def _help(capsys, argv):
+    with pytest.raises(SystemExit) as done:
+        parse_config(argv, prog="kdu-train")
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_without_a_recipe_lists_every_recipe_and_the_options(capsys):
+    from knowledge_distill_util.training.recipes import RECIPES
+
+    text = _help(capsys, ["--help"])
+    for name in RECIPES.names():
+        recipe = RECIPES.get(name)
+        assert any(line.split()[:1] == [name] and recipe.summary in line for line in text.splitlines()), name
+    assert "--kd_alpha" in text and "--quick" in text and "usage: kdu-train --recipe NAME" in text
+
+
+def test_recipe_help_marks_its_recipe_and_lists_the_others(capsys):
+    text = _help(capsys, ["--recipe", "bilstm", "-h"])
+    assert " *bilstm " in text and "  tinybert " in text and "default: 0.7" in text  # bilstm's kd_alpha
+
+
+@pytest.mark.parametrize("argv", [["--recipe", "tinybret"], ["--config", '{"recipe": "tinybret"}']])
+def test_a_misspelt_recipe_suggests_the_closest_name(argv):
+    with pytest.raises(ConfigError, match=r"^unknown recipe 'tinybret'; did you mean 'tinybert'\? registered "):
+        parse_config(argv)
+
+
+def test_package_help_lists_the_recipes():
+    done = subprocess.run([sys.executable, "-m", "knowledge_distill_util", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "compress" in done.stdout and "  tinybert  TinyBERT: " in done.stdout
+
+
+@pytest.mark.parametrize("argv, layers, stages", [
+    (["--student_init_layers", "0,2"], [0, 2], None),
+    (["--student_init_layers=0, 2"], [0, 2], None),
+    (["--student_init_layers", "[0,2]"], [0, 2], None),
+    (["--student_init_layers", "3"], [3], None),
+    (["--student_init_layers", "null", "--stages", "intermediate,pred"], None, ["intermediate", "pred"]),
+    (["--stages=pred"], None, ["pred"]),
+])
+def test_list_keys_take_commas_or_brackets(argv, layers, stages):
+    cfg = parse_config(argv, recipe="tinybert")
+    assert (cfg.student_init_layers, cfg.stages) == (layers, stages)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--student_init_layers", "a,b"], r"^--student_init_layers must be a comma-separated list of integers such as "
+                                       r"0,2 \(or '\[0,2\]'; null for none\), got 'a,b'$"),
+    (["--student_init_layers", "0;1"], r"^--student_init_layers must be .*, got '0;1'$"),
+    (["--config", '{"student_init_layers": "0,1"}'], r"^--student_init_layers must be .*, got '0,1'$"),
+    (["--teacher_temperature", "x"], r"^--teacher_temperature must be a number or null, got 'x'$"),
+    (["--student_vocab_size", "x"], r"^--student_vocab_size must be an integer or null, got 'x'$"),
+])
+def test_union_errors_are_one_sentence(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv, recipe="tinybert")

@@ -1,6 +1,6 @@
-"""End-to-end runs of every recipe (``--quick``, tiny data, tiny models) through ``kdu-train``'s module and
-the original script names, in subprocesses with timeouts, and the bad inputs that must stop a run with one
-clear sentence before training starts."""
+"""End-to-end runs of every recipe (``--quick``, tiny data, tiny models) through ``kdu-train``'s module, in
+subprocesses with timeouts, and the bad inputs that must stop a run with one clear sentence before training
+starts."""
 import json
 import os
 import shutil
@@ -10,13 +10,11 @@ import pytest
 
 from training.conftest import PYTHON, TIMEOUT, TINY_STUDENT, TINY_TEACHER, recipe_args, train_cli
 
-SCRIPTS = {"baseline": "run_baseline.py", "kd": "run_kd.py", "bilstm": "run_bilstm.py",
-           "bert_pkd": "run_bert_pkd.py", "tinybert": "run_tinybert.py", "theseus": "run_theseus.py"}
 STAGES = {"baseline": ["baseline"], "kd": ["kd"], "bilstm": ["bilstm"], "bert_pkd": ["bert_pkd"],
           "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"]}
 
 
-@pytest.mark.parametrize("recipe", sorted(SCRIPTS))
+@pytest.mark.parametrize("recipe", sorted(STAGES))
 def test_recipe_runs_end_to_end(workspace, recipe):
     done = train_cli(*recipe_args(workspace, recipe, recipe))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -36,16 +34,9 @@ def test_recipe_runs_end_to_end(workspace, recipe):
     assert progress["stage"] == STAGES[recipe][-1] and progress["step"] == progress["total"] == 3
 
 
-@pytest.mark.parametrize("recipe", sorted(SCRIPTS))
-def test_original_script_names_run_their_recipe(recipe):
-    done = train_cli("--print_config", script=SCRIPTS[recipe])
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"recipe: {recipe}" in done.stdout
-
-
 def test_graph_and_resume(workspace):
     args = recipe_args(workspace, "kd", "kd_graph") + ["--use_graph"]
-    first = train_cli(*args, script="run_kd.py")
+    first = train_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     again = train_cli(*args, "--resume", "--max_steps", "5")   # continue the finished 3 steps to 5
     assert again.returncode == 0, again.stderr[-2000:]
@@ -106,6 +97,7 @@ def test_missing_data_dir(workspace):
     args = recipe_args(workspace, "kd", "err1")
     args[args.index("--data_dir") + 1] = workspace["root"] / "nowhere"
     _assert_stops_before_training(train_cli(*args), r"data directory '.*nowhere' does not exist; pass --data_dir")
+    assert not (workspace["root"] / "err1").exists()   # a refused run creates no output directory
 
 
 def _bad_copy(workspace, name, line):
@@ -249,3 +241,30 @@ def test_two_runs_on_one_directory(workspace):
 ])
 def test_bad_values_stop_before_any_work(workspace, flags, message):
     _assert_stops_before_training(train_cli(*recipe_args(workspace, "kd", "err_values"), *flags), message)
+    assert not (workspace["root"] / "err_values").exists()
+
+
+def test_progress_file_has_the_eta(tmp_path):
+    from knowledge_distill_util.training.run import _progress_writer
+
+    now = [50.0]
+    write = _progress_writer(str(tmp_path / "progress.json"), "kd", clock=lambda: now[0])
+    write(4, 10, {"loss": 1.5})
+    assert json.loads((tmp_path / "progress.json").read_text()) == {
+        "stage": "kd", "step": 4, "total": 10, "loss": 1.5, "eta_seconds": None}
+    now[0] = 56.0
+    write(7, 10, {"loss": 1.25})                  # 3 steps in 6 s: 3 steps left take 6 s
+    assert json.loads((tmp_path / "progress.json").read_text())["eta_seconds"] == 6.0
+
+
+def test_piped_run_logs_its_progress(tmp_path):
+    """Off a terminal (stderr piped), each stage logs step/total, loss, samples/s and ETA lines."""
+    from knowledge_distill_util.data import prepare_default_data
+
+    task, _ = prepare_default_data(str(tmp_path / "data"), seed=0, source="synthetic", max_per_class=30)
+    done = train_cli("--recipe", "lstm", "--quick", "--data_dir", tmp_path / "data", "--task_name", task,
+                     "--model_save_dir", tmp_path / "m", "--result_dir", tmp_path / "r", "--progress_every", "1e-9",
+                     *TINY_STUDENT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[knowledge_distill_util.training.trainer] stage lstm: step 3/3 (100%), loss " in done.stderr
+    assert " samples/s, ETA 0s" in done.stderr

@@ -21,3 +21,58 @@ def test_summary_compares_a_row_with_its_own_labels_only_student():
                          entry("Distilled-BiLSTM", 0.55, baseline="labels-only BiLSTM"),
                          entry("KD", 0.7, baseline="labels-only student")], "accuracy")
     assert [row["delta_vs_labels_only"] for row in rows] == [None, None, None, 0.05, 0.1]
+
+
+def _rows():
+    entry = lambda name, acc, params, speed: {"model": name, "results": {  # noqa: E731
+        "accuracy": acc, "parameters": params, "reasoningTime": speed}}
+    return summary_rows([entry("teacher", 0.9, 4e6, 100.0), entry("labels-only student", 0.6, 1e6, 300.0),
+                         entry("KD", 0.65, 1e6, 310.0), entry("broken", None, 1e6, 310.0)], "accuracy")
+
+
+def test_summary_plot_has_one_labelled_point_per_model_and_marks_the_teacher():
+    from knowledge_distill_util.training.summary import plot_summary
+
+    figures = []
+    assert plot_summary(_rows(), figures.append, "t")
+    by_size, by_speed = figures[0].axes
+    for axis, xs in ((by_size, [4.0, 1.0, 1.0]), (by_speed, [1.0, 3.0, 3.1])):
+        points = [tuple(c.get_offsets()[0]) for c in axis.collections]
+        assert points == [(x, y) for x, y in zip(xs, [0.9, 0.6, 0.65])]   # the row without accuracy is left out
+        assert sorted(t.get_text() for t in axis.texts) == ["KD", "labels-only student", "teacher"]
+        colours = [tuple(c.get_facecolor()[0][:3]) for c in axis.collections]
+        assert colours[0] != colours[1] == colours[2]                      # the teacher stands out
+    assert by_size.get_xlabel() == "parameters (millions)" and by_speed.get_ylabel() == "dev accuracy"
+    assert not plot_summary([], figures.append)
+
+
+def test_summary_png_is_written_atomically(tmp_path):
+    from knowledge_distill_util.training.summary import write_summary_plot
+
+    path = write_summary_plot(_rows(), str(tmp_path), "title")
+    assert path == str(tmp_path / "summary.png") and open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.png"]   # no temporary file left
+    assert write_summary_plot([], str(tmp_path / "none")) is None and not (tmp_path / "none").exists()
+
+
+def test_the_readme_picture_is_drawn_from_the_readme_table():
+    """docs/_tools/default_run_summary.py draws docs/img/default_run_summary.png from the numbers of the
+    README's table (accuracy, parameters, speed-up): they must agree."""
+    import importlib.util
+    import os
+    import re
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    spec = importlib.util.spec_from_file_location("tool", os.path.join(root, "docs", "_tools", "default_run_summary.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    table = {}
+    for line in readme.split("## Results of the default run")[1].split("##")[0].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and re.match(r"0\.\d{4}$", cells[1]):
+            table[cells[0]] = (float(cells[1]), cells[2], cells[4])
+    drawn = {r["model"]: (r["metric_value"], f"{r['parameters'] / 1e6:.2f}M", f"{r['speedup']:.2f}x")
+             for r in tool.rows()}
+    assert drawn == table
+    assert os.path.isfile(os.path.join(root, "docs", "img", "default_run_summary.png"))

@@ -141,3 +141,45 @@ def test_a_huge_learning_rate_exits_2_without_a_model(workspace, tmp_path):
     assert "lower --learning_rate (now 1e+30) or check the data" in done.stderr
     assert not os.path.exists(tmp_path / "m" / "model_config.json")
     assert not os.path.exists(tmp_path / "r" / "results_eval.json")
+
+
+def test_progress_log_line_every_n_seconds(caplog):
+    from knowledge_distill_util.training.trainer import ProgressLog, format_duration
+
+    now = [100.0]
+    lines = ProgressLog("kd", total=100, start=10, batch_size=32, every=30.0, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="knowledge_distill_util.training.trainer"):
+        now[0] = 120.0
+        lines(20, 0.5)                     # 20 s since the start: no line yet
+        now[0] = 140.0
+        lines(30, 0.25)                    # 40 s: 20 steps x 32 rows / 40 s = 16 rows/s; 70 steps left at 2 s each
+        now[0] = 150.0
+        lines(35, 0.2)                     # 10 s since the last line: none
+    assert [r.getMessage() for r in caplog.records] == [
+        "stage kd: step 30/100 (30%), loss 0.2500, 16.0 samples/s, ETA 2m20s"]
+    assert (format_duration(45), format_duration(3725), format_duration(0.4)) == ("45s", "1h02m", "0s")
+
+
+def test_progress_log_zero_is_silent(caplog):
+    from knowledge_distill_util.training.trainer import ProgressLog
+
+    now = [0.0]
+    lines = ProgressLog("kd", total=10, start=0, batch_size=8, every=0.0, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="knowledge_distill_util.training.trainer"):
+        for step in range(1, 11):
+            now[0] = 1000.0 * step
+            lines(step, 1.0)
+    assert not caplog.records
+
+
+def test_train_stage_logs_progress_off_a_terminal(tmp_path, caplog):
+    teacher, student = tiny_bert(2, seed=1), tiny_bert(2, seed=2)
+    tcfg = TrainerConfig(num_epochs=1, learning_rate=1e-2, batch_size=8, checkpoint_every=100, progress_every=1e-9)
+    with caplog.at_level("INFO", logger="knowledge_distill_util.training.trainer"):
+        train_stage(LossStep(student, teacher, KD, argparse.Namespace(kd_alpha=0.5, temperature=1.0)),
+                    tiny_features(), tcfg, work_dir=str(tmp_path), stage="s", checkpoint_dir=str(tmp_path / "c"),
+                    progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage s: step")]
+    assert [line.split(",")[0] for line in lines] == ["stage s: step 1/3 (33%)", "stage s: step 2/3 (66%)",
+                                                      "stage s: step 3/3 (100%)"]
+    assert all(" samples/s, ETA " in line for line in lines)
