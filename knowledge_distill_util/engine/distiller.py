@@ -130,6 +130,17 @@ class Distiller:
                              f"{missing[0]!r}; build it from distiller.parameters() (the student's and the "
                              f"projections')")
 
+    @staticmethod
+    def _check_data(data) -> None:
+        try:
+            iterator = iter(data)
+        except TypeError:
+            raise TypeError(f"data must be an iterable of batches (a DataLoader, a list), got "
+                            f"{type(data).__name__}") from None
+        if iterator is data:
+            raise TypeError(f"data must be re-iterable (a DataLoader, a list of batches), got a one-pass "
+                            f"{type(data).__name__}: each epoch and a resume iterate it again")
+
     def _total_steps(self, data) -> int:
         cfg = self.training_config
         if cfg.max_steps is not None:
@@ -168,6 +179,7 @@ class Distiller:
         if optimizer is None:
             optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
         self._check_optimizer(optimizer)
+        self._check_data(data)
         total = self._total_steps(data)
         self._eval_teachers()
         step = self._step_module()
