@@ -104,8 +104,8 @@ class TrainingConfig:
 
     - ``output_dir``: holds ``checkpoints/``, ``losses.csv`` (+ ``losses.png``) and the writer lock.
     - ``max_steps`` (optimizer steps) or ``num_epochs`` (passes over the data; the data needs a ``len``).
-    - ``seed``: seeds Python's, NumPy's and OneFlow's generators at the start of each epoch (from
-      ``(seed, epoch)``) and every dropout generator before each step (eager), so that a resumed run
+    - ``seed``: seeds Python's, NumPy's and OneFlow's generators and the data loader's at the start of each
+      epoch (from ``(seed, epoch)``) and every dropout generator before each step (eager), so that a resumed run
       draws what the uninterrupted one draws.
     - ``log_every``: a log line (or the progress bar's loss) every that many steps;
       ``checkpoint_every``: a checkpoint every that many steps (and at the end); ``eval_every``:

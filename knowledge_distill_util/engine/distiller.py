@@ -155,7 +155,7 @@ class Distiller:
     def _probe(self, step: DistillStep, data):
         """One forward on the first batch, nothing written: every error of the first step comes here.
         Returns the batch's graph layout (``use_graph``) and the term names."""
-        seed_epoch(self.training_config.seed, 0)
+        seed_epoch(self.training_config.seed, 0, data)
         first = next(iter(data), None)
         if first is None:
             raise ValueError("the training data yielded no batch; give a non-empty loader")

@@ -2,9 +2,11 @@
 
 Exact resume rests on three rules:
 
-1. Each epoch starts with :func:`seed_epoch`: Python's, NumPy's and OneFlow's global generators are seeded
-   from ``(seed, epoch)`` before ``iter(data)``, so a shuffling ``DataLoader`` (OneFlow's ``RandomSampler``
-   draws its order from NumPy's global generator) yields the same order in every run.
+1. Each epoch starts with :func:`seed_epoch`: Python's, NumPy's and OneFlow's global generators, and the
+   ``generator`` of the data and of its samplers, are seeded from ``(seed, epoch)`` before ``iter(data)``, so
+   a shuffling ``DataLoader`` yields the same order in every run. (OneFlow 0.9's ``DataLoader`` shuffles
+   with its ``generator``, by default ONE ``flow.Generator`` shared by every loader of the process, which
+   each ``iter()`` of any loader advances.)
 2. In eager mode every dropout generator is seeded from ``(seed, step)`` before each step
    (:func:`~knowledge_distill_util.training.trainer.reseed`).
 3. A checkpoint stores the epoch, the batches consumed in it and the three global generators' states; a
@@ -22,17 +24,33 @@ import oneflow as flow
 
 __all__ = ["seed_epoch", "capture_state", "restore_rng", "BatchStream"]
 
+_GENERATOR = type(flow.Generator("cpu"))  # flow.Generator is a function in OneFlow 0.9
+
 
 def _derived(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
-    """Seed Python's, NumPy's and OneFlow's global generators from ``(seed, epoch)``."""
+def _generators(data):
+    """The OneFlow generators of ``data``, its sampler and its batch sampler (and that one's sampler)."""
+    batch_sampler = getattr(data, "batch_sampler", None)
+    owners = (data, getattr(data, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None))
+    found = {}
+    for owner in owners:
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, _GENERATOR):
+            found[id(generator)] = generator
+    return list(found.values())
+
+
+def seed_epoch(seed: int, epoch: int, data=None) -> None:
+    """Seed Python's, NumPy's and OneFlow's global generators and those of ``data`` from ``(seed, epoch)``."""
     value = _derived(seed, epoch)
     random.seed(value)
     np.random.seed(value)
     flow.manual_seed(value)
+    for generator in _generators(data):
+        generator.manual_seed(value)
 
 
 def capture_state(epoch: int, done: int, use_graph: bool) -> Dict[str, Any]:
@@ -68,7 +86,7 @@ class BatchStream:
         self._iterator = self._start(resume)
 
     def _start(self, resume) -> Iterator:
-        seed_epoch(self.seed, self.epoch)
+        seed_epoch(self.seed, self.epoch, self.data)
         iterator = iter(self.data)
         if resume is not None:
             for index in range(self.done):
