@@ -141,6 +141,20 @@ class Distiller:
             raise TypeError(f"data must be re-iterable (a DataLoader, a list of batches), got a one-pass "
                             f"{type(data).__name__}: each epoch and a resume iterate it again")
 
+    def _check_graph_data(self, data) -> None:
+        """``use_graph`` compiles one batch shape: a DataLoader with a short last batch is refused."""
+        batch_size, dataset = getattr(data, "batch_size", None), getattr(data, "dataset", None)
+        if not self.training_config.use_graph or not isinstance(batch_size, int) or getattr(data, "drop_last", True):
+            return
+        try:
+            rows = len(dataset)
+        except TypeError:
+            return
+        if rows % batch_size:
+            raise ValueError(f"use_graph=True compiles one batch shape, but the loader's {rows} rows in batches of "
+                             f"{batch_size} end with a batch of {rows % batch_size}; use DataLoader(..., "
+                             f"drop_last=True) or train eagerly")
+
     def _total_steps(self, data) -> int:
         cfg = self.training_config
         if cfg.max_steps is not None:
@@ -154,13 +168,16 @@ class Distiller:
 
     def _probe(self, step: DistillStep, data):
         """One forward on the first batch, nothing written: every error of the first step comes here.
-        Returns the batch's graph layout (``use_graph``) and the term names."""
+        Returns the batch's graph layout and tensor shapes (``use_graph``) and the term names."""
         seed_epoch(self.training_config.seed, 0, data)
         first = next(iter(data), None)
         if first is None:
             raise ValueError("the training data yielded no batch; give a non-empty loader")
         batch = split_batch(first, self.training_config.label_key, self.device)
-        layout = flatten(batch, self.training_config.label_key)[1] if self.training_config.use_graph else None
+        layout = None
+        if self.training_config.use_graph:
+            values, layout = flatten(batch, self.training_config.label_key)
+            layout = (layout, [(tuple(v.shape), v.dtype) for v in values])
         self.student.eval()
         with flow.no_grad():
             terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
@@ -180,6 +197,7 @@ class Distiller:
             optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
         self._check_optimizer(optimizer)
         self._check_data(data)
+        self._check_graph_data(data)
         total = self._total_steps(data)
         self._eval_teachers()
         step = self._step_module()

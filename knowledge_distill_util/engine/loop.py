@@ -103,17 +103,21 @@ class Loop:
 
     def _graph_step(self, weights) -> Dict[str, float]:
         values, layout = flatten(self._batch(), self.cfg.label_key)
-        if self.graph is None:
-            raise RuntimeError("the graph was not built")  # pragma: no cover - build_graph runs first
+        metas = [(tuple(v.shape), v.dtype) for v in values]
+        if metas != self.graph_metas:
+            raise ValueError(f"use_graph=True compiles one batch shape, but batch {self.stream.done} of epoch "
+                             f"{self.stream.epoch} has shapes {[m[0] for m in metas]} instead of "
+                             f"{[m[0] for m in self.graph_metas]}; give batches of one size (DataLoader("
+                             f"drop_last=True)) or train eagerly")
         outputs = self.graph(*values, weights)
         if self.scheduler is not None:
             self.scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
         return dict(zip(self.term_names, (float(t.numpy()) for t in outputs)))
 
-    def build_graph(self, layout, term_names) -> None:
+    def build_graph(self, layout, term_names, metas) -> None:
         """Compile the step (``use_graph``). Clipping goes into the optimizer's parameter groups, where
         ``nn.Graph`` reads it (it clips each group's norm; eager mode clips the norm of all parameters)."""
-        self.term_names = list(term_names)
+        self.term_names, self.graph_metas = list(term_names), list(metas)
         if self.cfg.max_grad_norm is not None:
             for group in self.optimizer.param_groups:
                 group["clip_grad_max_norm"] = self.cfg.max_grad_norm

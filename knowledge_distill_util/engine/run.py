@@ -63,7 +63,7 @@ def run_training(distiller, step, optimizer, data, total: int, layout, names: Li
         resume = (point[3]["epoch"], point[3]["done"], point[3]) if point else None
         loop = Loop(distiller, step, optimizer, total, None, start)
         if cfg.use_graph:
-            loop.build_graph(layout, names)
+            loop.build_graph(layout[0], names, layout[1])
         if point:
             _load(distiller, loop, point, layout, names)
             logger.info("resumed from %s at step %d/%d", point[0], start, total)

@@ -108,3 +108,14 @@ def test_graph_equals_eager(tmp_path):
         np.testing.assert_allclose(graph[term], eager[term], rtol=1e-4, atol=1e-6, err_msg=term)
     for name in eager_state:
         np.testing.assert_allclose(graph_state[name], eager_state[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_graph_mode_refuses_a_loader_with_a_short_last_batch_before_anything_is_written(tmp_path):
+    x, y = random_data(rows=40)
+    t, student = pair(inputs=8, classes=3)
+    distiller = Distiller(t, student, DistillationConfig(), TrainingConfig(str(tmp_path / "out"), max_steps=2,
+                                                                           use_graph=True))
+    with pytest.raises(ValueError, match="the loader's 40 rows in batches of 16 end with a batch of 8; use "
+                                         "DataLoader\\(..., drop_last=True\\)"):
+        distiller.train(tuple_loader(x, y, batch_size=16))
+    assert not (tmp_path / "out").exists()
