@@ -11,8 +11,7 @@ labels) when ``train`` starts. Only then is ``output_dir`` locked (one writer,
 :mod:`knowledge_distill_util.training.lock`) and written: ``checkpoints/``, ``losses.csv``, ``losses.png``.
 """
 import logging
-import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import oneflow as flow
@@ -23,7 +22,7 @@ from .batches import flatten, split_batch
 from .config import DistillationConfig, TrainingConfig
 from .matches import Match
 from .objective import DistillStep
-from .state import BatchStream, seed_epoch
+from .state import seed_epoch
 from .taps import FeatureTaps
 
 __all__ = ["Distiller"]

@@ -7,7 +7,6 @@ and at the end, an evaluation every ``eval_every`` steps and at the end.
 """
 import logging
 import math
-import os
 import sys
 import time
 from typing import Dict, List, Optional
@@ -62,10 +61,11 @@ def _dropout_generators(model: nn.Module) -> List:
 class Loop:
     """The steps ``start .. total`` of one :meth:`Distiller.train` call (see the module doc)."""
 
-    def __init__(self, distiller, step: DistillStep, optimizer, total: int, stream: BatchStream, start: int):
+    def __init__(self, distiller, step: DistillStep, optimizer, total: int, start: int):
         self.d, self.step, self.optimizer = distiller, step, optimizer
         self.cfg = distiller.training_config
-        self.total, self.stream, self.start = total, stream, start
+        self.total, self.start = total, start
+        self.stream: Optional[BatchStream] = None  # set by the caller (after a resume's states are loaded)
         self.scheduler = make_scheduler(optimizer, total, self.cfg.warmup_steps, self.cfg.lr_schedule)
         self.graph = None
         self.params = [p for p in distiller.parameters() if p.requires_grad]

@@ -27,14 +27,18 @@ def _resume_point(root: str, resume: bool, use_graph: bool):
     if not resume:
         raise ValueError(f"{os.path.dirname(root)} already holds the checkpoints of an earlier run; continue it with "
                          f"TrainingConfig(resume=True) or choose another output_dir (nothing was deleted)")
-    model_state, optimizer_state, state = load_checkpoint(path)
+    try:
+        model_state, optimizer_state, state = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - any unreadable file: one sentence, nothing deleted
+        raise ValueError(f"checkpoint {path} is unreadable ({error}); nothing was deleted: restore it, or move "
+                         f"{os.path.dirname(root)} away and train anew") from None
     if bool(state.get("use_graph")) != use_graph:
         raise ValueError(f"checkpoint {path} was written with use_graph={state.get('use_graph')} but this run has "
                          f"use_graph={use_graph}; resume with the same setting")
     return path, model_state, optimizer_state, state
 
 
-def _load(distiller, loop: Loop, point, layout, names) -> None:
+def _load(distiller, loop: Loop, point) -> None:
     path, model_state, optimizer_state, state = point
     try:
         distiller._trainable.load_state_dict(model_state)
@@ -61,11 +65,11 @@ def run_training(distiller, step, optimizer, data, total: int, layout, names: Li
         point = _resume_point(root, cfg.resume, cfg.use_graph)
         start = int(point[3]["step"]) if point else 0
         resume = (point[3]["epoch"], point[3]["done"], point[3]) if point else None
-        loop = Loop(distiller, step, optimizer, total, None, start)
+        loop = Loop(distiller, step, optimizer, total, start)
         if cfg.use_graph:
             loop.build_graph(layout[0], names, layout[1])
         if point:
-            _load(distiller, loop, point, layout, names)
+            _load(distiller, loop, point)
             logger.info("resumed from %s at step %d/%d", point[0], start, total)
         loop.stream = BatchStream(data, cfg.seed, resume)
         log = LossLog(os.path.join(cfg.output_dir, "losses.csv"), names, start if point else None)

@@ -7,7 +7,7 @@ from knowledge_distill_util import (BertForSequenceClassification, Distiller, Di
                                     LSTMStudentForSequenceClassification, TrainingConfig)
 from knowledge_distill_util.engine.adaptors import default_adaptor
 
-from .conftest import DictMLP, pair, random_data, tuple_loader
+from .conftest import pair, random_data, tuple_loader
 
 
 def tiny_bert(layers, seed=0):

@@ -6,7 +6,7 @@ import pytest
 from knowledge_distill_util import Distiller, DistillationConfig, TrainingConfig
 from knowledge_distill_util.engine.batches import flatten, split_batch, unflatten
 
-from .conftest import DictMLP, pair, random_data, tuple_loader
+from .conftest import DictMLP, pair, random_data
 
 
 def _distil(tmp_path, teacher, student, data, label_key="labels", steps=4):

@@ -1,6 +1,5 @@
 """The Distiller end to end: the issue's snippet as written, parameters, the teacher's mode, evaluation."""
 import logging
-import os
 
 import numpy as np
 import oneflow as flow

@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import oneflow as flow
 import pytest
 
 from knowledge_distill_util import Distiller, DistillationConfig, TrainingConfig
@@ -75,7 +74,6 @@ def test_a_fresh_run_refuses_a_directory_with_checkpoints(tmp_path):
 
 
 def test_one_writer_per_directory(tmp_path):
-    os.makedirs(tmp_path)  if not tmp_path.exists() else None
     (tmp_path / ".kdu.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
                                                    "started": "now"}))
     with pytest.raises(ValueError, match=f"another run \\(pid {os.getpid()} .* is writing to {tmp_path}"):
@@ -93,3 +91,25 @@ def test_the_checkpoint_holds_student_projections_optimizer_step_and_rng(tmp_pat
     assert optimizer_state is not None
     assert state["step"] == 3 and state["epoch"] == 0 and state["done"] == 3
     assert {"flow_rng", "numpy_rng", "python_rng"} <= set(state)
+
+
+def test_an_unreadable_checkpoint_stops_with_one_sentence_and_is_kept(tmp_path):
+    _run(tmp_path, steps=2)
+    latest = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "LATEST").read_text()
+    (latest / "state.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is unreadable .*nothing was deleted"):
+        _run(tmp_path, steps=4, resume=True)
+    assert (latest / "state.json").read_text() == "{not json"
+
+
+def test_a_log_line_every_log_every_steps(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="knowledge_distill_util.engine"):
+        x, y = random_data(rows=48)
+        teacher, student = pair(inputs=8, classes=3)
+        Distiller(teacher, student, DistillationConfig(), TrainingConfig(str(tmp_path), max_steps=5, log_every=2)).train(
+            tuple_loader(x, y))
+    lines = [r.message for r in caplog.records if r.message.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 2/5", "step 4/5", "step 5/5"]
+    assert lines[0].startswith("step 2/5: loss ") and "kl_div" in lines[0]
