@@ -22,6 +22,7 @@ from .batches import flatten, split_batch
 from .config import DistillationConfig, TrainingConfig
 from .matches import Match
 from .objective import DistillStep
+from .parallel import Ranks
 from .state import seed_epoch
 from .taps import FeatureTaps
 
@@ -190,7 +191,19 @@ class Distiller:
         ``eval_data``: evaluated every ``eval_every`` steps and at the end (``metrics`` as in :meth:`evaluate`).
         The history: ``{"step": [...], "lr": [...], "loss": [...], <term>: [...], "eval": [{"step", ...}]}``
         for the steps this call ran (after a resume: from the checkpoint on; ``losses.csv`` has them all).
+        Under OneFlow's launcher the run is data-parallel (:mod:`.parallel`).
         """
+        ranks = Ranks(self.training_config.use_graph)
+        try:
+            ranks.start(self._trainable)
+            history = self._train(ranks, data, optimizer, eval_data, metrics)
+        except BaseException as error:
+            ranks.failed(error)
+            raise
+        ranks.finished()
+        return history
+
+    def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics) -> Dict[str, Any]:
         from .run import run_training
         if optimizer is None:
             optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
@@ -202,7 +215,7 @@ class Distiller:
         step = self._step_module()
         with self.taps[0], self.taps[1]:
             layout, names = self._probe(step, data)
-            return run_training(self, step, optimizer, data, total, layout, names,
+            return run_training(self, ranks, step, optimizer, data, total, layout, names,
                                 lambda: None if eval_data is None else self.evaluate(eval_data, metrics))
 
     # ----------------------------------------------------------------------------------------- evaluation

@@ -17,6 +17,7 @@ import oneflow.nn as nn
 from .. import schedules
 from .batches import flatten, split_batch, unflatten
 from .objective import DistillStep
+from .parallel import Ranks
 from .state import BatchStream, capture_state
 
 __all__ = ["TrainGraph", "make_scheduler", "Loop"]
@@ -61,10 +62,10 @@ def _dropout_generators(model: nn.Module) -> List:
 class Loop:
     """The steps ``start .. total`` of one :meth:`Distiller.train` call (see the module doc)."""
 
-    def __init__(self, distiller, step: DistillStep, optimizer, total: int, start: int):
+    def __init__(self, distiller, step: DistillStep, optimizer, total: int, start: int, ranks: Ranks):
         self.d, self.step, self.optimizer = distiller, step, optimizer
         self.cfg = distiller.training_config
-        self.total, self.start = total, start
+        self.total, self.start, self.ranks = total, start, ranks
         self.stream: Optional[BatchStream] = None  # set by the caller (after a resume's states are loaded)
         self.scheduler = make_scheduler(optimizer, total, self.cfg.warmup_steps, self.cfg.lr_schedule)
         self.graph = None
@@ -82,7 +83,7 @@ class Loop:
                            dtype=flow.float32, device=self.d.device)
 
     def _batch(self):
-        return split_batch(self.stream.next(), self.cfg.label_key, self.d.device)
+        return self.ranks.shard(split_batch(self.stream.next(), self.cfg.label_key, self.d.device))
 
     def _eager_step(self, weights) -> Dict[str, float]:
         from ..training.trainer import reseed
@@ -93,13 +94,14 @@ class Loop:
             (terms["loss"] / accumulation).backward()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.numpy()) / accumulation
+        self.ranks.after_backward(self.params)
         if self.cfg.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return sums
+        return self.ranks.values(sums)
 
     def _graph_step(self, weights) -> Dict[str, float]:
         values, layout = flatten(self._batch(), self.cfg.label_key)
@@ -141,7 +143,7 @@ class Loop:
     def run(self, log, checkpoint, evaluate) -> None:
         """Train; ``log(step, epoch, lr, seconds, terms)``, ``checkpoint(step, state)``, ``evaluate(step)``."""
         began = time.time()
-        bar = _progress(self.cfg, self.start, self.total)
+        bar = _progress(self.cfg, self.start, self.total) if self.ranks.writer else None
         try:
             for self._step in range(self.start, self.total):
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -153,7 +155,8 @@ class Loop:
                                              f"rate (now {lr:.3g}) or check the inputs")
                 self._record(step, lr, terms)
                 log(step, self.stream.epoch, lr, time.time() - began, terms)
-                _report(bar, step, self.total, terms, self.cfg.log_every)
+                if self.ranks.writer:
+                    _report(bar, step, self.total, terms, self.cfg.log_every)
                 if step % self.cfg.checkpoint_every == 0 or step == self.total:
                     checkpoint(step, capture_state(self.stream.epoch, self.stream.done, self.graph is not None))
                 if (self.cfg.eval_every and step % self.cfg.eval_every == 0) or step == self.total:

@@ -4,6 +4,7 @@
 (:mod:`knowledge_distill_util.training.checkpoint`), ``losses.csv`` (one row per step) and ``losses.png``.
 A run without ``resume=True`` refuses a directory that already holds checkpoints (nothing is deleted).
 """
+import contextlib
 import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
@@ -52,30 +53,34 @@ def _load(distiller, loop: Loop, point) -> None:
         loop.fast_forward(int(state["step"]))
 
 
-def run_training(distiller, step, optimizer, data, total: int, layout, names: List[str],
+def run_training(distiller, ranks, step, optimizer, data, total: int, layout, names: List[str],
                  evaluate: Callable[[], Optional[Dict[str, float]]]) -> Dict[str, Any]:
-    """Lock ``output_dir``, resume if asked, run the :class:`~.loop.Loop`, write the plot; the history."""
+    """Lock ``output_dir``, resume if asked, run the :class:`~.loop.Loop`, write the plot; the history.
+    Only the writer (rank 0 of a data-parallel run, :mod:`.parallel`) locks and writes."""
     from ..training.checkpoint import save_checkpoint
     from ..training.lock import DirectoryLock
     from ..training.loss_log import LossLog, plot_losses
 
     cfg = distiller.training_config
     root = os.path.join(cfg.output_dir, "checkpoints")
-    with DirectoryLock(cfg.output_dir):
+    with DirectoryLock(cfg.output_dir) if ranks.writer else contextlib.nullcontext():
         point = _resume_point(root, cfg.resume, cfg.use_graph)
         start = int(point[3]["step"]) if point else 0
         resume = (point[3]["epoch"], point[3]["done"], point[3]) if point else None
-        loop = Loop(distiller, step, optimizer, total, start)
+        loop = Loop(distiller, step, optimizer, total, start, ranks)
         if cfg.use_graph:
             loop.build_graph(layout[0], names, layout[1])
         if point:
             _load(distiller, loop, point)
             logger.info("resumed from %s at step %d/%d", point[0], start, total)
         loop.stream = BatchStream(data, cfg.seed, resume)
-        log = LossLog(os.path.join(cfg.output_dir, "losses.csv"), names, start if point else None)
+        log = LossLog(os.path.join(cfg.output_dir, "losses.csv") if ranks.writer else os.devnull, names,
+                      start if point else None)
         history: Dict[str, Any] = {"eval": []}
 
         def checkpoint(at: int, state: Dict) -> None:
+            if not ranks.writer:
+                return
             optimizer_state = loop.graph.state_dict() if loop.graph is not None else optimizer.state_dict()
             save_checkpoint(root, at, distiller.state_dict(), optimizer_state, state)
 
@@ -89,6 +94,7 @@ def run_training(distiller, step, optimizer, data, total: int, layout, names: Li
             loop.run(log.write, checkpoint, evaluated)
         finally:
             log.close()
-        plot_losses(log.path, os.path.join(cfg.output_dir, "losses.png"), title="distillation")
+        if ranks.writer:
+            plot_losses(log.path, os.path.join(cfg.output_dir, "losses.png"), title="distillation")
     history.update(loop.history)
     return history
