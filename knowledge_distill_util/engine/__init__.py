@@ -5,7 +5,7 @@
 - :mod:`.batches`: dict/tuple batches split into inputs and labels; :mod:`.adaptors`: outputs as features;
   :mod:`.taps`: module outputs by path; :mod:`.matches`: one intermediate match.
 - :mod:`.objective`: the loss of a step; :mod:`.loop`: the step loop; :mod:`.state`: seeds, data position;
-  :mod:`.run`: lock, resume, checkpoints, the loss log.
+  :mod:`.run`: lock, resume, checkpoints, the loss log; :mod:`.parallel`: data-parallel under OneFlow's launcher.
 
 Guide: docs/distiller.md.
 """
