@@ -129,8 +129,8 @@ class Loop:
         self.graph = TrainGraph(self.step, self.optimizer, self.scheduler, layout)
 
     def fast_forward(self, start: int) -> None:
-        """Eager resume: replay the scheduler to ``start`` (cheap, exact)."""
-        if self.scheduler is not None and self.graph is None:
+        """Resume: replay the scheduler to ``start`` (cheap, exact; under ``nn.Graph`` it sets the logged lr)."""
+        if self.scheduler is not None:
             for _ in range(start):
                 self.scheduler.step()
 

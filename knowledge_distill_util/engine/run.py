@@ -47,10 +47,10 @@ def _load(distiller, loop: Loop, point) -> None:
         raise ValueError(f"checkpoint {path} does not fit this student and its projections ({error}); resume with "
                          f"the same models and intermediate_matches") from None
     if loop.graph is not None:
-        loop.graph.load_state_dict(optimizer_state)
+        loop.graph.load_state_dict(optimizer_state)  # the graph's own state: moments, its schedule's step
     else:
         loop.optimizer.load_state_dict(optimizer_state)
-        loop.fast_forward(int(state["step"]))
+    loop.fast_forward(int(state["step"]))
 
 
 def run_training(distiller, ranks, step, optimizer, data, total: int, layout, names: List[str],

@@ -30,13 +30,13 @@ def _adaptor_failing_at(step):
     return adaptor
 
 
-def _run(out, steps=10, resume=False, adaptor_S=None, dropout=0.0):
+def _run(out, steps=10, resume=False, adaptor_S=None, dropout=0.0, use_graph=False):
     x, y = random_data(rows=48)
     teacher, student = pair(inputs=8, classes=3, dropout=dropout)
     config = DistillationConfig(temperature=2.0, hard_label_weight=0.5,
                                 intermediate_matches=[dict(MATCHES[0], layer_S="body.2" if dropout else "body.1")])
     cfg = TrainingConfig(str(out), max_steps=steps, checkpoint_every=5, resume=resume, lr_schedule="linear",
-                         warmup_steps=2, learning_rate=1e-2)
+                         warmup_steps=2, learning_rate=1e-2, use_graph=use_graph)
     distiller = Distiller(teacher, student, config, cfg, adaptor_S=adaptor_S)
     history = distiller.train(tuple_loader(x, y, batch_size=16, shuffle=True))  # 3 batches per epoch
     return distiller, history
@@ -57,6 +57,31 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, dropout):
         np.testing.assert_array_equal(value.numpy(), expected[name].numpy(), err_msg=name)
     with open(tmp_path / "resumed" / "losses.csv", newline="") as stream:
         assert [int(row["step"]) for row in csv.DictReader(stream)] == list(range(1, 11))
+
+
+@pytest.mark.graph
+def test_an_interrupted_graph_run_resumes_exactly(tmp_path, monkeypatch):
+    from knowledge_distill_util.engine.loop import Loop
+
+    straight, straight_history = _run(tmp_path / "straight", steps=7, use_graph=True)
+    graph_step = Loop._graph_step
+
+    def failing(self, weights):
+        if self._step == 5:  # step 6: after the checkpoint of step 5
+            raise Interrupt("killed at step 6")
+        return graph_step(self, weights)
+
+    monkeypatch.setattr(Loop, "_graph_step", failing)
+    with pytest.raises(Interrupt):
+        _run(tmp_path / "resumed", steps=7, use_graph=True)
+    monkeypatch.setattr(Loop, "_graph_step", graph_step)
+    resumed, history = _run(tmp_path / "resumed", steps=7, use_graph=True, resume=True)
+    assert history["step"] == [6, 7]
+    np.testing.assert_allclose(history["loss"], straight_history["loss"][5:], rtol=1e-6)
+    np.testing.assert_allclose(history["lr"], straight_history["lr"][5:], rtol=1e-9)
+    expected = straight.state_dict()
+    for name, value in resumed.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), expected[name].numpy(), rtol=1e-6, err_msg=name)
 
 
 def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path):
