@@ -92,11 +92,16 @@ class DistillStep(nn.Module):
         return rows, rows
 
     def _logit_term(self, student: flow.Tensor, teacher: flow.Tensor) -> flow.Tensor:
-        if not self.logit_temperatures:
-            return self.logit_loss(student, teacher)
-        t_s, t_t = self._temperatures(student, teacher)
-        return self.logit_loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
-                               temperature_scaling=self.config.temperature_scaling)
+        """The logit loss; its errors say which logits (e.g. a teacher with another number of classes)."""
+        try:
+            if not self.logit_temperatures:
+                return self.logit_loss(student, teacher)
+            t_s, t_t = self._temperatures(student, teacher)
+            return self.logit_loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
+                                   temperature_scaling=self.config.temperature_scaling)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"the logit loss {self.config.logit_loss!r} of the student's logits "
+                              f"{tuple(student.shape)} and the teacher's {tuple(teacher.shape)}: {error}") from None
 
     def _labels(self, features: Dict, batch: Batch) -> flow.Tensor:
         labels = features.get("labels", batch.labels)

@@ -117,3 +117,14 @@ def test_dict_outputs_in_hugging_face_style():
     features = default_adaptor({"features": flow.ones(2, 8)}, {"logits": logits, "hidden_states": None, "loss": 1})
     assert features == {"logits": logits}
     assert default_adaptor((flow.ones(2, 8), flow.ones(2)), (logits, flow.ones(2, 4))) == {"logits": logits}
+
+
+def test_a_teacher_with_another_number_of_classes_names_both_logits(tmp_path):
+    x, y = random_data()
+    teacher, _ = pair(inputs=8, classes=4)
+    _, student = pair(inputs=8, classes=3)
+    distiller = Distiller(teacher, student, DistillationConfig(), TrainingConfig(str(tmp_path / "out"), max_steps=1))
+    with pytest.raises(ValueError, match="the logit loss 'kl_div' of the student's logits \\(16, 3\\) and the "
+                                         "teacher's \\(16, 4\\): "):
+        distiller.train(tuple_loader(x, y))
+    assert not (tmp_path / "out").exists()
