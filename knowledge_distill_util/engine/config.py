@@ -111,7 +111,8 @@ class TrainingConfig:
       ``checkpoint_every``: a checkpoint every that many steps (and at the end); ``eval_every``:
       evaluate ``eval_data`` every that many steps (0: only at the end).
     - ``resume``: continue from the newest checkpoint of ``output_dir`` (a fresh run without one).
-    - ``gradient_accumulation_steps``: batches per optimizer step (each loss divided by it);
+    - ``gradient_accumulation_steps``: batches per optimizer step (each loss divided by it; under ``nn.Graph``
+      OneFlow's accumulation of the concatenated batches);
       ``max_grad_norm``: clip the gradients' global L2 norm (None: no clipping).
     - ``learning_rate``: of the default optimizer (AdamW over ``distiller.parameters()``) when ``train``
       gets none; ``warmup_steps`` (linear from 0) then ``lr_schedule`` ``"constant"`` or ``"linear"``
@@ -157,6 +158,3 @@ class TrainingConfig:
         check_choice("TrainingConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if not isinstance(self.label_key, str) or not self.label_key:
             raise TypeError(f"TrainingConfig.label_key must be a non-empty string, got {self.label_key!r}")
-        if self.use_graph and self.gradient_accumulation_steps > 1:
-            raise ValueError("TrainingConfig.gradient_accumulation_steps > 1 is not supported with use_graph=True; "
-                             "use a larger batch or use_graph=False")

@@ -26,9 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 class TrainGraph(nn.Graph):
-    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights) -> terms``."""
+    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights [A, 2]) -> terms [A]``.
 
-    def __init__(self, step: DistillStep, optimizer, scheduler, layout):
+    ``accumulation`` ``A > 1``: the inputs are ``A`` batches concatenated along dim 0, which OneFlow cuts back
+    into ``A`` micro-batches (``config.set_gradient_accumulation_steps``); the update uses the mean gradient,
+    as eager accumulation does, and each term comes back with one value per micro-batch.
+    """
+
+    def __init__(self, step: DistillStep, optimizer, scheduler, layout, accumulation: int = 1):
         super().__init__()
         self.step = step
         self.layout = layout
@@ -36,9 +41,11 @@ class TrainGraph(nn.Graph):
             self.add_optimizer(optimizer, lr_sch=scheduler)
         else:
             self.add_optimizer(optimizer)
+        if accumulation > 1:
+            self.config.set_gradient_accumulation_steps(accumulation)
 
     def build(self, *values):
-        terms = self.step(unflatten(values[:-1], self.layout), values[-1])
+        terms = self.step(unflatten(values[:-1], self.layout), values[-1].reshape(-1))
         terms["loss"].backward()
         return tuple(terms.values())
 
@@ -103,18 +110,24 @@ class Loop:
         self.optimizer.zero_grad(set_to_none=True)
         return self.ranks.values(sums)
 
-    def _graph_step(self, weights) -> Dict[str, float]:
-        values, layout = flatten(self._batch(), self.cfg.label_key)
+    def _graph_batch(self) -> List[flow.Tensor]:
+        values, _ = flatten(self._batch(), self.cfg.label_key)
         metas = [(tuple(v.shape), v.dtype) for v in values]
         if metas != self.graph_metas:
             raise ValueError(f"use_graph=True compiles one batch shape, but batch {self.stream.done} of epoch "
                              f"{self.stream.epoch} has shapes {[m[0] for m in metas]} instead of "
                              f"{[m[0] for m in self.graph_metas]}; give batches of one size (DataLoader("
                              f"drop_last=True)) or train eagerly")
-        outputs = self.graph(*values, weights)
+        return list(values)
+
+    def _graph_step(self, weights) -> Dict[str, float]:
+        accumulation = self.cfg.gradient_accumulation_steps
+        micro = [self._graph_batch() for _ in range(accumulation)]
+        values = micro[0] if accumulation == 1 else [flow.cat(parts, dim=0) for parts in zip(*micro)]
+        outputs = self.graph(*values, flow.stack([weights] * accumulation))
         if self.scheduler is not None:
             self.scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
-        return dict(zip(self.term_names, (float(t.numpy()) for t in outputs)))
+        return dict(zip(self.term_names, (float(t.mean().numpy()) for t in outputs)))
 
     def build_graph(self, layout, term_names, metas) -> None:
         """Compile the step (``use_graph``). Clipping goes into the optimizer's parameter groups, where
@@ -126,7 +139,8 @@ class Loop:
                 group["clip_grad_norm_type"] = 2.0
                 group._enable_clip_grad = True  # OneFlow 0.9 sets this only in the group's constructor
         self.optimizer.zero_grad(set_to_none=True)
-        self.graph = TrainGraph(self.step, self.optimizer, self.scheduler, layout)
+        self.graph = TrainGraph(self.step, self.optimizer, self.scheduler, layout,
+                                self.cfg.gradient_accumulation_steps)
 
     def fast_forward(self, start: int) -> None:
         """Resume: replay the scheduler to ``start`` (cheap, exact; under ``nn.Graph`` it sets the logged lr)."""

@@ -19,8 +19,6 @@ from .conftest import pair, random_data, tuple_loader
     (dict(learning_rate=float("nan")), ValueError, "TrainingConfig.learning_rate must be a finite number > 0"),
     (dict(lr_schedule="cosine"), ValueError, "TrainingConfig.lr_schedule must be one of 'constant', 'linear'"),
     (dict(label_key=""), TypeError, "TrainingConfig.label_key must be a non-empty string"),
-    (dict(use_graph=True, gradient_accumulation_steps=2), ValueError,
-     "gradient_accumulation_steps > 1 is not supported with use_graph=True"),
     (dict(output_dir=""), TypeError, "TrainingConfig.output_dir must be a non-empty path string"),
 ])
 def test_bad_training_config_values(kwargs, error, message):

@@ -90,6 +90,21 @@ def test_a_loss_that_becomes_nan_stops_with_one_sentence(tmp_path):
 
 
 @pytest.mark.graph
+def test_graph_accumulation_equals_eager_accumulation(tmp_path):
+    x, y = random_data(rows=32)
+    runs = {}
+    for use_graph in (False, True):
+        runs[use_graph] = _train(tmp_path / str(use_graph), tuple_loader(x, y, batch_size=8), steps=2,
+                                 gradient_accumulation_steps=2, use_graph=use_graph)
+    (eager, eager_history), (graph, graph_history) = runs[False], runs[True]
+    for term in ("loss", "kl_div", "hard_label", "match0_hidden_mse"):
+        np.testing.assert_allclose(graph_history[term], eager_history[term], rtol=1e-5, err_msg=term)
+    expected = eager.state_dict()
+    for name, value in graph.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), expected[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.graph
 def test_graph_equals_eager(tmp_path):
     x, y = random_data(rows=48)
     runs = {}
