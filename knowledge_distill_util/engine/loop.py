@@ -79,7 +79,6 @@ class Loop:
         self.params = [p for p in distiller.parameters() if p.requires_grad]
         self.generators = [] if self.cfg.use_graph else _dropout_generators(distiller.student)
         self.history: Dict[str, list] = {"step": [], "lr": []}
-        self.evals: List[Dict] = []
 
     def weights(self, step: int) -> flow.Tensor:
         """``[logit weight, hard-label weight]`` of 0-based ``step`` (their schedules)."""
