@@ -8,6 +8,7 @@ numbers on modern OneFlow tensors (eager and ``nn.Graph``, any device).
 - :mod:`knowledge_distill_util.models`: BERT teacher/student, the (Bi)LSTM student, checkpoints.
 - :mod:`knowledge_distill_util.nn`: the losses as Modules, ``Projection``, ``IntermediateMatches``.
 - :mod:`knowledge_distill_util.schedules`: per-row temperature and loss-weight schedules.
+- :mod:`knowledge_distill_util.engine`: ``Distiller``, ``DistillationConfig``, ``TrainingConfig`` (any model).
 - ``get_loss``/``register_loss``/``available_losses``: the loss registry (names from configuration).
 """
 import os as _os
@@ -37,6 +38,7 @@ from .models import (
     load_model,
     save_model,
 )
+from .engine import DistillationConfig, Distiller, TrainingConfig
 
 __all__ = [
     "pred_distill",
@@ -56,6 +58,9 @@ __all__ = [
     "init_student_from_teacher",
     "save_model",
     "load_model",
+    "Distiller",
+    "DistillationConfig",
+    "TrainingConfig",
 ]
 try:
     __version__ = _metadata.version("knowledge_distill_util")

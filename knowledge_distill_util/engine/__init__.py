@@ -1,0 +1,16 @@
+"""The distillation engine: a :class:`Distiller` for any OneFlow teacher/student pair and any data.
+
+- :mod:`.config`: :class:`DistillationConfig` (what to distil) and :class:`TrainingConfig` (how to train).
+- :mod:`.distiller`: :class:`Distiller` (``train``, ``evaluate``, ``parameters``).
+- :mod:`.batches`: dict/tuple batches split into inputs and labels; :mod:`.adaptors`: outputs as features;
+  :mod:`.taps`: module outputs by path; :mod:`.matches`: one intermediate match.
+- :mod:`.objective`: the loss of a step; :mod:`.loop`: the step loop; :mod:`.state`: seeds, data position;
+  :mod:`.run`: lock, resume, checkpoints, the loss log; :mod:`.parallel`: data-parallel under OneFlow's launcher.
+
+Guide: docs/distiller.md.
+"""
+from .adaptors import ADAPTOR_KEYS, default_adaptor
+from .config import DistillationConfig, TrainingConfig
+from .distiller import Distiller
+
+__all__ = ["Distiller", "DistillationConfig", "TrainingConfig", "default_adaptor", "ADAPTOR_KEYS"]

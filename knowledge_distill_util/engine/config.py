@@ -1,0 +1,160 @@
+"""The two configurations of a :class:`~knowledge_distill_util.engine.Distiller` (TextBrewer's names).
+
+:class:`DistillationConfig` says *what* is distilled (the logit loss, its temperatures and weights, the hard
+labels, the intermediate matches); :class:`TrainingConfig` says *how* the loop runs (steps, output directory,
+checkpoints, resume, accumulation, clipping, the learning-rate schedule, graph mode). Both check every value
+when they are built: a wrong type is a ``TypeError``, a wrong value a ``ValueError``, each one sentence
+naming the field, the value and the fix.
+
+    >>> DistillationConfig(temperature=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be a finite number > 0, got 0.0; the usual value is 1.0
+    >>> TrainingConfig(output_dir="out", max_steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: TrainingConfig.max_steps must be a positive integer or None, got 0
+"""
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+from .._checks import check_bool, check_choice, check_int, check_positive_real, check_temperature
+from ..registry import get_loss
+
+__all__ = ["DistillationConfig", "TrainingConfig", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES"]
+
+#: Loss-weight schedules by name (functions of :mod:`knowledge_distill_util.schedules`).
+WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")
+#: Per-row temperature schedulers: none, or :func:`~knowledge_distill_util.schedules.flsw_temperature` /
+#: :func:`~knowledge_distill_util.schedules.cwsm_temperature` around ``temperature``.
+TEMPERATURE_SCHEDULERS = ("none", "flsw", "cwsm")
+#: Learning-rate schedules after the warm-up.
+LR_SCHEDULES = ("constant", "linear")
+
+
+def _optional_temperature(name: str, value) -> Optional[float]:
+    return None if value is None else check_temperature(name, value)
+
+
+@dataclass
+class DistillationConfig:
+    """What to distil.
+
+    - ``temperature`` (both sides) or ``student_temperature`` / ``teacher_temperature`` (each overrides
+      it); ``temperature_scheduler``: ``"none"``, ``"flsw"`` or ``"cwsm"`` (per-row temperatures around
+      ``temperature``, :mod:`~knowledge_distill_util.schedules`).
+    - ``logit_loss``: a registered loss name (``kl_div``, ``soft_cross_entropy``, ...), applied to the
+      student's and the teacher's logits with the temperatures and ``temperature_scaling`` (``T_s*T_t``)
+      when the loss takes them; weighted by ``logit_weight`` times ``logit_weight_schedule(step, total)``.
+    - ``hard_label_weight``: the weight of the cross-entropy with the labels (MSE for one logit),
+      times ``hard_label_weight_schedule(step, total)``.
+    - ``intermediate_matches``: :class:`~knowledge_distill_util.nn.IntermediateMatches` entries, where
+      ``layer_S``/``layer_T`` may also be module paths (strings) with ``"feature": "output"``.
+    - ``teacher_weights``: one weight per teacher (several teachers: their logits are averaged with these
+      weights, equal when None). ``extra_loss_weight``: the weight of the adaptor's ``"losses"``.
+    """
+
+    temperature: float = 1.0
+    student_temperature: Optional[float] = None
+    teacher_temperature: Optional[float] = None
+    temperature_scheduler: str = "none"
+    temperature_scaling: bool = False
+    logit_loss: str = "kl_div"
+    logit_weight: float = 1.0
+    logit_weight_schedule: str = "constant"
+    hard_label_weight: float = 0.0
+    hard_label_weight_schedule: str = "constant"
+    intermediate_matches: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    teacher_weights: Optional[Sequence[float]] = None
+    extra_loss_weight: float = 1.0
+
+    def __post_init__(self):
+        self.temperature = check_temperature("temperature", self.temperature)
+        self.student_temperature = _optional_temperature("student_temperature", self.student_temperature)
+        self.teacher_temperature = _optional_temperature("teacher_temperature", self.teacher_temperature)
+        check_choice("temperature_scheduler", self.temperature_scheduler, TEMPERATURE_SCHEDULERS)
+        check_bool("temperature_scaling", self.temperature_scaling)
+        get_loss(self.logit_loss)  # the registry's error for an unknown name
+        for name in ("logit_weight", "hard_label_weight", "extra_loss_weight"):
+            setattr(self, name, check_positive_real(name, getattr(self, name), allow_zero=True))
+        check_choice("logit_weight_schedule", self.logit_weight_schedule, WEIGHT_SCHEDULES)
+        check_choice("hard_label_weight_schedule", self.hard_label_weight_schedule, WEIGHT_SCHEDULES)
+        matches = self.intermediate_matches
+        if isinstance(matches, (Mapping, str)) or not isinstance(matches, Sequence):
+            raise TypeError(f"intermediate_matches must be a list of dicts (one per match), got "
+                            f"{type(matches).__name__}")
+        self.intermediate_matches = list(matches)
+        if self.teacher_weights is not None:
+            if isinstance(self.teacher_weights, (str, Mapping)) or not isinstance(self.teacher_weights, Sequence):
+                raise TypeError(f"teacher_weights must be a list of numbers (one per teacher) or None, got "
+                                f"{type(self.teacher_weights).__name__}")
+            self.teacher_weights = [check_positive_real(f"teacher_weights[{i}]", w, allow_zero=True)
+                                    for i, w in enumerate(self.teacher_weights)]
+
+    @property
+    def temperatures(self):
+        """``(student, teacher)`` temperatures: each side's own value, else ``temperature``."""
+        s, t = self.student_temperature, self.teacher_temperature
+        return (self.temperature if s is None else s), (self.temperature if t is None else t)
+
+
+@dataclass
+class TrainingConfig:
+    """How to train.
+
+    - ``output_dir``: holds ``checkpoints/``, ``losses.csv`` (+ ``losses.png``) and the writer lock.
+    - ``max_steps`` (optimizer steps) or ``num_epochs`` (passes over the data; the data needs a ``len``).
+    - ``seed``: seeds Python's, NumPy's and OneFlow's generators and the data loader's at the start of each
+      epoch (from ``(seed, epoch)``) and every dropout generator before each step (eager), so that a resumed run
+      draws what the uninterrupted one draws.
+    - ``log_every``: a log line (or the progress bar's loss) every that many steps;
+      ``checkpoint_every``: a checkpoint every that many steps (and at the end); ``eval_every``:
+      evaluate ``eval_data`` every that many steps (0: only at the end).
+    - ``resume``: continue from the newest checkpoint of ``output_dir`` (a fresh run without one).
+    - ``gradient_accumulation_steps``: batches per optimizer step (each loss divided by it; under ``nn.Graph``
+      OneFlow's accumulation of the concatenated batches);
+      ``max_grad_norm``: clip the gradients' global L2 norm (None: no clipping).
+    - ``learning_rate``: of the default optimizer (AdamW over ``distiller.parameters()``) when ``train``
+      gets none; ``warmup_steps`` (linear from 0) then ``lr_schedule`` ``"constant"`` or ``"linear"``
+      (decay to 0 at the last step).
+    - ``label_key``: the key of the labels in dict batches; ``use_graph``: compile the step with
+      ``nn.Graph``; ``progress``: a tqdm bar when stderr is a terminal (else log lines).
+    """
+
+    output_dir: str
+    max_steps: Optional[int] = None
+    num_epochs: Optional[int] = None
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    resume: bool = False
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: Optional[float] = None
+    learning_rate: float = 1e-3
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    label_key: str = "labels"
+    use_graph: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise TypeError(f"TrainingConfig.output_dir must be a non-empty path string, got {self.output_dir!r}")
+        if self.max_steps is None and self.num_epochs is None:
+            raise ValueError("TrainingConfig needs max_steps or num_epochs, e.g. TrainingConfig(output_dir=..., "
+                             "max_steps=1000)")
+        for name in ("max_steps", "num_epochs"):
+            check_int(f"TrainingConfig.{name}", getattr(self, name), allow_none=True)
+        for name in ("log_every", "checkpoint_every", "gradient_accumulation_steps"):
+            check_int(f"TrainingConfig.{name}", getattr(self, name))
+        for name in ("seed", "eval_every", "warmup_steps"):
+            check_int(f"TrainingConfig.{name}", getattr(self, name), minimum=0)
+        for name in ("resume", "use_graph", "progress"):
+            check_bool(f"TrainingConfig.{name}", getattr(self, name))
+        if self.max_grad_norm is not None:
+            self.max_grad_norm = check_positive_real("TrainingConfig.max_grad_norm", self.max_grad_norm)
+        self.learning_rate = check_positive_real("TrainingConfig.learning_rate", self.learning_rate)
+        check_choice("TrainingConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not isinstance(self.label_key, str) or not self.label_key:
+            raise TypeError(f"TrainingConfig.label_key must be a non-empty string, got {self.label_key!r}")

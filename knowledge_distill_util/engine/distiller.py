@@ -1,0 +1,254 @@
+"""The :class:`Distiller`: distil any OneFlow teacher into any OneFlow student on any data.
+
+    distiller = Distiller(teacher, student, DistillationConfig(...), TrainingConfig(output_dir=..., ...))
+    history = distiller.train(loader, optimizer=flow.optim.AdamW(distiller.parameters(), lr=1e-3),
+                              eval_data=dev_loader)
+    metrics = distiller.evaluate(dev_loader)          # {"accuracy": ...}
+
+Everything is checked before anything is written: the configurations and module paths when the
+``Distiller`` is built; the optimizer, the data and one probe forward (adaptors, hooked modules, shapes,
+labels) when ``train`` starts. Only then is ``output_dir`` locked (one writer,
+:mod:`knowledge_distill_util.training.lock`) and written: ``checkpoints/``, ``losses.csv``, ``losses.png``.
+"""
+import logging
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+import oneflow as flow
+import oneflow.nn as nn
+
+from .adaptors import check_features, default_adaptor, require
+from .batches import flatten, split_batch
+from .config import DistillationConfig, TrainingConfig
+from .matches import Match
+from .objective import DistillStep
+from .parallel import Ranks
+from .state import seed_epoch
+from .taps import FeatureTaps
+
+__all__ = ["Distiller"]
+
+logger = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def _check_type(name: str, value, kind, what: str):
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _teachers(teacher) -> List[nn.Module]:
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    if not teachers:
+        raise ValueError("teacher is an empty list; give a teacher Module or a list of them")
+    for i, t in enumerate(teachers):
+        _check_type("teacher" if len(teachers) == 1 else f"teacher[{i}]", t, nn.Module, "a oneflow.nn.Module")
+    return teachers
+
+
+def _device(module: nn.Module) -> Optional[flow.device]:
+    first = next(iter(module.parameters()), None)
+    return None if first is None else first.device
+
+
+class Distiller:
+    """Distil ``teacher`` (a Module or a list of Modules) into ``student``.
+
+    ``adaptor_T``/``adaptor_S``: ``adaptor(batch, outputs) -> dict`` (:mod:`.adaptors`; default
+    :func:`~.adaptors.default_adaptor`). ``parameters()``: the student's and the projections' parameters.
+    """
+
+    def __init__(self, teacher, student: nn.Module, distillation_config: DistillationConfig,
+                 training_config: TrainingConfig, adaptor_T: Optional[Callable] = None,
+                 adaptor_S: Optional[Callable] = None):
+        self.teachers = _teachers(teacher)
+        self.student = _check_type("student", student, nn.Module, "a oneflow.nn.Module")
+        self.distillation_config = _check_type("distillation_config", distillation_config, DistillationConfig,
+                                               "a DistillationConfig")
+        self.training_config = _check_type("training_config", training_config, TrainingConfig, "a TrainingConfig")
+        for name, adaptor in (("adaptor_T", adaptor_T), ("adaptor_S", adaptor_S)):
+            if adaptor is not None and not callable(adaptor):
+                raise TypeError(f"{name} must be a function adaptor(batch, outputs) -> dict, got "
+                                f"{type(adaptor).__name__}")
+        self.adaptor_T, self.adaptor_S = adaptor_T or default_adaptor, adaptor_S or default_adaptor
+        if not any(p.requires_grad for p in student.parameters()):
+            raise ValueError("the student has no trainable parameters (none, or all with requires_grad=False); "
+                             "there is nothing to train")
+        self.device = _device(student)
+        self._check_teachers()
+        self.matches = [Match(i, entry) for i, entry in enumerate(distillation_config.intermediate_matches)]
+        if self.matches and len(self.teachers) > 1:
+            raise ValueError(f"intermediate_matches need one teacher, got {len(self.teachers)}; distil the "
+                             f"logits of several teachers, or match the layers of one")
+        self.taps = (FeatureTaps(student, [p for m in self.matches for p in m.student_paths], "student"),
+                     FeatureTaps(self.teachers[0], [p for m in self.matches for p in m.teacher_paths], "teacher"))
+        for match in self.matches:
+            match.to(self.device)
+        self._trainable = nn.ModuleDict({"student": student, "matches": nn.ModuleList(self.matches)})
+        self._told_eval = False
+
+    def _check_teachers(self) -> None:
+        weights = self.distillation_config.teacher_weights
+        if weights is not None and len(weights) != len(self.teachers):
+            raise ValueError(f"teacher_weights has {len(weights)} entries but there are {len(self.teachers)} "
+                             f"teachers; give one weight per teacher")
+        for i, teacher in enumerate(self.teachers):
+            device = _device(teacher)
+            if device is not None and device != self.device:
+                raise ValueError(f"teacher {i} is on {device} but the student is on {self.device}; move both to "
+                                 f"one device (teacher.to(device))")
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The student's parameters, then the projections' (each once): give them to the optimizer."""
+        return self._trainable.parameters()
+
+    def state_dict(self) -> Dict[str, flow.Tensor]:
+        """The student's (``student.*``) and the projections' (``matches.*``) weights: what checkpoints hold."""
+        return self._trainable.state_dict()
+
+    # ------------------------------------------------------------------------------------------- training
+
+    def _step_module(self) -> DistillStep:
+        return DistillStep(self.student, self.teachers, self.distillation_config, (self.adaptor_S, self.adaptor_T),
+                           self.taps, self.matches)
+
+    def _eval_teachers(self) -> None:
+        for i, teacher in enumerate(self.teachers):
+            if teacher.training:
+                if not self._told_eval:
+                    logger.info("teacher %d was in train mode: switched to eval mode (no dropout) for distillation", i)
+                    self._told_eval = True
+                teacher.eval()
+
+    def _check_optimizer(self, optimizer) -> None:
+        _check_type("optimizer", optimizer, flow.optim.Optimizer, "a oneflow.optim.Optimizer")
+        held = {id(p) for group in optimizer.param_groups for p in group.parameters}
+        missing = [name for name, p in self._trainable.named_parameters() if p.requires_grad and id(p) not in held]
+        if missing:
+            raise ValueError(f"the optimizer does not hold {len(missing)} trainable parameter(s), e.g. "
+                             f"{missing[0]!r}; build it from distiller.parameters() (the student's and the "
+                             f"projections')")
+
+    @staticmethod
+    def _check_data(data) -> None:
+        try:
+            iterator = iter(data)
+        except TypeError:
+            raise TypeError(f"data must be an iterable of batches (a DataLoader, a list), got "
+                            f"{type(data).__name__}") from None
+        if iterator is data:
+            raise TypeError(f"data must be re-iterable (a DataLoader, a list of batches), got a one-pass "
+                            f"{type(data).__name__}: each epoch and a resume iterate it again")
+
+    def _check_graph_data(self, data) -> None:
+        """``use_graph`` compiles one batch shape: a DataLoader with a short last batch is refused."""
+        batch_size, dataset = getattr(data, "batch_size", None), getattr(data, "dataset", None)
+        if not self.training_config.use_graph or not isinstance(batch_size, int) or getattr(data, "drop_last", True):
+            return
+        try:
+            rows = len(dataset)
+        except TypeError:
+            return
+        if rows % batch_size:
+            raise ValueError(f"use_graph=True compiles one batch shape, but the loader's {rows} rows in batches of "
+                             f"{batch_size} end with a batch of {rows % batch_size}; use DataLoader(..., "
+                             f"drop_last=True) or train eagerly")
+
+    def _total_steps(self, data) -> int:
+        cfg = self.training_config
+        if cfg.max_steps is not None:
+            return cfg.max_steps
+        try:
+            batches = len(data)
+        except TypeError:
+            raise ValueError(f"TrainingConfig.num_epochs needs data with a len(), got {type(data).__name__}; give "
+                             f"max_steps instead") from None
+        return max(1, -(-cfg.num_epochs * batches // cfg.gradient_accumulation_steps))
+
+    def _probe(self, step: DistillStep, data):
+        """One forward on the first batch, nothing written: every error of the first step comes here.
+        Returns the batch's graph layout and tensor shapes (``use_graph``) and the term names."""
+        seed_epoch(self.training_config.seed, 0, data)
+        first = next(iter(data), None)
+        if first is None:
+            raise ValueError("the training data yielded no batch; give a non-empty loader")
+        batch = split_batch(first, self.training_config.label_key, self.device)
+        layout = None
+        if self.training_config.use_graph:
+            values, layout = flatten(batch, self.training_config.label_key)
+            layout = (layout, [(tuple(v.shape), v.dtype) for v in values])
+        self.student.eval()
+        with flow.no_grad():
+            terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
+        self.student.train()
+        return layout, list(terms)
+
+    def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None) -> Dict[str, Any]:
+        """Train on ``data`` (an iterable of batches, re-iterable for several epochs); returns the history.
+
+        ``optimizer``: default AdamW over :meth:`parameters` with ``TrainingConfig.learning_rate``.
+        ``eval_data``: evaluated every ``eval_every`` steps and at the end (``metrics`` as in :meth:`evaluate`).
+        The history: ``{"step": [...], "lr": [...], "loss": [...], <term>: [...], "eval": [{"step", ...}]}``
+        for the steps this call ran (after a resume: from the checkpoint on; ``losses.csv`` has them all).
+        Under OneFlow's launcher the run is data-parallel (:mod:`.parallel`).
+        """
+        ranks = Ranks(self.training_config.use_graph)
+        try:
+            ranks.start(self._trainable)
+            history = self._train(ranks, data, optimizer, eval_data, metrics)
+        except BaseException as error:
+            ranks.failed(error)
+            raise
+        ranks.finished()
+        return history
+
+    def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics) -> Dict[str, Any]:
+        from .run import run_training
+        if optimizer is None:
+            optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
+        self._check_optimizer(optimizer)
+        self._check_data(data)
+        self._check_graph_data(data)
+        total = self._total_steps(data)
+        self._eval_teachers()
+        step = self._step_module()
+        with self.taps[0], self.taps[1]:
+            layout, names = self._probe(step, data)
+            return run_training(self, ranks, step, optimizer, data, total, layout, names,
+                                lambda: None if eval_data is None else self.evaluate(eval_data, metrics))
+
+    # ----------------------------------------------------------------------------------------- evaluation
+
+    def predict(self, data):
+        """``(logits, labels)`` of the student over ``data`` as NumPy arrays (eval mode, no gradient)."""
+        was_training = self.student.training
+        self.student.eval()
+        logits, labels = [], []
+        try:
+            with flow.no_grad():
+                for raw in data:
+                    batch = split_batch(raw, self.training_config.label_key, self.device)
+                    outputs = self.student(*batch.args, **batch.kwargs)
+                    features = check_features(self.adaptor_S(batch.raw, outputs), "student adaptor (adaptor_S)")
+                    logits.append(require(features, "logits", "student", "evaluate").numpy())
+                    label = features.get("labels", batch.labels)
+                    if label is None:
+                        raise ValueError(f"evaluate needs labels: the batches have none under "
+                                         f"{self.training_config.label_key!r}")
+                    labels.append(label.numpy())
+        finally:
+            self.student.train(was_training)
+        if not logits:
+            raise ValueError("the evaluation data yielded no batch")
+        return np.concatenate(logits), np.concatenate(labels)
+
+    def evaluate(self, data, metrics: Optional[Callable] = None) -> Dict[str, float]:
+        """The student's metrics on ``data``: ``{"accuracy": ...}`` (one logit: ``{"mse": ...}``), or
+        ``metrics(logits, labels) -> dict`` on the NumPy arrays of :meth:`predict`."""
+        logits, labels = self.predict(data)
+        if metrics is not None:
+            return dict(metrics(logits, labels))
+        if logits.shape[-1] == 1:
+            return {"mse": float(np.mean((logits.reshape(-1) - labels.reshape(-1)) ** 2))}
+        return {"accuracy": float(np.mean(logits.argmax(-1).reshape(-1) == labels.reshape(-1)))}

@@ -1,0 +1,195 @@
+"""The training loop of a :class:`~knowledge_distill_util.engine.Distiller` (eager or ``nn.Graph``).
+
+Per optimizer step: the scheduled weights, the dropout generators reseeded (eager), ``accumulation`` batches
+each adding ``loss / accumulation`` to the gradients, clipping, the optimizer and learning-rate scheduler
+steps; then the terms are logged (``losses.csv``, ``history``), a checkpoint every ``checkpoint_every`` steps
+and at the end, an evaluation every ``eval_every`` steps and at the end.
+"""
+import logging
+import math
+import sys
+import time
+from typing import Dict, List, Optional
+
+import oneflow as flow
+import oneflow.nn as nn
+
+from .. import schedules
+from .batches import flatten, split_batch, unflatten
+from .objective import DistillStep
+from .parallel import Ranks
+from .state import BatchStream, capture_state
+
+__all__ = ["TrainGraph", "make_scheduler", "Loop"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainGraph(nn.Graph):
+    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights [A, 2]) -> terms [A]``.
+
+    ``accumulation`` ``A > 1``: the inputs are ``A`` batches concatenated along dim 0, which OneFlow cuts back
+    into ``A`` micro-batches (``config.set_gradient_accumulation_steps``); the update uses the mean gradient,
+    as eager accumulation does, and each term comes back with one value per micro-batch.
+    """
+
+    def __init__(self, step: DistillStep, optimizer, scheduler, layout, accumulation: int = 1):
+        super().__init__()
+        self.step = step
+        self.layout = layout
+        if scheduler is not None:
+            self.add_optimizer(optimizer, lr_sch=scheduler)
+        else:
+            self.add_optimizer(optimizer)
+        if accumulation > 1:
+            self.config.set_gradient_accumulation_steps(accumulation)
+
+    def build(self, *values):
+        terms = self.step(unflatten(values[:-1], self.layout), values[-1].reshape(-1))
+        terms["loss"].backward()
+        return tuple(terms.values())
+
+
+def make_scheduler(optimizer, total: int, warmup: int, kind: str):
+    """Linear warm-up over ``warmup`` steps, then constant or linear decay to 0 at ``total`` (None: no scheduler)."""
+    if kind == "linear":
+        from ..training.optim import make_scheduler as warmup_then_decay
+        return warmup_then_decay(optimizer, total, warmup)
+    if warmup <= 0:
+        return None
+    constant = flow.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, total + 1), gamma=1.0)
+    return flow.optim.lr_scheduler.WarmupLR(constant, warmup_factor=0.0, warmup_iters=warmup, warmup_method="linear")
+
+
+def _dropout_generators(model: nn.Module) -> List:
+    from ..training.trainer import dropout_generators
+    return dropout_generators(model)
+
+
+class Loop:
+    """The steps ``start .. total`` of one :meth:`Distiller.train` call (see the module doc)."""
+
+    def __init__(self, distiller, step: DistillStep, optimizer, total: int, start: int, ranks: Ranks):
+        self.d, self.step, self.optimizer = distiller, step, optimizer
+        self.cfg = distiller.training_config
+        self.total, self.start, self.ranks = total, start, ranks
+        self.stream: Optional[BatchStream] = None  # set by the caller (after a resume's states are loaded)
+        self.scheduler = make_scheduler(optimizer, total, self.cfg.warmup_steps, self.cfg.lr_schedule)
+        self.graph = None
+        self.params = [p for p in distiller.parameters() if p.requires_grad]
+        self.generators = [] if self.cfg.use_graph else _dropout_generators(distiller.student)
+        self.history: Dict[str, list] = {"step": [], "lr": []}
+
+    def weights(self, step: int) -> flow.Tensor:
+        """``[logit weight, hard-label weight]`` of 0-based ``step`` (their schedules)."""
+        c = self.d.distillation_config
+        fraction = [getattr(schedules, c.logit_weight_schedule)(step, self.total),
+                    getattr(schedules, c.hard_label_weight_schedule)(step, self.total)]
+        return flow.tensor([c.logit_weight * fraction[0], c.hard_label_weight * fraction[1]],
+                           dtype=flow.float32, device=self.d.device)
+
+    def _batch(self):
+        return self.ranks.shard(split_batch(self.stream.next(), self.cfg.label_key, self.d.device))
+
+    def _eager_step(self, weights) -> Dict[str, float]:
+        from ..training.trainer import reseed
+        accumulation, sums = self.cfg.gradient_accumulation_steps, {}
+        for micro in range(accumulation):
+            reseed(self.generators, self.cfg.seed, self._step * accumulation + micro)
+            terms = self.step(self._batch(), weights)
+            (terms["loss"] / accumulation).backward()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.numpy()) / accumulation
+        self.ranks.after_backward(self.params)
+        if self.cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.ranks.values(sums)
+
+    def _graph_batch(self) -> List[flow.Tensor]:
+        values, _ = flatten(self._batch(), self.cfg.label_key)
+        metas = [(tuple(v.shape), v.dtype) for v in values]
+        if metas != self.graph_metas:
+            raise ValueError(f"use_graph=True compiles one batch shape, but batch {self.stream.done} of epoch "
+                             f"{self.stream.epoch} has shapes {[m[0] for m in metas]} instead of "
+                             f"{[m[0] for m in self.graph_metas]}; give batches of one size (DataLoader("
+                             f"drop_last=True)) or train eagerly")
+        return list(values)
+
+    def _graph_step(self, weights) -> Dict[str, float]:
+        accumulation = self.cfg.gradient_accumulation_steps
+        micro = [self._graph_batch() for _ in range(accumulation)]
+        values = micro[0] if accumulation == 1 else [flow.cat(parts, dim=0) for parts in zip(*micro)]
+        outputs = self.graph(*values, flow.stack([weights] * accumulation))
+        if self.scheduler is not None:
+            self.scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
+        return dict(zip(self.term_names, (float(t.mean().numpy()) for t in outputs)))
+
+    def build_graph(self, layout, term_names, metas) -> None:
+        """Compile the step (``use_graph``). Clipping goes into the optimizer's parameter groups, where
+        ``nn.Graph`` reads it (it clips each group's norm; eager mode clips the norm of all parameters)."""
+        self.term_names, self.graph_metas = list(term_names), list(metas)
+        if self.cfg.max_grad_norm is not None:
+            for group in self.optimizer.param_groups:
+                group["clip_grad_max_norm"] = self.cfg.max_grad_norm
+                group["clip_grad_norm_type"] = 2.0
+                group._enable_clip_grad = True  # OneFlow 0.9 sets this only in the group's constructor
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = TrainGraph(self.step, self.optimizer, self.scheduler, layout,
+                                self.cfg.gradient_accumulation_steps)
+
+    def fast_forward(self, start: int) -> None:
+        """Resume: replay the scheduler to ``start`` (cheap, exact; under ``nn.Graph`` it sets the logged lr)."""
+        if self.scheduler is not None:
+            for _ in range(start):
+                self.scheduler.step()
+
+    def _record(self, step: int, lr: float, terms: Dict[str, float]) -> None:
+        self.history["step"].append(step)
+        self.history["lr"].append(lr)
+        for name, value in terms.items():
+            self.history.setdefault(name, []).append(value)
+
+    def run(self, log, checkpoint, evaluate) -> None:
+        """Train; ``log(step, epoch, lr, seconds, terms)``, ``checkpoint(step, state)``, ``evaluate(step)``."""
+        began = time.time()
+        bar = _progress(self.cfg, self.start, self.total) if self.ranks.writer else None
+        try:
+            for self._step in range(self.start, self.total):
+                lr = self.optimizer.param_groups[0]["lr"]
+                weights = self.weights(self._step)
+                terms = self._graph_step(weights) if self.graph is not None else self._eager_step(weights)
+                step = self._step + 1
+                if not math.isfinite(terms["loss"]):
+                    raise FloatingPointError(f"the loss became {terms['loss']} at step {step}; lower the learning "
+                                             f"rate (now {lr:.3g}) or check the inputs")
+                self._record(step, lr, terms)
+                log(step, self.stream.epoch, lr, time.time() - began, terms)
+                if self.ranks.writer:
+                    _report(bar, step, self.total, terms, self.cfg.log_every)
+                if step % self.cfg.checkpoint_every == 0 or step == self.total:
+                    checkpoint(step, capture_state(self.stream.epoch, self.stream.done, self.graph is not None))
+                if (self.cfg.eval_every and step % self.cfg.eval_every == 0) or step == self.total:
+                    evaluate(step)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _progress(cfg, start: int, total: int):
+    if not (cfg.progress and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, desc="distil", dynamic_ncols=True, mininterval=1.0)
+
+
+def _report(bar, step: int, total: int, terms: Dict[str, float], every: int) -> None:
+    if bar is not None:
+        bar.update(1)
+        if step % every == 0 or step == total:
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
+    elif step % every == 0 or step == total:
+        logger.info("step %d/%d: %s", step, total, ", ".join(f"{k} {v:.4f}" for k, v in terms.items()))

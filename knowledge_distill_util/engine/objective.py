@@ -1,0 +1,156 @@
+r"""The loss of one distillation step: student and teacher forwards, adaptors, the weighted terms.
+
+.. math::
+    \text{loss} = w_{kd}(s) \, \ell(z_S, \bar z_T; T_S, T_T) + w_{ce}(s) \, \mathrm{CE}(z_S, y)
+                + \sum_i w_i \, \ell_i(\text{match}_i) + w_{x} \sum \text{losses}
+
+with :math:`w_{kd}(s) = ` ``logit_weight`` :math:`\times` ``logit_weight_schedule(step, total)`` (same for
+``hard_label_weight``; the two come in as the tensor ``weights`` so that ``nn.Graph`` sees them change),
+:math:`\bar z_T` the teacher's logits (several teachers: their weighted average,
+:func:`~knowledge_distill_util.functional.average_logits`). The terms are returned unweighted, ``"loss"``
+first. The teachers run in eval mode under ``no_grad``.
+"""
+from collections import OrderedDict
+import inspect
+from typing import Callable, Dict, List, Optional, Sequence
+
+import oneflow as flow
+import oneflow.nn as nn
+import oneflow.nn.functional as F
+
+from ..functional import average_logits
+from ..registry import get_loss
+from ..schedules import cwsm_temperature, flsw_temperature
+from .adaptors import check_features, require
+from .batches import Batch
+from .config import DistillationConfig
+from .matches import Match
+from .taps import FeatureTaps
+
+__all__ = ["DistillStep", "hard_label_loss"]
+
+
+def hard_label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
+    """Mean cross-entropy of ``[..., C]`` logits with integer labels ``[...]``; for one logit the MSE."""
+    if logits.shape[-1] == 1:
+        return ((logits.reshape(-1) - labels.to(logits.dtype).reshape(-1)) ** 2).mean()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(flow.int64))
+
+
+def _takes_temperatures(loss: Callable) -> bool:
+    return "student_temperature" in inspect.signature(loss).parameters
+
+
+class DistillStep(nn.Module):
+    """``forward(batch, weights) -> OrderedDict`` of scalar loss terms (see the module doc).
+
+    ``teachers``: one or more teacher modules; ``taps``: ``(student, teacher)``
+    :class:`~.taps.FeatureTaps` (installed by the caller); ``matches``: the :class:`~.matches.Match` es.
+    """
+
+    def __init__(self, student: nn.Module, teachers: Sequence[nn.Module], config: DistillationConfig,
+                 adaptors, taps: Sequence[FeatureTaps], matches: Sequence[Match]):
+        super().__init__()
+        self.student = student
+        self.teachers = nn.ModuleList(list(teachers))
+        self.matches = nn.ModuleList(list(matches))
+        self.config = config
+        self.adaptor_s, self.adaptor_t = adaptors
+        self.taps_s, self.taps_t = taps
+        self.logit_loss = get_loss(config.logit_loss)
+        self.logit_temperatures = _takes_temperatures(self.logit_loss)
+
+    @property
+    def needs_teacher_logits(self) -> bool:
+        return self.config.logit_weight > 0
+
+    def _features(self, model: nn.Module, taps: Optional[FeatureTaps], adaptor, batch: Batch, who: str) -> Dict:
+        if taps is not None:
+            taps.clear()
+        outputs = model(*batch.args, **batch.kwargs)
+        return check_features(adaptor(batch.raw, outputs), who)
+
+    def _teacher_features(self, batch: Batch) -> List[Dict]:
+        with flow.no_grad():
+            return [self._features(teacher, self.taps_t if i == 0 else None, self.adaptor_t, batch,
+                                   "teacher adaptor (adaptor_T)") for i, teacher in enumerate(self.teachers)]
+
+    def _teacher_logits(self, teachers: List[Dict]) -> flow.Tensor:
+        user = f"the logit loss {self.config.logit_loss!r}"
+        logits = [require(features, "logits", "teacher", user) for features in teachers]
+        if len(logits) == 1:
+            return logits[0]
+        return average_logits(logits, self.config.teacher_weights)
+
+    def _temperatures(self, student: flow.Tensor, teacher: flow.Tensor):
+        scheduler, base = self.config.temperature_scheduler, self.config.temperature
+        if scheduler == "none":
+            return self.config.temperatures
+        s, t = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
+        rows = flsw_temperature(s, t, base=base) if scheduler == "flsw" else cwsm_temperature(s, base=base)
+        rows = rows.reshape(student.shape[:-1])
+        return rows, rows
+
+    def _logit_term(self, student: flow.Tensor, teacher: flow.Tensor) -> flow.Tensor:
+        """The logit loss; its errors say which logits (e.g. a teacher with another number of classes)."""
+        try:
+            if not self.logit_temperatures:
+                return self.logit_loss(student, teacher)
+            t_s, t_t = self._temperatures(student, teacher)
+            return self.logit_loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
+                                   temperature_scaling=self.config.temperature_scaling)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"the logit loss {self.config.logit_loss!r} of the student's logits "
+                              f"{tuple(student.shape)} and the teacher's {tuple(teacher.shape)}: {error}") from None
+
+    def _labels(self, features: Dict, batch: Batch) -> flow.Tensor:
+        labels = features.get("labels", batch.labels)
+        if labels is None:
+            raise ValueError(f"hard_label_weight is {self.config.hard_label_weight} but the batch has no labels; "
+                             f"yield (inputs..., labels) or put them under TrainingConfig.label_key, or set "
+                             f"hard_label_weight=0")
+        return labels
+
+    @staticmethod
+    def _extra(losses) -> Optional[flow.Tensor]:
+        if losses is None:
+            return None
+        values = list(losses.values()) if isinstance(losses, dict) else (
+            list(losses) if isinstance(losses, (list, tuple)) else [losses])
+        for value in values:
+            if not isinstance(value, flow.Tensor) or value.numel() != 1:
+                raise TypeError(f"the student adaptor's 'losses' must be scalar tensors (one, a list or a dict), "
+                                f"got {type(value).__name__}")
+        total = values[0].reshape(())
+        for value in values[1:]:
+            total = total + value.reshape(())
+        return total
+
+    def forward(self, batch: Batch, weights: flow.Tensor) -> "OrderedDict[str, flow.Tensor]":
+        student = self._features(self.student, self.taps_s, self.adaptor_s, batch, "student adaptor (adaptor_S)")
+        teachers = self._teacher_features(batch)
+        terms: "OrderedDict[str, flow.Tensor]" = OrderedDict()
+        parts = []
+        if self.config.logit_weight > 0:
+            s_logits = require(student, "logits", "student", f"the logit loss {self.config.logit_loss!r}")
+            terms[self.config.logit_loss] = self._logit_term(s_logits, self._teacher_logits(teachers))
+            parts.append(terms[self.config.logit_loss] * weights[0])
+        if self.config.hard_label_weight > 0:
+            s_logits = require(student, "logits", "student", "the hard-label loss (hard_label_weight > 0)")
+            terms["hard_label"] = hard_label_loss(s_logits, self._labels(student, batch))
+            parts.append(terms["hard_label"] * weights[1])
+        mask = student.get("mask")
+        for match in self.matches:
+            terms[match.name] = match(student, teachers[0], self.taps_s, self.taps_t, mask=mask)
+            parts.append(terms[match.name] * match.weight)
+        extra = self._extra(student.get("losses"))
+        if extra is not None:
+            terms["extra"] = extra
+            parts.append(extra * self.config.extra_loss_weight)
+        if not parts:
+            raise ValueError("nothing to train: logit_weight and hard_label_weight are 0, there are no "
+                             "intermediate_matches and the adaptor returns no 'losses'")
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return OrderedDict([("loss", total)] + list(terms.items()))

@@ -1,0 +1,84 @@
+"""Batches: dicts, tuples, lists, NumPy arrays; batches that cannot be split."""
+import numpy as np
+import oneflow as flow
+import pytest
+
+from knowledge_distill_util import Distiller, DistillationConfig, TrainingConfig
+from knowledge_distill_util.engine.batches import flatten, split_batch, unflatten
+
+from .conftest import DictMLP, pair, random_data
+
+
+def _distil(tmp_path, teacher, student, data, label_key="labels", steps=4):
+    cfg = TrainingConfig(str(tmp_path), max_steps=steps, label_key=label_key)
+    return Distiller(teacher, student, DistillationConfig(hard_label_weight=1.0), cfg).train(data)
+
+
+def test_tuple_list_dict_and_numpy_batches_train_the_same(tmp_path):
+    x, y = random_data(rows=32)
+    chunks = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)]
+    runs = {
+        "tensor tuples": [(flow.tensor(a), flow.tensor(b)) for a, b in chunks],
+        "numpy tuples": chunks,
+        "numpy lists": [[a, b] for a, b in chunks],
+        "numpy float64": [(a.astype(np.float64), b) for a, b in chunks],
+    }
+    losses = {}
+    for name, data in runs.items():
+        teacher, student = pair(inputs=8, classes=3)
+        losses[name] = _distil(tmp_path / name, teacher, student, data)["loss"]
+    teacher, student = pair(inputs=8, classes=3, cls=DictMLP)
+    losses["dicts"] = _distil(tmp_path / "dicts", teacher, student, [{"features": a, "y": b} for a, b in chunks],
+                              label_key="y")["loss"]
+    first = losses.pop("tensor tuples")
+    for name, values in losses.items():
+        np.testing.assert_allclose(values, first, rtol=1e-6, err_msg=name)
+
+
+def test_split_batch_layout():
+    batch = split_batch((np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), np.array([0, 1])), "labels", "cpu")
+    assert len(batch.args) == 2 and batch.kwargs == {} and batch.labels.tolist() == [0, 1] and batch.rows() == 2
+    batch = split_batch({"a": flow.ones(2), "text": ["x", "y"]}, "labels", "cpu")
+    assert batch.labels is None and batch.kwargs["text"] == ["x", "y"]
+    values, layout = flatten(split_batch({"a": flow.ones(2), "y": flow.zeros(2)}, "y", "cpu"), "y")
+    rebuilt = unflatten(values, layout)
+    assert list(rebuilt.kwargs) == ["a"] and list(rebuilt.raw) == ["a", "y"]
+    with pytest.raises(TypeError, match="use_graph=True needs every batch value to be a tensor"):
+        flatten(split_batch({"a": flow.ones(2), "text": ["x"]}, "labels", "cpu"))
+
+
+@pytest.mark.parametrize("batch, error, message", [
+    (flow.ones(4, 8), TypeError, "cannot split a batch of type Tensor into inputs and labels"),
+    ((flow.ones(4, 8),), ValueError, "a tuple batch must be \\(inputs..., labels\\) with at least 2 items, got 1"),
+    ({"labels": flow.ones(4)}, ValueError, "a dict batch holds only the labels 'labels'"),
+])
+def test_a_batch_that_cannot_be_split_fails_before_anything_is_written(tmp_path, batch, error, message):
+    teacher, student = pair(inputs=8, classes=3)
+    with pytest.raises(error, match=message):
+        _distil(tmp_path / "out", teacher, student, [batch])
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_labels_with_a_hard_label_weight(tmp_path):
+    teacher, student = pair(inputs=8, classes=3, cls=DictMLP)
+    with pytest.raises(ValueError, match="hard_label_weight is 1.0 but the batch has no labels"):
+        _distil(tmp_path / "out", teacher, student, [{"features": flow.ones(4, 8)}])
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_data(tmp_path):
+    teacher, student = pair(inputs=8, classes=3)
+    with pytest.raises(ValueError, match="the training data yielded no batch"):
+        _distil(tmp_path / "out", teacher, student, [])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_one_pass_generator_is_refused(tmp_path):
+    x, y = random_data(rows=16)
+    teacher, student = pair(inputs=8, classes=3)
+    data = ((x[i:i + 8], y[i:i + 8]) for i in range(0, 16, 8))
+    with pytest.raises(TypeError, match="data must be re-iterable .* got a one-pass generator"):
+        _distil(tmp_path / "out", teacher, student, data, steps=3)
+    with pytest.raises(TypeError, match="data must be an iterable of batches"):
+        _distil(tmp_path / "out", teacher, student, 3, steps=3)
+    assert not (tmp_path / "out").exists()
