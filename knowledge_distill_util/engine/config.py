@@ -9,7 +9,7 @@ naming the field, the value and the fix.
     >>> DistillationConfig(temperature=0)
     Traceback (most recent call last):
     ...
-    ValueError: temperature must be a finite number > 0, got 0.0; the usual value is 1.0
+    ValueError: temperature must be a finite number >= 0.0001, got 0.0; the usual value is 1.0
     >>> TrainingConfig(output_dir="out", max_steps=0)
     Traceback (most recent call last):
     ...

@@ -29,8 +29,8 @@ def test_bad_training_config_values(kwargs, error, message):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(temperature=0), ValueError, "temperature must be a finite number > 0"),
-    (dict(teacher_temperature="2"), TypeError, "teacher_temperature must be a number > 0"),
+    (dict(temperature=0), ValueError, "temperature must be a finite number >= 0.0001"),
+    (dict(teacher_temperature="2"), TypeError, "teacher_temperature must be a number >= 0.0001"),
     (dict(logit_loss="kl"), ValueError, "unknown loss 'kl'; known losses: "),
     (dict(hard_label_weight=-1), ValueError, "hard_label_weight must be a finite number >= 0"),
     (dict(logit_weight_schedule="cosine"), ValueError, "logit_weight_schedule must be one of 'constant'"),
