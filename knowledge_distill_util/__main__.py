@@ -1,22 +1,31 @@
-"""``python -m knowledge_distill_util train ...`` (= ``kdu-train``) and ``... compress ...`` (= ``kdu-compress``)."""
+"""``python -m knowledge_distill_util train ...`` (= ``kdu-train``), ``... compress ...`` (= ``kdu-compress``) and
+``... convert-checkpoint DIR --trust`` (models and checkpoints of earlier versions, OneFlow's pickle layout, to
+safetensors: :mod:`knowledge_distill_util.convert`)."""
 import os
 import sys
 
-USAGE = ("usage: python -m knowledge_distill_util {train,compress} [options]\n"
-         "  train     train one registered recipe (kdu-train; --help lists the options)\n"
-         "  compress  the whole default compression and its summary table (kdu-compress)")
+USAGE = ("usage: python -m knowledge_distill_util {train,compress,convert-checkpoint} [options]\n"
+         "  train               train one registered recipe (kdu-train; --help lists the options)\n"
+         "  compress            the whole default compression and its summary table (kdu-compress)\n"
+         "  convert-checkpoint  DIR [--trust]: convert a model or checkpoint of an earlier version (OneFlow's\n"
+         "                      pickle layout, pickled_data) to safetensors once, in place")
+COMMANDS = ("train", "compress", "convert-checkpoint")
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("GLOG_minloglevel", "3")
-    if not argv or argv[0] not in ("train", "compress"):
+    if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "train":
         from .training.run import main as train
 
         return train(argv[1:], prog="kdu-train", description="Train one registered compression recipe.")
+    if argv[0] == "convert-checkpoint":
+        from .convert import main as convert
+
+        return convert(argv[1:])
     from .training.compression import main as compress
 
     return compress(argv[1:])
