@@ -93,3 +93,15 @@ def test_save_model_refuses_a_state_it_cannot_write_before_touching_the_director
     with pytest.raises(TypeError, match=r"w is a ndarray"):
         save_model(model, tmp_path / "weights")
     assert (tmp_path / "weights" / WEIGHTS_FILE).read_bytes() == before and os.listdir(tmp_path) == ["weights"]
+
+
+def test_the_snapshot_reader_points_an_old_layout_to_the_convert_command(tmp_path):
+    from knowledge_distill_util.models.snapshot import list_snapshot_variables
+
+    plant(tmp_path / "weights", tmp_path / "MARKER")  # a pickle without tensor folders
+    with pytest.raises(ValueError, match=rf"old pickle layout .*{CONVERT}{tmp_path / 'weights'} --trust"):
+        list_snapshot_variables(str(tmp_path / "weights"))
+    assert not (tmp_path / "MARKER").exists()
+    save_model(small_lstm(), tmp_path / "new")
+    with pytest.raises(ValueError, match=r"save_model directories \(model.safetensors\) are read with models.load_model"):
+        list_snapshot_variables(str(tmp_path / "new"))
