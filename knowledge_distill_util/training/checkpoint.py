@@ -129,9 +129,13 @@ def load_checkpoint(path: str):
 
     Reads JSON and safetensors only. Raises :class:`~knowledge_distill_util._state.LegacyPickleError`
     (before reading anything) for a checkpoint in OneFlow's pickle layout; ``FileNotFoundError`` /
-    ``ValueError`` naming the file when a part is missing or unreadable.
+    ``ValueError`` naming the file when a part is missing, unreadable or a link leading outside ``path``.
     """
     _refuse_legacy(path)
+    for name in (STATE, _file(MODEL), _file(OPTIMIZER)):  # a part linked to another run's files is not read
+        real, top = os.path.realpath(os.path.join(path, name)), os.path.realpath(path)
+        if os.path.lexists(os.path.join(path, name)) and os.path.commonpath([real, top]) != top:
+            raise ValueError(f"{os.path.join(path, name)} leads outside the checkpoint (to {real})")
     state = read_json(os.path.join(path, STATE), "checkpoint state")
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint state {os.path.join(path, STATE)} holds a {type(state).__name__}, not an object")

@@ -4,6 +4,7 @@ never lead outside the run's checkpoint folder."""
 import json
 import os
 import pickle
+import shutil
 
 import oneflow as flow
 import pytest
@@ -156,3 +157,13 @@ def test_a_symlink_inside_the_folder_is_followed(tmp_path):
     with open(os.path.join(mine, "LATEST"), "w") as stream:
         stream.write("step-00000005")
     assert latest_checkpoint(mine) == os.path.join(mine, "step-00000005")
+
+
+def test_a_part_linked_outside_the_checkpoint_is_not_read(tmp_path, caplog):
+    mine, other = _two_runs(tmp_path)
+    save_checkpoint(mine, 3, {"w": flow.ones(2)}, None, {"flow_rng": flow.get_rng_state().numpy().tolist()})
+    model = os.path.join(mine, "step-00000003", "model")
+    shutil.rmtree(model)
+    os.symlink(os.path.join(other, "step-00000009", "model"), model)
+    with pytest.raises(ValueError, match=r"step-00000003/model/model.safetensors leads outside the checkpoint"):
+        load_checkpoint(os.path.join(mine, "step-00000003"))
