@@ -1,10 +1,15 @@
-"""``python -m knowledge_distill_util train ...`` (= ``kdu-train``) and ``... compress ...`` (= ``kdu-compress``)."""
+"""``python -m knowledge_distill_util train ...`` (= ``kdu-train``), ``... compress ...`` (= ``kdu-compress``) and
+``... convert-checkpoint DIR --trust`` (models and checkpoints of earlier versions, OneFlow's pickle layout, to
+safetensors: :mod:`knowledge_distill_util.convert`)."""
 import os
 import sys
 
-USAGE = ("usage: python -m knowledge_distill_util {train,compress} [options]\n"
-         "  train     train one registered recipe (kdu-train; --help lists the options)\n"
-         "  compress  the whole default compression and its summary table (kdu-compress)")
+USAGE = ("usage: python -m knowledge_distill_util {train,compress,convert-checkpoint} [options]\n"
+         "  train               train one registered recipe (kdu-train; --help lists the options)\n"
+         "  compress            the whole default compression and its summary table (kdu-compress)\n"
+         "  convert-checkpoint  DIR [--trust]: convert a model or checkpoint of an earlier version (OneFlow's\n"
+         "                      pickle layout, pickled_data) to safetensors once, in place")
+COMMANDS = ("train", "compress", "convert-checkpoint")
 
 
 def _full_usage() -> str:
@@ -20,13 +25,17 @@ def main(argv=None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(_full_usage())
         return 0
-    if not argv or argv[0] not in ("train", "compress"):
+    if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         return 2
     if argv[0] == "train":
         from .training.run import main as train
 
         return train(argv[1:], prog="kdu-train", description="Train one registered compression recipe.")
+    if argv[0] == "convert-checkpoint":
+        from .convert import main as convert
+
+        return convert(argv[1:])
     from .training.compression import main as compress
 
     return compress(argv[1:])

@@ -11,7 +11,7 @@ Versions 1, 2, 3, ... are saved in turn; after each save returns, ``saved <versi
 At version ``KILL_VERSION`` the process kills itself (SIGKILL) at ``KILL_AT``:
 
 - ``fill``: in the middle of writing the new content (``dir``: after half of the files; ``model``: after
-  ``flow.save`` returned, before anything is renamed);
+  ``model.safetensors`` was written into the temporary directory, before that directory is renamed);
 - ``before-swap``: the new content is complete, nothing renamed yet;
 - ``after-exchange``: right after the ``renameat2`` swap (the old content is in the temporary directory);
 - ``fallback-window``: ``renameat2`` disabled; between renaming the old directory aside and renaming the
@@ -71,14 +71,14 @@ def main() -> None:
 
         model = LSTMStudentForSequenceClassification(vocab_size=50, hidden_size=8, intermediate_size=6,
                                                      embedding_size=5)
-        real_save = flow.save
+        real_fill = init._fill_weights
 
-        def flow_save(obj, path):
-            real_save(obj, path)
+        def fill_weights(directory, data):
+            real_fill(directory, data)
             if armed("fill"):
                 kill()
 
-        init.flow = type("flow", (), {"save": staticmethod(flow_save)})
+        init._fill_weights = fill_weights
 
         def save() -> None:
             with flow.no_grad():

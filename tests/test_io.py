@@ -257,16 +257,11 @@ def test_save_model_uses_replace_directory_and_load_model_reads_it(tmp_path):
         save_model({"a": 1}, path)
 
 
-@pytest.mark.parametrize("name, cut", [("pickled_data", "half"), ("pickled_data", "empty"),
-                                       ("tensor", "half"), ("tensor", "empty")])
-def test_load_model_names_a_truncated_save(tmp_path, name, cut):
+@pytest.mark.parametrize("cut", ["half", "empty"])
+def test_load_model_names_a_truncated_save(tmp_path, cut):
     path = tmp_path / "weights"
     save_model(small_lstm(), path)
-    if name == "tensor":
-        tensor_dir = path / sorted(p for p in os.listdir(path) if p.startswith("tensor"))[0]
-        victim = tensor_dir / "out"
-    else:
-        victim = path / name
+    victim = path / "model.safetensors"
     size = victim.stat().st_size
     with open(victim, "r+b") as handle:
         handle.truncate(size // 2 if cut == "half" else 0)

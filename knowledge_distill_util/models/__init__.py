@@ -4,7 +4,8 @@
   returning ``(logits, reps, atts)``, and ``fit_dense``.
 - :mod:`.lstm`: ``LSTMStudentForSequenceClassification`` returning logits.
 - :mod:`.pretrained`: Hugging Face checkpoints (``config.json`` + ``model.safetensors``).
-- :mod:`.init`: student initialisation from teacher layers, ``save_model`` / ``load_model``.
+- :mod:`.init`: student initialisation from teacher layers, ``save_model`` / ``load_model`` / ``read_state``
+  (``model.safetensors``: no pickle).
 """
 from .bert import BertForSequenceClassification, BertStudentForSequenceClassification, fit_dense
 from .init import (

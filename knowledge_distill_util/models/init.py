@@ -1,19 +1,33 @@
-"""Initialise a BERT student from chosen teacher layers; save and load models in OneFlow's format."""
+"""Initialise a BERT student from chosen teacher layers; save and load models as safetensors (no pickle).
+
+A saved model is a directory holding one file, ``model.safetensors`` (:data:`WEIGHTS_FILE`): every tensor
+of ``model.state_dict()`` under its name, with the state's structure in the file's metadata (see
+:mod:`knowledge_distill_util._state`). No file this package reads can run code: a directory in OneFlow's
+old pickle layout (``pickled_data``, written by ``flow.save`` before this format) is refused before anything
+in it is read, naming the one-time conversion ``python -m knowledge_distill_util convert-checkpoint DIR``.
+"""
 import os
 from typing import Dict, Sequence
 
 import oneflow as flow
 import oneflow.nn as nn
 
-from .._io import interrupted_copies, replace_directory
+from .._io import atomic_write_file, interrupted_copies, replace_directory
+from .._state import UnreadableStateError, is_legacy_directory, legacy_error, state_bytes
+from .._state import read_state as _read_state_file
 
 __all__ = [
     "init_student_from_teacher",
     "check_student_teacher",
     "save_model",
     "load_model",
+    "read_state",
+    "WEIGHTS_FILE",
     "DISTILBERT_LAYERS",
 ]
+
+#: The file of a saved model's directory.
+WEIGHTS_FILE = "model.safetensors"
 
 #: DistilBERT's choice of 6 of BERT-base's 12 layers.
 DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
@@ -110,21 +124,29 @@ def _check_shapes(target: nn.Module, source: nn.Module, where: str) -> None:
 
 
 def save_model(model: nn.Module, path) -> str:
-    """Save ``model.state_dict()`` with ``flow.save`` to the directory ``path``, atomically.
+    """Save ``model.state_dict()`` to the directory ``path`` as ``path/model.safetensors``, atomically.
 
-    The state is written to a fresh directory beside ``path`` which then takes the place of the old
+    The file is written into a fresh directory beside ``path`` which then takes the place of the old
     one in one step (:func:`knowledge_distill_util._io.replace_directory`): at every instant, also
     when the process is killed, ``path`` holds the old or the new complete weights. Temporary copies
     left by a killed save are removed by the next save to ``path``. Returns the absolute ``path``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a oneflow.nn.Module, got {type(model).__name__}")
-    state = model.state_dict()
-    return replace_directory(path, lambda directory: flow.save(state, directory))
+    data = state_bytes(model.state_dict())  # every tensor checked before anything is written
+    return replace_directory(path, lambda directory: _fill_weights(directory, data))
+
+
+def _fill_weights(directory: str, data: bytes) -> None:
+    atomic_write_file(os.path.join(directory, WEIGHTS_FILE), lambda stream: stream.write(data))
 
 
 def load_model(model: nn.Module, path) -> nn.Module:
-    """Load a directory written by :func:`save_model` into ``model`` (strict names); returns ``model``."""
+    """Load a directory written by :func:`save_model` into ``model`` (strict names); returns ``model``.
+
+    Raises ``FileNotFoundError`` (no directory), ``ValueError`` naming the directory (unreadable, old
+    pickle layout: :class:`~knowledge_distill_util._state.LegacyPickleError`, names or shapes that differ).
+    """
     path = os.fspath(path)
     if not os.path.isdir(path):
         copies = interrupted_copies(path)
@@ -134,7 +156,7 @@ def load_model(model: nn.Module, path) -> nn.Module:
                 f"weights at {copies[-1]!r}; rename that directory to {path!r} to restore them"
             )
         raise FileNotFoundError(f"no saved model at {path!r}; write one with save_model(model, path)")
-    state = _read_state(path)
+    state = read_state(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -153,20 +175,34 @@ def load_model(model: nn.Module, path) -> nn.Module:
     return model
 
 
-def _read_state(path: str) -> Dict[str, flow.Tensor]:
-    """``flow.load(path)`` with a one-sentence error naming the directory when it is unreadable."""
+def read_state(path) -> Dict[str, flow.Tensor]:
+    """``{name: CPU tensor}`` of a directory written by :func:`save_model` (nothing else is run or loaded).
+
+    Raises :class:`~knowledge_distill_util._state.LegacyPickleError` (a ``ValueError``) for a directory
+    in OneFlow's pickle layout before reading anything, ``ValueError`` naming the directory when its file
+    is missing, truncated or corrupt, or holds no flat ``{name: tensor}`` dict.
+    """
+    path = os.fspath(path)
+    if is_legacy_directory(path, WEIGHTS_FILE):
+        raise legacy_error("saved model", path, path)
+    file = os.path.join(path, WEIGHTS_FILE)
+    if not os.path.isfile(file):
+        raise ValueError(f"saved model {path!r} has no {WEIGHTS_FILE}; write it with save_model(model, path)")
+    return _read_state(path, file)
+
+
+def _read_state(path: str, file: str) -> Dict[str, flow.Tensor]:
+    """The state in ``file`` with a one-sentence error naming the directory ``path`` when it is unreadable."""
     try:
-        state = flow.load(path)
-    except Exception as err:  # OneFlow raises RuntimeError, EOFError, UnpicklingError, ... on corrupt files
-        detail = str(err).strip()[:200]
-        reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        state = _read_state_file(file)
+    except UnreadableStateError as err:
         raise ValueError(
-            f"saved model {path!r} is unreadable ({reason}); it is "
+            f"saved model {path!r} is unreadable ({err.reason}); it is "
             f"truncated or corrupt: save the model again or restore the directory from a backup"
-        ) from err
-    if not isinstance(state, dict):
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, flow.Tensor) for v in state.values()):
         raise ValueError(
-            f"saved model {path!r} holds a {type(state).__name__}, not a state dict; write it with "
-            f"save_model(model, path)"
+            f"saved model {path!r} holds a {type(state).__name__}, not a state dict of tensors; write it "
+            f"with save_model(model, path)"
         )
     return state

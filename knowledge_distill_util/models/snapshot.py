@@ -158,7 +158,10 @@ def list_snapshot_variables(directory) -> Dict[str, str]:
         inner = sorted(n for n in os.listdir(directory)
                        if n.startswith("snapshot_") and os.path.isdir(os.path.join(directory, n)))
         hint = (f"; it holds {', '.join(inner)}: pass {os.path.join(directory, inner[0])}" if inner else
-                "; flow.save/save_model directories are read with models.load_model" if
+                "; save_model directories (model.safetensors) are read with models.load_model" if
+                os.path.exists(os.path.join(directory, "model.safetensors")) else
+                "; it is in OneFlow's old pickle layout (pickled_data), which this package no longer reads: "
+                f"convert it once with python -m knowledge_distill_util convert-checkpoint {directory} --trust" if
                 os.path.exists(os.path.join(directory, "pickled_data")) else
                 "; a snapshot holds one folder per variable, each with an 'out' file")
         raise ValueError(f"{directory} is not a OneFlow snapshot (no <variable>/out file){hint}")

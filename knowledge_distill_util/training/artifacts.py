@@ -2,7 +2,8 @@
 
 ``model_config.json`` holds the architecture (``"bert"`` or ``"lstm"``), the constructor arguments under
 ``"config"``, and the run's meta: recipe, task, labels, vocabulary file, sequence length, origin.
-``weights/`` is written by :func:`~knowledge_distill_util.models.save_model`.
+``weights/`` is written by :func:`~knowledge_distill_util.models.save_model` (``weights/model.safetensors``;
+a ``weights/`` in OneFlow's old pickle layout is refused, naming ``convert-checkpoint``).
 """
 import json
 import os
@@ -14,6 +15,7 @@ from ..models import BertForSequenceClassification, LSTMStudentForSequenceClassi
 from ..models.bert import check_bert_config
 from ..models.lstm import check_lstm_config
 from .._io import atomic_write_text
+from .._state import LegacyPickleError, legacy_error
 from .config import ConfigError
 
 __all__ = ["MODEL_CONFIG", "WEIGHTS", "ARCHITECTURES", "architecture_of", "save_trained", "read_meta",
@@ -98,6 +100,8 @@ def load_trained(directory: str, what: str = "model", **config_overrides) -> Tup
         raise ConfigError(f"{what} {directory}: {error}") from None
     try:
         load_model(model, os.path.join(directory, WEIGHTS))
+    except LegacyPickleError:
+        raise ConfigError(str(legacy_error(what, directory, directory))) from None
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"{what} checkpoint {directory} does not fit its {MODEL_CONFIG}: {error}") from error
     return model, meta

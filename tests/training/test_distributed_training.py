@@ -102,9 +102,9 @@ def launch(args, timeout=TIMEOUT_S, **env):
 
 
 def _weights(directory):
-    import oneflow as flow
+    from knowledge_distill_util.models.init import read_state
 
-    state = flow.load(os.path.join(str(directory), "weights"))
+    state = read_state(os.path.join(str(directory), "weights"))
     return {k: v.numpy() for k, v in state.items()}
 
 

@@ -6,16 +6,16 @@ import subprocess
 import time
 
 import numpy as np
-import oneflow as flow
 import pytest
 
+from knowledge_distill_util.models.init import read_state
 from training.conftest import PYTHON, recipe_args, train_cli
 
 EXTRA = ["--max_steps", "24", "--num_epochs", "6", "--checkpoint_every", "1"]
 
 
 def _weights(path):
-    state = flow.load(str(path))
+    state = read_state(str(path))
     return {k: v.numpy() for k, v in state.items()}
 
 
