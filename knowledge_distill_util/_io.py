@@ -281,13 +281,13 @@ def disk_full_message(path, needed: Optional[int] = None, *, at_least: bool = Fa
 def write_error_message(err: OSError) -> str:
     """The one sentence for a failed write ``err``: the sentence of this module's writers as they raised
     it, else (an ``OSError`` from elsewhere, e.g. a library's own ``open``) one built from its errno and
-    file name."""
+    file name (``could not write ...: the disk is full ...`` for ENOSPC/EDQUOT, else ``<file>: <reason>``)."""
     if getattr(err, "kdu_sentence", None):
         return err.kdu_sentence
     path = err.filename if err.filename is not None else "a file"
     if err.errno in DISK_FULL:
         return disk_full_message(path, code=err.errno)
-    return f"could not write {path}: {err.strerror or err}"
+    return f"{path}: {err.strerror or err}"
 
 
 def _write_error(err: OSError, path: str, needed: Optional[int] = None, at_least: bool = False) -> OSError:

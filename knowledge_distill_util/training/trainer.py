@@ -279,6 +279,7 @@ def train_stage(
                     on_epoch_end(epoch, global_step)
                     student.train()
                 if dp.writer and (global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total):
+                    log.sync()  # the log holds every row up to the checkpoint before it exists
                     checkpointer.save(global_step, optimizer, graph)
                 if on_step is not None and dp.writer:
                     on_step(global_step, total, last)
