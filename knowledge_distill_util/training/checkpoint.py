@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 import oneflow as flow
 import oneflow.nn as nn
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, directory_mode
 from .config import ConfigError
 from .distributed import is_distributed, to_local_state
 
@@ -48,6 +48,7 @@ def save_checkpoint(root: str, step: int, model_state: Dict, optimizer_state: Op
     final = os.path.join(root, name)
     staging = tempfile.mkdtemp(prefix=f".{name}.", dir=root)
     try:
+        os.chmod(staging, directory_mode())  # mkdtemp makes 0o700: the umask's permissions, as every output
         flow.save(model_state, os.path.join(staging, "model"))
         if optimizer_state is not None:
             flow.save(optimizer_state, os.path.join(staging, "optimizer"))
