@@ -32,3 +32,20 @@ def test_run_compression_quick(tmp_path):
     assert rows["Distilled-BiLSTM"]["delta_vs_labels_only"] == round(
         rows["Distilled-BiLSTM"]["metric_value"] - rows["labels-only BiLSTM"]["metric_value"], 4)
     assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
+
+
+def test_a_full_disk_is_one_sentence_and_releases_the_lock(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from knowledge_distill_util.training import compression
+
+    target = tmp_path / "out" / "data" / "train.tsv"
+
+    def full_disk(args, plan, result_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(compression, "_data", full_disk)
+    assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: could not write {target}: the disk is full (") and "\n" not in err
+    assert "bytes free there" in err and os.listdir(tmp_path / "out") == []  # the lock released
