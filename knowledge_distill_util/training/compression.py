@@ -46,7 +46,7 @@ from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
 from .summary import format_markdown, summary_rows, write_summary
 
-__all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
+__all__ = ["Job", "JobFailed", "read_plan", "plan_jobs", "row_order", "main"]
 
 logger = logging.getLogger(__name__)
 _SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "skip", "quick"}
@@ -146,6 +146,10 @@ def row_order(jobs: Dict[str, Job]) -> List[str]:
     return rows + [extra for extra in extras if extra not in rows]
 
 
+class JobFailed(RuntimeError):
+    """A job ended with a non-zero status, ran over ``--job_timeout`` or was not started (the run stopping)."""
+
+
 class _Running:
     """The job processes running now, each the leader of its own process group; :meth:`stop` ends them
     all, and no job starts afterwards."""
@@ -159,7 +163,7 @@ class _Running:
     def start(self, name: str, command: List[str], log, env: Dict[str, str]) -> subprocess.Popen:
         with self.lock:
             if self.stopping:
-                raise RuntimeError(f"job {name} was not started: the run is stopping")
+                raise JobFailed(f"job {name} was not started: the run is stopping")
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self.processes[name] = process
         return process
@@ -222,7 +226,7 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
         except subprocess.TimeoutExpired:
             _signal_group(process, signal.SIGKILL)
             process.wait()
-            raise RuntimeError(f"job {job.name} ran longer than --job_timeout {timeout:.0f} s and was killed; see "
+            raise JobFailed(f"job {job.name} ran longer than --job_timeout {timeout:.0f} s and was killed; see "
                                f"{log_path}, raise --job_timeout and resume with --resume") from None
         except KeyboardInterrupt as error:  # SIGINT/SIGTERM while the main thread waits (the teacher)
             _RUNNING.stop(interrupt.exit_status(error) - 128)
@@ -232,7 +236,7 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
     if returncode != 0:
         with open(log_path, encoding="utf-8") as stream:
             tail = "\n".join(stream.read().splitlines()[-15:])
-        raise RuntimeError(f"job {job.name} failed with exit status {returncode}; see {log_path}:\n{tail}")
+        raise JobFailed(f"job {job.name} failed with exit status {returncode}; see {log_path}; its last lines:\n{tail}")
     kdu_path = os.path.join(job.config["result_dir"], "results_eval_kdu.json")  # an original-format run's figures
     path = kdu_path if os.path.isfile(kdu_path) else os.path.join(job.config["result_dir"], "results_eval.json")
     with open(path, encoding="utf-8") as stream:
@@ -322,8 +326,9 @@ def _data(args, plan: Dict, result_dir: str):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON).
 
-    Exit status 0; 2 after one line for a wrong flag, plan or directory, or a full disk; 130 / 143 after
-    one line when stopped by SIGINT / SIGTERM (module doc)."""
+    Exit status 0; 2 after one line for a wrong flag, plan or directory, or a full disk; 1 when a job
+    failed (the line names its log, followed by the log's last lines); 130 / 143 after one line when
+    stopped by SIGINT / SIGTERM (module doc)."""
     args = _parser().parse_args(argv)
     began, lock = time.time(), None
     global _RUNNING
@@ -358,6 +363,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         detail = f"stopped the running job(s) {', '.join(stopped)}" if stopped else ""
         print(interrupt.sentence("kdu-compress", error, detail), file=sys.stderr, flush=True)
         return interrupt.exit_status(error)
+    except JobFailed as error:  # its message names the job and its log, with the log's last lines
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise

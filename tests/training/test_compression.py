@@ -49,3 +49,17 @@ def test_a_full_disk_is_one_sentence_and_releases_the_lock(tmp_path, capsys, mon
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: could not write {target}: the disk is full (") and "\n" not in err
     assert "bytes free there" in err and os.listdir(tmp_path / "out") == []  # the lock released
+
+
+def test_a_failed_job_is_reported_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from knowledge_distill_util.training import compression
+
+    def failing(job, timeout, share_cores=False):
+        raise compression.JobFailed(f"job {job.name} failed with exit status 2; see {job.config['result_dir']}/run.log")
+
+    monkeypatch.setattr(compression, "_data", lambda args, plan, result_dir: (str(tmp_path / "data"), "sst-2"))
+    monkeypatch.setattr(compression, "_run_job", failing)
+    assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: job teacher failed with exit status 2; see {tmp_path}/out/teacher/run.log"
+    assert os.listdir(tmp_path / "out") == []  # the lock released
