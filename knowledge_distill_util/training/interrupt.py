@@ -6,12 +6,15 @@ cleans up after Ctrl-C cleans up after SIGTERM too). Only the first signal raise
 stopping, further SIGINT/SIGTERM are ignored so that the clean-up itself is not interrupted (SIGKILL
 still ends the process at once; every write is atomic, so a resume still finds a consistent state).
 The entry points print :func:`sentence` and return :func:`exit_status`: 130 for SIGINT, 143 for SIGTERM.
+:func:`run_forwarding` runs a child (OneFlow's launcher) and passes such a signal on to it.
 """
 import signal
+import subprocess
+import sys
 import threading
 from typing import Callable, Optional, Sequence
 
-__all__ = ["Interrupted", "install", "exit_status", "signal_name", "sentence"]
+__all__ = ["Interrupted", "install", "exit_status", "signal_name", "sentence", "run_forwarding"]
 
 _STATE = {"stopping": False}
 
@@ -66,3 +69,25 @@ def sentence(prog: str, error: BaseException, detail: Optional[str] = None) -> s
     middle = f"; {detail}" if detail else ""
     return (f"{prog}: interrupted by {signal_name(error)}{middle}; the last checkpoints are kept: run the same "
             f"command with --resume to continue")
+
+
+def run_forwarding(command: Sequence[str], prog: str, grace: float = 60.0) -> int:
+    """Run ``command`` and return its exit status; SIGINT/SIGTERM meanwhile are passed on to it (OneFlow's
+    launcher then stops its ranks), it gets ``grace`` seconds to end (then SIGKILL), one line is printed and
+    the status is 130 / 143."""
+    restore = install()
+    try:
+        process = subprocess.Popen(list(command))
+        try:
+            return process.wait()
+        except KeyboardInterrupt as error:
+            process.send_signal(_signum(error))
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            print(sentence(prog, error), file=sys.stderr, flush=True)
+            return exit_status(error)
+    finally:
+        restore()

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -351,7 +350,9 @@ def relaunch(argv: Sequence[str], entry: Sequence[str]) -> Tuple[List[str], Opti
     if command is None:
         return argv, None
     print("starting: " + " ".join(command), file=sys.stderr, flush=True)
-    return argv, subprocess.call(command)
+    from .interrupt import run_forwarding  # SIGINT/SIGTERM reach the launcher, which stops its ranks
+
+    return argv, run_forwarding(command, _prog())
 
 
 def run_entry(make_config: Callable[[], TrainConfig]) -> int:

@@ -219,3 +219,31 @@ def test_sigterm_raises_interrupted_in_the_main_thread():
     finally:
         restore()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_run_forwarding_passes_sigterm_on_to_the_launcher(tmp_path, capsys):
+    """kdu-train's multi-process launch: SIGTERM to kdu-train reaches OneFlow's launcher (here a stand-in
+    that records it), kdu-train prints one line and exits 143."""
+    import threading
+
+    marker = tmp_path / "got"
+    child = ("import signal, sys, time, pathlib\n"
+             f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(marker)!r}).write_text('TERM'), sys.exit(5)))\n"
+             f"pathlib.Path({str(marker)!r} + '.ready').write_text('')\n"
+             "time.sleep(60)\n")
+
+    def send_when_ready():
+        while not os.path.exists(str(marker) + ".ready"):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=send_when_ready, daemon=True).start()
+    began = time.time()
+    assert interrupt.run_forwarding([PYTHON, "-c", child], "kdu-train") == 143
+    assert time.time() - began < 30 and marker.read_text() == "TERM"
+    assert capsys.readouterr().err.strip().startswith("kdu-train: interrupted by SIGTERM;")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_run_forwarding_returns_the_child_status():
+    assert interrupt.run_forwarding([PYTHON, "-c", "raise SystemExit(3)"], "kdu-train") == 3
