@@ -8,10 +8,12 @@ still ends the process at once; every write is atomic, so a resume still finds a
 The entry points print :func:`sentence` and return :func:`exit_status`: 130 for SIGINT, 143 for SIGTERM.
 :func:`run_forwarding` runs a child (OneFlow's launcher) and passes such a signal on to it.
 """
+import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Callable, Optional, Sequence
 
 __all__ = ["Interrupted", "install", "exit_status", "signal_name", "sentence", "run_forwarding"]
@@ -72,22 +74,50 @@ def sentence(prog: str, error: BaseException, detail: Optional[str] = None) -> s
 
 
 def run_forwarding(command: Sequence[str], prog: str, grace: float = 60.0) -> int:
-    """Run ``command`` and return its exit status; SIGINT/SIGTERM meanwhile are passed on to it (OneFlow's
-    launcher then stops its ranks), it gets ``grace`` seconds to end (then SIGKILL), one line is printed and
-    the status is 130 / 143."""
+    """Run ``command`` (OneFlow's launcher) in its own process group and return its exit status.
+
+    SIGINT/SIGTERM meanwhile go to that whole group (the launcher and its ranks: the launcher's own handler
+    signals its group, which it expects to lead); the group gets ``grace`` seconds to end (then SIGKILL),
+    one line is printed and the status is 130 / 143."""
     restore = install()
     try:
-        process = subprocess.Popen(list(command))
+        process = subprocess.Popen(list(command), start_new_session=True)
         try:
             return process.wait()
         except KeyboardInterrupt as error:
-            process.send_signal(_signum(error))
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _signal_group(process.pid, _signum(error))
+            deadline = time.monotonic() + grace
+            while _group_alive(process) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(process):
+                _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
             print(sentence(prog, error), file=sys.stderr, flush=True)
             return exit_status(error)
     finally:
         restore()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(process: "subprocess.Popen") -> bool:
+    """A process of the group ``process`` led still runs (a process id is not reused while a group of that
+    id exists; zombies count as ended). Without ``/proc``: the leader only."""
+    if process.poll() is None:
+        return True
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == process.pid and fields[0] not in ("Z", "X"):
+            return True
+    return False

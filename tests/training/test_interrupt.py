@@ -221,19 +221,21 @@ def test_sigterm_raises_interrupted_in_the_main_thread():
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
-def test_run_forwarding_passes_sigterm_on_to_the_launcher(tmp_path, capsys):
+def test_run_forwarding_passes_sigterm_on_to_the_launcher_and_its_ranks(tmp_path, capsys):
     """kdu-train's multi-process launch: SIGTERM to kdu-train reaches OneFlow's launcher (here a stand-in
-    that records it), kdu-train prints one line and exits 143."""
+    that records it and exits at once, leaving its "rank" to the group signal, as OneFlow's does) and its
+    ranks; kdu-train prints one line and exits 143."""
     import threading
 
     marker = tmp_path / "got"
-    child = ("import signal, sys, time, pathlib\n"
+    child = ("import signal, subprocess, sys, time, pathlib\n"
+             "rank = subprocess.Popen(['sleep', '60'])\n"
              f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(marker)!r}).write_text('TERM'), sys.exit(5)))\n"
-             f"pathlib.Path({str(marker)!r} + '.ready').write_text('')\n"
+             f"pathlib.Path({str(marker)!r} + '.ready').write_text(str(rank.pid))\n"
              "time.sleep(60)\n")
 
     def send_when_ready():
-        while not os.path.exists(str(marker) + ".ready"):
+        while not os.path.exists(str(marker) + ".ready") or not open(str(marker) + ".ready").read():
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -241,6 +243,7 @@ def test_run_forwarding_passes_sigterm_on_to_the_launcher(tmp_path, capsys):
     began = time.time()
     assert interrupt.run_forwarding([PYTHON, "-c", child], "kdu-train") == 143
     assert time.time() - began < 30 and marker.read_text() == "TERM"
+    assert not running(int(open(str(marker) + ".ready").read()))  # the rank ended too
     assert capsys.readouterr().err.strip().startswith("kdu-train: interrupted by SIGTERM;")
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
