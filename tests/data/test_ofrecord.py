@@ -372,3 +372,16 @@ def test_every_process_of_a_launched_job_reads_every_row(tmp_path, part_num):
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"rank{rank}").read_text())
         assert seen == {"ids": rows.input_ids.tolist(), "labels": rows.labels.tolist()}, rank
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_parts_get_the_umask_permissions(tmp_path, umask):
+    rng = np.random.default_rng(0)
+    old = os.umask(umask)
+    try:
+        write_ofrecord_parts(Features(*random_rows(rng, 4, 5)), tmp_path / "train", part_num=2)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "train").st_mode & 0o777 == 0o777 & ~umask
+    for name in os.listdir(tmp_path / "train"):
+        assert os.stat(tmp_path / "train" / name).st_mode & 0o777 == 0o666 & ~umask, name

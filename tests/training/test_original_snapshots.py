@@ -413,3 +413,18 @@ def test_snapshot_best_two_processes_equals_one_process(tmp_path, epochs):
     assert sorted(left) == sorted(right)
     for name in left:
         np.testing.assert_allclose(right[name], left[name], rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
+
+
+def test_a_student_snapshot_gets_the_umask_permissions_not_the_teachers(tmp_path):
+    teacher = BertForSequenceClassification(vocab_size=30, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                                            intermediate_size=16, max_position_embeddings=10)
+    old = os.umask(0o077)
+    try:
+        save_snapshot(teacher, tmp_path / "teacher", scope="teacher")  # files 0o600, folders 0o700
+        os.umask(0o022)
+        path = original_init.generate_student_snapshot(str(tmp_path / "teacher"), str(tmp_path / "student"), [0, 2])
+    finally:
+        os.umask(old)
+    modes = {(os.path.isdir(os.path.join(d, n)), os.stat(os.path.join(d, n)).st_mode & 0o777)
+             for d, folders, files in os.walk(path) for n in folders + files}
+    assert modes == {(True, 0o755), (False, 0o644)} and os.stat(path).st_mode & 0o777 == 0o755
