@@ -43,3 +43,43 @@ def test_the_data_files_get_the_umask_permissions(tmp_path, umask):
     finally:
         os.umask(old)
     assert sorted(os.listdir(tmp_path / "data")) and wrong_modes(tmp_path / "data", umask) == []
+
+
+def test_a_full_disk_while_plotting_is_one_sentence_and_loses_nothing(workspace, capsys, monkeypatch):
+    """ENOSPC in the PNG write of a resumed (finished) run: one sentence naming the PNG and the bytes, exit
+    status 2, every file of the finished run unchanged; with space again, --resume finishes."""
+    import errno
+
+    from knowledge_distill_util.training import loss_log, run as run_module
+    from training.conftest import recipe_args
+
+    args = [str(a) for a in recipe_args(workspace, "kd", "full_disk")]
+    assert run_module.main(args) == 0
+    root = workspace["root"] / "full_disk"
+    kept = ["model/weights", "model/model_config.json", "results/results_eval.json", "results/kd_losses.csv",
+            "results/kd_losses.png"]
+
+    def content(relative):
+        path = root / relative
+        if path.is_dir():
+            return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+        return path.read_bytes()
+
+    before = {relative: content(relative) for relative in kept}
+    real = loss_log.atomic_write_file
+
+    def full_disk(path, write, size=None):
+        def half(stream):
+            stream.write(b"\x89PNG")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, half, size=size)
+
+    monkeypatch.setattr(loss_log, "atomic_write_file", full_disk)
+    capsys.readouterr()
+    assert run_module.main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: could not write {root}/results/kd_losses.png: the disk is full (it needs ")
+    assert "bytes free there" in err[-1] and not any("Traceback" in line for line in err)
+    assert {relative: content(relative) for relative in kept} == before
+    monkeypatch.undo()
+    assert run_module.main(args + ["--resume"]) == 0
