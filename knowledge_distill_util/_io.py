@@ -284,10 +284,13 @@ def write_error_message(err: OSError) -> str:
     file name (``could not write ...: the disk is full ...`` for ENOSPC/EDQUOT, else ``<file>: <reason>``)."""
     if getattr(err, "kdu_sentence", None):
         return err.kdu_sentence
-    path = err.filename if err.filename is not None else "a file"
+    if err.filename is None:  # e.g. a stream's write: the file is not known here
+        cause = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device" \
+            if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        return f"could not write a file: {cause}; free some space or choose another directory, then run again"
     if err.errno in DISK_FULL:
-        return disk_full_message(path, code=err.errno)
-    return f"{path}: {err.strerror or err}"
+        return disk_full_message(err.filename, code=err.errno)
+    return f"{err.filename}: {err.strerror or err}"
 
 
 def _write_error(err: OSError, path: str, needed: Optional[int] = None, at_least: bool = False) -> OSError:

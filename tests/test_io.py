@@ -513,3 +513,8 @@ def test_a_full_disk_inside_replace_directory_keeps_the_old_directory(tmp_path, 
 def test_write_error_message_of_a_foreign_oserror(tmp_path):
     sentence = _io.write_error_message(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.png")))
     assert sentence.startswith(f"could not write {tmp_path / 'x.png'}: the disk is full (")
+
+
+def test_write_error_message_without_a_file_name():
+    assert _io.write_error_message(OSError(errno.ENOSPC, "No space left on device")) == (
+        "could not write a file: no space left on device; free some space or choose another directory, then run again")
