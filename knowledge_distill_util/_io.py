@@ -18,6 +18,16 @@ path, also when the process is killed (SIGKILL) half-way:
   ``.<name>.kdu-old-<pid>-*`` beside the target (:func:`interrupted_copies` finds it, and the next write
   to the same path removes it).
 
+Permissions: every file and directory written here gets the permissions a plain ``open``/``mkdir``
+would give under the process's umask: files ``0o666 & ~umask``, directories ``0o777 & ~umask`` (the
+staging directory of :func:`replace_directory` becomes the target, so it gets them too; what ``fill``
+creates with ``open``/``os.makedirs`` follows the umask already). A replaced file gets these permissions
+too, not those of the file it replaces (kept simple: ``chmod`` it again after a write if it needs others).
+
+A full disk (``ENOSPC``) or an exceeded quota (``EDQUOT``) is one sentence naming the path, the bytes the
+write needed (the size being written when known, else what was written before the disk filled) and the
+free bytes there (:func:`disk_full_message`); the target is unchanged, as for every other failure.
+
 Temporary names start with ``.<name>.kdu-tmp-<pid>-`` (``<name>`` is the target's base name, ``<pid>``
 the writer's process id). Leftovers of killed writers are deleted at the next successful write to the
 same path; those of a writer that is still running (a concurrent write) are left alone. So are the
@@ -35,6 +45,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from typing import Any, BinaryIO, Callable, List, Optional
 
@@ -46,6 +57,12 @@ __all__ = [
     "read_json",
     "interrupted_copies",
     "exchange_supported",
+    "current_umask",
+    "file_mode",
+    "directory_mode",
+    "DISK_FULL",
+    "disk_full_message",
+    "write_error_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +90,46 @@ def _libc_renameat2():
 
 
 _RENAMEAT2 = _libc_renameat2()
+
+#: errno values of a full disk: no space left, disk quota exceeded.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask_by_swapping() -> int:
+    """The umask through ``os.umask`` (set and restored under a lock: another thread creating a file in
+    between could otherwise see the temporary value; only used where ``/proc`` cannot tell)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _umask_by_swapping()
+
+
+def current_umask() -> int:
+    """The process's umask now: read from ``/proc/self/status`` (``Umask:``, Linux >= 4.7: no side effect),
+    else the umask when this module was imported."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as stream:
+            for line in stream:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
+
+
+def file_mode() -> int:
+    """The permissions of a new file under the umask: ``0o666 & ~umask`` (e.g. 0o644 under 022)."""
+    return 0o666 & ~current_umask()
+
+
+def directory_mode() -> int:
+    """The permissions of a new directory under the umask: ``0o777 & ~umask`` (e.g. 0o755 under 022)."""
+    return 0o777 & ~current_umask()
 
 
 def exchange_supported() -> bool:
@@ -188,19 +245,96 @@ def _target(path) -> str:
     return os.path.abspath(path)
 
 
-def _write_error(err: OSError, path: str) -> OSError:
-    reason = err.strerror or str(err)
-    return OSError(err.errno, f"could not write {path}: {reason}; check that its directory is writable "
-                              f"and the disk is not full", path)
+def _free_bytes(path: str) -> Optional[int]:
+    """Free bytes of the file system holding ``path`` (its nearest existing ancestor); None if unknown."""
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        return shutil.disk_usage(probe or ".").free
+    except OSError:
+        return None
 
 
-def atomic_write_file(path, write: Callable[[BinaryIO], None]) -> None:
+def disk_full_message(path, needed: Optional[int] = None, *, at_least: bool = False, code: int = errno.ENOSPC) -> str:
+    """One sentence for a write of ``path`` that failed on a full disk (``code`` ENOSPC) or quota (EDQUOT):
+    the bytes it needed (``at_least``: a lower bound), the free bytes there, and the fix.
+
+    >>> disk_full_message("/out/model", 1000, code=errno.EDQUOT).startswith(
+    ...     "could not write /out/model: the disk quota is exceeded (it needs 1000 bytes")
+    True
+    """
+    path = os.fspath(path)
+    cause = "the disk quota is exceeded" if code == errno.EDQUOT else "the disk is full"
+    if at_least and not needed:
+        needed = None  # "at least 0 bytes" says nothing
+    need = "" if needed is None else f"it needs {'at least ' if at_least else ''}{needed} bytes, "
+    free = _free_bytes(path)
+    have = "free space unknown" if free is None else f"{free} bytes free there"
+    return (f"could not write {path}: {cause} ({need}{have}); nothing written before was changed: free some "
+            f"space or choose another directory, then run again")
+
+
+def write_error_message(err: OSError) -> str:
+    """The one sentence for a failed write ``err``: the sentence of this module's writers as they raised
+    it, else (an ``OSError`` from elsewhere, e.g. a library's own ``open``) one built from its errno and
+    file name (``could not write ...: the disk is full ...`` for ENOSPC/EDQUOT, else ``<file>: <reason>``)."""
+    if getattr(err, "kdu_sentence", None):
+        return err.kdu_sentence
+    if err.filename is None:  # e.g. a stream's write: the file is not known here
+        cause = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device" \
+            if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        return f"could not write a file: {cause}; free some space or choose another directory, then run again"
+    if err.errno in DISK_FULL:
+        return disk_full_message(err.filename, code=err.errno)
+    return f"{err.filename}: {err.strerror or err}"
+
+
+def _write_error(err: OSError, path: str, needed: Optional[int] = None, at_least: bool = False) -> OSError:
+    """``err`` as an ``OSError`` of the same errno (hence subclass) whose message is one sentence naming
+    ``path``; an error already described by a nested writer is returned as it is."""
+    if getattr(err, "kdu_sentence", None):
+        return err
+    if err.errno in DISK_FULL:
+        sentence = disk_full_message(path, needed, at_least=at_least, code=err.errno)
+    else:
+        reason = err.strerror or str(err)
+        sentence = (f"could not write {path}: {reason}; check that its directory is writable "
+                    f"and the disk is not full")
+    error = OSError(err.errno, sentence, path)
+    error.kdu_sentence = sentence
+    return error
+
+
+def _size(path: str) -> int:
+    """Bytes in the file or directory tree ``path`` (0 when it cannot be read)."""
+    if not os.path.isdir(path):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(directory, name))
+            except OSError:
+                pass
+    return total
+
+
+def atomic_write_file(path, write: Callable[[BinaryIO], None], *, size: Optional[int] = None) -> None:
     """Replace the file ``path`` with what ``write(stream)`` writes to a binary stream, atomically.
 
     The stream is a temporary file beside ``path``; it is flushed, ``fsync``-ed and renamed over
     ``path`` (``os.replace``) only after ``write`` returned. The parent directory is created if needed.
     On failure the target is unchanged, the temporary file is removed, and an ``OSError`` (same
-    subclass, e.g. ``PermissionError``) names ``path``. Use it for ``.npz`` and other binary files:
+    subclass, e.g. ``PermissionError``) names ``path``; on a full disk it also says the bytes needed
+    (``size`` when the caller knows it, else at least what was written) and free. The new file gets the
+    umask's permissions (module doc). Use it for ``.npz`` and other binary files:
 
     >>> import tempfile, os, numpy as np
     >>> target = os.path.join(tempfile.mkdtemp(), "train_logits.npz")
@@ -218,17 +352,19 @@ def atomic_write_file(path, write: Callable[[BinaryIO], None]) -> None:
             raise IsADirectoryError(errno.EISDIR, "it is a directory", path)
         handle, temporary = tempfile.mkstemp(prefix=_prefix(base, _TMP_TAG), dir=directory)
     except OSError as err:
-        raise _write_error(err, path) from err
+        raise _write_error(err, path, size) from err
     try:
         with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), file_mode())  # mkstemp creates 0o600
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException as err:
+        written = _size(temporary)
         _remove(temporary)
         if isinstance(err, OSError):
-            raise _write_error(err, path) from err
+            raise _write_error(err, path, written if size is None else size, at_least=size is None) from err
         raise
     _fsync_directory(directory)
     _clean_leftovers(path)
@@ -246,7 +382,7 @@ def atomic_write_text(path, text: str) -> None:
     if not isinstance(text, str):
         raise TypeError(f"text to write to {_target(path)} must be a str, got {type(text).__name__}")
     data = text.encode("utf-8")
-    atomic_write_file(path, lambda stream: stream.write(data))
+    atomic_write_file(path, lambda stream: stream.write(data), size=len(data))
 
 
 def atomic_write_json(path, obj: Any, *, indent: Optional[int] = 2) -> None:
@@ -302,7 +438,9 @@ def replace_directory(path, fill: Callable[[str], None]) -> str:
     ``fill`` receives a fresh empty directory beside ``path`` (same file system) and writes the
     complete new content into it. Then the new directory takes the place of the old one in one step
     (see the module doc for the mechanism and the fallback's window), and the old copy is deleted.
-    If ``fill`` raises, ``path`` is untouched and the temporary directory removed. Leftovers of
+    The new directory gets the umask's permissions (module doc); so does what ``fill`` creates with
+    ``open``/``os.makedirs``. If ``fill`` raises, ``path`` is untouched and the temporary directory
+    removed (a full disk: one sentence with at least the bytes written so far). Leftovers of
     earlier killed writes to ``path`` are removed after the new content is in place (never before, so a
     failed write cannot lose an interrupted copy). Returns the absolute ``path``.
 
@@ -328,6 +466,7 @@ def replace_directory(path, fill: Callable[[str], None]) -> str:
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=_prefix(base, _TMP_TAG), dir=parent)
+        os.chmod(staging, directory_mode())  # mkdtemp creates 0o700
     except OSError as err:
         raise _write_error(err, path) from err
     try:
@@ -335,9 +474,10 @@ def replace_directory(path, fill: Callable[[str], None]) -> str:
         _fsync_tree(staging)
         _swap_in(staging, path)
     except BaseException as err:
+        written = _size(staging) if os.path.isdir(staging) else None
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(err, OSError):
-            raise _write_error(err, path) from err
+            raise _write_error(err, path, written, at_least=True) from err
         raise
     _fsync_directory(parent)
     _clean_leftovers(path)  # only now: an interrupted copy may be the only old content until the swap

@@ -53,12 +53,20 @@ def test_a_one_process_run_keeps_oneflows_default(environ, monkeypatch):
 def test_compression_student_jobs_share_the_cores_when_several_run(tmp_path, monkeypatch, environ, share):
     seen = {}
 
-    def fake_run(command, stdout, stderr, env, timeout):
-        seen.update(env)
-        (tmp_path / "results_eval.json").write_text(json.dumps({"accuracy": 0.5}))
-        return subprocess.CompletedProcess(command, 0)
+    class FakePopen:
+        pid = 0
 
-    monkeypatch.setattr(compression.subprocess, "run", fake_run)
+        def __init__(self, command, stdout, stderr, env, start_new_session):
+            seen.update(env)
+            (tmp_path / "results_eval.json").write_text(json.dumps({"accuracy": 0.5}))
+
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(compression.subprocess, "Popen", FakePopen)
     job = compression.Job("kd", "kd", "KD", None, {"result_dir": str(tmp_path), "device": "cpu"})
     compression._run_job(job, timeout=10, share_cores=share)
     assert (seen.get(KEY) == "0") is share

@@ -75,10 +75,12 @@ def test_atomic_write_text_failure_names_the_file_and_keeps_the_old_content(tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_io.os, "replace", full_disk)
-    with pytest.raises(OSError, match=rf"could not write {tmp_path}/LATEST: No space left on device; check that "
-                                      r"its directory is writable and the disk is not full") as info:
+    free = __import__("shutil").disk_usage(tmp_path).free
+    with pytest.raises(OSError, match=rf"could not write {tmp_path}/LATEST: the disk is full \(it needs 3 bytes, "
+                                      r"\d+ bytes free there\)") as info:
         _io.atomic_write_text(target, "new")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert abs(int(str(info.value.strerror).split("bytes, ")[1].split()[0]) - free) < 10**8
     monkeypatch.undo()
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["LATEST"]
 
@@ -199,7 +201,7 @@ def test_replace_directory_fill_failure_leaves_the_old_content(tmp_path):
     def full(directory):
         raise OSError(errno.ENOSPC, "No space left on device", os.path.join(directory, "x"))
 
-    with pytest.raises(OSError, match=r"could not write .*weights: No space left on device"):
+    with pytest.raises(OSError, match=r"could not write .*weights: the disk is full \(\d+ bytes free there\)"):
         _io.replace_directory(target, full)
     assert dir_version(target) == 1 and os.listdir(tmp_path) == ["weights"]
 
@@ -385,3 +387,129 @@ def test_atomic_write_file_binary_and_a_failing_writer(tmp_path):
     assert os.listdir(tmp_path) == ["train_logits.npz"]
     with pytest.raises(TypeError, match=r"write must be a function write\(stream\) producing .*npz, got bytes"):
         _io.atomic_write_file(target, b"data")
+
+
+# --- permissions under the umask, and a full disk ----------------------------------------------------
+@pytest.fixture(params=[0o022, 0o077, 0o002])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_current_umask_reads_the_process_umask(umask):
+    assert _io.current_umask() == umask
+    assert _io.file_mode() == 0o666 & ~umask and _io.directory_mode() == 0o777 & ~umask
+
+
+def test_written_files_and_directories_get_the_umask_permissions(tmp_path, umask):
+    _io.atomic_write_text(tmp_path / "LATEST", "step-1")
+    _io.atomic_write_json(tmp_path / "config.json", {"a": 1})
+    _io.atomic_write_file(tmp_path / "train_logits.npz", lambda stream: np.savez(stream, x=np.zeros(2)))
+    for name in ("LATEST", "config.json", "train_logits.npz"):
+        assert mode(tmp_path / name) == 0o666 & ~umask, name
+    os.chmod(tmp_path / "LATEST", 0o600)
+    _io.atomic_write_text(tmp_path / "LATEST", "step-2")  # a replaced file: the umask's permissions again
+    assert mode(tmp_path / "LATEST") == 0o666 & ~umask
+
+    def fill(directory):
+        os.makedirs(os.path.join(directory, "step-3", "deep"))
+        with open(os.path.join(directory, "step-3", "deep", "w.bin"), "wb") as handle:
+            handle.write(b"w")
+        flow.save({"w": flow.ones(2)}, os.path.join(directory, "flow"))
+
+    for _ in range(2):  # new, then replaced
+        target = _io.replace_directory(tmp_path / "weights", fill)
+        for directory, folders, files in os.walk(target):
+            assert mode(directory) == 0o777 & ~umask, directory
+            for name in files:
+                assert mode(os.path.join(directory, name)) == 0o666 & ~umask, name
+
+
+def test_current_umask_without_proc_falls_back_to_the_umask_at_import(monkeypatch):
+    real_open = open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path) == "/proc/self/status":
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    assert _io.current_umask() == _io._IMPORT_UMASK
+
+
+def test_a_full_disk_is_one_sentence_with_the_bytes_and_the_old_file_is_intact(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    _io.atomic_write_text(target, "old")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        """The temporary file's stream on a full disk: every write raises ENOSPC."""
+
+        def __init__(self, fd, mode):
+            self.stream = real_fdopen(fd, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.stream.close()
+
+    monkeypatch.setattr(_io.os, "fdopen", FullDisk)
+    with pytest.raises(OSError) as info:
+        _io.atomic_write_text(target, "x" * 5000)
+    sentence = _io.write_error_message(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert sentence.startswith(f"could not write {target}: the disk is full (it needs 5000 bytes, ")
+    assert "bytes free there" in sentence and "\n" not in sentence
+    monkeypatch.undo()
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_full_disk_in_a_stream_writer_names_the_bytes_written(tmp_path, monkeypatch):
+    target = tmp_path / "plot.png"
+    _io.atomic_write_text(target, "old")
+
+    def write(stream):
+        stream.write(b"a" * 100)
+        stream.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"the disk is full \(it needs at least 100 bytes, \d+ bytes free there\)"):
+        _io.atomic_write_file(target, write)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["plot.png"]
+
+
+def test_a_full_disk_inside_replace_directory_keeps_the_old_directory(tmp_path, monkeypatch):
+    _io.replace_directory(tmp_path / "model", fill_with(1))
+
+    def fill(directory):
+        fill_with(2)(directory)
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", os.path.join(directory, "part-9"))
+
+    with pytest.raises(OSError) as info:
+        _io.replace_directory(tmp_path / "model", fill)
+    assert info.value.errno == errno.EDQUOT
+    assert _io.write_error_message(info.value).startswith(
+        f"could not write {tmp_path / 'model'}: the disk quota is exceeded (it needs at least ")
+    assert dir_version(tmp_path / "model") == 1 and os.listdir(tmp_path) == ["model"]
+
+
+def test_write_error_message_of_a_foreign_oserror(tmp_path):
+    sentence = _io.write_error_message(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.png")))
+    assert sentence.startswith(f"could not write {tmp_path / 'x.png'}: the disk is full (")
+
+
+def test_write_error_message_without_a_file_name():
+    assert _io.write_error_message(OSError(errno.ENOSPC, "No space left on device")) == (
+        "could not write a file: no space left on device; free some space or choose another directory, then run again")

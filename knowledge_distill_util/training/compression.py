@@ -14,14 +14,24 @@ with ``--jobs`` above 1, each job runs its kernels on OneFlow's scheduler thread
 :func:`~knowledge_distill_util._device.share_cpu_cores`). Parallel jobs rather than data-parallel jobs:
 measured side by side (``scripts/benchmark.py --scaling``), they train as fast and keep every number of
 the one-process runs (data-parallel ranks draw other dropout masks); see ``docs/performance.md``.
+
+Each job runs in its own process group (a new session). SIGINT or SIGTERM to ``kdu-compress`` stops the
+whole tree (:func:`main`): the same signal to every running job's group (each job releases its locks and
+keeps its checkpoints, :mod:`.interrupt`), SIGKILL after :data:`STOP_GRACE_S` seconds to a group still
+running, then the run's own lock is released and one line printed; exit status 130 (SIGINT) or 143
+(SIGTERM). ``--resume`` continues the run. Job names (the plan's ``jobs`` sections) are folder names under
+``--result_dir``: plain names only (:data:`JOB_NAME`), checked with ``--jobs`` before anything is written.
 """
 import argparse
 import json
 import logging
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,17 +39,22 @@ from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
 
 from .._device import is_cpu, share_cpu_cores
-from .._io import atomic_write_text
+from .._io import DISK_FULL, atomic_write_text, write_error_message
+from . import interrupt
 from .config import QUICK, ConfigError, TrainConfig, known_keys
 from .lock import DirectoryLock
 from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
 from .summary import format_markdown, summary_rows, write_summary, write_summary_plot
 
-__all__ = ["Job", "read_plan", "plan_jobs", "row_order", "main"]
+__all__ = ["Job", "JobFailed", "read_plan", "plan_jobs", "row_order", "main"]
 
 logger = logging.getLogger(__name__)
 _SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "skip", "quick"}
+#: A job's name: letters, digits, ``_``, ``-``, ``.`` (not ``.`` or ``..``): a folder under ``--result_dir``.
+JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: Seconds a job group has after SIGINT/SIGTERM before it is killed (SIGKILL).
+STOP_GRACE_S = 30.0
 
 
 @dataclass
@@ -67,10 +82,24 @@ def read_plan(path: Optional[str] = None) -> Dict:
         plan = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"run plan {source} is not valid JSON ({error}); fix the file") from None
+    if not isinstance(plan, dict):
+        raise ConfigError(f"run plan {source} must be a JSON object of sections, got {type(plan).__name__}; fix the file")
     unknown = sorted(set(plan) - _SECTIONS)
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; known sections: {sorted(_SECTIONS - {'_comment'})}")
+    jobs = plan.get("jobs", {})
+    if not isinstance(jobs, dict):
+        raise ConfigError(f"{source}: section 'jobs' must be an object of job sections, got {type(jobs).__name__}")
+    for name in jobs:
+        _check_job_name(name, source)
     return plan
+
+
+def _check_job_name(name: str, source: str) -> None:
+    """Refuse a job name that is not a plain folder name (it becomes ``<result_dir>/<name>``)."""
+    if not JOB_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{source}: job name {name!r} is not a plain name (letters, digits, '_', '-', '.', "
+                          f"not '.' or '..'): it names the job's folder under --result_dir; rename it in the plan")
 
 
 def _checked(values: Dict, source: str) -> Dict:
@@ -118,8 +147,68 @@ def row_order(jobs: Dict[str, Job]) -> List[str]:
     return rows + [extra for extra in extras if extra not in rows]
 
 
+class JobFailed(RuntimeError):
+    """A job ended with a non-zero status, ran over ``--job_timeout`` or was not started (the run stopping)."""
+
+
+class _Running:
+    """The job processes running now, each the leader of its own process group; :meth:`stop` ends them
+    all, and no job starts afterwards."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.processes: Dict[str, subprocess.Popen] = {}
+        self.stopping = False
+        self.stopped: List[str] = []
+
+    def start(self, name: str, command: List[str], log, env: Dict[str, str]) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise JobFailed(f"job {name} was not started: the run is stopping")
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.processes[name] = process
+        return process
+
+    def done(self, name: str) -> None:
+        with self.lock:
+            self.processes.pop(name, None)
+
+    def stop(self, signum: int = signal.SIGTERM, grace: Optional[float] = None) -> List[str]:
+        """Send ``signum`` to every running job's process group, SIGKILL the groups still running after
+        ``grace`` seconds (:data:`STOP_GRACE_S`), wait for them; returns the names of every job stopped
+        (also by an earlier call)."""
+        grace = STOP_GRACE_S if grace is None else grace
+        with self.lock:
+            self.stopping = True
+            running = {name: p for name, p in self.processes.items() if p.poll() is None}
+        for process in running.values():
+            _signal_group(process, signum)
+        deadline = time.time() + grace
+        for name, process in running.items():
+            try:
+                process.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s: still running %.0f s after %s; killing it", name, grace,
+                               signal.Signals(signum).name)
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        self.stopped += sorted(running)
+        return list(self.stopped)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """``signum`` to the process group ``process`` leads (not reaped yet, so its id is not reused)."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+_RUNNING = _Running()
+
+
 def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
-    """Run ``job`` in a subprocess (``share_cores``: other jobs run beside it, see
+    """Run ``job`` in a subprocess (its own process group; ``share_cores``: other jobs run beside it, see
     :func:`~knowledge_distill_util._device.share_cpu_cores`); its results and wall time."""
     os.makedirs(job.config["result_dir"], exist_ok=True)
     config_path = os.path.join(job.config["result_dir"], "job_config.json")
@@ -132,11 +221,23 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
         share_cpu_cores(env)
     command = [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path]
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
-    if process.returncode != 0:
+        process = _RUNNING.start(job.name, command, log, env)
+        try:
+            returncode = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+            raise JobFailed(f"job {job.name} ran longer than --job_timeout {timeout:.0f} s and was killed; see "
+                               f"{log_path}, raise --job_timeout and resume with --resume") from None
+        except KeyboardInterrupt as error:  # SIGINT/SIGTERM while the main thread waits (the teacher)
+            _RUNNING.stop(interrupt.exit_status(error) - 128)
+            raise
+        finally:
+            _RUNNING.done(job.name)
+    if returncode != 0:
         with open(log_path, encoding="utf-8") as stream:
             tail = "\n".join(stream.read().splitlines()[-15:])
-        raise RuntimeError(f"job {job.name} failed with exit status {process.returncode}; see {log_path}:\n{tail}")
+        raise JobFailed(f"job {job.name} failed with exit status {returncode}; see {log_path}; its last lines:\n{tail}")
     kdu_path = os.path.join(job.config["result_dir"], "results_eval_kdu.json")  # an original-format run's figures
     path = kdu_path if os.path.isfile(kdu_path) else os.path.join(job.config["result_dir"], "results_eval.json")
     with open(path, encoding="utf-8") as stream:
@@ -247,44 +348,76 @@ def _data(args, plan: Dict, result_dir: str):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON)."""
+    """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON).
+
+    Exit status 0; 2 after one line for a wrong flag, plan or directory, or a full disk; 1 when a job
+    failed (the line names its log, followed by the log's last lines); 130 / 143 after one line when
+    stopped by SIGINT / SIGTERM (module doc)."""
     args = _parser().parse_args(argv)
     began, lock = time.time(), None
+    global _RUNNING
+    _RUNNING = _Running()
+    restore = interrupt.install()
     try:
-        setup_logging(args.log_level)
-        _progress_every(args.progress_every)
-        plan = read_plan(args.plan)
-        result_dir = os.path.abspath(args.result_dir)
-        if args.resume and args.overwrite:
-            raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
-        if os.path.isdir(os.path.join(result_dir, "teacher")) and not (args.resume or args.overwrite):
-            raise ConfigError(f"--result_dir {result_dir} already holds a compression run; pass --resume to continue "
-                              f"it, --overwrite to replace it, or another --result_dir")
-        lock = DirectoryLock(result_dir).acquire()
-        data_dir, task_name = _data(args, plan, result_dir)
-        run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
-                   use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite,
-                   progress_every=args.progress_every)
-        jobs = plan_jobs(plan, run, args.quick)
-        if args.teacher_model:
-            jobs["teacher"].config["teacher_model"] = args.teacher_model
-    except (ConfigError, ValueError) as error:
+        try:
+            if args.jobs < 1:
+                raise ConfigError(f"--jobs must be at least 1 (the student trainings run at once), got {args.jobs}; "
+                                  f"pass e.g. --jobs 2")
+            setup_logging(args.log_level)
+            _progress_every(args.progress_every)
+            plan = read_plan(args.plan)
+            result_dir = os.path.abspath(args.result_dir)
+            if args.resume and args.overwrite:
+                raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+            if os.path.isdir(os.path.join(result_dir, "teacher")) and not (args.resume or args.overwrite):
+                raise ConfigError(f"--result_dir {result_dir} already holds a compression run; pass --resume to "
+                                  f"continue it, --overwrite to replace it, or another --result_dir")
+            lock = DirectoryLock(result_dir).acquire()
+            data_dir, task_name = _data(args, plan, result_dir)
+            run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
+                       use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite,
+                       progress_every=args.progress_every)
+            jobs = plan_jobs(plan, run, args.quick)
+            if args.teacher_model:
+                jobs["teacher"].config["teacher_model"] = args.teacher_model
+        except (ConfigError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 2
+        return _compress(args, jobs, task_name, result_dir, began)
+    except KeyboardInterrupt as error:  # SIGINT or SIGTERM (.interrupt)
+        stopped = _RUNNING.stop(interrupt.exit_status(error) - 128)
+        detail = f"stopped the running job(s) {', '.join(stopped)}" if stopped else ""
+        print(interrupt.sentence("kdu-compress", error, detail), file=sys.stderr, flush=True)
+        return interrupt.exit_status(error)
+    except JobFailed as error:  # its message names the job and its log, with the log's last lines
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        _RUNNING.stop()
+        print(f"error: {write_error_message(error)}", file=sys.stderr, flush=True)
+        return 2
+    finally:
         if lock is not None:
             lock.release()
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
+        restore()
+
+
+def _run_jobs(args, jobs: Dict[str, Job], names: Sequence[str], workers: int) -> Dict[str, Dict]:
+    """Run the jobs ``names``, ``workers`` at a time, logging their progress every ``--progress_every``
+    seconds; returns each one's outcome. A signal (or any error) while waiting stops the running jobs
+    before the threads that wait for them are joined."""
+    pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        return _compress(args, jobs, task_name, result_dir, began)
+        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout, workers > 1) for name in names}
+        _wait(futures, jobs, args.progress_every)
+    except BaseException as error:  # SIGINT/SIGTERM: stop the running jobs before waiting for their threads
+        _RUNNING.stop(interrupt.exit_status(error) - 128 if isinstance(error, KeyboardInterrupt) else signal.SIGTERM)
+        raise
     finally:
-        lock.release()
-
-
-def _run_teacher(args, jobs: Dict[str, Job]) -> Dict:
-    """The teacher job alone, its progress logged every ``--progress_every`` seconds like the students'."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(_run_job, jobs["teacher"], args.job_timeout)
-        _wait({"teacher": future}, jobs, args.progress_every)
-        return future.result()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return {name: futures[name].result() for name in names}
 
 
 #: What heads a ``--quick`` summary: its numbers come from a few steps on tiny data.
@@ -305,13 +438,9 @@ def _plot(rows: List[Dict], result_dir: str, header: str) -> None:
 
 
 def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> int:
-    done = {"teacher": _run_teacher(args, jobs)}
+    done = _run_jobs(args, jobs, ["teacher"], workers=1)
     logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
-    students = [name for name in jobs if name != "teacher"]
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout, args.jobs > 1) for name in students}
-        _wait(futures, jobs, args.progress_every)
-        done.update({name: futures[name].result() for name in students})
+    done.update(_run_jobs(args, jobs, [name for name in jobs if name != "teacher"], workers=args.jobs))
     rows_order = row_order(jobs)
     _measure_speeds(done, jobs, rows_order)
     metric = done["teacher"]["results"].get("main_metric", "accuracy")

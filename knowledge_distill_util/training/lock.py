@@ -1,15 +1,20 @@
 """One writer per output directory: a lock file holding the writer's pid, host and start time.
 
-:class:`DirectoryLock` creates ``<directory>/.kdu.lock`` exclusively (``O_CREAT | O_EXCL``). A second run
+:class:`DirectoryLock` creates ``<directory>/.kdu.lock`` exclusively and complete: its content is written to a
+temporary file first, which is then hard-linked to the lock's name (``link`` fails when the name exists), so
+a run killed at any moment never leaves an empty lock (where hard links are not supported: ``O_CREAT |
+O_EXCL``, then the content). It gets the umask's permissions, like every output. A second run
 on the same directory stops with one sentence naming the holder. A lock whose holder is gone (same host,
 no such process) is stale: it is taken over, and the takeover is logged. Locks of other hosts are never
 taken over (their processes cannot be checked from here): the message says how to remove one by hand.
 """
+import errno
 import json
 import logging
 import os
 import socket
 import time
+import uuid
 from typing import Dict, List, Optional
 
 from .config import ConfigError
@@ -59,7 +64,7 @@ class DirectoryLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
             try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(json.dumps(me))
             except FileExistsError:
                 holder = self._holder()
                 if holder is None:
@@ -74,11 +79,39 @@ class DirectoryLock:
                     f"another run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since "
                     f"{holder.get('started', '?')}) is writing to {self.directory}; wait for it to finish or use "
                     f"another output directory (if that run is gone, delete {self.path})")
-            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-                json.dump(me, stream)
             self.held = True
+            self._clean_temporaries()
             return self
         raise ConfigError(f"could not take the lock {self.path}; try again")
+
+    def _create(self, text: str) -> None:
+        """Create the lock file holding ``text`` (complete at once); ``FileExistsError`` when it exists."""
+        temporary = os.path.join(self.directory, f".kdu.lock.{os.getpid()}-{uuid.uuid4().hex}")
+        with open(temporary, "w", encoding="utf-8") as stream:  # the umask's permissions
+            stream.write(text)
+        try:
+            os.link(temporary, self.path)
+            return
+        except OSError as error:
+            if error.errno == errno.EEXIST:
+                raise FileExistsError(errno.EEXIST, "the lock exists", self.path) from None
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+        finally:
+            os.remove(temporary)
+        descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # no hard links here
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+
+    def _clean_temporaries(self) -> None:
+        """Remove the temporary lock files of runs killed while taking a lock here."""
+        for name in os.listdir(self.directory):
+            pid = name[len(LOCK_FILE) + 1:].split("-", 1)[0]
+            if name.startswith(LOCK_FILE + ".") and pid.isdigit() and not _alive(int(pid)):
+                try:
+                    os.remove(os.path.join(self.directory, name))
+                except OSError:
+                    pass
 
     def release(self) -> None:
         if self.held:

@@ -21,7 +21,7 @@ import shutil
 import sys
 from typing import List, Optional, Sequence
 
-from .._io import replace_directory
+from .._io import replace_directory, write_error_message
 from ..models.snapshot import list_snapshot_variables
 
 __all__ = ["parse_layer_list", "generate_student_snapshot", "main"]
@@ -80,7 +80,7 @@ def generate_student_snapshot(teacher_model: str, student_model: str, layer_list
 
     def fill(staging: str) -> None:
         for folder, name in copies:
-            shutil.copytree(folder, os.path.join(staging, name))
+            _copy_tree(folder, os.path.join(staging, name))
         open(os.path.join(staging, "snapshot_done"), "w").close()
 
     if style == "theseus" and list(layer_list) != list(range(len(layer_list))):
@@ -91,6 +91,16 @@ def generate_student_snapshot(teacher_model: str, student_model: str, layer_list
     path = replace_directory(student_model, fill)
     logger.info("wrote %d variables to %s (teacher layers %s)", len(copies), path, list(layer_list))
     return path
+
+
+def _copy_tree(source: str, target: str) -> None:
+    """Copy the files under ``source`` to ``target`` as new files and folders: they get the umask's
+    permissions (``shutil.copytree`` would copy the teacher's modes, e.g. 0o600)."""
+    for folder, _, files in os.walk(source):
+        destination = os.path.join(target, os.path.relpath(folder, source))
+        os.makedirs(destination, exist_ok=True)
+        for name in sorted(files):
+            shutil.copyfile(os.path.join(folder, name), os.path.join(destination, name))
 
 
 def main(style: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
@@ -113,5 +123,8 @@ def main(style: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] =
         generate_student_snapshot(args.teacher_model, args.student_model, layers, style)
     except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as error:  # a full disk, a read-only folder: one sentence, the old snapshot intact
+        print(f"error: {write_error_message(error)}", file=sys.stderr, flush=True)
         return 2
     return 0

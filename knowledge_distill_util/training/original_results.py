@@ -17,6 +17,8 @@ import json
 import os
 from typing import Dict, Optional
 
+from .._io import atomic_write_text
+
 __all__ = ["ORIGINAL_KEYS", "original_results", "write_original_results", "kdu_results_path"]
 
 #: this package's metric name -> the original's key.
@@ -56,12 +58,11 @@ def kdu_results_path(result_dir: str, desc: str = "eval") -> str:
 def write_original_results(results: Dict, result_dir: str, model_dir: str, desc: str = "eval",
                            model_bytes: Optional[int] = None, seconds: bool = False) -> str:
     """Write ``results_<desc>.json`` (the original's keys and strings: :func:`original_results`) and
-    ``results_<desc>_kdu.json`` (``results`` unchanged, plus ``model_dir``) into ``result_dir``; returns the
-    first path."""
-    os.makedirs(result_dir, exist_ok=True)
+    ``results_<desc>_kdu.json`` (``results`` unchanged, plus ``model_dir``) into ``result_dir``, each atomically
+    (``_io``); returns the first path."""
     path = os.path.join(result_dir, f"results_{desc}.json")
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(original_results(results, model_bytes, seconds), stream)
-    with open(kdu_results_path(result_dir, desc), "w", encoding="utf-8") as stream:
-        json.dump(dict(results, model_dir=model_dir), stream, indent=2, sort_keys=True)
+    original = json.dumps(original_results(results, model_bytes, seconds))
+    full = json.dumps(dict(results, model_dir=model_dir), indent=2, sort_keys=True)
+    atomic_write_text(path, original)
+    atomic_write_text(kdu_results_path(result_dir, desc), full)
     return path

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -560,13 +559,22 @@ def relaunch(argv: Sequence[str], entry: Sequence[str]) -> Tuple[List[str], Opti
     if command is None:
         return argv, None
     print("starting: " + " ".join(command), file=sys.stderr, flush=True)
-    return argv, subprocess.call(command)
+    from .interrupt import run_forwarding  # SIGINT/SIGTERM reach the launcher, which stops its ranks
+
+    return argv, run_forwarding(command, _prog())
 
 
 def run_entry(make_config: Callable[[], TrainConfig]) -> int:
     """Build the configuration with ``make_config`` and :func:`run` it, as every entry point does: a
     :class:`ConfigError` prints one line and exits 2; with several processes, a failing rank ends the others
-    at once (:func:`~.distributed.fail`) instead of leaving them waiting in a collective."""
+    at once (:func:`~.distributed.fail`) instead of leaving them waiting in a collective. In one process,
+    SIGINT and SIGTERM stop the run cleanly (:mod:`.interrupt`: locks released, the checkpoints kept), print
+    one line and exit 130 / 143 (under the launcher, :mod:`.distributed` handles SIGTERM). A full disk
+    (``ENOSPC``/``EDQUOT``) prints one sentence naming the path and the bytes and exits 2."""
+    from .._io import DISK_FULL, write_error_message
+    from . import interrupt
+
+    restore = (lambda: None) if distributed.is_distributed() else interrupt.install()
     try:
         cfg = make_config()
         setup_logging(cfg.log_level if distributed.is_writer() else "WARNING")
@@ -581,12 +589,28 @@ def run_entry(make_config: Callable[[], TrainConfig]) -> int:
             distributed.fail(f"exit status {done.code}", code=done.code if isinstance(done.code, int) else 2)
         raise
     except BaseException as error:  # noqa: BLE001 - several processes: a rank must not hang at exit
+        if isinstance(error, KeyboardInterrupt) and not distributed.is_distributed():
+            print(interrupt.sentence(_prog(), error), file=sys.stderr, flush=True)
+            return interrupt.exit_status(error)
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            sentence = write_error_message(error)
+            print(f"error: {sentence}", file=sys.stderr, flush=True)
+            distributed.fail(sentence, code=2)
+            return 2
         if distributed.is_distributed():
             logger.exception("rank %d failed", distributed.rank())
             distributed.fail(f"{type(error).__name__}: {error}")
         raise
+    finally:
+        restore()
     distributed.stop_watchdog()
     return 0
+
+
+def _prog() -> str:
+    """The command's name for its one line: an original script's file name, else ``kdu-train``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.endswith(".py") and name != "__main__.py" else "kdu-train"
 
 
 def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,

@@ -7,6 +7,8 @@ import os
 import textwrap
 from typing import Dict, List, Optional, Sequence
 
+from .._io import atomic_write_text
+
 __all__ = ["SUMMARY_COLUMNS", "summary_rows", "format_markdown", "write_summary", "plot_summary", "write_summary_plot"]
 
 #: (key, header) of each column.
@@ -102,14 +104,13 @@ def format_markdown(rows: Sequence[Dict]) -> str:
 
 
 def write_summary(rows: Sequence[Dict], result_dir: str, header: str = "") -> Dict[str, str]:
-    """Write ``summary.md`` and ``summary.json`` into ``result_dir``; returns their paths."""
-    os.makedirs(result_dir, exist_ok=True)
+    """Write ``summary.md`` and ``summary.json`` into ``result_dir``, each atomically (``_io``); returns
+    their paths."""
     md_path = os.path.join(result_dir, "summary.md")
     json_path = os.path.join(result_dir, "summary.json")
-    with open(md_path, "w", encoding="utf-8") as stream:
-        stream.write((header + "\n\n" if header else "") + format_markdown(rows) + "\n")
-    with open(json_path, "w", encoding="utf-8") as stream:
-        json.dump({"header": header, "rows": list(rows)}, stream, indent=2)
+    text = json.dumps({"header": header, "rows": list(rows)}, indent=2)  # before anything is written
+    atomic_write_text(md_path, (header + "\n\n" if header else "") + format_markdown(rows) + "\n")
+    atomic_write_text(json_path, text)
     return {"markdown": md_path, "json": json_path}
 
 

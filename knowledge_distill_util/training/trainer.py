@@ -348,6 +348,7 @@ def train_stage(
                     student.train()
                 if dp.writer and (global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total):
                     _check_finite_weights(student, stage, global_step, tcfg.learning_rate)
+                    log.sync()  # the log holds every row up to the checkpoint before it exists
                     checkpointer.save(global_step, optimizer, graph)
                 if on_step is not None and dp.writer:
                     on_step(global_step, total, last)

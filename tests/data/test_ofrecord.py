@@ -430,3 +430,16 @@ def test_a_bad_label_on_the_command_line_is_one_sentence_and_leaves_no_file(tmp_
     assert "Traceback" not in done.stderr
     assert "error: record 2 of " in done.stderr and "has label_ids 9, outside the 2 classes" in done.stderr
     assert not os.path.exists(tmp_path / "m" / "run_config.json")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_parts_get_the_umask_permissions(tmp_path, umask):
+    rng = np.random.default_rng(0)
+    old = os.umask(umask)
+    try:
+        write_ofrecord_parts(Features(*random_rows(rng, 4, 5)), tmp_path / "train", part_num=2)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "train").st_mode & 0o777 == 0o777 & ~umask
+    for name in os.listdir(tmp_path / "train"):
+        assert os.stat(tmp_path / "train" / name).st_mode & 0o777 == 0o666 & ~umask, name

@@ -431,3 +431,18 @@ def test_bad_arguments(tmp_path):
         save_snapshot(bert(), str(tmp_path / "s"), scope="auto")
     with pytest.raises(TypeError, match=r"directory must be a path"):
         save_snapshot(bert(), None)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_snapshot_gets_the_umask_permissions(tmp_path, umask):
+    model = BertForSequenceClassification(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=16, max_position_embeddings=10)
+    old = os.umask(umask)
+    try:
+        path = save_snapshot(model, tmp_path / "snapshot_best")
+    finally:
+        os.umask(old)
+    for directory, _, files in os.walk(path):
+        assert os.stat(directory).st_mode & 0o777 == 0o777 & ~umask, directory
+        for name in files:
+            assert os.stat(os.path.join(directory, name)).st_mode & 0o777 == 0o666 & ~umask, name

@@ -37,7 +37,7 @@ def test_run_compression_quick(tmp_path):
 
 
 def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog):
-    """The teacher's progress too: _run_teacher waits on it like on the students (here: a job that sleeps)."""
+    """The teacher's progress too: _run_jobs waits on it like on the students (here: a job that sleeps)."""
     import argparse
     import time
 
@@ -47,13 +47,14 @@ def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog)
     (tmp_path / "progress.json").write_text(json.dumps({"stage": "teacher", "step": 3, "total": 10, "loss": 0.5,
                                                         "eta_seconds": 72.0}))
     original = compression._run_job
-    compression._run_job = lambda job, timeout: time.sleep(0.6) or {"seconds": 0.6}
+    compression._run_job = lambda job, timeout, share_cores=False: time.sleep(0.6) or {"seconds": 0.6}
     try:
         with caplog.at_level("INFO", logger="knowledge_distill_util.training.compression"):
-            result = compression._run_teacher(argparse.Namespace(job_timeout=10, progress_every=0.1), {"teacher": job})
+            result = compression._run_jobs(argparse.Namespace(job_timeout=10, progress_every=0.1), {"teacher": job},
+                                            ["teacher"], workers=1)
     finally:
         compression._run_job = original
-    assert result == {"seconds": 0.6}
+    assert result == {"teacher": {"seconds": 0.6}}
     assert "running: teacher: stage teacher step 3/10, loss 0.5000, ETA 1m12s" in [r.getMessage() for r in caplog.records]
 
 
@@ -62,3 +63,34 @@ def test_bad_progress_every_is_one_sentence(tmp_path):
                                  "--result_dir", str(tmp_path / "r")], timeout=120)
     assert done.returncode == 2 and "error: --progress_every must be a finite number of seconds >= 0" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_full_disk_is_one_sentence_and_releases_the_lock(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from knowledge_distill_util.training import compression
+
+    target = tmp_path / "out" / "data" / "train.tsv"
+
+    def full_disk(args, plan, result_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(compression, "_data", full_disk)
+    assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: could not write {target}: the disk is full (") and "\n" not in err
+    assert "bytes free there" in err and os.listdir(tmp_path / "out") == []  # the lock released
+
+
+def test_a_failed_job_is_reported_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from knowledge_distill_util.training import compression
+
+    def failing(job, timeout, share_cores=False):
+        raise compression.JobFailed(f"job {job.name} failed with exit status 2; see {job.config['result_dir']}/run.log")
+
+    monkeypatch.setattr(compression, "_data", lambda args, plan, result_dir: (str(tmp_path / "data"), "sst-2"))
+    monkeypatch.setattr(compression, "_run_job", failing)
+    assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: job teacher failed with exit status 2; see {tmp_path}/out/teacher/run.log"
+    assert os.listdir(tmp_path / "out") == []  # the lock released

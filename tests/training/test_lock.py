@@ -69,3 +69,40 @@ def test_a_lock_of_a_killed_but_unreaped_process_is_stale(tmp_path):
         lock.release()
     finally:
         child.wait()
+
+
+def test_the_lock_is_created_complete_and_with_the_umask_permissions(tmp_path, monkeypatch):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f"{LOCK_FILE}.{dead}-0123").write_text("{")  # a run killed while taking the lock
+    links = []
+    real_link = os.link
+
+    def link(source, target):
+        links.append(json.loads(open(source).read()))  # complete before it gets the lock's name
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    old = os.umask(0o022)
+    try:
+        lock = DirectoryLock(str(tmp_path)).acquire()
+    finally:
+        os.umask(old)
+    assert links[0]["pid"] == os.getpid() and os.stat(tmp_path / LOCK_FILE).st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == [LOCK_FILE]  # the dead run's temporary file is gone
+    lock.release()
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_hard_links_the_lock_is_created_exclusively(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with DirectoryLock(str(tmp_path)):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+        with pytest.raises(ConfigError, match="another run"):
+            DirectoryLock(str(tmp_path)).acquire()
+    assert os.listdir(tmp_path) == []

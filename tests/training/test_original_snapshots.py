@@ -349,8 +349,8 @@ def test_snapshot_best_is_the_best_epoch_and_survives_a_resume(original_tree, tm
         return run_step(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "_run_step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        original.main("task_teacher", _teacher_argv(original_tree, killed, epochs=5, learning_rate="0.15"))
+    # the entry point turns the interrupt into one line and exit status 130, the checkpoints kept
+    assert original.main("task_teacher", _teacher_argv(original_tree, killed, epochs=5, learning_rate="0.15")) == 130
     assert (killed / "snapshot_best").is_dir() and not (killed / "snapshot_last_snapshot").exists()
     monkeypatch.setattr(trainer, "_run_step", run_step)
     epochs.clear()
@@ -494,3 +494,18 @@ def test_snapshot_best_two_processes_equals_one_process(tmp_path, epochs):
     assert sorted(left) == sorted(right)
     for name in left:
         np.testing.assert_allclose(right[name], left[name], rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
+
+
+def test_a_student_snapshot_gets_the_umask_permissions_not_the_teachers(tmp_path):
+    teacher = BertForSequenceClassification(vocab_size=30, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                                            intermediate_size=16, max_position_embeddings=10)
+    old = os.umask(0o077)
+    try:
+        save_snapshot(teacher, tmp_path / "teacher", scope="teacher")  # files 0o600, folders 0o700
+        os.umask(0o022)
+        path = original_init.generate_student_snapshot(str(tmp_path / "teacher"), str(tmp_path / "student"), [0, 2])
+    finally:
+        os.umask(old)
+    modes = {(os.path.isdir(os.path.join(d, n)), os.stat(os.path.join(d, n)).st_mode & 0o777)
+             for d, folders, files in os.walk(path) for n in folders + files}
+    assert modes == {(True, 0o755), (False, 0o644)} and os.stat(path).st_mode & 0o777 == 0o755
