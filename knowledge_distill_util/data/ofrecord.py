@@ -396,6 +396,10 @@ def glue_to_ofrecord(data_dir, task_name: str, out_dir, vocab_file, seq_length: 
     if not os.path.isdir(data_dir):
         raise ValueError(f"GLUE data directory {data_dir} does not exist; pass the folder holding train.tsv and "
                          f"dev.tsv of task {spec.name!r}")
+    for folder in (out_dir, *(os.path.join(out_dir, split) for split in ("train", "eval"))):
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"output directory {folder} exists and is not a directory; pass another --output_dir "
+                             f"or move that file away (it is left as it is)")
     seq_length = check_int("seq_length", seq_length)
     part_num = check_int("part_num", part_num)
     known = {"train": ("train", TRAIN_PREFIX), "eval": ("dev", EVAL_PREFIX)}

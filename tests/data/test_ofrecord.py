@@ -211,6 +211,35 @@ def test_script_converts_with_the_original_flags(tmp_path):
     assert script.main(["--data_dir", glue, "--output_dir", out]) == 2
 
 
+
+@pytest.mark.parametrize("where", ["output_dir", "output_dir/train"])
+def test_script_refuses_an_output_dir_that_is_a_file_and_leaves_it(tmp_path, capsys, where):
+    """issue 16: ``--output_dir`` naming an existing file gave a traceback."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "glue_to_ofrecord.py")
+    spec = importlib.util.spec_from_file_location("glue_to_ofrecord_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    glue = str(tmp_path / "SST-2")
+    write_tsv(glue, "train.tsv", SST)
+    out = tmp_path / "out"
+    if where == "output_dir":
+        out.write_text("keep me")
+        planted = out
+    else:
+        out.mkdir()
+        planted = out / "train"
+        planted.write_text("keep me")
+    code = script.main(["--data_dir", glue, "--output_dir", str(out), "--vocab_file", default_vocab_file(),
+                        "--do_train", "--task_name", "SST-2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err
+    assert err == (f"error: output directory {planted} exists and is not a directory; pass another --output_dir or "
+                   f"move that file away (it is left as it is)")
+    assert planted.read_text() == "keep me"
+
+
 # -------------------------------------------------------------------------------------- bad inputs
 
 
