@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 os.environ.setdefault("GLOG_minloglevel", "3")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: several OneFlow processes share the CPU cores
+    os.environ.setdefault("ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD", "0")  # the same values (tests/test_device.py)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared helpers (reference, gradcheck) for tests/*/
 
 import pytest  # noqa: E402

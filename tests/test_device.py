@@ -43,7 +43,8 @@ def test_a_data_parallel_run_on_the_cpu_shares_the_cores(environ, monkeypatch):
 
 def test_a_one_process_run_keeps_oneflows_default(environ, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(run_module, "validate_config", lambda cfg: (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr(run_module, "validate_config",
+                        lambda cfg, **checks: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError, match="stop"):
         run_module.run(TrainConfig(recipe="kd", device="cpu"))
     assert KEY not in environ
