@@ -504,9 +504,9 @@ def _entry_point() -> List[str]:
 
 
 def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
-    """:func:`run` on one rank of a multi-process job: every rank checks its configuration and prepares;
-    then rank 0 alone creates, locks and checks the directories; then all agree (one refusal stops every
-    rank) before the first training step."""
+    """:func:`run` on one rank of a multi-process job: every rank checks its configuration and prepares,
+    and all agree (one refusal stops every rank, and nothing is created on disk); then rank 0 alone creates,
+    locks and checks the directories, and all agree again before the first training step."""
     try:  # KDU_* variables first: the watchdog reads them (each rank says the one sentence)
         distributed.check_environment()
     except ValueError as caught:
@@ -524,9 +524,6 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
             raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
                               f"{cfg.batch_size_per_device * world} rows per step exceeds the {len(plan.data.train)} "
                               f"training rows; lower --batch_size_per_device or the number of processes")
-        locks = _claim_directories(cfg, writer)
-        for lock in locks:
-            distributed.at_abort(lock.release)
     except ConfigError as caught:
         error = caught
     try:
@@ -537,6 +534,15 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
         if not distributed.agree(error is None and different is None and devices is None):
             raise error or ConfigError(different or devices or "another rank refused the configuration (its message "
                                                                "names the problem); nothing was trained")
+        try:
+            locks = _claim_directories(cfg, writer)
+            for lock in locks:
+                distributed.at_abort(lock.release)
+        except ConfigError as caught:
+            error = caught
+        if not distributed.agree(error is None):
+            raise error or ConfigError("rank 0 could not create or lock the output directories (its message names "
+                                       "the problem); nothing was trained")
         if cfg.do_train and writer:
             _write_run_config(cfg, plan.data)
         return execute(plan, progress)

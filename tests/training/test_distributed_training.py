@@ -401,7 +401,7 @@ def test_ranks_with_different_configurations_are_refused(workspace):
                  KDU_TEST_EXTRA_ARGS_1="--learning_rate 0.5")
     assert job.returncode != 0
     assert "the configuration of rank(s) [1] differs from rank 0's" in job.stderr, job.stderr[-3000:]
-    assert not os.path.exists(workspace["root"] / tag / "model" / "weights"), "nothing was trained"
+    assert not os.path.exists(workspace["root"] / tag), "a refused run creates nothing on disk (issue 19)"
 
 
 def test_a_global_batch_larger_than_the_data_is_refused(workspace):
