@@ -49,3 +49,39 @@ def pytest_pyfunc_call(pyfuncitem):
         crashes.append(-done.returncode)
     pytest.fail(f"{pyfuncitem.nodeid}: its process was killed by signals {crashes} in all {GRAPH_TEST_TRIES} "
                 f"tries:\n{done.stderr[-3000:]}", pytrace=False)
+
+
+def same_state(a, b):
+    """Assert bit-identical tensors (dtype, shape, bytes) and the same Python types everywhere in two states."""
+    import oneflow as flow
+
+    if isinstance(a, flow.Tensor):
+        assert isinstance(b, flow.Tensor) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+        return
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            same_state(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            same_state(x, y)
+    elif isinstance(a, float) and a != a:  # NaN
+        assert b != b
+    else:
+        assert a == b and repr(a) == repr(b), (a, b)
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Any call of pickle.load(s) or flow.load fails the test."""
+    import pickle
+
+    import oneflow as flow
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle or flow.load was called")
+    for module, name in [(pickle, "load"), (pickle, "loads"), (flow, "load")]:
+        monkeypatch.setattr(module, name, refuse)

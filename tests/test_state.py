@@ -1,6 +1,5 @@
 """knowledge_distill_util._state: nested states as safetensors + structure metadata, read without pickle."""
 import json
-import math
 import os
 from collections import OrderedDict
 
@@ -8,29 +7,9 @@ import numpy as np
 import oneflow as flow
 import pytest
 
+from conftest import same_state
 from knowledge_distill_util._state import (FORMAT, LegacyPickleError, UnreadableStateError, is_legacy_directory,
                                            legacy_error, read_state, state_bytes, write_state)
-
-
-def same(a, b):
-    """Bit-identical tensors (dtype, shape, bytes) and the same Python types everywhere."""
-    if isinstance(a, flow.Tensor):
-        assert isinstance(b, flow.Tensor) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
-        assert a.numpy().tobytes() == b.numpy().tobytes()
-        return
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, dict):
-        assert list(a) == list(b)
-        for key in a:
-            same(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            same(x, y)
-    elif isinstance(a, float) and math.isnan(a):
-        assert math.isnan(b)
-    else:
-        assert a == b and repr(a) == repr(b)
 
 
 def nested_state():
@@ -56,9 +35,9 @@ def test_nested_round_trip_is_exact(tmp_path):
     state = nested_state()
     write_state(tmp_path / "s.safetensors", state)
     back = read_state(tmp_path / "s.safetensors")
-    same(state["graph"]["m"]["weight"].detach(), back["graph"]["m"]["weight"])
+    same_state(state["graph"]["m"]["weight"].detach(), back["graph"]["m"]["weight"])
     state["graph"]["m"]["weight"] = state["graph"]["m"]["weight"].detach()  # a Parameter comes back a tensor
-    same(state, back)
+    same_state(state, back)
     assert os.listdir(tmp_path) == ["s.safetensors"]
 
 

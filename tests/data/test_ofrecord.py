@@ -173,6 +173,17 @@ def write_tsv(directory, name, lines):
         handle.write("".join(line + "\n" for line in lines))
 
 
+def _glue_to_ofrecord_script():
+    """scripts/glue_to_ofrecord.py as a module."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "glue_to_ofrecord.py")
+    spec = importlib.util.spec_from_file_location("glue_to_ofrecord_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 @pytest.mark.parametrize("task,lines", [("SST-2", SST), ("MRPC", MRPC)])
 def test_tsv_to_ofrecord_round_trip(tmp_path, task, lines):
     glue = str(tmp_path / "glue" / task)
@@ -192,12 +203,7 @@ def test_tsv_to_ofrecord_round_trip(tmp_path, task, lines):
 
 
 def test_script_converts_with_the_original_flags(tmp_path):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "glue_to_ofrecord.py")
-    spec = importlib.util.spec_from_file_location("glue_to_ofrecord_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _glue_to_ofrecord_script()
     glue = str(tmp_path / "SST-2")
     write_tsv(glue, "train.tsv", SST)
     write_tsv(glue, "dev.tsv", SST[:3])
@@ -215,12 +221,7 @@ def test_script_converts_with_the_original_flags(tmp_path):
 @pytest.mark.parametrize("where", ["output_dir", "output_dir/train"])
 def test_script_refuses_an_output_dir_that_is_a_file_and_leaves_it(tmp_path, capsys, where):
     """issue 16: ``--output_dir`` naming an existing file gave a traceback."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "glue_to_ofrecord.py")
-    spec = importlib.util.spec_from_file_location("glue_to_ofrecord_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _glue_to_ofrecord_script()
     glue = str(tmp_path / "SST-2")
     write_tsv(glue, "train.tsv", SST)
     out = tmp_path / "out"

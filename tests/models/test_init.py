@@ -2,7 +2,6 @@
 directory in OneFlow's old pickle layout is refused before anything in it is unpickled (a planted pickle
 never runs). Round trips and shape/name errors of BERTs: tests/models/test_bert.py."""
 import os
-import pickle
 
 import numpy as np
 import oneflow as flow
@@ -18,15 +17,6 @@ CONVERT = r"python -m knowledge_distill_util convert-checkpoint "
 def small_lstm(seed=0):
     flow.manual_seed(seed)
     return LSTMStudentForSequenceClassification(vocab_size=50, hidden_size=8, intermediate_size=6, embedding_size=5)
-
-
-@pytest.fixture
-def no_unpickling(monkeypatch):
-    """Any call of pickle or flow.load fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("pickle or flow.load was called")
-    for module, name in [(pickle, "load"), (pickle, "loads"), (flow, "load")]:
-        monkeypatch.setattr(module, name, refuse)
 
 
 def test_the_directory_holds_one_safetensors_file_read_without_pickle(tmp_path, no_unpickling):

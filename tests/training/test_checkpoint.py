@@ -3,12 +3,12 @@ trip and no pickle (an old pickle checkpoint is refused naming convert-checkpoin
 never lead outside the run's checkpoint folder."""
 import json
 import os
-import pickle
 import shutil
 
 import oneflow as flow
 import pytest
 
+from conftest import same_state
 from knowledge_distill_util.training.checkpoint import (Checkpointer, latest_checkpoint, load_checkpoint,
                                                         save_checkpoint)
 from knowledge_distill_util.training.config import ConfigError
@@ -34,32 +34,6 @@ def _trained_linear():
     return model, optimizer
 
 
-def _same(a, b):
-    if isinstance(a, flow.Tensor):
-        assert isinstance(b, flow.Tensor) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
-        assert a.numpy().tobytes() == b.numpy().tobytes()
-        return
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, dict):
-        assert list(a) == list(b)
-        for key in a:
-            _same(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            _same(x, y)
-    else:
-        assert a == b
-
-
-@pytest.fixture
-def no_unpickling(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("pickle or flow.load was called")
-    for module, name in [(pickle, "load"), (pickle, "loads"), (flow, "load")]:
-        monkeypatch.setattr(module, name, refuse)
-
-
 def test_checkpoint_layout_and_exact_round_trip(tmp_path, no_unpickling):
     model, optimizer = _trained_linear()
     path = save_checkpoint(str(tmp_path), 3, model.state_dict(), optimizer.state_dict(), {"flow_rng": [1, 2]})
@@ -67,9 +41,9 @@ def test_checkpoint_layout_and_exact_round_trip(tmp_path, no_unpickling):
     assert os.listdir(os.path.join(path, "model")) == ["model.safetensors"]
     assert os.listdir(os.path.join(path, "optimizer")) == ["optimizer.safetensors"]
     model_state, optimizer_state, state = load_checkpoint(path)
-    _same(dict(model.state_dict()), dict(model_state))
+    same_state(dict(model.state_dict()), dict(model_state))
     expected = optimizer.state_dict()
-    _same(expected, optimizer_state)  # int keys, tuples (betas), bools, floats: same types and values
+    same_state(expected, optimizer_state)  # int keys, tuples (betas), bools, floats: same types and values
     assert optimizer_state["param_groups"][0]["_options"]["betas"] == (0.8, 0.99)
     assert state == {"flow_rng": [1, 2], "step": 3}
     fresh = flow.optim.AdamW(flow.nn.Linear(3, 2).parameters(), lr=1e-3)
