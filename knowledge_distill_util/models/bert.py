@@ -11,6 +11,10 @@ Shapes (``B`` batch, ``L`` sequence length, ``H`` hidden size, ``h`` heads):
 - ``reps``: ``num_hidden_layers + 1`` tensors ``[B, L, H]`` (``[B, L, fit_size]`` for a student):
   the embedding output, then every layer's output.
 - ``atts``: ``num_hidden_layers`` tensors ``[B, h, L, L]``.
+
+Hugging Face's convention (aliases ``attention_mask``/``segment_ids``, ``labels`` -> ``loss``, the
+``output_*`` flags returning a :class:`~._hf.BertOutput`) is described in :mod:`._hf` and
+``forward``; ``save_pretrained`` writes Hugging Face's layout (:mod:`.pretrained`).
 """
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -146,9 +150,11 @@ class BertSelfAttention(nn.Module):
         probabilities after dropout ``[B, h, L, L]`` (the same tensors, no extra arithmetic)."""
         batch, length, width = hidden.shape
         heads, size = self.num_heads, self.head_size
-        query, key, value = self.query(hidden), self.key(hidden), self.value(hidden)
+        query = self.query(hidden)  # the previous op order: each projection then its head split
         q = query.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
+        key = self.key(hidden)
         k = key.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
+        value = self.value(hidden)
         v = value.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
         # q @ k^T * scale in one kernel (transpose_b, alpha) instead of matmul(q, k.permute(...)) * scale:
         # bit-identical and faster on CPU (oneflow==0.9.0 is pinned).

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 
 from knowledge_distill_util import BertForSequenceClassification, BertStudentForSequenceClassification
 from knowledge_distill_util.models import minilm_checkpoint_dir
-from knowledge_distill_util.models._hf import BertOutput
+from knowledge_distill_util.models import BertOutput
 
 SMALL = dict(vocab_size=60, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=24,
              max_position_embeddings=12)
