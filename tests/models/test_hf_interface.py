@@ -208,7 +208,8 @@ def test_regression_labels_give_the_mean_squared_error():
 @pytest.mark.parametrize("labels, error, message", [
     ([0, 1], ValueError, r"^labels has shape \(2,\) but the batch has 3 rows; pass one label per row, shape \(3,\)$"),
     ([[0], [1], [1]], ValueError, r"^labels has shape \(3, 1\) but the batch has 3 rows"),
-    ([0.0, 1.0, 1.0], TypeError, r"^labels must have an integer \(class id\) dtype for label_num=2, got oneflow\.float32"),
+    ([0.0, 1.0, 1.0], TypeError,
+     r"^labels must have an integer \(class id\) dtype for label_num=2, got oneflow\.float32"),
     ([0, 2, 1], ValueError, r"^labels holds 2 at row 1, outside \[0, 1\] \(label_num=2\); class ids count from 0$"),
     ([0, -1, 1], ValueError, r"^labels holds -1 at row 1"),
 ])
@@ -353,3 +354,28 @@ def test_graph_flags_off_equals_the_previous_forward_and_flags_work_in_graph():
         for g, e in zip(out[key], eager[key]):
             np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-5, atol=1e-5)
     assert math.isfinite(float(out["logits"].sum().numpy()))
+
+
+def test_label_num_comes_from_id2label_unless_given(tmp_path):
+    path = model(label_num=3).save_pretrained(tmp_path / "ckpt")
+    assert BertForSequenceClassification.from_pretrained(path).label_num == 3
+    with pytest.raises(ValueError, match=r"'classifier\.bias' has shape \(3,\) but the model's .* \(2,\)"):
+        BertForSequenceClassification.from_pretrained(path, label_num=2)
+    with open(os.path.join(path, "model.safetensors"), "rb") as handle:  # transformers requires this metadata
+        header = handle.read(8 + int.from_bytes(handle.read(8), "little"))
+    assert b'"__metadata__":{"format":"pt"}' in header
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("id2label", [],
+     r"id2label in .*config\.json must be a non-empty object of label names, got \[\]; fix or remove it"),
+    ("knowledge_distill_util", "student", r"knowledge_distill_util in .*config\.json must be an object, got 'student'"),
+    ("knowledge_distill_util", {"fit_size": 0}, r"fit_size in .*config\.json must be a positive integer, got 0"),
+])
+def test_bad_saved_extras_in_config_json_are_named(tmp_path, key, value, message):
+    path = model().save_pretrained(tmp_path / "ckpt")
+    config = json.load(open(os.path.join(path, "config.json")))
+    config[key] = value
+    json.dump(config, open(os.path.join(path, "config.json"), "w"))
+    with pytest.raises(ValueError, match=message):
+        BertForSequenceClassification.from_pretrained(path)
