@@ -1,12 +1,14 @@
 """Models for the distillation recipes: BERT teacher/student, the (Bi)LSTM student, checkpoints.
 
 - :mod:`.bert`: ``BertForSequenceClassification`` / ``BertStudentForSequenceClassification``
-  returning ``(logits, reps, atts)``, and ``fit_dense``.
+  returning ``(logits, reps, atts)`` (or a ``BertOutput`` dict with Hugging Face's ``labels`` / ``output_*``
+  flags, :mod:`._hf`), ``save_pretrained``, and ``fit_dense``.
 - :mod:`.lstm`: ``LSTMStudentForSequenceClassification`` returning logits.
-- :mod:`.pretrained`: Hugging Face checkpoints (``config.json`` + ``model.safetensors``).
+- :mod:`.pretrained`: Hugging Face checkpoints (``config.json`` + ``model.safetensors``), read and written.
 - :mod:`.init`: student initialisation from teacher layers, ``save_model`` / ``load_model`` / ``read_state``
   (``model.safetensors``: no pickle).
 """
+from ._hf import BertOutput
 from .bert import BertForSequenceClassification, BertStudentForSequenceClassification, fit_dense
 from .init import (
     DISTILBERT_LAYERS,
@@ -16,7 +18,7 @@ from .init import (
     save_model,
 )
 from .lstm import LSTMStudentForSequenceClassification
-from .pretrained import LoadReport, load_hf_bert_weights, minilm_checkpoint_dir, read_hf_config
+from .pretrained import LoadReport, load_hf_bert_weights, minilm_checkpoint_dir, read_hf_config, save_pretrained
 from .snapshot import build_from_snapshot, load_snapshot, read_snapshot_config, save_snapshot
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "read_snapshot_config",
     "save_snapshot",
     "BertForSequenceClassification",
+    "BertOutput",
     "BertStudentForSequenceClassification",
     "LSTMStudentForSequenceClassification",
     "fit_dense",
@@ -35,6 +38,7 @@ __all__ = [
     "load_model",
     "load_hf_bert_weights",
     "read_hf_config",
+    "save_pretrained",
     "minilm_checkpoint_dir",
     "LoadReport",
 ]

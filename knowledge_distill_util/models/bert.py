@@ -11,15 +11,20 @@ Shapes (``B`` batch, ``L`` sequence length, ``H`` hidden size, ``h`` heads):
 - ``reps``: ``num_hidden_layers + 1`` tensors ``[B, L, H]`` (``[B, L, fit_size]`` for a student):
   the embedding output, then every layer's output.
 - ``atts``: ``num_hidden_layers`` tensors ``[B, h, L, L]``.
+
+Hugging Face's convention (aliases ``attention_mask``/``segment_ids``, ``labels`` -> ``loss``, the
+``output_*`` flags returning a :class:`~._hf.BertOutput`) is described in :mod:`._hf` and
+``forward``; ``save_pretrained`` writes Hugging Face's layout (:mod:`.pretrained`).
 """
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
 
 from .._checks import check_bool, check_positive_real, check_probability
+from ._hf import BertOutput, build_output, check_flags, check_labels, label_loss, one_of
 from ._inputs import check_id_range, check_mask_values, check_model_inputs, extended_attention_mask
 from ._sizes import check_parameter_memory, check_size
 
@@ -139,18 +144,27 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout_prob)
 
-    def forward(self, hidden: flow.Tensor, ext_mask: flow.Tensor) -> Tuple[flow.Tensor, flow.Tensor]:
+    def forward(self, hidden: flow.Tensor, ext_mask: flow.Tensor, details: bool = False) -> Tuple[flow.Tensor, ...]:
+        """``(context, attention)``; with ``details`` also ``(query, key, value, scores, probs)``: the three
+        Linear outputs ``[B, L, H]`` before the head split, the scaled scores plus ``ext_mask`` and the
+        probabilities after dropout ``[B, h, L, L]`` (the same tensors, no extra arithmetic)."""
         batch, length, width = hidden.shape
         heads, size = self.num_heads, self.head_size
-        q = self.query(hidden).reshape(batch, length, heads, size).permute(0, 2, 1, 3)
-        k = self.key(hidden).reshape(batch, length, heads, size).permute(0, 2, 1, 3)
-        v = self.value(hidden).reshape(batch, length, heads, size).permute(0, 2, 1, 3)
+        query = self.query(hidden)  # the previous op order: each projection then its head split
+        q = query.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
+        key = self.key(hidden)
+        k = key.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
+        value = self.value(hidden)
+        v = value.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
         # q @ k^T * scale in one kernel (transpose_b, alpha) instead of matmul(q, k.permute(...)) * scale:
         # bit-identical and faster on CPU (oneflow==0.9.0 is pinned).
         scores = flow._C.matmul(q, k, False, True, self.scale) + ext_mask  # [B, h, L, L]
         probs = self.dropout(flow.softmax(scores, dim=-1))
         context = flow.matmul(probs, v).permute(0, 2, 1, 3).reshape(batch, length, width)
-        return context, (probs if self.attention_output == "probs" else scores)
+        attention = probs if self.attention_output == "probs" else scores
+        if details:
+            return context, attention, (query, key, value, scores, probs)
+        return context, attention
 
 
 class BertSelfOutput(nn.Module):
@@ -173,7 +187,10 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(hidden_size, num_heads, attention_dropout, attention_output)
         self.output = BertSelfOutput(hidden_size, hidden_size, hidden_dropout, layer_norm_eps)
 
-    def forward(self, hidden, ext_mask):
+    def forward(self, hidden, ext_mask, details: bool = False):
+        if details:
+            context, att, extra = self.self(hidden, ext_mask, True)
+            return self.output(context, hidden), att, extra
         context, att = self.self(hidden, ext_mask)
         return self.output(context, hidden), att
 
@@ -189,7 +206,8 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
-    """One transformer block: ``[B, L, H] -> ([B, L, H], [B, h, L, L])``."""
+    """One transformer block: ``[B, L, H] -> ([B, L, H], [B, h, L, L])``; with ``details=True`` a third
+    element, the attention's ``(query, key, value, scores, probs)`` (see ``BertSelfAttention.forward``)."""
 
     def __init__(self, hidden_size, num_heads, intermediate_size, act, hidden_dropout,
                  attention_dropout, attention_output, layer_norm_eps):
@@ -199,7 +217,10 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(hidden_size, intermediate_size, act)
         self.output = BertSelfOutput(intermediate_size, hidden_size, hidden_dropout, layer_norm_eps)
 
-    def forward(self, hidden, ext_mask):
+    def forward(self, hidden, ext_mask, details: bool = False):
+        if details:
+            attended, att, extra = self.attention(hidden, ext_mask, True)
+            return self.output(self.intermediate(attended), attended), att, extra
         attended, att = self.attention(hidden, ext_mask)
         return self.output(self.intermediate(attended), attended), att
 
@@ -397,29 +418,69 @@ class BertForSequenceClassification(nn.Module):
         self.embeddings.check_inputs = check_bool("check_inputs", value)
 
     def forward(
-        self, input_ids: flow.Tensor, input_mask: flow.Tensor, token_type_ids: flow.Tensor,
-        check_inputs: Optional[bool] = None,
-    ) -> Tuple[flow.Tensor, List[flow.Tensor], List[flow.Tensor]]:
+        self, input_ids: flow.Tensor, input_mask: Optional[flow.Tensor] = None,
+        token_type_ids: Optional[flow.Tensor] = None, check_inputs: Optional[bool] = None, *,
+        attention_mask: Optional[flow.Tensor] = None, segment_ids: Optional[flow.Tensor] = None,
+        labels: Optional[flow.Tensor] = None, output_hidden_states: bool = False,
+        output_attentions: bool = False, output_attention_scores: bool = False, output_qkv: bool = False,
+    ) -> Union[Tuple[flow.Tensor, List[flow.Tensor], List[flow.Tensor]], BertOutput]:
         """``[B, L]`` ids, mask, segments -> ``(logits [B, C], reps, atts)`` (see the module doc).
 
         ``check_inputs`` (default: the model's ``check_inputs``) checks in eager mode that every token
-        id is in ``[0, vocab_size)``, every segment id in ``[0, type_vocab_size)`` and every mask entry
-        0 or 1; inside ``nn.Graph`` the values are never checked (they would need a host synchronisation).
+        id is in ``[0, vocab_size)``, every segment id in ``[0, type_vocab_size)``, every mask entry
+        0 or 1 and every class label in ``[0, label_num)``; inside ``nn.Graph`` the values are never
+        checked (they would need a host synchronisation).
+
+        Hugging Face's convention (:mod:`._hf`): ``attention_mask`` and ``segment_ids`` are keyword aliases
+        of ``input_mask`` and ``token_type_ids`` (a name and its alias together: ``TypeError``). With
+        ``labels [B]`` or any of the flags the result is a :class:`~._hf.BertOutput` (an ordered dict,
+        also read by attribute) holding ``logits``, ``reps``, ``atts`` as above plus what was asked for:
+
+        - ``loss`` (``labels``): the training's hard-label loss, cross-entropy (MSE for ``label_num=1``).
+        - ``hidden_states`` (``output_hidden_states``): ``num_hidden_layers + 1`` tensors ``[B, L, H]``,
+          the embedding output then every layer's output, before ``fit_dense`` (for a teacher the same
+          tensors as ``reps``; for a student ``reps[i] = fit_dense(hidden_states[i])``).
+        - ``attentions`` (``output_attentions``): per layer the softmax probabilities after attention
+          dropout ``[B, h, L, L]`` (Hugging Face's ``attentions``).
+        - ``attention_scores`` (``output_attention_scores``): per layer ``q k^T / sqrt(d)`` plus the
+          additive ``-10000`` padding mask, before the softmax ``[B, h, L, L]``.
+        - ``query``, ``key``, ``value`` (``output_qkv``): per layer the three Linear outputs ``[B, L, H]``
+          before the split into heads.
+
+        Without ``labels`` and flags the computation and the returned tuple are exactly as before; with
+        them the same operations run, so ``logits``, ``reps`` and ``atts`` are bit-identical.
         """
+        input_mask = one_of("input_mask", input_mask, "attention_mask", attention_mask, "flow.ones_like(input_ids)")
+        token_type_ids = one_of("token_type_ids", token_type_ids, "segment_ids", segment_ids,
+                                "flow.zeros_like(input_ids)")
+        flags = check_flags(output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                            output_attention_scores=output_attention_scores, output_qkv=output_qkv)
         check_model_inputs(input_ids, input_mask, token_type_ids, self.max_position_embeddings)
-        if self.embeddings.check_inputs if check_inputs is None else check_inputs:
+        check = self.embeddings.check_inputs if check_inputs is None else check_inputs
+        if labels is not None:
+            check_labels(labels, input_ids.shape[0], self.label_num, check)
+        if check:
             check_mask_values(input_mask)
         hidden = self.embed(input_ids, token_type_ids, check_inputs)
         bias = self.attention_bias(input_mask, hidden.dtype)
-        reps, atts = [hidden], []
+        details = flags["output_attentions"] or flags["output_attention_scores"] or flags["output_qkv"]
+        reps, atts, extras = [hidden], [], []
         for layer in self.encoder.layer:
-            hidden, att = layer(hidden, bias)
+            if details:
+                hidden, att, extra = layer(hidden, bias, True)
+                extras.append(extra)
+            else:
+                hidden, att = layer(hidden, bias)
             reps.append(hidden)
             atts.append(att)
         logits = self.classify(hidden)
+        states = reps
         if self.fit_dense is not None:
             reps = [self.fit_dense(rep) for rep in reps]
-        return logits, reps, atts
+        if labels is None and not any(flags.values()):
+            return logits, reps, atts
+        loss = None if labels is None else label_loss(logits, labels)
+        return build_output(logits, reps, atts, states, extras, loss, flags)
 
     def embed(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor,
               check_inputs: Optional[bool] = None) -> flow.Tensor:
@@ -441,16 +502,30 @@ class BertForSequenceClassification(nn.Module):
         return self.embeddings.word_embeddings.weight
 
     @classmethod
-    def from_pretrained(cls, path, label_num: int = 2, **overrides):
+    def from_pretrained(cls, path, label_num: Optional[int] = None, **overrides):
         """Build from a Hugging Face BERT directory (``config.json`` + ``model.safetensors``).
 
+        ``label_num``: default the number of ``id2label`` entries of ``config.json``, else 2.
         ``overrides`` replace configuration values (e.g. ``hidden_dropout_prob=0.0``). Pooler and
         classifier weights missing from the checkpoint keep their fresh initialisation and are
-        listed in ``model.load_report`` (see :func:`load_hf_bert_weights`).
+        listed in ``model.load_report`` (see :func:`load_hf_bert_weights`). A directory written by
+        :meth:`save_pretrained` comes back bit-identical (student, ``fit_size`` and ``attention_output``
+        included).
         """
         from .pretrained import build_from_pretrained
 
         return build_from_pretrained(cls, path, label_num=label_num, **overrides)
+
+    def save_pretrained(self, directory, head: bool = True) -> str:
+        """Write ``config.json`` + ``model.safetensors`` in Hugging Face's BERT layout, atomically per file.
+
+        ``head=True``: ``BertForSequenceClassification``'s names (``bert.*``, ``classifier.*``);
+        ``head=False``: ``BertModel``'s, exactly the all-MiniLM-L6-v2 names (no classifier). See
+        :func:`~knowledge_distill_util.models.pretrained.save_pretrained`. Returns the absolute directory.
+        """
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, directory, head=head)
 
 
 class BertStudentForSequenceClassification(BertForSequenceClassification):
