@@ -9,6 +9,12 @@ the run's :class:`~knowledge_distill_util.training.config.TrainConfig`). Tensor 
 - ``student_logits``, ``teacher_logits``: ``[B, C]`` (``C = 1`` for a regression task);
 - ``student_reps``, ``teacher_reps``: lists of ``[B, L, H]``, embedding output first;
 - ``student_atts``, ``teacher_atts``: lists of ``[B, heads, L, L]``, one per layer;
+- ``student_scores``, ``teacher_scores``: lists of ``[B, heads, L, L]``, one per layer, the attention scores
+  before the softmax (``q k^T / sqrt(d)`` plus the additive padding mask);
+- ``student_values``, ``teacher_values``: lists of ``[B, L, H]``, one per layer, the value projections
+  (the models are called with ``output_attention_scores`` and ``output_qkv`` only for an objective reading
+  these two, :attr:`Objective.reads_attention_details`);
+- ``input_mask``: ``[B, L]`` 0/1, the batch's mask;
 - ``labels``: ``[B]`` int64 class ids, or float32 scores for regression.
 
 Regression (one logit): the hard-label term is the MSE between the logit and the score, and the
@@ -24,6 +30,7 @@ soft-label term is the MSE between the student's and the teacher's predictions
 | ``TINYBERT_INTERMEDIATE`` | ``att_distill + layer_distill`` |
 | ``TINYBERT_PRED`` | ``pred_distill`` |
 | ``TINYBERT_COMBINED`` (the original's one stage, both flags) | ``att_distill + layer_distill + pred_distill`` |
+| ``MINILM`` | ``attention_kl`` (last layers' scores) ``+ relation_kl`` (last layers' values, one relation head per attention head) |
 """
 import inspect
 from dataclasses import dataclass
@@ -33,7 +40,7 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from ..distill import att_distill, layer_distill, pred_distill
-from ..functional import mseloss
+from ..functional import attention_kl, mseloss, relation_kl
 
 __all__ = [
     "Objective",
@@ -53,6 +60,8 @@ __all__ = [
     "TINYBERT_PRED",
     "tinybert_combined_loss",
     "TINYBERT_COMBINED",
+    "minilm_loss",
+    "MINILM",
 ]
 
 Terms = Dict[str, flow.Tensor]
@@ -154,6 +163,25 @@ def tinybert_combined_loss(
     return {"loss": att + layer + pred, "att_distill": att, "layer_distill": layer, "pred_distill": pred}
 
 
+def minilm_loss(
+    args,
+    student_scores: Sequence[flow.Tensor],
+    teacher_scores: Sequence[flow.Tensor],
+    student_values: Sequence[flow.Tensor],
+    teacher_values: Sequence[flow.Tensor],
+    input_mask: flow.Tensor,
+) -> Terms:
+    """MiniLM's deep self-attention distillation (Wang et al. 2020) of the last layers:
+    ``attention_kl(s_scores[-1], t_scores[-1]) + relation_kl(s_values[-1], t_values[-1], R = heads)``,
+    padding keys and query rows excluded by ``input_mask``. The value relation uses the attention heads as
+    relation heads (as MiniLM does), so the widths may differ; the head counts must be equal (the recipe's
+    builder checks it before training)."""
+    heads = student_scores[-1].shape[1]
+    attention = attention_kl(student_scores[-1], teacher_scores[-1].detach(), mask=input_mask)
+    value = relation_kl(student_values[-1], teacher_values[-1], num_relation_heads=heads, mask=input_mask)
+    return {"loss": attention + value, "attention_kl": attention, "value_relation_kl": value}
+
+
 @dataclass(frozen=True)
 class Objective:
     """A loss function ``fn(args, **tensors) -> Terms`` and the names of the terms it returns.
@@ -175,13 +203,19 @@ class Objective:
 
     @property
     def teacher_outputs(self) -> Tuple[str, ...]:
-        """Which teacher outputs (``logits``, ``reps``, ``atts``) the loss reads."""
+        """Which teacher outputs (``logits``, ``reps``, ``atts``, ``scores``, ``values``) the loss reads."""
         return tuple(n[len("teacher_"):] for n in self.inputs if n.startswith("teacher_"))
 
     @property
     def reads_layers(self) -> bool:
         """True when the loss reads hidden states or attentions (of either model)."""
         return any(n.endswith(("_reps", "_atts")) for n in self.inputs)
+
+    @property
+    def reads_attention_details(self) -> bool:
+        """True when the loss reads attention scores or values (``*_scores``, ``*_values``): the models are
+        then called with ``output_attention_scores=True, output_qkv=True``."""
+        return any(n.endswith(("_scores", "_values")) for n in self.inputs)
 
     @property
     def can_cache_teacher_logits(self) -> bool:
@@ -199,3 +233,4 @@ BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distil
 TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"))
 TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"))
 TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"))
+MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"))

@@ -10,9 +10,11 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 
 >>> from knowledge_distill_util.training.recipes import RECIPES
 >>> RECIPES.names()
-['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm']
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
+>>> RECIPES.get("minilm").teacher_outputs
+('logits', 'scores', 'values')
 
 | recipe | student | stages (objective) |
 |---|---|---|
@@ -24,6 +26,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``tinybert`` | BERT student | ``intermediate`` (``TINYBERT_INTERMEDIATE``), ``pred`` (``TINYBERT_PRED``); ``--intermediate_distill`` / ``--pred_distill`` run one; ``combined`` (``TINYBERT_COMBINED``) only with ``--stages combined`` |
 | ``theseus`` | Theseus model | ``theseus`` (``LABELS`` with module replacement), ``successor`` (``LABELS``, the successor alone) |
 | ``lstm`` | (Bi)LSTM, no teacher | ``lstm`` (``LABELS``) |
+| ``minilm`` | BERT student, any width, the teacher's head count | ``minilm`` (``MINILM``), ``pred`` (``TINYBERT_PRED``) |
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
@@ -34,8 +37,8 @@ from ..data import TaskSpec
 from ..models import check_student_teacher
 from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
 from .config import TrainConfig
-from .objectives import (BERT_PKD, BILSTM, KD, LABELS, TINYBERT_COMBINED, TINYBERT_INTERMEDIATE, TINYBERT_PRED,
-                         Objective)
+from .objectives import (BERT_PKD, BILSTM, KD, LABELS, MINILM, TINYBERT_COMBINED, TINYBERT_INTERMEDIATE,
+                         TINYBERT_PRED, Objective)
 from .registry import Registry
 from .theseus import TheseusModel
 
@@ -99,9 +102,9 @@ class Recipe:
 
     @property
     def teacher_outputs(self) -> Tuple[str, ...]:
-        """Teacher outputs read by any stage, in the order logits, reps, atts."""
+        """Teacher outputs read by any stage, in the order logits, reps, atts, scores, values."""
         wanted = {out for objective in self.objectives for out in objective.teacher_outputs}
-        return tuple(out for out in ("logits", "reps", "atts") if out in wanted)
+        return tuple(out for out in ("logits", "reps", "atts", "scores", "values") if out in wanted)
 
     @property
     def reads_layers(self) -> bool:
@@ -176,6 +179,22 @@ def _theseus(ctx: BuildContext) -> nn.Module:
     return model
 
 
+def _minilm(ctx: BuildContext) -> nn.Module:
+    """A BERT student of any width (no ``fit_dense``: the value relation makes widths independent) with
+    the teacher's attention head count (``attention_kl`` compares the heads one to one)."""
+    from .config import ConfigError
+
+    teacher_heads = ctx.teacher.config["num_attention_heads"]
+    if ctx.cfg.student_num_attention_heads != teacher_heads:
+        raise ConfigError(f"student_num_attention_heads is {ctx.cfg.student_num_attention_heads} but teacher "
+                          f"{ctx.cfg.teacher_model} has {teacher_heads} heads; MiniLM compares attention heads one "
+                          f"to one: pass --student_num_attention_heads {teacher_heads}")
+    model = bert_student(ctx.cfg, ctx.spec, ctx.teacher, False)
+    if ctx.cfg.student_model:
+        load_student_weights(model, ctx.cfg.student_model)
+    return model
+
+
 def _tinybert_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
     """Both stages, or only the one flagged by ``--intermediate_distill`` / ``--pred_distill``
     (``combined``, the original's one-stage loss, runs when ``--stages combined`` asks for it)."""
@@ -235,3 +254,8 @@ register_recipe(Recipe(
                   lstm_num_layers=1, bidirectional=False, num_epochs=3, learning_rate=1e-3),
     needs_teacher=False, compared_with=None,
     summary="the (Bi)LSTM on the labels alone, without a teacher (the original's task_lstm.py)"))
+register_recipe(Recipe(
+    "minilm", "MiniLM", _minilm, (StageSpec("minilm", MINILM), StageSpec("pred", TINYBERT_PRED)),
+    defaults=dict(_BERT_STUDENT, temperature=1.0, stage2_num_epochs=3, stage2_learning_rate=5e-5),
+    summary="attention_kl of the last layers' attention scores + relation_kl of their values (Wang et al.), "
+            "then pred_distill; the student may be narrower than the teacher"))

@@ -127,6 +127,16 @@ def model_device(model: nn.Module) -> flow.device:
     return next(model.parameters()).device
 
 
+_DETAIL_FLAGS = dict(output_attention_scores=True, output_qkv=True)
+
+
+def _details(side: str, out) -> Dict:
+    """``{side}_logits/_reps/_atts/_scores/_values`` of a BERT's :class:`~..models.BertOutput` (called with
+    :data:`_DETAIL_FLAGS`): scores and values are per-layer lists ``[B, h, L, L]`` and ``[B, L, H]``."""
+    return {f"{side}_logits": out.logits, f"{side}_reps": out.reps, f"{side}_atts": out.atts,
+            f"{side}_scores": out.attention_scores, f"{side}_values": out.value}
+
+
 class LossStep(nn.Module):
     """``student`` (+ frozen ``teacher``) + an objective: ``forward(batch tensors) -> tuple of loss terms``.
 
@@ -152,6 +162,10 @@ class LossStep(nn.Module):
     def forward(self, input_ids, input_mask, segment_ids, labels, *extras):
         named = dict(zip(self.extra_inputs, extras))
         teacher_logits = named.pop("teacher_logits", None)
+        if self.objective.reads_attention_details:  # MiniLM: scores and values too, by name
+            return self._terms(dict(_details("student", self.student(input_ids, input_mask, segment_ids,
+                                                                      **named, **_DETAIL_FLAGS)),
+                                    labels=labels, input_mask=input_mask), input_ids, input_mask, segment_ids)
         out = self.student(input_ids, input_mask, segment_ids, **named)
         if isinstance(out, (tuple, list)):
             tensors = dict(student_logits=out[0], student_reps=out[1], student_atts=out[2])
@@ -165,6 +179,16 @@ class LossStep(nn.Module):
                 with flow.no_grad():
                     t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
                 tensors.update(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
+        terms = self.objective(self.args, **tensors)
+        return tuple(terms[name] for name in self.objective.terms)
+
+    def _terms(self, tensors, input_ids, input_mask, segment_ids):
+        """The loss terms of an objective reading attention details: the teacher (if read) is called
+        with the same flags as the student."""
+        if self.objective.teacher_outputs:
+            with flow.no_grad():
+                tensors.update(_details("teacher", self.teacher(input_ids, input_mask, segment_ids,
+                                                                **_DETAIL_FLAGS)))
         terms = self.objective(self.args, **tensors)
         return tuple(terms[name] for name in self.objective.terms)
 

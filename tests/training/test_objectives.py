@@ -106,3 +106,48 @@ def test_objective_reads_what_its_function_names():
     assert objectives.KD.can_cache_teacher_logits and not objectives.BERT_PKD.can_cache_teacher_logits
     assert objectives.LABELS.teacher_outputs == () and not objectives.LABELS.can_cache_teacher_logits
     assert objectives.TINYBERT_INTERMEDIATE.terms == ("loss", "att_distill", "layer_distill")
+
+
+def _tiny(hidden, seed):
+    flow.manual_seed(seed)
+    from knowledge_distill_util.models import BertForSequenceClassification
+
+    return BertForSequenceClassification(vocab_size=40, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=16, hidden_dropout_prob=0.0,
+                                         attention_probs_dropout_prob=0.0, label_num=3).eval()
+
+
+@pytest.mark.parametrize("student_hidden", [16, 8])   # the teacher's width, then a narrower student
+def test_minilm_terms_are_attention_kl_and_value_relation_kl_of_the_last_layers(student_hidden):
+    import reference_peer as peer
+    from knowledge_distill_util.functional import attention_kl, relation_kl
+    from knowledge_distill_util.training.trainer import LossStep
+
+    student, teacher = _tiny(student_hidden, 0), _tiny(16, 1)
+    rng = np.random.default_rng(0)
+    ids = flow.tensor(rng.integers(1, 40, (3, 6)))
+    mask = flow.tensor(np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]))
+    segments, labels = flow.zeros_like(ids), flow.tensor([0, 1, 2])
+    step = LossStep(student, teacher, objectives.MINILM, argparse.Namespace())
+    total, att, value = (float(x) for x in step(ids, mask, segments, labels))
+
+    flags = dict(output_attention_scores=True, output_qkv=True)
+    s, t = student(ids, mask, segments, **flags), teacher(ids, mask, segments, **flags)
+    assert s.value[-1].shape[-1] == student_hidden and t.value[-1].shape[-1] == 16
+    want_att = float(attention_kl(s.attention_scores[-1], t.attention_scores[-1], mask=mask))
+    want_value = float(relation_kl(s.value[-1], t.value[-1], num_relation_heads=2, mask=mask))
+    assert (att, value) == (want_att, want_value)
+    assert total == float(np.float32(want_att) + np.float32(want_value))   # summed in float32
+    assert att > 0 and value > 0
+    np_mask = mask.numpy()                                     # and against the float64 references
+    np.testing.assert_allclose(att, peer.attention_kl(s.attention_scores[-1].numpy(),
+                                                      t.attention_scores[-1].numpy(), np_mask), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(value, peer.relation_kl(s.value[-1].numpy(), t.value[-1].numpy(), 2, np_mask),
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_minilm_objective_reads_scores_and_values():
+    assert objectives.MINILM.teacher_outputs == ("scores", "values") and objectives.MINILM.reads_attention_details
+    assert not objectives.MINILM.can_cache_teacher_logits and not objectives.MINILM.reads_layers
+    assert not any(o.reads_attention_details for o in (objectives.KD, objectives.BERT_PKD,
+                                                       objectives.TINYBERT_INTERMEDIATE, objectives.LABELS))

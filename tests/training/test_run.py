@@ -11,7 +11,8 @@ import pytest
 from training.conftest import PYTHON, TIMEOUT, TINY_STUDENT, TINY_TEACHER, recipe_args, train_cli
 
 STAGES = {"baseline": ["baseline"], "kd": ["kd"], "bilstm": ["bilstm"], "bert_pkd": ["bert_pkd"],
-          "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"]}
+          "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"],
+          "minilm": ["minilm", "pred"]}
 
 
 @pytest.mark.parametrize("recipe", sorted(STAGES))
@@ -84,6 +85,26 @@ def test_two_stage_recipes_in_graph(workspace, recipe):
     assert done.returncode == 0, done.stderr[-2000:]
     config = json.loads((workspace["root"] / f"{recipe}_graph" / "results" / "config.json").read_text())
     assert config["use_graph"] is True
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_minilm_distils_a_narrower_student(workspace, graph):
+    """MiniLM with a student half the teacher's width (16 vs 32, both 2 heads): no projection is needed."""
+    tag = f"minilm_narrow{'_graph' if graph else ''}"
+    done = train_cli(*recipe_args(workspace, "minilm", tag), "--student_hidden_size", "16",
+                     "--student_intermediate_size", "32", *(["--use_graph"] if graph else []))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (workspace["root"] / tag / "results" / "minilm_losses.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,lr,seconds,loss,attention_kl,value_relation_kl") and len(rows) == 4
+    assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
+    config = json.loads((workspace["root"] / tag / "model" / "model_config.json").read_text())["config"]
+    assert config["hidden_size"] == 16 and not config.get("is_student")
+
+
+def test_minilm_needs_the_teachers_head_count(workspace):
+    done = train_cli(*recipe_args(workspace, "minilm", "minilm_heads"), "--student_num_attention_heads", "4")
+    _assert_stops_before_training(done, r"student_num_attention_heads is 4 but teacher .* has 2 heads; MiniLM "
+                                        r"compares attention heads one to one: pass --student_num_attention_heads 2")
 
 
 def _assert_stops_before_training(done, pattern):
