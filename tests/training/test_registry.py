@@ -24,7 +24,9 @@ def test_registry_refuses_duplicates_and_lists_names():
 
 
 def test_builtin_recipes_state_what_they_need():
-    assert RECIPES.names() == ["teacher", "baseline", "kd", "bilstm", "bert_pkd", "tinybert", "theseus", "lstm"]
+    assert RECIPES.names() == ["teacher", "baseline", "kd", "bilstm", "bert_pkd", "tinybert", "theseus", "lstm",
+                              "minilm"]
+    assert RECIPES.get("minilm").teacher_outputs == ("logits", "scores", "values")   # logits: its pred stage
     assert not RECIPES.get("lstm").needs_teacher and not RECIPES.get("lstm").trains_teacher
     assert RECIPES.get("tinybert").teacher_outputs == ("logits", "reps", "atts")
     assert RECIPES.get("kd").teacher_outputs == ("logits",) and not RECIPES.get("kd").reads_layers
