@@ -98,6 +98,11 @@ class TrainConfig:
     stage2_num_epochs: float = _key(3.0, "epochs of the second stage")
     stage2_learning_rate: float = _key(5e-5, "peak learning rate of the second stage")
     replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
+    num_relation_heads: int = _key(12, "MiniLMv2: relation heads of the query/key/value relations (must divide "
+                                       "the student's and the teacher's hidden sizes)")
+    minilm_teacher_layer: int = _key(-1, "MiniLMv2: the teacher layer distilled into the student's last layer "
+                                         "(0-based; -1: the last; the paper takes an upper-middle layer of large "
+                                         "teachers)")
     # BERT student
     student_num_hidden_layers: int = _key(4, "student layers")
     student_hidden_size: int = _key(312, "student hidden size")

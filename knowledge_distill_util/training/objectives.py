@@ -11,9 +11,9 @@ the run's :class:`~knowledge_distill_util.training.config.TrainConfig`). Tensor 
 - ``student_atts``, ``teacher_atts``: lists of ``[B, heads, L, L]``, one per layer;
 - ``student_scores``, ``teacher_scores``: lists of ``[B, heads, L, L]``, one per layer, the attention scores
   before the softmax (``q k^T / sqrt(d)`` plus the additive padding mask);
-- ``student_values``, ``teacher_values``: lists of ``[B, L, H]``, one per layer, the value projections
-  (the models are called with ``output_attention_scores`` and ``output_qkv`` only for an objective reading
-  these two, :attr:`Objective.reads_attention_details`);
+- ``student_values``, ``teacher_values`` (and ``_queries``, ``_keys``): lists of ``[B, L, H]``, one per
+  layer, the value (query, key) projections (the models are called with ``output_attention_scores`` and
+  ``output_qkv`` only for an objective reading these, :attr:`Objective.reads_attention_details`);
 - ``input_mask``: ``[B, L]`` 0/1, the batch's mask;
 - ``labels``: ``[B]`` int64 class ids, or float32 scores for regression.
 
@@ -31,6 +31,7 @@ soft-label term is the MSE between the student's and the teacher's predictions
 | ``TINYBERT_PRED`` | ``pred_distill`` |
 | ``TINYBERT_COMBINED`` (the original's one stage, both flags) | ``att_distill + layer_distill + pred_distill`` |
 | ``MINILM`` | ``attention_kl`` (last layers' scores) ``+ relation_kl`` (last layers' values, one relation head per attention head) |
+| ``MINILM_V2`` | ``relation_kl`` of queries ``+`` keys ``+`` values (student's last layer, teacher's ``minilm_teacher_layer``, ``num_relation_heads``) |
 """
 import inspect
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ __all__ = [
     "TINYBERT_COMBINED",
     "minilm_loss",
     "MINILM",
+    "minilm_v2_loss",
+    "MINILM_V2",
 ]
 
 Terms = Dict[str, flow.Tensor]
@@ -182,6 +185,29 @@ def minilm_loss(
     return {"loss": attention + value, "attention_kl": attention, "value_relation_kl": value}
 
 
+def minilm_v2_loss(
+    args,
+    student_queries: Sequence[flow.Tensor],
+    teacher_queries: Sequence[flow.Tensor],
+    student_keys: Sequence[flow.Tensor],
+    teacher_keys: Sequence[flow.Tensor],
+    student_values: Sequence[flow.Tensor],
+    teacher_values: Sequence[flow.Tensor],
+    input_mask: flow.Tensor,
+) -> Terms:
+    """MiniLMv2's multi-head self-attention relation distillation (Wang et al. 2021): with
+    ``R = args.num_relation_heads`` and teacher layer ``l = args.minilm_teacher_layer`` (0-based, -1 the last),
+    ``relation_kl(s_q[-1], t_q[l]) + relation_kl(s_k[-1], t_k[l]) + relation_kl(s_v[-1], t_v[l])``
+    (query-query, key-key and value-value relations), padding excluded by ``input_mask``; ``R`` divides both
+    widths (the recipe's builder checks it before training)."""
+    heads, layer = args.num_relation_heads, args.minilm_teacher_layer
+    terms = {name: relation_kl(s[-1], t[layer], num_relation_heads=heads, mask=input_mask)
+             for name, s, t in (("query_relation_kl", student_queries, teacher_queries),
+                                ("key_relation_kl", student_keys, teacher_keys),
+                                ("value_relation_kl", student_values, teacher_values))}
+    return dict(loss=terms["query_relation_kl"] + terms["key_relation_kl"] + terms["value_relation_kl"], **terms)
+
+
 @dataclass(frozen=True)
 class Objective:
     """A loss function ``fn(args, **tensors) -> Terms`` and the names of the terms it returns.
@@ -203,7 +229,8 @@ class Objective:
 
     @property
     def teacher_outputs(self) -> Tuple[str, ...]:
-        """Which teacher outputs (``logits``, ``reps``, ``atts``, ``scores``, ``values``) the loss reads."""
+        """Which teacher outputs (``logits``, ``reps``, ``atts``, ``scores``, ``queries``, ``keys``,
+        ``values``) the loss reads."""
         return tuple(n[len("teacher_"):] for n in self.inputs if n.startswith("teacher_"))
 
     @property
@@ -213,9 +240,9 @@ class Objective:
 
     @property
     def reads_attention_details(self) -> bool:
-        """True when the loss reads attention scores or values (``*_scores``, ``*_values``): the models are
+        """True when the loss reads attention scores, queries, keys or values: the models are
         then called with ``output_attention_scores=True, output_qkv=True``."""
-        return any(n.endswith(("_scores", "_values")) for n in self.inputs)
+        return any(n.endswith(("_scores", "_queries", "_keys", "_values")) for n in self.inputs)
 
     @property
     def can_cache_teacher_logits(self) -> bool:
@@ -234,3 +261,4 @@ TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_dist
 TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"))
 TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"))
 MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"))
+MINILM_V2 = Objective(minilm_v2_loss, ("loss", "query_relation_kl", "key_relation_kl", "value_relation_kl"))

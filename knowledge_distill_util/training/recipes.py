@@ -10,7 +10,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 
 >>> from knowledge_distill_util.training.recipes import RECIPES
 >>> RECIPES.names()
-['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm']
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
 >>> RECIPES.get("minilm").teacher_outputs
@@ -27,6 +27,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``theseus`` | Theseus model | ``theseus`` (``LABELS`` with module replacement), ``successor`` (``LABELS``, the successor alone) |
 | ``lstm`` | (Bi)LSTM, no teacher | ``lstm`` (``LABELS``) |
 | ``minilm`` | BERT student, any width, the teacher's head count | ``minilm`` (``MINILM``), ``pred`` (``TINYBERT_PRED``) |
+| ``minilm_v2`` | BERT student, any width and head count | ``minilm_v2`` (``MINILM_V2``), ``pred`` (``TINYBERT_PRED``) |
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
@@ -37,8 +38,8 @@ from ..data import TaskSpec
 from ..models import check_student_teacher
 from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
 from .config import TrainConfig
-from .objectives import (BERT_PKD, BILSTM, KD, LABELS, MINILM, TINYBERT_COMBINED, TINYBERT_INTERMEDIATE,
-                         TINYBERT_PRED, Objective)
+from .objectives import (BERT_PKD, BILSTM, KD, LABELS, MINILM, MINILM_V2, TINYBERT_COMBINED,
+                         TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective)
 from .registry import Registry
 from .theseus import TheseusModel
 
@@ -102,9 +103,10 @@ class Recipe:
 
     @property
     def teacher_outputs(self) -> Tuple[str, ...]:
-        """Teacher outputs read by any stage, in the order logits, reps, atts, scores, values."""
+        """Teacher outputs read by any stage, in the order logits, reps, atts, scores, queries, keys, values."""
         wanted = {out for objective in self.objectives for out in objective.teacher_outputs}
-        return tuple(out for out in ("logits", "reps", "atts", "scores", "values") if out in wanted)
+        order = ("logits", "reps", "atts", "scores", "queries", "keys", "values")
+        return tuple(out for out in order if out in wanted)
 
     @property
     def reads_layers(self) -> bool:
@@ -195,6 +197,27 @@ def _minilm(ctx: BuildContext) -> nn.Module:
     return model
 
 
+def _minilm_v2(ctx: BuildContext) -> nn.Module:
+    """A BERT student of any width and head count; ``num_relation_heads`` must divide both hidden sizes and
+    ``minilm_teacher_layer`` must name a teacher layer."""
+    from .config import ConfigError
+
+    cfg, tconf = ctx.cfg, ctx.teacher.config
+    layers = tconf["num_hidden_layers"]
+    if not -layers <= cfg.minilm_teacher_layer < layers:
+        raise ConfigError(f"minilm_teacher_layer {cfg.minilm_teacher_layer} is not a layer of teacher "
+                          f"{cfg.teacher_model}, which has {layers}; pass a layer from 0 to {layers - 1} (-1: the last)")
+    teacher_width = f"teacher {cfg.teacher_model}'s hidden size"
+    for who, width in (("student_hidden_size", cfg.student_hidden_size), (teacher_width, tconf["hidden_size"])):
+        if width % cfg.num_relation_heads:
+            raise ConfigError(f"num_relation_heads {cfg.num_relation_heads} does not divide {who} {width}; pass a "
+                              f"--num_relation_heads dividing both {cfg.student_hidden_size} and {tconf['hidden_size']}")
+    model = bert_student(cfg, ctx.spec, ctx.teacher, False)
+    if cfg.student_model:
+        load_student_weights(model, cfg.student_model)
+    return model
+
+
 def _tinybert_stages(cfg: TrainConfig) -> Optional[Sequence[str]]:
     """Both stages, or only the one flagged by ``--intermediate_distill`` / ``--pred_distill``
     (``combined``, the original's one-stage loss, runs when ``--stages combined`` asks for it)."""
@@ -259,3 +282,9 @@ register_recipe(Recipe(
     defaults=dict(_BERT_STUDENT, temperature=1.0, stage2_num_epochs=3, stage2_learning_rate=5e-5),
     summary="attention_kl of the last layers' attention scores + relation_kl of their values (Wang et al.), "
             "then pred_distill; the student may be narrower than the teacher"))
+register_recipe(Recipe(
+    "minilm_v2", "MiniLMv2", _minilm_v2, (StageSpec("minilm_v2", MINILM_V2), StageSpec("pred", TINYBERT_PRED)),
+    defaults=dict(_BERT_STUDENT, num_relation_heads=12, minilm_teacher_layer=-1, temperature=1.0,
+                  stage2_num_epochs=3, stage2_learning_rate=5e-5),
+    summary="relation_kl of queries, keys and values (student's last layer, teacher's minilm_teacher_layer, "
+            "num_relation_heads; Wang et al.), then pred_distill; any student width and head count"))

@@ -131,10 +131,11 @@ _DETAIL_FLAGS = dict(output_attention_scores=True, output_qkv=True)
 
 
 def _details(side: str, out) -> Dict:
-    """``{side}_logits/_reps/_atts/_scores/_values`` of a BERT's :class:`~..models.BertOutput` (called with
-    :data:`_DETAIL_FLAGS`): scores and values are per-layer lists ``[B, h, L, L]`` and ``[B, L, H]``."""
+    """``{side}_logits/_reps/_atts/_scores/_queries/_keys/_values`` of a BERT's :class:`~..models.BertOutput`
+    (called with :data:`_DETAIL_FLAGS`): per-layer lists, scores ``[B, h, L, L]``, the others ``[B, L, H]``."""
     return {f"{side}_logits": out.logits, f"{side}_reps": out.reps, f"{side}_atts": out.atts,
-            f"{side}_scores": out.attention_scores, f"{side}_values": out.value}
+            f"{side}_scores": out.attention_scores, f"{side}_queries": out.query, f"{side}_keys": out.key,
+            f"{side}_values": out.value}
 
 
 class LossStep(nn.Module):

@@ -40,7 +40,7 @@ _POSITIVE_INTS = ("batch_size_per_device", "eval_batch_size", "seq_length", "che
                   "student_num_attention_heads", "teacher_num_hidden_layers", "teacher_hidden_size",
                   "teacher_intermediate_size", "teacher_num_attention_heads", "lstm_embedding_size",
                   "lstm_hidden_size", "lstm_intermediate_size", "lstm_num_layers", "train_data_part_num",
-                  "eval_data_part_num")
+                  "eval_data_part_num", "num_relation_heads")
 _NON_NEGATIVE_INTS = ("seed", "max_steps", "max_train_examples", "max_eval_examples", "train_example_num",
                       "eval_example_num")
 _OPTIONAL_POSITIVE_INTS = ("teacher_seq_length", "student_vocab_size")

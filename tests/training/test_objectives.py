@@ -148,6 +148,35 @@ def test_minilm_terms_are_attention_kl_and_value_relation_kl_of_the_last_layers(
 
 def test_minilm_objective_reads_scores_and_values():
     assert objectives.MINILM.teacher_outputs == ("scores", "values") and objectives.MINILM.reads_attention_details
+    assert objectives.MINILM_V2.teacher_outputs == ("queries", "keys", "values")
+    assert objectives.MINILM_V2.reads_attention_details
     assert not objectives.MINILM.can_cache_teacher_logits and not objectives.MINILM.reads_layers
     assert not any(o.reads_attention_details for o in (objectives.KD, objectives.BERT_PKD,
                                                        objectives.TINYBERT_INTERMEDIATE, objectives.LABELS))
+
+
+@pytest.mark.parametrize("layer", [-1, 0])
+def test_minilm_v2_terms_are_qkv_relation_kl_of_the_chosen_teacher_layer(layer):
+    import reference_peer as peer
+    from knowledge_distill_util.functional import relation_kl
+    from knowledge_distill_util.training.trainer import LossStep
+
+    student, teacher = _tiny(8, 0), _tiny(16, 1)            # a narrower student
+    rng = np.random.default_rng(1)
+    ids = flow.tensor(rng.integers(1, 40, (3, 6)))
+    mask = flow.tensor(np.array([[1] * 6, [1] * 5 + [0], [1] * 3 + [0] * 3]))
+    args = argparse.Namespace(num_relation_heads=4, minilm_teacher_layer=layer)
+    step = LossStep(student, teacher, objectives.MINILM_V2, args)
+    total, query, key, value = (float(x) for x in step(ids, mask, flow.zeros_like(ids), flow.tensor([0, 1, 2])))
+
+    flags = dict(output_attention_scores=True, output_qkv=True)
+    s, t = student(ids, mask, flow.zeros_like(ids), **flags), teacher(ids, mask, flow.zeros_like(ids), **flags)
+    want = [float(relation_kl(s[name][-1], t[name][layer], num_relation_heads=4, mask=mask))
+            for name in ("query", "key", "value")]
+    assert [query, key, value] == want and min(want) > 0
+    assert total == float(np.float32(want[0]) + np.float32(want[1]) + np.float32(want[2]))
+    for got, name in zip(want, ("query", "key", "value")):
+        np.testing.assert_allclose(got, peer.relation_kl(s[name][-1].numpy(), t[name][layer].numpy(), 4,
+                                                         mask.numpy()), rtol=1e-4, atol=1e-7)
+    assert layer == 0 or want != [float(relation_kl(s[n][-1], t[n][0], num_relation_heads=4, mask=mask))
+                                  for n in ("query", "key", "value")]   # the layer choice matters

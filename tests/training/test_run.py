@@ -107,6 +107,30 @@ def test_minilm_needs_the_teachers_head_count(workspace):
                                         r"compares attention heads one to one: pass --student_num_attention_heads 2")
 
 
+def test_minilm_v2_distils_a_narrower_student_with_other_heads(workspace):
+    """MiniLMv2: student 16 wide with 4 heads, teacher 32 wide with 2, 4 relation heads, teacher layer 0 of 2."""
+    done = train_cli(*recipe_args(workspace, "minilm_v2", "minilm_v2"), "--student_hidden_size", "16",
+                     "--student_intermediate_size", "32", "--student_num_attention_heads", "4",
+                     "--num_relation_heads", "4", "--minilm_teacher_layer", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = workspace["root"] / "minilm_v2" / "results"
+    rows = (results / "minilm_v2_losses.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,lr,seconds,loss,query_relation_kl,key_relation_kl,value_relation_kl")
+    assert len(rows) == 4 and len((results / "pred_losses.csv").read_text().splitlines()) == 4
+    assert json.loads((results / "config.json").read_text())["minilm_teacher_layer"] == 0
+
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["--num_relation_heads", "12"], r"num_relation_heads 12 does not divide student_hidden_size 32; pass a "
+                                     r"--num_relation_heads dividing both 32 and 32"),
+    (["--num_relation_heads", "2", "--minilm_teacher_layer", "2"],
+     r"minilm_teacher_layer 2 is not a layer of teacher .*, which has 2; pass a layer from 0 to 1 \(-1: the last\)"),
+    (["--num_relation_heads", "0"], r"--num_relation_heads must be a positive integer, got 0"),
+])
+def test_minilm_v2_bad_relation_settings_stop_before_training(workspace, flags, pattern):
+    _assert_stops_before_training(train_cli(*recipe_args(workspace, "minilm_v2", "minilm_v2_bad"), *flags), pattern)
+
+
 def _assert_stops_before_training(done, pattern):
     import re
 
