@@ -18,6 +18,7 @@ from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import save_snapshot
 from knowledge_distill_util.training import original
 from knowledge_distill_util.training import run as run_module
+from knowledge_distill_util.training import teacher_cache
 from knowledge_distill_util.training.config import ConfigError, TrainConfig
 from knowledge_distill_util.training.evaluate import predict
 from knowledge_distill_util.training.validation import validate_config
@@ -180,7 +181,7 @@ def _write_cache(path, logits, fingerprint, teacher):
 
 def test_a_student_caches_under_its_own_model_save_dir_and_never_writes_the_teacher(tmp_path):
     cfg, teacher, data, teacher_dir = _tiny_setup(tmp_path)
-    logits = run_module.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir)
+    logits = teacher_cache.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir)
     np.testing.assert_array_equal(logits, predict(teacher, data.train, 5)[0])
     assert os.listdir(teacher_dir) == []
     stored = np.load(tmp_path / "student" / "teacher_logits.npz")
@@ -188,8 +189,8 @@ def test_a_student_caches_under_its_own_model_save_dir_and_never_writes_the_teac
     # a valid cache written by the teacher's own run is read (and still not written)
     own = os.path.join(teacher_dir, "train_logits.npz")
     marked = logits + 1
-    _write_cache(own, marked, "fp-0", run_module._teacher_identity(teacher_dir))
-    np.testing.assert_array_equal(run_module.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir),
+    _write_cache(own, marked, "fp-0", teacher_cache._teacher_identity(teacher_dir))
+    np.testing.assert_array_equal(teacher_cache.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir),
                                   marked)
 
 
@@ -200,14 +201,14 @@ def test_a_damaged_cache_of_the_right_fingerprint_is_rebuilt_with_one_warning(tm
     stored = {"wrong shape": expected[:5], "wrong dtype": expected.astype(np.float64),
               "nan": np.where(np.arange(expected.size).reshape(expected.shape) == 4, np.nan, expected),
               "inf": np.full_like(expected, np.inf)}[bad].astype(np.float64 if bad == "wrong dtype" else np.float32)
-    identity = run_module._teacher_identity(teacher_dir)
+    identity = teacher_cache._teacher_identity(teacher_dir)
     os.makedirs(cfg.model_save_dir)
     cache = os.path.join(cfg.model_save_dir, "teacher_logits.npz")
     _write_cache(cache, stored, "fp-0", identity)
     _write_cache(os.path.join(teacher_dir, "train_logits.npz"), stored, "fp-0", identity)  # the teacher's, too
     before = _tree_digest(teacher_dir)
     with caplog.at_level(logging.WARNING, logger="knowledge_distill_util"):
-        logits = run_module.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir)
+        logits = teacher_cache.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir)
     np.testing.assert_array_equal(logits, expected)
     np.testing.assert_array_equal(np.load(cache)["logits"], expected)        # rebuilt in place
     assert _tree_digest(teacher_dir) == before                                  # the teacher's is never written
@@ -220,9 +221,9 @@ def test_a_cache_of_another_teacher_or_data_is_not_used(tmp_path):
     expected = predict(teacher, data.train, 5)[0]
     os.makedirs(cfg.model_save_dir)
     cache = os.path.join(cfg.model_save_dir, "teacher_logits.npz")
-    for fingerprint, identity in (("fp-0", "/elsewhere@1"), ("fp-1", run_module._teacher_identity(teacher_dir))):
+    for fingerprint, identity in (("fp-0", "/elsewhere@1"), ("fp-1", teacher_cache._teacher_identity(teacher_dir))):
         _write_cache(cache, expected + 1, fingerprint, identity)
-        np.testing.assert_array_equal(run_module.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir),
+        np.testing.assert_array_equal(teacher_cache.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir),
                                       expected)
 
 
@@ -238,7 +239,7 @@ def test_a_file_that_is_not_a_cache_is_refused_and_left_untouched(tmp_path, cont
         target.write_bytes(content)
     before = target.read_bytes()
     for check in (lambda: run_module.check_run_directory(cfg),
-                  lambda: run_module.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir)):
+                  lambda: teacher_cache.teacher_logits(cfg, teacher, {"seq_length": 6}, data, teacher_dir)):
         with pytest.raises(ConfigError, match=rf"^{re.escape(str(target))} exists but is not a teacher-logits cache"):
             check()
     assert target.read_bytes() == before
