@@ -41,7 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_PREFIX = "BENCHMARK-RESULT "
@@ -434,7 +434,11 @@ def find_torch_python(requested: Optional[str]) -> Optional[str]:
     return None
 
 
-def _run(python: str, impl: str, indices: List[int], args) -> List[Optional[Dict]]:
+WORKER_TRIES = 3  # a worker killed by a signal (OneFlow 0.9's rare graph-runtime segfault) is run again
+
+
+def _run_once(python: str, impl: str, indices: List[int], args) -> Tuple[int, List[Dict], str]:
+    """One measuring process: (its exit code, the results it printed, the tail of its stderr)."""
     command = [python, os.path.abspath(__file__), "--worker", impl, "--cases", ",".join(map(str, indices)),
                "--device", args.device, "--repeat", str(args.repeat)]
     if args.quick:
@@ -445,15 +449,25 @@ def _run(python: str, impl: str, indices: List[int], args) -> List[Optional[Dict
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
-        print(f"[benchmark] {impl} timed out after {args.timeout} s", file=sys.stderr)
-        return [None] * len(indices)
+        return 0, [], f"timed out after {args.timeout} s"
     results = [json.loads(line[len(RESULT_PREFIX):]) for line in done.stdout.splitlines()
                if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or len(results) != len(indices):
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        print(f"[benchmark] {impl} failed (exit {done.returncode}):\n{tail}", file=sys.stderr)
-        results += [None] * (len(indices) - len(results))
-    return results
+    return done.returncode, results, "\n".join(done.stderr.strip().splitlines()[-5:])
+
+
+def _run(python: str, impl: str, indices: List[int], args) -> List[Optional[Dict]]:
+    """The results for ``indices`` (``None`` for those never measured). The cases a worker killed by a
+    signal did not reach are measured again in a new process, up to ``WORKER_TRIES`` processes in all."""
+    results: List[Dict] = []
+    for _ in range(WORKER_TRIES):
+        code, new, tail = _run_once(python, impl, indices[len(results):], args)
+        results += new
+        if len(results) == len(indices):
+            return results
+        print(f"[benchmark] {impl} failed (exit {code}):\n{tail}", file=sys.stderr)
+        if code >= 0:  # an ordinary failure or a timeout: running it again would fail again
+            break
+    return results + [None] * (len(indices) - len(results))
 
 
 def _ratio(numerator, denominator) -> Optional[float]:

@@ -24,17 +24,17 @@ def quick_run(tmp_path_factory):
     done = _run("--quick", "--device", "cpu", "--json", str(path))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     with open(path) as f:
-        return done.stdout, json.load(f)
+        return done, json.load(f)
 
 
 def test_quick_run_writes_every_case_with_the_documented_keys(quick_run):
-    _, rows = quick_run
+    done, rows = quick_run
     assert [row["case"] for row in rows] == ["soft_ce", "soft_ce", "layer_distill", "att_distill", "kl_div",
                                              "attention_kl", "relation_kl", "kl_div:kernel", "relation_kl:kernel"]
     for row in rows:
         assert KEYS <= set(row), KEYS - set(row)
         for key in ("ours_ms", "original_ms", "graph_ms", "eager_step_ms", "eager_step_none_ms"):
-            assert row[key] > 0, (row["case"], key, row[key])
+            assert row[key] is not None and row[key] > 0, (row["case"], key, row[key], done.stderr[-3000:])
         assert row["speedup_vs_original"] == pytest.approx(row["original_ms"] / row["ours_ms"])
         if row["ours_peak_mb"] is not None and row["original_peak_mb"]:
             assert row["memory_ratio"] == pytest.approx(row["ours_peak_mb"] / row["original_peak_mb"])
@@ -43,8 +43,8 @@ def test_quick_run_writes_every_case_with_the_documented_keys(quick_run):
 
 
 def test_quick_run_prints_the_same_rows_as_a_table(quick_run):
-    stdout, rows = quick_run
-    lines = stdout.splitlines()
+    done, rows = quick_run
+    lines = done.stdout.splitlines()
     assert lines[0].split()[:4] == ["case", "shape", "ours", "ms"]
     body = [line for line in lines[2:] if not line.startswith("note:")]
     assert [line.split()[0] for line in body] == [row["case"] for row in rows]
@@ -106,3 +106,48 @@ def test_scaling_quick_rows(tmp_path):
         assert row["samples_per_s"] > 0 and row["steps_timed"] == 2
         assert row["efficiency"] == pytest.approx(row["samples_per_s"] / (2 * rows[0]["samples_per_s"]), abs=1e-3)
     assert "| kd | eager | jobs | 2 | 4 |" in done.stdout
+
+
+def _benchmark_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("kdu_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_worker_killed_by_a_signal_is_run_again_for_the_cases_it_did_not_reach(monkeypatch):
+    benchmark = _benchmark_module()
+    calls = []
+
+    def fake_run_once(python, impl, indices, args):
+        calls.append(list(indices))
+        if len(calls) == 1:  # measures case 0, then dies by SIGSEGV
+            return -11, [{"ms": 1.0, "peak_mb": None}], "Segmentation fault"
+        return 0, [{"ms": 2.0, "peak_mb": None} for _ in indices], ""
+
+    monkeypatch.setattr(benchmark, "_run_once", fake_run_once)
+    results = benchmark._run("python", "graph", [4, 5, 6], args=None)
+    assert calls == [[4, 5, 6], [5, 6]]
+    assert [r["ms"] for r in results] == [1.0, 2.0, 2.0]
+
+
+def test_an_ordinary_worker_failure_is_not_run_again(monkeypatch):
+    benchmark = _benchmark_module()
+    calls = []
+
+    def fake_run_once(python, impl, indices, args):
+        calls.append(list(indices))
+        return 1, [], "Traceback: ValueError"
+
+    monkeypatch.setattr(benchmark, "_run_once", fake_run_once)
+    assert benchmark._run("python", "ours", [0, 1], args=None) == [None, None]
+    assert calls == [[0, 1]]
+
+
+def test_a_worker_that_keeps_crashing_is_given_up_after_the_allowed_tries(monkeypatch):
+    benchmark = _benchmark_module()
+    calls = []
+    monkeypatch.setattr(benchmark, "_run_once", lambda *a: calls.append(1) or (-11, [], "Segmentation fault"))
+    assert benchmark._run("python", "graph", [0], args=None) == [None]
+    assert len(calls) == benchmark.WORKER_TRIES
