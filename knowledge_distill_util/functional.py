@@ -25,6 +25,7 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from . import _kernels
+from ._vocab import VOCAB_ALIGNMENTS, align_vocabularies, uld_rows
 from ._checks import (
     check_choice,
     check_mask,
@@ -56,6 +57,7 @@ __all__ = [
     "fsp_loss",
     "mmd_loss",
     "average_logits",
+    "VOCAB_ALIGNMENTS",
 ]
 
 #: Attention entries ``<= ATTENTION_MASK_THRESHOLD`` (the additive ``-10000`` padding mask, ``-inf``)
@@ -95,6 +97,7 @@ def soft_cross_entropy(
     reduction: str = "mean",
     temperature_scaling: bool = False,
     mask: Optional[flow.Tensor] = None,
+    vocab_alignment: Optional[str] = None,
 ) -> flow.Tensor:
     r"""Soft-label cross entropy; by default the mean over **all elements** (the original reduction).
 
@@ -125,6 +128,8 @@ def soft_cross_entropy(
         reduction: ``"mean"``, ``"batchmean"``, ``"sum"`` or ``"none"``.
         temperature_scaling: multiply each row loss by ``T_s * T_t``.
         mask: optional 0/1 tensor of the leading shape ``[...]`` (e.g. valid tokens ``[B, L]``).
+        vocab_alignment: ``None`` (the last dims must be equal), ``"truncate"`` or ``"uld"`` for a student
+            and teacher of different vocabularies (see :mod:`knowledge_distill_util._vocab`).
 
     Returns:
         a scalar tensor, or ``[...]`` for ``reduction="none"``.
@@ -139,10 +144,9 @@ def soft_cross_entropy(
         >>> round(soft_cross_entropy(s, s, reduction="batchmean").item(), 4)  # the row's entropy
         0.8324
     """
-    return checked_soft_cross_entropy(
-        predicts, targets, student_temperature, teacher_temperature, names=("predicts", "targets"),
-        reduction=reduction, temperature_scaling=temperature_scaling, mask=mask,
-    )
+    return _soft_target_loss(predicts, targets, student_temperature, teacher_temperature, ("predicts", "targets"),
+                             reduction=reduction, temperature_scaling=temperature_scaling, mask=mask, kl=False,
+                             vocab_alignment=vocab_alignment)
 
 
 def checked_soft_cross_entropy(
@@ -156,7 +160,9 @@ def checked_soft_cross_entropy(
     temperature_scaling: bool = False,
     mask: Optional[flow.Tensor] = None,
 ) -> flow.Tensor:
-    """:func:`soft_cross_entropy` whose error messages call the two inputs ``names``."""
+    """:func:`soft_cross_entropy` whose error messages call the two inputs ``names`` (the original
+    operator's: logits of different shapes, vocabularies included, are refused by :func:`check_pair`)."""
+    check_pair(names[0], predicts, names[1], targets)
     return _soft_target_loss(predicts, targets, student_temperature, teacher_temperature, names,
                              reduction=reduction, temperature_scaling=temperature_scaling, mask=mask, kl=False)
 
@@ -170,6 +176,7 @@ def kl_div(
     reduction: str = "batchmean",
     temperature_scaling: bool = False,
     mask: Optional[flow.Tensor] = None,
+    vocab_alignment: Optional[str] = None,
 ) -> flow.Tensor:
     r"""KL divergence :math:`\mathrm{KL}(p_t \,\|\, p_s)` of softened distributions (DistilBERT, TextBrewer).
 
@@ -191,6 +198,7 @@ def kl_div(
         reduction: ``"batchmean"`` (default), ``"mean"``, ``"sum"`` or ``"none"``.
         temperature_scaling: multiply each row loss by ``T_s * T_t``.
         mask: optional 0/1 tensor of the leading shape ``[...]``.
+        vocab_alignment: ``None`` (equal last dims), ``"truncate"`` or ``"uld"``, as :func:`soft_cross_entropy`.
 
     Returns:
         a scalar tensor, or ``[...]`` for ``reduction="none"``.
@@ -207,14 +215,16 @@ def kl_div(
     """
     return _soft_target_loss(predicts, targets, student_temperature, teacher_temperature,
                              ("predicts", "targets"), reduction=reduction,
-                             temperature_scaling=temperature_scaling, mask=mask, kl=True)
+                             temperature_scaling=temperature_scaling, mask=mask, kl=True,
+                             vocab_alignment=vocab_alignment)
 
 
-def _soft_target_loss(predicts, targets, student_temperature, teacher_temperature, names, *,
-                      reduction: str, temperature_scaling: bool, mask, kl: bool) -> flow.Tensor:
-    """Validate, then take the memory-lean kernel (number temperatures, no mask, a scalar reduction:
-    for cross entropy today's values and speed) or the plain per-row formula (every other case)."""
-    check_pair(names[0], predicts, names[1], targets)
+def _prepare_soft_targets(predicts, targets, student_temperature, teacher_temperature, names, *,
+                          reduction: str, temperature_scaling: bool, mask, vocab_alignment):
+    """Validate the arguments shared by every logit loss; return ``(s, t, t_s, t_t, mask)``: the logits
+    (float16/bfloat16 as float32, the teacher detached, aligned by ``vocab_alignment``), the temperatures
+    (floats or per-row tensors) and the mask (None or 0/1 in the logits' dtype)."""
+    predicts, targets = align_vocabularies(predicts, targets, vocab_alignment, names)
     if predicts.ndim == 0:
         raise ValueError(f"{names[0]} must have at least one dimension [..., C], got a scalar tensor")
     check_choice("reduction", reduction, REDUCTIONS)
@@ -227,6 +237,20 @@ def _soft_target_loss(predicts, targets, student_temperature, teacher_temperatur
     t_t = check_row_temperature("teacher_temperature", teacher_temperature, leading, s, names[0])
     if mask is not None:
         mask = check_mask("mask", mask, leading, s, names[0])
+    return s, t, t_s, t_t, mask
+
+
+def _soft_target_loss(predicts, targets, student_temperature, teacher_temperature, names, *,
+                      reduction: str, temperature_scaling: bool, mask, kl: bool,
+                      vocab_alignment: Optional[str] = None) -> flow.Tensor:
+    """Validate, then take the memory-lean kernel (number temperatures, no mask, a scalar reduction:
+    for cross entropy today's values and speed) or the plain per-row formula (every other case)."""
+    s, t, t_s, t_t, mask = _prepare_soft_targets(
+        predicts, targets, student_temperature, teacher_temperature, names, reduction=reduction,
+        temperature_scaling=temperature_scaling, mask=mask, vocab_alignment=vocab_alignment)
+    if vocab_alignment == "uld":
+        return _rows_loss(uld_rows, s, t, t_s, t_t, reduction=reduction,
+                          temperature_scaling=temperature_scaling, mask=mask)
     scale = _product(t_s, t_t) if temperature_scaling else 1.0
     if mask is None and reduction != "none" and isinstance(t_s, float) and isinstance(t_t, float):
         return _kernel_soft_target_loss(s, t, t_s, t_t, reduction, kl) * scale
@@ -234,6 +258,16 @@ def _soft_target_loss(predicts, targets, student_temperature, teacher_temperatur
     if temperature_scaling:
         rows = rows * scale
     return _reduce_rows(rows, mask, reduction, s.shape[-1])
+
+
+def _rows_loss(rows_of, s, t, t_s: Temperature, t_t: Temperature, *, reduction: str,
+               temperature_scaling: bool, mask) -> flow.Tensor:
+    """``rows_of(s / T_s, t / T_t)`` (row losses ``[...]``), times ``T_s T_t`` with ``temperature_scaling``,
+    reduced as :func:`kl_div` reduces (``"mean"`` divides by the larger vocabulary)."""
+    rows = rows_of(_divide(s, t_s), _divide(t, t_t))
+    if temperature_scaling:
+        rows = rows * _product(t_s, t_t)
+    return _reduce_rows(rows, mask, reduction, max(s.shape[-1], t.shape[-1]))
 
 
 def _product(a: Temperature, b: Temperature) -> Temperature:
@@ -916,3 +950,13 @@ def average_logits(teacher_logits: Sequence[flow.Tensor],
         term = x * (float(w) / total)
         result = term if result is None else result + term
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# the divergences of today's LLM distillers (their own module; re-exported here, imported last because
+# divergences.py builds on the helpers above)
+# --------------------------------------------------------------------------------------------------
+
+from .divergences import js_divergence, reverse_kl, skew_kl, skew_reverse_kl, tv_distance, uld_loss  # noqa: E402
+
+__all__ += ["reverse_kl", "js_divergence", "skew_kl", "skew_reverse_kl", "tv_distance", "uld_loss"]

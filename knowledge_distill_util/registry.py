@@ -38,6 +38,12 @@ BUILTIN_LOSSES = (
     functional.relation_kl,
     functional.fsp_loss,
     functional.mmd_loss,
+    functional.reverse_kl,
+    functional.js_divergence,
+    functional.skew_kl,
+    functional.skew_reverse_kl,
+    functional.tv_distance,
+    functional.uld_loss,
 )
 
 _LOSSES: Dict[str, LossFunction] = {}
