@@ -204,9 +204,18 @@ def skew_kl(
         2.3026
     """
     alpha = check_mixture_weight("alpha", alpha, "0 = KL(P || Q), 1 = 0")
-    return _divergence(lambda s, t: _skew_rows(_log_probs(t), _log_probs(s), alpha), predicts, targets,
+    return _divergence(lambda s, t: _skew_kl_rows(s, t, alpha), predicts, targets,
                        student_temperature, teacher_temperature, reduction=reduction,
                        temperature_scaling=temperature_scaling, mask=mask, vocab_alignment=vocab_alignment)
+
+
+def _skew_kl_rows(s: flow.Tensor, t: flow.Tensor, alpha: float) -> flow.Tensor:
+    """``KL(P || alpha P + (1 - alpha) Q)`` per row; at ``alpha=1`` it is 0 with a zero gradient (kept
+    connected to the student, so ``backward()`` works as for any other weight)."""
+    log_q = _log_probs(s)
+    if alpha == 1.0:
+        return (log_q * 0.0).sum(dim=-1)
+    return _skew_rows(_log_probs(t), log_q, alpha)
 
 
 def _skew_rows(log_a: flow.Tensor, log_b: flow.Tensor, alpha: float) -> flow.Tensor:
