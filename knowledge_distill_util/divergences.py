@@ -152,9 +152,9 @@ def js_divergence(
     :math:`\mathrm{KL}(Q \| P)` (:func:`reverse_kl`), as TRL defines them (the formula itself tends to 0
     at both ends); ``beta=0.5`` is the symmetric JSD, at most :math:`\log 2`.
 
+    The other arguments are :func:`reverse_kl`'s.
+
     Args:
-        predicts, targets, student_temperature, teacher_temperature, reduction, temperature_scaling, mask,
-            vocab_alignment: as :func:`reverse_kl`.
         beta: the teacher's weight in the mixture, a number in ``[0, 1]``.
 
     Example::
@@ -190,9 +190,9 @@ def skew_kl(
     ``alpha=0`` is :func:`kl_div`'s :math:`\mathrm{KL}(P \| Q)`, ``alpha=1`` is 0. The mixture bounds
     the ratio :math:`P / M \le 1 / \alpha`, so the loss stays at most :math:`-\log\alpha`.
 
+    The other arguments are :func:`reverse_kl`'s.
+
     Args:
-        predicts, targets, student_temperature, teacher_temperature, reduction, temperature_scaling, mask,
-            vocab_alignment: as :func:`reverse_kl`.
         alpha: the teacher's weight in the mixture, a number in ``[0, 1]``.
 
     Example::
@@ -239,9 +239,9 @@ def skew_reverse_kl(
 
     ``alpha=0`` is :func:`reverse_kl`'s :math:`\mathrm{KL}(Q \| P)`, ``alpha=1`` is 0.
 
+    The other arguments are :func:`reverse_kl`'s.
+
     Args:
-        predicts, targets, student_temperature, teacher_temperature, reduction, temperature_scaling, mask,
-            vocab_alignment: as :func:`reverse_kl`.
         alpha: the student's weight in the mixture, a number in ``[0, 1]``.
 
     Example::
@@ -274,11 +274,8 @@ def tv_distance(
     vocab_alignment: Optional[str] = None,
 ) -> flow.Tensor:
     r"""Total variation distance per row, :math:`\tfrac12 \sum_c |P_c - Q_c|` (in ``[0, 1]``; DistillKit's
-    ``tvd``). Where :math:`P_c = Q_c` the gradient of :math:`|\cdot|` is taken as 0.
-
-    Args:
-        predicts, targets, student_temperature, teacher_temperature, reduction, temperature_scaling, mask,
-            vocab_alignment: as :func:`reverse_kl`.
+    ``tvd``). Where :math:`P_c = Q_c` the gradient of :math:`|\cdot|` is taken as 0. The arguments are
+    :func:`reverse_kl`'s.
 
     Example::
 
@@ -314,8 +311,11 @@ def uld_loss(
     Args:
         predicts: student logits ``[..., V_s]``.
         targets: teacher logits ``[..., V_t]``, the same leading dims, device and dtype (no gradient).
-        student_temperature, teacher_temperature, reduction, temperature_scaling, mask: as :func:`reverse_kl`
-            (``"mean"`` divides by ``max(V_s, V_t)``).
+        student_temperature: a number >= 1e-4 or a per-row tensor ``[...]``.
+        teacher_temperature: the same for the teacher.
+        reduction: ``"batchmean"`` (default), ``"mean"`` (divides by ``max(V_s, V_t)``), ``"sum"`` or ``"none"``.
+        temperature_scaling: multiply each row loss by ``T_s * T_t``.
+        mask: optional 0/1 tensor of the leading shape ``[...]``.
 
     Example::
 

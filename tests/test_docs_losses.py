@@ -7,7 +7,7 @@ import pytest
 from knowledge_distill_util import registry
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "losses")
-FAMILIES = ["logits", "hidden", "attention", "layer_maps", "schedules", "registry"]
+FAMILIES = ["logits", "divergences", "hidden", "attention", "layer_maps", "schedules", "registry"]
 PAGES = [f"{family}{suffix}.md" for family in FAMILIES for suffix in ("", ".zh")]
 
 
