@@ -84,8 +84,7 @@ def _sorted_padded(p: flow.Tensor, size: int) -> flow.Tensor:
     values = flow.sort(p, dim=-1, descending=True)[0]
     if values.shape[-1] == size:
         return values
-    zeros = flow.zeros(*values.shape[:-1], size - values.shape[-1], dtype=values.dtype, device=values.device)
-    return flow.cat([values, zeros], dim=-1)
+    return F.pad(values, (0, size - values.shape[-1]), mode="constant", value=0.0)
 
 
 def uld_rows(student_scaled: flow.Tensor, teacher_scaled: flow.Tensor) -> flow.Tensor:

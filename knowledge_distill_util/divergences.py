@@ -20,6 +20,11 @@ temperatures as numbers or per-row tensors, ``reduction`` ``"batchmean"`` (defau
 and returns float32 for float16/bfloat16 inputs. Everything is computed from ``log_softmax`` and the
 mixtures with a log-sum-exp, :math:`\log M = \operatorname{lse}(\log\beta + \log P, \log(1-\beta) + \log Q)`,
 so logits of +-1e4 give finite, exact values; a weight of 0 or 1 drops the mixture (no ``0 * inf``).
+
+Student and teacher logits whose last dims (vocabularies) differ are refused with one sentence naming both
+sizes unless ``vocab_alignment="truncate"`` (the shared first ``min(V_s, V_t)`` ids, each softmax taken over
+them) or ``"uld"`` (the loss becomes :func:`uld_loss`) is passed; the same holds for ``soft_cross_entropy``
+and ``kl_div``.
 The functions are re-exported by :mod:`knowledge_distill_util.functional` and registered by name.
 """
 import math
@@ -29,7 +34,7 @@ from typing import Callable, Optional
 import oneflow as flow
 import oneflow.nn.functional as F
 
-from ._vocab import check_vocab_alignment, uld_rows
+from ._vocab import uld_rows
 from .functional import Temperature, _prepare_soft_targets, _rows_loss
 
 __all__ = ["reverse_kl", "js_divergence", "skew_kl", "skew_reverse_kl", "tv_distance", "uld_loss", "DIVERGENCES"]
@@ -75,7 +80,6 @@ def _divergence(rows_of: Callable, predicts, targets, student_temperature, teach
                 reduction, temperature_scaling, mask, vocab_alignment) -> flow.Tensor:
     """Validate as :func:`kl_div` does, then reduce ``rows_of(s / T_s, t / T_t)`` (ULD's rows with
     ``vocab_alignment="uld"``)."""
-    check_vocab_alignment(vocab_alignment)
     s, t, t_s, t_t, mask = _prepare_soft_targets(
         predicts, targets, student_temperature, teacher_temperature, ("predicts", "targets"), reduction=reduction,
         temperature_scaling=temperature_scaling, mask=mask, vocab_alignment=vocab_alignment)

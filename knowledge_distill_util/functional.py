@@ -129,7 +129,8 @@ def soft_cross_entropy(
         temperature_scaling: multiply each row loss by ``T_s * T_t``.
         mask: optional 0/1 tensor of the leading shape ``[...]`` (e.g. valid tokens ``[B, L]``).
         vocab_alignment: ``None`` (the last dims must be equal), ``"truncate"`` or ``"uld"`` for a student
-            and teacher of different vocabularies (see :mod:`knowledge_distill_util._vocab`).
+            and teacher of different vocabularies: the shared first ``min(V_s, V_t)`` ids, or the loss becomes
+            :func:`uld_loss` (see :mod:`knowledge_distill_util.divergences`).
 
     Returns:
         a scalar tensor, or ``[...]`` for ``reduction="none"``.
