@@ -24,8 +24,8 @@ The algorithm and file formats of the original toolkit's ``examples/tinybert/pre
 
 Streaming: the corpus is read once, line by line, and its tokenised documents are written to a temporary
 JSON-lines file beside the output (one document a line) with an in-memory index of byte offsets and sentence
-counts (16 bytes a document); a random document is read back by seeking. Memory stays bounded by the longest
-document, whatever the corpus size; no pickle, no ``shelve``.
+counts (16 bytes a document); a random document is read back by seeking. Memory holds the index, a batch of
+about 2,048 lines being tokenised and the longest document, whatever the corpus size; no pickle, no ``shelve``.
 
 Determinism: epoch ``k`` draws from ``random.Random`` seeded with ``(seed, k)`` alone, so a file does not
 depend on the other epochs, on ``num_workers`` or on the run that wrote it.
@@ -53,6 +53,8 @@ __all__ = ["PregenerateConfig", "CorpusError", "TokenizedCorpus", "truncate_pair
 logger = logging.getLogger(__name__)
 
 _SPECIAL = ("[CLS]", "[SEP]")
+#: Corpus lines tokenised in one batch (the tokenizer's per-call cost dominates short documents).
+_BATCH_LINES = 2048
 
 
 class CorpusError(ValueError):
@@ -104,7 +106,8 @@ class TokenizedCorpus:
     """The corpus's tokenised documents on disk (one JSON list of sentences a line) with their byte offsets
     and sentence counts in memory; a context manager that removes its temporary file.
 
-    ``tokenize(lines) -> list of token lists`` splits a document's lines (a batch, for speed)."""
+    ``tokenize(lines) -> list of token lists`` splits a batch of lines (those of several documents, up to
+    about 2,048, tokenised at once for speed)."""
 
     def __init__(self, corpus: str, tokenize, work_dir: Optional[str] = None):
         if not os.path.isfile(corpus):
@@ -126,13 +129,20 @@ class TokenizedCorpus:
 
     def _build(self, tokenize) -> None:
         multi = False
+        pending: List[List[str]] = []  # documents awaiting one batched tokenisation (bounded: _BATCH_LINES)
+
+        def flush(out) -> None:
+            lines = [line for document in pending for line in document]
+            tokens = iter(tokenize(lines)) if lines else iter(())
+            for document in pending:
+                self.offsets.append(out.tell())
+                self.lengths.append(len(document))
+                out.write(json.dumps([next(tokens) for _ in document], ensure_ascii=False).encode("utf-8") + b"\n")
+            pending.clear()
+
         with open(self.corpus, "r", encoding="utf-8") as source, open(self.path, "wb") as out:
-            def flush(document: List[str]) -> None:
-                if document:
-                    self.offsets.append(out.tell())
-                    self.lengths.append(len(document))
-                    out.write(json.dumps(tokenize(document), ensure_ascii=False).encode("utf-8") + b"\n")
             document: List[str] = []
+            queued = 0
             try:
                 for line in source:
                     self.lines += 1
@@ -140,14 +150,21 @@ class TokenizedCorpus:
                     if line:
                         document.append(line)
                         continue
-                    multi = multi or len(document) > 1
-                    flush(document)
-                    document = []
+                    if document:
+                        multi = multi or len(document) > 1
+                        pending.append(document)
+                        queued += len(document)
+                        document = []
+                        if queued >= _BATCH_LINES:
+                            flush(out)
+                            queued = 0
             except UnicodeDecodeError as error:
                 raise CorpusError(f"--train_corpus {self.corpus} is not UTF-8 text (line {self.lines + 1}, byte "
                                   f"{error.start}); convert it to UTF-8") from None
-            multi = multi or len(document) > 1
-            flush(document)
+            if document:
+                multi = multi or len(document) > 1
+                pending.append(document)
+            flush(out)
         if not self.lengths:
             raise CorpusError(f"--train_corpus {self.corpus} holds no text ({self.lines} blank line(s)); pass a "
                               f"corpus with one sentence per line and blank lines between documents")
@@ -225,6 +242,15 @@ def truncate_pair(tokens_a: List[str], tokens_b: List[str], max_num_tokens: int,
             longer.pop()
 
 
+def _shuffled(items: List, rng: random.Random) -> Iterator:
+    """``items`` in a uniformly random order, drawn lazily (Fisher-Yates from the front): a caller that stops
+    after ``k`` items pays ``k`` draws, not ``len(items)``. Reorders ``items`` in place."""
+    for i in range(len(items)):
+        j = rng.randrange(i, len(items))
+        items[i], items[j] = items[j], items[i]
+        yield items[i]
+
+
 def mask_tokens(tokens: List[str], masked_lm_prob: float, max_predictions_per_seq: int, whole_word_mask: bool,
                 vocab_list: Sequence[str], rng: random.Random) -> Tuple[List[str], List[int], List[str]]:
     """Mask ``tokens`` in place (see the module doc); returns ``(tokens, sorted positions, original tokens)``."""
@@ -237,9 +263,8 @@ def mask_tokens(tokens: List[str], masked_lm_prob: float, max_predictions_per_se
         else:
             candidates.append([i])
     budget = min(max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob))))
-    rng.shuffle(candidates)
     masked: List[Tuple[int, str]] = []
-    for group in candidates:
+    for group in _shuffled(candidates, rng):
         if len(masked) >= budget:
             break
         if len(masked) + len(group) > budget:
