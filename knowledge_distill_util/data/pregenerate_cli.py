@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from .features import default_vocab_file, load_tokenizer
 from .pregenerate import CorpusError, PregenerateConfig, pregenerate

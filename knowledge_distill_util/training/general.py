@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 from types import SimpleNamespace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import oneflow as flow
 import oneflow.nn as nn
@@ -131,30 +131,44 @@ def general_student(cfg: TrainConfig, teacher: nn.Module) -> BertForSequenceClas
     return model
 
 
-def _corpus_texts(cfg: TrainConfig, work: str) -> Tuple[List[str], str]:
-    """The training texts of ``--data_dir``/``--task_name``, else of the default data written under ``work``."""
-    if cfg.data_dir and cfg.task_name:
-        data_dir, task = cfg.data_dir, cfg.task_name
-    else:
-        data_dir = os.path.join(work, "data")
-        task, _ = prepare_default_data(data_dir, seed=cfg.seed)
+def _task_texts(data_dir: str, task: str) -> Tuple[List[List[str]], str]:
+    """The training texts of a GLUE-format task as documents: each label's texts split into sentences, in
+    documents of :data:`DOCUMENT_TEXTS` consecutive sentences; and a description."""
     try:
         examples = read_examples(data_dir, get_task(task), "train")
-    except (KeyError, ValueError, OSError) as error:
+    except KeyError as error:
+        raise ConfigError(str(error.args[0] if error.args else error)) from None
+    except (ValueError, OSError) as error:
         raise ConfigError(f"the built-in corpus cannot read {data_dir}: {error}") from None
     by_label: Dict[str, List[str]] = {}
-    for e in examples:  # a document: up to DOCUMENT_TEXTS texts of one label, one sentence a line
+    for e in examples:
         by_label.setdefault(str(e.label), []).extend(split_sentences(" ".join(t for t in (e.text_a, e.text_b) if t)))
-    texts = [group[i:i + DOCUMENT_TEXTS] for group in by_label.values() for i in range(0, len(group), DOCUMENT_TEXTS)]
-    return texts, f"the {len(examples)} training texts of task {task!r} in {data_dir}"
+    documents = [group[i:i + DOCUMENT_TEXTS] for group in by_label.values()
+                 for i in range(0, len(group), DOCUMENT_TEXTS)]
+    return documents, f"the {len(examples)} training texts of task {task!r} in {data_dir}"
 
 
-def _builtin_corpus(cfg: TrainConfig, tokenizer) -> str:
-    """Pregenerate the built-in corpus into ``<result_dir>/general_corpus`` (module doc); its directory."""
+def _given_texts(cfg: TrainConfig) -> Optional[Tuple[List[List[str]], str]]:
+    """The built-in corpus's documents from ``--data_dir``/``--task_name`` (read before anything is written),
+    or None when neither is given (the default data is written later, under the lock)."""
+    if bool(cfg.data_dir) != bool(cfg.task_name):
+        given, missing = ("--data_dir", "--task_name") if cfg.data_dir else ("--task_name", "--data_dir")
+        raise ConfigError(f"{given} without {missing}: the built-in corpus reads the training texts of a task; pass "
+                          f"both, neither (the default data) or --corpus_dir")
+    return _task_texts(cfg.data_dir, cfg.task_name) if cfg.data_dir and not cfg.corpus_dir else None
+
+
+def _builtin_corpus(cfg: TrainConfig, tokenizer, texts: Optional[Tuple[List[List[str]], str]] = None) -> str:
+    """Pregenerate the built-in corpus into ``<result_dir>/general_corpus`` (module doc): ``texts`` from
+    :func:`_given_texts`, else the default data's; returns the directory."""
     work = os.path.join(cfg.result_dir, "general_corpus")
-    texts, origin = _corpus_texts(cfg, work)
+    if texts is None:
+        data_dir = os.path.join(work, "data")
+        task, _ = prepare_default_data(data_dir, seed=cfg.seed)
+        texts = _task_texts(data_dir, task)
+    documents, origin = texts
     corpus = os.path.join(work, "corpus.txt")
-    atomic_write_text(corpus, "".join("".join(f"{line}\n" for line in document) + "\n" for document in texts))
+    atomic_write_text(corpus, "".join("".join(f"{line}\n" for line in document) + "\n" for document in documents))
     try:
         summary = pregenerate(corpus, work, tokenizer,
                               PregenerateConfig(max_seq_len=cfg.seq_length, epochs_to_generate=1, seed=cfg.seed))
@@ -232,13 +246,14 @@ def run_general(cfg: TrainConfig) -> Dict:
                           f"vocab_size {teacher.config['vocab_size']}; pass the teacher's --vocab_file")
     student = general_student(cfg, teacher)
     corpus = _open_corpus(cfg.corpus_dir, tokenizer, cfg) if cfg.corpus_dir else None
+    texts = _given_texts(cfg)
     locks = _claim_directories(cfg, writer=True)
     try:
         out_dir = os.path.join(cfg.model_save_dir, "checkpoints", "general")
         if not cfg.resume and os.path.isdir(out_dir):  # --overwrite (check_run_directory refused otherwise)
             shutil.rmtree(out_dir)
         if corpus is None:
-            corpus = _open_corpus(_builtin_corpus(cfg, tokenizer), tokenizer, cfg)
+            corpus = _open_corpus(_builtin_corpus(cfg, tokenizer, texts), tokenizer, cfg)
         atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
                           json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": len(corpus)}), indent=2,
                                      sort_keys=True))
@@ -247,7 +262,6 @@ def run_general(cfg: TrainConfig) -> Dict:
         teacher.to(device)
         student.to(device)
         outcome = _train(cfg, teacher, student, _loader(corpus, cfg), out_dir)
-        corpus.close()
         save_trained(student, cfg.model_save_dir,
                      {"recipe": GENERAL_RECIPE, "task_name": None, "labels": None, "vocab_file": vocab,
                       "seq_length": cfg.seq_length, "origin": f"{GENERAL_RECIPE} student of {description}"})
@@ -259,5 +273,7 @@ def run_general(cfg: TrainConfig) -> Dict:
                     outcome["steps"], outcome["seconds"], outcome["last"])
         return results
     finally:
+        if corpus is not None:
+            corpus.close()
         for lock in locks:
             lock.release()

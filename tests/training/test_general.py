@@ -2,7 +2,6 @@
 the Distiller's loss is the tinybert recipe's intermediate loss, a general student starts the tinybert
 recipe, bad input stops before anything is written, and the three steps run end to end."""
 import json
-import os
 
 import numpy as np
 import oneflow as flow
@@ -15,7 +14,8 @@ from knowledge_distill_util.engine.batches import split_batch
 from knowledge_distill_util.training.artifacts import save_trained
 from knowledge_distill_util.training.builders import load_student_weights
 from knowledge_distill_util.training.config import ConfigError, parse_config
-from knowledge_distill_util.training.general import _builtin_corpus, layer_matches, layers_adaptor, run_general
+from knowledge_distill_util.training.general import (_builtin_corpus, _given_texts, layer_matches, layers_adaptor,
+                                                     run_general)
 from knowledge_distill_util.training.objectives import tinybert_intermediate_loss
 from training.conftest import TINY_STUDENT, recipe_args, tiny_bert, train_cli
 
@@ -75,6 +75,9 @@ def _config(workspace, tag, *flags):
     (["--teacher_model", "scratch"], r"--teacher_model 'scratch' is not a pretrained teacher"),
     (["--do_train", "false"], r"has no evaluation \(its student has no task\)"),
     (["--student_num_hidden_layers", "3"], r"has 2 layers, not a multiple of student_num_hidden_layers=3"),
+    (["--data_dir", "/nonexistent/data", "--task_name", "sst-2"], r"the built-in corpus cannot read "
+                                                                   r"/nonexistent/data"),
+    (["--task_name", "sst-2"], r"--task_name without --data_dir: the built-in corpus reads the training texts"),
 ])
 def test_bad_input_stops_before_anything_is_written(workspace, flags, message):
     cfg, root = _config(workspace, "general_bad", *flags)
@@ -86,7 +89,7 @@ def test_bad_input_stops_before_anything_is_written(workspace, flags, message):
 def test_the_builtin_corpus_is_the_training_texts_in_documents(workspace, tmp_path):
     cfg, _ = _config(workspace, "general_builtin", "--data_dir", workspace["data"], "--task_name", workspace["task"],
                      "--result_dir", str(tmp_path))
-    directory = _builtin_corpus(cfg, load_tokenizer(default_vocab_file()))
+    directory = _builtin_corpus(cfg, load_tokenizer(default_vocab_file()), _given_texts(cfg))
     text = (tmp_path / "general_corpus" / "corpus.txt").read_text()
     documents = [d for d in text.split("\n\n") if d.strip()]
     assert len(documents) > 2 and max(len(d.splitlines()) for d in documents) == 8
