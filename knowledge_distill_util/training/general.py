@@ -23,8 +23,8 @@ Hugging Face BERT directory, a model written by this package, or an original sna
 
 Outputs: ``<model_save_dir>`` holds the general student as every recipe saves its model (``model_config.json``
 with ``"recipe": "tinybert_general"``, ``weights/``); the Distiller's checkpoints, ``losses.csv`` and
-``losses.png`` are in ``<model_save_dir>/checkpoints/general``; ``<result_dir>/results_general.json`` holds
-the rows, steps, seconds and last loss terms. ``--resume`` continues from the newest checkpoint. One process
+``losses.png`` are in ``<model_save_dir>/checkpoints/general``; ``<result_dir>/config.json`` holds the resolved
+configuration and ``<result_dir>/results_general.json`` the rows, steps, seconds and last loss terms. ``--resume`` continues from the newest checkpoint. One process
 (the launcher's data parallelism is not wired here).
 """
 import dataclasses
@@ -50,7 +50,7 @@ from ..models import BertForSequenceClassification, check_student_teacher, minil
 from . import distributed
 from .artifacts import MODEL_CONFIG, load_trained, save_trained
 from .builders import bert_student, load_student_weights
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, save_config
 
 __all__ = ["GENERAL_RECIPE", "RESULTS_FILE", "layer_matches", "general_teacher", "general_student",
            "run_general"]
@@ -254,6 +254,7 @@ def run_general(cfg: TrainConfig) -> Dict:
             shutil.rmtree(out_dir)
         if corpus is None:
             corpus = _open_corpus(_builtin_corpus(cfg, tokenizer, texts), tokenizer, cfg)
+        save_config(cfg, cfg.result_dir)
         atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
                           json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": len(corpus)}), indent=2,
                                      sort_keys=True))

@@ -113,7 +113,9 @@ def test_pregenerate_then_general_then_tinybert_from_the_general_student(workspa
     assert meta["recipe"] == "tinybert_general" and meta["config"]["num_hidden_layers"] == 1
     assert (model_dir / "checkpoints" / "general" / "losses.csv").is_file()
     assert json.loads((root / "results" / "results_general.json").read_text())["steps"] == 2
+    assert json.loads((root / "results" / "config.json").read_text())["corpus_dir"] == str(tmp_path / "pregen")
     done = train_cli(*recipe_args(workspace, "tinybert", "tinybert_from_general"), "--student_model", model_dir,
-                     "--max_steps", "1")
+                     "--max_steps", "1", "--intermediate_distill", "--do_eval", "false")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (workspace["root"] / "tinybert_from_general" / "results" / "results_eval.json").is_file()
+    task_student = json.loads((workspace["root"] / "tinybert_from_general" / "model" / "model_config.json").read_text())
+    assert task_student["recipe"] == "tinybert" and task_student["config"]["label_num"] == 4
