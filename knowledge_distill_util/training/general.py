@@ -217,6 +217,22 @@ def _train(cfg: TrainConfig, teacher, student, loader, out_dir: str) -> Dict:
     return {"steps": steps, "seconds": round(time.monotonic() - began, 1), "last": last}
 
 
+def _check_resumed_rows(cfg: TrainConfig, rows: int) -> None:
+    """On ``--resume``: the corpus has the instance count the run started with (``run_config.json``)."""
+    path = os.path.join(cfg.model_save_dir, "run_config.json")
+    if not (cfg.resume and os.path.isfile(path)):
+        return
+    try:
+        with open(path, encoding="utf-8") as stream:
+            stored = json.load(stream).get("train_data", {}).get("rows")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
+    if stored is not None and stored != rows:
+        raise ConfigError(f"--resume would continue the run in {cfg.model_save_dir} on another corpus ({stored} "
+                          f"instances -> {rows}); restore the corpus the run started with, or start again with "
+                          f"--overwrite")
+
+
 def run_general(cfg: TrainConfig) -> Dict:
     """Check everything, then distil and save the general student (module doc); returns the results dict.
     Bad input raises :class:`ConfigError` before anything is written."""
@@ -246,7 +262,10 @@ def run_general(cfg: TrainConfig) -> Dict:
                           f"vocab_size {teacher.config['vocab_size']}; pass the teacher's --vocab_file")
     student = general_student(cfg, teacher)
     corpus = _open_corpus(cfg.corpus_dir, tokenizer, cfg) if cfg.corpus_dir else None
+    loader = _loader(corpus, cfg) if corpus is not None else None
     texts = _given_texts(cfg)
+    if corpus is not None:
+        _check_resumed_rows(cfg, len(corpus))
     locks = _claim_directories(cfg, writer=True)
     try:
         out_dir = os.path.join(cfg.model_save_dir, "checkpoints", "general")
@@ -254,6 +273,8 @@ def run_general(cfg: TrainConfig) -> Dict:
             shutil.rmtree(out_dir)
         if corpus is None:
             corpus = _open_corpus(_builtin_corpus(cfg, tokenizer, texts), tokenizer, cfg)
+            _check_resumed_rows(cfg, len(corpus))
+            loader = _loader(corpus, cfg)
         save_config(cfg, cfg.result_dir)
         atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
                           json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": len(corpus)}), indent=2,
@@ -262,7 +283,7 @@ def run_general(cfg: TrainConfig) -> Dict:
                     student.config["num_hidden_layers"], len(corpus), corpus.directory)
         teacher.to(device)
         student.to(device)
-        outcome = _train(cfg, teacher, student, _loader(corpus, cfg), out_dir)
+        outcome = _train(cfg, teacher, student, loader, out_dir)
         save_trained(student, cfg.model_save_dir,
                      {"recipe": GENERAL_RECIPE, "task_name": None, "labels": None, "vocab_file": vocab,
                       "seq_length": cfg.seq_length, "origin": f"{GENERAL_RECIPE} student of {description}"})
