@@ -176,15 +176,22 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
 
 def load_student_weights(model: nn.Module, directory: str) -> None:
     """Copy a saved student's (or an original snapshot's) weights into ``model`` after checking that their
-    shapes agree."""
+    shapes agree. A general student (recipe ``tinybert_general``) gives everything but its classifier, which
+    may have another number of classes."""
     if load_snapshot_weights(model, directory):
         return
-    saved, _ = load_trained(directory, "student")
-    differing = [k for k in _SHAPE_KEYS if saved.config.get(k) != model.config.get(k)]
+    saved, meta = load_trained(directory, "student")
+    general = meta.get("recipe") == "tinybert_general"  # task-agnostic: its classifier was never trained
+    differing = [k for k in _SHAPE_KEYS if saved.config.get(k) != model.config.get(k)
+                 and not (general and k == "label_num")]
     if differing:
         raise ConfigError(f"student checkpoint {directory} differs from the configured student in {differing}; "
                           f"pass the student_* settings it was trained with")
-    model.load_state_dict(saved.state_dict())
+    state = saved.state_dict()
+    if general:  # the task's classifier stays as initialised
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("classifier.")})
+    model.load_state_dict(state)
 
 
 def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: Optional[BertForSequenceClassification]

@@ -100,6 +100,9 @@ class TrainConfig:
     replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
     num_relation_heads: int = _key(12, "MiniLMv2: relation heads of the query/key/value relations (must divide "
                                        "the student's and the teacher's hidden sizes)")
+    corpus_dir: Optional[str] = _key(None, "tinybert_general: the pregenerated corpus (--output_dir of "
+                                           "scripts/pregenerate_training_data.py; default: the built-in corpus, "
+                                           "the training texts of --data_dir or of the default data)")
     minilm_teacher_layer: int = _key(-1, "MiniLMv2: the teacher layer distilled into the student's last layer "
                                          "(0-based; -1: the last; the paper takes an upper-middle layer of large "
                                          "teachers)")

@@ -10,7 +10,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 
 >>> from knowledge_distill_util.training.recipes import RECIPES
 >>> RECIPES.names()
-['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2']
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2', 'tinybert_general']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
 >>> RECIPES.get("minilm").teacher_outputs
@@ -28,6 +28,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``lstm`` | (Bi)LSTM, no teacher | ``lstm`` (``LABELS``) |
 | ``minilm`` | BERT student, any width, the teacher's head count | ``minilm`` (``MINILM``), ``pred`` (``TINYBERT_PRED``) |
 | ``minilm_v2`` | BERT student, any width and head count | ``minilm_v2`` (``MINILM_V2``), ``pred`` (``TINYBERT_PRED``) |
+| ``tinybert_general`` | BERT student, task-agnostic | ``general`` (``TINYBERT_INTERMEDIATE`` on a text corpus, run by its own :func:`~.general.run_general` on the ``Distiller``) |
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
@@ -96,6 +97,9 @@ class Recipe:
     compared_with: Optional[str] = "baseline"
     select_stages: Callable[[TrainConfig], Optional[Sequence[str]]] = _all_stages
     summary: str = ""
+    #: A recipe that runs itself: ``run(cfg) -> results`` replaces the plan (data, stages, evaluation) of
+    #: :func:`~.run.run`; its ``stages`` then describe what it trains (``tinybert_general``).
+    run: Optional[Callable[[TrainConfig], Mapping[str, Any]]] = None
 
     @property
     def objectives(self) -> Tuple[Objective, ...]:
@@ -288,3 +292,26 @@ register_recipe(Recipe(
                   stage2_num_epochs=3, stage2_learning_rate=5e-5),
     summary="relation_kl of queries, keys and values (student's last layer, teacher's minilm_teacher_layer, "
             "num_relation_heads; Wang et al.), then pred_distill; any student width and head count"))
+
+
+def _run_general(cfg: TrainConfig):
+    from .general import run_general  # imports the run module, which imports this one
+
+    return run_general(cfg)
+
+
+def _general_not_planned(ctx: BuildContext) -> nn.Module:
+    from .config import ConfigError
+
+    raise ConfigError("recipe 'tinybert_general' runs itself (kdu-train --recipe tinybert_general); it is not built "
+                      "by a plan")
+
+
+register_recipe(Recipe(
+    "tinybert_general", "TinyBERT general distillation", _general_not_planned,
+    (StageSpec("general", TINYBERT_INTERMEDIATE),),
+    defaults=dict(_BERT_STUDENT, student_num_hidden_layers=3, attention_output="probs", teacher_model="auto",
+                  learning_rate=1e-4),  # 3 layers: a divisor of the default teacher's 6 (TinyBERT: 4 of BERT-base's 12)
+    compared_with=None, run=_run_general,
+    summary="task-agnostic att_distill + layer_distill on a pregenerated text corpus (--corpus_dir, default: the "
+            "data's texts), no labels; its student starts the tinybert recipe (--student_model) (Jiao et al.)"))

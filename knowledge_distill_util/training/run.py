@@ -304,6 +304,9 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     """Check the configuration, seed, prepare (every check first, nothing written), then create, probe and
     lock the output directories, train every stage, save, evaluate; returns the results dict. Raises
     :class:`ConfigError` on bad input (a refused run creates no directory)."""
+    own_run = _own_run(cfg)
+    if own_run is not None:  # a recipe running itself (tinybert_general, on the Distiller)
+        return own_run(cfg)
     if distributed.is_distributed():
         if is_cpu(cfg.device):  # before OneFlow's first operation, which reads it
             logger.debug("processes share the CPU: %s", share_cpu_cores())
@@ -317,6 +320,15 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     finally:
         for lock in locks:
             lock.release()
+
+
+def _own_run(cfg: TrainConfig) -> Optional[Callable[[TrainConfig], Dict]]:
+    """The recipe's own ``run`` (:attr:`~.recipes.Recipe.run`), or None for a recipe run by the plan."""
+    from .config import check_recipe_name
+    from .recipes import RECIPES
+
+    check_recipe_name(cfg.recipe)
+    return RECIPES.get(cfg.recipe).run
 
 
 def _checked_plan(cfg: TrainConfig, writer: bool) -> Plan:

@@ -30,7 +30,7 @@ __all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLAC
 REPLACED_ENTRIES = ("weights", "checkpoints", "snapshot_best", "snapshot_last_snapshot", "stage_*")
 #: Input directories of a run (a ``--teacher_model`` keyword of the teacher recipe is no directory).
 _INPUT_DIRS = ("teacher_model", "student_model", "data_dir", "train_data_dir", "eval_data_dir",
-               "train_data_dir_lstm", "eval_data_dir_lstm")
+               "train_data_dir_lstm", "eval_data_dir_lstm", "corpus_dir")
 _DATA_DIRS = ("data_dir", "train_data_dir", "eval_data_dir", "train_data_dir_lstm", "eval_data_dir_lstm")
 _TEACHER_KEYWORDS = ("auto", "minilm", "scratch")
 
