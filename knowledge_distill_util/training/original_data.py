@@ -9,6 +9,7 @@ the training folder's with ``train`` replaced by ``train_aug`` (the original's `
 'train_aug')``, applied to the folder's own name): ``glue_ofrecord/SST-2/train`` -> ``glue_ofrecord/SST-2/train_aug``,
 where ``scripts/glue_to_ofrecord.py --aug_train True`` writes them.
 """
+import logging
 import os
 from typing import Optional
 
@@ -17,6 +18,8 @@ from ..data.loading import load_ofrecord_task_data
 from .config import ConfigError, TrainConfig
 
 __all__ = ["load_ofrecord_data", "augmented_parts_dir"]
+
+logger = logging.getLogger(__name__)
 
 
 def _first(*limits: int) -> int:
@@ -52,6 +55,7 @@ def load_ofrecord_data(cfg: TrainConfig, seq_length: Optional[int] = None, teach
     eval_dir = (cfg.eval_data_dir_lstm if student_view and cfg.eval_data_dir_lstm else cfg.eval_data_dir)
     if cfg.aug_train and cfg.do_train and train_dir:
         train_dir = augmented_parts_dir(train_dir)
+        logger.info("--aug_train: training on the parts in %s (TinyBERT's augmented set)", train_dir)
     try:
         return load_ofrecord_task_data(
             cfg.task_name, length, train_dir=train_dir if cfg.do_train else None, eval_dir=eval_dir,

@@ -72,6 +72,7 @@ def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Op
         if not os.path.isfile(augmented):
             raise ConfigError(f"--aug_train: {augmented} does not exist; make it with python scripts/data_augmentation.py "
                               f"--glue_dir {cfg.data_dir} --task_name {cfg.task_name} --model_load_dir <pretrained BERT>")
+        logger.info("--aug_train: training on %s (TinyBERT's augmented set)", augmented)
     try:
         return load_task_data(cfg.data_dir, cfg.task_name, seq_length or cfg.seq_length,
                               vocab_file=vocab_file or cfg.vocab_file, max_train_examples=cfg.max_train_examples,
