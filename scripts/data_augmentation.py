@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--glove_vocab_size", type=int, default=aug.GLOVE_VOCAB_SIZE, help="GloVe lines read (default "
         f"{aug.GLOVE_VOCAB_SIZE}, the original's; 0: all)")
     add("--overwrite", action="store_true", help="replace an existing train_aug.tsv")
+    add("--device", default=None, help="where the masked LM runs: cpu, cuda or cuda:N (default: CUDA when present)")
     for name, kind in NO_EFFECT.items():
         if name in _BOOLS:
             add(f"--{name}", type=str2bool, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
@@ -116,7 +117,7 @@ def run(args) -> dict:
         tokenizer = load_tokenizer(vocab_file, lowercase=args.do_lower_case)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise aug.AugmentationError(f"--vocab_file: {error}") from None
-    model = aug.load_augmentation_model(args.model_load_dir, args.num_attention_heads)
+    model = aug.load_augmentation_model(args.model_load_dir, args.num_attention_heads, args.device)
     if tokenizer.get_vocab_size() != model.vocab_size:
         raise aug.AugmentationError(f"--vocab_file {vocab_file} has {tokenizer.get_vocab_size()} tokens but the model "
                                     f"in {args.model_load_dir} has {model.vocab_size} word embeddings; pass the "
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         run(args)
-    except aug.AugmentationError as error:
+    except (aug.AugmentationError, OSError) as error:  # OSError: train_aug.tsv could not be written (disk, rights)
         print(f"data_augmentation.py: error: {error}", file=sys.stderr)
         return 2
     return 0

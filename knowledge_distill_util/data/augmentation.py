@@ -489,30 +489,38 @@ class AugmentationModel:
         return int(self.table.shape[0])
 
 
-def _masked_lm_function(model) -> MaskedLM:
+def _masked_lm_function(model, device) -> MaskedLM:
     import oneflow as flow
 
-    model.eval()
+    model.eval().to(device)
 
     def run(ids, mask, segments, positions):
         with flow.no_grad():
-            out = model(flow.tensor(ids), flow.tensor(mask), flow.tensor(segments), flow.tensor(positions))
-        return out.numpy()
+            out = model(*(flow.tensor(a, device=device) for a in (ids, mask, segments, positions)))
+        return out.cpu().numpy()
 
     return run
 
 
-def load_augmentation_model(path: str, num_attention_heads: Optional[int] = None) -> AugmentationModel:
+def load_augmentation_model(path: str, num_attention_heads: Optional[int] = None,
+                            device: Optional[str] = None) -> AugmentationModel:
     """The BERT in ``path``: a Hugging Face directory (``config.json`` + ``model.safetensors``), an original
     snapshot, or a model directory written by this package (``kdu-train``: no masked-LM head). A checkpoint
-    without a head gives ``masked_lm=None`` (the substitute is used) and one log line saying so.
-    :class:`AugmentationError` when ``path`` is none of these or cannot be read."""
+    without a head gives ``masked_lm=None`` (the substitute is used) and one log line saying so. The masked LM
+    runs on ``device`` (``cpu``, ``cuda``, ``cuda:N``; default CUDA when present: the encoder's forward passes are
+    most of the time). :class:`AugmentationError` when ``path`` is none of these or cannot be read."""
+    from .._device import resolve_device
     from ..models.bert import BertForSequenceClassification
     from ..models.mlm import BertForMaskedLM, NoMaskedLMHead
     from ..models.snapshot import build_from_snapshot, list_snapshot_variables
 
     def table_of(bert) -> np.ndarray:
         return bert.word_embedding_table().detach().cpu().numpy()
+
+    try:
+        device = resolve_device(device)
+    except (TypeError, ValueError) as error:
+        raise AugmentationError(f"--device: {error}") from None
 
     if not path or not os.path.isdir(path):
         raise AugmentationError(f"--model_load_dir {path!r} is not a directory; pass the pretrained BERT (a Hugging "
@@ -521,7 +529,7 @@ def load_augmentation_model(path: str, num_attention_heads: Optional[int] = None
         if os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "model.safetensors")):
             try:
                 model = BertForMaskedLM.from_pretrained(path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-                return AugmentationModel(_masked_lm_function(model), table_of(model.bert),
+                return AugmentationModel(_masked_lm_function(model, device), table_of(model.bert),
                                          f"Hugging Face BERT {path} with its masked-LM head")
             except NoMaskedLMHead as error:
                 logger.info("%s", error)
@@ -537,7 +545,7 @@ def load_augmentation_model(path: str, num_attention_heads: Optional[int] = None
         list_snapshot_variables(path)  # a one-sentence error when it is not a snapshot either
         try:
             model = BertForMaskedLM.from_snapshot(path, num_attention_heads)
-            return AugmentationModel(_masked_lm_function(model), table_of(model.bert),
+            return AugmentationModel(_masked_lm_function(model, device), table_of(model.bert),
                                      f"original snapshot {path} with its masked-LM head")
         except NoMaskedLMHead as error:
             logger.info("%s", error)

@@ -250,6 +250,7 @@ def test_script_runs_the_masked_lm_and_refuses_bad_input(tmp_path, capsys):
         (base + ["--task_name=SST-2", "--overwrite", f"--glove_embs={tmp_path / 'none.txt'}"],
          r"GloVe file .*none.txt does not exist"),
         (base + ["--task_name=SST-2", "--p=1.5"], r"--p=1.5 must be a probability in \[0, 1\]"),
+        (base + ["--task_name=SST-2", "--overwrite", "--device=tpu"], r"--device: .*tpu"),
     ]
     for argv, message in cases:
         capsys.readouterr()
