@@ -257,8 +257,9 @@ class Augmentor:
         return basic_words(self.tokenizer, text)
 
     def _fill_substitute(self, wanted: Dict[Tuple[str, Tuple[int, ...]], List[List[str]]]) -> None:
-        """Fill each candidate list of ``{(word, piece ids): [lists]}`` from the embedding table (one product)."""
-        if not wanted:
+        """Fill each candidate list of ``{(word, piece ids): [lists]}`` from the embedding table (one product);
+        without a substitute (a masked LM and GloVe were given) the lists stay empty: the word keeps itself."""
+        if not wanted or self.substitute is None:
             return
         keys = sorted(wanted)
         queries = np.stack([np.asarray(self.table[list(pieces)], dtype=np.float32).mean(axis=0) for _, pieces in keys])

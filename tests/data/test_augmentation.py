@@ -259,3 +259,12 @@ def test_script_runs_the_masked_lm_and_refuses_bad_input(tmp_path, capsys):
         assert err.count("\n") == 0 and err.startswith("data_augmentation.py: error: "), err
         import re
         assert re.search(message, err), (message, err)
+
+
+def test_mask_past_max_length_keeps_the_word(tokenizer):
+    """With a masked LM and GloVe (no substitute), a [MASK] beyond --seq_length leaves the word as its candidate."""
+    fake = FakeMaskedLM()
+    augmentor = aug.Augmentor(tokenizer, fake, aug.WordVectors([], np.zeros((0, 2), np.float32)), M=5, max_length=4)
+    sentence = augmentor.plan(["the movie was good ."])[0]
+    assert sentence.candidates == {1: ["great", "nice", "fun"], 3: ["good"]}
+    assert max(len(call[0][0]) for call in fake.calls) == 4  # the input is cut at max_length tokens
