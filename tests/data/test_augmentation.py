@@ -268,3 +268,29 @@ def test_mask_past_max_length_keeps_the_word(tokenizer):
     sentence = augmentor.plan(["the movie was good ."])[0]
     assert sentence.candidates == {1: ["great", "nice", "fun"], 3: ["good"]}
     assert max(len(call[0][0]) for call in fake.calls) == 4  # the input is cut at max_length tokens
+
+
+def test_the_original_run_data_augmentation_sh_line_parses():
+    """Every flag of the original's run_data_augmentation.sh (yejinlei/Dubhe examples/tinybert)."""
+    args = _script().build_parser().parse_args([
+        "--model_load_dir=../../models/uncased_L-12_H-768_A-12_oneflow", "--model_save_dir=./snapshots",
+        "--vocab_file", "../../src/glue_ofrecord/vocab.txt", "--do_lower_case", "--glove_embs",
+        "../../glove/glove.840B.300d.txt", "--glue_dir", "../../data/glue_data", "--task_name", "SST-2",
+        "--log_dir=./log", "--save_last_snapshot=True", "--gpu_num_per_node=1", "--seq_length=512",
+        "--num_hidden_layers=12", "--num_attention_heads=12", "--max_position_embeddings=512", "--type_vocab_size=2",
+        "--vocab_size=30522", "--attention_probs_dropout_prob=0.1", "--hidden_dropout_prob=0.1",
+        "--hidden_size_per_head=64"])
+    assert (args.do_lower_case, args.task_name, args.seq_length, args.num_attention_heads) == (True, "SST-2", 512, 12)
+    assert (args.N, args.M, args.p) == (None, 15, 0.4) and aug.default_copies("SST-2") == 20
+
+
+def test_script_without_head_or_glove_uses_the_substitute(tmp_path, caplog):
+    vocab = write_vocab(tmp_path)
+    write_task(tmp_path / "glue" / "SST-2")
+    with caplog.at_level(logging.INFO):
+        assert _script().main([f"--model_load_dir={_hf_dir(tmp_path / 'bert', len(VOCAB))}", f"--vocab_file={vocab}",
+                               f"--glue_dir={tmp_path / 'glue'}", "--task_name=SST-2", "--N=2", "--seed=1"]) == 0
+    assert "has no masked-LM head (no cls.predictions.bias)" in caplog.text
+    assert ("no GloVe file (--glove_embs) and no masked-LM head: candidates come from the nearest neighbours in the "
+            "model's word-piece embedding table instead") in caplog.text
+    assert (tmp_path / "glue" / "SST-2" / "train_aug.tsv").read_text().startswith("sentence\tlabel\n")
