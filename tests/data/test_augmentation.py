@@ -294,3 +294,20 @@ def test_script_without_head_or_glove_uses_the_substitute(tmp_path, caplog):
     assert ("no GloVe file (--glove_embs) and no masked-LM head: candidates come from the nearest neighbours in the "
             "model's word-piece embedding table instead") in caplog.text
     assert (tmp_path / "glue" / "SST-2" / "train_aug.tsv").read_text().startswith("sentence\tlabel\n")
+
+
+def test_script_streams_glove_for_the_task_words(tmp_path, caplog):
+    vocab = write_vocab(tmp_path)
+    task = write_task(tmp_path / "glue" / "SST-2")
+    glove = tmp_path / "glove.txt"
+    glove.write_text("unbelievable 1 1 0\nincredible 0.9 1 0\nfilms 1 0 0\nzebra 0 0 1\n")
+    with caplog.at_level(logging.INFO):
+        assert _script().main([f"--model_load_dir={_hf_dir(tmp_path / 'bert', len(VOCAB), len(VOCAB))}",
+                               f"--vocab_file={vocab}", f"--glue_dir={tmp_path / 'glue'}", "--task_name=SST-2",
+                               f"--glove_embs={glove}", "--N=4", "--p=1"]) == 0
+    # candidate words of train.tsv: movie good unbelievable plot dull films awful story
+    assert "read 4 lines (dimension 3); found 2 of the task's 8 candidate words" in caplog.text
+    assert "nearest neighbours in the model's word-piece embedding table" not in caplog.text
+    lines = (task / "train_aug.tsv").read_text().splitlines()
+    # the pool is the task words GloVe holds (unbelievable, films): unbelievable -> films at p=1
+    assert any(line.startswith("an films ") for line in lines)
