@@ -2,10 +2,11 @@
 """Convert a GLUE task's TSV files to the original toolkit's OFRecord layout (as its glue_process.py).
 
 Writes <output_dir>/train/train.of_record-<i> (from train.tsv) and <output_dir>/eval/eval.of_record-<i>
-(from dev.tsv), i < --part_num, features input_ids, input_mask, segment_ids, label_ids, is_real_example.
+(from dev.tsv), i < --part_num; with --aug_train True also <output_dir>/train_aug/train.of_record-<i> from
+train_aug.tsv (written by scripts/data_augmentation.py; read by --aug_train=True), features input_ids, input_mask, segment_ids, label_ids, is_real_example.
 The original's flags are accepted: --data_dir --output_dir --vocab_file --do_lower_case
 --max_seq_length --do_train --do_eval --task_name (--task is taken as --task_name, as the original's
-glue_process.sh passes it). --do_predict and --aug_train are not supported.
+glue_process.sh passes it) and --aug_train. --do_predict is not supported.
 
 Example:
     python scripts/glue_to_ofrecord.py --data_dir glue_data/SST-2 --output_dir glue_ofrecord/SST-2 \\
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lower-case the text (uncased vocabularies; default True)")
     parser.add_argument("--do_train", type=_bool, nargs="?", const=True, default=None, help="write train/")
     parser.add_argument("--do_eval", type=_bool, nargs="?", const=True, default=None, help="write eval/")
+    parser.add_argument("--aug_train", type=_bool, nargs="?", const=True, default=None,
+                        help="write train_aug/ from train_aug.tsv (TinyBERT's augmented set)")
     parser.add_argument("--part_num", type=int, default=1, help="part files per split (default 1, as the original)")
     return parser
 
@@ -53,9 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    splits = [name for name, wanted in (("train", args.do_train), ("eval", args.do_eval)) if wanted]
+    splits = [name for name, wanted in (("train", args.do_train), ("eval", args.do_eval), ("train_aug", args.aug_train))
+              if wanted]
     if not splits:
-        print("error: pass --do_train True and/or --do_eval True (nothing to convert)", file=sys.stderr)
+        print("error: pass --do_train True, --do_eval True and/or --aug_train True (nothing to convert)", file=sys.stderr)
+        return 2
+    augmented = os.path.join(args.data_dir, "train_aug.tsv")
+    if args.aug_train and not os.path.isfile(augmented):
+        print(f"error: --aug_train True: {augmented} does not exist; make it first with python "
+              f"scripts/data_augmentation.py --glue_dir {args.data_dir} --task_name {args.task_name}", file=sys.stderr)
         return 2
     try:
         written = glue_to_ofrecord(args.data_dir, args.task_name, args.output_dir,

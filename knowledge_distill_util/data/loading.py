@@ -38,8 +38,9 @@ def cap_rows(features: Features, limit: int) -> Features:
 
 def load_task_data(data_dir: Optional[str], task_name: Optional[str], seq_length: int,
                    vocab_file: Optional[str] = None, max_train_examples: int = 0,
-                   max_eval_examples: int = 0) -> TaskData:
-    """Read and tokenise ``train`` and ``dev`` of ``data_dir`` (every row validated first).
+                   max_eval_examples: int = 0, train_split: str = "train") -> TaskData:
+    """Read and tokenise ``train`` (or ``train_split``, e.g. ``"train_aug"``) and ``dev`` of ``data_dir`` (every row
+    validated first).
 
     ``vocab_file`` defaults to the all-MiniLM-L6-v2 vocabulary. Raises ``ValueError`` naming the
     argument and the fix for a missing task name or directory.
@@ -58,7 +59,7 @@ def load_task_data(data_dir: Optional[str], task_name: Optional[str], seq_length
         raise ValueError(str(error.args[0] if error.args else error)) from None
     vocab_file = vocab_file or default_vocab_file()
     tokenizer = load_tokenizer(vocab_file)
-    train = cap_rows(load_glue_features(data_dir, spec, "train", tokenizer, seq_length), max_train_examples)
+    train = cap_rows(load_glue_features(data_dir, spec, train_split, tokenizer, seq_length), max_train_examples)
     dev = cap_rows(load_glue_features(data_dir, spec, "dev", tokenizer, seq_length), max_eval_examples)
     digest = hashlib.sha1(train.input_ids.tobytes()).hexdigest()[:16]
     return TaskData(spec, vocab_file, tokenizer, train, dev, digest)

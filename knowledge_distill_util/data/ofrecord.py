@@ -381,7 +381,9 @@ def glue_to_ofrecord(data_dir, task_name: str, out_dir, vocab_file, seq_length: 
     """Convert a GLUE task's TSV files to the original's OFRecord layout, as its ``glue_process.py``.
 
     Writes ``<out_dir>/train/train.of_record-<i>`` from ``train.tsv`` and ``<out_dir>/eval/
-    eval.of_record-<i>`` from the dev file (``dev.tsv``; MNLI ``dev_matched.tsv``), ``i < part_num``.
+    eval.of_record-<i>`` from the dev file (``dev.tsv``; MNLI ``dev_matched.tsv``), ``i < part_num``; the split
+    ``"train_aug"`` writes ``<out_dir>/train_aug/train.of_record-<i>`` from ``train_aug.tsv`` (TinyBERT's augmented
+    set, where the original's ``--aug_train=True`` looks for it: ``train_data_dir`` with ``train`` -> ``train_aug``).
     Tokenisation: this package's WordPiece (:func:`~.features.convert_examples`: ``[CLS] a [SEP] b [SEP]``,
     BERT's pair truncation, ``[PAD]`` = id 0 padding), the same rules as the original's ``FullTokenizer``.
     Returns the number of records written per split. Regression tasks (STS-B) are refused: the original
@@ -396,13 +398,13 @@ def glue_to_ofrecord(data_dir, task_name: str, out_dir, vocab_file, seq_length: 
     if not os.path.isdir(data_dir):
         raise ValueError(f"GLUE data directory {data_dir} does not exist; pass the folder holding train.tsv and "
                          f"dev.tsv of task {spec.name!r}")
-    for folder in (out_dir, *(os.path.join(out_dir, split) for split in ("train", "eval"))):
+    for folder in (out_dir, *(os.path.join(out_dir, split) for split in ("train", "eval", "train_aug"))):
         if os.path.lexists(folder) and not os.path.isdir(folder):
             raise ValueError(f"output directory {folder} exists and is not a directory; pass another --output_dir "
                              f"or move that file away (it is left as it is)")
     seq_length = check_int("seq_length", seq_length)
     part_num = check_int("part_num", part_num)
-    known = {"train": ("train", TRAIN_PREFIX), "eval": ("dev", EVAL_PREFIX)}
+    known = {"train": ("train", TRAIN_PREFIX), "eval": ("dev", EVAL_PREFIX), "train_aug": ("train_aug", TRAIN_PREFIX)}
     if isinstance(splits, str) or not splits or any(s not in known for s in splits):
         raise ValueError(f"splits must be a non-empty subset of {tuple(known)}, got {splits!r}")
     tokenizer = load_tokenizer(_check_path("vocab_file", vocab_file), lowercase=do_lower_case)

@@ -3,6 +3,7 @@
 - :mod:`.bert`: ``BertForSequenceClassification`` / ``BertStudentForSequenceClassification``
   returning ``(logits, reps, atts)`` (or a ``BertOutput`` dict with Hugging Face's ``labels`` / ``output_*``
   flags, :mod:`._hf`), ``save_pretrained``, and ``fit_dense``.
+- :mod:`.mlm`: ``BertForMaskedLM``, BERT with its masked-LM head (Hugging Face or original snapshot).
 - :mod:`.lstm`: ``LSTMStudentForSequenceClassification`` returning logits.
 - :mod:`.pretrained`: Hugging Face checkpoints (``config.json`` + ``model.safetensors``), read and written.
 - :mod:`.init`: student initialisation from teacher layers, ``save_model`` / ``load_model`` / ``read_state``
@@ -18,6 +19,7 @@ from .init import (
     save_model,
 )
 from .lstm import LSTMStudentForSequenceClassification
+from .mlm import BertForMaskedLM, MaskedLMHead, NoMaskedLMHead
 from .pretrained import LoadReport, load_hf_bert_weights, minilm_checkpoint_dir, read_hf_config, save_pretrained
 from .snapshot import build_from_snapshot, load_snapshot, read_snapshot_config, save_snapshot
 
@@ -26,8 +28,11 @@ __all__ = [
     "load_snapshot",
     "read_snapshot_config",
     "save_snapshot",
+    "BertForMaskedLM",
     "BertForSequenceClassification",
     "BertOutput",
+    "MaskedLMHead",
+    "NoMaskedLMHead",
     "BertStudentForSequenceClassification",
     "LSTMStudentForSequenceClassification",
     "fit_dense",

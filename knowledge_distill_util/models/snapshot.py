@@ -614,15 +614,17 @@ def _write_variable(root: str, name: str, value: np.ndarray, meta_text: Callable
         handle.write(meta_text(tuple(value.shape)))
 
 
-def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None, predecessor: Optional[nn.Module] = None
-                  ) -> str:
+def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None, predecessor: Optional[nn.Module] = None,
+                  extra: Optional[Dict[str, np.ndarray]] = None) -> str:
     """Write ``model`` as an original snapshot directory (see the module doc), atomically.
 
     ``scope`` (BERT): ``"teacher"`` (``bert-...``), ``"student"`` (``student-bert-...``, the default for
     a model with ``fit_dense``), ``"theseus"``; the LSTM is always ``student-...``. ``predecessor``
     (``scope="theseus"`` only): BERT-of-Theseus's predecessor layers (an ``nn.ModuleList`` of ``BertLayer``),
     written beside ``model`` (the successor) as ``bert-encoder-layer_<i>-...``: the whole Theseus model, as
-    the original's ``run_classifier.py`` saves it. Each variable gets
+    the original's ``run_classifier.py`` saves it. ``extra``: more variables ``{name: float32 array}`` written
+beside the model's (e.g. a masked-LM head, :meth:`~.mlm.BertForMaskedLM.snapshot_head_arrays`); a name the
+model already writes is a ``ValueError``. Each variable gets
     ``out`` (float32, C order) and a ``meta`` file; ``snapshot_done`` marks the directory complete, so
     OneFlow's ``flow.load`` and the original's loader read it. No optimizer slots are written (as after
     the original's ``--serve_for_online``). The directory is replaced as a whole
@@ -651,6 +653,11 @@ def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None, pred
     arrays = _export(model, scope)
     if predecessor is not None:
         arrays.update(_export_predecessor(predecessor, model, scope))
+    if extra:
+        clash = sorted(set(extra) & set(arrays))
+        if clash:
+            raise ValueError(f"extra variables {clash} are already written from the model; give other names")
+        arrays.update({str(name): np.asarray(value, dtype=np.float32) for name, value in extra.items()})
     from google.protobuf import text_format
     import oneflow.core.common.data_type_pb2 as data_type_pb2
     import oneflow.core.framework.variable_meta_info_pb2 as meta_pb2

@@ -81,6 +81,8 @@ class TrainConfig:
     max_steps: int = _key(0, "cap on the steps of each stage (0: no cap)")
     seq_length: int = _key(128, "tokens per example")
     max_train_examples: int = _key(0, "use only the first N training rows (0: all)")
+    aug_train: bool = _key(False, "train on TinyBERT's augmented set: <data_dir>/train_aug.tsv (written by "
+                                  "scripts/data_augmentation.py), or with --train_data_dir its train_aug sibling folder")
     max_eval_examples: int = _key(0, "use only the first N dev rows (0: all)")
     checkpoint_every: int = _key(100, "steps between checkpoints")
     # distillation (flags registered by knowledge_distill_util.add_distill_args)

@@ -232,10 +232,9 @@ _FLAGS: List[Flag] = [
          "means False, as the original's const=False)", None, const=False),
     Flag("temperature", float, 1.0, "temperature", _to("temperature")),
     Flag("aug_train", str2bool, None, "False (also bare --aug_train, the original's const=False): the training "
-         "parts; True: not supported (refused)",
-         lambda v: (_ for _ in ()).throw(ConfigError(
-             "--aug_train=True (TinyBERT's augmented training set) is not supported; convert the augmented TSV "
-             "with scripts/glue_to_ofrecord.py and pass it as --train_data_dir")) if v else {}, const=False),
+         "parts; True: aug_train, the parts in --train_data_dir with its folder name's 'train' replaced by "
+         "'train_aug' (scripts/data_augmentation.py, then scripts/glue_to_ofrecord.py --aug_train True)",
+         lambda v: {"aug_train": bool(v)}, const=False),
     Flag("intermediate_distill", str2bool, None, "TinyBERT: with --pred_distill, stages ['combined'] (one stage: "
          "att + hidden + prediction, as the original); alone, stages ['intermediate']", None),
     Flag("pred_distill", str2bool, None, "TinyBERT: alone, stages ['pred']", None),

@@ -1,5 +1,6 @@
 """A run's plan: data, teacher, student and stages, all built and checked before any training step."""
 import logging
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -60,15 +61,23 @@ def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Op
 
     With ``--train_data_dir``/``--eval_data_dir`` (the original's OFRecord parts) the parts are read
     instead of ``--data_dir``: ``teacher_view`` (the teacher of Distilled-BiLSTM) reads the BERT parts, else
-    the ``*_lstm`` parts when given, whatever the two sequence lengths."""
+    the ``*_lstm`` parts when given, whatever the two sequence lengths. ``aug_train`` reads TinyBERT's augmented
+    training set instead (``train_aug.tsv``; for the parts see :mod:`.original_data`)."""
     if cfg.train_data_dir or cfg.eval_data_dir:
         from .original_data import load_ofrecord_data
 
         return load_ofrecord_data(cfg, seq_length, teacher_view=teacher_view)
+    if cfg.aug_train and cfg.do_train and cfg.data_dir:
+        augmented = os.path.join(cfg.data_dir, "train_aug.tsv")
+        if not os.path.isfile(augmented):
+            raise ConfigError(f"--aug_train: {augmented} does not exist; make it with python scripts/data_augmentation.py "
+                              f"--glue_dir {cfg.data_dir} --task_name {cfg.task_name} --model_load_dir <pretrained BERT>")
+        logger.info("--aug_train: training on %s (TinyBERT's augmented set)", augmented)
     try:
         return load_task_data(cfg.data_dir, cfg.task_name, seq_length or cfg.seq_length,
                               vocab_file=vocab_file or cfg.vocab_file, max_train_examples=cfg.max_train_examples,
-                              max_eval_examples=cfg.max_eval_examples)
+                              max_eval_examples=cfg.max_eval_examples,
+                              train_split="train_aug" if cfg.aug_train and cfg.do_train else "train")
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
 

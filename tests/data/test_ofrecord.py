@@ -363,7 +363,7 @@ def test_converter_refusals(tmp_path):
         glue_to_ofrecord(str(tmp_path), "STS-B", str(tmp_path / "o"), default_vocab_file())
     with pytest.raises(ValueError, match=r"GLUE data directory .*missing does not exist"):
         glue_to_ofrecord(str(tmp_path / "missing"), "SST-2", str(tmp_path / "o"), default_vocab_file())
-    with pytest.raises(ValueError, match=r"splits must be a non-empty subset of \('train', 'eval'\)"):
+    with pytest.raises(ValueError, match=r"splits must be a non-empty subset of \('train', 'eval', 'train_aug'\)"):
         glue_to_ofrecord(str(tmp_path), "SST-2", str(tmp_path / "o"), default_vocab_file(), splits=("dev",))
 
 

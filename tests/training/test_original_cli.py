@@ -436,8 +436,8 @@ def test_bare_boolean_flags_take_each_original_const():
     assert cfg.do_train and cfg.student_model == "s"
     assert original.parse_original(["--do_train", "--from_scratch=True", "--student_model=s"],
                                    "task_student_bert-pkd").student_model is None
-    with pytest.raises(ConfigError, match=r"--aug_train=True \(TinyBERT's augmented training set\) is not supported"):
-        original.parse_original(["--aug_train=True"], "task_student_tinybert")
+    assert original.parse_original(["--aug_train=True"], "task_student_tinybert").aug_train is True
+    assert original.parse_original(["--aug_train"], "task_student_tinybert").aug_train is False
 
 
 def test_shipped_pkd_line_with_a_bare_from_scratch_reads_the_student(tmp_path, capsys):
