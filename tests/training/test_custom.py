@@ -96,3 +96,44 @@ def test_teachers_with_other_labels_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"--teacher_models: teacher .*t2 has 3 labels \['a', 'b', 'c'\] but teacher "
                                           r".*t1 has 2 \['a', 'b'\]; give teachers fine-tuned on the same task"):
         check_teacher_labels([str(tmp_path / "t1"), str(tmp_path / "t2")])
+
+
+def _bert(hidden, seed):
+    import oneflow as flow
+
+    from knowledge_distill_util.models import BertForSequenceClassification
+
+    flow.manual_seed(seed)
+    return BertForSequenceClassification(vocab_size=40, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                         label_num=3, attention_output="scores").eval()
+
+
+def test_the_custom_minilm_form_gives_minilms_loss():
+    """configs/custom_minilm.yaml's matches (relation heads set to the tiny models' 2) on a student of width 8 and a
+    teacher of 16: the custom objective's loss equals MiniLM's stage-1 loss on the same batch."""
+    import argparse
+    import os
+
+    import numpy as np
+    import oneflow as flow
+    import yaml
+
+    from knowledge_distill_util.training.custom import CUSTOM, CustomStudent
+    from knowledge_distill_util.training.objectives import MINILM
+    from knowledge_distill_util.training.trainer import LossStep
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "custom_minilm.yaml")
+    with open(path, encoding="utf-8") as stream:
+        config = yaml.safe_load(stream)
+    config["intermediate_matches"][1]["options"]["num_relation_heads"] = 2
+    student, teacher = _bert(8, 0), _bert(16, 1)
+    matches = resolve_matches(config["intermediate_matches"], student.config, teacher.config)
+    custom = CustomStudent(student, matches, check_logit_terms(config["logit_terms"], 1.0))
+    rng = np.random.default_rng(0)
+    ids = flow.tensor(rng.integers(1, 40, (3, 6)))
+    mask = flow.tensor(np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]))
+    batch = (ids, mask, flow.zeros_like(ids), flow.tensor([0, 1, 2]))
+    ours = LossStep(custom, teacher, CUSTOM, argparse.Namespace(hard_label_weight=0.0))(*batch)
+    theirs = LossStep(student, teacher, MINILM, argparse.Namespace())(*batch)
+    assert float(ours[0]) == float(theirs[0]) > 0 and float(ours[1]) == 0.0   # loss equal; no logit term
