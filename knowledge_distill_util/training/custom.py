@@ -184,10 +184,14 @@ class CustomStudent(nn.Module):
         self.bert = bert
         self.logit_terms = [dict(term) for term in logit_terms]
         self.match_weights = [float(entry.get("weight", 1.0)) for entry in matches]
-        try:
-            self.matches = nn.ModuleList([IntermediateMatches([dict(entry, weight=1.0)]) for entry in matches])
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"intermediate_{error}; fix that entry of intermediate_matches") from None
+        built = []
+        for index, entry in enumerate(matches):
+            try:
+                built.append(IntermediateMatches([dict(entry, weight=1.0)]))
+            except (TypeError, ValueError) as error:
+                text = str(error).replace("matches[0]", f"intermediate_matches[{index}]")
+                raise ConfigError(f"{text}; fix that entry of intermediate_matches") from None
+        self.matches = nn.ModuleList(built)
         self.config = bert.config
 
     def forward(self, *args, **kwargs):

@@ -32,6 +32,14 @@ soft-label term is the MSE between the student's and the teacher's predictions
 | ``TINYBERT_COMBINED`` (the original's one stage, both flags) | ``att_distill + layer_distill + pred_distill`` |
 | ``MINILM`` | ``attention_kl`` (last layers' scores) ``+ relation_kl`` (last layers' values, one relation head per attention head) |
 | ``MINILM_V2`` | ``relation_kl`` of queries ``+`` keys ``+`` values (student's last layer, teacher's ``minilm_teacher_layer``, ``num_relation_heads``) |
+| ``DISTILBERT`` | ``logit_weight * kl_div * T**2 + hard_label_weight * CE + hidden_weight * hidden_cosine`` (last hidden states) |
+| ``PKD_PATIENCE`` | ``(1 - kd_alpha) * CE + kd_alpha * soft CE(T) + kd_beta * sum pkd_loss`` ([CLS] of the ``pkd_strategy`` pairs) |
+| ``CUSTOM`` (:mod:`.custom`) | the configuration's logit terms, hard labels and intermediate matches |
+
+Schedules (any objective): ``args.temperature_schedule`` ``flsw``/``cwsm`` gives the soft-label term per-row
+temperatures (:func:`row_temperatures`); ``args.logit_weight_schedule`` / ``args.hidden_weight_schedule``
+(``linear_growth``, ``linear_decay``) multiply the soft-label resp. intermediate terms by the factor fed at each
+step (:class:`ScheduledArgs`, :func:`schedule_factors`). ``constant`` (the default) leaves the terms as they are.
 """
 import inspect
 from dataclasses import dataclass
@@ -245,7 +253,7 @@ def tinybert_combined_loss(
     if _is_regression(student_logits):
         pred = mseloss(student_logits.reshape(-1), labels.to(student_logits.dtype).reshape(-1))
     else:
-        pred = pred_distill(args, student_logits, teacher_logits)
+        pred = soft_label_loss(args, student_logits, teacher_logits)  # pred_distill (or per-row temperatures)
     return {"loss": _scheduled(args, "hidden", att + layer) + _scheduled(args, "logit", pred), "att_distill": att,
             "layer_distill": layer, "pred_distill": pred}
 

@@ -221,6 +221,9 @@ def prepare(cfg: TrainConfig) -> Plan:
         return _prepare_evaluation(cfg, recipe, device)
     teacher, meta, teachers = None, None, None
     if recipe.needs_teacher:
+        if cfg.recipe == "multi_teacher_kd" and not cfg.teacher_models:
+            raise ConfigError("recipe 'multi_teacher_kd' needs --teacher_models, the fine-tuned teacher directories "
+                              "(e.g. --teacher_models t1,t2 or, in YAML, teacher_models: [t1, t2])")
         data = load_data(cfg, vocab_file=cfg.vocab_file or (_teacher_vocab(cfg) if first_teacher(cfg) else None))
         attention_output = cfg.attention_output if "atts" in recipe.teacher_outputs else None
         teachers = _load_teachers(cfg, data, attention_output)

@@ -75,7 +75,6 @@ def test_a_file_of_another_recipe_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("flags, sentence", [
-    ([], r"recipe 'multi_teacher_kd' needs --teacher_models"),
     (["--teacher_models", "a,b", "--teacher_weights", "1"], r"--teacher_weights has 1 entries but --teacher_models "
                                                              r"names 2 teachers; give one weight per teacher"),
     (["--teacher_models", "a", "--teacher_model", "b"], r"drop --teacher_model b"),
@@ -137,3 +136,22 @@ def test_the_custom_minilm_form_gives_minilms_loss():
     ours = LossStep(custom, teacher, CUSTOM, argparse.Namespace(hard_label_weight=0.0))(*batch)
     theirs = LossStep(student, teacher, MINILM, argparse.Namespace())(*batch)
     assert float(ours[0]) == float(theirs[0]) > 0 and float(ours[1]) == 0.0   # loss equal; no logit term
+
+
+def test_a_relation_match_without_its_head_count_names_the_entry():
+    from knowledge_distill_util.training.custom import CustomStudent
+
+    entries = [_match(), {"layer_S": 0, "layer_T": 0, "feature": "value", "loss": "relation_kl"}]
+    with pytest.raises(ConfigError, match=r"intermediate_matches\[1\]\['options'\] must give num_relation_heads for "
+                                          r"relation_kl.*; fix that entry of intermediate_matches"):
+        CustomStudent(_bert(16, 0), resolve_matches(entries, STUDENT, TEACHER), [])
+
+
+def test_multi_teacher_kd_without_teachers_stops_in_the_plan(tmp_path):
+    from knowledge_distill_util.training.plan import prepare
+
+    cfg = parse_config(["--recipe", "multi_teacher_kd", "--data_dir", str(tmp_path), "--task_name", "sst-2",
+                        "--model_save_dir", str(tmp_path / "m"), "--result_dir", str(tmp_path / "r")])
+    with pytest.raises(ConfigError, match=r"recipe 'multi_teacher_kd' needs --teacher_models, the fine-tuned teacher "
+                                          r"directories"):
+        prepare(cfg)
