@@ -9,8 +9,9 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 :func:`register_recipe` call:
 
 >>> from knowledge_distill_util.training.recipes import RECIPES
->>> RECIPES.names()
-['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2']
+>>> RECIPES.names()  # doctest: +NORMALIZE_WHITESPACE
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2',
+ 'distilbert', 'pkd_patience', 'multi_teacher_kd', 'custom']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
 >>> RECIPES.get("minilm").teacher_outputs
@@ -28,6 +29,10 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``lstm`` | (Bi)LSTM, no teacher | ``lstm`` (``LABELS``) |
 | ``minilm`` | BERT student, any width, the teacher's head count | ``minilm`` (``MINILM``), ``pred`` (``TINYBERT_PRED``) |
 | ``minilm_v2`` | BERT student, any width and head count | ``minilm_v2`` (``MINILM_V2``), ``pred`` (``TINYBERT_PRED``) |
+| ``distilbert`` | BERT student from evenly spaced teacher layers | ``distilbert`` (``DISTILBERT``) |
+| ``pkd_patience`` | BERT student, at least 2 layers | ``pkd_patience`` (``PKD_PATIENCE``) |
+| ``multi_teacher_kd`` | BERT student; ``teacher_models`` | ``multi_teacher_kd`` (``KD`` on the teachers' averaged logits) |
+| ``custom`` | BERT student of any width in a ``CustomStudent`` | ``custom`` (``CUSTOM``, :mod:`.custom`) |
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
