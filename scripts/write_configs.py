@@ -54,14 +54,52 @@ def render(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: ``configs/<name>.yaml`` files of the ``custom`` recipe that restate a named recipe in the custom form (the
+#: logit terms, intermediate matches and hard-label weight of its distillation stage); the suite trains each
+#: for a few steps beside the named recipe and compares the losses.
+CUSTOM_FORMS = {
+    "custom_minilm": ("minilm", "its first stage, `minilm` (the `pred` stage after it is another run of `custom` "
+                                "with only a logit term)", dict(
+        attention_output="scores", logit_terms=None, hard_label_weight=0.0, intermediate_matches=[
+            {"layer_S": -1, "layer_T": -1, "feature": "attention", "loss": "attention_kl", "weight": 1.0},
+            {"layer_S": -1, "layer_T": -1, "feature": "value", "loss": "relation_kl", "weight": 1.0,
+             "options": {"num_relation_heads": 12}}])),
+    "custom_distilbert": ("distilbert", "its one stage (the student starts from teacher layers 0, 2, 4, 7, 9, 11 "
+                                        "of a 12-layer teacher: set student_init_layers for another depth)", dict(
+        student_num_hidden_layers=6, student_hidden_size=768, student_intermediate_size=3072, student_init="teacher",
+        student_init_layers=[0, 2, 4, 7, 9, 11], temperature=2.0, hard_label_weight=2.0,
+        logit_terms=[{"loss": "kl_div", "weight": 5.0, "temperature": 2.0, "temperature_scaling": True}],
+        intermediate_matches=[{"layer_S": -1, "layer_T": -1, "feature": "hidden", "loss": "hidden_cosine",
+                               "weight": 1.0}])),
+}
+FORM_HEADER = """# Recipe {named!r} written as recipe 'custom': {what}.
+# Run it:   kdu-train --config configs/{name}.yaml --data_dir DIR --task_name TASK --teacher_model DIR
+# Keys marked "form setting" differ from recipe 'custom''s defaults. Written by scripts/write_configs.py;
+# tests/training/test_recipe_configs.py trains it beside --recipe {named} and compares the losses.
+"""
+
+
+def render_form(name: str) -> str:
+    """The text of ``configs/<name>.yaml`` for a :data:`CUSTOM_FORMS` entry."""
+    named, what, overrides = CUSTOM_FORMS[name]
+    values = dict(recipe_values("custom"), **overrides)
+    lines = [FORM_HEADER.format(named=named, what=what, name=name)]
+    for spec in dataclasses.fields(TrainConfig):
+        note = spec.metadata["help"]
+        if spec.name in overrides:
+            note += f" (form setting; recipe 'custom' has {_scalar(recipe_values('custom')[spec.name])})"
+        lines.append(f"{spec.name}: {_scalar(values[spec.name])}  # {note}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="only report files that differ; exit 1 if any")
     args = parser.parse_args(argv)
     stale = []
-    for name in RECIPES.names():
+    for name in RECIPES.names() + list(CUSTOM_FORMS):
         path = os.path.join(CONFIGS, f"{name}.yaml")
-        text = render(name)
+        text = render_form(name) if name in CUSTOM_FORMS else render(name)
         current = open(path, encoding="utf-8").read() if os.path.isfile(path) else None
         if current == text:
             continue

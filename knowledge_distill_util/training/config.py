@@ -161,6 +161,30 @@ class TrainConfig:
     loss_print_every_n_iter: int = _key(10, "with log_dir: steps of an epoch per summary.csv row pair and log line")
     results_format: str = _key("kdu", "'kdu' or 'original' (results_eval.json/results_train.json with the "
                                       "original's keys and strings; this package's figures in results_eval_kdu.json)")
+    # the recipes of the PyTorch toolkits (distilbert, pkd_patience, multi_teacher_kd, custom) and schedules
+    logit_weight: float = _key(1.0, "distilbert: weight of the soft-label KL term (DistilBERT's alpha_ce)")
+    hidden_weight: float = _key(1.0, "distilbert: weight of the last hidden states' cosine term (alpha_cos)")
+    hard_label_weight: float = _key(1.0, "distilbert, custom: weight of the cross entropy with the labels "
+                                         "(DistilBERT's alpha_mlm)")
+    pkd_strategy: str = _key("skip", "pkd_patience: teacher layers matched to the student's intermediate layers: "
+                                     "'skip' (every Lt/Ls-th) or 'last' (the last Ls - 1 before the top)")
+    teacher_models: Optional[List[str]] = _key(None, "multi_teacher_kd: the fine-tuned teacher directories, e.g. "
+                                                     "'[t1,t2]' (YAML: [t1, t2]); replaces --teacher_model")
+    teacher_weights: Optional[List[float]] = _key(None, "multi_teacher_kd: one weight per teacher for the average of "
+                                                        "their logits (default: equal weights)")
+    logit_terms: Optional[List[Dict[str, Any]]] = _key(
+        None, "custom: the logit terms, each {loss: kl_div|soft_cross_entropy, weight, temperature, "
+              "temperature_scaling, schedule, temperature_schedule}")
+    intermediate_matches: Optional[List[Dict[str, Any]]] = _key(
+        None, "custom: the intermediate matches, each {layer_S, layer_T, feature, loss, weight, proj, options} "
+              "(TextBrewer's format; -1 is the last layer)")
+    temperature_schedule: str = _key("constant", "per-row temperatures of the soft-label term: 'constant', "
+                                                 "'flsw' or 'cwsm' (around --temperature)")
+    logit_weight_schedule: str = _key("constant", "factor of the soft-label term over the steps: 'constant', "
+                                                  "'linear_growth' or 'linear_decay'")
+    hidden_weight_schedule: str = _key("constant", "factor of the intermediate (hidden, attention, relation) "
+                                                   "terms over the steps: 'constant', 'linear_growth' or "
+                                                   "'linear_decay'")
 
 
 #: What ``--quick`` sets (tiny data, a few steps); model sizes stay as configured.
@@ -245,8 +269,11 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
 #: List-valued keys -> the accepted forms, shown when a value does not parse.
 _LIST_FORMS = {name: ("a comma-separated list of integers such as 0,2 (or '[0,2]'; null for none)"
                       if spec.type == Optional[List[int]] else
+                      "a comma-separated list of numbers such as 1,3 (or '[1,3]'; null for none)"
+                      if spec.type == Optional[List[float]] else
                       "a comma-separated list of names such as intermediate,pred (or '[pred]'; null for none)")
-               for name, spec in _FIELDS.items() if spec.type in (Optional[List[int]], Optional[List[str]])}
+               for name, spec in _FIELDS.items()
+               if spec.type in (Optional[List[int]], Optional[List[str]], Optional[List[float]])}
 _OPTIONAL_FORMS = {Optional[int]: "an integer or null", Optional[float]: "a number or null",
                    Optional[str]: "a string or null"}
 

@@ -2,7 +2,7 @@
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import oneflow.nn as nn
@@ -44,6 +44,8 @@ class Plan:
     stages: List[Stage]
     final_model: nn.Module
     description: str
+    #: several teachers (``--teacher_models``): ``(directory, model, meta)`` each, the first is :attr:`teacher`
+    teachers: Optional[List[Tuple[str, nn.Module, Dict]]] = None
 
     @property
     def whole_model(self) -> nn.Module:
@@ -83,11 +85,51 @@ def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Op
 
 
 def _teacher_vocab(cfg: TrainConfig) -> Optional[str]:
-    """The vocabulary file the teacher was trained with (None when unknown)."""
+    """The vocabulary file the (first) teacher was trained with (None when unknown)."""
     try:
-        return read_meta(cfg.teacher_model, "teacher").get("vocab_file")
+        return read_meta(first_teacher(cfg), "teacher").get("vocab_file")
     except ConfigError:
         return None  # load_teacher reports the problem with the teacher itself
+
+
+def first_teacher(cfg: TrainConfig) -> Optional[str]:
+    """``--teacher_model``, or the first of ``--teacher_models`` (``multi_teacher_kd``)."""
+    return cfg.teacher_models[0] if cfg.teacher_models else cfg.teacher_model
+
+
+def check_teacher_labels(directories: Sequence[str]) -> None:
+    """The teachers of ``--teacher_models`` share one label set (their ``model_config.json``); otherwise
+    :class:`ConfigError` naming the two that differ. A teacher without one is left to :func:`load_teacher`."""
+    seen = None
+    for directory in directories:
+        try:
+            labels = read_meta(directory, "teacher").get("labels")
+        except ConfigError:
+            continue
+        if seen is None:
+            seen = (directory, labels)
+        elif labels != seen[1]:
+            count = (lambda x: len(x) if isinstance(x, list) else "?")
+            raise ConfigError(f"--teacher_models: teacher {directory} has {count(labels)} labels {labels} but "
+                              f"teacher {seen[0]} has {count(seen[1])} {seen[1]}; give teachers fine-tuned on the "
+                              f"same task and labels")
+
+
+def _load_teachers(cfg: TrainConfig, data, attention_output) -> List[Tuple[str, nn.Module, Dict]]:
+    """Every teacher of ``cfg`` as ``(directory, model, meta)``, each checked like ``--teacher_model``."""
+    directories = list(cfg.teacher_models or [cfg.teacher_model])
+    if len(directories) > 1:
+        check_teacher_labels(directories)
+    teachers = []
+    for directory in directories:
+        teacher, meta = load_teacher(directory, data.spec, attention_output,
+                                     num_attention_heads=cfg.teacher_num_attention_heads,
+                                     seq_length=cfg.teacher_seq_length or cfg.seq_length)
+        if cfg.seq_length > teacher.config["max_position_embeddings"]:
+            raise ConfigError(f"seq_length {cfg.seq_length} exceeds teacher checkpoint {directory}'s "
+                              f"max_position_embeddings {teacher.config['max_position_embeddings']}; lower --seq_length")
+        teachers.append((directory, teacher, meta))
+    return teachers
 
 
 def _stages(recipe: Recipe, cfg: TrainConfig, model: nn.Module) -> List[Stage]:
@@ -186,19 +228,19 @@ def prepare(cfg: TrainConfig) -> Plan:
         raise ConfigError(f"--device: {error}") from None
     if not cfg.do_train:
         return _prepare_evaluation(cfg, recipe, device)
-    teacher, meta = None, None
+    teacher, meta, teachers = None, None, None
     if recipe.needs_teacher:
-        data = load_data(cfg, vocab_file=cfg.vocab_file or (_teacher_vocab(cfg) if cfg.teacher_model else None))
+        if cfg.recipe == "multi_teacher_kd" and not cfg.teacher_models:
+            raise ConfigError("recipe 'multi_teacher_kd' needs --teacher_models, the fine-tuned teacher directories "
+                              "(e.g. --teacher_models t1,t2 or, in YAML, teacher_models: [t1, t2])")
+        data = load_data(cfg, vocab_file=cfg.vocab_file or (_teacher_vocab(cfg) if first_teacher(cfg) else None))
         attention_output = cfg.attention_output if "atts" in recipe.teacher_outputs else None
-        teacher, meta = load_teacher(cfg.teacher_model, data.spec, attention_output,
-                                     num_attention_heads=cfg.teacher_num_attention_heads,
-                                     seq_length=cfg.teacher_seq_length or cfg.seq_length)
-        if cfg.seq_length > teacher.config["max_position_embeddings"]:
-            raise ConfigError(f"seq_length {cfg.seq_length} exceeds teacher checkpoint {cfg.teacher_model}'s "
-                              f"max_position_embeddings {teacher.config['max_position_embeddings']}; lower --seq_length")
+        teachers = _load_teachers(cfg, data, attention_output)
+        _, teacher, meta = teachers[0]
     else:
         data = load_data(cfg)
-    context = BuildContext(cfg, data.spec, teacher, recipe.teacher_outputs, description=f"teacher {cfg.teacher_model}")
+    named = ", ".join(cfg.teacher_models) if cfg.teacher_models else cfg.teacher_model
+    context = BuildContext(cfg, data.spec, teacher, recipe.teacher_outputs, description=f"teacher {named}")
     try:
         model = recipe.build(context)
     except (ValueError, TypeError) as error:  # a constructor or a config.json refusing a size or probability
@@ -210,8 +252,10 @@ def prepare(cfg: TrainConfig) -> Plan:
     _check_ids_fit(data, final.config, f"the {recipe.name} student")
     check_masks_fit(data, final, f"the {recipe.name} student")
     if teacher is not None and hasattr(final, "encoder"):  # a BERT student reads the teacher's view of the data
-        _check_ids_fit(data, teacher.config, f"teacher {cfg.teacher_model}")
-    for module in [teacher, model] + [stage.model for stage in stages]:
+        for directory, each, _ in teachers:
+            _check_ids_fit(data, each.config, f"teacher {directory}")
+    for module in [t for _, t, _ in teachers or []] + [model] + [stage.model for stage in stages]:
         if module is not None:
             module.to(device)
-    return Plan(cfg, recipe, data, teacher, meta, stages, final, context.description)
+    return Plan(cfg, recipe, data, teacher, meta, stages, final, context.description,
+                teachers=teachers if cfg.teacher_models else None)

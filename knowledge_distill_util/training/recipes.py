@@ -9,8 +9,9 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 :func:`register_recipe` call:
 
 >>> from knowledge_distill_util.training.recipes import RECIPES
->>> RECIPES.names()
-['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2', 'tinybert_general']
+>>> RECIPES.names()  # doctest: +NORMALIZE_WHITESPACE
+['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2',
+ 'distilbert', 'pkd_patience', 'multi_teacher_kd', 'custom', 'tinybert_general']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
 >>> RECIPES.get("minilm").teacher_outputs
@@ -28,6 +29,10 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``lstm`` | (Bi)LSTM, no teacher | ``lstm`` (``LABELS``) |
 | ``minilm`` | BERT student, any width, the teacher's head count | ``minilm`` (``MINILM``), ``pred`` (``TINYBERT_PRED``) |
 | ``minilm_v2`` | BERT student, any width and head count | ``minilm_v2`` (``MINILM_V2``), ``pred`` (``TINYBERT_PRED``) |
+| ``distilbert`` | BERT student from evenly spaced teacher layers | ``distilbert`` (``DISTILBERT``) |
+| ``pkd_patience`` | BERT student, at least 2 layers | ``pkd_patience`` (``PKD_PATIENCE``) |
+| ``multi_teacher_kd`` | BERT student; ``teacher_models`` | ``multi_teacher_kd`` (``KD`` on the teachers' averaged logits) |
+| ``custom`` | BERT student of any width in a ``CustomStudent`` | ``custom`` (``CUSTOM``, :mod:`.custom`) |
 | ``tinybert_general`` | BERT student, task-agnostic | ``general`` (``TINYBERT_INTERMEDIATE`` on a text corpus, run by its own :func:`~.general.run_general` on the ``Distiller``) |
 """
 from dataclasses import dataclass, field
@@ -39,8 +44,8 @@ from ..data import TaskSpec
 from ..models import check_student_teacher
 from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
 from .config import TrainConfig
-from .objectives import (BERT_PKD, BILSTM, KD, LABELS, MINILM, MINILM_V2, TINYBERT_COMBINED,
-                         TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective)
+from .objectives import (BERT_PKD, BILSTM, DISTILBERT, KD, LABELS, MINILM, MINILM_V2, PKD_PATIENCE,
+                         TINYBERT_COMBINED, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective)
 from .registry import Registry
 from .theseus import TheseusModel
 
@@ -292,6 +297,102 @@ register_recipe(Recipe(
                   stage2_num_epochs=3, stage2_learning_rate=5e-5),
     summary="relation_kl of queries, keys and values (student's last layer, teacher's minilm_teacher_layer, "
             "num_relation_heads; Wang et al.), then pred_distill; any student width and head count"))
+
+
+
+# ------------------------------------------------------- the recipes of the PyTorch toolkits (issue 20)
+def evenly_spaced_layers(student_layers: int, teacher_layers: int) -> List[int]:
+    """DistilBERT's initialisation: ``student_layers`` teacher layers evenly spaced from the first to the last
+    (``round(i * (Lt - 1) / (Ls - 1))``), every other layer for half the depth.
+
+    >>> evenly_spaced_layers(6, 12), evenly_spaced_layers(2, 6), evenly_spaced_layers(1, 2)
+    ([0, 2, 4, 7, 9, 11], [0, 5], [0])
+    """
+    if student_layers == 1:
+        return [0]
+    return [int(i * (teacher_layers - 1) / (student_layers - 1) + 0.5) for i in range(student_layers)]
+
+
+def _distilbert(ctx: BuildContext) -> nn.Module:
+    """The BERT student initialised, with ``student_init 'teacher'`` and no ``student_init_layers``, from
+    teacher layers :func:`evenly_spaced_layers` (DistilBERT's 0, 2, 4, 7, 9, 11 of 12)."""
+    import dataclasses
+
+    cfg = ctx.cfg
+    if cfg.student_init == "teacher" and cfg.student_init_layers is None:
+        layers = evenly_spaced_layers(cfg.student_num_hidden_layers, ctx.teacher.config["num_hidden_layers"])
+        ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, student_init_layers=layers))
+    return _bert(ctx)
+
+
+def _pkd_patience(ctx: BuildContext) -> nn.Module:
+    """The BERT student of BERT-PKD: at least 2 layers (the patience loss reads the intermediate ones) and, for
+    ``pkd_strategy 'last'``, no deeper than the teacher."""
+    from .config import ConfigError
+
+    cfg, layers = ctx.cfg, ctx.teacher.config["num_hidden_layers"]
+    if cfg.student_num_hidden_layers < 2:
+        raise ConfigError(f"pkd_patience matches the student's intermediate layers (all but its last) and "
+                          f"student_num_hidden_layers is {cfg.student_num_hidden_layers}; pass at least 2")
+    if cfg.student_num_hidden_layers > layers:
+        raise ConfigError(f"student_num_hidden_layers {cfg.student_num_hidden_layers} exceeds teacher "
+                          f"{cfg.teacher_model}'s {layers} layers; pass at most {layers}")
+    return _bert(ctx)
+
+
+def _custom(ctx: BuildContext) -> nn.Module:
+    """A BERT student of any width inside :class:`~.custom.CustomStudent`, with the configuration's logit terms
+    and intermediate matches checked against both models."""
+    from .config import ConfigError
+    from .custom import CustomStudent, check_logit_terms, resolve_matches
+
+    cfg = ctx.cfg
+    terms = check_logit_terms(cfg.logit_terms, cfg.temperature)
+    bert = bert_student(cfg, ctx.spec, ctx.teacher, False)
+    matches = resolve_matches(cfg.intermediate_matches, bert.config, ctx.teacher.config)
+    if not terms and not matches and not cfg.hard_label_weight > 0:
+        raise ConfigError("recipe 'custom' has nothing to train: no logit_terms, no intermediate_matches and "
+                          "hard_label_weight 0; give at least one of them in the config file")
+    if cfg.student_model:
+        load_student_weights(bert, cfg.student_model)
+    return CustomStudent(bert, matches, terms)
+
+
+def _custom_bert(model: nn.Module) -> nn.Module:
+    return model.bert
+
+
+def _custom_stage() -> StageSpec:
+    from .custom import CUSTOM
+
+    return StageSpec("custom", CUSTOM, exports=_custom_bert)
+
+
+_WIDE_STUDENT = dict(_BERT_STUDENT, student_num_hidden_layers=6, student_hidden_size=768,
+                     student_intermediate_size=3072, student_init="teacher")
+
+register_recipe(Recipe(
+    "distilbert", "DistilBERT", _distilbert, (StageSpec("distilbert", DISTILBERT),),
+    defaults=dict(_WIDE_STUDENT, temperature=2.0, logit_weight=5.0, hidden_weight=1.0, hard_label_weight=2.0),
+    summary="logit_weight * kl_div * T^2 + hard_label_weight * CE + hidden_weight * hidden_cosine of the last "
+            "hidden states (Sanh et al.); student from evenly spaced teacher layers"))
+register_recipe(Recipe(
+    "pkd_patience", "BERT-PKD (published)", _pkd_patience, (StageSpec("pkd_patience", PKD_PATIENCE),),
+    defaults=dict(_WIDE_STUDENT, kd_alpha=0.7, kd_beta=500.0, temperature=10.0, learning_rate=1e-5,
+                  pkd_strategy="skip"),
+    summary="(1 - kd_alpha) * CE + kd_alpha * soft CE at T + kd_beta * pkd_loss of the normalised [CLS] vectors, "
+            "pkd_strategy skip or last (Sun et al., as published)"))
+register_recipe(Recipe(
+    "multi_teacher_kd", "multi-teacher KD", _bert, (StageSpec("multi_teacher_kd", KD),),
+    defaults=dict(_BERT_STUDENT, kd_alpha=0.8, temperature=1.0),
+    summary="kd_alpha * CE + (1 - kd_alpha) * pred_distill against the weighted average of several teachers' "
+            "logits (teacher_models, teacher_weights)"))
+register_recipe(Recipe(
+    "custom", "custom", _custom, (_custom_stage(),),
+    defaults=dict(_BERT_STUDENT, logit_terms=[{"loss": "kl_div", "weight": 1.0, "temperature": 1.0}],
+                  hard_label_weight=1.0),
+    summary="read from the config: logit_terms, intermediate_matches (TextBrewer's format) and "
+            "hard_label_weight"))
 
 
 def _run_general(cfg: TrainConfig):

@@ -29,7 +29,8 @@ from .original_log import OriginalSummary
 from .original_models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
                               snapshot_directory, write_results_files, write_snapshots)
 from .plan import Plan, evaluation_source, prepare
-from .teacher_cache import LOGITS_FILE, STUDENT_LOGITS_FILE, cache_path, check_cache_file, teacher_logits
+from .teacher_cache import (LOGITS_FILE, STUDENT_LOGITS_FILE, cache_path, check_cache_file, combined_teacher_logits,
+                            teacher_logits)
 from .trainer import LossStep, TrainerConfig, train_stage
 from .validation import check_writable_directory, validate_config
 
@@ -208,7 +209,10 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
     cfg, timings, best, summary = plan.cfg, {}, None, _summary(plan)
     cached = None
     if any(stage.objective.can_cache_teacher_logits for stage in plan.stages):
-        cached = teacher_logits(cfg, plan.teacher, plan.teacher_meta, plan.data, cfg.teacher_model)
+        if plan.teachers:  # several teachers: their weighted average, cached as one array
+            cached = combined_teacher_logits(cfg, plan.teachers, plan.data)
+        else:
+            cached = teacher_logits(cfg, plan.teacher, plan.teacher_meta, plan.data, cfg.teacher_model)
     for stage in plan.stages:
         done_dir = os.path.join(cfg.model_save_dir, f"stage_{stage.name}")
         last = stage is plan.stages[-1]
@@ -232,7 +236,8 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
                     {k: round(v, 4) for k, v in result.last_terms.items()}, result.log_path)
         if not last and distributed.is_writer():
             save_trained(stage.export, done_dir, _meta(plan, f"stage {stage.name}"))
-    origin = plan.description if not plan.recipe.needs_teacher else f"{cfg.recipe} student of {cfg.teacher_model}"
+    teachers = ", ".join(cfg.teacher_models) if cfg.teacher_models else cfg.teacher_model
+    origin = plan.description if not plan.recipe.needs_teacher else f"{cfg.recipe} student of {teachers}"
     if distributed.is_writer():
         save_trained(plan.final_model, cfg.model_save_dir, _meta(plan, origin))
         if best is not None and not best.written_best:

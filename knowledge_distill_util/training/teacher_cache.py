@@ -27,7 +27,8 @@ from .evaluate import predict
 from .plan import load_data
 from .recipes import RECIPES
 
-__all__ = ["LOGITS_FILE", "STUDENT_LOGITS_FILE", "CACHE_KEYS", "cache_path", "teacher_logits", "check_cache_file"]
+__all__ = ["LOGITS_FILE", "STUDENT_LOGITS_FILE", "CACHE_KEYS", "cache_path", "teacher_logits", "check_cache_file",
+           "combined_teacher_logits"]
 
 logger = logging.getLogger(__name__)
 #: A teacher run's logits on its training rows, in its own model_save_dir (what its students read).
@@ -166,6 +167,42 @@ def teacher_logits(cfg: TrainConfig, teacher, meta: Dict, data, teacher_dir: str
     except (OSError, ConfigError) as error:
         logger.warning("the teacher logits are not cached in %s (%s); using them uncached", path, error)
     return logits
+
+
+def combined_teacher_logits(cfg: TrainConfig, teachers, data) -> np.ndarray:
+    """``multi_teacher_kd``: ``sum_i w_i t_i / sum_i w_i`` of the teachers' logits on the training rows
+    (``teachers``: ``(directory, model, meta)`` each; ``w``: ``--teacher_weights``, equal when None), cached as
+    one array in :func:`cache_path` under the identity of every teacher and the weights. Each teacher's own
+    ``train_logits.npz`` is read when valid; nothing is written into a teacher's folder."""
+    weights = [float(w) for w in (cfg.teacher_weights or [1.0] * len(teachers))]
+    identity = " | ".join(_teacher_identity(directory) for directory, _, _ in teachers) + f" | weights {weights}"
+    path = cache_path(cfg, False)
+    classes = teachers[0][1].config.get("label_num")
+    found = _cached(path, data.train_fingerprint, identity, len(data.train), classes, quiet_misses=False)
+    if found is not None:
+        return found
+    total = None
+    for (directory, teacher, meta), weight in zip(teachers, weights):
+        view = _teacher_view(cfg, meta, data)
+        logits = None
+        try:
+            logits = _cached(os.path.join(directory, LOGITS_FILE), view.train_fingerprint,
+                             _teacher_identity(directory), len(view.train), classes, quiet_misses=True)
+        except ConfigError as error:
+            logger.warning("the teacher's cache is not used: %s", error)
+        if logits is None:
+            logits = predict(teacher, view.train, cfg.eval_batch_size)[0].astype(np.float32)
+        total = logits * (weight / sum(weights)) if total is None else total + logits * (weight / sum(weights))
+    combined = total.astype(np.float32)
+    if distributed.is_writer():
+        try:
+            _load_cache(path)
+            atomic_write_file(path, lambda stream: np.savez(stream, logits=combined, teacher=np.array(identity),
+                                                             fingerprint=np.array(data.train_fingerprint)))
+            logger.info("the %d teachers' combined logits cached in %s", len(teachers), path)
+        except (OSError, ConfigError) as error:
+            logger.warning("the combined teacher logits are not cached in %s (%s); using them uncached", path, error)
+    return combined
 
 
 def check_cache_file(cfg: TrainConfig) -> None:

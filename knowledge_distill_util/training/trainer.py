@@ -23,7 +23,7 @@ from .checkpoint import Checkpointer
 from .config import ConfigError
 from .distributed import DataParallel
 from .loss_log import LossLog, plot_losses
-from .objectives import Objective
+from .objectives import Objective, ScheduledArgs, schedule_factors, uses_weight_schedules
 from .optim import clip_gradients, make_optimizer, make_scheduler
 
 __all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "ProgressLog",
@@ -155,6 +155,8 @@ class LossStep(nn.Module):
         self.objective = objective
         self.args = args
         self.extra_inputs = tuple(extra_inputs)
+        #: a weight schedule is not constant: the trainer feeds ``schedule_factors`` at every step
+        self.scheduled = uses_weight_schedules(args)
         uses_cache = "teacher_logits" in self.extra_inputs and objective.can_cache_teacher_logits
         if objective.teacher_outputs and teacher is None and not uses_cache:
             raise ValueError(f"objective {objective.name!r} reads the teacher's {objective.teacher_outputs}: "
@@ -163,16 +165,18 @@ class LossStep(nn.Module):
     def forward(self, input_ids, input_mask, segment_ids, labels, *extras):
         named = dict(zip(self.extra_inputs, extras))
         teacher_logits = named.pop("teacher_logits", None)
+        factors = named.pop("schedule_factors", None)
+        args = self.args if factors is None else ScheduledArgs(self.args, factors)
         if self.objective.reads_attention_details:  # MiniLM: scores and values too, by name
             return self._terms(dict(_details("student", self.student(input_ids, input_mask, segment_ids,
                                                                       **named, **_DETAIL_FLAGS)),
-                                    labels=labels, input_mask=input_mask), input_ids, input_mask, segment_ids)
+                                    labels=labels, input_mask=input_mask), input_ids, input_mask, segment_ids, args)
         out = self.student(input_ids, input_mask, segment_ids, **named)
         if isinstance(out, (tuple, list)):
             tensors = dict(student_logits=out[0], student_reps=out[1], student_atts=out[2])
         else:
             tensors = dict(student_logits=out)
-        tensors["labels"] = labels
+        tensors.update(labels=labels, input_mask=input_mask)
         if self.objective.teacher_outputs:
             if teacher_logits is not None and self.objective.can_cache_teacher_logits:
                 tensors["teacher_logits"] = teacher_logits
@@ -180,17 +184,19 @@ class LossStep(nn.Module):
                 with flow.no_grad():
                     t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
                 tensors.update(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
-        terms = self.objective(self.args, **tensors)
+        terms = self.objective(args, **tensors)
         return tuple(terms[name] for name in self.objective.terms)
 
-    def _terms(self, tensors, input_ids, input_mask, segment_ids):
+    def _terms(self, tensors, input_ids, input_mask, segment_ids, args):
         """The loss terms of an objective reading attention details: the teacher (if read) is called
-        with the same flags as the student."""
+        with the same flags as the student; an objective reading ``student_model`` (the custom recipe's
+        matches and their projections) gets the trained module."""
         if self.objective.teacher_outputs:
             with flow.no_grad():
                 tensors.update(_details("teacher", self.teacher(input_ids, input_mask, segment_ids,
                                                                 **_DETAIL_FLAGS)))
-        terms = self.objective(self.args, **tensors)
+        tensors["student_model"] = self.student
+        terms = self.objective(args, **tensors)
         return tuple(terms[name] for name in self.objective.terms)
 
 
@@ -313,6 +319,7 @@ def train_stage(
     student.train()
     cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
     step.extra_inputs = (("teacher_logits",) if cached is not None else ()) + (
+        ("schedule_factors",) if step.scheduled else ()) + (
         tuple(provider.step_input_names) if provider is not None else ())
     graph = None
     if tcfg.use_graph:
@@ -352,6 +359,8 @@ def train_stage(
                 inputs = [dp.tensor(batch[k], device) for k in BATCH_KEYS]
                 if cached is not None:
                     inputs.append(dp.tensor(cached[index], device))
+                if step.scheduled:  # the weight schedules' factors at this step, [constant, growth, decay]
+                    inputs.append(dp.tensor(schedule_factors(global_step, total), device, split=False))
                 if provider is not None:
                     extras = provider.step_inputs()
                     inputs.extend(dp.tensor(extras[k], device, split=False) if graph is not None else extras[k]

@@ -59,9 +59,21 @@ _REALS = {
     "replace_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "temperature": (lambda v: v >= MIN_TEMPERATURE, f"a finite number >= {MIN_TEMPERATURE}"),
     "progress_every": (lambda v: v >= 0, "a finite number of seconds >= 0 (0: no progress lines)"),
+    "logit_weight": (lambda v: v >= 0, "a finite number >= 0"),
+    "hidden_weight": (lambda v: v >= 0, "a finite number >= 0"),
+    "hard_label_weight": (lambda v: v >= 0, "a finite number >= 0"),
 }
+_WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")
 _CHOICES = {"student_init": ("scratch", "teacher"), "attention_output": ("probs", "scores"),
-            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "results_format": ("kdu", "original")}
+            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "results_format": ("kdu", "original"),
+            "pkd_strategy": ("skip", "last"), "temperature_schedule": ("constant", "flsw", "cwsm"),
+            "logit_weight_schedule": _WEIGHT_SCHEDULES, "hidden_weight_schedule": _WEIGHT_SCHEDULES}
+#: Keys only some recipes read: set to anything but the default under another recipe, they are refused (a
+#: configuration file written for one recipe, run as another).
+RECIPE_KEYS = {"logit_terms": ("custom",), "intermediate_matches": ("custom",),
+               "teacher_models": ("multi_teacher_kd",), "teacher_weights": ("multi_teacher_kd",),
+               "pkd_strategy": ("pkd_patience",), "logit_weight": ("distilbert",), "hidden_weight": ("distilbert",),
+               "hard_label_weight": ("distilbert", "custom")}
 
 
 def _real(cfg: TrainConfig, key: str, test: Callable[[float], bool], wanted: str) -> None:
@@ -112,6 +124,8 @@ def _inputs(cfg: TrainConfig) -> List[Tuple[str, str, str]]:
         if not value or (key == "teacher_model" and value in _TEACHER_KEYWORDS and not os.path.isdir(value)):
             continue
         found.append((key, value, os.path.realpath(value)))
+    if cfg.do_train:
+        found += [("teacher_models", value, os.path.realpath(value)) for value in cfg.teacher_models or []]
     return found
 
 
@@ -190,6 +204,8 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"--{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    check_recipe_keys(cfg)
+    check_teachers(cfg)
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
     if not cfg.do_train and not cfg.do_eval:
@@ -220,3 +236,39 @@ def check_number_bounds(cfg: TrainConfig) -> None:
         if isinstance(value, (int, float)) and value > MAX_EPOCHS:
             raise ConfigError(f"--{key} must be at most {MAX_EPOCHS:,} epochs, got {value!r}; pass a smaller "
                               f"number (or --max_steps to bound the run by steps)")
+
+
+def check_recipe_keys(cfg: TrainConfig) -> None:
+    """A key of :data:`RECIPE_KEYS` set (to anything but what ``cfg.recipe`` resolves it to) under a recipe that
+    does not read it: :class:`ConfigError` naming the key and the recipe it belongs to."""
+    import dataclasses
+
+    from .recipes import RECIPES
+
+    if cfg.recipe not in RECIPES:
+        return  # prepare names the unknown recipe
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults.update(RECIPES.get(cfg.recipe).defaults)
+    for key, owners in RECIPE_KEYS.items():
+        if cfg.recipe not in owners and getattr(cfg, key) != defaults[key]:
+            raise ConfigError(f"key {key!r} ({getattr(cfg, key)!r}) belongs to recipe {' or '.join(owners)}, not "
+                              f"{cfg.recipe!r}, which would ignore it; run --recipe {owners[0]} or drop the key "
+                              f"from the command line or --config file")
+
+
+def check_teachers(cfg: TrainConfig) -> None:
+    """``multi_teacher_kd``: ``teacher_models`` is a list of directories (instead of ``teacher_model``) and
+    ``teacher_weights``, when given, one number >= 0 per teacher with a positive sum."""
+    if cfg.recipe != "multi_teacher_kd" or not cfg.do_train or not cfg.teacher_models:
+        return  # none given: the plan says so when it loads the teachers
+    if cfg.teacher_model:
+        raise ConfigError(f"recipe 'multi_teacher_kd' reads its teachers from --teacher_models; drop --teacher_model "
+                          f"{cfg.teacher_model} (or add it to --teacher_models)")
+    weights = cfg.teacher_weights
+    if weights is None:
+        return
+    if len(weights) != len(cfg.teacher_models):
+        raise ConfigError(f"--teacher_weights has {len(weights)} entries but --teacher_models names "
+                          f"{len(cfg.teacher_models)} teachers; give one weight per teacher")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"--teacher_weights {weights} must be finite numbers >= 0 with a positive sum; fix them")

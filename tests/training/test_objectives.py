@@ -180,3 +180,70 @@ def test_minilm_v2_terms_are_qkv_relation_kl_of_the_chosen_teacher_layer(layer):
                                                          mask.numpy()), rtol=1e-4, atol=1e-7)
     assert layer == 0 or want != [float(relation_kl(s[n][-1], t[n][0], num_relation_heads=4, mask=mask))
                                   for n in ("query", "key", "value")]   # the layer choice matters
+
+
+# --------------------------------------------------------- distilbert, pkd_patience, schedules (issue 20)
+def _softmax(x, temperature):
+    z = np.exp(x / temperature - (x / temperature).max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def _cls_unit(x):
+    return x[:, 0] / np.linalg.norm(x[:, 0], axis=-1, keepdims=True)
+
+
+def test_distilbert_formula(tensors):
+    """5 * KL(p_t || p_s) at T 2 times T**2 (batch mean) + 2 * CE + 1 * (1 - cos) of the last hidden states
+    (valid positions only): DistilBERT's alpha_ce 5, alpha_mlm 2, alpha_cos 1."""
+    args = argparse.Namespace(temperature=2.0, logit_weight=5.0, hidden_weight=1.0, hard_label_weight=2.0)
+    s, t, mask = tensors["s"], tensors["t"], np.array([[1, 1, 1, 0, 0]] * 4)
+    p_s, p_t = _softmax(s, 2.0), _softmax(t, 2.0)
+    kl = float((p_t * (np.log(p_t) - np.log(p_s))).sum(-1).mean() * 4.0)
+    a, b = tensors["s_reps"][-1], tensors["t_reps"][-1]
+    cos = 1 - (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    cosine = float((cos * mask).sum() / mask.sum())
+    ce = _ce(s, tensors["labels"])
+    _check(_call("distilbert", args, tensors, input_mask=flow.tensor(mask)),
+           {"loss": 5.0 * kl + 2.0 * ce + cosine, "kl_div": kl, "ce": ce, "hidden_cosine": cosine})
+
+
+@pytest.mark.parametrize("strategy, pairs", [("skip", [(1, 2)]), ("last", [(1, 3)])])
+def test_pkd_patience_formula(tensors, strategy, pairs):
+    """(1 - a) CE + a * soft CE at T (summed over classes, batch mean) + b * sum over the intermediate pairs of
+    |s_cls/|s_cls| - t_cls/|t_cls||^2 (batch mean): student 2 layers, teacher 4."""
+    args = argparse.Namespace(kd_alpha=0.7, kd_beta=500.0, temperature=10.0, pkd_strategy=strategy)
+    s, t = tensors["s"], tensors["t"]
+    soft = float(-(_softmax(t, 10.0) * np.log(_softmax(s, 10.0))).sum(-1).mean())
+    patience = sum(float(((_cls_unit(tensors["s_reps"][i]) - _cls_unit(tensors["t_reps"][j])) ** 2).sum(-1).mean())
+                   for i, j in pairs)
+    ce = _ce(s, tensors["labels"])
+    assert objectives.pkd_layer_pairs(2, 4, strategy) == pairs
+    _check(_call("pkd_patience", args, tensors),
+           {"loss": 0.3 * ce + 0.7 * soft + 500.0 * patience, "ce": ce, "soft_ce": soft, "pkd_loss": patience})
+
+
+def test_weight_schedules_scale_their_terms_and_constant_changes_nothing(tensors):
+    """linear_decay at step 1 of 4 multiplies the soft term by 0.75; constant schedules feed no factors at all."""
+    plain = argparse.Namespace(kd_alpha=0.8, temperature=2.0, logit_weight_schedule="constant")
+    assert not objectives.uses_weight_schedules(plain)
+    decay = argparse.Namespace(kd_alpha=0.8, temperature=2.0, logit_weight_schedule="linear_decay")
+    assert objectives.uses_weight_schedules(decay)
+    factors = flow.tensor(objectives.schedule_factors(1, 4))
+    assert factors.numpy().tolist() == [1.0, 0.25, 0.75]
+    ce, soft = _ce(tensors["s"], tensors["labels"]), ref.pred_distill(tensors["s"], tensors["t"], 2.0, 2.0)
+    _check(_call("kd", objectives.ScheduledArgs(decay, factors), tensors),
+           {"loss": 0.8 * ce + 0.2 * 0.75 * soft, "ce": ce, "pred_distill": soft})
+    _check(_call("kd", plain, tensors), {"loss": 0.8 * ce + 0.2 * soft, "ce": ce, "pred_distill": soft})
+
+
+@pytest.mark.parametrize("schedule", ["flsw", "cwsm"])
+def test_temperature_schedules_give_per_row_temperatures_around_the_temperature(tensors, schedule):
+    from knowledge_distill_util.schedules import cwsm_temperature, flsw_temperature
+
+    args = argparse.Namespace(temperature=2.0, temperature_schedule=schedule)
+    s, t = _t(tensors["s"]), _t(tensors["t"])
+    rows = (flsw_temperature(s, t, base=2.0) if schedule == "flsw" else cwsm_temperature(s, base=2.0)).numpy()
+    assert abs(rows.mean() - 2.0) < 1e-5 and rows.std() > 0
+    want = float(np.mean([-(_softmax(tensors["t"][i], r) * np.log(_softmax(tensors["s"][i], r))).sum() / 3
+                          for i, r in enumerate(rows)]))
+    np.testing.assert_allclose(objectives.soft_label_loss(args, s, t).numpy(), want, rtol=1e-5)

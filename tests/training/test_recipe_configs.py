@@ -21,9 +21,12 @@ def _file(name):
     return os.path.join(CONFIGS, f"{name}.yaml")
 
 
+FORMS = ("custom_minilm", "custom_distilbert")   # named recipes restated as recipe 'custom'
+
+
 def test_one_file_per_registered_recipe():
     present = sorted(entry[:-len(".yaml")] for entry in os.listdir(CONFIGS) if entry.endswith(".yaml"))
-    assert present == sorted(RECIPES.names())
+    assert present == sorted(RECIPES.names() + list(FORMS))
 
 
 @pytest.mark.parametrize("name", RECIPES.names())
@@ -35,7 +38,7 @@ def test_each_file_holds_every_key_with_the_registered_default(name):
     assert written == registered
 
 
-@pytest.mark.parametrize("name", RECIPES.names())
+@pytest.mark.parametrize("name", RECIPES.names() + list(FORMS))
 def test_each_key_has_a_comment(name):
     with open(_file(name), encoding="utf-8") as stream:
         lines = [line for line in stream if line.strip() and not line.startswith("#")]
@@ -67,3 +70,33 @@ def test_setup_py_reads_the_metadata_from_pyproject():
     done = subprocess.run([sys.executable, os.path.join(REPO, "setup.py"), "--name"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "knowledge_distill_util", done.stderr
+
+
+def _losses(path):
+    import csv
+
+    with open(path, encoding="utf-8") as stream:
+        return [float(row["loss"]) for row in csv.DictReader(stream)]
+
+
+def test_the_custom_distilbert_form_trains_to_distilberts_losses(workspace, tmp_path):
+    """configs/custom_distilbert.yaml (its student_init_layers set to the tiny 1-layer student's [0]) and
+    ``--recipe distilbert`` give the same loss at each of 3 --quick steps: the end-to-end runs of both recipes
+    (configs/custom_minilm.yaml is compared with MiniLM's objective in tests/training/test_custom.py)."""
+    with open(_file("custom_distilbert"), encoding="utf-8") as stream:
+        config = yaml.safe_load(stream)
+    config["student_init_layers"] = [0]
+    tiny = tmp_path / "custom_distilbert.yaml"
+    tiny.write_text(yaml.safe_dump(config))
+    common = ["--quick", "--data_dir", workspace["data"], "--task_name", workspace["task"], "--teacher_model",
+              workspace["teacher"], *TINY_STUDENT]   # the tiny student has the teacher's width: student_init teacher
+    custom = train_cli("--config", tiny, *common, "--model_save_dir", tmp_path / "c" / "model", "--result_dir",
+                       tmp_path / "c" / "results")
+    assert custom.returncode == 0, custom.stderr[-2000:]
+    named = train_cli("--recipe", "distilbert", *common, "--model_save_dir", tmp_path / "n" / "model",
+                      "--result_dir", tmp_path / "n" / "results", "--do_eval", "false")
+    assert named.returncode == 0, named.stderr[-2000:]
+    ours = _losses(tmp_path / "c" / "results" / "custom_losses.csv")
+    theirs = _losses(tmp_path / "n" / "results" / "distilbert_losses.csv")
+    assert len(ours) == 3 and ours == theirs
+    assert (tmp_path / "c" / "results" / "results_eval.json").is_file()

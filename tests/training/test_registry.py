@@ -25,7 +25,8 @@ def test_registry_refuses_duplicates_and_lists_names():
 
 def test_builtin_recipes_state_what_they_need():
     assert RECIPES.names() == ["teacher", "baseline", "kd", "bilstm", "bert_pkd", "tinybert", "theseus", "lstm",
-                              "minilm", "minilm_v2", "tinybert_general"]
+                              "minilm", "minilm_v2", "distilbert", "pkd_patience", "multi_teacher_kd", "custom",
+                              "tinybert_general"]
     assert RECIPES.get("minilm").teacher_outputs == ("logits", "scores", "values")   # logits: its pred stage
     assert not RECIPES.get("lstm").needs_teacher and not RECIPES.get("lstm").trains_teacher
     assert RECIPES.get("tinybert").teacher_outputs == ("logits", "reps", "atts")

@@ -314,3 +314,31 @@ def test_piped_run_logs_its_progress(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[knowledge_distill_util.training.trainer] stage lstm: step 3/3 (100%), loss " in done.stderr
     assert " samples/s, ETA 0s" in done.stderr
+
+
+def test_pkd_patience_runs_with_the_last_strategy(workspace):
+    """BERT-PKD as published: a 2-layer student (one intermediate layer matched), strategy 'last', --quick."""
+    done = train_cli(*recipe_args(workspace, "pkd_patience", "pkd_patience"), "--student_num_hidden_layers", "2",
+                     "--student_init", "scratch", "--pkd_strategy", "last")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (workspace["root"] / "pkd_patience" / "results" / "pkd_patience_losses.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,lr,seconds,loss,ce,soft_ce,pkd_loss") and len(rows) == 4
+    assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
+
+
+def test_multi_teacher_kd_caches_the_weighted_average_of_its_teachers(workspace, tmp_path):
+    """Two teachers (the workspace teacher and a copy: the average equals its logits) with weights 1 and 3:
+    the combined logits are cached in the student's folder, the teachers' folders are only read."""
+    import numpy as np
+
+    second = tmp_path / "teacher_copy"
+    shutil.copytree(workspace["teacher"], second)
+    args = [a for a in recipe_args(workspace, "multi_teacher_kd", "multi") if a != "--teacher_model"]
+    args.remove(workspace["teacher"])
+    done = train_cli(*args, "--teacher_models", f"{workspace['teacher']},{second}", "--teacher_weights", "1,3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 teachers' combined logits cached" in done.stderr
+    combined = np.load(workspace["root"] / "multi" / "model" / "teacher_logits.npz")["logits"]
+    own = np.load(os.path.join(workspace["teacher"], "train_logits.npz"))["logits"]
+    np.testing.assert_allclose(combined, own[:len(combined)], rtol=1e-6, atol=1e-6)
+    assert sorted(os.listdir(second)) == sorted(os.listdir(workspace["teacher"]))   # nothing written there
