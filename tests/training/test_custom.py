@@ -45,8 +45,9 @@ def test_a_bad_match_is_one_sentence_naming_its_key(entry, sentence):
 
 
 @pytest.mark.parametrize("term, sentence", [
-    ({"loss": "hidden_mse"}, r"logit_terms\[0\]\['loss'\] is 'hidden_mse'; choose one of 'kl_div', "
-                             r"'soft_cross_entropy'"),
+    ({"loss": "hidden_mse"}, r"logit_terms\[0\]\['loss'\] is 'hidden_mse'; choose one of 'js_divergence', "
+                             r"'kl_div', 'reverse_kl', 'skew_kl', 'skew_reverse_kl', 'soft_cross_entropy', "
+                             r"'tv_distance', 'uld_loss'"),
     ({"loss": "kl_div", "schedule": "cosine"}, r"logit_terms\[0\]\['schedule'\] is 'cosine'; choose one of "
                                                r"'constant', 'linear_growth', 'linear_decay'"),
     ({"loss": "kl_div", "temperature": 0}, r"logit_terms\[0\]\['temperature'\] must be a finite number >= 0.0001"),
