@@ -19,7 +19,7 @@ leaves it set, so the processes a run starts (``kdu-compress``'s students, the l
 workers) load their OpenBLAS with the same kernels. Other OpenBLAS copies loaded later (NumPy's) read the
 variable too: every named kernel set runs on the CPU whose flags chose it. It keeps a value the user set,
 does nothing with ``KDU_OPENBLAS_CORETYPE=keep`` (the opt-out) or when OneFlow is already imported (then
-it is too late: a debug note), and logs its choice once at INFO level on the ``knowledge_distill_util``
+it is too late: a debug note), and logs its choice once at INFO level on the ``knowledge_distill_util._cpu``
 logger. ``OPENBLAS_VERBOSE=2`` makes OpenBLAS print the kernels it loads (``Core: Zen``).
 
 The kernel sets give the same values to float32 rounding (they sum the products in another order):
