@@ -17,8 +17,12 @@ from importlib import metadata as _metadata
 # OneFlow logs its start-up (no InfiniBand, CUDA driver) through glog: quiet by default, before its import.
 _os.environ.setdefault("GLOG_minloglevel", "3")
 
+from ._cpu import set_openblas_coretype as _set_openblas_coretype
 from ._startup import bound_oneflow_start as _bound_oneflow_start, quiet_ibverbs_notice as _quiet_ibverbs_notice
 
+# OneFlow's bundled OpenBLAS reads OPENBLAS_CORETYPE when its library loads: the CPU's kernel set, unless the user
+# set one or KDU_OPENBLAS_CORETYPE=keep (see _cpu.py); inherited by every process a run starts.
+_set_openblas_coretype()
 _start_watcher = _bound_oneflow_start()  # under the launcher: no endless wait for an unreachable master
 with _quiet_ibverbs_notice():  # OneFlow's "libibverbs not available" line, and only it, is dropped
     import oneflow as _oneflow  # noqa: E402,F401  (the import that connects to the master)

@@ -12,12 +12,14 @@ Variables (documented in docs/recipes.md and docs/models.md):
 - ``KDU_WATCHDOG_PORT``, ``KDU_MASTER_PORT`` (TCP ports, 1-65535).
 - ``KDU_NODE_RANK`` (an integer in ``[0, --num_nodes)``): this node's position in ``--node_ips``.
 - ``KDU_ALLOW_LARGE_MODELS`` (``0``/``1``, default 0): lift the model size bounds (:mod:`.models._sizes`).
+- ``KDU_OPENBLAS_CORETYPE`` (``auto``/``keep``, default auto): ``keep`` leaves ``OPENBLAS_CORETYPE`` to the
+  user and OpenBLAS (:mod:`._cpu`, docs/performance.md).
 """
 import math
 import os
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
-__all__ = ["env_float", "env_int", "env_port", "env_flag", "MAX_TIMEOUT_S"]
+__all__ = ["env_float", "env_int", "env_port", "env_flag", "env_choice", "MAX_TIMEOUT_S"]
 
 #: The largest timeout accepted (one day): a larger one is as good as none, and a hung job would wait it out.
 MAX_TIMEOUT_S = 86400.0
@@ -85,3 +87,20 @@ def env_flag(name: str, environ: Optional[Mapping[str, str]] = None) -> bool:
     if raw.lower() in ("1", "true", "yes"):
         return True
     raise ValueError(f"environment variable {name}={raw!r} must be 1 or 0; set it to 1 to enable, or unset it")
+
+
+def env_choice(name: str, choices: Sequence[str], default: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """One of ``choices`` (compared in lower case), or ``default`` when unset or empty.
+
+    >>> env_choice("KDU_OPENBLAS_CORETYPE", ("auto", "keep"), "auto", environ={"KDU_OPENBLAS_CORETYPE": "zen"})
+    Traceback (most recent call last):
+    ...
+    ValueError: environment variable KDU_OPENBLAS_CORETYPE='zen' must be one of auto, keep; set it to one of them or unset it for the default auto
+    """
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    if raw.lower() not in choices:
+        raise ValueError(f"environment variable {name}={raw!r} must be one of {', '.join(choices)}; set it to one of "
+                         f"them or unset it for the default {default}")
+    return raw.lower()

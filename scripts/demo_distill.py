@@ -14,9 +14,10 @@ import time
 os.environ.setdefault("GLOG_minloglevel", "3")
 
 import numpy as np  # noqa: E402
-import oneflow as flow  # noqa: E402
 
+# The package first: it picks the CPU's OpenBLAS kernels before OneFlow loads (docs/performance.md).
 from knowledge_distill_util import add_distill_args, att_distill, layer_distill, pred_distill  # noqa: E402
+import oneflow as flow  # noqa: E402
 from knowledge_distill_util.models import BertForSequenceClassification, BertStudentForSequenceClassification  # noqa: E402
 
 VOCAB_SIZE = 64

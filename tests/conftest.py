@@ -1,6 +1,7 @@
 """Shared test set-up.
 
-- Quiet OneFlow's start-up logging before any test imports it.
+- Quiet OneFlow's start-up logging before any test imports it, and import the package first, so OneFlow's
+  OpenBLAS loads the CPU's kernel set (``OPENBLAS_CORETYPE``, see ``knowledge_distill_util/_cpu.py``).
 - Tests marked ``graph`` (they compile ``nn.Graph`` s) run each in a fresh Python process. OneFlow 0.9's
   graph runtime has a race (a segmentation fault in ``LazyJobStreamPolicy::DequeueNNGraph`` on a runtime
   thread) that kills about one process in a few hundred graph compilations, with built-in ops as well as
@@ -17,6 +18,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: several OneFlow processe
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared helpers (reference, gradcheck) for tests/*/
 
 import pytest  # noqa: E402
+
+# Before any test module imports oneflow: the package picks the CPU's OpenBLAS kernels (knowledge_distill_util/_cpu.py)
+# and leaves OPENBLAS_CORETYPE set for the processes the tests start.
+import knowledge_distill_util  # noqa: E402,F401
 
 GRAPH_TEST_TRIES = 3
 _CHILD = "KDU_GRAPH_TEST_CHILD"
