@@ -239,7 +239,9 @@ def _measure(python: str, mode: str, index: int, args) -> Optional[Dict]:
             return None
         for line in done.stdout.splitlines():
             if line.startswith(RESULT_PREFIX):
-                return json.loads(line[len(RESULT_PREFIX):])
+                result = json.loads(line[len(RESULT_PREFIX):])
+                print(f"[benchmark --e2e] case {index} {mode}: {json.dumps(result)}", file=sys.stderr, flush=True)
+                return result
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         print(f"[benchmark --e2e] {mode} case {index} failed (exit {done.returncode}):\n{tail}", file=sys.stderr)
         if done.returncode >= 0:  # an ordinary failure: running it again would fail again
