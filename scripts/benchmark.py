@@ -612,6 +612,8 @@ def parse_args(argv=None):
         args.e2e_steps = 2 if args.quick else 5
     if args.e2e_steps < 1:
         parser.error(f"--e2e-steps must be at least 1, got {args.e2e_steps}")
+    if args.e2e and args.device not in (None, "cpu"):
+        parser.error(f"--e2e measures on the CPU only, got --device {args.device}; drop --device")
     if args.e2e_warmup < 1:
         parser.error(f"--e2e-warmup must be at least 1 (the first step compiles the graph), got {args.e2e_warmup}")
     return args

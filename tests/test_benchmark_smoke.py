@@ -195,3 +195,9 @@ def test_e2e_rejects_zero_steps():
     done = _run("--e2e", "--e2e-steps", "0", timeout=60)
     assert done.returncode == 2
     assert "--e2e-steps must be at least 1, got 0" in done.stderr
+
+
+def test_e2e_rejects_a_cuda_device():
+    done = _run("--e2e", "--device", "cuda", timeout=60)
+    assert done.returncode == 2
+    assert "--e2e measures on the CPU only, got --device cuda; drop --device" in done.stderr
