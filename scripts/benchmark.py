@@ -32,6 +32,8 @@ Usage::
     .venv/bin/python scripts/benchmark.py                 # full table (about 2-3 minutes on 2 cores)
     .venv/bin/python scripts/benchmark.py --quick         # tiny shapes, a smoke test
     .venv/bin/python scripts/benchmark.py --json out.json --device cuda
+    .venv/bin/python scripts/benchmark.py --e2e --torch-python PY   # one KD training step vs PyTorch
+                                                                     # (scripts/_e2e_benchmark.py)
 """
 import argparse
 import json
