@@ -32,6 +32,8 @@ Usage::
     .venv/bin/python scripts/benchmark.py                 # full table (about 2-3 minutes on 2 cores)
     .venv/bin/python scripts/benchmark.py --quick         # tiny shapes, a smoke test
     .venv/bin/python scripts/benchmark.py --json out.json --device cuda
+    .venv/bin/python scripts/benchmark.py --e2e --torch-python PY   # one KD training step vs PyTorch
+                                                                     # (scripts/_e2e_benchmark.py)
 """
 import argparse
 import json
@@ -593,6 +595,11 @@ def parse_args(argv=None):
                         help="comma-separated case names to measure (e.g. soft_ce,attention_kl); default all")
     parser.add_argument("--scaling", action="store_true", help="instead: data-parallel training throughput with 1 "
                         "and 2 processes (scripts/benchmark_scaling.py; --json, --quick apply)")
+    parser.add_argument("--e2e", action="store_true", help="instead: one KD training step of the default run's "
+                        "shapes, eager and graph, vs transformers + the TextBrewer loss on PyTorch with 2 and 1 "
+                        "threads (scripts/_e2e_benchmark.py; --json, --quick, --rounds, --torch-python apply)")
+    parser.add_argument("--e2e-steps", type=int, help="--e2e: timed steps per measurement (default 5, 2 with --quick)")
+    parser.add_argument("--e2e-warmup", type=int, default=2, help="--e2e: untimed steps before them (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measuring process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
@@ -603,7 +610,29 @@ def parse_args(argv=None):
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.e2e_steps is None:
+        args.e2e_steps = 2 if args.quick else 5
+    if args.e2e_steps < 1:
+        parser.error(f"--e2e-steps must be at least 1, got {args.e2e_steps}")
+    if args.e2e and args.device not in (None, "cpu"):
+        parser.error(f"--e2e measures on the CPU only, got --device {args.device}; drop --device")
+    if args.e2e_warmup < 1:
+        parser.error(f"--e2e-warmup must be at least 1 (the first step compiles the graph), got {args.e2e_warmup}")
     return args
+
+
+def _e2e(args) -> int:
+    """``--e2e``: the end-to-end KD training step table (its own module, scripts/_e2e_benchmark.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _e2e_benchmark
+
+    torch_python = find_torch_python(args.torch_python)
+    note = None
+    if torch_python is None:
+        skipped = args.torch_python is not None and args.torch_python.lower() in ("", "none")
+        note = ("torch: skipped (--torch-python none)" if skipped
+                else "torch: no interpreter with PyTorch found (--torch-python)")
+    return _e2e_benchmark.main(args, torch_python, note)
 
 
 def main(argv=None) -> int:
@@ -618,6 +647,8 @@ def main(argv=None) -> int:
         from benchmark_scaling import main as scaling
 
         return scaling([], json_path=args.json, quick=args.quick)
+    if args.e2e:
+        return _e2e(args)
     if args.device is None:
         args.device = default_device()
     rows = collect(args)

@@ -151,3 +151,53 @@ def test_a_worker_that_keeps_crashing_is_given_up_after_the_allowed_tries(monkey
     monkeypatch.setattr(benchmark, "_run_once", lambda *a: calls.append(1) or (-11, [], "Segmentation fault"))
     assert benchmark._run("python", "graph", [0], args=None) == [None]
     assert len(calls) == benchmark.WORKER_TRIES
+
+
+E2E_KEYS = {"case", "mode", "samples_per_s", "peak_rss_mb", "torch_samples_per_s", "ratio_vs_torch"}
+
+
+def test_e2e_quick_measures_the_kd_step_in_eager_and_graph(tmp_path):
+    """``--e2e --quick``: one row per (case, mode) with the documented keys and measured values; without
+    PyTorch the torch columns are null."""
+    path = tmp_path / "e2e.json"
+    done = _run("--e2e", "--quick", "--torch-python", "none", "--json", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    rows = json.loads(path.read_text())
+    assert [(r["case"], r["mode"]) for r in rows] == [("seq8_cached", "eager"), ("seq8_cached", "graph"),
+                                                      ("seq16_online", "eager"), ("seq16_online", "graph")]
+    for row in rows:
+        assert E2E_KEYS <= set(row), E2E_KEYS - set(row)
+        assert row["samples_per_s"] > 0 and row["peak_rss_mb"] > 0, (row, done.stderr[-3000:])
+        assert row["torch_samples_per_s"] is None and row["ratio_vs_torch"] is None
+    assert "note: torch: skipped (--torch-python none)" in done.stdout
+    assert "| seq16_online | graph |" in done.stdout
+
+
+def test_e2e_ratio_is_samples_per_s_over_torch_with_two_threads(monkeypatch):
+    """The ratio columns divide by the PyTorch runs of the same case (2 threads; 1 thread)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kdu_e2e", os.path.join(REPO, "scripts", "_e2e_benchmark.py"))
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    speeds = {"eager": 10.0, "graph": 12.0, "torch2": 40.0, "torch1": 20.0}
+    monkeypatch.setattr(e2e, "_measure", lambda python, mode, index, args: {"samples_per_s": speeds[mode] + index,
+                                                                            "peak_rss_mb": 100.0})
+    args = type("Args", (), {"quick": True, "rounds": 1})()
+    rows = e2e.collect(args, torch_python="python")
+    assert [(r["case"], r["mode"]) for r in rows][:2] == [("seq8_cached", "eager"), ("seq8_cached", "graph")]
+    assert rows[1]["ratio_vs_torch"] == pytest.approx(12.0 / 40.0)
+    assert rows[1]["ratio_vs_torch_1thread"] == pytest.approx(12.0 / 20.0)
+    assert rows[3]["ratio_vs_torch"] == pytest.approx(13.0 / 41.0)
+
+
+def test_e2e_rejects_zero_steps():
+    done = _run("--e2e", "--e2e-steps", "0", timeout=60)
+    assert done.returncode == 2
+    assert "--e2e-steps must be at least 1, got 0" in done.stderr
+
+
+def test_e2e_rejects_a_cuda_device():
+    done = _run("--e2e", "--device", "cuda", timeout=60)
+    assert done.returncode == 2
+    assert "--e2e measures on the CPU only, got --device cuda; drop --device" in done.stderr
