@@ -130,6 +130,7 @@ class _Backend:
             self.lib = torch
         else:
             os.environ.setdefault("GLOG_minloglevel", "3")
+            import knowledge_distill_util  # noqa: F401  (first: it picks OpenBLAS's kernels before OneFlow loads)
             import oneflow
 
             self.lib = oneflow
