@@ -916,3 +916,9 @@ def average_logits(teacher_logits: Sequence[flow.Tensor],
         term = x * (float(w) / total)
         result = term if result is None else result + term
     return result
+
+
+# The sparse (top-k teacher) divergences live in their own module; exposed here with the other losses.
+from .sparse_losses import sparse_js_divergence, sparse_kl_div  # noqa: E402
+
+__all__ += ["sparse_kl_div", "sparse_js_divergence"]
