@@ -246,8 +246,8 @@ def cache_teacher_logits(
 
     Args:
         teacher: an ``nn.Module`` (or any callable) mapping a batch to logits ``[..., V]`` (or a tuple whose
-            first item they are, or a dict with ``"logits"``); an ``nn.Module`` runs in eval mode (its mode is
-            restored after), without gradient.
+            first item they are, or a dict with ``"logits"``); an ``nn.Module`` runs in eval mode (every
+            submodule's mode is restored after), without gradient.
         data: any iterable of batches (dicts or ``(inputs..., labels)`` tuples, as the ``Distiller`` takes);
             it must give the same batches in the same order on every call (no shuffling).
         path: the cache directory (created; a complete cache for the same teacher and data is returned as it
@@ -302,14 +302,14 @@ def cache_teacher_logits(
             logger.warning("%s; rebuilding it from chunk %d", sentence, index)
             _truncate_header(header, index)
     os.makedirs(path, exist_ok=True)
-    was_training = getattr(teacher, "training", None)
-    if was_training is not None:
+    modes = [(module, module.training) for module in teacher.modules()] if isinstance(teacher, flow.nn.Module) else []
+    if modes:
         teacher.eval()
     try:
         _build(teacher, data, path, header, top_k, temperature, label_key, _device_of(teacher, device))
     finally:
-        if was_training:
-            teacher.train()
+        for module, training in modes:  # each submodule's own mode back (a frozen part may stay in eval)
+            module.training = training
     return TopKLogits(path)
 
 

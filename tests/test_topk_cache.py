@@ -87,6 +87,25 @@ def test_the_cache_holds_the_teachers_top_k_per_token_in_raw_memory_mappable_fil
     np.testing.assert_array_equal(first[:6].reshape(2, 3, K), cache[0][1].numpy())
 
 
+def test_the_teacher_runs_in_eval_mode_and_every_submodules_mode_is_restored(tmp_path):
+    seen = []
+
+    class Teacher(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.frozen = flow.nn.Linear(H, V), flow.nn.Dropout(0.5)
+
+        def forward(self, x):
+            seen.append((self.training, self.body.training, self.frozen.training))
+            return self.frozen(self.body(x))
+
+    teacher = Teacher()
+    teacher.frozen.eval()
+    build(tmp_path / "c", teacher)
+    assert set(seen) == {(False, False, False)}
+    assert (teacher.training, teacher.body.training, teacher.frozen.training) == (True, True, False)
+
+
 def test_a_complete_cache_is_reused_without_running_the_teacher(tmp_path):
     first = contents(build(tmp_path / "c"))
     counting = Counting(teacher_model())
