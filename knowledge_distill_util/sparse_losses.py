@@ -131,8 +131,9 @@ def _log1mexp(x: flow.Tensor) -> flow.Tensor:
 
 
 def _bins(student_logits, topk_values, topk_ids, temperature: float, missing: str,
-          teacher_logsumexp) -> Tuple[flow.Tensor, flow.Tensor]:
-    """Log-probabilities of teacher and student over the k + 1 bins (k when k = V): ``[..., k(+1)]``."""
+          teacher_logsumexp, tail: bool = True) -> Tuple[flow.Tensor, flow.Tensor]:
+    """Log-probabilities of teacher and student over the k + 1 bins (k when k = V or ``tail`` is False,
+    for KL with ``"zero"``, whose tail term is 0): ``[..., k(+1)]``."""
     s = _compute_dtype(student_logits)
     s = s if temperature == 1.0 else s / temperature
     a = _compute_dtype(topk_values).detach().to(dtype=s.dtype)
@@ -146,7 +147,7 @@ def _bins(student_logits, topk_values, topk_ids, temperature: float, missing: st
     else:  # the normaliser is at least the top-k's own sum (float16-rounded values may exceed the stored L)
         norm = flow.maximum(_compute_dtype(teacher_logsumexp).detach().to(dtype=s.dtype).unsqueeze(-1), a_lse)
         log_p = a - norm
-    if int(topk_ids.shape[-1]) == int(s.shape[-1]):
+    if not tail or int(topk_ids.shape[-1]) == int(s.shape[-1]):
         return log_p, log_q
     tail_q = flow.logsumexp(flow.scatter(s, -1, ids, float("-inf")), dim=-1, keepdim=True) - s_lse
     if missing == "zero":
@@ -186,7 +187,8 @@ def _sparse_loss(student_logits, topk_values, topk_ids, temperature, missing, te
     leading = tuple(student_logits.shape[:-1])
     if mask is not None:
         mask = check_mask("mask", mask, leading, _compute_dtype(student_logits), "student_logits")
-    log_p, log_q = _bins(student_logits, topk_values, topk_ids, temperature, missing, teacher_logsumexp)
+    tail = not (missing == "zero" and rows_of is _kl_bins)  # KL(P || Q) with a zero teacher tail: no term
+    log_p, log_q = _bins(student_logits, topk_values, topk_ids, temperature, missing, teacher_logsumexp, tail)
     rows = rows_of(log_p, log_q)
     if temperature_scaling:
         rows = rows * (temperature * temperature)
