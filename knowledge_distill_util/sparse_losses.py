@@ -43,7 +43,6 @@ from numbers import Real
 from typing import Optional, Tuple
 
 import oneflow as flow
-import oneflow.nn.functional as F
 
 from ._checks import check_choice, check_float_tensor, check_mask, check_same_device, check_temperature
 

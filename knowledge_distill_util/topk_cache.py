@@ -31,8 +31,7 @@ import hashlib
 import logging
 import os
 import time
-from numbers import Real
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import oneflow as flow
