@@ -423,7 +423,8 @@ class TopKLogits:
                              f"teacher and data to resume it")
         damaged = _damaged_chunk(self.path, header)
         if damaged is not None:
-            raise ValueError(f"{damaged[1]}; run cache_teacher_logits again with the same teacher and data to rebuild it")
+            raise ValueError(f"{damaged[1]}; run cache_teacher_logits again with the same teacher and data to "
+                             f"rebuild it")
         if teacher is not None and teacher_fingerprint(teacher) != header["teacher_fingerprint"]:
             raise ValueError(f"the top-k logits cache {self.path} was written for another teacher; build a cache for "
                              f"this teacher in another directory")

@@ -79,7 +79,8 @@ def test_the_cache_holds_the_teachers_top_k_per_token_in_raw_memory_mappable_fil
     assert header["shape"] == [27, K] and header["top_k"] == K and header["vocab_size"] == V
     assert header["dtype"] == {"values": "float16", "ids": "int32", "logsumexp": "float32"}
     assert header["rows"] == 27 and header["complete"] and header["temperature"] == 2.0
-    assert len(header["data_fingerprint"]) == 64 and header["teacher_fingerprint"] == topk_cache.teacher_fingerprint(teacher)
+    assert len(header["data_fingerprint"]) == 64
+    assert header["teacher_fingerprint"] == topk_cache.teacher_fingerprint(teacher)
     files = sorted(f for f in os.listdir(tmp_path / "c") if f.endswith(".bin"))
     assert len(files) == 9  # 3 chunks (2 + 2 + 1 batches) x values, ids, logsumexp
     assert sum(os.path.getsize(tmp_path / "c" / f) for f in files) == 27 * (6 * K + 4)  # bytes per token: 6k + 4
