@@ -78,6 +78,7 @@ def directory_bytes(path):
 def accuracy(student, teacher, data, cache, ks, temperature, token_level):
     """Per row |sparse - dense| KL, mean over the rows (real tokens for token_level), per k and mode."""
     diffs = {(k, m): [] for k in ks for m in ("zero", "uniform")}
+    mass = {k: [] for k in ks}  # the teacher's probability in its top k (at the temperature)
     dense_rows = []
     with flow.no_grad():
         for n, batch in enumerate(data):
@@ -88,15 +89,44 @@ def accuracy(student, teacher, data, cache, ks, temperature, token_level):
                            reduction="none").numpy()
             dense_rows.append(dense[keep])
             top_values, top_ids = cache[n]
+            lse = cache.logsumexp(n).numpy()[..., None]
             for k in ks:
                 values, ids = top_values[..., :k], top_ids[..., :k]
+                mass[k].append(np.exp(values.numpy().astype(np.float64) / temperature - lse).sum(-1)[keep])
                 for missing in ("zero", "uniform"):
                     sparse = sparse_kl_div(s, values, ids, temperature=temperature, missing=missing,
                                            teacher_logsumexp=cache.logsumexp(n), reduction="none").numpy()
                     diffs[(k, missing)].append(np.abs(sparse - dense)[keep])
     dense_all = np.concatenate(dense_rows)
     return {"rows": int(dense_all.size), "dense_mean": float(dense_all.mean()),
-            "mean_abs_diff": {f"k={k} {m}": float(np.concatenate(v).mean()) for (k, m), v in diffs.items()}}
+            "mean_abs_diff": {f"k={k} {m}": float(np.concatenate(v).mean()) for (k, m), v in diffs.items()},
+            "teacher_top_k_mass": {f"k={k}": float(np.concatenate(v).mean()) for k, v in mass.items()}}
+
+
+def loss_times(student, teacher, batch, cache, k, temperature, repeats, token_level):
+    """Seconds of the loss alone (forward + backward from fixed logits): dense kl_div vs sparse_kl_div."""
+    inputs = [flow.tensor(batch[key]) for key in ("input_ids", "input_mask", "segment_ids")]
+    mask = inputs[1] if token_level else None
+    with flow.no_grad():
+        s, t = student(*inputs), teacher(*inputs)
+    values, ids = cache[0]
+    results = {}
+    for mode in ("dense", "sparse"):
+        times = []
+        for n in range(repeats + 1):
+            logits = s.clone().requires_grad_()
+            start = time.perf_counter()
+            if mode == "dense":
+                loss = kl_div(logits, t, student_temperature=temperature, teacher_temperature=temperature, mask=mask)
+            else:
+                loss = sparse_kl_div(logits, values[..., :k], ids[..., :k], temperature=temperature, mask=mask)
+            loss.backward()
+            logits.grad.numpy()
+            if n:
+                times.append(time.perf_counter() - start)
+        results[mode] = float(np.median(times))
+    results["top_k"] = k
+    return results
 
 
 def step_times(student, teacher, data, cache, k, temperature, steps, token_level):
@@ -140,6 +170,8 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4, help="timed KD steps per mode (after one warm-up step)")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--settings", nargs="+", default=["classification", "masked-LM"],
+                        choices=["classification", "masked-LM"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flow.manual_seed(0)
@@ -158,6 +190,8 @@ def main(argv=None):
     try:
         for setting, wrap, ks, token_level in (("classification", Logits, (1, 2, 4), False),
                                                ("masked-LM", TiedHead, KS, True)):
+            if setting not in args.settings:
+                continue
             teacher, student = wrap(teacher_bert), wrap(student_bert)
             top = max(ks)  # one cache of the largest k: its first k columns are the top-k (sorted descending)
             cache, seconds = timed_build(teacher, train, os.path.join(work, setting), top, args.temperature)
@@ -167,6 +201,8 @@ def main(argv=None):
                 "build": {"top_k": top, "seconds": seconds, "rows": cache.rows, "rows_per_s": cache.rows / seconds,
                           "bytes": size, "bytes_per_row": size / cache.rows},
                 "accuracy": accuracy(student, teacher, train, cache, ks, args.temperature, token_level),
+                "loss_seconds": loss_times(student, teacher, train[0], cache, min(top, 20), args.temperature,
+                                           args.steps, token_level),
                 "step_seconds": step_times(student, teacher, train, cache, min(top, 20), args.temperature,
                                            args.steps, token_level),
             }
