@@ -10,6 +10,8 @@ numbers on modern OneFlow tensors (eager and ``nn.Graph``, any device).
 - :mod:`knowledge_distill_util.schedules`: per-row temperature and loss-weight schedules.
 - :mod:`knowledge_distill_util.engine`: ``Distiller``, ``DistillationConfig``, ``TrainingConfig`` (any model).
 - ``get_loss``/``register_loss``/``available_losses``: the loss registry (names from configuration).
+- ``cache_teacher_logits``/``TopKLogits``: the teacher's top-k logits on disk (:mod:`knowledge_distill_util.topk_cache`),
+  read by the sparse losses ``functional.sparse_kl_div``/``sparse_js_divergence``.
 """
 import os as _os
 from importlib import metadata as _metadata
@@ -43,6 +45,7 @@ from .models import (
     save_model,
 )
 from .engine import DistillationConfig, Distiller, TrainingConfig
+from .topk_cache import TopKLogits, cache_teacher_logits
 
 __all__ = [
     "pred_distill",
@@ -65,6 +68,8 @@ __all__ = [
     "Distiller",
     "DistillationConfig",
     "TrainingConfig",
+    "cache_teacher_logits",
+    "TopKLogits",
 ]
 try:
     __version__ = _metadata.version("knowledge_distill_util")

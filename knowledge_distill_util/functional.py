@@ -961,3 +961,8 @@ def average_logits(teacher_logits: Sequence[flow.Tensor],
 from .divergences import js_divergence, reverse_kl, skew_kl, skew_reverse_kl, tv_distance, uld_loss  # noqa: E402
 
 __all__ += ["reverse_kl", "js_divergence", "skew_kl", "skew_reverse_kl", "tv_distance", "uld_loss"]
+
+# The sparse (top-k teacher) divergences live in their own module; exposed here with the other losses.
+from .sparse_losses import sparse_js_divergence, sparse_kl_div  # noqa: E402
+
+__all__ += ["sparse_kl_div", "sparse_js_divergence"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ("index", "api", "models", "data", "recipes", "performance", "differences", "testing")
+PAGES = ("index", "api", "models", "data", "recipes", "performance", "differences", "testing", "topk_cache")
 
 
 def test_every_page_has_english_and_chinese_versions():
