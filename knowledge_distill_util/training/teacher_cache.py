@@ -20,8 +20,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from .._io import atomic_write_file
-from . import distributed
-from .artifacts import MODEL_CONFIG
+from ..engine import distributed
+from ..models.artifacts import MODEL_CONFIG
 from .config import ConfigError, TrainConfig
 from .evaluate import predict
 from .plan import load_data
