@@ -8,7 +8,8 @@ The table: a module belongs to the layer of its longest matching prefix in :data
 =========  =====================================================================  =================================
 layer      modules                                                                may import
 =========  =====================================================================  =================================
-base       _checks _cpu _device _env _errors _io _minilm _startup _state _vocab   base
+base       _checks _cpu _device _env _errors _io _minilm _registry _startup _state   base
+           _vocab
 losses     _kernels _soft_targets functional divergences nn registry schedules   base
            distill
 models     models (BERT, BiLSTM, snapshots, a trained model on disk)              base, losses
@@ -31,7 +32,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 #: layer -> module prefixes (relative to the package; "" is the package's __init__).
 LAYERS: Dict[str, Tuple[str, ...]] = {
-    "base": ("_checks", "_cpu", "_device", "_env", "_errors", "_io", "_minilm", "_startup", "_state", "_vocab"),
+    "base": ("_checks", "_cpu", "_device", "_env", "_errors", "_io", "_minilm", "_registry", "_startup", "_state",
+             "_vocab"),
     "losses": ("_kernels", "_soft_targets", "functional", "divergences", "nn", "registry", "schedules", "distill"),
     "models": ("models",),
     "engine": ("engine",),

@@ -17,7 +17,7 @@ from . import config as _config
 from .config import ConfigError, TrainConfig
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe, StageSpec, register_recipe
-from .registry import Registry
+from .._registry import Registry
 from . import general  # noqa: E402,F401  (registers the recipe tinybert_general)
 
 __all__ = ["TrainConfig", "ConfigError", "parse_config", "Objective", "Recipe", "StageSpec", "BuildContext",

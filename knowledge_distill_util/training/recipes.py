@@ -46,7 +46,7 @@ from .builders import bert_student, load_student_weights, lstm_student, teacher_
 from .config import TrainConfig
 from .objectives import (BERT_PKD, BILSTM, DISTILBERT, KD, LABELS, MINILM, MINILM_V2, PKD_PATIENCE,
                          TINYBERT_COMBINED, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective)
-from .registry import Registry
+from .._registry import Registry
 from .theseus import TheseusModel
 
 __all__ = ["StageSpec", "BuildContext", "Recipe", "RECIPES", "register_recipe", "markdown_table"]
