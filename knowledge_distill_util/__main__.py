@@ -17,7 +17,8 @@ def _full_usage() -> str:
     from .training.config import recipe_lines
     from .training.recipes import RECIPES
 
-    return f"{USAGE}\n\nrecipes of train --recipe NAME (train --recipe NAME --help shows its options):\n{recipe_lines(RECIPES)}"
+    return (f"{USAGE}\n\nrecipes of train --recipe NAME (train --recipe NAME --help shows its options):\n"
+            f"{recipe_lines(RECIPES)}")
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,8 @@
 """The training loop shared by every recipe: the teacher frozen under ``no_grad``, AdamW with warm-up and
-decay (:mod:`knowledge_distill_util.engine.optim`), progress (a tqdm bar on a terminal, else a log line every ``progress_every``
-seconds: :class:`ProgressLog`), per-term losses logged each step (:mod:`knowledge_distill_util.engine.loss_log`), atomic
-checkpoints with exact resume (:mod:`knowledge_distill_util.engine.checkpoint`), eager or ``nn.Graph``.
+decay (:mod:`knowledge_distill_util.engine.optim`), progress (a tqdm bar on a terminal, else a log line
+every ``progress_every`` seconds: :class:`ProgressLog`), per-term losses logged each step
+(:mod:`knowledge_distill_util.engine.loss_log`), atomic checkpoints with exact resume
+(:mod:`knowledge_distill_util.engine.checkpoint`), eager or ``nn.Graph``.
 
 Data order: epoch ``e`` visits the training rows in ``np.random.default_rng(seed + e).permutation(N)``
 order, in batches of ``batch_size``; a last short batch is filled up with the epoch's first rows so
