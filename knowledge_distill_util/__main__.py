@@ -15,8 +15,10 @@ COMMANDS = ("train", "compress", "convert-checkpoint")
 def _full_usage() -> str:
     """:data:`USAGE` and the registered recipes, one line each (what ``train --recipe NAME`` runs)."""
     from .training.config import recipe_lines
+    from .training.recipes import RECIPES
 
-    return f"{USAGE}\n\nrecipes of train --recipe NAME (train --recipe NAME --help shows its options):\n{recipe_lines()}"
+    return (f"{USAGE}\n\nrecipes of train --recipe NAME (train --recipe NAME --help shows its options):\n"
+            f"{recipe_lines(RECIPES)}")
 
 
 def main(argv=None) -> int:

@@ -78,7 +78,7 @@ def is_legacy_directory(directory: str, new_file: str) -> bool:
 def _to_numpy(tensor: flow.Tensor, key: str) -> np.ndarray:
     if tensor.is_global:
         raise TypeError(f"tensor {key!r} is a global tensor; make the state local first "
-                        f"(training.distributed.to_local_state)")
+                        f"(engine.distributed.to_local_state)")
     try:
         array = tensor.detach().cpu().numpy()
     except Exception as err:  # noqa: BLE001 - e.g. bfloat16, which numpy cannot hold

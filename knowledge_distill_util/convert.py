@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 def _is_step(path: str) -> bool:
-    from .training.checkpoint import STATE, STEP_NAME
+    from .engine.checkpoint import STATE, STEP_NAME
 
     return bool(STEP_NAME.fullmatch(os.path.basename(os.path.normpath(path)))) and \
         os.path.isfile(os.path.join(path, STATE))

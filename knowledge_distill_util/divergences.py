@@ -35,7 +35,7 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from ._vocab import uld_rows
-from .functional import Temperature, _prepare_soft_targets, _rows_loss
+from ._soft_targets import Temperature, _prepare_soft_targets, _rows_loss
 
 __all__ = ["reverse_kl", "js_divergence", "skew_kl", "skew_reverse_kl", "tv_distance", "uld_loss", "DIVERGENCES"]
 

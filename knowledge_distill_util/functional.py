@@ -19,20 +19,30 @@ position contributes nothing, and a mask without any valid position gives 0.
 """
 import math
 from numbers import Real
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import oneflow as flow
 import oneflow.nn.functional as F
 
 from . import _kernels
-from ._vocab import VOCAB_ALIGNMENTS, align_vocabularies, uld_rows
+from ._vocab import VOCAB_ALIGNMENTS, uld_rows
+from ._soft_targets import (
+    REDUCTIONS,
+    Temperature,
+    _as_float32_if_half,
+    _divide,
+    _mean_scale,
+    _prepare_soft_targets,
+    _product,
+    _reduce_rows,
+    _rows_loss,
+)
 from ._checks import (
     check_choice,
     check_mask,
     check_ndim,
     check_int,
     check_pair,
-    check_row_temperature,
     check_same_leading_dims,
     check_tensor_list,
 )
@@ -64,23 +74,10 @@ __all__ = [
 #: are replaced by 0 in both tensors before the MSE, as in the original ``att_distill``.
 ATTENTION_MASK_THRESHOLD = -100.0
 
-#: The reductions of :func:`soft_cross_entropy` and :func:`kl_div`.
-REDUCTIONS = ("mean", "batchmean", "sum", "none")
-
 #: The layer-map strategies of :func:`hidden_layer_map` and :func:`attention_layer_map`.
 LAYER_MAP_STRATEGIES = ("uniform", "first", "last", "round")
 
 Pair = Tuple[flow.Tensor, flow.Tensor]
-Temperature = Union[float, flow.Tensor]
-
-
-def _as_float32_if_half(tensor: flow.Tensor) -> flow.Tensor:
-    return tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor
-
-
-def _mean_scale(count: int) -> float:
-    """``1 / count``; NaN for nothing to average (the mean of an empty tensor, as numpy gives)."""
-    return 1.0 / count if count else float("nan")
 
 
 def _sum_all(x: flow.Tensor) -> flow.Tensor:
@@ -220,27 +217,6 @@ def kl_div(
                              vocab_alignment=vocab_alignment)
 
 
-def _prepare_soft_targets(predicts, targets, student_temperature, teacher_temperature, names, *,
-                          reduction: str, temperature_scaling: bool, mask, vocab_alignment):
-    """Validate the arguments shared by every logit loss; return ``(s, t, t_s, t_t, mask)``: the logits
-    (float16/bfloat16 as float32, the teacher detached, aligned by ``vocab_alignment``), the temperatures
-    (floats or per-row tensors) and the mask (None or 0/1 in the logits' dtype)."""
-    predicts, targets = align_vocabularies(predicts, targets, vocab_alignment, names)
-    if predicts.ndim == 0:
-        raise ValueError(f"{names[0]} must have at least one dimension [..., C], got a scalar tensor")
-    check_choice("reduction", reduction, REDUCTIONS)
-    if not isinstance(temperature_scaling, bool):
-        raise TypeError(f"temperature_scaling must be True or False, got {temperature_scaling!r}")
-    s = _as_float32_if_half(predicts)
-    t = _as_float32_if_half(targets).detach()
-    leading = tuple(s.shape[:-1])
-    t_s = check_row_temperature("student_temperature", student_temperature, leading, s, names[0])
-    t_t = check_row_temperature("teacher_temperature", teacher_temperature, leading, s, names[0])
-    if mask is not None:
-        mask = check_mask("mask", mask, leading, s, names[0])
-    return s, t, t_s, t_t, mask
-
-
 def _soft_target_loss(predicts, targets, student_temperature, teacher_temperature, names, *,
                       reduction: str, temperature_scaling: bool, mask, kl: bool,
                       vocab_alignment: Optional[str] = None) -> flow.Tensor:
@@ -261,20 +237,6 @@ def _soft_target_loss(predicts, targets, student_temperature, teacher_temperatur
     return _reduce_rows(rows, mask, reduction, s.shape[-1])
 
 
-def _rows_loss(rows_of, s, t, t_s: Temperature, t_t: Temperature, *, reduction: str,
-               temperature_scaling: bool, mask) -> flow.Tensor:
-    """``rows_of(s / T_s, t / T_t)`` (row losses ``[...]``), times ``T_s T_t`` with ``temperature_scaling``,
-    reduced as :func:`kl_div` reduces (``"mean"`` divides by the larger vocabulary)."""
-    rows = rows_of(_divide(s, t_s), _divide(t, t_t))
-    if temperature_scaling:
-        rows = rows * _product(t_s, t_t)
-    return _reduce_rows(rows, mask, reduction, max(s.shape[-1], t.shape[-1]))
-
-
-def _product(a: Temperature, b: Temperature) -> Temperature:
-    return a * b
-
-
 def _kernel_soft_target_loss(s, t, t_s: float, t_t: float, reduction: str, kl: bool) -> flow.Tensor:
     """The kernels' element mean (memory-lean backward), rescaled to ``reduction``."""
     loss = (_kernels.kl_div_mean if kl else _kernels.soft_cross_entropy_mean)(s, t, t_s, t_t)
@@ -283,13 +245,6 @@ def _kernel_soft_target_loss(s, t, t_s: float, t_t: float, reduction: str, kl: b
     if reduction == "sum":
         return loss * s.numel()
     return loss
-
-
-def _divide(x: flow.Tensor, temperature: Temperature) -> flow.Tensor:
-    """``x / T``: a number for all rows (1.0 skipped) or a per-row tensor ``[...]``."""
-    if isinstance(temperature, flow.Tensor):
-        return x / temperature.unsqueeze(-1)
-    return x if temperature == 1.0 else x / temperature
 
 
 #: Log-probabilities are clamped here before they meet a zero probability, so that ``0 * log 0 = 0``:
@@ -313,21 +268,6 @@ def _row_soft_target_loss(s, t, t_s: Temperature, t_t: Temperature, kl: bool) ->
     p_t = F.softmax(t, dim=-1)
     inner = _finite_log(F.log_softmax(t, dim=-1)) - log_p_s if kl else -log_p_s
     return (p_t * inner).sum(dim=-1)
-
-
-def _reduce_rows(rows: flow.Tensor, mask: Optional[flow.Tensor], reduction: str, classes: int) -> flow.Tensor:
-    """Reduce per-row losses ``[...]`` with an optional 0/1 mask of the same shape (masked rows give 0)."""
-    if mask is not None:
-        rows = flow.masked_fill(rows, mask == 0, 0.0)
-    if reduction == "none":
-        return rows
-    total = rows.sum()
-    if reduction == "sum":
-        return total
-    if mask is None:
-        return total * _mean_scale(rows.numel() * (classes if reduction == "mean" else 1))
-    count = flow.clamp(mask.sum(), min=1.0)
-    return total / (count * classes) if reduction == "mean" else total / count
 
 
 def mseloss(rep1: flow.Tensor, rep2: flow.Tensor) -> flow.Tensor:
@@ -954,8 +894,7 @@ def average_logits(teacher_logits: Sequence[flow.Tensor],
 
 
 # --------------------------------------------------------------------------------------------------
-# the divergences of today's LLM distillers (their own module; re-exported here, imported last because
-# divergences.py builds on the helpers above)
+# the divergences of today's LLM distillers (their own module, built on _soft_targets; re-exported here)
 # --------------------------------------------------------------------------------------------------
 
 from .divergences import js_divergence, reverse_kl, skew_kl, skew_reverse_kl, tv_distance, uld_loss  # noqa: E402

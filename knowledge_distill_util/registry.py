@@ -2,7 +2,8 @@
 
 The built-in names are the function names of :mod:`knowledge_distill_util.functional`'s losses. A name
 can be registered once (a second registration is refused, as in torchdistill); a failed lookup lists
-the known names.
+the known names and suggests the closest. The table is a :class:`~knowledge_distill_util._registry.Registry`,
+the class the training recipes use too.
 
 Example::
 
@@ -18,9 +19,10 @@ Example::
     >>> get_loss("doctest_l1") is l1
     True
 """
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 from . import functional
+from ._registry import Registry
 
 __all__ = ["register_loss", "get_loss", "available_losses", "BUILTIN_LOSSES"]
 
@@ -46,20 +48,7 @@ BUILTIN_LOSSES = (
     functional.uld_loss,
 )
 
-_LOSSES: Dict[str, LossFunction] = {}
-
-
-def _check_name(name) -> str:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a loss name must be a non-empty string, got {name!r} ({type(name).__name__})")
-    return name
-
-
-def _refuse_duplicate(name: str) -> None:
-    if name in _LOSSES:
-        existing = _LOSSES[name]
-        where = f"{getattr(existing, '__module__', '?')}.{getattr(existing, '__qualname__', repr(existing))}"
-        raise ValueError(f"a loss named {name!r} is already registered ({where}); register yours under another name")
+_LOSSES: Registry[LossFunction] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[LossFunction], LossFunction]:
@@ -68,30 +57,25 @@ def register_loss(name: str) -> Callable[[LossFunction], LossFunction]:
     Raises ``ValueError`` when ``name`` is taken (nothing is replaced) and ``TypeError`` when ``name``
     is not a non-empty string or the decorated object is not callable.
     """
-    _refuse_duplicate(_check_name(name))
+    _LOSSES.check_free(name)
 
     def decorator(fn: LossFunction) -> LossFunction:
         if not callable(fn):
             raise TypeError(f"register_loss({name!r}) decorates a callable, got {type(fn).__name__}")
-        _refuse_duplicate(name)
-        _LOSSES[name] = fn
-        return fn
+        return _LOSSES.register(name, fn)
 
     return decorator
 
 
 def get_loss(name: str) -> LossFunction:
-    """The loss function registered under ``name``; ``ValueError`` listing the known names otherwise."""
-    _check_name(name)
-    try:
-        return _LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(available_losses())}") from None
+    """The loss function registered under ``name``; ``ValueError`` listing the known names (and the closest)
+    otherwise, ``TypeError`` when ``name`` is not a non-empty string."""
+    return _LOSSES.get(name)
 
 
 def available_losses() -> List[str]:
     """The registered names, sorted."""
-    return sorted(_LOSSES)
+    return _LOSSES.names()
 
 
 for _fn in BUILTIN_LOSSES:

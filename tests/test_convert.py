@@ -11,7 +11,7 @@ import pytest
 
 from knowledge_distill_util.__main__ import main
 from knowledge_distill_util.models import LSTMStudentForSequenceClassification, load_model
-from knowledge_distill_util.training.checkpoint import Checkpointer, load_checkpoint
+from knowledge_distill_util.engine.checkpoint import Checkpointer, load_checkpoint
 from pickle_plant import plant
 
 

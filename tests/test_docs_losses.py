@@ -17,12 +17,11 @@ def test_every_family_has_an_english_and_a_chinese_page():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page):
-    before = dict(registry._LOSSES)  # a page may register an example loss: undo it afterwards
+    before = registry._LOSSES.snapshot()  # a page may register an example loss: undo it afterwards
     try:
         result = doctest.testfile(os.path.join(DOCS, page), module_relative=False, verbose=False,
                                   optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
     finally:
-        registry._LOSSES.clear()
-        registry._LOSSES.update(before)
+        registry._LOSSES.restore(before)
     assert result.attempted >= 5, f"{page} has only {result.attempted} examples"
     assert result.failed == 0, f"{page}: {result.failed} of {result.attempted} examples failed (see the output above)"

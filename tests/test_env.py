@@ -7,7 +7,7 @@ import pytest
 
 from knowledge_distill_util import _startup
 from knowledge_distill_util._env import env_flag, env_float, env_int, env_port
-from knowledge_distill_util.training import distributed
+from knowledge_distill_util.engine import distributed
 
 
 @pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "abc", "0", "-5", "1e300"])

@@ -14,10 +14,9 @@ BUILTIN = ["attention_kl", "attention_mse", "fsp_loss", "hidden_cosine", "hidden
 @pytest.fixture
 def clean_registry():
     """Registrations made by a test are removed afterwards."""
-    before = dict(registry._LOSSES)
+    before = registry._LOSSES.snapshot()
     yield
-    registry._LOSSES.clear()
-    registry._LOSSES.update(before)
+    registry._LOSSES.restore(before)
 
 
 def test_top_level_exports():
@@ -75,3 +74,8 @@ def test_decorating_a_non_callable(clean_registry):
     with pytest.raises(TypeError, match=r"register_loss\('test_x'\) decorates a callable, got int"):
         register_loss("test_x")(3)
     assert "test_x" not in available_losses()
+
+
+def test_failed_lookup_suggests_the_closest_name():
+    with pytest.raises(ValueError, match=r"^unknown loss 'kl_dvi'; known losses: .*; did you mean 'kl_div'\?$"):
+        get_loss("kl_dvi")

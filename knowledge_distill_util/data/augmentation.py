@@ -537,7 +537,7 @@ def load_augmentation_model(path: str, num_attention_heads: Optional[int] = None
                 bert = BertForSequenceClassification.from_pretrained(path)
                 return AugmentationModel(None, table_of(bert), f"Hugging Face BERT {path} (no masked-LM head)")
         if os.path.isfile(os.path.join(path, "model_config.json")):
-            from ..training.artifacts import load_trained
+            from ..models.artifacts import load_trained
 
             bert, _ = load_trained(path, "model")
             if not hasattr(bert, "word_embedding_table"):

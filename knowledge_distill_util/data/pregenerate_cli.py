@@ -101,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"with one sentence per line and blank lines between documents")
         tokenizer = _tokenizer(args)
         _check_output(args)
-        from ..training.lock import DirectoryLock
+        from ..engine.lock import DirectoryLock
 
         created = not os.path.isdir(args.output_dir)
         os.makedirs(args.output_dir, exist_ok=True)

@@ -8,7 +8,7 @@
 Everything is checked before anything is written: the configurations and module paths when the
 ``Distiller`` is built; the optimizer, the data and one probe forward (adaptors, hooked modules, shapes,
 labels) when ``train`` starts. Only then is ``output_dir`` locked (one writer,
-:mod:`knowledge_distill_util.training.lock`) and written: ``checkpoints/``, ``losses.csv``, ``losses.png``.
+:mod:`knowledge_distill_util.engine.lock`) and written: ``checkpoints/``, ``losses.csv``, ``losses.png``.
 """
 import logging
 from typing import Any, Callable, Dict, Iterator, List, Optional

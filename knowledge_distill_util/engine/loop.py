@@ -18,6 +18,7 @@ from .. import schedules
 from .batches import flatten, split_batch, unflatten
 from .objective import DistillStep
 from .parallel import Ranks
+from .seeding import dropout_generators, reseed
 from .state import BatchStream, capture_state
 
 __all__ = ["TrainGraph", "make_scheduler", "Loop"]
@@ -53,17 +54,12 @@ class TrainGraph(nn.Graph):
 def make_scheduler(optimizer, total: int, warmup: int, kind: str):
     """Linear warm-up over ``warmup`` steps, then constant or linear decay to 0 at ``total`` (None: no scheduler)."""
     if kind == "linear":
-        from ..training.optim import make_scheduler as warmup_then_decay
+        from .optim import make_scheduler as warmup_then_decay
         return warmup_then_decay(optimizer, total, warmup)
     if warmup <= 0:
         return None
     constant = flow.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, total + 1), gamma=1.0)
     return flow.optim.lr_scheduler.WarmupLR(constant, warmup_factor=0.0, warmup_iters=warmup, warmup_method="linear")
-
-
-def _dropout_generators(model: nn.Module) -> List:
-    from ..training.trainer import dropout_generators
-    return dropout_generators(model)
 
 
 class Loop:
@@ -77,7 +73,7 @@ class Loop:
         self.scheduler = make_scheduler(optimizer, total, self.cfg.warmup_steps, self.cfg.lr_schedule)
         self.graph = None
         self.params = [p for p in distiller.parameters() if p.requires_grad]
-        self.generators = [] if self.cfg.use_graph else _dropout_generators(distiller.student)
+        self.generators = [] if self.cfg.use_graph else dropout_generators(distiller.student)
         self.history: Dict[str, list] = {"step": [], "lr": []}
 
     def weights(self, step: int) -> flow.Tensor:
@@ -92,7 +88,6 @@ class Loop:
         return self.ranks.shard(split_batch(self.stream.next(), self.cfg.label_key, self.d.device))
 
     def _eager_step(self, weights) -> Dict[str, float]:
-        from ..training.trainer import reseed
         accumulation, sums = self.cfg.gradient_accumulation_steps, {}
         for micro in range(accumulation):
             reseed(self.generators, self.cfg.seed, self._step * accumulation + micro)

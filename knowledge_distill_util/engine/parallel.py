@@ -1,7 +1,7 @@
 """Data-parallel :class:`~knowledge_distill_util.engine.Distiller` runs under OneFlow's launcher (eager mode).
 
 ``python -m oneflow.distributed.launch --nproc_per_node W script.py`` starts ``W`` processes that each build
-the same models and data and call ``train``. With :mod:`knowledge_distill_util.training.distributed`:
+the same models and data and call ``train``. With :mod:`knowledge_distill_util.engine.distributed`:
 
 - every rank draws the same batches (same seed, :mod:`.state`) and trains on its contiguous ``1/W`` of the
   rows of each batch (the batch size must be divisible by ``W``); the batch is the **global** batch;
@@ -10,7 +10,7 @@ the same models and data and call ``train``. With :mod:`knowledge_distill_util.t
   dropout off, ``W`` processes give the weights and losses of one process;
 - only rank 0 writes (lock, checkpoints, ``losses.csv``, ``losses.png``); every rank reads the checkpoint
   on resume; each rank evaluates the whole ``eval_data``;
-- the watchdog of :mod:`~knowledge_distill_util.training.distributed` ends every rank with one line naming
+- the watchdog of :mod:`~knowledge_distill_util.engine.distributed` ends every rank with one line naming
   the rank that failed, vanished or hung (OneFlow 0.9 would wait forever in a collective): under the
   launcher a failed ``train`` ends its process (status 1) instead of raising.
 
@@ -34,7 +34,7 @@ class Ranks:
     """This process's part of a data-parallel run (see the module doc)."""
 
     def __init__(self, use_graph: bool):
-        from ..training import distributed
+        from . import distributed
         self.dist = distributed
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.active = self.world > 1

@@ -1,7 +1,7 @@
 """One :meth:`Distiller.train` run on its output directory: lock, resume, log, checkpoint, plot.
 
-``output_dir`` holds ``.kdu.lock`` (one writer, :mod:`knowledge_distill_util.training.lock`), ``checkpoints/``
-(:mod:`knowledge_distill_util.training.checkpoint`), ``losses.csv`` (one row per step) and ``losses.png``.
+``output_dir`` holds ``.kdu.lock`` (one writer, :mod:`knowledge_distill_util.engine.lock`), ``checkpoints/``
+(:mod:`knowledge_distill_util.engine.checkpoint`), ``losses.csv`` (one row per step) and ``losses.png``.
 A run without ``resume=True`` refuses a directory that already holds checkpoints (nothing is deleted).
 """
 import contextlib
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def _resume_point(root: str, resume: bool, use_graph: bool):
     """``(path, model_state, optimizer_state, state)`` of the newest checkpoint to resume from, or None."""
-    from ..training.checkpoint import latest_checkpoint, load_checkpoint
+    from .checkpoint import latest_checkpoint, load_checkpoint
     path = latest_checkpoint(root)
     if path is None:
         if resume:
@@ -57,9 +57,9 @@ def run_training(distiller, ranks, step, optimizer, data, total: int, layout, na
                  evaluate: Callable[[], Optional[Dict[str, float]]]) -> Dict[str, Any]:
     """Lock ``output_dir``, resume if asked, run the :class:`~.loop.Loop`, write the plot; the history.
     Only the writer (rank 0 of a data-parallel run, :mod:`.parallel`) locks and writes."""
-    from ..training.checkpoint import save_checkpoint
-    from ..training.lock import DirectoryLock
-    from ..training.loss_log import LossLog, plot_losses
+    from .checkpoint import save_checkpoint
+    from .lock import DirectoryLock
+    from .loss_log import LossLog, plot_losses
 
     cfg = distiller.training_config
     root = os.path.join(cfg.output_dir, "checkpoints")

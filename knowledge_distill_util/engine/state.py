@@ -8,11 +8,11 @@ Exact resume rests on three rules:
    with its ``generator``, by default ONE ``flow.Generator`` shared by every loader of the process, which
    each ``iter()`` of any loader advances.)
 2. In eager mode every dropout generator is seeded from ``(seed, step)`` before each step
-   (:func:`~knowledge_distill_util.training.trainer.reseed`).
+   (:func:`~knowledge_distill_util.engine.seeding.reseed`).
 3. A checkpoint stores the epoch, the batches consumed in it and the three global generators' states; a
    resumed run seeds that epoch, draws (and drops) those batches, then restores the states.
 
-Checkpoints go through :mod:`knowledge_distill_util.training.checkpoint` (atomic, ``LATEST``):
+Checkpoints go through :mod:`knowledge_distill_util.engine.checkpoint` (atomic, ``LATEST``):
 ``model_state`` is the student's and the projections' ``state_dict``, ``optimizer_state`` the optimizer's
 (``nn.Graph``: the graph's), ``state`` the JSON of :func:`capture_state`.
 """

@@ -22,7 +22,7 @@ import oneflow.nn as nn
 from .._checks import check_bool
 from .._io import atomic_write_file, atomic_write_json, read_json
 from .._minilm import minilm_model_dir
-from .bert import check_bert_config
+from .bert_config import check_bert_config
 
 __all__ = [
     "LoadReport",

@@ -1,17 +1,35 @@
 """Training: recipes as registered objects, and everything that runs them.
 
-- :mod:`.config`: one flat typed configuration (jsonargparse: flags, ``--config`` files, ``--quick``).
+- :mod:`.config`: one flat typed configuration (jsonargparse: flags, ``--config`` files, ``--quick``); it
+  imports no recipe: :func:`parse_config` below passes it :data:`RECIPES`.
 - :mod:`.objectives`: the loss of each recipe (KD, Distilled-BiLSTM, BERT-PKD, TinyBERT).
-- :mod:`.recipes`: :class:`Recipe`, :data:`RECIPES`, :func:`register_recipe` and the built-in recipes.
+- :mod:`.recipes`: :class:`Recipe`, :data:`RECIPES`, :func:`register_recipe` and the built-in recipes
+  (``tinybert_general`` is registered by :mod:`.general`, which runs it).
 - :mod:`.builders`: teachers and students; :mod:`.theseus`: BERT-of-Theseus module replacement.
 - :mod:`.artifacts`: a trained model on disk; :mod:`.plan`: everything a run needs, checked first.
-- :mod:`.trainer`: the loop; :mod:`.optim`, :mod:`.loss_log`, :mod:`.checkpoint`: its parts.
+- :mod:`.trainer`: the loop; its parts (optimizer schedule, loss log, checkpoints, lock, collectives) are the
+  engine's (:mod:`knowledge_distill_util.engine`).
 - :mod:`.run`: ``kdu-train``; :mod:`.compression`: ``kdu-compress``; :mod:`.evaluate`, :mod:`.summary`.
 """
-from .config import ConfigError, TrainConfig, parse_config
+from typing import Optional, Sequence
+
+from . import config as _config
+from .config import ConfigError, TrainConfig
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe, StageSpec, register_recipe
-from .registry import Registry
+from .._registry import Registry
+from . import general  # noqa: E402,F401  (registers the recipe tinybert_general)
 
 __all__ = ["TrainConfig", "ConfigError", "parse_config", "Objective", "Recipe", "StageSpec", "BuildContext",
            "RECIPES", "register_recipe", "Registry"]
+
+
+def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Optional[str] = None,
+                 description: str = "") -> TrainConfig:
+    """:func:`.config.parse_config` with the registered recipes (:data:`RECIPES`): the
+    :class:`TrainConfig` of ``argv`` for ``recipe`` (or the one named by ``--recipe``).
+
+    >>> parse_config(["--kd_alpha", "0.5"], recipe="kd").kd_alpha
+    0.5
+    """
+    return _config.parse_config(argv, recipe, prog, description, recipes=RECIPES)

@@ -20,7 +20,7 @@ from ..models import (
     init_student_from_teacher,
     minilm_checkpoint_dir,
 )
-from .artifacts import MODEL_CONFIG, load_trained
+from ..models.artifacts import MODEL_CONFIG, load_trained
 from .config import ConfigError, TrainConfig
 from .original_models import load_snapshot_model, load_snapshot_weights, original_training, snapshot_directory
 

@@ -42,7 +42,7 @@ from .._device import is_cpu, share_cpu_cores
 from .._io import DISK_FULL, atomic_write_text, write_error_message
 from . import interrupt
 from .config import QUICK, ConfigError, TrainConfig, known_keys
-from .lock import DirectoryLock
+from ..engine.lock import DirectoryLock
 from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
 from .summary import format_markdown, summary_rows, write_summary, write_summary_plot
@@ -336,7 +336,7 @@ def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Option
 def _measure_speeds(done: Dict, jobs: Dict[str, Job], rows: Sequence[str]) -> None:
     """Re-measure every model's inference speed one after the other in this process (during training
     the jobs shared the cores, which skews their own ``reasoningTime``); updates ``done[job]["results"]``."""
-    from .artifacts import load_trained
+    from ..models.artifacts import load_trained
     from .evaluate import predict
     from .plan import load_data
 

@@ -12,7 +12,8 @@ the original scripts' flag names. Values are resolved in this order, later winni
 ``--print_config`` prints the resolved configuration as YAML and exits. A wrong type, an unknown flag
 or an unknown key in a file raises :class:`ConfigError` with one sentence.
 
->>> cfg = parse_config(["--kd_alpha", "0.5", "--seq_length", "16"], recipe="kd")
+>>> from knowledge_distill_util.training import RECIPES
+>>> cfg = parse_config(["--kd_alpha", "0.5", "--seq_length", "16"], recipe="kd", recipes=RECIPES)
 >>> cfg.recipe, cfg.kd_alpha, cfg.seq_length, cfg.temperature
 ('kd', 0.5, 16, 1.0)
 """
@@ -27,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
+from .._errors import ConfigError
 from ..distill import add_distill_args
 
 __all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "build_parser", "parse_config", "save_config",
@@ -34,10 +36,6 @@ __all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "build_parser", 
 
 #: The distillation flags' defaults, read from the one place that defines them (``add_distill_args``).
 _DISTILL_DEFAULTS: Dict[str, Any] = vars(add_distill_args(argparse.ArgumentParser()).parse_args([]))
-
-
-class ConfigError(ValueError):
-    """A configuration, data or checkpoint problem found before training (one clear sentence)."""
 
 
 def _key(default, help_text: str):
@@ -219,34 +217,33 @@ class _HelpFormatter(DefaultHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
-def recipe_lines(current: Optional[str] = None) -> str:
-    """One line per registered recipe: ``name  title: summary``; ``current`` is marked with ``*``."""
-    from .recipes import RECIPES  # the registry imports this module
-
-    names = RECIPES.names()
+def recipe_lines(recipes, current: Optional[str] = None) -> str:
+    """One line per recipe of the registry ``recipes`` (the caller's, e.g. :data:`.recipes.RECIPES`: this
+    module imports no recipe): ``name  title: summary``; ``current`` is marked with ``*``."""
+    names = recipes.names()
     width = max(len(n) for n in names)
     lines = []
     for name in names:
-        recipe = RECIPES.get(name)
+        recipe = recipes.get(name)
         mark = "*" if name == current else " "
         lines.append(f" {mark}{name:<{width}}  {recipe.title}: {recipe.summary}")
     return "\n".join(lines)
 
 
-def _help_description(description: str, recipe: Optional[str]) -> str:
+def _help_description(description: str, recipe: Optional[str], recipes) -> str:
     """The ``--help`` text above the options: what the command does and every recipe, one line each."""
     head = (description or "Train one registered compression recipe.").rstrip()
     which = (f"Showing recipe {recipe!r} (marked *) and its defaults; the other recipes"
              if recipe else "Recipes (kdu-train --recipe NAME --help shows one recipe's defaults)")
-    return f"{head}\n\n{which}:\n{recipe_lines(recipe)}\n\nEvery recipe takes the options below."
+    return f"{head}\n\n{which}:\n{recipe_lines(recipes, recipe)}\n\nEvery recipe takes the options below."
 
 
 def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[str] = None,
-                 description: str = "") -> ArgumentParser:
+                 description: str = "", *, recipes) -> ArgumentParser:
     """A parser with one flag per key, ``--config``, ``--quick`` and ``--print_config``.
 
     ``defaults`` replace field defaults (a recipe's own settings); unknown keys raise :class:`ConfigError`.
-    The help text lists every registered recipe (its ``recipe`` default, if given, is marked).
+    The help text lists every recipe of the registry ``recipes`` (its ``recipe`` default, if given, is marked).
     """
     defaults = dict(defaults or {})
     unknown = sorted(set(defaults) - set(_FIELDS))
@@ -254,7 +251,8 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
         raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
                           f"{', '.join(known_keys())}")
     usage = f"{prog or 'kdu-train'} --recipe NAME [--config FILE] [--quick] [--KEY VALUE ...]"
-    parser = ArgumentParser(prog=prog, description=_help_description(description, defaults.get("recipe")),
+    parser = ArgumentParser(prog=prog,
+                            description=_help_description(description, defaults.get("recipe"), recipes),
                             usage=usage, formatter_class=_HelpFormatter, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML or JSON file of configuration keys (later arguments win)")
@@ -395,16 +393,14 @@ def _wants_help(argv: Sequence[str]) -> bool:
     return any(arg in ("-h", "--help") for arg in argv)
 
 
-def check_recipe_name(name: str) -> None:
-    """``name`` is a registered recipe, or :class:`ConfigError` naming the closest registered name."""
-    from .recipes import RECIPES  # the registry imports this module
-
-    if name in RECIPES:
+def check_recipe_name(name: str, recipes) -> None:
+    """``name`` is a recipe of the registry ``recipes``, or :class:`ConfigError` naming the closest name."""
+    if name in recipes:
         return
-    close = difflib.get_close_matches(str(name), RECIPES.names(), n=1)
+    close = difflib.get_close_matches(str(name), recipes.names(), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(f"unknown recipe {name!r}; {hint}registered recipes: "
-                      f"{', '.join(RECIPES.names())} (kdu-train --help describes them)")
+                      f"{', '.join(recipes.names())} (kdu-train --help describes them)")
 
 
 def _recipe_in_config_files(argv: Sequence[str]) -> Optional[str]:
@@ -425,21 +421,22 @@ def _recipe_in_config_files(argv: Sequence[str]) -> Optional[str]:
 
 
 def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Optional[str] = None,
-                 description: str = "") -> TrainConfig:
-    """Resolve a :class:`TrainConfig` from ``argv`` for ``recipe`` (or the one named by ``--recipe``).
+                 description: str = "", *, recipes) -> TrainConfig:
+    """Resolve a :class:`TrainConfig` from ``argv`` for ``recipe`` (or the one named by ``--recipe``), with
+    the defaults of that recipe in the registry ``recipes`` (the caller's; this module imports no recipe:
+    :func:`knowledge_distill_util.training.parse_config` passes :data:`.recipes.RECIPES`).
 
     Raises :class:`ConfigError` (one sentence) for an unknown recipe, flag, key or a wrongly typed value.
     """
-    from .recipes import RECIPES  # the registry imports this module
-
     argv = list(argv)
     _check_config_files(argv)
     name = _recipe_of(argv, recipe)
     if name is None:  # --help without a recipe: every recipe, one line each, and the options
-        build_parser(prog=prog, description=description).print_help()
+        build_parser(prog=prog, description=description, recipes=recipes).print_help()
         raise SystemExit(0)
-    check_recipe_name(name)
-    parser = build_parser(dict(RECIPES.get(name).defaults, recipe=name), prog=prog, description=description)
+    check_recipe_name(name, recipes)
+    parser = build_parser(dict(recipes.get(name).defaults, recipe=name), prog=prog, description=description,
+                          recipes=recipes)
     try:
         namespace = parser.parse_args(_comma_lists(argv))
     except argparse.ArgumentError as error:

@@ -47,10 +47,12 @@ from ..data.features import default_vocab_file
 from ..data.pregenerate import CorpusError, PregenerateConfig, pregenerate, split_sentences
 from ..data.pregenerated import PregeneratedCorpus
 from ..models import BertForSequenceClassification, check_student_teacher, minilm_checkpoint_dir
-from . import distributed
-from .artifacts import MODEL_CONFIG, load_trained, save_trained
+from ..engine import distributed
+from ..models.artifacts import MODEL_CONFIG, load_trained, save_trained
 from .builders import bert_student, load_student_weights
 from .config import ConfigError, TrainConfig, save_config
+from .objectives import TINYBERT_INTERMEDIATE
+from .recipes import _BERT_STUDENT, BuildContext, Recipe, StageSpec, register_recipe
 
 __all__ = ["GENERAL_RECIPE", "RESULTS_FILE", "layer_matches", "general_teacher", "general_student",
            "run_general"]
@@ -299,3 +301,22 @@ def run_general(cfg: TrainConfig) -> Dict:
             corpus.close()
         for lock in locks:
             lock.release()
+
+
+# Registered here, not in recipes.py: this runner imports the run module and the validation, which look
+# recipes up, so the recipes module cannot import it. The package imports this module (training/__init__.py).
+
+
+def _general_not_planned(ctx: BuildContext) -> nn.Module:
+    raise ConfigError("recipe 'tinybert_general' runs itself (kdu-train --recipe tinybert_general); it is not built "
+                      "by a plan")
+
+
+register_recipe(Recipe(
+    "tinybert_general", "TinyBERT general distillation", _general_not_planned,
+    (StageSpec("general", TINYBERT_INTERMEDIATE),),
+    defaults=dict(_BERT_STUDENT, student_num_hidden_layers=3, attention_output="probs", teacher_model="auto",
+                  learning_rate=1e-4),  # 3 layers: a divisor of the default teacher's 6 (TinyBERT: 4 of BERT-base's 12)
+    compared_with=None, run=run_general,
+    summary="task-agnostic att_distill + layer_distill on a pregenerated text corpus (--corpus_dir, default: the "
+            "data's texts), no labels; its student starts the tinybert recipe (--student_model) (Jiao et al.)"))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import ConfigError, TrainConfig, parse_config
+from .recipes import RECIPES
 
 __all__ = ["str2bool", "Flag", "FLAGS", "SCRIPTS", "TRAINING_ONLY", "OriginalScript", "build_original_parser",
            "original_values",
@@ -492,7 +493,7 @@ def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None)
         name = unknown[0][2:].split("=", 1)[0]
         raise ConfigError(f"unknown flag --{name} for {entry.name}.py; it accepts the original's flags "
                           f"(--help lists them) and this package's configuration keys")
-    return parse_config(_argv_of(values) + list(rest), recipe=entry.recipe, prog=prog)
+    return parse_config(_argv_of(values) + list(rest), recipe=entry.recipe, prog=prog, recipes=RECIPES)
 
 
 def main(script: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:

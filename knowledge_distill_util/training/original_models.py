@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple
 import oneflow.nn as nn
 
 from ..models.snapshot import build_from_snapshot, list_snapshot_variables, load_snapshot, save_snapshot
-from .artifacts import MODEL_CONFIG
+from ..models.artifacts import MODEL_CONFIG
 from .config import ConfigError, TrainConfig
 from .original_results import write_original_results
 from .theseus import TheseusModel
@@ -200,7 +200,7 @@ class BestSnapshot:
         return self.best_step is not None
 
     def __call__(self, epoch: int, step: int) -> None:
-        from . import distributed
+        from ..engine import distributed
         from .evaluate import compute_metrics, predict
 
         logits = predict(self.evaluated, self.dev, self.cfg.eval_batch_size)[0]
@@ -273,7 +273,7 @@ class EpochResults:
         self.written = []
 
     def __call__(self, epoch: int, step: int) -> None:
-        from . import distributed
+        from ..engine import distributed
         from .evaluate import evaluate_model
 
         if self.then is not None:
@@ -298,7 +298,7 @@ def epoch_end_hook(cfg: TrainConfig, evaluated: nn.Module, train, dev, output_mo
     training (BERT-of-Theseus started by an original script), else ``best`` itself. Under the launcher with
     ``--use_graph`` no epoch is evaluated (the parameters are global tensors): the results files are then
     written after training, with ``--do_eval``."""
-    from . import distributed
+    from ..engine import distributed
 
     if not (cfg.recipe == "theseus" and original_training(cfg) and cfg.do_train):
         return best

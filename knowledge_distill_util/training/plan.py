@@ -8,7 +8,7 @@ import numpy as np
 import oneflow.nn as nn
 
 from ..data import TaskData, load_task_data
-from .artifacts import read_meta
+from ..models.artifacts import read_meta
 from .._device import resolve_device
 from .builders import freeze_word_embeddings, load_teacher
 from .config import ConfigError, TrainConfig, check_recipe_name
@@ -194,7 +194,7 @@ def evaluation_source(cfg: TrainConfig) -> str:
 
 def _prepare_evaluation(cfg: TrainConfig, recipe: Recipe, device) -> Plan:
     """``--do_train false``: the data and the saved model (this package's or an original snapshot); no teacher."""
-    from .artifacts import load_trained
+    from ..models.artifacts import load_trained
     from .original_models import load_snapshot_model, snapshot_directory
 
     source = evaluation_source(cfg)
@@ -220,7 +220,7 @@ def prepare(cfg: TrainConfig) -> Plan:
 
     Model weights are initialised from OneFlow's default generator: seed it first (``run`` does).
     """
-    check_recipe_name(cfg.recipe)
+    check_recipe_name(cfg.recipe, RECIPES)
     recipe = RECIPES.get(cfg.recipe)
     try:
         device = resolve_device(cfg.device)

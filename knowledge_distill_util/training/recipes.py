@@ -46,7 +46,7 @@ from .builders import bert_student, load_student_weights, lstm_student, teacher_
 from .config import TrainConfig
 from .objectives import (BERT_PKD, BILSTM, DISTILBERT, KD, LABELS, MINILM, MINILM_V2, PKD_PATIENCE,
                          TINYBERT_COMBINED, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective)
-from .registry import Registry
+from .._registry import Registry
 from .theseus import TheseusModel
 
 __all__ = ["StageSpec", "BuildContext", "Recipe", "RECIPES", "register_recipe", "markdown_table"]
@@ -393,26 +393,3 @@ register_recipe(Recipe(
                   hard_label_weight=1.0),
     summary="read from the config: logit_terms, intermediate_matches (TextBrewer's format) and "
             "hard_label_weight"))
-
-
-def _run_general(cfg: TrainConfig):
-    from .general import run_general  # imports the run module, which imports this one
-
-    return run_general(cfg)
-
-
-def _general_not_planned(ctx: BuildContext) -> nn.Module:
-    from .config import ConfigError
-
-    raise ConfigError("recipe 'tinybert_general' runs itself (kdu-train --recipe tinybert_general); it is not built "
-                      "by a plan")
-
-
-register_recipe(Recipe(
-    "tinybert_general", "TinyBERT general distillation", _general_not_planned,
-    (StageSpec("general", TINYBERT_INTERMEDIATE),),
-    defaults=dict(_BERT_STUDENT, student_num_hidden_layers=3, attention_output="probs", teacher_model="auto",
-                  learning_rate=1e-4),  # 3 layers: a divisor of the default teacher's 6 (TinyBERT: 4 of BERT-base's 12)
-    compared_with=None, run=_run_general,
-    summary="task-agnostic att_distill + layer_distill on a pregenerated text corpus (--corpus_dir, default: the "
-            "data's texts), no labels; its student starts the tinybert recipe (--student_model) (Jiao et al.)"))

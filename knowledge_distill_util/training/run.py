@@ -18,17 +18,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import oneflow as flow
 
-from .artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
 from .._device import device_type, is_cpu, share_cpu_cores
 from .._io import atomic_write_text
-from . import distributed
-from .config import ConfigError, TrainConfig, parse_config, save_config
-from .lock import lock_directories
+from ..engine import distributed
+from ..engine.lock import lock_directories
+from ..models.artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
+from .config import ConfigError, TrainConfig, check_recipe_name, parse_config, save_config
 from .evaluate import evaluate_model, write_results
 from .original_log import OriginalSummary
 from .original_models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
                               snapshot_directory, write_results_files, write_snapshots)
 from .plan import Plan, evaluation_source, prepare
+from .recipes import RECIPES
 from .teacher_cache import (LOGITS_FILE, STUDENT_LOGITS_FILE, cache_path, check_cache_file, combined_teacher_logits,
                             teacher_logits)
 from .trainer import LossStep, TrainerConfig, train_stage
@@ -329,10 +330,7 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
 
 def _own_run(cfg: TrainConfig) -> Optional[Callable[[TrainConfig], Dict]]:
     """The recipe's own ``run`` (:attr:`~.recipes.Recipe.run`), or None for a recipe run by the plan."""
-    from .config import check_recipe_name
-    from .recipes import RECIPES
-
-    check_recipe_name(cfg.recipe)
+    check_recipe_name(cfg.recipe, RECIPES)
     return RECIPES.get(cfg.recipe).run
 
 
@@ -500,5 +498,6 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, pro
     argv, status = relaunch(argv, entry)
     if status is not None:
         return status
-    return run_entry(lambda: parse_config(argv, recipe=recipe, prog=prog, description=description))
+    return run_entry(lambda: parse_config(argv, recipe=recipe, prog=prog, description=description,
+                                          recipes=RECIPES))
 

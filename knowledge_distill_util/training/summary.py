@@ -156,7 +156,7 @@ def plot_summary(rows: Sequence[Dict], write, title: str = "", teacher: str = "t
     the teacher a red star. ``write(figure)`` saves it (e.g. ``figure.savefig(stream, format="png")``
     inside :func:`~knowledge_distill_util._io.atomic_write_file`). Rows without a metric, parameters or
     speed-up are left out; returns False (nothing written) when no row has all three."""
-    from .loss_log import plt  # matplotlib with the Agg backend (files only)
+    from ..engine.loss_log import plt  # matplotlib with the Agg backend (files only)
 
     shown = [r for r in rows if None not in (r.get("metric_value"), r.get("parameters"), r.get("speedup"))]
     if not shown:

@@ -20,8 +20,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from .._io import atomic_write_file
-from . import distributed
-from .artifacts import MODEL_CONFIG
+from ..engine import distributed
+from ..models.artifacts import MODEL_CONFIG
 from .config import ConfigError, TrainConfig
 from .evaluate import predict
 from .plan import load_data
@@ -208,8 +208,7 @@ def combined_teacher_logits(cfg: TrainConfig, teachers, data) -> np.ndarray:
 def check_cache_file(cfg: TrainConfig) -> None:
     """Before any work: the cache file this run may write, when it exists, must be this package's cache
     (:class:`ConfigError` naming it otherwise; it is never overwritten)."""
-    try:
-        own = RECIPES.get(cfg.recipe).trains_teacher
-    except KeyError:
+    if cfg.recipe not in RECIPES:
         return  # prepare names the unknown recipe
+    own = RECIPES.get(cfg.recipe).trains_teacher
     _load_cache(cache_path(cfg, own))

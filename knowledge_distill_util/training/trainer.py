@@ -1,7 +1,8 @@
 """The training loop shared by every recipe: the teacher frozen under ``no_grad``, AdamW with warm-up and
-decay (:mod:`.optim`), progress (a tqdm bar on a terminal, else a log line every ``progress_every``
-seconds: :class:`ProgressLog`), per-term losses logged each step (:mod:`.loss_log`), atomic
-checkpoints with exact resume (:mod:`.checkpoint`), eager or ``nn.Graph``.
+decay (:mod:`knowledge_distill_util.engine.optim`), progress (a tqdm bar on a terminal, else a log line
+every ``progress_every`` seconds: :class:`ProgressLog`), per-term losses logged each step
+(:mod:`knowledge_distill_util.engine.loss_log`), atomic checkpoints with exact resume
+(:mod:`knowledge_distill_util.engine.checkpoint`), eager or ``nn.Graph``.
 
 Data order: epoch ``e`` visits the training rows in ``np.random.default_rng(seed + e).permutation(N)``
 order, in batches of ``batch_size``; a last short batch is filled up with the epoch's first rows so
@@ -19,15 +20,16 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
-from .checkpoint import Checkpointer
+from ..engine.checkpoint import Checkpointer
+from ..engine.distributed import DataParallel
+from ..engine.loss_log import LossLog, plot_losses
+from ..engine.optim import clip_gradients, make_optimizer, make_scheduler
+from ..engine.seeding import dropout_generators, reseed
 from .config import ConfigError
-from .distributed import DataParallel
-from .loss_log import LossLog, plot_losses
 from .objectives import Objective, ScheduledArgs, schedule_factors, uses_weight_schedules
-from .optim import clip_gradients, make_optimizer, make_scheduler
 
 __all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "ProgressLog",
-           "train_stage", "batch_indices", "model_device", "dropout_generators", "reseed", "NonFiniteLossError"]
+           "train_stage", "batch_indices", "model_device", "NonFiniteLossError"]
 
 logger = logging.getLogger(__name__)
 BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
@@ -395,17 +397,6 @@ def train_stage(
     student.eval()
     return StageResult(steps=total, seconds=time.time() - began, log_path=log.path, plot_path=png,
                        last_terms=last, resumed_from=start)
-
-
-def dropout_generators(model: nn.Module) -> List:
-    """The generator of every dropout module of ``model`` (OneFlow gives each ``nn.Dropout`` its own)."""
-    return [module.generator for module in model.modules() if isinstance(module, nn.Dropout)]
-
-
-def reseed(generators: List, seed: int, step: int) -> None:
-    """Seed generator ``i`` from ``(seed, step, i)``: the masks of a step then depend on nothing else."""
-    for index, generator in enumerate(generators):
-        generator.manual_seed(int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0]))
 
 
 def _run_step(step: LossStep, graph, optimizer, scheduler, inputs, dp: Optional[DataParallel] = None,

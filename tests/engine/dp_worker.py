@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from engine.conftest import pair, random_data, tuple_loader  # noqa: E402
 from knowledge_distill_util import Distiller, DistillationConfig, TrainingConfig  # noqa: E402
-from knowledge_distill_util.training.distributed import rank  # noqa: E402
+from knowledge_distill_util.engine.distributed import rank  # noqa: E402
 
 RANK = rank()  # os.environ["RANK"] is -1 after importing oneflow in one process
 MATCH = {"layer_S": "body.1", "layer_T": "body.3", "feature": "output", "loss": "hidden_mse",

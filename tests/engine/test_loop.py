@@ -67,7 +67,7 @@ def test_clipping_bounds_the_update(tmp_path):
 def test_warm_up_then_linear_decay(tmp_path):
     x, y = random_data(rows=16)
     _, history = _train(tmp_path / "linear", tuple_loader(x, y), steps=5, warmup_steps=2, lr_schedule="linear")
-    # training.optim.make_scheduler: lr * min(1, s / warmup) * (1 - max(s, warmup) / total), s from 0
+    # engine.optim.make_scheduler: lr * min(1, s / warmup) * (1 - max(s, warmup) / total), s from 0
     assert history["lr"] == pytest.approx([0.0, 0.1 * 0.5 * 3 / 5, 0.1 * 3 / 5, 0.1 * 2 / 5, 0.1 * 1 / 5])
     _, history = _train(tmp_path / "constant", tuple_loader(x, y), steps=4, warmup_steps=2)
     assert history["lr"] == pytest.approx([0.0, 0.05, 0.1, 0.1])

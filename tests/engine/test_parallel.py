@@ -38,7 +38,7 @@ def _job(tmp_path, tag, nproc, **env):
 
 def _weights(out):
     import oneflow as flow
-    from knowledge_distill_util.training.checkpoint import latest_checkpoint, load_checkpoint
+    from knowledge_distill_util.engine.checkpoint import latest_checkpoint, load_checkpoint
 
     model_state = load_checkpoint(latest_checkpoint(str(out / "checkpoints")))[0]
     return {k: v.numpy() if isinstance(v, flow.Tensor) else np.asarray(v) for k, v in model_state.items()}
@@ -72,7 +72,7 @@ def test_a_failing_rank_ends_the_job_with_one_line_naming_it(tmp_path):
     code, err, out, _ = _job(tmp_path, "fail", 2, KDU_TEST_RAISE_AT_STEP_1="3")
     assert code != 0
     assert "rank 0: rank 1 failed: RuntimeError: injected failure on rank 1 at step 3; stopping this rank too" in err
-    from knowledge_distill_util.training.checkpoint import latest_checkpoint
+    from knowledge_distill_util.engine.checkpoint import latest_checkpoint
 
     named = out / "checkpoints" / "LATEST"  # rank 0 may be stopped while writing step 2's checkpoint: atomic
     assert not named.exists() or latest_checkpoint(str(out / "checkpoints")) is not None

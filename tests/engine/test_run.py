@@ -107,7 +107,7 @@ def test_one_writer_per_directory(tmp_path):
 
 
 def test_the_checkpoint_holds_student_projections_optimizer_step_and_rng(tmp_path):
-    from knowledge_distill_util.training.checkpoint import latest_checkpoint, load_checkpoint
+    from knowledge_distill_util.engine.checkpoint import latest_checkpoint, load_checkpoint
 
     distiller, _ = _run(tmp_path, steps=3)
     model_state, optimizer_state, state = load_checkpoint(latest_checkpoint(str(tmp_path / "checkpoints")))

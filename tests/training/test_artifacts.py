@@ -1,4 +1,4 @@
-"""knowledge_distill_util.training.artifacts (issue 16): model_config.json typed and bounded, one sentence naming
+"""knowledge_distill_util.models.artifacts (issue 16): model_config.json typed and bounded, one sentence naming
 the file; a teacher, a --student_model or a checkpoint in OneFlow's old pickle layout stops kdu-train with one
 sentence naming convert-checkpoint, and a planted pickle in it never runs (its marker file is never created)."""
 import json
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from knowledge_distill_util.training.artifacts import MODEL_CONFIG, load_trained, read_meta, save_trained
+from knowledge_distill_util.models.artifacts import MODEL_CONFIG, load_trained, read_meta, save_trained
 from knowledge_distill_util.training.config import ConfigError
 from pickle_plant import plant
 from training.conftest import recipe_args, tiny_bert, train_cli

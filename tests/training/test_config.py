@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from knowledge_distill_util.training.config import QUICK, ConfigError, TrainConfig, known_keys, parse_config, save_config
+from knowledge_distill_util.training import parse_config
+from knowledge_distill_util.training.config import QUICK, ConfigError, TrainConfig, known_keys, save_config
 
 
 def test_order_recipe_defaults_then_files_then_flags(tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import GRAPH_TEST_TRIES
-from knowledge_distill_util.training import distributed
+from knowledge_distill_util.engine import distributed
 from knowledge_distill_util.training.trainer import batch_indices
 
 from .conftest import PYTHON, TINY_TEACHER, recipe_args, train_cli

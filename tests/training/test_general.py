@@ -11,9 +11,10 @@ from knowledge_distill_util.data import default_vocab_file, load_tokenizer
 from knowledge_distill_util.data.pregenerate_cli import main as pregenerate_main
 from knowledge_distill_util.engine import DistillationConfig, Distiller, TrainingConfig
 from knowledge_distill_util.engine.batches import split_batch
-from knowledge_distill_util.training.artifacts import save_trained
+from knowledge_distill_util.models.artifacts import save_trained
 from knowledge_distill_util.training.builders import load_student_weights
-from knowledge_distill_util.training.config import ConfigError, parse_config
+from knowledge_distill_util.training import parse_config
+from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training.general import (_builtin_corpus, _given_texts, layer_matches, layers_adaptor,
                                                      run_general)
 from knowledge_distill_util.training.objectives import tinybert_intermediate_loss

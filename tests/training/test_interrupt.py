@@ -13,7 +13,7 @@ from knowledge_distill_util.data import prepare_default_data
 from knowledge_distill_util.training import compression, interrupt
 from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training.recipes import RECIPES
-from knowledge_distill_util.training.lock import LOCK_FILE
+from knowledge_distill_util.engine.lock import LOCK_FILE
 from knowledge_distill_util.training.run import run_entry
 
 PYTHON = sys.executable

@@ -143,7 +143,7 @@ def test_original_defaults_per_script(script, alpha):
 
 
 def test_the_modern_recipes_keep_their_defaults():
-    from knowledge_distill_util.training.config import parse_config
+    from knowledge_distill_util.training import parse_config
 
     cfg = parse_config([], recipe="kd")
     assert (cfg.kd_alpha, cfg.learning_rate, cfg.results_format, cfg.stages) == (0.8, 5e-5, "kdu", None)
@@ -474,7 +474,7 @@ def test_original_optimizer_in_the_original_path_only(monkeypatch):
     """The original's CreateOptimizer: AdamW epsilon 1e-6, gradients clipped at global norm 1.0; kdu-train's
     recipes keep AdamW's 1e-8 and no clipping."""
     from knowledge_distill_util.training import run as run_module
-    from knowledge_distill_util.training.config import parse_config
+    from knowledge_distill_util.training import parse_config
 
     tcfg = run_module._trainer_config(original.parse_original(["--do_train"], "task_student_kd"), 1, 1e-4)
     assert (tcfg.adam_epsilon, tcfg.max_grad_norm) == (1e-6, 1.0)
@@ -483,7 +483,7 @@ def test_original_optimizer_in_the_original_path_only(monkeypatch):
 
 
 def test_clip_gradients_is_one_global_norm_over_every_group():
-    from knowledge_distill_util.training.optim import clip_gradients, make_optimizer
+    from knowledge_distill_util.engine.optim import clip_gradients, make_optimizer
 
     model = flow.nn.Sequential(flow.nn.Linear(3, 2), flow.nn.LayerNorm(2))
     optimizer = make_optimizer(model, 1e-3, 0.01, eps=1e-6, max_grad_norm=1.0)

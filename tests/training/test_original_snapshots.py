@@ -20,7 +20,7 @@ from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_snapshot_variables,
                                                     read_snapshot_variable, save_snapshot)
 from knowledge_distill_util.training import original, original_init, run as run_module, trainer
-from knowledge_distill_util.training.artifacts import load_trained
+from knowledge_distill_util.models.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
 from knowledge_distill_util.training.original_log import OriginalSummary
 from knowledge_distill_util.training.original_models import BestSnapshot, best_metric
@@ -237,7 +237,7 @@ def test_shipped_pkd_lines_keep_fit_dense_at_equal_widths(tree, tmp_path, monkey
     (768 -> 768 in the shipped script; 128 -> 128 here), clips the gradients at global norm 1.0 and uses Adam
     epsilon 1e-6; kdu-train's bert_pkd recipe keeps its default (no fit_dense at equal widths)."""
     from knowledge_distill_util.training import builders
-    from knowledge_distill_util.training.config import parse_config
+    from knowledge_distill_util.training import parse_config
 
     clipped, clip = [], trainer.clip_gradients
     monkeypatch.setattr(trainer, "clip_gradients", lambda opt, norm: clipped.append(

@@ -50,7 +50,8 @@ def test_a_full_disk_while_plotting_is_one_sentence_and_loses_nothing(workspace,
     status 2, every file of the finished run unchanged; with space again, --resume finishes."""
     import errno
 
-    from knowledge_distill_util.training import loss_log, run as run_module
+    from knowledge_distill_util.engine import loss_log
+    from knowledge_distill_util.training import run as run_module
     from training.conftest import recipe_args
 
     args = [str(a) for a in recipe_args(workspace, "kd", "full_disk")]

@@ -19,8 +19,13 @@ def test_registry_refuses_duplicates_and_lists_names():
     registry.register("a", 1)
     with pytest.raises(ValueError, match="already registered"):
         registry.register("a", 2)
-    with pytest.raises(KeyError, match=r"unknown recipe 'nope'; known: \['teacher', 'baseline', 'kd'"):
+    with pytest.raises(ValueError, match=r"^unknown recipe 'nope'; known recipes: teacher, baseline, kd, .*custom, "
+                                         r"tinybert_general$"):
         RECIPES.get("nope")
+    with pytest.raises(ValueError, match=r"; did you mean 'tinybert'\?$"):
+        RECIPES.get("tinybret")
+    with pytest.raises(TypeError, match=r"a recipe name must be a non-empty string, got 3 \(int\)"):
+        RECIPES.get(3)
 
 
 def test_builtin_recipes_state_what_they_need():

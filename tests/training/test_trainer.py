@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from knowledge_distill_util.models import BertForSequenceClassification
-from knowledge_distill_util.training.checkpoint import latest_checkpoint
+from knowledge_distill_util.engine.checkpoint import latest_checkpoint
 from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training.objectives import KD
 import oneflow as flow
@@ -69,7 +69,7 @@ def test_graph_training_matches_eager(tmp_path):
 def test_resume_is_exact_with_dropout_when_reseeded(tmp_path, graph=False):
     """--reseed_dropout (eager): every dropout generator is seeded from (seed, step), so a resumed run with
     dropout on equals the uninterrupted one; without it the resumed run differs (OneFlow 0.9 exposes no
-    dropout state). Under nn.Graph the compiled dropout keeps its own state: see training/checkpoint.py."""
+    dropout state). Under nn.Graph the compiled dropout keeps its own state: see engine/checkpoint.py."""
     full = _train(tmp_path / "full", graph, dropout=0.3, reseed=True)
     _train(tmp_path / "cut", graph, stop=5, dropout=0.3, reseed=True)
     resumed = _train(tmp_path / "cut", graph, resume=True, dropout=0.3, reseed=True)

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from knowledge_distill_util import _io
-from knowledge_distill_util.training import loss_log
-from knowledge_distill_util.training.loss_log import LossLog, plot_losses
+from knowledge_distill_util.engine import loss_log
+from knowledge_distill_util.engine.loss_log import LossLog, plot_losses
 
 
 def rows(path):

@@ -9,7 +9,7 @@ import oneflow as flow
 import pytest
 
 from conftest import same_state
-from knowledge_distill_util.training.checkpoint import (Checkpointer, latest_checkpoint, load_checkpoint,
+from knowledge_distill_util.engine.checkpoint import (Checkpointer, latest_checkpoint, load_checkpoint,
                                                         save_checkpoint)
 from knowledge_distill_util.training.config import ConfigError
 from pickle_plant import plant

@@ -11,12 +11,12 @@ from typing import Dict, Tuple
 
 import oneflow.nn as nn
 
-from ..models import BertForSequenceClassification, LSTMStudentForSequenceClassification, load_model, save_model
-from ..models.bert import check_bert_config
-from ..models.lstm import check_lstm_config
+from . import BertForSequenceClassification, LSTMStudentForSequenceClassification, load_model, save_model
+from .bert_config import check_bert_config
+from .lstm import check_lstm_config
 from .._io import atomic_write_text
 from .._state import LegacyPickleError, legacy_error
-from .config import ConfigError
+from .._errors import ConfigError
 
 __all__ = ["MODEL_CONFIG", "WEIGHTS", "ARCHITECTURES", "architecture_of", "save_trained", "read_meta",
            "load_trained"]

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Dict, List, Optional
 
-from .config import ConfigError
+from .._errors import ConfigError
 
 __all__ = ["LOCK_FILE", "DirectoryLock", "lock_directories"]
 

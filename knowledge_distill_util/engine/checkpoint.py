@@ -44,7 +44,7 @@ import oneflow.nn as nn
 
 from .._io import atomic_write_file, atomic_write_text, read_json, replace_directory
 from .._state import LegacyPickleError, is_legacy_directory, legacy_error, read_state, state_bytes
-from .config import ConfigError
+from .._errors import ConfigError
 from .distributed import is_distributed, to_local_state
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "Checkpointer",

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from knowledge_distill_util.training.config import ConfigError
-from knowledge_distill_util.training.lock import LOCK_FILE, DirectoryLock, lock_directories
+from knowledge_distill_util.engine.lock import LOCK_FILE, DirectoryLock, lock_directories
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
