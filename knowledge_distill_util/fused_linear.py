@@ -96,11 +96,25 @@ def _spans(rows: int, chunk: int) -> List[Tuple[int, int]]:
     return [(start, min(chunk, rows - start)) for start in range(0, rows, chunk)]
 
 
+def _owned(x):
+    """``x``, or a copy of it when it is an eager view that starts inside its storage.
+
+    OneFlow 0.9 drops the storage offset of a view when it is detached, and a view of the detached tensor
+    (``narrow``, ``reshape``, ``unsqueeze``) then reads from the start of the storage:
+    ``v.narrow(0, 3, 3).detach().unsqueeze(-1)`` holds ``v[0:3]``. The losses detach their targets,
+    temperatures and masks, so every row chunk handed to them is such a copy.
+    """
+    if not isinstance(x, flow.Tensor) or x.is_lazy or x.is_global or x.storage_offset() == 0:
+        return x
+    return x.clone()
+
+
 def _part(x: Temperature, start: int, length: int, whole: int) -> Temperature:
-    """Rows ``start:start+length`` of a per-row tensor (numbers and ``None`` pass through)."""
+    """Rows ``start:start+length`` of a per-row tensor, as a tensor of its own (numbers and ``None`` pass
+    through)."""
     if not isinstance(x, flow.Tensor) or length == whole:
         return x
-    return x.narrow(0, start, length)
+    return _owned(x.narrow(0, start, length))
 
 
 def _linear(x: flow.Tensor, weight: flow.Tensor, bias: Optional[flow.Tensor]) -> flow.Tensor:
@@ -310,8 +324,8 @@ def _check_teacher(teacher, hidden, vocab: int):
         if teacher.dtype != hidden.dtype:
             raise TypeError(f"teacher has dtype {teacher.dtype} but student_hidden has dtype {hidden.dtype}; "
                             f"cast one to the other's dtype")
-        logits = teacher.detach()
-        return (lambda start, length: logits if length == rows else logits.narrow(0, start, length)), logits
+        logits = _owned(teacher).detach()
+        return (lambda start, length: _part(logits, start, length, rows)), logits
     if not isinstance(teacher, (tuple, list)) or len(teacher) not in (2, 3):
         raise TypeError(
             f"teacher must be the teacher's logits [N, V] or a tuple (hidden [N, H_t], weight [V, H_t], bias [V] "
@@ -333,8 +347,8 @@ def _check_teacher(teacher, hidden, vocab: int):
     if t_hidden.dtype != hidden.dtype:
         raise TypeError(f"teacher hidden has dtype {t_hidden.dtype} but student_hidden has dtype {hidden.dtype}; "
                         f"cast one to the other's dtype")
-    t_hidden, t_weight = t_hidden.detach(), t_weight.detach()
-    t_bias = None if t_bias is None else t_bias.detach()
+    t_hidden, t_weight = _owned(t_hidden).detach(), _owned(t_weight).detach()
+    t_bias = None if t_bias is None else _owned(t_bias).detach()
 
     def teacher_chunk(start, length):
         with flow.no_grad():
@@ -465,10 +479,10 @@ def fused_linear_distill_loss(
                          f"be empty")
     teacher_chunk, teacher_logits = _check_teacher(teacher, student_hidden, vocab)
     t_s, t_t = _temperatures(temperature, student_temperature, teacher_temperature)
-    t_s = check_row_temperature("student_temperature", t_s, (rows,), student_hidden, "student_hidden")
-    t_t = check_row_temperature("teacher_temperature", t_t, (rows,), student_hidden, "student_hidden")
+    t_s = check_row_temperature("student_temperature", _owned(t_s), (rows,), student_hidden, "student_hidden")
+    t_t = check_row_temperature("teacher_temperature", _owned(t_t), (rows,), student_hidden, "student_hidden")
     if mask is not None:
-        mask = check_mask("mask", mask, (rows,), student_hidden, "student_hidden")
+        mask = check_mask("mask", _owned(mask), (rows,), student_hidden, "student_hidden")
     chunk = _check_chunk_size(chunk_size, vocab, student_hidden.element_size())
     options = dict(student_temperature=t_s, teacher_temperature=t_t, temperature_scaling=temperature_scaling,
                    mask=mask, **loss_options)
@@ -484,7 +498,8 @@ def fused_linear_distill_loss(
     needs = (student_hidden.requires_grad, weight.requires_grad, has_bias and bias.requires_grad)
     function = _fused_function(loss_fn, loss_options, teacher_chunk, mask, t_s, t_t, temperature_scaling,
                                reduction, chunk, has_bias, needs, closed_form)
-    out = function.apply(student_hidden, weight, *([bias] if has_bias else []))
+    inputs = [_owned(x) for x in (student_hidden, weight) + ((bias,) if has_bias else ())]
+    out = function.apply(*inputs)
     if reduction == "none":
         return out
     return _reduced(out, mask, reduction, rows, vocab)
