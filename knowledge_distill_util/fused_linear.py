@@ -120,7 +120,17 @@ def _part(x: Temperature, start: int, length: int, whole: int) -> Temperature:
 def _linear(x: flow.Tensor, weight: flow.Tensor, bias: Optional[flow.Tensor]) -> flow.Tensor:
     """``x @ weight.T (+ bias)``: ``[n, H] x [V, H] -> [n, V]``."""
     out = flow.matmul(x, weight, transpose_b=True)
-    return out if bias is None else out + bias
+    if bias is None:
+        return out
+    # in place when nothing records it (about 2x faster on CPU than a new tensor)
+    return out + bias if out.requires_grad or out.is_lazy else out.add_(bias)
+
+
+def _column_sum(g: flow.Tensor) -> flow.Tensor:
+    """``g.sum(dim=0)`` ``[n, V] -> [V]``; eager as ``ones [1, n] @ g`` (about 1.6x faster on CPU)."""
+    if g.is_lazy:
+        return g.sum(dim=0)
+    return flow.matmul(flow.ones(1, g.shape[0], dtype=g.dtype, device=g.device), g).reshape(g.shape[1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +214,7 @@ def _fused_function(loss_fn: Callable, options: dict, teacher_chunk: Callable, m
             if need_w:
                 dw = _add_weight_grad(dw, g, h_c, block, lazy)
             if need_b:
-                part = g.sum(dim=0)
+                part = _column_sum(g)
                 db = part if db is None else (db + part if lazy else db.add_(part))
         dh = None
         if need_h:
@@ -495,7 +505,9 @@ def fused_linear_distill_loss(
             return loss_fn(_linear(student_hidden, weight, bias), logits_t, reduction=reduction, **options)
 
     has_bias = bias is not None
-    needs = (student_hidden.requires_grad, weight.requires_grad, has_bias and bias.requires_grad)
+    recording = flow.is_grad_enabled()
+    needs = (recording and student_hidden.requires_grad, recording and weight.requires_grad,
+             recording and has_bias and bias.requires_grad)
     function = _fused_function(loss_fn, loss_options, teacher_chunk, mask, t_s, t_t, temperature_scaling,
                                reduction, chunk, has_bias, needs, closed_form)
     inputs = [_owned(x) for x in (student_hidden, weight) + ((bias,) if has_bias else ())]
