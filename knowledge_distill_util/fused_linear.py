@@ -24,7 +24,7 @@ other losses inside ``nn.Graph``, and global tensors, take the plain formula (sa
 logits built whole).
 
 Chunk size rule: ``chunk_size = max(1, FUSED_CHUNK_BYTES // (V * itemsize))`` rows, so that one chunk's
-logits take about :data:`FUSED_CHUNK_BYTES` (32 MiB; 274 rows at ``V = 30,522`` in float32, 55 at
+logits take about :data:`FUSED_CHUNK_BYTES` (64 MiB; 549 rows at ``V = 30,522`` in float32, 110 at
 ``V = 151,936``). ``dL/dW`` is accumulated in blocks of vocabulary rows of the same size, so no second
 ``[V, H]`` temporary is made. The extra peak memory is therefore about ``dL/dW + dL/dh + dL/db`` (the inputs'
 sizes) plus a few chunk-sized temporaries, independent of ``N``.
@@ -41,7 +41,7 @@ __all__ = ["fused_linear_distill_loss", "logit_losses", "default_chunk_size", "F
            "LOGIT_LOSS_KEYWORDS"]
 
 #: Bytes of one chunk's logits for the default chunk size (see :func:`default_chunk_size`).
-FUSED_CHUNK_BYTES = 32 << 20
+FUSED_CHUNK_BYTES = 64 << 20
 
 #: The keywords a registered loss must take to be used by :func:`fused_linear_distill_loss`.
 LOGIT_LOSS_KEYWORDS = ("student_temperature", "teacher_temperature", "reduction", "temperature_scaling", "mask")
@@ -58,7 +58,7 @@ def default_chunk_size(num_classes: int, itemsize: int = 4) -> int:
     ``max(1, FUSED_CHUNK_BYTES // (num_classes * itemsize))``.
 
     >>> default_chunk_size(30522), default_chunk_size(151936), default_chunk_size(2)
-    (274, 55, 4194304)
+    (549, 110, 8388608)
     """
     return max(1, FUSED_CHUNK_BYTES // (max(1, num_classes) * itemsize))
 
@@ -162,12 +162,14 @@ def _closed_forms():
 
 def _fused_function(loss_fn: Callable, options: dict, teacher_chunk: Callable, mask, t_s, t_t, scaling: bool,
                     reduction: str, chunk: int, has_bias: bool, needs: Tuple[bool, bool, bool],
-                    closed_form: Optional[Callable]):
+                    closed_form: Optional[Callable], lazy: bool):
     """An ``autograd.Function`` class for one call; ``apply(h, w[, b])`` returns the masked loss sum (a
     scalar) or, for ``reduction="none"``, the masked row losses ``[N]``.
 
     Everything but the differentiable inputs is captured here (OneFlow 0.9: backward must not read
-    ``ctx`` attributes; which gradients were saved is told by ``needs``).
+    ``ctx`` attributes; which gradients were saved is told by ``needs``). In eager mode the first backward
+    scales the saved gradients in place and hands them over (no second ``[V, H]`` tensor); a second backward
+    of a retained graph recomputes them.
     """
     need_h, need_w, need_b = needs
     per_row = reduction == "none"
@@ -199,7 +201,6 @@ def _fused_function(loss_fn: Callable, options: dict, teacher_chunk: Callable, m
     def gradients(h, w, b, dy):
         """Loop over the row chunks: ``(values, dh, dW, db)`` (each gradient ``None`` when not needed)."""
         rows = h.shape[0]
-        lazy = h.is_lazy
         block = max(1, FUSED_CHUNK_BYTES // max(1, w.shape[1] * w.element_size()))
         values, dh_parts, dw, db = [], [], None, None
         for start, length in _spans(rows, chunk):
@@ -245,7 +246,11 @@ def _fused_function(loss_fn: Callable, options: dict, teacher_chunk: Callable, m
                     ctx.save_for_backward(h, w, *maybe_b)
                 return joined(forward_values(h, w, b))
             values, dh, dw, db = gradients(h, w, b, None)
-            ctx.save_for_backward(*[g for g in (dh, dw, db) if g is not None])
+            grads = [g for g in (dh, dw, db) if g is not None]
+            if lazy:
+                ctx.save_for_backward(*grads)
+            else:  # + the inputs (alive anyway) and a "handed over" flag: see backward
+                ctx.save_for_backward(*grads, flow.zeros(1, dtype=flow.int8, device=h.device), h, w, *maybe_b)
             return joined(values)
 
         @staticmethod
@@ -255,10 +260,19 @@ def _fused_function(loss_fn: Callable, options: dict, teacher_chunk: Callable, m
                 h, w = saved[0], saved[1]
                 b = saved[2] if len(saved) > 2 else None
                 _, dh, dw, db = gradients(h, w, b, dy)
-            else:
-                dh = saved.pop(0) * dy if need_h else None
-                dw = saved.pop(0) * dy if need_w else None
-                db = saved.pop(0) * dy if need_b else None
+                return (dh, dw) + ((db,) if has_bias else ())
+            count = sum(needs)
+            grads, rest = saved[:count], saved[count:]
+            if lazy:
+                grads = [g * dy for g in grads]
+            elif not bool(rest[0].item()):  # the first backward scales the saved gradients in place, hands them over
+                rest[0].fill_(1)
+                grads = [g.mul_(dy) for g in grads]
+            else:  # a second backward of a retained graph: they are gone, recompute
+                _, dh, dw, db = gradients(rest[1], rest[2], rest[3] if len(rest) > 3 else None, None)
+                grads = [g * dy for g in (dh, dw, db) if g is not None]
+            grads = iter(grads)
+            dh, dw, db = (next(grads) if need else None for need in needs)
             return (dh, dw) + ((db,) if has_bias else ())
 
     FusedLinearDistill.__name__ = FusedLinearDistill.__qualname__ = "FusedLinearDistill"
@@ -437,7 +451,7 @@ def fused_linear_distill_loss(
     :math:`m r` ``[N]``; a mask without any valid row gives 0.
 
     Chunk size rule: ``chunk_size=None`` takes ``max(1, FUSED_CHUNK_BYTES // (V * itemsize))`` rows
-    (:data:`FUSED_CHUNK_BYTES` = 32 MiB of logits per chunk: 274 rows at V = 30,522 in float32). The extra
+    (:data:`FUSED_CHUNK_BYTES` = 64 MiB of logits per chunk: 549 rows at V = 30,522 in float32). The extra
     peak memory is about the gradients of ``student_hidden``, ``weight`` and ``bias`` plus a few
     chunk-sized temporaries (see the module docstring for how, and for ``nn.Graph``).
 
@@ -509,7 +523,7 @@ def fused_linear_distill_loss(
     needs = (recording and student_hidden.requires_grad, recording and weight.requires_grad,
              recording and has_bias and bias.requires_grad)
     function = _fused_function(loss_fn, loss_options, teacher_chunk, mask, t_s, t_t, temperature_scaling,
-                               reduction, chunk, has_bias, needs, closed_form)
+                               reduction, chunk, has_bias, needs, closed_form, student_hidden.is_lazy)
     inputs = [_owned(x) for x in (student_hidden, weight) + ((bias,) if has_bias else ())]
     out = function.apply(*inputs)
     if reduction == "none":

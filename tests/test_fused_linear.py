@@ -199,9 +199,9 @@ def test_defaults_follow_the_loss_and_temperature_sets_both_sides():
 
 
 def test_the_default_chunk_size_keeps_a_chunk_near_the_byte_budget():
-    assert fused_linear.FUSED_CHUNK_BYTES == 32 << 20
-    assert fused_linear.default_chunk_size(30522) == (32 << 20) // (30522 * 4) == 274
-    assert fused_linear.default_chunk_size(151936, itemsize=8) == (32 << 20) // (151936 * 8)
+    assert fused_linear.FUSED_CHUNK_BYTES == 64 << 20
+    assert fused_linear.default_chunk_size(30522) == (64 << 20) // (30522 * 4) == 549
+    assert fused_linear.default_chunk_size(151936, itemsize=8) == (64 << 20) // (151936 * 8)
     assert fused_linear.default_chunk_size(10 ** 9) == 1
 
 
@@ -336,3 +336,15 @@ def test_a_training_step_in_graph_equals_eager_with_the_closed_form_and_with_the
         np.testing.assert_allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
         for got, want in zip(params, eager_params):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_second_backward_of_a_retained_graph_gives_the_gradients_again():
+    """The first backward hands the saved gradients over (scaled in place); a second one recomputes them."""
+    h, w, b, t = to_flow(arrays(14), flow.float32)
+    _, want = _value_and_grads(lambda *x: 3.0 * _plain_flow("kl_div", *x, t), (h, w, b))
+    params = [x.clone().requires_grad_() for x in (h, w, b)]
+    out = 3.0 * fused_linear_distill_loss(*params, t, chunk_size=3)
+    out.backward(retain_graph=True)
+    out.backward()
+    for got, once in zip(params, want):
+        np.testing.assert_allclose(got.grad.numpy(), 2 * once, **F32)
