@@ -77,6 +77,8 @@ FULL_CASES: List[Dict] = [
      "dims": [512, 384, 151936]},
     {"case": "fused_linear_kl", "shape": "N=512 H=768 V=151936", "kind": "fused_linear",
      "dims": [512, 768, 151936]},
+    {"case": "fused_linear_kl", "shape": "N=4096 H=384 V=30522 c=274", "kind": "fused_linear",
+     "dims": [4096, 384, 30522], "chunk_size": 274},  # 32 MiB chunks: less memory, more time
 ]
 QUICK_CASES: List[Dict] = [
     {"case": "soft_ce", "shape": "[32, 2]", "kind": "soft_ce", "dims": [32, 2]},
@@ -282,7 +284,9 @@ def _our_new_losses(spec: Dict):
     if kind == "kl_div":
         return lambda s, t: functional.kl_div(s[0], t[0])
     if kind == "fused_linear":
-        return lambda s, t: functional.fused_linear_distill_loss(s[0], s[1], s[2], t[0], loss="kl_div")
+        chunk_size = spec.get("chunk_size")  # None: the default rule
+        return lambda s, t: functional.fused_linear_distill_loss(s[0], s[1], s[2], t[0], loss="kl_div",
+                                                                 chunk_size=chunk_size)
     if kind == "attention_kl":
         return lambda s, t: functional.attention_kl(s[0], t[0], mask=t[1])
     heads = spec["relation_heads"]
