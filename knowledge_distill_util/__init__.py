@@ -33,7 +33,7 @@ if _start_watcher is not None:
     _start_watcher.started()
 
 from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
-from .functional import mseloss, soft_cross_entropy
+from .functional import fused_linear_distill_loss, mseloss, soft_cross_entropy
 from .registry import available_losses, get_loss, register_loss
 from .models import (
     BertForSequenceClassification,
@@ -53,6 +53,7 @@ __all__ = [
     "att_distill",
     "soft_cross_entropy",
     "mseloss",
+    "fused_linear_distill_loss",
     "get_loss",
     "register_loss",
     "available_losses",

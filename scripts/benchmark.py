@@ -10,7 +10,9 @@ memory of the first run, for
   (``-(softmax(t/T) * log(softmax(s/T))).mean()``, ``square(a - b).mean()``,
   ``where(x <= -100, zeros_like(x), x)``); for the losses that the original toolkit does not have
   (``kl_div``, ``attention_kl``, ``relation_kl``) the plain OneFlow formula of their definition
-  (``log_softmax``/``softmax`` composed, an additive ``-1e30`` key mask; see :func:`_plain_losses`),
+  (``log_softmax``/``softmax`` composed, an additive ``-1e30`` key mask; see :func:`_plain_losses`); for
+  ``fused_linear_kl`` (``functional.fused_linear_distill_loss``) the logits built whole,
+  ``kl_div(hidden @ weight.T + bias, teacher)`` with this package's ``kl_div``,
 * ``torch``: the PyTorch equivalent (TextBrewer/TinyBERT style) in a separate interpreter that has
   ``torch`` (``--torch-python``; skipped with a note when none is found),
 
@@ -69,6 +71,16 @@ FULL_CASES: List[Dict] = [
     {"case": "kl_div:kernel", "shape": "[1024, 30522]", "kind": "kl_div", "dims": [1024, 30522], "route": "kernel"},
     {"case": "relation_kl:kernel", "shape": "[32, 128, 768] R=12 masked", "kind": "relation_kl",
      "dims": [32, 128, 768], "relation_heads": 12, "route": "kernel"},
+    # fused linear + KL (functional.fused_linear_distill_loss) vs kl_div(hidden @ weight.T + bias, teacher):
+    # dims [N, H, V]; the teacher's logits [N, V] are an input of both
+    {"case": "fused_linear_kl", "shape": "N=4096 H=384 V=30522", "kind": "fused_linear", "dims": [4096, 384, 30522]},
+    {"case": "fused_linear_kl", "shape": "N=4096 H=768 V=30522", "kind": "fused_linear", "dims": [4096, 768, 30522]},
+    {"case": "fused_linear_kl", "shape": "N=512 H=384 V=151936", "kind": "fused_linear",
+     "dims": [512, 384, 151936]},
+    {"case": "fused_linear_kl", "shape": "N=512 H=768 V=151936", "kind": "fused_linear",
+     "dims": [512, 768, 151936]},
+    {"case": "fused_linear_kl", "shape": "N=4096 H=384 V=30522 c=274", "kind": "fused_linear",
+     "dims": [4096, 384, 30522], "chunk_size": 274},  # 32 MiB chunks: less memory, more time
 ]
 QUICK_CASES: List[Dict] = [
     {"case": "soft_ce", "shape": "[32, 2]", "kind": "soft_ce", "dims": [32, 2]},
@@ -179,6 +191,17 @@ def _inputs(backend: _Backend, spec: Dict, small: bool = False):
         dims[0] = 1
     if spec["kind"] in ("soft_ce", "kl_div"):
         return [backend.randn(dims, True, 3.0)], [backend.randn(dims, False, 3.0)]
+    if spec["kind"] == "fused_linear":  # student: hidden [N, H], weight [V, H], bias [V]; teacher: logits [N, V]
+        rows, width, vocab = dims
+
+        def randn(shape, requires_grad, scale):
+            """Scaled in place: a freed temporary as large as the teacher's logits would stay in OneFlow's
+            allocator cache and hide up to that much of the measured peak."""
+            x = backend.lib.randn(*shape, device=backend.device).mul_(scale)
+            return x.requires_grad_() if requires_grad else x
+
+        return ([randn([rows, width], True, 1.0), randn([vocab, width], True, width ** -0.5),
+                 randn([vocab], True, 1.0)], [randn([rows, vocab], False, 3.0)])
     if spec["kind"] in ("attention_kl", "relation_kl"):  # teacher list: [teacher, 0/1 mask [B, L]]
         return [backend.randn(dims, True)], [backend.randn(dims), backend.key_mask(dims[0], dims[-2])]
     count_s, count_t = spec["student_layers"], spec["teacher_layers"]
@@ -231,6 +254,8 @@ def _plain_losses(lib, F, spec: Dict):
     kind = spec["kind"]
     if kind == "kl_div":
         return lambda s, t: row_kl(s[0], t[0]).sum() / (s[0].numel() // s[0].shape[-1])
+    if kind == "fused_linear":  # batchmean KL of the logits built whole
+        return lambda s, t: row_kl(lib.matmul(s[0], s[1].t()) + s[2], t[0]).sum() / s[0].shape[0]
     if kind == "attention_kl":
         return lambda s, t: attention(s[0], t[0], t[1])
     heads = spec["relation_heads"]
@@ -261,13 +286,25 @@ def _our_new_losses(spec: Dict):
     kind = spec["kind"]
     if kind == "kl_div":
         return lambda s, t: functional.kl_div(s[0], t[0])
+    if kind == "fused_linear":
+        chunk_size = spec.get("chunk_size")  # None: the default rule
+        return lambda s, t: functional.fused_linear_distill_loss(s[0], s[1], s[2], t[0], loss="kl_div",
+                                                                 chunk_size=chunk_size)
     if kind == "attention_kl":
         return lambda s, t: functional.attention_kl(s[0], t[0], mask=t[1])
     heads = spec["relation_heads"]
     return lambda s, t: functional.relation_kl(s[0], t[0], num_relation_heads=heads, mask=t[1])
 
 
-NEW_LOSS_KINDS = ("kl_div", "attention_kl", "relation_kl")
+NEW_LOSS_KINDS = ("kl_div", "attention_kl", "relation_kl", "fused_linear")
+
+
+def _plain_fused_linear(lib):
+    """The ``original`` column of the fused rows: the logits built whole, then this package's ``kl_div``
+    (batchmean, its memory-lean kernel): what a user of this package writes without the fused kernel."""
+    from knowledge_distill_util import functional
+
+    return lambda s, t: functional.kl_div(lib.matmul(s[0], s[1], transpose_b=True) + s[2], t[0])
 
 
 def _loss_function(impl: str, spec: Dict, backend: _Backend):
@@ -293,6 +330,8 @@ def _loss_function(impl: str, spec: Dict, backend: _Backend):
 
     import oneflow.nn.functional as F
 
+    if impl == "original" and kind == "fused_linear":
+        return _plain_fused_linear(lib)
     if impl == "original" and kind in NEW_LOSS_KINDS:
         return _plain_losses(lib, F, spec)
     if impl == "original":
