@@ -33,7 +33,8 @@ if _start_watcher is not None:
     _start_watcher.started()
 
 from .distill import add_distill_args, att_distill, layer_distill, pred_distill, resolve_temperatures
-from .functional import fused_linear_distill_loss, mseloss, soft_cross_entropy
+from .functional import mseloss, soft_cross_entropy
+from .fused_linear import fused_linear_distill_loss
 from .registry import available_losses, get_loss, register_loss
 from .models import (
     BertForSequenceClassification,

@@ -46,11 +46,9 @@ from ._checks import (
     check_same_leading_dims,
     check_tensor_list,
 )
-from .fused_linear import fused_linear_distill_loss  # re-exported: the logit losses over an output layer
 
 __all__ = [
     "soft_cross_entropy",
-    "fused_linear_distill_loss",
     "mseloss",
     "hidden_layer_map",
     "attention_layer_map",

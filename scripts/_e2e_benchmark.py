@@ -116,9 +116,9 @@ def oneflow_step(mode: str, shapes: Dict, spec: Dict):
     from knowledge_distill_util.data import get_task
     from knowledge_distill_util.models import BertForSequenceClassification
     from knowledge_distill_util.training.builders import bert_student, freeze_word_embeddings
-    from knowledge_distill_util.training.config import parse_config
+    from knowledge_distill_util.training import parse_config
     from knowledge_distill_util.training.objectives import KD
-    from knowledge_distill_util.training.optim import make_optimizer, make_scheduler
+    from knowledge_distill_util.engine.optim import make_optimizer, make_scheduler
     from knowledge_distill_util.training.trainer import LossStep, TrainGraph, _run_step
 
     flow.manual_seed(0)

@@ -11,7 +11,7 @@ memory of the first run, for
   ``where(x <= -100, zeros_like(x), x)``); for the losses that the original toolkit does not have
   (``kl_div``, ``attention_kl``, ``relation_kl``) the plain OneFlow formula of their definition
   (``log_softmax``/``softmax`` composed, an additive ``-1e30`` key mask; see :func:`_plain_losses`); for
-  ``fused_linear_kl`` (``functional.fused_linear_distill_loss``) the logits built whole,
+  ``fused_linear_kl`` (``knowledge_distill_util.fused_linear_distill_loss``) the logits built whole,
   ``kl_div(hidden @ weight.T + bias, teacher)`` with this package's ``kl_div``,
 * ``torch``: the PyTorch equivalent (TextBrewer/TinyBERT style) in a separate interpreter that has
   ``torch`` (``--torch-python``; skipped with a note when none is found),
@@ -71,7 +71,7 @@ FULL_CASES: List[Dict] = [
     {"case": "kl_div:kernel", "shape": "[1024, 30522]", "kind": "kl_div", "dims": [1024, 30522], "route": "kernel"},
     {"case": "relation_kl:kernel", "shape": "[32, 128, 768] R=12 masked", "kind": "relation_kl",
      "dims": [32, 128, 768], "relation_heads": 12, "route": "kernel"},
-    # fused linear + KL (functional.fused_linear_distill_loss) vs kl_div(hidden @ weight.T + bias, teacher):
+    # fused linear + KL (knowledge_distill_util.fused_linear_distill_loss) vs kl_div(hidden @ weight.T + bias, teacher):
     # dims [N, H, V]; the teacher's logits [N, V] are an input of both
     {"case": "fused_linear_kl", "shape": "N=4096 H=384 V=30522", "kind": "fused_linear", "dims": [4096, 384, 30522]},
     {"case": "fused_linear_kl", "shape": "N=4096 H=768 V=30522", "kind": "fused_linear", "dims": [4096, 768, 30522]},
@@ -288,8 +288,9 @@ def _our_new_losses(spec: Dict):
         return lambda s, t: functional.kl_div(s[0], t[0])
     if kind == "fused_linear":
         chunk_size = spec.get("chunk_size")  # None: the default rule
-        return lambda s, t: functional.fused_linear_distill_loss(s[0], s[1], s[2], t[0], loss="kl_div",
-                                                                 chunk_size=chunk_size)
+        from knowledge_distill_util import fused_linear_distill_loss
+
+        return lambda s, t: fused_linear_distill_loss(s[0], s[1], s[2], t[0], loss="kl_div", chunk_size=chunk_size)
     if kind == "attention_kl":
         return lambda s, t: functional.attention_kl(s[0], t[0], mask=t[1])
     heads = spec["relation_heads"]

@@ -1,4 +1,4 @@
-"""functional.fused_linear_distill_loss: the value and the gradients of hidden, weight and bias equal the plain
+"""fused_linear_distill_loss: the value and the gradients of hidden, weight and bias equal the plain
 formula ``loss(hidden @ weight.T + bias, teacher)`` (a float64 numpy reference with finite differences, and
 the registered losses themselves), for masks, every reduction, chunk sizes that do and do not divide N,
 per-row temperatures and a teacher tuple; bad input is refused with one sentence naming the argument."""
@@ -8,7 +8,7 @@ import pytest
 
 from gradcheck import numpy_numeric_grad
 from knowledge_distill_util import fused_linear
-from knowledge_distill_util.functional import fused_linear_distill_loss
+from knowledge_distill_util import fused_linear_distill_loss
 from knowledge_distill_util.registry import get_loss
 
 N, H, V = 7, 3, 5

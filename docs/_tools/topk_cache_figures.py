@@ -30,7 +30,7 @@ from knowledge_distill_util import cache_teacher_logits
 from knowledge_distill_util._io import atomic_write_json
 from knowledge_distill_util.data.loading import load_task_data
 from knowledge_distill_util.functional import kl_div, sparse_kl_div
-from knowledge_distill_util.training.artifacts import load_trained
+from knowledge_distill_util.models.artifacts import load_trained
 
 KS = (1, 5, 20, 50)
 
