@@ -35,6 +35,22 @@ __all__ = [
 MIN_TEMPERATURE = 1e-4
 
 
+def own_storage(tensor: flow.Tensor) -> flow.Tensor:
+    """``tensor``, copied when it is a view that starts inside its storage (``storage_offset() > 0``).
+
+    OneFlow 0.9 drops a view's storage offset when it is detached (and inside an autograd Function), so a
+    view taken afterwards (``narrow``, ``unsqueeze``, ``reshape``) reads from the start of the storage: the
+    losses, which detach the teacher and chunk their inputs, would read the wrong rows. The copy keeps the
+    autograd graph; tensors that start their storage (almost all) are returned as they are.
+
+    >>> v = flow.arange(6, dtype=flow.float32)
+    >>> own_storage(v[3:]).detach().unsqueeze(-1).flatten().tolist()
+    [3.0, 4.0, 5.0]
+    """
+    if tensor.is_lazy or tensor.is_global:  # no storage of its own to read from (graph or global tensors)
+        return tensor
+    return tensor.clone() if tensor.storage_offset() else tensor
+
 def check_float_tensor(name: str, value) -> None:
     """Require a floating-point OneFlow tensor."""
     if not isinstance(value, flow.Tensor):
@@ -259,7 +275,7 @@ def check_mask(name: str, mask, shape: Sequence[int], like: flow.Tensor, like_na
             f"{name} has shape {tuple(mask.shape)} but must have shape {tuple(shape)} (one 0/1 entry per "
             f"position of {like_name}, no broadcasting)"
         )
-    converted = (mask if mask.dtype == like.dtype else mask.to(dtype=like.dtype)).detach()
+    converted = own_storage(mask if mask.dtype == like.dtype else mask.to(dtype=like.dtype)).detach()
     if _checkable(converted) and converted.numel() and bool(((converted != 0) & (converted != 1)).any().item()):
         raise ValueError(
             f"{name} must hold only 0 and 1 (1 = valid position), got other values; "
@@ -281,7 +297,7 @@ def check_row_temperature(name: str, value, shape: Sequence[int], like: flow.Ten
             f"{name} is a tensor of shape {tuple(value.shape)} but a per-row temperature must have the leading "
             f"shape of {like_name}, {tuple(shape)}; pass a number for one temperature for all rows"
         )
-    converted = (value if value.dtype == like.dtype else value.to(dtype=like.dtype)).detach()
+    converted = own_storage(value if value.dtype == like.dtype else value.to(dtype=like.dtype)).detach()
     if _checkable(converted) and converted.numel():
         ok = flow.isfinite(converted) & (converted > 0)
         if not bool(ok.all().item()):

@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 import oneflow as flow
 
-from ._checks import check_choice, check_mask, check_row_temperature
+from ._checks import check_choice, check_mask, check_row_temperature, own_storage
 from ._vocab import align_vocabularies
 
 #: The reductions of :func:`soft_cross_entropy` and :func:`kl_div`.
@@ -16,7 +16,9 @@ Temperature = Union[float, flow.Tensor]
 
 
 def _as_float32_if_half(tensor: flow.Tensor) -> flow.Tensor:
-    return tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor
+    """The tensor a loss computes on: float16/bfloat16 as float32, a view inside its storage copied
+    (:func:`~knowledge_distill_util._checks.own_storage`)."""
+    return own_storage(tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor)
 
 
 def _mean_scale(count: int) -> float:

@@ -45,7 +45,8 @@ from typing import Optional, Tuple
 import oneflow as flow
 import oneflow.nn.functional as F
 
-from ._checks import check_choice, check_float_tensor, check_mask, check_same_device, check_temperature
+from ._checks import (check_choice, check_float_tensor, check_mask, check_same_device, check_temperature,
+                      own_storage)
 
 __all__ = ["sparse_kl_div", "sparse_js_divergence", "MISSING_PROBABILITY", "SPARSE_REDUCTIONS"]
 
@@ -61,7 +62,7 @@ _LOWEST_LOG = -3.4e38
 
 
 def _compute_dtype(tensor: flow.Tensor) -> flow.Tensor:
-    return tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor
+    return own_storage(tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor)
 
 
 def _checkable(tensor: flow.Tensor) -> bool:
