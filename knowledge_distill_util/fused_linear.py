@@ -487,7 +487,8 @@ def fused_linear_distill_loss(
     Example::
 
         >>> import oneflow as flow
-        >>> from knowledge_distill_util.functional import fused_linear_distill_loss, kl_div
+        >>> from knowledge_distill_util import fused_linear_distill_loss
+        >>> from knowledge_distill_util.functional import kl_div
         >>> h, w, t = flow.ones(3, 2), flow.tensor([[1.0, 0.0], [0.0, 2.0]]), flow.zeros(3, 2)
         >>> plain = kl_div(flow.matmul(h, w, transpose_b=True), t)
         >>> fused = fused_linear_distill_loss(h, w, None, t, chunk_size=2)

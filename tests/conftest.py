@@ -7,7 +7,11 @@
   thread) that kills about one process in a few hundred graph compilations, with built-in ops as well as
   with this package's kernels. A test whose process dies from a signal is run again, up to
   ``GRAPH_TEST_TRIES`` times in all; a test that fails an assertion or raises is never retried.
+- The root logger's handlers and level are restored after every test: a command run in-process (its
+  ``main()`` calls ``logging.basicConfig``) binds a handler to that test's captured stderr, which is closed
+  once the test ends; left in place, it turns every later log line into a "Logging error" on stderr.
 """
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +29,16 @@ import knowledge_distill_util  # noqa: E402,F401
 
 GRAPH_TEST_TRIES = 3
 _CHILD = "KDU_GRAPH_TEST_CHILD"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Put back the root logger's handlers and level after the test (see the module docstring)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def run_retrying_signals(command, tries: int = GRAPH_TEST_TRIES, **kwargs) -> subprocess.CompletedProcess:
