@@ -19,6 +19,7 @@ from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe, StageSpec, register_recipe
 from .._registry import Registry
 from . import general  # noqa: E402,F401  (registers the recipe tinybert_general)
+from . import masked_lm  # noqa: E402,F401  (registers the recipe distilbert_mlm)
 
 __all__ = ["TrainConfig", "ConfigError", "parse_config", "Objective", "Recipe", "StageSpec", "BuildContext",
            "RECIPES", "register_recipe", "Registry"]
