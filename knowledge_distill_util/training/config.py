@@ -100,7 +100,7 @@ class TrainConfig:
     replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
     num_relation_heads: int = _key(12, "MiniLMv2: relation heads of the query/key/value relations (must divide "
                                        "the student's and the teacher's hidden sizes)")
-    corpus_dir: Optional[str] = _key(None, "tinybert_general: the pregenerated corpus (--output_dir of "
+    corpus_dir: Optional[str] = _key(None, "tinybert_general, distilbert_mlm: the pregenerated corpus (--output_dir of "
                                            "scripts/pregenerate_training_data.py; default: the built-in corpus, "
                                            "the training texts of --data_dir or of the default data)")
     teacher_logits_cache: Optional[str] = _key(None, "distilbert_mlm: a directory for the teacher's top-k logits "

@@ -197,9 +197,11 @@ class MaskedLMDistillation(nn.Module):
         head = self.mlm.cls.transform(flow.index_select(hidden.reshape(-1, hidden.shape[-1]), 0, rows))
         teacher_logits, teacher_hidden = self._teacher_side(input_ids, input_mask, token_type_ids, rows, position)
         labels = flow.index_select(masked_lm_labels.reshape(-1), 0, rows)
-        return masked_lm_distill_loss(head, self.mlm.bert.word_embedding_table(), self.mlm.cls.bias, teacher_logits,
-                                      labels, hidden, teacher_hidden if teacher_hidden is not None else hidden,
-                                      input_mask, **self.weights)
+        terms = masked_lm_distill_loss(head, self.mlm.bert.word_embedding_table(), self.mlm.cls.bias, teacher_logits,
+                                       labels, hidden, teacher_hidden if teacher_hidden is not None else hidden,
+                                       input_mask, **self.weights)
+        self.last_terms = {k: v.detach() for k, v in terms.items()}  # the Distiller logs their sum only
+        return terms
 
 
 class _NoTeacher(nn.Module):
@@ -371,14 +373,15 @@ def _train(cfg: TrainConfig, model: MaskedLMDistillation, loader, out_dir: str) 
                            checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, learning_rate=cfg.learning_rate,
                            warmup_steps=int(steps * cfg.warmup_proportion), lr_schedule="linear")
     try:
-        distiller = Distiller(_NoTeacher(), model, distill, train, adaptor_T=_teacher_adaptor,
+        distiller = Distiller(_NoTeacher().eval(), model, distill, train, adaptor_T=_teacher_adaptor,
                               adaptor_S=_student_adaptor)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"recipe {MLM_RECIPE!r}: {error}") from None
     optimizer = flow.optim.AdamW(list(distiller.parameters()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     began = time.monotonic()
     history = distiller.train(loader, optimizer=optimizer)
-    last = {k: round(v[-1], 6) for k, v in history.items() if k not in ("eval", "step", "lr") and v}
+    last = {k: round(v[-1], 6) for k, v in history.items() if k not in ("eval", "step", "lr", "extra") and v}
+    last.update({k: round(v.item(), 6) for k, v in getattr(model, "last_terms", {}).items() if k != "loss"})
     return {"steps": steps, "seconds": round(time.monotonic() - began, 1), "last": last}
 
 
