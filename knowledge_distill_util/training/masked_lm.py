@@ -351,6 +351,23 @@ def _check(cfg: TrainConfig) -> None:
                           f"a directory for the cache")
 
 
+def _check_cache(cfg: TrainConfig, teacher) -> None:
+    """An existing ``--teacher_logits_cache`` was written for this teacher, ``top_k`` and temperature (checked
+    before anything is written; its corpus is checked when it is read)."""
+    from ..topk_cache import _read_header, _refuse_other, teacher_fingerprint
+
+    if not cfg.teacher_logits_cache or not os.path.isdir(cfg.teacher_logits_cache):
+        return
+    path = os.path.abspath(cfg.teacher_logits_cache)
+    try:
+        header = _read_header(path)
+        if header is not None:
+            _refuse_other(path, header, cfg.top_k, float(cfg.temperature),
+                          teacher_fingerprint(TeacherMaskedLogits(teacher)))
+    except ValueError as error:
+        raise ConfigError(f"--teacher_logits_cache: {error}") from None
+
+
 def _teacher_cache(cfg: TrainConfig, teacher, loader):
     """The top-k logits cache of ``--teacher_logits_cache`` (built, resumed or reused), or None."""
     from ..topk_cache import cache_teacher_logits
@@ -410,6 +427,7 @@ def run_masked_lm(cfg: TrainConfig) -> Dict:
     if cfg.teacher_logits_cache and cfg.top_k > teacher.vocab_size:
         raise ConfigError(f"--top_k {cfg.top_k} exceeds {description}'s vocabulary of {teacher.vocab_size}; pass "
                           f"--top_k between 1 and {teacher.vocab_size}")
+    _check_cache(cfg, teacher)
     student = mlm_student(cfg, teacher)
     corpus = _open_corpus(cfg.corpus_dir, tokenizer, cfg, masked_lm=True) if cfg.corpus_dir else None
     texts = _given_texts(cfg)

@@ -162,14 +162,22 @@ def _headless(root):
                  r"pretrained BERT that has one"),
     ("vocab", r"^vocabulary .* has 30522 tokens but teacher .* has vocab_size 40; pass the teacher's --vocab_file$"),
     ("top_k", r"^--top_k must be"),
+    ("cache", r"^--teacher_logits_cache: the top-k logits cache .* was written for another teacher"),
     ("auto", r"^recipe 'distilbert_mlm' has no default teacher: the shipped all-MiniLM-L6-v2 has no masked-LM head"),
 ])
 def test_bad_input_stops_before_anything_is_written(mlm_workspace, tmp_path, case, message):
     flags = {"headless": ["--teacher_model", lambda: _headless(tmp_path)],
              "vocab": ["--teacher_model", lambda: save_masked_lm(_tiny_mlm(), str(tmp_path / "v40"))],
              "top_k": ["--teacher_logits_cache", str(tmp_path / "cache"), "--top_k", "0"],
-             "auto": ["--teacher_model", "auto"]}[case]
+             "auto": ["--teacher_model", "auto"],
+             "cache": ["--teacher_logits_cache", lambda: _other_teachers_cache(tmp_path / "other"), "--top_k", "40"]}[case]
     cfg, out = _config(mlm_workspace, f"bad_{case}", *[f() if callable(f) else f for f in flags])
     with pytest.raises(ConfigError, match=message):
         run_masked_lm(cfg)
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def _other_teachers_cache(path):
+    cache_teacher_logits(TeacherMaskedLogits(_tiny_mlm()), _batches(np.random.default_rng(0)), path, top_k=40,
+                         temperature=2.0)
+    return str(path)
