@@ -170,7 +170,8 @@ def test_bad_input_stops_before_anything_is_written(mlm_workspace, tmp_path, cas
              "vocab": ["--teacher_model", lambda: save_masked_lm(_tiny_mlm(), str(tmp_path / "v40"))],
              "top_k": ["--teacher_logits_cache", str(tmp_path / "cache"), "--top_k", "0"],
              "auto": ["--teacher_model", "auto"],
-             "cache": ["--teacher_logits_cache", lambda: _other_teachers_cache(tmp_path / "other"), "--top_k", "40"]}[case]
+             "cache": ["--teacher_logits_cache", lambda: _other_teachers_cache(tmp_path / "other"),
+                       "--top_k", "40"]}[case]
     cfg, out = _config(mlm_workspace, f"bad_{case}", *[f() if callable(f) else f for f in flags])
     with pytest.raises(ConfigError, match=message):
         run_masked_lm(cfg)
