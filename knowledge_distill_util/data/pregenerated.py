@@ -8,7 +8,11 @@ most ``seq_length``, and the metrics' ``num_training_examples`` equal to the fil
 back by seeking, so the corpus need not fit in memory (16 bytes a row are kept). Row ``i``:
 ``input_ids``, ``input_mask``, ``token_type_ids``, each ``[seq_length]`` int64, padded with ``[PAD]``/0 on the
 right. The instances keep their masked tokens (``[MASK]`` in the input), as the original's general
-distillation reads them; the masked-LM labels are not used.
+distillation reads them; the masked-LM labels are not used, unless ``masked_lm=True`` (masked-LM distillation,
+recipe ``distilbert_mlm``): then each instance's ``masked_lm_positions`` (distinct, inside its tokens) and
+``masked_lm_labels`` (vocabulary tokens, one per position) are checked too, and row ``i`` also holds
+``masked_lm_labels`` ``[seq_length]`` int64: the label's id at each masked position, :data:`IGNORE_LABEL`
+(-100) elsewhere.
 """
 import json
 import os
@@ -19,7 +23,10 @@ import numpy as np
 
 from .pregenerate import epoch_file, metrics_file
 
-__all__ = ["PregeneratedCorpus", "epoch_files"]
+__all__ = ["PregeneratedCorpus", "epoch_files", "IGNORE_LABEL"]
+
+#: ``masked_lm_labels`` of the positions that are not masked (PyTorch's ``ignore_index``).
+IGNORE_LABEL = -100
 
 
 def epoch_files(directory: str) -> List[str]:
@@ -53,10 +60,12 @@ def _metrics(directory: str, epoch: int) -> Dict:
 
 
 class PregeneratedCorpus:
-    """The rows of a pregenerated corpus (see the module doc); ``max_rows`` > 0 keeps the first ones."""
+    """The rows of a pregenerated corpus (see the module doc); ``max_rows`` > 0 keeps the first ones;
+    ``masked_lm``: check and return the masked-LM labels."""
 
-    def __init__(self, directory: str, vocab: Mapping[str, int], seq_length: int, max_rows: int = 0):
-        self.directory = directory
+    def __init__(self, directory: str, vocab: Mapping[str, int], seq_length: int, max_rows: int = 0,
+                 masked_lm: bool = False):
+        self.directory, self.masked_lm = directory, masked_lm
         self.files = epoch_files(directory)
         self.vocab, self.seq_length = vocab, seq_length
         self.pad_id = vocab.get("[PAD]", 0)
@@ -117,6 +126,23 @@ class PregeneratedCorpus:
                              f"pregenerate the corpus with the teacher's vocabulary (--vocab_file)")
         if any(s not in (0, 1) or isinstance(s, bool) for s in segments):
             raise ValueError(f"{where}: segment_ids must be 0 or 1; pregenerate the corpus again")
+        if self.masked_lm:
+            self._check_masked(instance, len(tokens), where)
+
+    def _check_masked(self, instance: Dict, length: int, where: str) -> None:
+        positions, labels = instance.get("masked_lm_positions"), instance.get("masked_lm_labels")
+        if not isinstance(positions, list) or not isinstance(labels, list) or len(positions) != len(labels) \
+                or not positions:
+            raise ValueError(f"{where} needs 'masked_lm_positions' and 'masked_lm_labels' lists of one non-zero "
+                             f"length (masked-LM distillation reads them); pregenerate the corpus again")
+        if any(isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < length for p in positions) \
+                or len(set(positions)) != len(positions):
+            raise ValueError(f"{where}: masked_lm_positions must be distinct token indices in [0, {length}); "
+                             f"pregenerate the corpus again")
+        unknown = next((t for t in labels if t not in self.vocab), None)
+        if unknown is not None:
+            raise ValueError(f"{where}: masked-LM label {unknown!r} is not in the vocabulary ({len(self.vocab)} "
+                             f"tokens); pregenerate the corpus with the teacher's vocabulary (--vocab_file)")
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -135,7 +161,12 @@ class PregeneratedCorpus:
         mask[:length] = 1
         segments = np.zeros(self.seq_length, dtype=np.int64)
         segments[:length] = instance["segment_ids"]
-        return {"input_ids": ids, "input_mask": mask, "token_type_ids": segments}
+        row = {"input_ids": ids, "input_mask": mask, "token_type_ids": segments}
+        if self.masked_lm:
+            labels = np.full(self.seq_length, IGNORE_LABEL, dtype=np.int64)
+            labels[instance["masked_lm_positions"]] = [self.vocab[t] for t in instance["masked_lm_labels"]]
+            row["masked_lm_labels"] = labels
+        return row
 
     def close(self) -> None:
         for handle in self._handles.values():

@@ -4,7 +4,8 @@
   imports no recipe: :func:`parse_config` below passes it :data:`RECIPES`.
 - :mod:`.objectives`: the loss of each recipe (KD, Distilled-BiLSTM, BERT-PKD, TinyBERT).
 - :mod:`.recipes`: :class:`Recipe`, :data:`RECIPES`, :func:`register_recipe` and the built-in recipes
-  (``tinybert_general`` is registered by :mod:`.general`, which runs it).
+  (``tinybert_general`` is registered by :mod:`.general` and ``distilbert_mlm`` by :mod:`.masked_lm`, which
+  run them).
 - :mod:`.builders`: teachers and students; :mod:`.theseus`: BERT-of-Theseus module replacement.
 - :mod:`.artifacts`: a trained model on disk; :mod:`.plan`: everything a run needs, checked first.
 - :mod:`.trainer`: the loop; its parts (optimizer schedule, loss log, checkpoints, lock, collectives) are the
@@ -19,6 +20,7 @@ from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe, StageSpec, register_recipe
 from .._registry import Registry
 from . import general  # noqa: E402,F401  (registers the recipe tinybert_general)
+from . import masked_lm  # noqa: E402,F401  (registers the recipe distilbert_mlm)
 
 __all__ = ["TrainConfig", "ConfigError", "parse_config", "Objective", "Recipe", "StageSpec", "BuildContext",
            "RECIPES", "register_recipe", "Registry"]

@@ -176,12 +176,13 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
 
 def load_student_weights(model: nn.Module, directory: str) -> None:
     """Copy a saved student's (or an original snapshot's) weights into ``model`` after checking that their
-    shapes agree. A general student (recipe ``tinybert_general``) gives everything but its classifier, which
-    may have another number of classes."""
+    shapes agree. A general student (recipe ``tinybert_general`` or ``distilbert_mlm``) gives everything but its
+    classifier, which may have another number of classes."""
     if load_snapshot_weights(model, directory):
         return
     saved, meta = load_trained(directory, "student")
-    general = meta.get("recipe") == "tinybert_general"  # task-agnostic: its classifier was never trained
+    # task-agnostic (tinybert_general, distilbert_mlm): its classifier was never trained
+    general = meta.get("recipe") in ("tinybert_general", "distilbert_mlm")
     differing = [k for k in _SHAPE_KEYS if saved.config.get(k) != model.config.get(k)
                  and not (general and k == "label_num")]
     if differing:

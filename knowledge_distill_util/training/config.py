@@ -100,9 +100,13 @@ class TrainConfig:
     replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
     num_relation_heads: int = _key(12, "MiniLMv2: relation heads of the query/key/value relations (must divide "
                                        "the student's and the teacher's hidden sizes)")
-    corpus_dir: Optional[str] = _key(None, "tinybert_general: the pregenerated corpus (--output_dir of "
+    corpus_dir: Optional[str] = _key(None, "tinybert_general, distilbert_mlm: the pregenerated corpus (--output_dir of "
                                            "scripts/pregenerate_training_data.py; default: the built-in corpus, "
                                            "the training texts of --data_dir or of the default data)")
+    teacher_logits_cache: Optional[str] = _key(None, "distilbert_mlm: a directory for the teacher's top-k logits "
+                                                     "at the masked positions, computed once and read back for a "
+                                                     "sparse KL (default: the live teacher, all V logits)")
+    top_k: int = _key(20, "distilbert_mlm with teacher_logits_cache: teacher logits kept per masked position")
     minilm_teacher_layer: int = _key(-1, "MiniLMv2: the teacher layer distilled into the student's last layer "
                                          "(0-based; -1: the last; the paper takes an upper-middle layer of large "
                                          "teachers)")
@@ -160,10 +164,10 @@ class TrainConfig:
     results_format: str = _key("kdu", "'kdu' or 'original' (results_eval.json/results_train.json with the "
                                       "original's keys and strings; this package's figures in results_eval_kdu.json)")
     # the recipes of the PyTorch toolkits (distilbert, pkd_patience, multi_teacher_kd, custom) and schedules
-    logit_weight: float = _key(1.0, "distilbert: weight of the soft-label KL term (DistilBERT's alpha_ce)")
-    hidden_weight: float = _key(1.0, "distilbert: weight of the last hidden states' cosine term (alpha_cos)")
-    hard_label_weight: float = _key(1.0, "distilbert, custom: weight of the cross entropy with the labels "
-                                         "(DistilBERT's alpha_mlm)")
+    logit_weight: float = _key(1.0, "distilbert, distilbert_mlm: weight of the soft-label KL term (DistilBERT's alpha_ce)")
+    hidden_weight: float = _key(1.0, "distilbert, distilbert_mlm: weight of the last hidden states' cosine term (alpha_cos)")
+    hard_label_weight: float = _key(1.0, "distilbert, distilbert_mlm, custom: weight of the cross entropy with the "
+                                         "labels (distilbert_mlm: the masked tokens; DistilBERT's alpha_mlm)")
     pkd_strategy: str = _key("skip", "pkd_patience: teacher layers matched to the student's intermediate layers: "
                                      "'skip' (every Lt/Ls-th) or 'last' (the last Ls - 1 before the top)")
     teacher_models: Optional[List[str]] = _key(None, "multi_teacher_kd: the fine-tuned teacher directories, e.g. "

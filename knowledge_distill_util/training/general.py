@@ -160,10 +160,11 @@ def _given_texts(cfg: TrainConfig) -> Optional[Tuple[List[List[str]], str]]:
     return _task_texts(cfg.data_dir, cfg.task_name) if cfg.data_dir and not cfg.corpus_dir else None
 
 
-def _builtin_corpus(cfg: TrainConfig, tokenizer, texts: Optional[Tuple[List[List[str]], str]] = None) -> str:
-    """Pregenerate the built-in corpus into ``<result_dir>/general_corpus`` (module doc): ``texts`` from
-    :func:`_given_texts`, else the default data's; returns the directory."""
-    work = os.path.join(cfg.result_dir, "general_corpus")
+def _builtin_corpus(cfg: TrainConfig, tokenizer, texts: Optional[Tuple[List[List[str]], str]] = None,
+                    name: str = "general_corpus", masked_lm_prob: float = 0.0) -> str:
+    """Pregenerate the built-in corpus into ``<result_dir>/<name>`` (module doc; ``general_corpus``): ``texts``
+    from :func:`_given_texts`, else the default data's; returns the directory."""
+    work = os.path.join(cfg.result_dir, name)
     if texts is None:
         data_dir = os.path.join(work, "data")
         task, _ = prepare_default_data(data_dir, seed=cfg.seed)
@@ -173,16 +174,18 @@ def _builtin_corpus(cfg: TrainConfig, tokenizer, texts: Optional[Tuple[List[List
     atomic_write_text(corpus, "".join("".join(f"{line}\n" for line in document) + "\n" for document in documents))
     try:
         summary = pregenerate(corpus, work, tokenizer,
-                              PregenerateConfig(max_seq_len=cfg.seq_length, epochs_to_generate=1, seed=cfg.seed))
+                              PregenerateConfig(max_seq_len=cfg.seq_length, epochs_to_generate=1, seed=cfg.seed,
+                                                masked_lm_prob=masked_lm_prob))
     except CorpusError as error:
         raise ConfigError(str(error)) from None
     logger.info("built-in corpus: %s -> %d instances in %s", origin, summary["instances"], work)
     return work
 
 
-def _open_corpus(directory: str, tokenizer, cfg: TrainConfig) -> PregeneratedCorpus:
+def _open_corpus(directory: str, tokenizer, cfg: TrainConfig, masked_lm: bool = False) -> PregeneratedCorpus:
     try:
-        return PregeneratedCorpus(directory, tokenizer.get_vocab(), cfg.seq_length, cfg.max_train_examples)
+        return PregeneratedCorpus(directory, tokenizer.get_vocab(), cfg.seq_length, cfg.max_train_examples,
+                                  masked_lm)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

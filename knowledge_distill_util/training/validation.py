@@ -40,7 +40,7 @@ _POSITIVE_INTS = ("batch_size_per_device", "eval_batch_size", "seq_length", "che
                   "student_num_attention_heads", "teacher_num_hidden_layers", "teacher_hidden_size",
                   "teacher_intermediate_size", "teacher_num_attention_heads", "lstm_embedding_size",
                   "lstm_hidden_size", "lstm_intermediate_size", "lstm_num_layers", "train_data_part_num",
-                  "eval_data_part_num", "num_relation_heads")
+                  "eval_data_part_num", "num_relation_heads", "top_k")
 _NON_NEGATIVE_INTS = ("seed", "max_steps", "max_train_examples", "max_eval_examples", "train_example_num",
                       "eval_example_num")
 _OPTIONAL_POSITIVE_INTS = ("teacher_seq_length", "student_vocab_size")
@@ -72,8 +72,10 @@ _CHOICES = {"student_init": ("scratch", "teacher"), "attention_output": ("probs"
 #: configuration file written for one recipe, run as another).
 RECIPE_KEYS = {"logit_terms": ("custom",), "intermediate_matches": ("custom",),
                "teacher_models": ("multi_teacher_kd",), "teacher_weights": ("multi_teacher_kd",),
-               "pkd_strategy": ("pkd_patience",), "logit_weight": ("distilbert",), "hidden_weight": ("distilbert",),
-               "hard_label_weight": ("distilbert", "custom")}
+               "pkd_strategy": ("pkd_patience",), "logit_weight": ("distilbert", "distilbert_mlm"),
+               "hidden_weight": ("distilbert", "distilbert_mlm"),
+               "hard_label_weight": ("distilbert", "distilbert_mlm", "custom"),
+               "teacher_logits_cache": ("distilbert_mlm",), "top_k": ("distilbert_mlm",)}
 
 
 def _real(cfg: TrainConfig, key: str, test: Callable[[float], bool], wanted: str) -> None:

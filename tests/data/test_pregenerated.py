@@ -57,3 +57,20 @@ def test_a_directory_without_epochs_names_the_script(tmp_path):
     (tmp_path / "epoch_0.json").write_text(json.dumps(_instance()) + "\n")
     with pytest.raises(ValueError, match=r"epoch_0_metrics.json is missing"):
         PregeneratedCorpus(str(tmp_path), VOCAB, 8)
+
+
+def _masked(positions, labels):
+    return dict(_instance(), masked_lm_positions=positions, masked_lm_labels=labels)
+
+
+def test_masked_lm_rows_hold_the_labels_at_their_positions_and_faults_are_named(tmp_path):
+    corpus = PregeneratedCorpus(_write(tmp_path / "c", [_masked([3, 1], ["b", "a"])]), VOCAB, 8, masked_lm=True)
+    assert corpus[0]["masked_lm_labels"].tolist() == [-100, 4, -100, 5, -100, -100, -100, -100]
+    corpus.close()
+    assert "masked_lm_labels" not in PregeneratedCorpus(str(tmp_path / "c"), VOCAB, 8)[0]
+    for index, (instance, message) in enumerate([
+            (_masked([], []), r"line 1 needs 'masked_lm_positions' and 'masked_lm_labels' lists of one non-zero"),
+            (_masked([5], ["a"]), r"line 1: masked_lm_positions must be distinct token indices in \[0, 5\)"),
+            (_masked([3], ["zz"]), r"line 1: masked-LM label 'zz' is not in the vocabulary")]):
+        with pytest.raises(ValueError, match=message):
+            PregeneratedCorpus(_write(tmp_path / f"bad{index}", [instance]), VOCAB, 8, masked_lm=True)

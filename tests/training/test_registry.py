@@ -20,7 +20,7 @@ def test_registry_refuses_duplicates_and_lists_names():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("a", 2)
     with pytest.raises(ValueError, match=r"^unknown recipe 'nope'; known recipes: teacher, baseline, kd, .*custom, "
-                                         r"tinybert_general$"):
+                                         r"tinybert_general, distilbert_mlm$"):
         RECIPES.get("nope")
     with pytest.raises(ValueError, match=r"; did you mean 'tinybert'\?$"):
         RECIPES.get("tinybret")
@@ -31,7 +31,7 @@ def test_registry_refuses_duplicates_and_lists_names():
 def test_builtin_recipes_state_what_they_need():
     assert RECIPES.names() == ["teacher", "baseline", "kd", "bilstm", "bert_pkd", "tinybert", "theseus", "lstm",
                               "minilm", "minilm_v2", "distilbert", "pkd_patience", "multi_teacher_kd", "custom",
-                              "tinybert_general"]
+                              "tinybert_general", "distilbert_mlm"]
     assert RECIPES.get("minilm").teacher_outputs == ("logits", "scores", "values")   # logits: its pred stage
     assert not RECIPES.get("lstm").needs_teacher and not RECIPES.get("lstm").trains_teacher
     assert RECIPES.get("tinybert").teacher_outputs == ("logits", "reps", "atts")
