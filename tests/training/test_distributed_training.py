@@ -213,7 +213,7 @@ def _theseus_teacher(workspace):
 
 @pytest.mark.slow
 @pytest.mark.graph
-@pytest.mark.parametrize("recipe,stages", [("tinybert", ["intermediate", "pred"]), ("theseus", ["theseus", "successor"])])
+@pytest.mark.parametrize("recipe,stages", [("tinybert", ["intermediate", "pred"])])  # theseus: eager, below
 def test_two_stage_recipes_two_processes_equal_one_process_graph(workspace, recipe, stages):
     extra = ["--use_graph"]
     if recipe == "theseus":
@@ -224,9 +224,8 @@ def test_two_stage_recipes_two_processes_equal_one_process_graph(workspace, reci
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe,stages", [("teacher", ["teacher"]), ("baseline", ["baseline"]),
-                                           ("bilstm", ["bilstm"]), ("bert_pkd", ["bert_pkd"]),
-                                           ("tinybert", ["intermediate", "pred"]),
+# baseline trains as the teacher does (labels only); tinybert's two stages run data-parallel in graph mode above
+@pytest.mark.parametrize("recipe,stages", [("teacher", ["teacher"]), ("bilstm", ["bilstm"]), ("bert_pkd", ["bert_pkd"]),
                                            ("theseus", ["theseus", "successor"])])
 def test_every_recipe_two_processes_equal_one_process_eager(workspace, recipe, stages):
     extra = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "2", "--teacher_hidden_size", "32",
@@ -411,7 +410,7 @@ def test_a_global_batch_larger_than_the_data_is_refused(workspace):
         job.stderr[-3000:]
 
 
-@pytest.mark.parametrize("value", ["nan", "abc"])
+@pytest.mark.parametrize("value", ["nan"])  # other bad values: tests/test_env.py (the same reader, one process)
 def test_a_bad_dist_timeout_is_one_sentence_on_every_rank(workspace, value):
     """Issue 16: KDU_DIST_TIMEOUT=nan disabled the watchdog (a stopped rank hung the job), abc gave tracebacks."""
     tag = f"dp_timeout_{value}"
@@ -575,7 +574,7 @@ def _launch_nodes_once(args, master_addrs, timeout, **env):
             os.unlink(log.name)
 
 
-@pytest.mark.parametrize("mode", ["eager", pytest.param("graph", marks=pytest.mark.graph)])
+@pytest.mark.parametrize("mode", ["eager"])  # graph under data parallelism: the kd and tinybert graph tests above
 def test_two_nodes_of_one_process_equal_one_process(workspace, mode):
     """The issue's local multi-node check: node 0 reaches the master at 127.0.0.1, node 1 at this machine's own
     address (OneFlow counts nodes by that address; see ``distributed``'s module doc)."""

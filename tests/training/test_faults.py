@@ -54,7 +54,7 @@ def _kill_randomly(args, kills, seed, progress_file, total):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dropout", ["0", "0.2"], ids=["no-dropout", "dropout-reseeded"])
+@pytest.mark.parametrize("dropout", ["0.2"], ids=["dropout-reseeded"])  # the harder case; no dropout: test_run.py
 def test_random_sigkills_resume_to_the_uninterrupted_weights(workspace, dropout):
     flags = EXTRA + ["--student_hidden_dropout_prob", dropout, "--student_attention_probs_dropout_prob", dropout]
     if dropout != "0":
