@@ -11,7 +11,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 >>> from knowledge_distill_util.training.recipes import RECIPES
 >>> RECIPES.names()  # doctest: +NORMALIZE_WHITESPACE
 ['teacher', 'baseline', 'kd', 'bilstm', 'bert_pkd', 'tinybert', 'theseus', 'lstm', 'minilm', 'minilm_v2',
- 'distilbert', 'pkd_patience', 'multi_teacher_kd', 'custom', 'tinybert_general']
+ 'distilbert', 'pkd_patience', 'multi_teacher_kd', 'custom', 'tinybert_general', 'distilbert_mlm']
 >>> RECIPES.get("bert_pkd").teacher_outputs
 ('logits', 'reps')
 >>> RECIPES.get("minilm").teacher_outputs
