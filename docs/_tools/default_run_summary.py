@@ -1,6 +1,6 @@
 """Draw ``docs/img/default_run_summary.png``: the default run's ``summary.png``, from its published table.
 
-The default run (``kdu-compress``, about 20 minutes on 2 CPU cores) writes ``summary.png`` itself; this
+The default run (``kdu-compress``, about 10 minutes on 2 CPU cores) writes ``summary.png`` itself; this
 script redraws the picture shown in the README from the numbers of its table (README.md, "Results of the
 default run"; docs/recipes.md has every column) with the same function, :func:`plot_summary`:
 
@@ -11,18 +11,18 @@ import os
 from knowledge_distill_util.training.summary import summary_rows, write_summary_plot
 
 #: (model, accuracy, parameters, speed-up) of the default run for seed 0 (README.md's table; the teacher
-#: inferred 76.7 samples/s, docs/recipes.md has each model's).
+#: inferred 61.3 samples/s, docs/recipes.md has each model's).
 DEFAULT_RUN = (
     ("teacher (all-MiniLM-L6-v2, fine-tuned)", 0.7883, 22.71e6, 1.00),
-    ("labels-only student", 0.7423, 15.62e6, 2.74),
+    ("labels-only student", 0.7423, 15.62e6, 2.73),
     ("KD", 0.7526, 15.62e6, 2.70),
-    ("labels-only BiLSTM", 0.6403, 13.61e6, 5.68),
-    ("Distilled-BiLSTM", 0.6276, 13.61e6, 5.72),
-    ("BERT-PKD", 0.7704, 15.62e6, 2.75),
-    ("TinyBERT", 0.7628, 15.62e6, 2.77),
-    ("BERT-of-Theseus", 0.7628, 15.62e6, 2.69),
+    ("labels-only BiLSTM", 0.6403, 13.61e6, 5.56),
+    ("Distilled-BiLSTM", 0.6301, 13.61e6, 5.78),
+    ("BERT-PKD", 0.7704, 15.62e6, 2.70),
+    ("TinyBERT", 0.7628, 15.62e6, 2.81),
+    ("BERT-of-Theseus", 0.7628, 15.62e6, 2.62),
 )
-TEACHER_SAMPLES_PER_S = 76.7
+TEACHER_SAMPLES_PER_S = 61.3
 TITLE = ("Default run (Fortunes topics, 4 classes, 392 dev quotes; seed 0): dev accuracy against size and "
          "speed; red star: the teacher")
 
