@@ -45,8 +45,8 @@ from typing import Optional, Tuple
 import oneflow as flow
 import oneflow.nn.functional as F
 
-from ._checks import (check_choice, check_float_tensor, check_mask, check_same_device, check_temperature,
-                      own_storage)
+from ._checks import check_choice, check_float_tensor, check_mask, check_same_device, check_temperature
+from ._soft_targets import REDUCTIONS, _as_float32_if_half, _reduce_rows
 
 __all__ = ["sparse_kl_div", "sparse_js_divergence", "MISSING_PROBABILITY", "SPARSE_REDUCTIONS"]
 
@@ -54,15 +54,11 @@ __all__ = ["sparse_kl_div", "sparse_js_divergence", "MISSING_PROBABILITY", "SPAR
 MISSING_PROBABILITY = ("zero", "uniform")
 
 #: The reductions, as those of :func:`knowledge_distill_util.functional.kl_div`.
-SPARSE_REDUCTIONS = ("mean", "batchmean", "sum", "none")
+SPARSE_REDUCTIONS = REDUCTIONS
 
 #: Log-probabilities are clamped here before they meet a zero probability (0 * log 0 = 0, as in
 #: ``functional``): the float32 lowest value, so a difference of two clamped values cannot overflow.
 _LOWEST_LOG = -3.4e38
-
-
-def _compute_dtype(tensor: flow.Tensor) -> flow.Tensor:
-    return own_storage(tensor.float() if tensor.dtype in (flow.float16, flow.bfloat16) else tensor)
 
 
 def _checkable(tensor: flow.Tensor) -> bool:
@@ -143,9 +139,9 @@ def _bins(student_logits, topk_values, topk_ids, temperature: float, missing: st
           teacher_logsumexp, tail: bool = True) -> Tuple[flow.Tensor, flow.Tensor]:
     """Log-probabilities of teacher and student over the k + 1 bins (k when k = V or ``tail`` is False,
     for KL with ``"zero"``, whose tail term is 0): ``[..., k(+1)]``."""
-    s = _compute_dtype(student_logits)
+    s = _as_float32_if_half(student_logits)
     s = s if temperature == 1.0 else s / temperature
-    a = _compute_dtype(topk_values).detach().to(dtype=s.dtype)
+    a = _as_float32_if_half(topk_values).detach().to(dtype=s.dtype)
     a = a if temperature == 1.0 else a / temperature
     ids = topk_ids.to(flow.int64)
     log_softmax_s = F.log_softmax(s, dim=-1)  # (flow.logsumexp over V is ~20x slower on CPU in OneFlow 0.9)
@@ -154,7 +150,7 @@ def _bins(student_logits, topk_values, topk_ids, temperature: float, missing: st
         log_p = F.log_softmax(a, dim=-1)
     else:
         a_lse = flow.logsumexp(a, dim=-1, keepdim=True)  # over the k ids only: small  # the normaliser is at least the top-k's own sum (float16-rounded values may exceed the stored L)
-        norm = flow.maximum(_compute_dtype(teacher_logsumexp).detach().to(dtype=s.dtype).unsqueeze(-1), a_lse)
+        norm = flow.maximum(_as_float32_if_half(teacher_logsumexp).detach().to(dtype=s.dtype).unsqueeze(-1), a_lse)
         log_p = a - norm
     if not tail or int(topk_ids.shape[-1]) == int(s.shape[-1]):
         return log_p, log_q
@@ -171,18 +167,6 @@ def _kl_bins(log_a: flow.Tensor, log_b: flow.Tensor) -> flow.Tensor:
     return (flow.exp(log_a) * (flow.clamp(log_a, min=_LOWEST_LOG) - flow.clamp(log_b, min=_LOWEST_LOG))).sum(dim=-1)
 
 
-def _reduce(rows: flow.Tensor, mask, reduction: str, vocab: int) -> flow.Tensor:
-    if mask is not None:
-        rows = flow.masked_fill(rows, mask == 0, 0.0)
-    if reduction == "none":
-        return rows
-    total = rows.sum()
-    if reduction == "sum":
-        return total
-    count = float(rows.numel()) if mask is None else flow.clamp(mask.sum(), min=1.0)
-    return total / (count * vocab) if reduction == "mean" else total / count
-
-
 def _sparse_loss(student_logits, topk_values, topk_ids, temperature, missing, teacher_logsumexp, mask,
                  reduction, temperature_scaling, rows_of) -> flow.Tensor:
     _check_student(student_logits)
@@ -195,13 +179,13 @@ def _sparse_loss(student_logits, topk_values, topk_ids, temperature, missing, te
     teacher_logsumexp = _check_logsumexp(missing, teacher_logsumexp, student_logits)
     leading = tuple(student_logits.shape[:-1])
     if mask is not None:
-        mask = check_mask("mask", mask, leading, _compute_dtype(student_logits), "student_logits")
+        mask = check_mask("mask", mask, leading, _as_float32_if_half(student_logits), "student_logits")
     tail = not (missing == "zero" and rows_of is _kl_bins)  # KL(P || Q) with a zero teacher tail: no term
     log_p, log_q = _bins(student_logits, topk_values, topk_ids, temperature, missing, teacher_logsumexp, tail)
     rows = rows_of(log_p, log_q)
     if temperature_scaling:
         rows = rows * (temperature * temperature)
-    return _reduce(rows, mask, reduction, int(student_logits.shape[-1]))
+    return _reduce_rows(rows, mask, reduction, int(student_logits.shape[-1]))
 
 
 def sparse_kl_div(
