@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 from types import SimpleNamespace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import oneflow as flow
 import oneflow.nn as nn
@@ -200,26 +200,40 @@ def _loader(corpus: PregeneratedCorpus, cfg: TrainConfig):
                       drop_last=cfg.use_graph, collate_fn=PregeneratedCorpus.collate)
 
 
-def _train(cfg: TrainConfig, teacher, student, loader, out_dir: str) -> Dict:
-    from ..engine import DistillationConfig, Distiller, TrainingConfig
+def train_with_distiller(cfg: TrainConfig, recipe: str, teacher, student, loader, out_dir: str, distill,
+                         adaptors, not_logged: Sequence[str] = ()) -> Dict:
+    """Train ``student`` for ``cfg.max_steps`` (or ``cfg.num_epochs`` over ``loader``) on the ``Distiller``
+    with AdamW and a linear warm-up/decay, checkpoints and resume in ``out_dir``; ``adaptors`` is
+    ``(adaptor_T, adaptor_S)``. Returns ``{"steps", "seconds", "last"}``: ``last`` holds each logged term's
+    last value but ``eval``, ``step``, ``lr`` and ``not_logged``. A configuration the ``Distiller`` refuses
+    is a :class:`ConfigError` naming ``recipe``."""
+    from ..engine import Distiller, TrainingConfig
 
     steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * len(loader)))
-    distill = DistillationConfig(logit_weight=0.0, hard_label_weight=0.0,
-                                 intermediate_matches=layer_matches(student.config["num_hidden_layers"],
-                                                                    teacher.config["num_hidden_layers"]))
     train = TrainingConfig(output_dir=out_dir, max_steps=steps, seed=cfg.seed, log_every=cfg.loss_print_every_n_iter,
                            checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, learning_rate=cfg.learning_rate,
                            warmup_steps=int(steps * cfg.warmup_proportion), lr_schedule="linear",
                            use_graph=cfg.use_graph)
     try:
-        distiller = Distiller(teacher, student, distill, train, adaptor_T=layers_adaptor, adaptor_S=layers_adaptor)
+        distiller = Distiller(teacher, student, distill, train, adaptor_T=adaptors[0], adaptor_S=adaptors[1])
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"recipe {GENERAL_RECIPE!r}: {error}") from None
+        raise ConfigError(f"recipe {recipe!r}: {error}") from None
     optimizer = flow.optim.AdamW(list(distiller.parameters()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     began = time.monotonic()
     history = distiller.train(loader, optimizer=optimizer)
-    last = {k: round(v[-1], 6) for k, v in history.items() if k not in ("eval", "step", "lr") and v}
+    skipped = ("eval", "step", "lr", *not_logged)
+    last = {k: round(v[-1], 6) for k, v in history.items() if k not in skipped and v}
     return {"steps": steps, "seconds": round(time.monotonic() - began, 1), "last": last}
+
+
+def _train(cfg: TrainConfig, teacher, student, loader, out_dir: str) -> Dict:
+    from ..engine import DistillationConfig
+
+    distill = DistillationConfig(logit_weight=0.0, hard_label_weight=0.0,
+                                 intermediate_matches=layer_matches(student.config["num_hidden_layers"],
+                                                                    teacher.config["num_hidden_layers"]))
+    return train_with_distiller(cfg, GENERAL_RECIPE, teacher, student, loader, out_dir, distill,
+                                (layers_adaptor, layers_adaptor))
 
 
 def _check_resumed_rows(cfg: TrainConfig, rows: int) -> None:

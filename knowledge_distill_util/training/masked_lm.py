@@ -44,10 +44,8 @@ one process, eager mode.
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
-import time
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -70,7 +68,7 @@ from ..models.mlm import HF_HEAD_NAMES
 from ..sparse_losses import sparse_kl_div
 from .builders import load_student_weights
 from .config import ConfigError, TrainConfig, save_config
-from .general import _builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus
+from .general import _builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, train_with_distiller
 from .objectives import DISTILBERT
 from .recipes import _BERT_STUDENT, BuildContext, Recipe, StageSpec, evenly_spaced_layers, register_recipe
 
@@ -382,24 +380,13 @@ def _teacher_cache(cfg: TrainConfig, teacher, loader):
 
 
 def _train(cfg: TrainConfig, model: MaskedLMDistillation, loader, out_dir: str) -> Dict:
-    from ..engine import DistillationConfig, Distiller, TrainingConfig
+    from ..engine import DistillationConfig
 
-    steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * len(loader)))
-    distill = DistillationConfig(logit_weight=0.0, hard_label_weight=0.0)
-    train = TrainingConfig(output_dir=out_dir, max_steps=steps, seed=cfg.seed, log_every=cfg.loss_print_every_n_iter,
-                           checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, learning_rate=cfg.learning_rate,
-                           warmup_steps=int(steps * cfg.warmup_proportion), lr_schedule="linear")
-    try:
-        distiller = Distiller(_NoTeacher().eval(), model, distill, train, adaptor_T=_teacher_adaptor,
-                              adaptor_S=_student_adaptor)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"recipe {MLM_RECIPE!r}: {error}") from None
-    optimizer = flow.optim.AdamW(list(distiller.parameters()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    began = time.monotonic()
-    history = distiller.train(loader, optimizer=optimizer)
-    last = {k: round(v[-1], 6) for k, v in history.items() if k not in ("eval", "step", "lr", "extra") and v}
-    last.update({k: round(v.item(), 6) for k, v in getattr(model, "last_terms", {}).items() if k != "loss"})
-    return {"steps": steps, "seconds": round(time.monotonic() - began, 1), "last": last}
+    outcome = train_with_distiller(cfg, MLM_RECIPE, _NoTeacher().eval(), model, loader, out_dir,
+                                   DistillationConfig(logit_weight=0.0, hard_label_weight=0.0),
+                                   (_teacher_adaptor, _student_adaptor), not_logged=("extra",))
+    outcome["last"].update({k: round(v.item(), 6) for k, v in getattr(model, "last_terms", {}).items() if k != "loss"})
+    return outcome
 
 
 def run_masked_lm(cfg: TrainConfig) -> Dict:
