@@ -18,7 +18,7 @@ import oneflow.nn as nn
 from ..models.snapshot import build_from_snapshot, list_snapshot_variables, load_snapshot, save_snapshot
 from ..models.artifacts import MODEL_CONFIG
 from .config import ConfigError, TrainConfig
-from .original_results import write_original_results
+from ..compat.results import write_original_results
 from .theseus import TheseusModel
 
 __all__ = ["ORIGINAL_OPTIMIZER", "original_training", "original_model_bytes", "write_results_files", "EpochResults",
