@@ -64,9 +64,9 @@ def load_data(cfg: TrainConfig, seq_length: Optional[int] = None, vocab_file: Op
     With ``--train_data_dir``/``--eval_data_dir`` (the original's OFRecord parts) the parts are read
     instead of ``--data_dir``: ``teacher_view`` (the teacher of Distilled-BiLSTM) reads the BERT parts, else
     the ``*_lstm`` parts when given, whatever the two sequence lengths. ``aug_train`` reads TinyBERT's augmented
-    training set instead (``train_aug.tsv``; for the parts see :mod:`.original_data`)."""
+    training set instead (``train_aug.tsv``; for the parts see :mod:`knowledge_distill_util.compat.data`)."""
     if cfg.train_data_dir or cfg.eval_data_dir:
-        from .original_data import load_ofrecord_data
+        from ..compat.data import load_ofrecord_data
 
         return load_ofrecord_data(cfg, seq_length, teacher_view=teacher_view)
     if cfg.aug_train and cfg.do_train and cfg.data_dir:

@@ -13,9 +13,10 @@ import logging
 import os
 from typing import Optional
 
+from .._errors import ConfigError
 from ..data import TaskData
 from ..data.loading import load_ofrecord_task_data
-from .config import ConfigError, TrainConfig
+from ..training.config import TrainConfig
 
 __all__ = ["load_ofrecord_data", "augmented_parts_dir"]
 
