@@ -1,11 +1,11 @@
 """The original toolkit's ``examples/bert-pkd/bert-pkd_generate_student_model.py``: a student snapshot from a teacher snapshot
-(``--teacher_model --student_model --layer_list``; see knowledge_distill_util/training/original_init.py)."""
+(``--teacher_model --student_model --layer_list``; see knowledge_distill_util/compat/init.py)."""
 import os
 import sys
 
 os.environ.setdefault("GLOG_minloglevel", "3")  # before OneFlow is imported: quiet its start-up logging
 
-from knowledge_distill_util.training.original_init import main  # noqa: E402
+from knowledge_distill_util.compat.init import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("bert-pkd", prog="bert-pkd_generate_student_model.py"))

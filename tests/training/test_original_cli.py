@@ -20,7 +20,8 @@ from knowledge_distill_util.data import Features
 from knowledge_distill_util.data.ofrecord import EVAL_PREFIX, TRAIN_PREFIX, write_ofrecord_parts
 from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import list_snapshot_variables, load_snapshot, save_snapshot
-from knowledge_distill_util.training import original, original_init
+from knowledge_distill_util.compat import init as original_init
+from knowledge_distill_util.training import original
 from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.compat.results import original_results
 
