@@ -9,14 +9,18 @@ the training folder's with ``train`` replaced by ``train_aug`` (the original's `
 'train_aug')``, applied to the folder's own name): ``glue_ofrecord/SST-2/train`` -> ``glue_ofrecord/SST-2/train_aug``,
 where ``scripts/glue_to_ofrecord.py --aug_train True`` writes them.
 """
+from __future__ import annotations
+
 import logging
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .._errors import ConfigError
 from ..data import TaskData
 from ..data.loading import load_ofrecord_task_data
-from ..training.config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: importing the training package runs its __init__, whose recipes import
+    from ..training.config import TrainConfig  # this module (a circle when this module is imported first)
 
 __all__ = ["load_ofrecord_data", "augmented_parts_dir"]
 

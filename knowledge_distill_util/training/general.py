@@ -87,7 +87,7 @@ def layers_adaptor(batch, outputs) -> Dict:
 
 def general_teacher(cfg: TrainConfig) -> Tuple[nn.Module, str, str]:
     """``(teacher, vocabulary file, description)``: the frozen teacher of ``--teacher_model`` (module doc)."""
-    from .original_models import load_snapshot_model, snapshot_directory
+    from ..compat.models import load_snapshot_model, snapshot_directory
 
     name, overrides = cfg.teacher_model, {"attention_output": cfg.attention_output}
     if name in (None, "", "auto", "minilm"):

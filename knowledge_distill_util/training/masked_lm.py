@@ -221,7 +221,7 @@ def _teacher_adaptor(batch, outputs) -> Dict:
 
 def mlm_teacher(cfg: TrainConfig):
     """``(teacher BertForMaskedLM, vocabulary file, description)`` of ``--teacher_model`` (module doc)."""
-    from .original_models import snapshot_directory
+    from ..compat.models import snapshot_directory
 
     name = cfg.teacher_model
     if name in (None, "", "auto", "minilm"):

@@ -195,7 +195,7 @@ def evaluation_source(cfg: TrainConfig) -> str:
 def _prepare_evaluation(cfg: TrainConfig, recipe: Recipe, device) -> Plan:
     """``--do_train false``: the data and the saved model (this package's or an original snapshot); no teacher."""
     from ..models.artifacts import load_trained
-    from .original_models import load_snapshot_model, snapshot_directory
+    from ..compat.models import load_snapshot_model, snapshot_directory
 
     source = evaluation_source(cfg)
     if snapshot_directory(source):

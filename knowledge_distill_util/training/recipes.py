@@ -180,7 +180,7 @@ def _lstm(ctx: BuildContext) -> nn.Module:
 
 def _theseus(ctx: BuildContext) -> nn.Module:
     from .config import ConfigError
-    from .original_models import load_successor_snapshot
+    from ..compat.models import load_successor_snapshot
 
     try:
         model = TheseusModel(ctx.teacher, ctx.cfg.student_num_hidden_layers, ctx.cfg.replace_prob, seed=ctx.cfg.seed)

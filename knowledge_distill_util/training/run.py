@@ -25,9 +25,9 @@ from ..engine.lock import lock_directories
 from ..models.artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
 from .config import ConfigError, TrainConfig, check_recipe_name, parse_config, save_config
 from .evaluate import evaluate_model, write_results
-from .original_log import OriginalSummary
-from .original_models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
-                              snapshot_directory, write_results_files, write_snapshots)
+from ..compat.log import OriginalSummary
+from ..compat.models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
+                             snapshot_directory, write_results_files, write_snapshots)
 from .plan import Plan, evaluation_source, prepare
 from .recipes import RECIPES
 from .teacher_cache import (LOGITS_FILE, STUDENT_LOGITS_FILE, cache_path, check_cache_file, combined_teacher_logits,

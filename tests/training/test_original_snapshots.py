@@ -23,8 +23,8 @@ from knowledge_distill_util.compat import init as original_init
 from knowledge_distill_util.training import original, run as run_module, trainer
 from knowledge_distill_util.models.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
-from knowledge_distill_util.training.original_log import OriginalSummary
-from knowledge_distill_util.training.original_models import BestSnapshot, best_metric
+from knowledge_distill_util.compat.log import OriginalSummary
+from knowledge_distill_util.compat.models import BestSnapshot, best_metric
 from knowledge_distill_util.training.theseus import TheseusModel
 
 from . import test_original_cli as cli
@@ -156,7 +156,7 @@ def _original_getdirsize(directory):
 def test_theseus_second_run_reads_the_first_runs_whole_model(tree, tmp_path, plans, monkeypatch):
     """run_train_theseus.sh's two runs (no --do_eval: the original writes the results files after every epoch)
     and run_eval_theseus.sh (which passes --num_epochs= empty for SST-2)."""
-    from knowledge_distill_util.training import original_models
+    from knowledge_distill_util.compat import models as original_models
 
     written, write = [], original_models.write_results_files
     monkeypatch.setattr(original_models, "write_results_files",

@@ -11,8 +11,8 @@ and ``epoch`` are floats (the ``cfg`` row leaves them empty, so pandas stores th
 cells are empty strings, as ``DataFrame.to_csv`` writes them. The file is rewritten whole (atomically) at
 every row pair, as the original rewrites it at every row.
 
-Here: the configuration is this package's (``repr`` of the :class:`~.config.TrainConfig`, where the original
-wrote its argparse ``Namespace``); a resumed run appends its rows after those of the killed run (the steps
+Here: the configuration is this package's (``repr`` of the
+:class:`~knowledge_distill_util.training.config.TrainConfig`, where the original wrote its argparse ``Namespace``); a resumed run appends its rows after those of the killed run (the steps
 after the last checkpoint then appear twice).
 """
 import csv

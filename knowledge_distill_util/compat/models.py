@@ -8,18 +8,22 @@ a teacher's ``--model_save_dir`` can be passed as well as its ``snapshot_best``)
 head count: the ``*_num_attention_heads`` setting of the model being read gives it. See
 :mod:`knowledge_distill_util.models.snapshot` for the variable names and shapes.
 """
+from __future__ import annotations
+
 import logging
 import os
 import re
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import oneflow.nn as nn
 
 from ..models.snapshot import build_from_snapshot, list_snapshot_variables, load_snapshot, save_snapshot
+from .._errors import ConfigError
 from ..models.artifacts import MODEL_CONFIG
-from .config import ConfigError, TrainConfig
-from ..compat.results import write_original_results
-from .theseus import TheseusModel
+from .results import write_original_results
+
+if TYPE_CHECKING:  # annotations only: importing the training package runs its __init__, whose recipes import
+    from ..training.config import TrainConfig  # this module (a circle when this module is imported first)
 
 __all__ = ["ORIGINAL_OPTIMIZER", "original_training", "original_model_bytes", "write_results_files", "EpochResults",
            "epoch_end_hook",
@@ -35,7 +39,7 @@ LAST_SNAPSHOT = "snapshot_last_snapshot"
 
 
 #: The original ``util.CreateOptimizer``'s AdamW settings (``epsilon=1e-6``,
-#: ``grad_clipping.by_global_norm(1.0)``), as :class:`~.trainer.TrainerConfig` keys.
+#: ``grad_clipping.by_global_norm(1.0)``), as :class:`~knowledge_distill_util.training.trainer.TrainerConfig` keys.
 ORIGINAL_OPTIMIZER = {"adam_epsilon": 1e-6, "max_grad_norm": 1.0}
 
 
@@ -75,7 +79,7 @@ def _scope(directory: str, prefer: str) -> str:
 def load_snapshot_model(path: str, what: str, num_attention_heads: Optional[int], prefer: str = "teacher",
                         **overrides) -> Tuple[nn.Module, Dict]:
     """``(model, meta)`` built from the original snapshot ``path`` (``overrides``: e.g. ``label_num``,
-    dropout, ``attention_output``); ``meta`` as :func:`~.artifacts.read_meta` returns it, without the task
+    dropout, ``attention_output``); ``meta`` as :func:`~knowledge_distill_util.models.artifacts.read_meta` returns it, without the task
     keys (a snapshot does not store them). :class:`ConfigError` naming the problem otherwise."""
     directory = snapshot_directory(path)
     if directory is None:
@@ -134,11 +138,13 @@ def load_successor_snapshot(successor: nn.Module, path: Optional[str]) -> bool:
 
 def save_model_snapshot(model: nn.Module, directory: str, cfg: TrainConfig) -> str:
     """Write ``model`` as the original snapshot ``directory`` in its recipe's names (teacher ``bert-...``,
-    student ``student-bert-...``, the LSTM ``student-lstm-...``); a :class:`~.theseus.TheseusModel` is written
-    whole, as the original's ``run_classifier.py`` saves it: the shared embeddings, pooler and classifier
-    (``bert-...``), the successor's layers (``bert-encoder-student-layer_<i>``) and the frozen predecessor's
+    student ``student-bert-...``, the LSTM ``student-lstm-...``); a
+    :class:`~knowledge_distill_util.training.theseus.TheseusModel` is written whole, as the original's
+    ``run_classifier.py`` saves it: the shared embeddings, pooler and classifier (``bert-...``), the successor's layers (``bert-encoder-student-layer_<i>``) and the frozen predecessor's
     (``bert-encoder-layer_<i>``), so that the original's second run (``--replace_prob=1.0`` on
     ``snapshot_last_snapshot``) and an evaluation run read it."""
+    from ..training.theseus import TheseusModel
+
     if isinstance(model, TheseusModel):
         return save_snapshot(model.successor, directory, scope="theseus", predecessor=model.predecessor)
     scope = None if not hasattr(model, "encoder") else {"teacher": "teacher", "theseus": "theseus"}.get(cfg.recipe,
@@ -201,7 +207,7 @@ class BestSnapshot:
 
     def __call__(self, epoch: int, step: int) -> None:
         from ..engine import distributed
-        from .evaluate import compute_metrics, predict
+        from ..training.evaluate import compute_metrics, predict
 
         logits = predict(self.evaluated, self.dev, self.cfg.eval_batch_size)[0]
         value = compute_metrics(logits, self.dev.labels, self.output_mode)[self.metric]
@@ -274,7 +280,7 @@ class EpochResults:
 
     def __call__(self, epoch: int, step: int) -> None:
         from ..engine import distributed
-        from .evaluate import evaluate_model
+        from ..training.evaluate import evaluate_model
 
         if self.then is not None:
             self.then(epoch, step)
