@@ -23,7 +23,7 @@ import sys  # noqa: E402
 from knowledge_distill_util.data import augmentation as aug  # noqa: E402
 from knowledge_distill_util.data.features import default_vocab_file, load_tokenizer  # noqa: E402
 from knowledge_distill_util.data.glue import get_task  # noqa: E402
-from knowledge_distill_util.training.original import str2bool  # noqa: E402
+from knowledge_distill_util.compat.flags import str2bool  # noqa: E402
 
 logger = logging.getLogger("data_augmentation")
 

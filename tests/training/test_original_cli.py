@@ -20,8 +20,8 @@ from knowledge_distill_util.data import Features
 from knowledge_distill_util.data.ofrecord import EVAL_PREFIX, TRAIN_PREFIX, write_ofrecord_parts
 from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import list_snapshot_variables, load_snapshot, save_snapshot
-from knowledge_distill_util.compat import init as original_init
-from knowledge_distill_util.training import original
+from knowledge_distill_util.cli import original
+from knowledge_distill_util.compat import flags as original_flags, init as original_init
 from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.compat.results import original_results
 
@@ -76,8 +76,8 @@ def _print_config(script, argv, capsys):
 
 def test_the_replayed_command_lines_are_all_of_the_original_scripts():
     assert len(COMMANDS) == 17
-    assert {c["script"] for c in COMMANDS} == set(original.SCRIPTS) | {"init_stu", "bert-pkd_generate_student_model"}
-    for name in list(original.SCRIPTS) + ["init_stu", "bert-pkd_generate_student_model"]:
+    assert {c["script"] for c in COMMANDS} == set(original_flags.SCRIPTS) | {"init_stu", "bert-pkd_generate_student_model"}
+    for name in list(original_flags.SCRIPTS) + ["init_stu", "bert-pkd_generate_student_model"]:
         assert os.path.isfile(os.path.join(HERE, "..", "..", "scripts", f"{name}.py")), name
 
 
@@ -97,7 +97,7 @@ def test_original_command_line_prints_its_configuration(number, tmp_path, capsys
     for i, a in enumerate(argv):
         if a.startswith("--"):
             flags.update([a[2:].split("=", 1)] if "=" in a else [(a[2:], argv[i + 1])])
-    assert cfg["recipe"] == original.SCRIPTS[command["script"]].recipe
+    assert cfg["recipe"] == original_flags.SCRIPTS[command["script"]].recipe
     assert cfg["task_name"] == "SST-2" and cfg["results_format"] == "original"
     assert cfg["do_train"] == (flags["do_train"].strip("'").lower() == "true")
     assert cfg["do_eval"] == (flags.get("do_eval", "None").strip("'").lower() == "true")
@@ -175,11 +175,11 @@ def test_model_is_not_an_abbreviation_and_booleans_take_both_forms():
 def test_every_flag_has_a_mapping_and_the_original_default():
     listed = json.load(open(os.path.join(HERE, "..", "data", "original_cli", "flags.json"), encoding="utf-8"))
     for script, flags in listed.items():
-        parser = original.build_original_parser(original.SCRIPTS[script])
+        parser = original_flags.build_original_parser(original_flags.SCRIPTS[script])
         defaults = vars(parser.parse_args([]))
-        assert sorted(flags) == sorted(original.SCRIPTS[script].flags), script
+        assert sorted(flags) == sorted(original_flags.SCRIPTS[script].flags), script
         for name, default in flags.items():
-            assert name in defaults and original.FLAGS[name].maps_to, (script, name)
+            assert name in defaults and original_flags.FLAGS[name].maps_to, (script, name)
             if name != "model_save_dir":
                 assert defaults[name] == default, (script, name, defaults[name], default)
 
@@ -428,9 +428,9 @@ def test_bare_boolean_flags_take_each_original_const():
               "do_eval": True, "use_fp16": True, "use_xla": True, "do_lower_case": True,
               "intermediate_distill": True, "pred_distill": True}
     for script in ("task_student_bert-pkd", "task_student_tinybert"):
-        parser = original.build_original_parser(original.SCRIPTS[script])
+        parser = original_flags.build_original_parser(original_flags.SCRIPTS[script])
         for name, const in wanted.items():
-            if name in original.SCRIPTS[script].flags and name != "use_fp16":
+            if name in original_flags.SCRIPTS[script].flags and name != "use_fp16":
                 assert getattr(parser.parse_args([f"--{name}"]), name) is const, (script, name)
     cfg = original.parse_original(["--do_train", "--from_scratch", "--aug_train", "--serve_for_online",
                                    "--student_model=s"], "task_student_bert-pkd")

@@ -20,7 +20,8 @@ from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_snapshot_variables,
                                                     read_snapshot_variable, save_snapshot)
 from knowledge_distill_util.compat import init as original_init
-from knowledge_distill_util.training import original, run as run_module, trainer
+from knowledge_distill_util.cli import original
+from knowledge_distill_util.training import run as run_module, trainer
 from knowledge_distill_util.models.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
 from knowledge_distill_util.compat.log import OriginalSummary

@@ -16,7 +16,7 @@ from knowledge_distill_util.data.loading import TaskData
 from knowledge_distill_util.data.ofrecord import EVAL_PREFIX, TRAIN_PREFIX, write_ofrecord_parts
 from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import save_snapshot
-from knowledge_distill_util.training import original
+from knowledge_distill_util.cli import original
 from knowledge_distill_util.training import run as run_module
 from knowledge_distill_util.training import teacher_cache
 from knowledge_distill_util.training.config import ConfigError, TrainConfig

@@ -1,36 +1,33 @@
-"""The original toolkit's command lines, run unedited by this package's recipes.
+"""The original toolkit's command lines, mapped onto this package's configuration keys.
 
 Each entry point of yejinlei/Dubhe ``model_compress/model_compress/distil`` (``examples/*/task_*.py``,
-``theseus/run_classifier.py``) has a script of the same name in ``scripts/`` that calls :func:`main` with
-its :data:`SCRIPTS` entry. Every flag the original defines is accepted with its original default
-(:data:`FLAGS`: one :class:`Flag` per flag, saying what it sets); booleans take the original
-``--flag='True'`` / ``'False'`` form and the bare ``--flag`` (meaning the original's ``const`` of that flag:
+``theseus/run_classifier.py``) has a script of the same name in ``scripts/`` that calls
+:func:`knowledge_distill_util.cli.original.main` with its :data:`SCRIPTS` entry. Every flag the original
+defines is accepted with its original default (:data:`FLAGS`: one :class:`Flag` per flag, saying what it
+sets); booleans take the original ``--flag='True'`` / ``'False'`` form and the bare ``--flag`` (meaning the original's ``const`` of that flag:
 False for ``--aug_train``, ``--serve_for_online``, ``--from_scratch``); no abbreviation is accepted. In an
 evaluation-only run a training-only number given empty (``--num_epochs=``) is ignored (:data:`TRAINING_ONLY`).
 The original flags are resolved first, then any of this package's own flags given on the same command line
 (``--print_config``, ``--config``, ``--quick``, ``--device``, ``--max_steps``, ``--overwrite`` ...) are
-applied over them, exactly as ``kdu-train`` reads them.
+applied over them, exactly as ``kdu-train`` reads them (:func:`original_argv` gives that command line).
 
->>> cfg = parse_original(["--task_name=SST-2", "--kd_alpha=0.8", "--do_train='True'", "--do_eval='False'",
-...                       "--model=Glue_SST-2"], "task_student_kd")
->>> cfg.recipe, cfg.kd_alpha, cfg.do_eval, cfg.learning_rate, cfg.task_name, cfg.results_format
-('kd', 0.8, False, 0.0001, 'SST-2', 'original')
+>>> values, rest, quiet = original_values(SCRIPTS["task_student_kd"], ["--kd_alpha=0.8", "--model=Glue_SST-2",
+...                                                                     "--quick"])
+>>> values["kd_alpha"], values["results_format"], rest, quiet
+(0.8, 'original', ['--quick'], ['model'])
 """
 import argparse
 import dataclasses
 import datetime
 import logging
-import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .config import ConfigError, TrainConfig, parse_config
-from .recipes import RECIPES
+from .._errors import ConfigError
+from ..training.config import TrainConfig
 
 __all__ = ["str2bool", "Flag", "FLAGS", "SCRIPTS", "TRAINING_ONLY", "OriginalScript", "build_original_parser",
-           "original_values",
-           "parse_original", "main"]
+           "original_values", "original_argv"]
 
 logger = logging.getLogger(__name__)
 _TRUE, _FALSE = ("yes", "true", "t", "y", "1"), ("no", "false", "f", "n", "0")
@@ -89,8 +86,9 @@ class Flag:
 
 
 def _devices(name: str) -> Convert:
-    """``--gpu_num_per_node`` / ``--num_nodes``: values above 1 never get here (:func:`main` restarts the script
-    under OneFlow's launcher and removes the flags first); 1 needs nothing."""
+    """``--gpu_num_per_node`` / ``--num_nodes``: values above 1 never get here (the entry point
+    :func:`knowledge_distill_util.cli.original.main` restarts the script under OneFlow's launcher and removes
+    the flags first); 1 needs nothing."""
     def check(value):
         if value is not None and int(value) > 1:
             raise ConfigError(f"--{name}={value} reached the configuration inside a launched process; start the "
@@ -478,8 +476,9 @@ def _argv_of(values: Dict[str, Any]) -> List[str]:
     return out
 
 
-def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None) -> TrainConfig:
-    """The :class:`TrainConfig` of an original command line of ``script`` (a :data:`SCRIPTS` name).
+def original_argv(argv: Sequence[str], script: str, prog: Optional[str] = None) -> List[str]:
+    """This package's command line (``--key=value`` of :func:`original_values`, then the rest of ``argv``) of an
+    original command line of ``script`` (a :data:`SCRIPTS` name); the flags given without effect are logged.
 
     Raises :class:`ConfigError` (one sentence) for a bad value or an unknown flag.
     """
@@ -493,20 +492,4 @@ def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None)
         name = unknown[0][2:].split("=", 1)[0]
         raise ConfigError(f"unknown flag --{name} for {entry.name}.py; it accepts the original's flags "
                           f"(--help lists them) and this package's configuration keys")
-    return parse_config(_argv_of(values) + list(rest), recipe=entry.recipe, prog=prog, recipes=RECIPES)
-
-
-def main(script: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
-    """Entry point of an original script name: map, then run as ``kdu-train`` does (exit 2 and one line on a
-    configuration error; ``--print_config`` prints the resolved configuration and exits 0)."""
-    from .run import relaunch, run_entry, setup_logging
-
-    argv, status = relaunch(sys.argv[1:] if argv is None else list(argv), [os.path.abspath(sys.argv[0])])
-    if status is not None:
-        return status
-    if "--help" in argv or "-h" in argv:
-        build_original_parser(SCRIPTS[script], prog).print_help()
-        print("\nThis package's own configuration keys are accepted as well (kdu-train --help lists them).")
-        return 0
-    setup_logging("INFO")  # the mapping's notes (flags without effect) are logged while parsing
-    return run_entry(lambda: parse_original(argv, script, prog))
+    return _argv_of(values) + list(rest)

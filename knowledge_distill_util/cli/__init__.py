@@ -1,0 +1,13 @@
+"""The command-line entry points, thin: each parses its command line and hands the run to the package.
+
+- :mod:`.main`: ``python -m knowledge_distill_util {train,compress,convert-checkpoint}`` and the console
+  scripts ``kdu-train`` (:func:`knowledge_distill_util.training.run.main`) and ``kdu-compress``
+  (:func:`knowledge_distill_util.training.compression.main`).
+- :mod:`.original`: the original toolkit's script names (``scripts/task_*.py``, ``scripts/run_classifier.py``;
+  their flags are :mod:`knowledge_distill_util.compat.flags`).
+- :mod:`.pregenerate`: ``scripts/pregenerate_training_data.py`` (masked-LM instances for ``tinybert_general``
+  and ``distilbert_mlm``).
+
+Import layers (``tests/test_layers.py``): this package is the top one; nothing in the package imports it but
+``knowledge_distill_util.__main__``.
+"""
