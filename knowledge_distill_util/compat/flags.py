@@ -4,8 +4,9 @@ Each entry point of yejinlei/Dubhe ``model_compress/model_compress/distil`` (``e
 ``theseus/run_classifier.py``) has a script of the same name in ``scripts/`` that calls
 :func:`knowledge_distill_util.cli.original.main` with its :data:`SCRIPTS` entry. Every flag the original
 defines is accepted with its original default (:data:`FLAGS`: one :class:`Flag` per flag, saying what it
-sets); booleans take the original ``--flag='True'`` / ``'False'`` form and the bare ``--flag`` (meaning the original's ``const`` of that flag:
-False for ``--aug_train``, ``--serve_for_online``, ``--from_scratch``); no abbreviation is accepted. In an
+sets); booleans take the original ``--flag='True'`` / ``'False'`` form and the bare ``--flag`` (meaning the
+original's ``const`` of that flag: False for ``--aug_train``, ``--serve_for_online``, ``--from_scratch``); no
+abbreviation is accepted. In an
 evaluation-only run a training-only number given empty (``--num_epochs=``) is ignored (:data:`TRAINING_ONLY`).
 The original flags are resolved first, then any of this package's own flags given on the same command line
 (``--print_config``, ``--config``, ``--quick``, ``--device``, ``--max_steps``, ``--overwrite`` ...) are

@@ -76,7 +76,8 @@ def _print_config(script, argv, capsys):
 
 def test_the_replayed_command_lines_are_all_of_the_original_scripts():
     assert len(COMMANDS) == 17
-    assert {c["script"] for c in COMMANDS} == set(original_flags.SCRIPTS) | {"init_stu", "bert-pkd_generate_student_model"}
+    assert ({c["script"] for c in COMMANDS}
+            == set(original_flags.SCRIPTS) | {"init_stu", "bert-pkd_generate_student_model"})
     for name in list(original_flags.SCRIPTS) + ["init_stu", "bert-pkd_generate_student_model"]:
         assert os.path.isfile(os.path.join(HERE, "..", "..", "scripts", f"{name}.py")), name
 
