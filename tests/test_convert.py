@@ -9,7 +9,7 @@ import sys
 import oneflow as flow
 import pytest
 
-from knowledge_distill_util.__main__ import main
+from knowledge_distill_util.cli.main import main
 from knowledge_distill_util.models import LSTMStudentForSequenceClassification, load_model
 from knowledge_distill_util.engine.checkpoint import Checkpointer, load_checkpoint
 from pickle_plant import plant
