@@ -1,5 +1,5 @@
 """TinyBERT's corpus pregeneration (knowledge_distill_util/data/pregenerate.py) and its command line
-(scripts/pregenerate_training_data.py -> data/pregenerate_cli.py): the instances' masking, lengths and
+(scripts/pregenerate_training_data.py -> cli/pregenerate.py): the instances' masking, lengths and
 pairs, determinism, the original's files, and each bad input refused with one sentence and exit 2."""
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 from knowledge_distill_util.data import default_vocab_file, load_tokenizer
 from knowledge_distill_util.data.pregenerate import (PregenerateConfig, TokenizedCorpus, instances_from_document,
                                                      mask_tokens, truncate_pair)
-from knowledge_distill_util.data.pregenerate_cli import main
+from knowledge_distill_util.cli.pregenerate import main
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 

@@ -8,7 +8,7 @@ import oneflow as flow
 import pytest
 
 from knowledge_distill_util.data import default_vocab_file, load_tokenizer
-from knowledge_distill_util.data.pregenerate_cli import main as pregenerate_main
+from knowledge_distill_util.cli.pregenerate import main as pregenerate_main
 from knowledge_distill_util.engine import DistillationConfig, Distiller, TrainingConfig
 from knowledge_distill_util.engine.batches import split_batch
 from knowledge_distill_util.models.artifacts import save_trained

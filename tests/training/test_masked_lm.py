@@ -8,7 +8,7 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from knowledge_distill_util.data.pregenerate_cli import main as pregenerate_main
+from knowledge_distill_util.cli.pregenerate import main as pregenerate_main
 from knowledge_distill_util.models import BertForMaskedLM, BertForSequenceClassification
 from knowledge_distill_util.models.pretrained import save_pretrained
 from knowledge_distill_util.topk_cache import cache_teacher_logits

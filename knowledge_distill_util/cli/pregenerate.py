@@ -1,5 +1,5 @@
 """``scripts/pregenerate_training_data.py``: the original TinyBERT script's command line over
-:mod:`.pregenerate`.
+:mod:`knowledge_distill_util.data.pregenerate`.
 
 The original's flags and defaults: ``--train_corpus``, ``--output_dir``, ``--vocab_file`` (or ``--bert_model``,
 a model directory holding ``vocab.txt``/``tokenizer.json``; default: this package's all-MiniLM-L6-v2
@@ -20,8 +20,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .features import default_vocab_file, load_tokenizer
-from .pregenerate import CorpusError, PregenerateConfig, pregenerate
+from ..data.features import default_vocab_file, load_tokenizer
+from ..data.pregenerate import CorpusError, PregenerateConfig, pregenerate
 
 __all__ = ["build_parser", "main"]
 
