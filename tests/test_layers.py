@@ -5,19 +5,34 @@ The table: a module belongs to the layer of its longest matching prefix in :data
 ``knowledge_distill_util``; ``""`` is the package's ``__init__``), and may import the layers of
 :data:`MAY_IMPORT` (and its own).
 
-=========  =====================================================================  =================================
-layer      modules                                                                may import
-=========  =====================================================================  =================================
+=========  ========================================================================  =============================
+layer      modules                                                                   may import
+=========  ========================================================================  =============================
 base       _checks _cpu _device _env _errors _io _minilm _registry _startup _state   base
            _vocab
-losses     _kernels _soft_targets functional divergences nn registry schedules   base
-           distill
-models     models (BERT, BiLSTM, snapshots, a trained model on disk)              base, losses
-engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives)      base, losses
-data       data (its augmentation loads a BERT; its pregeneration CLI locks)      base, losses, models, engine
-training   training (recipes, config, CLI)                                        base, losses, models, engine, data
-entry      the package ``__init__``, ``__main__``, ``convert``                    everything
-=========  =====================================================================  =================================
+losses     _kernels _soft_targets functional divergences sparse_losses fused_linear  base
+           nn registry schedules distill
+models     models (BERT, BiLSTM, snapshots, a trained model on disk);                base, losses
+           training.theseus (BERT-of-Theseus's model)
+engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives);        base, losses
+           topk_cache (the teacher-output cache); training.evaluate (a model's
+           predictions and metrics); convert (checkpoints of earlier versions)
+data       data (its augmentation loads a BERT)                                      base, losses, models, engine
+config     training.config (the configuration schema: imports no recipe)             base, losses
+compat     compat (the original toolkit: flags, OFRecord parts, snapshots,           base, losses, models, engine,
+           results files, summary.csv, init scripts)                                 data, config
+training   training (recipes, builders, plan, trainer, compression, summary)         base, losses, models, engine,
+                                                                                     data, config, compat
+cli        cli (python -m, kdu-train, kdu-compress, the original script names,       every layer but entry
+           the pregeneration script)
+entry      the package ``__init__``, ``__main__``                                    everything
+=========  ========================================================================  =============================
+
+So: cli > training (the recipes) > compat > config, data > engine, models > losses > base. ``compat`` sits
+between the recipes, which read the original's snapshots, OFRecord parts and results files through it, and the
+layers it reads them with; it imports no recipe (the original scripts' entry point, which runs a recipe, is
+``cli.original``). ``training.config``, ``training.theseus`` and ``training.evaluate`` are placed by their job:
+the modules ``compat`` needs from the training package, none of which imports a recipe.
 
 A failure names each offending import with its file and line.
 """
@@ -36,11 +51,16 @@ LAYERS: Dict[str, Tuple[str, ...]] = {
              "_vocab"),
     "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear", "nn", "registry",
                "schedules", "distill"),
-    "models": ("models",),
-    "engine": ("engine", "topk_cache"),  # topk_cache: the teacher-output cache, a piece of the engine
+    "models": ("models", "training.theseus"),  # training.theseus: BERT-of-Theseus's model (imports models only)
+    # topk_cache: the teacher-output cache, a piece of the engine; training.evaluate: a model's predictions and
+    # metrics (imports the engine only); convert: models and checkpoints of earlier versions to safetensors
+    "engine": ("engine", "topk_cache", "training.evaluate", "convert"),
     "data": ("data",),
+    "config": ("training.config",),  # the configuration schema: imports no recipe
+    "compat": ("compat",),
     "training": ("training",),
-    "entry": ("", "__main__", "convert"),
+    "cli": ("cli",),
+    "entry": ("", "__main__"),
 }
 
 #: layer -> the other layers it may import.
@@ -50,7 +70,10 @@ MAY_IMPORT: Dict[str, Set[str]] = {
     "models": {"base", "losses"},
     "engine": {"base", "losses"},
     "data": {"base", "losses", "models", "engine"},
-    "training": {"base", "losses", "models", "engine", "data"},
+    "config": {"base", "losses"},
+    "compat": {"base", "losses", "models", "engine", "data", "config"},
+    "training": {"base", "losses", "models", "engine", "data", "config", "compat"},
+    "cli": set(LAYERS) - {"cli", "entry"},
     "entry": set(LAYERS),
 }
 
@@ -225,12 +248,31 @@ def test_an_import_against_the_table_is_named_with_file_and_line(tmp_path):
     _write(tmp_path, {
         f"{PACKAGE}/__init__.py": "",
         f"{PACKAGE}/engine/__init__.py": "",
-        f"{PACKAGE}/engine/run.py": "import json\n\n\ndef run():\n    from ..training.config import ConfigError\n",
+        f"{PACKAGE}/engine/run.py": "import json\n\n\ndef run():\n    from ..training.plan import Plan\n",
         f"{PACKAGE}/training/__init__.py": "",
-        f"{PACKAGE}/training/config.py": "from .. import engine\n",  # allowed: training may import engine
+        f"{PACKAGE}/training/plan.py": "from .. import engine\n",  # allowed: training may import engine
     })
     modules, edges = import_edges(str(tmp_path), PACKAGE)
     assert cycles(modules, edges) == []
     assert layer_report(edges) == [
         f"{os.path.join(PACKAGE, 'engine', 'run.py')}:5: {PACKAGE}.engine.run (engine) imports "
-        f"{PACKAGE}.training.config (training); engine may import only base, losses"]
+        f"{PACKAGE}.training.plan (training); engine may import only base, losses"]
+
+
+def test_compat_may_import_the_configuration_but_no_recipe_and_nothing_imports_the_cli(tmp_path):
+    _write(tmp_path, {
+        f"{PACKAGE}/__init__.py": "",
+        f"{PACKAGE}/compat/__init__.py": "",
+        f"{PACKAGE}/compat/models.py": "from ..training.config import TrainConfig\nfrom ..training import recipes\n",
+        f"{PACKAGE}/training/__init__.py": "",
+        f"{PACKAGE}/training/config.py": "",
+        f"{PACKAGE}/training/recipes.py": "from ..compat import models\nfrom ..cli.original import main\n",
+        f"{PACKAGE}/cli/__init__.py": "",
+        f"{PACKAGE}/cli/original.py": "from ..training import recipes\nfrom ..compat import models\n",
+    })
+    _, edges = import_edges(str(tmp_path), PACKAGE)
+    assert layer_report(edges) == [
+        f"{os.path.join(PACKAGE, 'compat', 'models.py')}:2: {PACKAGE}.compat.models (compat) imports "
+        f"{PACKAGE}.training.recipes (training); compat may import only base, config, data, engine, losses, models",
+        f"{os.path.join(PACKAGE, 'training', 'recipes.py')}:2: {PACKAGE}.training.recipes (training) imports "
+        f"{PACKAGE}.cli.original (cli); training may import only base, compat, config, data, engine, losses, models"]
