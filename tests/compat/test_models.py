@@ -2,7 +2,7 @@
 run_train_theseus.sh reads the first run's snapshot_last_snapshot; run_eval_theseus.sh evaluates it) and
 snapshot_best written at the best epoch (as the original task scripts), also across a killed and resumed run.
 
-The command lines are the original run scripts' (tests/data/original_cli/commands.json), expanded by bash
+The command lines are the original run scripts' (tests/compat/original_cli/commands.json), expanded by bash
 with the scripts' variables pointing at tiny OFRecord parts and a tiny teacher snapshot, followed by the few
 flags that shrink them (sizes, batch, --device=cpu): argparse takes the last value of a repeated flag.
 """
@@ -28,8 +28,8 @@ from knowledge_distill_util.compat.log import OriginalSummary
 from knowledge_distill_util.compat.models import BestSnapshot, best_metric
 from knowledge_distill_util.training.theseus import TheseusModel
 
-from . import test_original_cli as cli
-from .test_original_cli import COMMANDS, VOCAB, _features, _variables
+from . import test_flags as cli
+from .test_flags import COMMANDS, VOCAB, _features, _variables
 
 original_tree = cli.original_tree  # the fixture: tiny OFRecord parts and a 4-layer teacher snapshot
 
@@ -471,7 +471,7 @@ def _sst2_tsv(rows, seed):
 def test_snapshot_best_two_processes_equals_one_process(tmp_path, epochs):
     """Under the launcher (2 processes, eager) the epochs are evaluated sharded (15 dev rows) and rank 0 alone
     writes: the same snapshot_best as one process with the same global batch."""
-    from .conftest import TINY_TEACHER
+    from training.conftest import TINY_TEACHER
     from .test_distributed_training import TOLERANCE, launch
 
     data = tmp_path / "SST-2"

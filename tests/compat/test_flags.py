@@ -1,6 +1,6 @@
 """The original toolkit's command lines through the entry points of the same names.
 
-tests/data/original_cli/commands.json holds the 17 python command lines of the original run_*.sh scripts
+tests/compat/original_cli/commands.json holds the 17 python command lines of the original run_*.sh scripts
 (yejinlei/Dubhe model_compress/model_compress/distil, its examples/ and theseus/), flags exactly as there
 (shell variables unexpanded). Each is expanded by bash with the variables the scripts set for SST-2 and
 replayed with --print_config; then KD, TinyBERT and Theseus run end to end on tiny OFRecord parts and tiny
@@ -23,10 +23,9 @@ from knowledge_distill_util.models.snapshot import list_snapshot_variables, load
 from knowledge_distill_util.cli import original
 from knowledge_distill_util.compat import flags as original_flags, init as original_init
 from knowledge_distill_util.training.config import ConfigError
-from knowledge_distill_util.compat.results import original_results
 
 HERE = os.path.dirname(__file__)
-COMMANDS = json.load(open(os.path.join(HERE, "..", "data", "original_cli", "commands.json"), encoding="utf-8"))
+COMMANDS = json.load(open(os.path.join(HERE, "original_cli", "commands.json"), encoding="utf-8"))
 
 
 def _variables(root):
@@ -174,7 +173,7 @@ def test_model_is_not_an_abbreviation_and_booleans_take_both_forms():
 
 
 def test_every_flag_has_a_mapping_and_the_original_default():
-    listed = json.load(open(os.path.join(HERE, "..", "data", "original_cli", "flags.json"), encoding="utf-8"))
+    listed = json.load(open(os.path.join(HERE, "original_cli", "flags.json"), encoding="utf-8"))
     for script, flags in listed.items():
         parser = original_flags.build_original_parser(original_flags.SCRIPTS[script])
         defaults = vars(parser.parse_args([]))
@@ -197,13 +196,6 @@ def test_add_distill_args_adds_only_missing_flags():
     assert (args.kd_alpha, args.temperature, args.kd_beta, args.intermediate_distill, args.pred_distill) == \
         (0.9, 2.0, 10.0, True, True)
     assert add_distill_args(argparse.ArgumentParser()).parse_args(["--pred_distill='False'"]).pred_distill is False
-
-
-def test_original_results_format():
-    out = original_results({"accuracy": 0.5, "mcc": 0.0, "precision": 0.25, "recall": 1.0, "f1": 0.4,
-                            "modelSize": 2.1, "reasoningTime": 10.0})
-    assert out == {"accuracy": "0.50", "MCC": "0.00", "precision": "0.25", "recall": "1.00", "f_1": "0.40",
-                   "modelSize": "2", "reasoningTime": "10.00"}
 
 
 # ----------------------------------------------------------------------------- end to end, tiny
