@@ -139,7 +139,8 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
     """The BERT student of the ``student_*`` keys; ``reads_layers``: the recipe distils hidden states or
     attentions (the student then needs a teacher depth that is a multiple of its own, and ``fit_dense``
     when the widths differ, or always in a run of an original script: its ``BertStudentForSequenceClassification``
-    projects ``hidden -> teacher hidden`` even at 768 -> 768, :func:`~knowledge_distill_util.compat.models.original_training`)."""
+    projects ``hidden -> teacher hidden`` even at 768 -> 768,
+    :func:`~knowledge_distill_util.compat.models.original_training`)."""
     _check_student_init(cfg)
     tconf = teacher.config
     if cfg.student_hidden_size % cfg.student_num_attention_heads:

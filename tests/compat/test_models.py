@@ -472,7 +472,7 @@ def test_snapshot_best_two_processes_equals_one_process(tmp_path, epochs):
     """Under the launcher (2 processes, eager) the epochs are evaluated sharded (15 dev rows) and rank 0 alone
     writes: the same snapshot_best as one process with the same global batch."""
     from training.conftest import TINY_TEACHER
-    from .test_distributed_training import TOLERANCE, launch
+    from training.test_distributed_training import TOLERANCE, launch
 
     data = tmp_path / "SST-2"
     data.mkdir()
