@@ -34,8 +34,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LAYERS: Dict[str, Tuple[str, ...]] = {
     "base": ("_checks", "_cpu", "_device", "_env", "_errors", "_io", "_minilm", "_registry", "_startup", "_state",
              "_vocab"),
-    "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear", "nn", "registry",
-               "schedules", "distill"),
+    "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear", "_fused_kernel",
+               "nn", "registry", "schedules", "distill"),
     "models": ("models",),
     "engine": ("engine", "topk_cache"),  # topk_cache: the teacher-output cache, a piece of the engine
     "data": ("data",),

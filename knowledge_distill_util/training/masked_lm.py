@@ -66,7 +66,7 @@ from ..models.artifacts import MODEL_CONFIG, save_trained
 from ..models.pretrained import hf_arrays, hf_config
 from ..models.mlm import HF_HEAD_NAMES
 from ..sparse_losses import sparse_kl_div
-from .builders import load_student_weights
+from .builders import load_student_weights, student_layers
 from .config import ConfigError, TrainConfig, save_config
 from .general import _builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, train_with_distiller
 from .objectives import DISTILBERT
@@ -262,18 +262,13 @@ def mlm_student(cfg: TrainConfig, teacher: BertForMaskedLM) -> BertForMaskedLM:
     from ..models.init import init_student_from_teacher
 
     tconf, layers = teacher.config, cfg.student_num_hidden_layers
-    if cfg.student_init not in ("scratch", "teacher"):
-        raise ConfigError(f"student_init must be 'scratch' or 'teacher', got {cfg.student_init!r}")
     config = dict(tconf, num_hidden_layers=layers, hidden_dropout_prob=cfg.student_hidden_dropout_prob,
                   attention_probs_dropout_prob=cfg.student_attention_probs_dropout_prob, seq_length=cfg.seq_length,
                   is_student=False)
     student = BertForMaskedLM(**config)
     if cfg.student_init == "teacher":
-        chosen = cfg.student_init_layers or evenly_spaced_layers(layers, tconf["num_hidden_layers"])
-        if len(chosen) != layers or any(not 0 <= i < tconf["num_hidden_layers"] for i in chosen):
-            raise ConfigError(f"student_init_layers {chosen} must hold {layers} teacher layer indices in [0, "
-                              f"{tconf['num_hidden_layers'] - 1}]; fix --student_init_layers or "
-                              f"--student_num_hidden_layers")
+        chosen = student_layers(cfg, tconf["num_hidden_layers"],
+                                default=evenly_spaced_layers(layers, tconf["num_hidden_layers"]))
         init_student_from_teacher(student.bert, teacher.bert, chosen)
         student.cls.load_state_dict(teacher.cls.state_dict())
     if cfg.student_model:
