@@ -37,7 +37,7 @@ LAYERS: Dict[str, Tuple[str, ...]] = {
     "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear", "_fused_kernel",
                "nn", "registry", "schedules", "distill"),
     "models": ("models",),
-    "engine": ("engine", "topk_cache"),  # topk_cache: the teacher-output cache, a piece of the engine
+    "engine": ("engine", "topk_cache", "topk_format", "topk_reader"),  # the teacher-output cache: a piece of the engine
     "data": ("data",),
     "training": ("training",),
     "entry": ("", "__main__", "convert"),
