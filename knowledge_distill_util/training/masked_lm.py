@@ -44,8 +44,6 @@ one process, eager mode.
 The loss and the module the Distiller trains are in :mod:`.masked_lm_objective` (re-exported here); this module
 builds the teacher and the student, reads the corpus, runs and saves.
 """
-import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -54,19 +52,17 @@ from typing import Dict
 import numpy as np
 import oneflow.nn as nn
 
-from .._device import resolve_device
-from .._io import atomic_write_file, atomic_write_json, atomic_write_text
-from ..data import load_tokenizer
+from .._io import atomic_write_file, atomic_write_json
 from ..data.features import default_vocab_file
 from ..data.pregenerated import PregeneratedCorpus
-from ..engine import distributed
 from ..models import BertForMaskedLM, NoMaskedLMHead
 from ..models.artifacts import MODEL_CONFIG, save_trained
 from ..models.pretrained import hf_arrays, hf_config
 from ..models.mlm import HF_HEAD_NAMES
 from .builders import load_student_weights, student_layers
-from .config import ConfigError, TrainConfig, save_config
-from .general import _builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, train_with_distiller
+from .config import ConfigError, TrainConfig
+from .general import (_builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, check_one_process_training,
+                      checked_device, teachers_tokenizer, train_with_distiller, write_configs)
 from .masked_lm_objective import (MaskedLMDistillation, NoTeacher, TeacherMaskedLogits, masked_lm_distill_loss,
                                   student_adaptor, teacher_adaptor)
 from .objectives import DISTILBERT
@@ -194,12 +190,7 @@ def _loader(corpus: PregeneratedCorpus, cfg: TrainConfig):
 
 
 def _check(cfg: TrainConfig) -> None:
-    if distributed.is_distributed():
-        raise ConfigError(f"recipe {MLM_RECIPE!r} runs in one process; start it without the launcher "
-                          f"(--gpu_num_per_node 1)")
-    if not cfg.do_train:
-        raise ConfigError(f"recipe {MLM_RECIPE!r} has no evaluation (its student has no task); pass --do_train true, "
-                          f"and evaluate the task student of kdu-train --recipe kd --student_model DIR")
+    check_one_process_training(cfg, MLM_RECIPE, "kd")
     if cfg.use_graph:
         raise ConfigError(f"recipe {MLM_RECIPE!r} runs in eager mode (its masked positions vary per batch); drop "
                           f"--use_graph")
@@ -256,13 +247,7 @@ def _teacher_and_tokenizer(cfg: TrainConfig):
     """``(teacher, vocab file, its description, tokenizer)``, checked: the vocabulary is the teacher's, ``--top_k``
     fits it, and an existing ``--teacher_logits_cache`` was written for this teacher."""
     teacher, vocab, description = mlm_teacher(cfg)
-    try:
-        tokenizer = load_tokenizer(vocab)
-    except (ValueError, FileNotFoundError) as error:
-        raise ConfigError(str(error)) from None
-    if tokenizer.get_vocab_size() != teacher.vocab_size:
-        raise ConfigError(f"vocabulary {vocab} has {tokenizer.get_vocab_size()} tokens but {description} has "
-                          f"vocab_size {teacher.vocab_size}; pass the teacher's --vocab_file")
+    tokenizer = teachers_tokenizer(vocab, teacher.vocab_size, description)
     if cfg.teacher_logits_cache and cfg.top_k > teacher.vocab_size:
         raise ConfigError(f"--top_k {cfg.top_k} exceeds {description}'s vocabulary of {teacher.vocab_size}; pass "
                           f"--top_k between 1 and {teacher.vocab_size}")
@@ -296,10 +281,7 @@ def run_masked_lm(cfg: TrainConfig) -> Dict:
     _check(cfg)
     check_run_directory(cfg)
     seed_everything(cfg.seed)
-    try:
-        device = resolve_device(cfg.device)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"--device: {error}") from None
+    device = checked_device(cfg)
     teacher, vocab, description, tokenizer = _teacher_and_tokenizer(cfg)
     student = mlm_student(cfg, teacher)
     corpus = _open_corpus(cfg.corpus_dir, tokenizer, cfg, masked_lm=True) if cfg.corpus_dir else None
@@ -316,10 +298,7 @@ def run_masked_lm(cfg: TrainConfig) -> Dict:
                                   cfg, masked_lm=True)
             _check_resumed_rows(cfg, len(corpus))
         loader = _loader(corpus, cfg)
-        save_config(cfg, cfg.result_dir)
-        atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
-                          json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": len(corpus)}), indent=2,
-                                     sort_keys=True))
+        write_configs(cfg, len(corpus))
         teacher.to(device)
         student.to(device)
         cache = _teacher_cache(cfg, teacher, loader)
