@@ -10,7 +10,12 @@ the original scripts' flag names. Values are resolved in this order, later winni
    :data:`QUICK` preset) and single flags, each overriding what came before it.
 
 ``--print_config`` prints the resolved configuration as YAML and exits. A wrong type, an unknown flag
-or an unknown key in a file raises :class:`ConfigError` with one sentence.
+or an unknown key in a file raises :class:`ConfigError` with one sentence. Each field's type carries its
+rule (:mod:`.fields`); the parser applies it to flags and files, :func:`~.validation.validate_config` to a
+configuration built in Python.
+
+The module is longer than 400 lines because :class:`TrainConfig` lists every one of the ~100 keys with its
+type, default and help text, the one place the flags, ``--help`` and ``configs/*.yaml`` are made from.
 
 >>> from knowledge_distill_util.training import RECIPES
 >>> cfg = parse_config(["--kd_alpha", "0.5", "--seq_length", "16"], recipe="kd", recipes=RECIPES)
@@ -35,8 +40,8 @@ from .fields import (AttentionOutput, DropoutProbability, Epochs, LearningRate, 
                      Seconds, Seed, StudentInit, Temperature, TemperatureSchedule, WarmupProportion, WeightSchedule,
                      optional_inner, wanted)
 
-__all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "build_parser", "parse_config", "save_config",
-           "format_config"]
+__all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "check_known_keys", "unknown_key_sentence",
+           "build_parser", "parse_config", "save_config", "format_config"]
 
 #: The distillation flags' defaults, read from the one place that defines them (``add_distill_args``).
 _DISTILL_DEFAULTS: Dict[str, Any] = vars(add_distill_args(argparse.ArgumentParser()).parse_args([]))
@@ -216,6 +221,22 @@ def known_keys() -> List[str]:
     return sorted(_FIELDS)
 
 
+def unknown_key_sentence(name: str, where: str = "") -> str:
+    """The one sentence for an unknown configuration key ``name`` (``where``: e.g. `` in c.yaml``), with the
+    closest known key."""
+    close = difflib.get_close_matches(name, known_keys(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
+    return f"unknown configuration key {name!r}{where}{hint}"
+
+
+def check_known_keys(keys, where: str = "") -> None:
+    """Every name of ``keys`` is a configuration key, else :class:`ConfigError` (:func:`unknown_key_sentence`,
+    the first unknown name in sorted order)."""
+    unknown = sorted(set(keys) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(unknown_key_sentence(str(unknown[0]), where))
+
+
 class _QuickPreset(argparse.Action):
     """``--quick``: set the :data:`QUICK` values at this point of the command line."""
 
@@ -263,10 +284,7 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
     The help text lists every recipe of the registry ``recipes`` (its ``recipe`` default, if given, is marked).
     """
     defaults = dict(defaults or {})
-    unknown = sorted(set(defaults) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
-                          f"{', '.join(known_keys())}")
+    check_known_keys(defaults, " in recipe defaults")
     usage = f"{prog or 'kdu-train'} --recipe NAME [--config FILE] [--quick] [--KEY VALUE ...]"
     parser = ArgumentParser(prog=prog,
                             description=_help_description(description, defaults.get("recipe"), recipes),
@@ -356,11 +374,8 @@ def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
     match = re.search(r"(?:Option|Key) '([^']+)' is not accepted|unrecognized arguments: --?(\S+)", text)
     if match:
         name = (match.group(1) or match.group(2)).split("=")[0].lstrip("-")
-        close = difflib.get_close_matches(name, known_keys(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
         files = _config_files(argv)
-        where = f" in {', '.join(files)}" if files and match.group(1) else ""
-        return f"unknown configuration key {name!r}{where}{hint}"
+        return unknown_key_sentence(name, f" in {', '.join(files)}" if files and match.group(1) else "")
     union = _union_sentence(text, argv)
     if union:
         return union

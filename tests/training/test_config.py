@@ -161,3 +161,14 @@ def test_list_keys_take_commas_or_brackets(argv, layers, stages):
 def test_union_errors_are_one_sentence(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(argv, recipe="tinybert")
+
+
+def test_an_unknown_key_is_one_sentence_wherever_it_is_found():
+    from knowledge_distill_util.training.config import build_parser, check_known_keys
+    from knowledge_distill_util.training.recipes import RECIPES
+
+    with pytest.raises(ConfigError, match=r"^unknown configuration key 'kd_alpah' in recipe defaults; did you mean "
+                                          r"'kd_alpha'\?$"):
+        build_parser({"kd_alpah": 0.5}, recipes=RECIPES)
+    with pytest.raises(ConfigError, match=r"^unknown configuration key 'zzz' in plan\.json; see --help"):
+        check_known_keys({"kd_alpha": 0.5, "zzz": 1}, " in plan.json")
