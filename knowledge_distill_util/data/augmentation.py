@@ -293,6 +293,21 @@ class _Progress:
         return time.monotonic() - self.began
 
 
+def _chunks(source: str, has_header: bool, chunk_rows: int) -> Iterator[List[List[str]]]:
+    """The rows of the TSV file ``source`` in lists of ``chunk_rows`` (the header, when there is one, alone first)."""
+    chunk: List[List[str]] = []
+    for number, row in enumerate(_raw_rows(source)):
+        if number == 0 and has_header:
+            yield [row]  # the header, alone
+            continue
+        chunk.append(row)
+        if len(chunk) == chunk_rows:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def augment_task(task_dir: str, task_name: str, augmentor: Augmentor, copies: Optional[int] = None,
                  p: float = DEFAULT_P, seed: int = 0, chunk_rows: int = 256, overwrite: bool = False) -> Dict:
     """Write ``<task_dir>/train_aug.tsv`` from ``<task_dir>/train.tsv`` (module doc), atomically.
@@ -315,23 +330,9 @@ def augment_task(task_dir: str, task_name: str, augmentor: Augmentor, copies: Op
     stats = {"rows": total, "written": 0}
     progress = _Progress(total)
 
-    def chunks() -> Iterator[List[List[str]]]:
-        rows = _raw_rows(source)
-        chunk: List[List[str]] = []
-        for number, row in enumerate(rows):
-            if number == 0 and spec.has_header:
-                yield [row]  # the header, alone
-                continue
-            chunk.append(row)
-            if len(chunk) == chunk_rows:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
     def write(stream) -> None:
         header_pending = spec.has_header
-        for chunk in chunks():
+        for chunk in _chunks(source, spec.has_header, chunk_rows):
             if header_pending:
                 stream.write(("\t".join(chunk[0]) + "\n").encode("utf-8"))
                 stats["written"] += 1
