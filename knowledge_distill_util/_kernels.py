@@ -119,6 +119,79 @@ def _is_finite(total: flow.Tensor) -> bool:
     return bool(flow.isfinite(total).item())
 
 
+class _SoftTargets:
+    """The softmaxes, the loss sums and the chunked gradient of :func:`_soft_cross_entropy_function` for one
+    pair of temperatures, chunk size and kind (``kl``)."""
+
+    def __init__(self, student_temperature: float, teacher_temperature: float, chunk_rows: int, kl: bool):
+        self.t_s, self.t_t, self.chunk_rows, self.kl = student_temperature, teacher_temperature, chunk_rows, kl
+
+    def student_log_probs(self, s: flow.Tensor) -> flow.Tensor:
+        return F.log_softmax(_scaled(s, self.t_s), dim=-1)
+
+    def teacher_probs(self, t: flow.Tensor) -> flow.Tensor:
+        return F.softmax(_scaled(t, self.t_t), dim=-1)
+
+    def log_ratio(self, s: flow.Tensor, t: flow.Tensor, floor: bool) -> flow.Tensor:
+        """``log q`` (cross entropy) or ``log p - log q`` (KL), optionally floored (a fresh tensor)."""
+        log_q = self.student_log_probs(s)
+        if floor:
+            log_q = _floored(log_q)
+        if not self.kl:
+            return log_q
+        log_p = F.log_softmax(_scaled(t, self.t_t), dim=-1)
+        return (_floored(log_p) if floor else log_p).sub_(log_q)
+
+    def chunked_loss_sum(self, rows_s: flow.Tensor, rows_t: flow.Tensor, rows_p: flow.Tensor, spans,
+                         floor: bool) -> flow.Tensor:
+        """``sum(P * log_ratio)``: the products of each chunk are added element-wise into the first
+        chunk's (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x
+        slower on CPU), and that one chunk is summed at the end."""
+        acc = None
+        for start, length in spans:
+            term = self.log_ratio(rows_s.narrow(0, start, length), rows_t.narrow(0, start, length), floor)
+            term = term.mul_(rows_p.narrow(0, start, length))
+            if acc is None:
+                acc = term  # the first chunk is the longest
+            else:
+                acc.narrow(0, 0, length).add_(term)
+        return _sum_all(acc)
+
+    def chunked_forward(self, s: flow.Tensor, t: flow.Tensor) -> Tuple[flow.Tensor, flow.Tensor]:
+        """The eager chunked path: ``(sum(P * log_ratio), P)``, floored only when the plain sum is not finite."""
+        p = self.teacher_probs(t)  # whole: no copy; becomes the gradient in backward
+        classes = s.shape[-1]
+        rows_s, rows_t, rows_p = s.reshape(-1, classes), t.reshape(-1, classes), p.view(-1, classes)
+        spans = _row_spans(rows_s.shape[0], self.chunk_rows)
+        total = self.chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=False)
+        if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
+            total = self.chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=True)
+        return total, p
+
+    def gradient_in_place(self, s: flow.Tensor, p: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
+        """The first backward of the chunked path: ``P`` turned, chunk by chunk, into
+        ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returned."""
+        classes = s.shape[-1]
+        rows_s, rows_p = s.reshape(-1, classes), p.view(-1, classes)
+        factor = dy * (-_mean_scale(s.numel()) / self.t_s)  # (P - q) * -c = (q - P) * c
+        for start, length in _row_spans(rows_s.shape[0], self.chunk_rows):
+            chunk = rows_p.narrow(0, start, length)
+            chunk.sub_(F.softmax(_scaled(rows_s.narrow(0, start, length), self.t_s), dim=-1)).mul_(factor)
+        return p
+
+    def gradient_recomputed(self, s: flow.Tensor, t: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
+        """A second backward of a retained graph (``P`` is gone): both softmaxes recomputed into a fresh tensor."""
+        classes = s.shape[-1]
+        rows_s, rows_t = s.reshape(-1, classes), t.reshape(-1, classes)
+        scale = dy * (_mean_scale(s.numel()) / self.t_s)
+        grad = flow.empty_like(rows_s)
+        for start, length in _row_spans(rows_s.shape[0], self.chunk_rows):
+            q = F.softmax(_scaled(rows_s.narrow(0, start, length), self.t_s), dim=-1)
+            q.sub_(self.teacher_probs(rows_t.narrow(0, start, length)))
+            grad.narrow(0, start, length).copy_(q.mul_(scale))
+        return grad.reshape(s.shape)
+
+
 @functools.lru_cache(maxsize=64)
 def _soft_cross_entropy_function(student_temperature: float, teacher_temperature: float, chunk_rows: int,
                                  kl: bool = False):
@@ -138,38 +211,8 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
     tensor. A second backward of the same graph (``retain_graph=True``) sees the flag and recomputes both
     softmaxes into a fresh tensor. Every other case saves the gradient direction once.
     """
-    t_s, t_t = student_temperature, teacher_temperature
-
-    def student_log_probs(s: flow.Tensor) -> flow.Tensor:
-        return F.log_softmax(_scaled(s, t_s), dim=-1)
-
-    def teacher_probs(t: flow.Tensor) -> flow.Tensor:
-        return F.softmax(_scaled(t, t_t), dim=-1)
-
-    def log_ratio(s: flow.Tensor, t: flow.Tensor, floor: bool) -> flow.Tensor:
-        """``log q`` (cross entropy) or ``log p - log q`` (KL), optionally floored (a fresh tensor)."""
-        log_q = student_log_probs(s)
-        if floor:
-            log_q = _floored(log_q)
-        if not kl:
-            return log_q
-        log_p = F.log_softmax(_scaled(t, t_t), dim=-1)
-        return (_floored(log_p) if floor else log_p).sub_(log_q)
-
-    def chunked_loss_sum(rows_s: flow.Tensor, rows_t: flow.Tensor, rows_p: flow.Tensor, spans,
-                         floor: bool) -> flow.Tensor:
-        """``sum(P * log_ratio)``: the products of each chunk are added element-wise into the first
-        chunk's (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x
-        slower on CPU), and that one chunk is summed at the end."""
-        acc = None
-        for start, length in spans:
-            term = log_ratio(rows_s.narrow(0, start, length), rows_t.narrow(0, start, length), floor)
-            term = term.mul_(rows_p.narrow(0, start, length))
-            if acc is None:
-                acc = term  # the first chunk is the longest
-            else:
-                acc.narrow(0, 0, length).add_(term)
-        return _sum_all(acc)
+    targets = _SoftTargets(student_temperature, teacher_temperature, chunk_rows, kl)
+    t_s = student_temperature
 
     class SoftCrossEntropy(flow.autograd.Function):
         # The path taken is told to backward by what was saved (4 tensors: chunked, 1: not): reading a
@@ -177,17 +220,11 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
         @staticmethod
         def forward(ctx, s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
             if _use_chunks(s, chunk_rows):
-                p = teacher_probs(t)  # whole: no copy; becomes the gradient in backward
-                classes = s.shape[-1]
-                rows_s, rows_t, rows_p = s.reshape(-1, classes), t.reshape(-1, classes), p.view(-1, classes)
-                spans = _row_spans(rows_s.shape[0], chunk_rows)
-                total = chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=False)
-                if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
-                    total = chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=True)
+                total, p = targets.chunked_forward(s, t)
                 ctx.save_for_backward(s, t, p, flow.zeros(1, dtype=flow.int8, device=s.device))
             else:
-                p = teacher_probs(t)
-                total = _sum_all(p * log_ratio(s, t, floor=True))
+                p = targets.teacher_probs(t)
+                total = _sum_all(p * targets.log_ratio(s, t, floor=True))
                 ctx.save_for_backward(F.softmax(_scaled(s, t_s), dim=-1).sub_(p))
             return total * ((1.0 if kl else -1.0) * _mean_scale(s.numel()))
 
@@ -198,26 +235,10 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
                 (g,) = saved
                 return g * (dy * (_mean_scale(g.numel()) / t_s)), None
             s, t, p, consumed = saved
-            classes = s.shape[-1]
-            rows_s = s.reshape(-1, classes)
-            spans = _row_spans(rows_s.shape[0], chunk_rows)
             if not bool(consumed.item()):
                 consumed.fill_(1)
-                factor = dy * (-_mean_scale(s.numel()) / t_s)  # (P - q) * -c = (q - P) * c
-                rows_p = p.view(-1, classes)
-                for start, length in spans:
-                    chunk = rows_p.narrow(0, start, length)
-                    chunk.sub_(F.softmax(_scaled(rows_s.narrow(0, start, length), t_s), dim=-1)).mul_(factor)
-                return p, None
-            # a second backward of a retained graph: P is gone, recompute into a fresh tensor
-            scale = dy * (_mean_scale(s.numel()) / t_s)
-            rows_t = t.reshape(-1, classes)
-            grad = flow.empty_like(rows_s)
-            for start, length in spans:
-                q = F.softmax(_scaled(rows_s.narrow(0, start, length), t_s), dim=-1)
-                q.sub_(teacher_probs(rows_t.narrow(0, start, length)))
-                grad.narrow(0, start, length).copy_(q.mul_(scale))
-            return grad.reshape(s.shape), None
+                return targets.gradient_in_place(s, p, dy), None
+            return targets.gradient_recomputed(s, t, dy), None
 
     SoftCrossEntropy.__name__ = SoftCrossEntropy.__qualname__ = "SoftCrossEntropy"
     return SoftCrossEntropy

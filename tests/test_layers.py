@@ -11,9 +11,10 @@ layer      modules                                                              
 base       _checks _cpu _device _env _errors _io _minilm _registry _startup _state   base
            _vocab
 losses     _kernels _soft_targets functional divergences nn registry schedules   base
-           distill
+           distill sparse_losses fused_linear _fused_kernel
 models     models (BERT, BiLSTM, snapshots, a trained model on disk)              base, losses
-engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives)      base, losses
+engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives),     base, losses
+           topk_cache topk_format topk_reader (the teacher-output cache)
 data       data (its augmentation loads a BERT; its pregeneration CLI locks)      base, losses, models, engine
 training   training (recipes, config, CLI)                                        base, losses, models, engine, data
 entry      the package ``__init__``, ``__main__``, ``convert``                    everything
