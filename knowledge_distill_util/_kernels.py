@@ -408,6 +408,33 @@ def _check_key_mask(scores: flow.Tensor, key_mask: flow.Tensor) -> None:
         )
 
 
+def _prepared(x: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+    """``max(x, EXCLUDED_SCORE)`` with the excluded keys set to ``EXCLUDED_SCORE``."""
+    x = flow.clamp(x, min=EXCLUDED_SCORE)
+    # replaced, not added: whatever an excluded key holds (+inf, NaN) does not matter
+    return x if excluded is None else flow.masked_fill(x, excluded, EXCLUDED_SCORE)
+
+
+def _rows_kl(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+    """``sum_k p_t (log p_t - log p_s)`` over the last dim of one chunk."""
+    s, t = _prepared(s, excluded), _prepared(t, excluded)
+    return F.log_softmax(t, dim=-1).sub_(F.log_softmax(s, dim=-1)).mul_(F.softmax(t, dim=-1)).sum(dim=-1)
+
+
+def _rows_kl_grad(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
+    """``(softmax(s') - softmax(t')) * dr`` for one chunk (``dr`` ``[items, rows]``)."""
+    keys = s.shape[-1]
+    direction = F.softmax(_prepared(s, excluded), dim=-1).sub_(F.softmax(_prepared(t, excluded), dim=-1))
+    # a per-row factor as a batch of 1x1 @ 1xL products: broadcasting [R, 1] over [R, L] is ~100x
+    # slower in OneFlow 0.9's CPU kernels
+    scaled = flow.bmm(dr.reshape(-1, 1, 1), direction.reshape(-1, 1, keys))
+    return scaled.reshape(direction.shape)
+
+
+def _item_part(x: Optional[flow.Tensor], start: int, length: int, whole: int) -> Optional[flow.Tensor]:
+    return x if x is None or length == whole else x.narrow(0, start, length)
+
+
 @functools.lru_cache(maxsize=64)
 def _row_kl_function(masked: bool, chunk_items: int):
     """An ``autograd.Function`` class computing per-row ``KL(softmax(t') || softmax(s'))`` where
@@ -420,33 +447,11 @@ def _row_kl_function(masked: bool, chunk_items: int):
     writes each chunk of the gradient into one preallocated tensor.
     """
 
-    def prepared(x: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
-        x = flow.clamp(x, min=EXCLUDED_SCORE)
-        # replaced, not added: whatever an excluded key holds (+inf, NaN) does not matter
-        return x if excluded is None else flow.masked_fill(x, excluded, EXCLUDED_SCORE)
-
-    def rows_kl(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
-        """``sum_k p_t (log p_t - log p_s)`` over the last dim of one chunk."""
-        s, t = prepared(s, excluded), prepared(t, excluded)
-        return F.log_softmax(t, dim=-1).sub_(F.log_softmax(s, dim=-1)).mul_(F.softmax(t, dim=-1)).sum(dim=-1)
-
-    def rows_grad(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
-        """``(softmax(s') - softmax(t')) * dr`` for one chunk (``dr`` ``[items, rows]``)."""
-        keys = s.shape[-1]
-        direction = F.softmax(prepared(s, excluded), dim=-1).sub_(F.softmax(prepared(t, excluded), dim=-1))
-        # a per-row factor as a batch of 1x1 @ 1xL products: broadcasting [R, 1] over [R, L] is ~100x
-        # slower in OneFlow 0.9's CPU kernels
-        scaled = flow.bmm(dr.reshape(-1, 1, 1), direction.reshape(-1, 1, keys))
-        return scaled.reshape(direction.shape)
-
-    def spans(items: int, chunked: bool):
+    def spans(s: flow.Tensor):
+        """The item chunks of ``s``: chunked only for local eager tensors of more than ``chunk_items`` items."""
+        items = s.shape[0]
+        chunked = not (s.is_global or s.is_lazy) and items > chunk_items
         return _row_spans(items, chunk_items) if chunked else [(0, items)]
-
-    def chunked(s: flow.Tensor) -> bool:
-        return not (s.is_global or s.is_lazy) and s.shape[0] > chunk_items
-
-    def part(x: Optional[flow.Tensor], start: int, length: int, whole: int) -> Optional[flow.Tensor]:
-        return x if x is None or length == whole else x.narrow(0, start, length)
 
     class RowKL(flow.autograd.Function):
         @staticmethod
@@ -454,8 +459,9 @@ def _row_kl_function(masked: bool, chunk_items: int):
             excluded = excluded_arg[0] if masked else None
             items = s.shape[0]
             ctx.save_for_backward(s, t, *excluded_arg)
-            parts = [rows_kl(part(s, a, n, items), part(t, a, n, items), part(excluded, a, n, items))
-                     for a, n in spans(items, chunked(s))]
+            parts = [_rows_kl(_item_part(s, a, n, items), _item_part(t, a, n, items),
+                              _item_part(excluded, a, n, items))
+                     for a, n in spans(s)]
             return parts[0] if len(parts) == 1 else flow.cat(parts, dim=0)
 
         @staticmethod
@@ -464,14 +470,14 @@ def _row_kl_function(masked: bool, chunk_items: int):
             s, t = saved[0], saved[1]
             excluded = saved[2] if masked else None
             items = s.shape[0]
-            chunks = spans(items, chunked(s))
+            chunks = spans(s)
             if len(chunks) == 1:
-                grad = rows_grad(s, t, excluded, dr)
+                grad = _rows_kl_grad(s, t, excluded, dr)
             else:
                 grad = flow.empty_like(s)
                 for a, n in chunks:
-                    grad.narrow(0, a, n).copy_(rows_grad(s.narrow(0, a, n), t.narrow(0, a, n),
-                                                         part(excluded, a, n, items), dr.narrow(0, a, n)))
+                    grad.narrow(0, a, n).copy_(_rows_kl_grad(s.narrow(0, a, n), t.narrow(0, a, n),
+                                                             _item_part(excluded, a, n, items), dr.narrow(0, a, n)))
             return (grad, None) + ((None,) if masked else ())
 
     RowKL.__name__ = RowKL.__qualname__ = "RowKL"
