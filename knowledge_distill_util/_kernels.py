@@ -119,6 +119,79 @@ def _is_finite(total: flow.Tensor) -> bool:
     return bool(flow.isfinite(total).item())
 
 
+class _SoftTargets:
+    """The softmaxes, the loss sums and the chunked gradient of :func:`_soft_cross_entropy_function` for one
+    pair of temperatures, chunk size and kind (``kl``)."""
+
+    def __init__(self, student_temperature: float, teacher_temperature: float, chunk_rows: int, kl: bool):
+        self.t_s, self.t_t, self.chunk_rows, self.kl = student_temperature, teacher_temperature, chunk_rows, kl
+
+    def student_log_probs(self, s: flow.Tensor) -> flow.Tensor:
+        return F.log_softmax(_scaled(s, self.t_s), dim=-1)
+
+    def teacher_probs(self, t: flow.Tensor) -> flow.Tensor:
+        return F.softmax(_scaled(t, self.t_t), dim=-1)
+
+    def log_ratio(self, s: flow.Tensor, t: flow.Tensor, floor: bool) -> flow.Tensor:
+        """``log q`` (cross entropy) or ``log p - log q`` (KL), optionally floored (a fresh tensor)."""
+        log_q = self.student_log_probs(s)
+        if floor:
+            log_q = _floored(log_q)
+        if not self.kl:
+            return log_q
+        log_p = F.log_softmax(_scaled(t, self.t_t), dim=-1)
+        return (_floored(log_p) if floor else log_p).sub_(log_q)
+
+    def chunked_loss_sum(self, rows_s: flow.Tensor, rows_t: flow.Tensor, rows_p: flow.Tensor, spans,
+                         floor: bool) -> flow.Tensor:
+        """``sum(P * log_ratio)``: the products of each chunk are added element-wise into the first
+        chunk's (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x
+        slower on CPU), and that one chunk is summed at the end."""
+        acc = None
+        for start, length in spans:
+            term = self.log_ratio(rows_s.narrow(0, start, length), rows_t.narrow(0, start, length), floor)
+            term = term.mul_(rows_p.narrow(0, start, length))
+            if acc is None:
+                acc = term  # the first chunk is the longest
+            else:
+                acc.narrow(0, 0, length).add_(term)
+        return _sum_all(acc)
+
+    def chunked_forward(self, s: flow.Tensor, t: flow.Tensor) -> Tuple[flow.Tensor, flow.Tensor]:
+        """The eager chunked path: ``(sum(P * log_ratio), P)``, floored only when the plain sum is not finite."""
+        p = self.teacher_probs(t)  # whole: no copy; becomes the gradient in backward
+        classes = s.shape[-1]
+        rows_s, rows_t, rows_p = s.reshape(-1, classes), t.reshape(-1, classes), p.view(-1, classes)
+        spans = _row_spans(rows_s.shape[0], self.chunk_rows)
+        total = self.chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=False)
+        if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
+            total = self.chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=True)
+        return total, p
+
+    def gradient_in_place(self, s: flow.Tensor, p: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
+        """The first backward of the chunked path: ``P`` turned, chunk by chunk, into
+        ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returned."""
+        classes = s.shape[-1]
+        rows_s, rows_p = s.reshape(-1, classes), p.view(-1, classes)
+        factor = dy * (-_mean_scale(s.numel()) / self.t_s)  # (P - q) * -c = (q - P) * c
+        for start, length in _row_spans(rows_s.shape[0], self.chunk_rows):
+            chunk = rows_p.narrow(0, start, length)
+            chunk.sub_(F.softmax(_scaled(rows_s.narrow(0, start, length), self.t_s), dim=-1)).mul_(factor)
+        return p
+
+    def gradient_recomputed(self, s: flow.Tensor, t: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
+        """A second backward of a retained graph (``P`` is gone): both softmaxes recomputed into a fresh tensor."""
+        classes = s.shape[-1]
+        rows_s, rows_t = s.reshape(-1, classes), t.reshape(-1, classes)
+        scale = dy * (_mean_scale(s.numel()) / self.t_s)
+        grad = flow.empty_like(rows_s)
+        for start, length in _row_spans(rows_s.shape[0], self.chunk_rows):
+            q = F.softmax(_scaled(rows_s.narrow(0, start, length), self.t_s), dim=-1)
+            q.sub_(self.teacher_probs(rows_t.narrow(0, start, length)))
+            grad.narrow(0, start, length).copy_(q.mul_(scale))
+        return grad.reshape(s.shape)
+
+
 @functools.lru_cache(maxsize=64)
 def _soft_cross_entropy_function(student_temperature: float, teacher_temperature: float, chunk_rows: int,
                                  kl: bool = False):
@@ -138,38 +211,8 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
     tensor. A second backward of the same graph (``retain_graph=True``) sees the flag and recomputes both
     softmaxes into a fresh tensor. Every other case saves the gradient direction once.
     """
-    t_s, t_t = student_temperature, teacher_temperature
-
-    def student_log_probs(s: flow.Tensor) -> flow.Tensor:
-        return F.log_softmax(_scaled(s, t_s), dim=-1)
-
-    def teacher_probs(t: flow.Tensor) -> flow.Tensor:
-        return F.softmax(_scaled(t, t_t), dim=-1)
-
-    def log_ratio(s: flow.Tensor, t: flow.Tensor, floor: bool) -> flow.Tensor:
-        """``log q`` (cross entropy) or ``log p - log q`` (KL), optionally floored (a fresh tensor)."""
-        log_q = student_log_probs(s)
-        if floor:
-            log_q = _floored(log_q)
-        if not kl:
-            return log_q
-        log_p = F.log_softmax(_scaled(t, t_t), dim=-1)
-        return (_floored(log_p) if floor else log_p).sub_(log_q)
-
-    def chunked_loss_sum(rows_s: flow.Tensor, rows_t: flow.Tensor, rows_p: flow.Tensor, spans,
-                         floor: bool) -> flow.Tensor:
-        """``sum(P * log_ratio)``: the products of each chunk are added element-wise into the first
-        chunk's (two cache-resident in-place passes instead of a reduction per chunk, which is about 3x
-        slower on CPU), and that one chunk is summed at the end."""
-        acc = None
-        for start, length in spans:
-            term = log_ratio(rows_s.narrow(0, start, length), rows_t.narrow(0, start, length), floor)
-            term = term.mul_(rows_p.narrow(0, start, length))
-            if acc is None:
-                acc = term  # the first chunk is the longest
-            else:
-                acc.narrow(0, 0, length).add_(term)
-        return _sum_all(acc)
+    targets = _SoftTargets(student_temperature, teacher_temperature, chunk_rows, kl)
+    t_s = student_temperature
 
     class SoftCrossEntropy(flow.autograd.Function):
         # The path taken is told to backward by what was saved (4 tensors: chunked, 1: not): reading a
@@ -177,17 +220,11 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
         @staticmethod
         def forward(ctx, s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
             if _use_chunks(s, chunk_rows):
-                p = teacher_probs(t)  # whole: no copy; becomes the gradient in backward
-                classes = s.shape[-1]
-                rows_s, rows_t, rows_p = s.reshape(-1, classes), t.reshape(-1, classes), p.view(-1, classes)
-                spans = _row_spans(rows_s.shape[0], chunk_rows)
-                total = chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=False)
-                if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
-                    total = chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=True)
+                total, p = targets.chunked_forward(s, t)
                 ctx.save_for_backward(s, t, p, flow.zeros(1, dtype=flow.int8, device=s.device))
             else:
-                p = teacher_probs(t)
-                total = _sum_all(p * log_ratio(s, t, floor=True))
+                p = targets.teacher_probs(t)
+                total = _sum_all(p * targets.log_ratio(s, t, floor=True))
                 ctx.save_for_backward(F.softmax(_scaled(s, t_s), dim=-1).sub_(p))
             return total * ((1.0 if kl else -1.0) * _mean_scale(s.numel()))
 
@@ -198,26 +235,10 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
                 (g,) = saved
                 return g * (dy * (_mean_scale(g.numel()) / t_s)), None
             s, t, p, consumed = saved
-            classes = s.shape[-1]
-            rows_s = s.reshape(-1, classes)
-            spans = _row_spans(rows_s.shape[0], chunk_rows)
             if not bool(consumed.item()):
                 consumed.fill_(1)
-                factor = dy * (-_mean_scale(s.numel()) / t_s)  # (P - q) * -c = (q - P) * c
-                rows_p = p.view(-1, classes)
-                for start, length in spans:
-                    chunk = rows_p.narrow(0, start, length)
-                    chunk.sub_(F.softmax(_scaled(rows_s.narrow(0, start, length), t_s), dim=-1)).mul_(factor)
-                return p, None
-            # a second backward of a retained graph: P is gone, recompute into a fresh tensor
-            scale = dy * (_mean_scale(s.numel()) / t_s)
-            rows_t = t.reshape(-1, classes)
-            grad = flow.empty_like(rows_s)
-            for start, length in spans:
-                q = F.softmax(_scaled(rows_s.narrow(0, start, length), t_s), dim=-1)
-                q.sub_(teacher_probs(rows_t.narrow(0, start, length)))
-                grad.narrow(0, start, length).copy_(q.mul_(scale))
-            return grad.reshape(s.shape), None
+                return targets.gradient_in_place(s, p, dy), None
+            return targets.gradient_recomputed(s, t, dy), None
 
     SoftCrossEntropy.__name__ = SoftCrossEntropy.__qualname__ = "SoftCrossEntropy"
     return SoftCrossEntropy
@@ -387,6 +408,33 @@ def _check_key_mask(scores: flow.Tensor, key_mask: flow.Tensor) -> None:
         )
 
 
+def _prepared(x: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+    """``max(x, EXCLUDED_SCORE)`` with the excluded keys set to ``EXCLUDED_SCORE``."""
+    x = flow.clamp(x, min=EXCLUDED_SCORE)
+    # replaced, not added: whatever an excluded key holds (+inf, NaN) does not matter
+    return x if excluded is None else flow.masked_fill(x, excluded, EXCLUDED_SCORE)
+
+
+def _rows_kl(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
+    """``sum_k p_t (log p_t - log p_s)`` over the last dim of one chunk."""
+    s, t = _prepared(s, excluded), _prepared(t, excluded)
+    return F.log_softmax(t, dim=-1).sub_(F.log_softmax(s, dim=-1)).mul_(F.softmax(t, dim=-1)).sum(dim=-1)
+
+
+def _rows_kl_grad(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
+    """``(softmax(s') - softmax(t')) * dr`` for one chunk (``dr`` ``[items, rows]``)."""
+    keys = s.shape[-1]
+    direction = F.softmax(_prepared(s, excluded), dim=-1).sub_(F.softmax(_prepared(t, excluded), dim=-1))
+    # a per-row factor as a batch of 1x1 @ 1xL products: broadcasting [R, 1] over [R, L] is ~100x
+    # slower in OneFlow 0.9's CPU kernels
+    scaled = flow.bmm(dr.reshape(-1, 1, 1), direction.reshape(-1, 1, keys))
+    return scaled.reshape(direction.shape)
+
+
+def _item_part(x: Optional[flow.Tensor], start: int, length: int, whole: int) -> Optional[flow.Tensor]:
+    return x if x is None or length == whole else x.narrow(0, start, length)
+
+
 @functools.lru_cache(maxsize=64)
 def _row_kl_function(masked: bool, chunk_items: int):
     """An ``autograd.Function`` class computing per-row ``KL(softmax(t') || softmax(s'))`` where
@@ -399,33 +447,11 @@ def _row_kl_function(masked: bool, chunk_items: int):
     writes each chunk of the gradient into one preallocated tensor.
     """
 
-    def prepared(x: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
-        x = flow.clamp(x, min=EXCLUDED_SCORE)
-        # replaced, not added: whatever an excluded key holds (+inf, NaN) does not matter
-        return x if excluded is None else flow.masked_fill(x, excluded, EXCLUDED_SCORE)
-
-    def rows_kl(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor]) -> flow.Tensor:
-        """``sum_k p_t (log p_t - log p_s)`` over the last dim of one chunk."""
-        s, t = prepared(s, excluded), prepared(t, excluded)
-        return F.log_softmax(t, dim=-1).sub_(F.log_softmax(s, dim=-1)).mul_(F.softmax(t, dim=-1)).sum(dim=-1)
-
-    def rows_grad(s: flow.Tensor, t: flow.Tensor, excluded: Optional[flow.Tensor], dr: flow.Tensor) -> flow.Tensor:
-        """``(softmax(s') - softmax(t')) * dr`` for one chunk (``dr`` ``[items, rows]``)."""
-        keys = s.shape[-1]
-        direction = F.softmax(prepared(s, excluded), dim=-1).sub_(F.softmax(prepared(t, excluded), dim=-1))
-        # a per-row factor as a batch of 1x1 @ 1xL products: broadcasting [R, 1] over [R, L] is ~100x
-        # slower in OneFlow 0.9's CPU kernels
-        scaled = flow.bmm(dr.reshape(-1, 1, 1), direction.reshape(-1, 1, keys))
-        return scaled.reshape(direction.shape)
-
-    def spans(items: int, chunked: bool):
+    def spans(s: flow.Tensor):
+        """The item chunks of ``s``: chunked only for local eager tensors of more than ``chunk_items`` items."""
+        items = s.shape[0]
+        chunked = not (s.is_global or s.is_lazy) and items > chunk_items
         return _row_spans(items, chunk_items) if chunked else [(0, items)]
-
-    def chunked(s: flow.Tensor) -> bool:
-        return not (s.is_global or s.is_lazy) and s.shape[0] > chunk_items
-
-    def part(x: Optional[flow.Tensor], start: int, length: int, whole: int) -> Optional[flow.Tensor]:
-        return x if x is None or length == whole else x.narrow(0, start, length)
 
     class RowKL(flow.autograd.Function):
         @staticmethod
@@ -433,8 +459,9 @@ def _row_kl_function(masked: bool, chunk_items: int):
             excluded = excluded_arg[0] if masked else None
             items = s.shape[0]
             ctx.save_for_backward(s, t, *excluded_arg)
-            parts = [rows_kl(part(s, a, n, items), part(t, a, n, items), part(excluded, a, n, items))
-                     for a, n in spans(items, chunked(s))]
+            parts = [_rows_kl(_item_part(s, a, n, items), _item_part(t, a, n, items),
+                              _item_part(excluded, a, n, items))
+                     for a, n in spans(s)]
             return parts[0] if len(parts) == 1 else flow.cat(parts, dim=0)
 
         @staticmethod
@@ -443,14 +470,14 @@ def _row_kl_function(masked: bool, chunk_items: int):
             s, t = saved[0], saved[1]
             excluded = saved[2] if masked else None
             items = s.shape[0]
-            chunks = spans(items, chunked(s))
+            chunks = spans(s)
             if len(chunks) == 1:
-                grad = rows_grad(s, t, excluded, dr)
+                grad = _rows_kl_grad(s, t, excluded, dr)
             else:
                 grad = flow.empty_like(s)
                 for a, n in chunks:
-                    grad.narrow(0, a, n).copy_(rows_grad(s.narrow(0, a, n), t.narrow(0, a, n),
-                                                         part(excluded, a, n, items), dr.narrow(0, a, n)))
+                    grad.narrow(0, a, n).copy_(_rows_kl_grad(s.narrow(0, a, n), t.narrow(0, a, n),
+                                                             _item_part(excluded, a, n, items), dr.narrow(0, a, n)))
             return (grad, None) + ((None,) if masked else ())
 
     RowKL.__name__ = RowKL.__qualname__ = "RowKL"

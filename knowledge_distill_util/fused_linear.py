@@ -31,20 +31,24 @@ sizes) plus a few chunk-sized temporaries, independent of ``N``. Each chunk also
 ``W`` (the matrix products pack it), so smaller chunks are slower: on the 2-core CPU at ``N = 2048``,
 ``H = 384``, ``V = 30,522``, 32 MiB chunks took about 1.2x the plain formula's time and 128 MiB chunks
 the same time (see docs/performance.md, "Fused linear + divergence").
+
+This module checks the arguments and resolves the defaults; the chunk loop and the ``autograd.Function`` are
+in :mod:`knowledge_distill_util._fused_kernel`.
 """
 import inspect
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import oneflow as flow
-import oneflow.nn.functional as F
 
 from ._checks import check_choice, check_float_tensor, check_mask, check_row_temperature, check_same_device
+from ._fused_kernel import FUSED_CHUNK_BYTES, FusedPlan, fused_function
+from ._fused_kernel import closed_forms as _closed_forms
+from ._fused_kernel import linear as _linear
+from ._fused_kernel import owned as _owned
+from ._fused_kernel import part as _part
 
 __all__ = ["fused_linear_distill_loss", "logit_losses", "default_chunk_size", "FUSED_CHUNK_BYTES",
            "LOGIT_LOSS_KEYWORDS"]
-
-#: Bytes of one chunk's logits for the default chunk size (see :func:`default_chunk_size`).
-FUSED_CHUNK_BYTES = 64 << 20
 
 #: The keywords a registered loss must take to be used by :func:`fused_linear_distill_loss`.
 LOGIT_LOSS_KEYWORDS = ("student_temperature", "teacher_temperature", "reduction", "temperature_scaling", "mask")
@@ -93,211 +97,6 @@ def _resolve_loss(loss) -> Callable:
     from .registry import get_loss
 
     return get_loss(loss)
-
-
-def _spans(rows: int, chunk: int) -> List[Tuple[int, int]]:
-    return [(start, min(chunk, rows - start)) for start in range(0, rows, chunk)]
-
-
-def _owned(x):
-    """``x``, or a copy of it when it is an eager view that starts inside its storage.
-
-    OneFlow 0.9 drops the storage offset of a view when it is detached, and a view of the detached tensor
-    (``narrow``, ``reshape``, ``unsqueeze``) then reads from the start of the storage:
-    ``v.narrow(0, 3, 3).detach().unsqueeze(-1)`` holds ``v[0:3]``. The losses detach their targets,
-    temperatures and masks, so every row chunk handed to them is such a copy.
-    """
-    if not isinstance(x, flow.Tensor) or x.is_lazy or x.is_global or x.storage_offset() == 0:
-        return x
-    return x.clone()
-
-
-def _part(x: Temperature, start: int, length: int, whole: int) -> Temperature:
-    """Rows ``start:start+length`` of a per-row tensor, as a tensor of its own (numbers and ``None`` pass
-    through)."""
-    if not isinstance(x, flow.Tensor) or length == whole:
-        return x
-    return _owned(x.narrow(0, start, length))
-
-
-def _linear(x: flow.Tensor, weight: flow.Tensor, bias: Optional[flow.Tensor]) -> flow.Tensor:
-    """``x @ weight.T (+ bias)``: ``[n, H] x [V, H] -> [n, V]``."""
-    out = flow.matmul(x, weight, transpose_b=True)
-    if bias is None:
-        return out
-    # in place when nothing records it (about 2x faster on CPU than a new tensor)
-    return out + bias if out.requires_grad or out.is_lazy else out.add_(bias)
-
-
-def _column_sum(g: flow.Tensor) -> flow.Tensor:
-    """``g.sum(dim=0)`` ``[n, V] -> [V]``; eager as ``ones [1, n] @ g`` (about 1.6x faster on CPU)."""
-    if g.is_lazy:
-        return g.sum(dim=0)
-    return flow.matmul(flow.ones(1, g.shape[0], dtype=g.dtype, device=g.device), g).reshape(g.shape[1])
-
-
-# --------------------------------------------------------------------------------------------------
-# the closed-form logit gradients used inside nn.Graph
-# --------------------------------------------------------------------------------------------------
-
-
-def _softmax_difference(s, t, t_s: Temperature, t_t: Temperature, weights) -> flow.Tensor:
-    """``d(sum_n w_n r_n)/ds`` of soft cross entropy and KL: ``w_n (softmax(s/T_s) - softmax(t/T_t)) / T_s``
-    (``weights``: a number or ``[n]``)."""
-    def divided(x, temperature):
-        return x / temperature.unsqueeze(-1) if isinstance(temperature, flow.Tensor) else x / temperature
-
-    g = F.softmax(divided(s, t_s), dim=-1) - F.softmax(divided(t, t_t), dim=-1)
-    factor = weights / t_s
-    return g * (factor.unsqueeze(-1) if isinstance(factor, flow.Tensor) else factor)
-
-
-def _closed_forms():
-    from . import functional
-
-    return {functional.kl_div: _softmax_difference, functional.soft_cross_entropy: _softmax_difference}
-
-
-# --------------------------------------------------------------------------------------------------
-# the autograd.Function
-# --------------------------------------------------------------------------------------------------
-
-
-def _fused_function(loss_fn: Callable, options: dict, teacher_chunk: Callable, mask, t_s, t_t, scaling: bool,
-                    reduction: str, chunk: int, has_bias: bool, needs: Tuple[bool, bool, bool],
-                    closed_form: Optional[Callable], lazy: bool):
-    """An ``autograd.Function`` class for one call; ``apply(h, w[, b])`` returns the masked loss sum (a
-    scalar) or, for ``reduction="none"``, the masked row losses ``[N]``.
-
-    Everything but the differentiable inputs is captured here (OneFlow 0.9: backward must not read
-    ``ctx`` attributes; which gradients were saved is told by ``needs``). In eager mode the first backward
-    scales the saved gradients in place and hands them over (no second ``[V, H]`` tensor); a second backward
-    of a retained graph recomputes them.
-    """
-    need_h, need_w, need_b = needs
-    per_row = reduction == "none"
-
-    def chunk_loss(s, start, length, whole, kind):
-        return loss_fn(s, teacher_chunk(start, length), student_temperature=_part(t_s, start, length, whole),
-                       teacher_temperature=_part(t_t, start, length, whole), temperature_scaling=scaling,
-                       mask=_part(mask, start, length, whole), reduction=kind, **options)
-
-    def value_and_logit_grad(logits, start, length, whole, dy):
-        """The chunk's loss (sum, or rows) and ``G_c`` (``dy``: ``None`` or the rows' upstream gradient)."""
-        kind = "none" if per_row else "sum"
-        if closed_form is None:  # eager: the registered loss's own autograd
-            with flow.enable_grad():
-                s = logits.detach().requires_grad_()
-                value = chunk_loss(s, start, length, whole, kind)
-                (g,) = flow.autograd.grad(value, [s], grad_outputs=None if dy is None else [dy])
-            return value.detach(), g
-        value = chunk_loss(logits, start, length, whole, kind)
-        weights = _part(mask, start, length, whole)
-        weights = 1.0 if weights is None else weights
-        if scaling:
-            weights = weights * _part(t_s, start, length, whole) * _part(t_t, start, length, whole)
-        if dy is not None:
-            weights = weights * dy
-        return value, closed_form(logits, teacher_chunk(start, length), _part(t_s, start, length, whole),
-                                  _part(t_t, start, length, whole), weights)
-
-    def gradients(h, w, b, dy):
-        """Loop over the row chunks: ``(values, dh, dW, db)`` (each gradient ``None`` when not needed)."""
-        rows = h.shape[0]
-        block = max(1, FUSED_CHUNK_BYTES // max(1, w.shape[1] * w.element_size()))
-        values, dh_parts, dw, db = [], [], None, None
-        for start, length in _spans(rows, chunk):
-            h_c = h.narrow(0, start, length) if length != rows else h
-            logits = _linear(h_c, w, b)
-            value, g = value_and_logit_grad(logits, start, length, rows, None if dy is None else
-                                            _part(dy, start, length, rows))
-            del logits
-            values.append(value)
-            if need_h:
-                dh_parts.append(flow.matmul(g, w))
-            if need_w:
-                dw = _add_weight_grad(dw, g, h_c, block, lazy)
-            if need_b:
-                part = _column_sum(g)
-                db = part if db is None else (db + part if lazy else db.add_(part))
-        dh = None
-        if need_h:
-            dh = dh_parts[0] if len(dh_parts) == 1 else flow.cat(dh_parts, dim=0)
-        return values, dh, dw, db
-
-    def forward_values(h, w, b):
-        """Per-chunk loss values without gradients."""
-        rows = h.shape[0]
-        return [chunk_loss(_linear(h.narrow(0, start, length) if length != rows else h, w, b), start, length,
-                           rows, "none" if per_row else "sum")
-                for start, length in _spans(rows, chunk)]
-
-    def joined(values):
-        if per_row:
-            return values[0] if len(values) == 1 else flow.cat(values, dim=0)
-        total = values[0]
-        for value in values[1:]:
-            total = total + value
-        return total
-
-    class FusedLinearDistill(flow.autograd.Function):
-        @staticmethod
-        def forward(ctx, h, w, *maybe_b):
-            b = maybe_b[0] if maybe_b else None
-            if per_row or not any(needs):
-                if any(needs):
-                    ctx.save_for_backward(h, w, *maybe_b)
-                return joined(forward_values(h, w, b))
-            values, dh, dw, db = gradients(h, w, b, None)
-            grads = [g for g in (dh, dw, db) if g is not None]
-            if lazy:
-                ctx.save_for_backward(*grads)
-            else:  # + the inputs (alive anyway) and a "handed over" flag: see backward
-                ctx.save_for_backward(*grads, flow.zeros(1, dtype=flow.int8, device=h.device), h, w, *maybe_b)
-            return joined(values)
-
-        @staticmethod
-        def backward(ctx, dy):
-            saved = list(ctx.saved_tensors)
-            if per_row:
-                h, w = saved[0], saved[1]
-                b = saved[2] if len(saved) > 2 else None
-                _, dh, dw, db = gradients(h, w, b, dy)
-                return (dh, dw) + ((db,) if has_bias else ())
-            count = sum(needs)
-            grads, rest = saved[:count], saved[count:]
-            if lazy:
-                grads = [g * dy for g in grads]
-            elif not bool(rest[0].item()):  # the first backward scales the saved gradients in place, hands them over
-                rest[0].fill_(1)
-                grads = [g.mul_(dy) for g in grads]
-            else:  # a second backward of a retained graph: they are gone, recompute
-                _, dh, dw, db = gradients(rest[1], rest[2], rest[3] if len(rest) > 3 else None, None)
-                grads = [g * dy for g in (dh, dw, db) if g is not None]
-            grads = iter(grads)
-            dh, dw, db = (next(grads) if need else None for need in needs)
-            return (dh, dw) + ((db,) if has_bias else ())
-
-    FusedLinearDistill.__name__ = FusedLinearDistill.__qualname__ = "FusedLinearDistill"
-    return FusedLinearDistill
-
-
-def _add_weight_grad(dw, g, h_c, block: int, lazy: bool):
-    """``dw + g^T h_c`` (``[V, H]``); eager: added in place in blocks of ``block`` vocabulary rows, so no
-    second ``[V, H]`` temporary exists."""
-    vocab = g.shape[1]
-    if dw is None and (lazy or vocab <= block):
-        return flow.matmul(g, h_c, transpose_a=True)
-    if lazy:
-        return dw + flow.matmul(g, h_c, transpose_a=True)
-    if dw is None:
-        dw = flow.zeros(vocab, h_c.shape[1], dtype=h_c.dtype, device=h_c.device)
-    for start, length in _spans(vocab, block):
-        if length == vocab:
-            dw.add_(flow.matmul(g, h_c, transpose_a=True))
-        else:
-            dw.narrow(0, start, length).add_(flow.matmul(g.narrow(1, start, length), h_c, transpose_a=True))
-    return dw
 
 
 # --------------------------------------------------------------------------------------------------
@@ -495,6 +294,38 @@ def fused_linear_distill_loss(
         >>> round(fused.item(), 6) == round(plain.item(), 6)
         True
     """
+    loss_fn, reduction, chunk, teacher_chunk, teacher_logits, t_s, t_t, mask = _checked(
+        student_hidden, weight, bias, teacher, loss, temperature, student_temperature, teacher_temperature, mask,
+        reduction, temperature_scaling, chunk_size)
+    rows, vocab = student_hidden.shape[0], weight.shape[0]
+    options = dict(student_temperature=t_s, teacher_temperature=t_t, temperature_scaling=temperature_scaling,
+                   mask=mask, **loss_options)
+
+    closed_form = None
+    if student_hidden.is_lazy or student_hidden.is_global:
+        closed_form = _closed_forms().get(loss_fn) if not student_hidden.is_global else None
+        if closed_form is None:  # the plain formula (nn.Graph without a closed form, global tensors)
+            logits_t = teacher_logits if teacher_logits is not None else teacher_chunk(0, rows)
+            return loss_fn(_linear(student_hidden, weight, bias), logits_t, reduction=reduction, **options)
+
+    has_bias = bias is not None
+    recording = flow.is_grad_enabled()
+    needs = (recording and student_hidden.requires_grad, recording and weight.requires_grad,
+             recording and has_bias and bias.requires_grad)
+    plan = FusedPlan(loss_fn, loss_options, teacher_chunk, mask, t_s, t_t, temperature_scaling, reduction, chunk,
+                     needs, closed_form, student_hidden.is_lazy)
+    inputs = [_owned(x) for x in (student_hidden, weight) + ((bias,) if has_bias else ())]
+    out = fused_function(plan, has_bias).apply(*inputs)
+    if reduction == "none":
+        return out
+    return _reduced(out, mask, reduction, rows, vocab)
+
+
+def _checked(student_hidden, weight, bias, teacher, loss, temperature, student_temperature, teacher_temperature,
+             mask, reduction, temperature_scaling, chunk_size):
+    """Every check of :func:`fused_linear_distill_loss`'s arguments; returns ``(loss_fn, reduction, chunk,
+    teacher_chunk, teacher_logits or None, T_s, T_t, mask)`` with the defaults resolved and the per-row
+    tensors in storage of their own."""
     loss_fn = _resolve_loss(loss)
     reduction = _default_reduction(loss_fn) if reduction is None else reduction
     check_choice("reduction", reduction, _REDUCTIONS)
@@ -512,24 +343,4 @@ def fused_linear_distill_loss(
     if mask is not None:
         mask = check_mask("mask", _owned(mask), (rows,), student_hidden, "student_hidden")
     chunk = _check_chunk_size(chunk_size, vocab, student_hidden.element_size())
-    options = dict(student_temperature=t_s, teacher_temperature=t_t, temperature_scaling=temperature_scaling,
-                   mask=mask, **loss_options)
-
-    closed_form = None
-    if student_hidden.is_lazy or student_hidden.is_global:
-        closed_form = _closed_forms().get(loss_fn) if not student_hidden.is_global else None
-        if closed_form is None:  # the plain formula (nn.Graph without a closed form, global tensors)
-            logits_t = teacher_logits if teacher_logits is not None else teacher_chunk(0, rows)
-            return loss_fn(_linear(student_hidden, weight, bias), logits_t, reduction=reduction, **options)
-
-    has_bias = bias is not None
-    recording = flow.is_grad_enabled()
-    needs = (recording and student_hidden.requires_grad, recording and weight.requires_grad,
-             recording and has_bias and bias.requires_grad)
-    function = _fused_function(loss_fn, loss_options, teacher_chunk, mask, t_s, t_t, temperature_scaling,
-                               reduction, chunk, has_bias, needs, closed_form, student_hidden.is_lazy)
-    inputs = [_owned(x) for x in (student_hidden, weight) + ((bias,) if has_bias else ())]
-    out = function.apply(*inputs)
-    if reduction == "none":
-        return out
-    return _reduced(out, mask, reduction, rows, vocab)
+    return loss_fn, reduction, chunk, teacher_chunk, teacher_logits, t_s, t_t, mask

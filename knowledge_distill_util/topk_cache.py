@@ -26,139 +26,31 @@ Fingerprints (SHA-256): the teacher's is over its ``state_dict`` (names, dtypes,
 over the inputs of every batch (names, dtypes, shapes, bytes; labels excluded: the teacher does not see
 them). A cache written for another teacher, another data set, another ``top_k`` or ``temperature`` is
 refused with one sentence. One writer per cache directory.
+
+This module builds a cache; :mod:`.topk_format` holds the header, chunk files and fingerprints, and
+:mod:`.topk_reader` the reader :class:`TopKLogits` (both re-exported here).
 """
 import hashlib
 import logging
 import os
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import oneflow as flow
 
 from ._checks import check_int, check_temperature
-from ._io import atomic_write_file, atomic_write_json, read_json
+from ._io import atomic_write_file, atomic_write_json
 from .engine.batches import split_batch
+from .topk_format import (ARRAYS, CACHE_FORMAT, CACHE_VERSION, HEADER, _batch_digest, _chunk_file, _damaged_chunk,
+                          _new_header, _read_header, _refuse_other, _refuse_other_data, data_fingerprint,
+                          teacher_fingerprint)
+from .topk_reader import TopKLogits
 
 __all__ = ["cache_teacher_logits", "TopKLogits", "teacher_fingerprint", "data_fingerprint", "CACHE_FORMAT",
            "CACHE_VERSION"]
 
 logger = logging.getLogger(__name__)
-
-CACHE_FORMAT = "kdu-topk-logits"
-CACHE_VERSION = 1
-HEADER = "header.json"
-#: name -> (numpy dtype, values per row: "k" or 1) of the arrays of every chunk.
-ARRAYS = {"values": ("<f2", "k"), "ids": ("<i4", "k"), "logsumexp": ("<f4", 1)}
-
-
-# --------------------------------------------------------------------------------------------------
-# fingerprints
-# --------------------------------------------------------------------------------------------------
-
-def _tensor_bytes(value) -> Tuple[str, Tuple[int, ...], bytes]:
-    array = value.detach().cpu().numpy() if isinstance(value, flow.Tensor) else np.asarray(value)
-    return str(array.dtype), tuple(array.shape), np.ascontiguousarray(array).tobytes()
-
-
-def _update(digest, name: str, value) -> None:
-    if isinstance(value, (flow.Tensor, np.ndarray)):
-        dtype, shape, data = _tensor_bytes(value)
-        digest.update(f"{name}|{dtype}|{shape}|{len(data)}|".encode())
-        digest.update(data)
-    else:  # a string, a list of tokens, a number: its repr
-        text = repr(value).encode()
-        digest.update(f"{name}|{type(value).__name__}|{len(text)}|".encode())
-        digest.update(text)
-
-
-def teacher_fingerprint(teacher) -> str:
-    """SHA-256 (hex) of ``teacher.state_dict()``: every entry's name, dtype, shape and bytes, sorted by name."""
-    state = teacher.state_dict()
-    digest = hashlib.sha256(b"kdu-teacher-v1|")
-    for name in sorted(state):
-        _update(digest, name, state[name])
-    return digest.hexdigest()
-
-
-def _batch_digest(batch_inputs) -> bytes:
-    """SHA-256 of one batch's inputs (positional and keyword, in order)."""
-    digest = hashlib.sha256()
-    for i, value in enumerate(batch_inputs.args):
-        _update(digest, str(i), value)
-    for key, value in batch_inputs.kwargs.items():
-        _update(digest, str(key), value)
-    return digest.digest()
-
-
-# --------------------------------------------------------------------------------------------------
-# the header and the chunk files
-# --------------------------------------------------------------------------------------------------
-
-def _chunk_file(path: str, index: int, name: str) -> str:
-    return os.path.join(path, f"chunk-{index:05d}.{name}.bin")
-
-
-def _expected_bytes(name: str, rows: int, top_k: int) -> int:
-    dtype, per_row = ARRAYS[name]
-    return rows * (top_k if per_row == "k" else 1) * np.dtype(dtype).itemsize
-
-
-def _damaged_chunk(path: str, header: Dict) -> Optional[Tuple[int, str]]:
-    """The first listed chunk whose file is missing or not of the header's size: (index, sentence); else None."""
-    for index, chunk in enumerate(header["chunks"]):
-        for name in ARRAYS:
-            file = _chunk_file(path, index, name)
-            expected = _expected_bytes(name, chunk["rows"], header["top_k"])
-            size = os.path.getsize(file) if os.path.isfile(file) else None
-            if size != expected:
-                found = "is missing" if size is None else f"has {size} bytes"
-                return index, (f"the top-k logits cache {path} is damaged: {os.path.basename(file)} {found} but its "
-                               f"header says {expected} (a truncated copy or a disk error)")
-    return None
-
-
-def _read_header(path: str) -> Optional[Dict]:
-    file = os.path.join(path, HEADER)
-    if not os.path.exists(file):
-        return None
-    header = read_json(file, "top-k logits cache header")
-    if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
-        raise ValueError(f"{file} is not the header of a top-k logits cache (no format {CACHE_FORMAT!r}); "
-                         f"choose a new or empty directory for the cache")
-    if header.get("version") != CACHE_VERSION:
-        raise ValueError(f"the top-k logits cache {path} has format version {header.get('version')!r}, this package "
-                         f"reads version {CACHE_VERSION}; rebuild it in a new directory")
-    return header
-
-
-def _new_header(top_k: int, temperature: float, teacher_id: str, batches_per_chunk: int) -> Dict:
-    return {
-        "format": CACHE_FORMAT, "version": CACHE_VERSION, "top_k": top_k, "vocab_size": None,
-        "temperature": temperature, "dtype": {name: np.dtype(d).name for name, (d, _) in ARRAYS.items()},
-        "byteorder": "little", "rows": 0, "shape": [0, top_k], "batches_per_chunk": batches_per_chunk,
-        "batch_shapes": [], "chunks": [], "data_fingerprint": None, "teacher_fingerprint": teacher_id,
-        "complete": False,
-    }
-
-
-def _refuse_other(path: str, header: Dict, top_k: int, temperature: float, teacher_id: str) -> None:
-    """One sentence when the cache at ``path`` was written with another teacher, top_k or temperature."""
-    fix = "choose another path for this cache, or delete the old one if nothing needs it"
-    if header["teacher_fingerprint"] != teacher_id:
-        raise ValueError(f"the top-k logits cache {path} was written for another teacher (fingerprint "
-                         f"{header['teacher_fingerprint'][:12]}..., this teacher's is {teacher_id[:12]}...); {fix}")
-    if header["top_k"] != top_k:
-        raise ValueError(f"the top-k logits cache {path} holds top_k={header['top_k']}, not top_k={top_k}; {fix}")
-    if float(header["temperature"]) != temperature:
-        raise ValueError(f"the top-k logits cache {path} was written at temperature={header['temperature']}, not "
-                         f"temperature={temperature}; {fix}")
-
-
-def _refuse_other_data(path: str, batch_index: int) -> ValueError:
-    return ValueError(f"the top-k logits cache {path} was written for another data set (batch {batch_index} "
-                      f"differs from the one it was built from); choose another path for this data, or pass the "
-                      f"data the cache was built from")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,6 +163,25 @@ def cache_teacher_logits(
         ValueError/TypeError: one sentence naming the argument, or the cache written for another teacher,
         data set, ``top_k`` or ``temperature``.
     """
+    top_k, temperature, batches_per_chunk, teacher_id = _checked(teacher, data, path, top_k, temperature,
+                                                                  batches_per_chunk, teacher_id)
+    path = os.path.abspath(os.fspath(path))
+    header = _open_header(path, top_k, temperature, teacher_id, batches_per_chunk)
+    os.makedirs(path, exist_ok=True)
+    modes = [(module, module.training) for module in teacher.modules()] if isinstance(teacher, flow.nn.Module) else []
+    if modes:
+        teacher.eval()
+    try:
+        _build(teacher, data, path, header, top_k, temperature, label_key, _device_of(teacher, device))
+    finally:
+        for module, training in modes:  # each submodule's own mode back (a frozen part may stay in eval)
+            module.training = training
+    return TopKLogits(path)
+
+
+def _checked(teacher, data, path, top_k, temperature, batches_per_chunk, teacher_id):
+    """:func:`cache_teacher_logits`'s argument checks: ``(top_k, temperature, batches_per_chunk, teacher_id)``,
+    the teacher's fingerprint computed when not given."""
     if not callable(teacher):
         raise TypeError(f"teacher must be a callable (an nn.Module) mapping a batch to logits, got "
                         f"{type(teacher).__name__}")
@@ -288,7 +199,12 @@ def cache_teacher_logits(
         teacher_id = teacher_fingerprint(teacher)
     elif not isinstance(teacher_id, str) or not teacher_id:
         raise TypeError(f"teacher_id must be a non-empty string, got {teacher_id!r}")
-    path = os.path.abspath(os.fspath(path))
+    return top_k, temperature, batches_per_chunk, teacher_id
+
+
+def _open_header(path: str, top_k: int, temperature: float, teacher_id: str, batches_per_chunk: int) -> Dict:
+    """The header of the cache at ``path`` to continue (checked against the arguments, cut before its first
+    damaged chunk), or a new one for a missing or empty directory."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"path {path} exists and is not a directory; choose a directory for the cache")
     header = _read_header(path) if os.path.isdir(path) else None
@@ -304,16 +220,7 @@ def cache_teacher_logits(
             index, sentence = damaged
             logger.warning("%s; rebuilding it from chunk %d", sentence, index)
             _truncate_header(header, index)
-    os.makedirs(path, exist_ok=True)
-    modes = [(module, module.training) for module in teacher.modules()] if isinstance(teacher, flow.nn.Module) else []
-    if modes:
-        teacher.eval()
-    try:
-        _build(teacher, data, path, header, top_k, temperature, label_key, _device_of(teacher, device))
-    finally:
-        for module, training in modes:  # each submodule's own mode back (a frozen part may stay in eval)
-            module.training = training
-    return TopKLogits(path)
+    return header
 
 
 def _truncate_header(header: Dict, keep_chunks: int) -> None:
@@ -376,130 +283,3 @@ def _build(teacher, data, path: str, header: Dict, top_k: int, temperature: floa
     seconds = time.perf_counter() - started
     logger.info("cached the top-%d logits of %d rows in %.1f s (%.0f rows/s) to %s", top_k, new_rows, seconds,
                 new_rows / seconds if seconds > 0 else float("inf"), path)
-
-
-# --------------------------------------------------------------------------------------------------
-# the reader
-# --------------------------------------------------------------------------------------------------
-
-def data_fingerprint(data: Iterable, label_key: str = "labels") -> str:
-    """The data fingerprint the cache stores: SHA-256 over every batch's input digest, in order."""
-    total = hashlib.sha256()
-    for raw in data:
-        total.update(_batch_digest(split_batch(raw, label_key, "cpu")))
-    return total.hexdigest()
-
-
-class TopKLogits:
-    """A complete top-k logits cache, memory-mapped; ``reader[i]`` is batch ``i``'s ``(values, ids)``.
-
-    ``values`` is float16 and ``ids`` int32, both ``[..., k]`` with the leading shape of the teacher's logits
-    for that batch; :meth:`logsumexp` gives the float32 ``[...]`` log-sum-exp for ``missing="uniform"``.
-    ``data``/``teacher`` (optional) are checked against the fingerprints: a cache of another data set or
-    teacher, an unfinished build or a truncated file is refused with one sentence.
-
-    Example::
-
-        >>> import tempfile, numpy as np, oneflow as flow
-        >>> from knowledge_distill_util import cache_teacher_logits, TopKLogits
-        >>> teacher = flow.nn.Linear(3, 5)
-        >>> data = [(np.ones((2, 3), np.float32), np.zeros(2))]
-        >>> cache = cache_teacher_logits(teacher, data, tempfile.mkdtemp() + "/cache", top_k=2)
-        >>> values, ids = cache[0]
-        >>> tuple(values.shape), values.dtype, ids.dtype, len(cache)
-        ((2, 2), oneflow.float16, oneflow.int32, 1)
-    """
-
-    def __init__(self, path, *, data: Optional[Iterable] = None, teacher=None, label_key: str = "labels",
-                 device="cpu"):
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a directory path (str or os.PathLike), got {type(path).__name__}")
-        self.path = os.path.abspath(os.fspath(path))
-        if not os.path.isdir(self.path):
-            raise FileNotFoundError(f"the top-k logits cache {self.path} does not exist; build it with "
-                                    f"cache_teacher_logits(teacher, data, path, top_k=...)")
-        header = _read_header(self.path)
-        if header is None:
-            raise ValueError(f"{self.path} has no {HEADER}: it is not a top-k logits cache")
-        if not header["complete"]:
-            raise ValueError(f"the top-k logits cache {self.path} is incomplete ({len(header['batch_shapes'])} batches "
-                             f"written, the build was interrupted); run cache_teacher_logits again with the same "
-                             f"teacher and data to resume it")
-        damaged = _damaged_chunk(self.path, header)
-        if damaged is not None:
-            raise ValueError(f"{damaged[1]}; run cache_teacher_logits again with the same teacher and data to "
-                             f"rebuild it")
-        if teacher is not None and teacher_fingerprint(teacher) != header["teacher_fingerprint"]:
-            raise ValueError(f"the top-k logits cache {self.path} was written for another teacher; build a cache for "
-                             f"this teacher in another directory")
-        if data is not None and data_fingerprint(data, label_key) != header["data_fingerprint"]:
-            raise ValueError(f"the top-k logits cache {self.path} was written for another data set; build a cache "
-                             f"for this data in another directory")
-        self.header, self.device = header, device
-        self._arrays = [self._open_chunk(i, c["rows"]) for i, c in enumerate(header["chunks"])]
-        self._where = []  # batch -> (chunk, first row, leading shape)
-        shapes = iter(header["batch_shapes"])
-        for chunk, entry in enumerate(header["chunks"]):
-            start = 0
-            for _ in range(entry["batches"]):
-                shape = tuple(next(shapes))
-                self._where.append((chunk, start, shape))
-                start += int(np.prod(shape, dtype=np.int64))
-
-    def _open_chunk(self, index: int, rows: int) -> Dict[str, np.ndarray]:
-        arrays = {}
-        for name, (dtype, per_row) in ARRAYS.items():
-            shape = (rows, self.top_k) if per_row == "k" else (rows,)
-            if rows == 0:
-                arrays[name] = np.zeros(shape, dtype)
-            else:
-                arrays[name] = np.memmap(_chunk_file(self.path, index, name), dtype=dtype, mode="r", shape=shape)
-        return arrays
-
-    @property
-    def top_k(self) -> int:
-        return int(self.header["top_k"])
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.header["vocab_size"])
-
-    @property
-    def temperature(self) -> float:
-        """The temperature of the stored log-sum-exp."""
-        return float(self.header["temperature"])
-
-    @property
-    def rows(self) -> int:
-        return int(self.header["rows"])
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def _rows(self, index: int, name: str) -> Tuple[np.ndarray, Tuple[int, ...]]:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"a batch index must be an int, got {type(index).__name__}")
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"batch index {index} is out of range: the cache holds {len(self)} batches")
-        chunk, start, shape = self._where[index]
-        count = int(np.prod(shape, dtype=np.int64))
-        return np.array(self._arrays[chunk][name][start:start + count]), shape
-
-    def __getitem__(self, index: int) -> Tuple[flow.Tensor, flow.Tensor]:
-        values, shape = self._rows(index, "values")
-        ids, _ = self._rows(index, "ids")
-        return (flow.tensor(values.reshape(shape + (self.top_k,)), device=self.device),
-                flow.tensor(ids.reshape(shape + (self.top_k,)), device=self.device))
-
-    def logsumexp(self, index: int) -> flow.Tensor:
-        """Batch ``index``'s float32 ``[...]`` log-sum-exp of the teacher's logits / :attr:`temperature`."""
-        values, shape = self._rows(index, "logsumexp")
-        return flow.tensor(values.reshape(shape), device=self.device)
-
-    def __iter__(self):
-        for index in range(len(self)):
-            yield self[index]
-
-    def __repr__(self) -> str:
-        return (f"TopKLogits({self.path!r}, batches={len(self)}, rows={self.rows}, top_k={self.top_k}, "
-                f"V={self.vocab_size})")

@@ -11,14 +11,15 @@ layer      modules                                                              
 base       _checks _cpu _device _env _errors _io _minilm _registry _startup _state   base
            _vocab
 losses     _kernels _soft_targets functional divergences sparse_losses fused_linear  base
-           nn registry schedules distill
+           _fused_kernel nn registry schedules distill
 models     models (BERT, BiLSTM, snapshots, a trained model on disk);                base, losses
            training.theseus (BERT-of-Theseus's model)
 engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives);        base, losses
-           topk_cache (the teacher-output cache); training.evaluate (a model's
-           predictions and metrics); convert (checkpoints of earlier versions)
+           topk_cache topk_format topk_reader (the teacher-output cache);
+           training.evaluate (a model's predictions and metrics); convert
+           (checkpoints of earlier versions)
 data       data (its augmentation loads a BERT)                                      base, losses, models, engine
-config     training.config (the configuration schema: imports no recipe)             base, losses
+config     training.config, training.fields (the schema: imports no recipe)         base, losses, models
 compat     compat (the original toolkit: flags, OFRecord parts, snapshots,           base, losses, models, engine,
            results files, summary.csv, init scripts)                                 data, config
 training   training (recipes, builders, plan, trainer, compression, summary)         base, losses, models, engine,
@@ -51,14 +52,14 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LAYERS: Dict[str, Tuple[str, ...]] = {
     "base": ("_checks", "_cpu", "_device", "_env", "_errors", "_io", "_minilm", "_registry", "_startup", "_state",
              "_vocab"),
-    "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear", "nn", "registry",
-               "schedules", "distill"),
+    "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear",
+               "_fused_kernel", "nn", "registry", "schedules", "distill"),
     "models": ("models", "training.theseus"),  # training.theseus: BERT-of-Theseus's model (imports models only)
     # topk_cache: the teacher-output cache, a piece of the engine; training.evaluate: a model's predictions and
     # metrics (imports the engine only); convert: models and checkpoints of earlier versions to safetensors
-    "engine": ("engine", "topk_cache", "training.evaluate", "convert"),
+    "engine": ("engine", "topk_cache", "topk_format", "topk_reader", "training.evaluate", "convert"),
     "data": ("data",),
-    "config": ("training.config",),  # the configuration schema: imports no recipe
+    "config": ("training.config", "training.fields"),  # the configuration schema: imports no recipe
     "compat": ("compat",),
     "training": ("training",),
     "cli": ("cli",),
@@ -72,7 +73,7 @@ MAY_IMPORT: Dict[str, Set[str]] = {
     "models": {"base", "losses"},
     "engine": {"base", "losses"},
     "data": {"base", "losses", "models", "engine"},
-    "config": {"base", "losses"},
+    "config": {"base", "losses", "models"},
     "compat": {"base", "losses", "models", "engine", "data", "config"},
     "training": {"base", "losses", "models", "engine", "data", "config", "compat"},
     "cli": set(LAYERS) - {"cli", "entry"},

@@ -14,19 +14,20 @@ Shapes (``B`` batch, ``L`` sequence length, ``H`` hidden size, ``h`` heads):
 
 Hugging Face's convention (aliases ``attention_mask``/``segment_ids``, ``labels`` -> ``loss``, the
 ``output_*`` flags returning a :class:`~._hf.BertOutput`) is described in :mod:`._hf` and
-``forward``; ``save_pretrained`` writes Hugging Face's layout (:mod:`.pretrained`).
+``forward``; ``save_pretrained`` writes Hugging Face's layout (:mod:`.pretrained`). The layers are in
+:mod:`.bert_layers` (``LayerNorm``, ``BertLayer``, ``fit_dense``, ``bert_parameter_count`` re-exported here).
 """
-import math
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import oneflow as flow
 import oneflow.nn as nn
 
 from .._checks import check_bool
 from ._hf import BertOutput, build_output, check_flags, check_labels, label_loss, one_of
-from ._inputs import check_id_range, check_mask_values, check_model_inputs, extended_attention_mask
+from ._inputs import check_mask_values, check_model_inputs, extended_attention_mask
 from ._sizes import check_parameter_memory
 from .bert_config import ATTENTION_OUTPUTS, HIDDEN_ACTS, check_bert_config
+from .bert_layers import BertEmbeddings, BertEncoder, BertLayer, BertPooler, LayerNorm, bert_parameter_count, fit_dense
 
 __all__ = [
     "BertForSequenceClassification",
@@ -35,197 +36,10 @@ __all__ = [
     "ATTENTION_OUTPUTS",
     "HIDDEN_ACTS",
     "check_bert_config",
+    "LayerNorm",
+    "BertLayer",
+    "bert_parameter_count",
 ]
-
-def fit_dense(hidden_size: int, fit_size: int) -> nn.Linear:
-    """The student's shared projection ``hidden_size -> fit_size`` applied to every hidden state.
-
-    >>> fit_dense(312, 768)
-    Linear(in_features=312, out_features=768, bias=True)
-    """
-    return nn.Linear(hidden_size, fit_size)
-
-
-class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the last dimension, computed with matmul reductions and broadcasts.
-
-    Same parameters (``weight``, ``bias``) and values (within 2e-6 in float32). OneFlow 0.9's CPU
-    kernels for LayerNorm and for any ``[N, 1]``-against-``[N, H]`` broadcast are slow; row means and
-    their broadcasts as matmuls with constant ``1/H`` and ``1`` vectors avoid them (timings:
-    docs/performance.md).
-    """
-
-    def __init__(self, hidden_size: int, eps: float):
-        super().__init__(hidden_size, eps=eps)
-        self.register_buffer("_average", flow.full((hidden_size, 1), 1.0 / hidden_size), persistent=False)
-        self.register_buffer("_spread", flow.ones(1, hidden_size), persistent=False)
-
-    def forward(self, x: flow.Tensor) -> flow.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        centred = rows - flow.matmul(flow.matmul(rows, self._average), self._spread)
-        inverse_std = flow.rsqrt(flow.matmul(centred * centred, self._average) + self.eps)
-        normed = centred * flow.matmul(inverse_std, self._spread)
-        return (normed * self.weight + self.bias).reshape(x.shape)
-
-
-class BertEmbeddings(nn.Module):
-    """word + position + segment embeddings, LayerNorm, dropout: ``[B, L] -> [B, L, H]``.
-
-    With ``check_inputs`` (eager mode only, see :mod:`._inputs`) token and segment ids are checked
-    against the table sizes before the gather.
-    """
-
-    def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
-                 dropout_prob, layer_norm_eps, check_inputs: bool = True):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(vocab_size, hidden_size)
-        self.position_embeddings = nn.Embedding(max_position_embeddings, hidden_size)
-        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
-        self.LayerNorm = LayerNorm(hidden_size, layer_norm_eps)
-        self.dropout = nn.Dropout(dropout_prob)
-        self.check_inputs = check_inputs
-
-    def forward(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor,
-                check_inputs: Optional[bool] = None) -> flow.Tensor:
-        if self.check_inputs if check_inputs is None else check_inputs:
-            check_id_range("input_ids", input_ids, self.word_embeddings.num_embeddings, "vocab_size")
-            check_id_range("token_type_ids", token_type_ids, self.token_type_embeddings.num_embeddings,
-                           "type_vocab_size")
-        length = input_ids.shape[1]
-        # Positions 0..L-1 are a slice of the table: no index tensor, so no device to choose.
-        positions = self.position_embeddings.weight[:length].unsqueeze(0)
-        x = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))
-
-
-class BertSelfAttention(nn.Module):
-    """Multi-head attention from batched matmul + softmax.
-
-    Returns the context ``[B, L, H]`` and the attention matrix ``[B, h, L, L]`` (probabilities
-    after dropout, or the scaled scores plus the additive mask, as chosen by ``attention_output``).
-    """
-
-    def __init__(self, hidden_size, num_heads, dropout_prob, attention_output):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_size = hidden_size // num_heads
-        self.scale = 1.0 / math.sqrt(self.head_size)
-        self.attention_output = attention_output
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.value = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout_prob)
-
-    def forward(self, hidden: flow.Tensor, ext_mask: flow.Tensor, details: bool = False) -> Tuple[flow.Tensor, ...]:
-        """``(context, attention)``; with ``details`` also ``(query, key, value, scores, probs)``: the three
-        Linear outputs ``[B, L, H]`` before the head split, the scaled scores plus ``ext_mask`` and the
-        probabilities after dropout ``[B, h, L, L]`` (the same tensors, no extra arithmetic)."""
-        batch, length, width = hidden.shape
-        heads, size = self.num_heads, self.head_size
-        query = self.query(hidden)  # the previous op order: each projection then its head split
-        q = query.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
-        key = self.key(hidden)
-        k = key.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
-        value = self.value(hidden)
-        v = value.reshape(batch, length, heads, size).permute(0, 2, 1, 3)
-        # q @ k^T * scale in one kernel (transpose_b, alpha) instead of matmul(q, k.permute(...)) * scale:
-        # bit-identical and faster on CPU (oneflow==0.9.0 is pinned).
-        scores = flow._C.matmul(q, k, False, True, self.scale) + ext_mask  # [B, h, L, L]
-        probs = self.dropout(flow.softmax(scores, dim=-1))
-        context = flow.matmul(probs, v).permute(0, 2, 1, 3).reshape(batch, length, width)
-        attention = probs if self.attention_output == "probs" else scores
-        if details:
-            return context, attention, (query, key, value, scores, probs)
-        return context, attention
-
-
-class BertSelfOutput(nn.Module):
-    """dense, dropout, residual, LayerNorm."""
-
-    def __init__(self, in_size, hidden_size, dropout_prob, layer_norm_eps):
-        super().__init__()
-        self.dense = nn.Linear(in_size, hidden_size)
-        self.LayerNorm = LayerNorm(hidden_size, layer_norm_eps)
-        self.dropout = nn.Dropout(dropout_prob)
-
-    def forward(self, x: flow.Tensor, residual: flow.Tensor) -> flow.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
-class BertAttention(nn.Module):
-    def __init__(self, hidden_size, num_heads, hidden_dropout, attention_dropout, attention_output,
-                 layer_norm_eps):
-        super().__init__()
-        self.self = BertSelfAttention(hidden_size, num_heads, attention_dropout, attention_output)
-        self.output = BertSelfOutput(hidden_size, hidden_size, hidden_dropout, layer_norm_eps)
-
-    def forward(self, hidden, ext_mask, details: bool = False):
-        if details:
-            context, att, extra = self.self(hidden, ext_mask, True)
-            return self.output(context, hidden), att, extra
-        context, att = self.self(hidden, ext_mask)
-        return self.output(context, hidden), att
-
-
-class BertIntermediate(nn.Module):
-    def __init__(self, hidden_size, intermediate_size, act):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, intermediate_size)
-        self.act = act
-
-    def forward(self, x):
-        return self.act(self.dense(x))
-
-
-class BertLayer(nn.Module):
-    """One transformer block: ``[B, L, H] -> ([B, L, H], [B, h, L, L])``; with ``details=True`` a third
-    element, the attention's ``(query, key, value, scores, probs)`` (see ``BertSelfAttention.forward``)."""
-
-    def __init__(self, hidden_size, num_heads, intermediate_size, act, hidden_dropout,
-                 attention_dropout, attention_output, layer_norm_eps):
-        super().__init__()
-        self.attention = BertAttention(hidden_size, num_heads, hidden_dropout, attention_dropout,
-                                       attention_output, layer_norm_eps)
-        self.intermediate = BertIntermediate(hidden_size, intermediate_size, act)
-        self.output = BertSelfOutput(intermediate_size, hidden_size, hidden_dropout, layer_norm_eps)
-
-    def forward(self, hidden, ext_mask, details: bool = False):
-        if details:
-            attended, att, extra = self.attention(hidden, ext_mask, True)
-            return self.output(self.intermediate(attended), attended), att, extra
-        attended, att = self.attention(hidden, ext_mask)
-        return self.output(self.intermediate(attended), attended), att
-
-
-class BertEncoder(nn.Module):
-    def __init__(self, num_layers, **layer_kwargs):
-        super().__init__()
-        self.layer = nn.ModuleList([BertLayer(**layer_kwargs) for _ in range(num_layers)])
-
-
-class BertPooler(nn.Module):
-    """``tanh(dense(hidden[:, 0]))``: ``[B, L, H] -> [B, H]``."""
-
-    def __init__(self, hidden_size):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, hidden):
-        return flow.tanh(self.dense(hidden[:, 0]))
-
-
-def bert_parameter_count(config: Mapping[str, Any]) -> int:
-    """Parameters of the model a checked full ``config`` builds: embeddings ``(V + P + T) * H``, per layer
-    ``4 * H * (H + 1)`` (attention) ``+ 2 * H * I + I + H`` (feed-forward) ``+ 4 * H`` (two LayerNorms),
-    pooler ``H * (H + 1)``, classifier ``(H + 1) * C``, and a student's ``fit_dense`` ``(H + 1) * F``."""
-    h, i = config["hidden_size"], config["intermediate_size"]
-    count = (config["vocab_size"] + config["max_position_embeddings"] + config["type_vocab_size"] + 2) * h
-    count += config["num_hidden_layers"] * (4 * h * (h + 1) + 2 * h * i + i + h + 4 * h)
-    count += h * (h + 1) + (h + 1) * config["label_num"]
-    if config.get("is_student"):
-        count += (h + 1) * config["fit_size"]
-    return int(count)
-
 
 class BertForSequenceClassification(nn.Module):
     """BERT encoder + pooler + classifier, returning ``(logits, reps, atts)``.
@@ -280,38 +94,36 @@ class BertForSequenceClassification(nn.Module):
             initializer_range=initializer_range, label_num=label_num, is_student=is_student,
             fit_size=fit_size, attention_output=attention_output, layer_norm_eps=layer_norm_eps,
         ))
-        vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size = (
-            config[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                "intermediate_size"))
-        max_position_embeddings, type_vocab_size, label_num, fit_size = (
-            config[k] for k in ("max_position_embeddings", "type_vocab_size", "label_num", "fit_size"))
-        hidden_dropout_prob = config["hidden_dropout_prob"]
-        attention_probs_dropout_prob = config["attention_probs_dropout_prob"]
-        layer_norm_eps, initializer_range = config["layer_norm_eps"], config["initializer_range"]
         check_inputs = check_bool("check_inputs", check_inputs)
         check_parameter_memory(bert_parameter_count(config), "BERT model")
+        self._build(config, check_inputs)
+        self.apply(self._init_weights)
+
+    def _build(self, config: dict, check_inputs: bool) -> None:
+        """The attributes and submodules of a checked ``config``, in the order their parameters are made
+        (the random initialisation follows it)."""
+        hidden_size, dropout = config["hidden_size"], config["hidden_dropout_prob"]
         self.config = config
         self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.max_position_embeddings = max_position_embeddings
-        self.label_num = label_num
-        self.is_student = is_student
-        self.fit_size = fit_size
-        self.embeddings = BertEmbeddings(vocab_size, hidden_size, max_position_embeddings,
-                                         type_vocab_size, hidden_dropout_prob, layer_norm_eps, check_inputs)
+        self.num_hidden_layers = config["num_hidden_layers"]
+        self.num_attention_heads = config["num_attention_heads"]
+        self.max_position_embeddings = config["max_position_embeddings"]
+        self.label_num = config["label_num"]
+        self.is_student = config["is_student"]
+        self.fit_size = config["fit_size"]
+        self.embeddings = BertEmbeddings(config["vocab_size"], hidden_size, config["max_position_embeddings"],
+                                         config["type_vocab_size"], dropout, config["layer_norm_eps"], check_inputs)
         self.encoder = BertEncoder(
-            num_hidden_layers, hidden_size=hidden_size, num_heads=num_attention_heads,
-            intermediate_size=intermediate_size, act=HIDDEN_ACTS[hidden_act],
-            hidden_dropout=hidden_dropout_prob, attention_dropout=attention_probs_dropout_prob,
-            attention_output=attention_output, layer_norm_eps=layer_norm_eps,
+            config["num_hidden_layers"], hidden_size=hidden_size, num_heads=config["num_attention_heads"],
+            intermediate_size=config["intermediate_size"], act=HIDDEN_ACTS[config["hidden_act"]],
+            hidden_dropout=dropout, attention_dropout=config["attention_probs_dropout_prob"],
+            attention_output=config["attention_output"], layer_norm_eps=config["layer_norm_eps"],
         )
         self.pooler = BertPooler(hidden_size)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
-        self.classifier = nn.Linear(hidden_size, label_num)
-        self.fit_dense = fit_dense(hidden_size, fit_size) if is_student else None
-        self.initializer_range = initializer_range
-        self.apply(self._init_weights)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, config["label_num"])
+        self.fit_dense = fit_dense(hidden_size, config["fit_size"]) if config["is_student"] else None
+        self.initializer_range = config["initializer_range"]
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation: truncated normal(0, initializer_range) weights, zero biases."""
@@ -380,6 +192,20 @@ class BertForSequenceClassification(nn.Module):
         hidden = self.embed(input_ids, token_type_ids, check_inputs)
         bias = self.attention_bias(input_mask, hidden.dtype)
         details = flags["output_attentions"] or flags["output_attention_scores"] or flags["output_qkv"]
+        reps, atts, extras = self._encode(hidden, bias, details)
+        logits = self.classify(reps[-1])
+        states = reps
+        if self.fit_dense is not None:
+            reps = [self.fit_dense(rep) for rep in reps]
+        if labels is None and not any(flags.values()):
+            return logits, reps, atts
+        loss = None if labels is None else label_loss(logits, labels)
+        return build_output(logits, reps, atts, states, extras, loss, flags)
+
+    def _encode(self, hidden: flow.Tensor, bias: flow.Tensor, details: bool):
+        """Every layer on the embedding output ``hidden``: ``(reps, atts, extras)``, ``reps`` the embedding
+        output then each layer's ``[B, L, H]``, ``atts`` each layer's ``[B, h, L, L]``, ``extras`` (``details``
+        only) each layer's attention details for :func:`~._hf.build_output`."""
         reps, atts, extras = [hidden], [], []
         for layer in self.encoder.layer:
             if details:
@@ -389,14 +215,7 @@ class BertForSequenceClassification(nn.Module):
                 hidden, att = layer(hidden, bias)
             reps.append(hidden)
             atts.append(att)
-        logits = self.classify(hidden)
-        states = reps
-        if self.fit_dense is not None:
-            reps = [self.fit_dense(rep) for rep in reps]
-        if labels is None and not any(flags.values()):
-            return logits, reps, atts
-        loss = None if labels is None else label_loss(logits, labels)
-        return build_output(logits, reps, atts, states, extras, loss, flags)
+        return reps, atts, extras
 
     def embed(self, input_ids: flow.Tensor, token_type_ids: flow.Tensor,
               check_inputs: Optional[bool] = None) -> flow.Tensor:

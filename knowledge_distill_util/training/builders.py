@@ -119,19 +119,17 @@ def freeze_word_embeddings(model: nn.Module) -> None:
     model.word_embedding_table().requires_grad = False
 
 
-def _student_layers(cfg: TrainConfig, teacher_layers: int) -> List[int]:
-    layers = cfg.student_init_layers or list(range(cfg.student_num_hidden_layers))
+def student_layers(cfg: TrainConfig, teacher_layers: int, default: Optional[List[int]] = None) -> List[int]:
+    """The teacher layers ``student_init 'teacher'`` copies: ``--student_init_layers``, else ``default``, else the
+    first ``student_num_hidden_layers``; :class:`ConfigError` unless one index in ``[0, teacher_layers)`` per
+    student layer."""
+    layers = cfg.student_init_layers or default or list(range(cfg.student_num_hidden_layers))
     if len(layers) != cfg.student_num_hidden_layers or any(not 0 <= i < teacher_layers for i in layers):
         raise ConfigError(
             f"student_init_layers {layers} must hold {cfg.student_num_hidden_layers} teacher layer indices in "
             f"[0, {teacher_layers - 1}]; fix --student_init_layers or --student_num_hidden_layers"
         )
     return layers
-
-
-def _check_student_init(cfg: TrainConfig) -> None:
-    if cfg.student_init not in ("scratch", "teacher"):
-        raise ConfigError(f"student_init must be 'scratch' or 'teacher', got {cfg.student_init!r}")
 
 
 def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClassification,
@@ -141,7 +139,6 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
     when the widths differ, or always in a run of an original script: its ``BertStudentForSequenceClassification``
     projects ``hidden -> teacher hidden`` even at 768 -> 768,
     :func:`~knowledge_distill_util.compat.models.original_training`)."""
-    _check_student_init(cfg)
     tconf = teacher.config
     if cfg.student_hidden_size % cfg.student_num_attention_heads:
         raise ConfigError(f"student_hidden_size {cfg.student_hidden_size} is not a multiple of "
@@ -171,7 +168,7 @@ def bert_student(cfg: TrainConfig, spec: TaskSpec, teacher: BertForSequenceClass
                 f"{cfg.teacher_model}'s ({tconf['hidden_size']}/{tconf['intermediate_size']}); use the teacher's "
                 f"sizes or student_init 'scratch'"
             )
-        init_student_from_teacher(model, teacher, _student_layers(cfg, tconf["num_hidden_layers"]))
+        init_student_from_teacher(model, teacher, student_layers(cfg, tconf["num_hidden_layers"]))
     return model
 
 
@@ -201,7 +198,6 @@ def lstm_student(cfg: TrainConfig, spec: TaskSpec, teacher: Optional[BertForSequ
     """The (Bi)LSTM student; ``student_init 'teacher'`` starts its word embeddings from the teacher's
     (the pretrained word vectors of Distilled-BiLSTM), which needs ``lstm_embedding_size`` = teacher hidden.
     Its vocabulary: ``student_vocab_size``, else the teacher's, else the tokenizer's (no teacher)."""
-    _check_student_init(cfg)
     if teacher is None and cfg.student_init == "teacher":
         raise ConfigError("student_init 'teacher' needs a teacher, and this recipe has none; use student_init "
                           "'scratch'")

@@ -10,7 +10,12 @@ the original scripts' flag names. Values are resolved in this order, later winni
    :data:`QUICK` preset) and single flags, each overriding what came before it.
 
 ``--print_config`` prints the resolved configuration as YAML and exits. A wrong type, an unknown flag
-or an unknown key in a file raises :class:`ConfigError` with one sentence.
+or an unknown key in a file raises :class:`ConfigError` with one sentence. Each field's type carries its
+rule (:mod:`.fields`); the parser applies it to flags and files, :func:`~.validation.validate_config` to a
+configuration built in Python.
+
+The module is longer than 400 lines because :class:`TrainConfig` lists every one of the ~100 keys with its
+type, default and help text, the one place the flags, ``--help`` and ``configs/*.yaml`` are made from.
 
 >>> from knowledge_distill_util.training import RECIPES
 >>> cfg = parse_config(["--kd_alpha", "0.5", "--seq_length", "16"], recipe="kd", recipes=RECIPES)
@@ -30,9 +35,13 @@ from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from .._errors import ConfigError
 from ..distill import add_distill_args
+from .fields import (AttentionOutput, DropoutProbability, Epochs, LearningRate, LogLevel, MixingWeight,
+                     NonNegativeInteger, NonNegativeNumber, PkdStrategy, PositiveInteger, Probability, ResultsFormat,
+                     Seconds, Seed, StudentInit, Temperature, TemperatureSchedule, WarmupProportion, WeightSchedule,
+                     optional_inner, wanted)
 
-__all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "build_parser", "parse_config", "save_config",
-           "format_config"]
+__all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "check_known_keys", "unknown_key_sentence",
+           "build_parser", "parse_config", "save_config", "format_config"]
 
 #: The distillation flags' defaults, read from the one place that defines them (``add_distill_args``).
 _DISTILL_DEFAULTS: Dict[str, Any] = vars(add_distill_args(argparse.ArgumentParser()).parse_args([]))
@@ -59,98 +68,101 @@ class TrainConfig:
     result_dir: str = _key("output/result", "where results, loss logs and the resolved config are written")
     do_train: bool = _key(True, "train")
     do_eval: bool = _key(True, "evaluate on the dev split and write results_eval.json")
-    seed: int = _key(0, "seed of every random generator")
+    seed: Seed = _key(0, "seed of every random generator")
     device: Optional[str] = _key(None, "cpu, cuda or cuda:N (default: CUDA when present)")
     resume: bool = _key(False, "continue the run in model_save_dir from its newest readable checkpoint")
     overwrite: bool = _key(False, "replace a finished or interrupted run in model_save_dir instead of refusing")
     reseed_dropout: bool = _key(False, "eager mode: seed every dropout module from (seed, step) at each step, so a "
                                        "resume with dropout is exact (other masks than without it)")
     use_graph: bool = _key(False, "train with nn.Graph (static graph)")
-    log_level: str = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
-    progress_every: float = _key(30.0, "off a terminal (logs, CI), log the stage, step/total, loss, samples/s "
-                                       "and ETA every N seconds (0: never); on a terminal a tqdm bar shows them")
+    log_level: LogLevel = _key("INFO", "DEBUG, INFO, WARNING or ERROR")
+    progress_every: Seconds = _key(30.0, "off a terminal (logs, CI), log the stage, step/total, loss, samples/s "
+                                         "and ETA every N seconds (0: never); on a terminal a tqdm bar shows them")
     # optimisation
-    num_epochs: float = _key(3.0, "training epochs (of the first stage)")
-    batch_size_per_device: int = _key(32, "training batch size")
-    eval_batch_size: int = _key(64, "evaluation batch size")
-    learning_rate: float = _key(5e-5, "peak learning rate (of the first stage)")
-    weight_decay: float = _key(0.01, "AdamW weight decay (not on biases and LayerNorm)")
-    warmup_proportion: float = _key(0.1, "share of the steps with a linear warm-up")
-    max_steps: int = _key(0, "cap on the steps of each stage (0: no cap)")
-    seq_length: int = _key(128, "tokens per example")
-    max_train_examples: int = _key(0, "use only the first N training rows (0: all)")
+    num_epochs: Epochs = _key(3.0, "training epochs (of the first stage)")
+    batch_size_per_device: PositiveInteger = _key(32, "training batch size")
+    eval_batch_size: PositiveInteger = _key(64, "evaluation batch size")
+    learning_rate: LearningRate = _key(5e-5, "peak learning rate (of the first stage)")
+    weight_decay: NonNegativeNumber = _key(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_proportion: WarmupProportion = _key(0.1, "share of the steps with a linear warm-up")
+    max_steps: NonNegativeInteger = _key(0, "cap on the steps of each stage (0: no cap)")
+    seq_length: PositiveInteger = _key(128, "tokens per example")
+    max_train_examples: NonNegativeInteger = _key(0, "use only the first N training rows (0: all)")
     aug_train: bool = _key(False, "train on TinyBERT's augmented set: <data_dir>/train_aug.tsv (written by "
                                   "scripts/data_augmentation.py), or with --train_data_dir its train_aug sibling folder")
-    max_eval_examples: int = _key(0, "use only the first N dev rows (0: all)")
-    checkpoint_every: int = _key(100, "steps between checkpoints")
+    max_eval_examples: NonNegativeInteger = _key(0, "use only the first N dev rows (0: all)")
+    checkpoint_every: PositiveInteger = _key(100, "steps between checkpoints")
     # distillation (flags registered by knowledge_distill_util.add_distill_args)
-    temperature: float = _key(_DISTILL_DEFAULTS["temperature"], "softmax temperature of both logits")
-    teacher_temperature: Optional[float] = _key(_DISTILL_DEFAULTS["teacher_temperature"],
-                                                "teacher temperature (overrides temperature)")
-    student_temperature: Optional[float] = _key(_DISTILL_DEFAULTS["student_temperature"],
-                                                "student temperature (overrides temperature)")
-    kd_alpha: float = _key(_DISTILL_DEFAULTS["kd_alpha"], "weight of the soft-label term (see the recipe)")
-    kd_beta: float = _key(_DISTILL_DEFAULTS["kd_beta"], "weight of the intermediate-layer term")
+    temperature: Temperature = _key(_DISTILL_DEFAULTS["temperature"], "softmax temperature of both logits")
+    teacher_temperature: Optional[Temperature] = _key(_DISTILL_DEFAULTS["teacher_temperature"],
+                                                      "teacher temperature (overrides temperature)")
+    student_temperature: Optional[Temperature] = _key(_DISTILL_DEFAULTS["student_temperature"],
+                                                      "student temperature (overrides temperature)")
+    kd_alpha: MixingWeight = _key(_DISTILL_DEFAULTS["kd_alpha"], "weight of the soft-label term (see the recipe)")
+    kd_beta: NonNegativeNumber = _key(_DISTILL_DEFAULTS["kd_beta"], "weight of the intermediate-layer term")
     intermediate_distill: bool = _key(_DISTILL_DEFAULTS["intermediate_distill"],
                                       "TinyBERT: run only the intermediate stage")
     pred_distill: bool = _key(_DISTILL_DEFAULTS["pred_distill"], "TinyBERT: run only the prediction stage")
     # two-stage recipes (TinyBERT prediction stage, Theseus successor fine-tuning)
-    stage2_num_epochs: float = _key(3.0, "epochs of the second stage")
-    stage2_learning_rate: float = _key(5e-5, "peak learning rate of the second stage")
-    replace_prob: float = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
-    num_relation_heads: int = _key(12, "MiniLMv2: relation heads of the query/key/value relations (must divide "
-                                       "the student's and the teacher's hidden sizes)")
+    stage2_num_epochs: Epochs = _key(3.0, "epochs of the second stage")
+    stage2_learning_rate: LearningRate = _key(5e-5, "peak learning rate of the second stage")
+    replace_prob: Probability = _key(0.5, "BERT-of-Theseus: probability of using a successor block")
+    num_relation_heads: PositiveInteger = _key(12, "MiniLMv2: relation heads of the query/key/value relations (must "
+                                                   "divide the student's and the teacher's hidden sizes)")
     corpus_dir: Optional[str] = _key(None, "tinybert_general, distilbert_mlm: the pregenerated corpus (--output_dir of "
                                            "scripts/pregenerate_training_data.py; default: the built-in corpus, "
                                            "the training texts of --data_dir or of the default data)")
     teacher_logits_cache: Optional[str] = _key(None, "distilbert_mlm: a directory for the teacher's top-k logits "
                                                      "at the masked positions, computed once and read back for a "
                                                      "sparse KL (default: the live teacher, all V logits)")
-    top_k: int = _key(20, "distilbert_mlm with teacher_logits_cache: teacher logits kept per masked position")
+    top_k: PositiveInteger = _key(20, "distilbert_mlm with teacher_logits_cache: teacher logits kept per masked "
+                                      "position")
     minilm_teacher_layer: int = _key(-1, "MiniLMv2: the teacher layer distilled into the student's last layer "
                                          "(0-based; -1: the last; the paper takes an upper-middle layer of large "
                                          "teachers)")
     # BERT student
-    student_num_hidden_layers: int = _key(4, "student layers")
-    student_hidden_size: int = _key(312, "student hidden size")
-    student_intermediate_size: int = _key(1200, "student feed-forward size")
-    student_num_attention_heads: int = _key(12, "student attention heads")
-    student_hidden_dropout_prob: float = _key(0.1, "student hidden dropout")
-    student_attention_probs_dropout_prob: float = _key(0.1, "student attention dropout")
-    student_init: str = _key("scratch", "'scratch' or 'teacher' (copy the teacher's layers/embeddings)")
+    student_num_hidden_layers: PositiveInteger = _key(4, "student layers")
+    student_hidden_size: PositiveInteger = _key(312, "student hidden size")
+    student_intermediate_size: PositiveInteger = _key(1200, "student feed-forward size")
+    student_num_attention_heads: PositiveInteger = _key(12, "student attention heads")
+    student_hidden_dropout_prob: DropoutProbability = _key(0.1, "student hidden dropout")
+    student_attention_probs_dropout_prob: DropoutProbability = _key(0.1, "student attention dropout")
+    student_init: StudentInit = _key("scratch", "'scratch' or 'teacher' (copy the teacher's layers/embeddings)")
     student_init_layers: Optional[List[int]] = _key(None, "teacher layers copied by student_init 'teacher', "
                                                           "e.g. 0,2 or '[0,2]' (YAML: [0, 2])")
-    attention_output: str = _key("probs", "attentions the BERTs return: 'probs' or 'scores' (TinyBERT)")
+    attention_output: AttentionOutput = _key("probs", "attentions the BERTs return: 'probs' or 'scores' (TinyBERT)")
     freeze_word_embeddings: bool = _key(False, "do not train the word embeddings")
     # teacher (fine-tuning, and the from-scratch teacher when no checkpoint exists)
-    teacher_num_hidden_layers: int = _key(6, "layers of a teacher trained from scratch")
-    teacher_hidden_size: int = _key(256, "hidden size of a teacher trained from scratch")
-    teacher_intermediate_size: int = _key(1024, "feed-forward size of a teacher trained from scratch")
-    teacher_num_attention_heads: int = _key(4, "attention heads of a teacher trained from scratch")
-    teacher_hidden_dropout_prob: float = _key(0.1, "teacher hidden dropout while fine-tuning")
-    teacher_attention_probs_dropout_prob: float = _key(0.1, "teacher attention dropout while fine-tuning")
+    teacher_num_hidden_layers: PositiveInteger = _key(6, "layers of a teacher trained from scratch")
+    teacher_hidden_size: PositiveInteger = _key(256, "hidden size of a teacher trained from scratch")
+    teacher_intermediate_size: PositiveInteger = _key(1024, "feed-forward size of a teacher trained from scratch")
+    teacher_num_attention_heads: PositiveInteger = _key(4, "attention heads of a teacher trained from scratch")
+    teacher_hidden_dropout_prob: DropoutProbability = _key(0.1, "teacher hidden dropout while fine-tuning")
+    teacher_attention_probs_dropout_prob: DropoutProbability = _key(0.1, "teacher attention dropout while fine-tuning")
     # (Bi)LSTM student
-    lstm_embedding_size: int = _key(300, "LSTM student word-embedding size")
-    lstm_hidden_size: int = _key(300, "LSTM hidden size")
-    lstm_intermediate_size: int = _key(400, "LSTM student dense layer size")
-    lstm_num_layers: int = _key(1, "LSTM layers")
+    lstm_embedding_size: PositiveInteger = _key(300, "LSTM student word-embedding size")
+    lstm_hidden_size: PositiveInteger = _key(300, "LSTM hidden size")
+    lstm_intermediate_size: PositiveInteger = _key(400, "LSTM student dense layer size")
+    lstm_num_layers: PositiveInteger = _key(1, "LSTM layers")
     bidirectional: bool = _key(False, "bidirectional LSTM")
-    lstm_dropout_prob: float = _key(0.1, "LSTM student dropout")
-    student_vocab_size: Optional[int] = _key(None, "LSTM student vocabulary rows (default: the teacher's vocabulary)")
+    lstm_dropout_prob: DropoutProbability = _key(0.1, "LSTM student dropout")
+    student_vocab_size: Optional[PositiveInteger] = _key(None, "LSTM student vocabulary rows (default: the teacher's "
+                                                               "vocabulary)")
     # the original toolkit's OFRecord data, snapshots and results (see training/original.py)
     train_data_dir: Optional[str] = _key(None, "OFRecord training parts (the original's glue_ofrecord/<task>/train); "
                                                "with eval_data_dir replaces --data_dir")
     train_data_prefix: str = _key("train.of_record-", "file-name prefix of the training parts")
-    train_data_part_num: int = _key(1, "number of training part files")
-    train_example_num: int = _key(0, "read the first N training records (0: all)")
+    train_data_part_num: PositiveInteger = _key(1, "number of training part files")
+    train_example_num: NonNegativeInteger = _key(0, "read the first N training records (0: all)")
     eval_data_dir: Optional[str] = _key(None, "OFRecord dev parts (the original's glue_ofrecord/<task>/eval)")
     eval_data_prefix: str = _key("eval.of_record-", "file-name prefix of the dev parts")
-    eval_data_part_num: int = _key(1, "number of dev part files")
-    eval_example_num: int = _key(0, "read the first N dev records (0: all)")
+    eval_data_part_num: PositiveInteger = _key(1, "number of dev part files")
+    eval_example_num: NonNegativeInteger = _key(0, "read the first N dev records (0: all)")
     train_data_dir_lstm: Optional[str] = _key(None, "Distilled-BiLSTM: the student's word-level training parts")
     eval_data_dir_lstm: Optional[str] = _key(None, "Distilled-BiLSTM: the student's word-level dev parts")
-    teacher_seq_length: Optional[int] = _key(None, "tokens per example of the teacher's OFRecord parts when they "
-                                                   "differ from the student's (Distilled-BiLSTM; default seq_length)")
+    teacher_seq_length: Optional[PositiveInteger] = _key(None, "tokens per example of the teacher's OFRecord parts "
+                                                               "when they differ from the student's (Distilled-BiLSTM; "
+                                                               "default seq_length)")
     stages: Optional[List[str]] = _key(None, "run only these stages of the recipe, e.g. intermediate,pred or "
                                              "'[pred]' (default: the recipe's choice; tinybert 'combined' is the "
                                              "original's one-stage loss)")
@@ -160,16 +172,22 @@ class TrainConfig:
     save_last_snapshot: bool = _key(False, "also write <model_save_dir>/snapshot_last_snapshot (the original's name)")
     log_dir: Optional[str] = _key(None, "write <log_dir>/summary.csv, the original's training summary (loss and "
                                         "throughput every loss_print_every_n_iter steps)")
-    loss_print_every_n_iter: int = _key(10, "with log_dir: steps of an epoch per summary.csv row pair and log line")
-    results_format: str = _key("kdu", "'kdu' or 'original' (results_eval.json/results_train.json with the "
-                                      "original's keys and strings; this package's figures in results_eval_kdu.json)")
+    loss_print_every_n_iter: PositiveInteger = _key(10, "with log_dir: steps of an epoch per summary.csv row pair and "
+                                                        "log line")
+    results_format: ResultsFormat = _key("kdu", "'kdu' or 'original' (results_eval.json/results_train.json with the "
+                                                "original's keys and strings; this package's figures in "
+                                                "results_eval_kdu.json)")
     # the recipes of the PyTorch toolkits (distilbert, pkd_patience, multi_teacher_kd, custom) and schedules
-    logit_weight: float = _key(1.0, "distilbert, distilbert_mlm: weight of the soft-label KL term (DistilBERT's alpha_ce)")
-    hidden_weight: float = _key(1.0, "distilbert, distilbert_mlm: weight of the last hidden states' cosine term (alpha_cos)")
-    hard_label_weight: float = _key(1.0, "distilbert, distilbert_mlm, custom: weight of the cross entropy with the "
-                                         "labels (distilbert_mlm: the masked tokens; DistilBERT's alpha_mlm)")
-    pkd_strategy: str = _key("skip", "pkd_patience: teacher layers matched to the student's intermediate layers: "
-                                     "'skip' (every Lt/Ls-th) or 'last' (the last Ls - 1 before the top)")
+    logit_weight: NonNegativeNumber = _key(1.0, "distilbert, distilbert_mlm: weight of the soft-label KL term "
+                                                "(DistilBERT's alpha_ce)")
+    hidden_weight: NonNegativeNumber = _key(1.0, "distilbert, distilbert_mlm: weight of the last hidden states' cosine "
+                                                 "term (alpha_cos)")
+    hard_label_weight: NonNegativeNumber = _key(1.0, "distilbert, distilbert_mlm, custom: weight of the cross entropy "
+                                                     "with the labels (distilbert_mlm: the masked tokens; DistilBERT's "
+                                                     "alpha_mlm)")
+    pkd_strategy: PkdStrategy = _key("skip", "pkd_patience: teacher layers matched to the student's intermediate "
+                                             "layers: 'skip' (every Lt/Ls-th) or 'last' (the last Ls - 1 before the "
+                                             "top)")
     teacher_models: Optional[List[str]] = _key(None, "multi_teacher_kd: the fine-tuned teacher directories, e.g. "
                                                      "'[t1,t2]' (YAML: [t1, t2]); replaces --teacher_model")
     teacher_weights: Optional[List[float]] = _key(None, "multi_teacher_kd: one weight per teacher for the average of "
@@ -180,13 +198,13 @@ class TrainConfig:
     intermediate_matches: Optional[List[Dict[str, Any]]] = _key(
         None, "custom: the intermediate matches, each {layer_S, layer_T, feature, loss, weight, proj, options} "
               "(TextBrewer's format; -1 is the last layer)")
-    temperature_schedule: str = _key("constant", "per-row temperatures of the soft-label term: 'constant', "
-                                                 "'flsw' or 'cwsm' (around --temperature)")
-    logit_weight_schedule: str = _key("constant", "factor of the soft-label term over the steps: 'constant', "
-                                                  "'linear_growth' or 'linear_decay'")
-    hidden_weight_schedule: str = _key("constant", "factor of the intermediate (hidden, attention, relation) "
-                                                   "terms over the steps: 'constant', 'linear_growth' or "
-                                                   "'linear_decay'")
+    temperature_schedule: TemperatureSchedule = _key("constant", "per-row temperatures of the soft-label term: "
+                                                                 "'constant', 'flsw' or 'cwsm' (around --temperature)")
+    logit_weight_schedule: WeightSchedule = _key("constant", "factor of the soft-label term over the steps: "
+                                                             "'constant', 'linear_growth' or 'linear_decay'")
+    hidden_weight_schedule: WeightSchedule = _key("constant", "factor of the intermediate (hidden, attention, "
+                                                              "relation) terms over the steps: 'constant', "
+                                                              "'linear_growth' or 'linear_decay'")
 
 
 #: What ``--quick`` sets (tiny data, a few steps); model sizes stay as configured.
@@ -201,6 +219,22 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 def known_keys() -> List[str]:
     """Sorted names of every configuration key."""
     return sorted(_FIELDS)
+
+
+def unknown_key_sentence(name: str, where: str = "") -> str:
+    """The one sentence for an unknown configuration key ``name`` (``where``: e.g. `` in c.yaml``), with the
+    closest known key."""
+    close = difflib.get_close_matches(name, known_keys(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
+    return f"unknown configuration key {name!r}{where}{hint}"
+
+
+def check_known_keys(keys, where: str = "") -> None:
+    """Every name of ``keys`` is a configuration key, else :class:`ConfigError` (:func:`unknown_key_sentence`,
+    the first unknown name in sorted order)."""
+    unknown = sorted(set(keys) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(unknown_key_sentence(str(unknown[0]), where))
 
 
 class _QuickPreset(argparse.Action):
@@ -250,10 +284,7 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
     The help text lists every recipe of the registry ``recipes`` (its ``recipe`` default, if given, is marked).
     """
     defaults = dict(defaults or {})
-    unknown = sorted(set(defaults) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s) {unknown} in recipe defaults; known keys: "
-                          f"{', '.join(known_keys())}")
+    check_known_keys(defaults, " in recipe defaults")
     usage = f"{prog or 'kdu-train'} --recipe NAME [--config FILE] [--quick] [--KEY VALUE ...]"
     parser = ArgumentParser(prog=prog,
                             description=_help_description(description, defaults.get("recipe"), recipes),
@@ -276,8 +307,13 @@ _LIST_FORMS = {name: ("a comma-separated list of integers such as 0,2 (or '[0,2]
                       "a comma-separated list of names such as intermediate,pred (or '[pred]'; null for none)")
                for name, spec in _FIELDS.items()
                if spec.type in (Optional[List[int]], Optional[List[str]], Optional[List[float]])}
-_OPTIONAL_FORMS = {Optional[int]: "an integer or null", Optional[float]: "a number or null",
-                   Optional[str]: "a string or null"}
+_OPTIONAL_FORMS = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _optional_form(annotation) -> str:
+    """What a value of ``Optional[T]`` must be: T's rule (:func:`.fields.wanted`) or kind, "or null"."""
+    inner, _ = optional_inner(annotation)
+    return f"{wanted(inner) or _OPTIONAL_FORMS.get(inner, 'a value of the key type')} or null"
 
 
 def _comma_lists(argv: Sequence[str]) -> List[str]:
@@ -323,8 +359,13 @@ def _union_sentence(text: str, argv: Sequence[str]) -> Optional[str]:
         return None
     name = match.group(1)
     value = _given(argv, name) or match.group(2).strip()
-    wanted = _LIST_FORMS.get(name) or _OPTIONAL_FORMS.get(_FIELDS[name].type, "a value of the key's type")
-    return f"--{name} must be {wanted}, got {value!r}"
+    inner, _ = optional_inner(_FIELDS[name].type)
+    if hasattr(inner, "wanted"):  # Optional[a number type of .fields]: that type's own sentence
+        try:
+            inner(value)
+        except ValueError as error:
+            return f"--{name} {error}"
+    return f"--{name} must be {_LIST_FORMS.get(name) or _optional_form(_FIELDS[name].type)}, got {value!r}"
 
 
 def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
@@ -333,17 +374,22 @@ def _one_sentence(error: BaseException, argv: Sequence[str]) -> str:
     match = re.search(r"(?:Option|Key) '([^']+)' is not accepted|unrecognized arguments: --?(\S+)", text)
     if match:
         name = (match.group(1) or match.group(2)).split("=")[0].lstrip("-")
-        close = difflib.get_close_matches(name, known_keys(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the known keys"
         files = _config_files(argv)
-        where = f" in {', '.join(files)}" if files and match.group(1) else ""
-        return f"unknown configuration key {name!r}{where}{hint}"
+        return unknown_key_sentence(name, f" in {', '.join(files)}" if files and match.group(1) else "")
     union = _union_sentence(text, argv)
     if union:
         return union
     typed = re.search(r'Parser key "(\w+)": Expected a <class \'(\w+)\'>\. Got value: (.*)', text)
     if typed:
         return f"--{typed.group(1)} must be a {typed.group(2)}, got {typed.group(3).strip()!r}"
+    ruled = re.search(r'Parser key "(\w+)": Not of type \w+: (must be .*)$', text)
+    if ruled:  # a number type of .fields: its own sentence
+        return f"--{ruled.group(1)} {ruled.group(2)}"
+    choice = re.search(r'Parser key "(\w+)": Expected a typing\.Literal\[.*\]\. Got value: (.*)$', text)
+    if choice and choice.group(1) in _FIELDS:
+        name = choice.group(1)
+        value = _given(argv, name) or choice.group(2).strip()
+        return f"--{name} must be {wanted(_FIELDS[name].type)}, got {value!r}"
     return text.replace('Parser key "', "key \"").rstrip(".")
 
 
@@ -445,11 +491,20 @@ def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Option
         namespace = parser.parse_args(_comma_lists(argv))
     except argparse.ArgumentError as error:
         raise ConfigError(_one_sentence(error, argv)) from None
-    values = {key: namespace[key] for key in _FIELDS}
+    values = {key: _plain(namespace[key]) for key in _FIELDS}
     if values["recipe"] != name:
         raise ConfigError(f"this run is recipe {name!r} but the configuration says recipe {values['recipe']!r}; "
                           f"fix the 'recipe' key or use kdu-train --recipe {values['recipe']}")
     return TrainConfig(**values)
+
+
+def _plain(value):
+    """A parsed value of a :mod:`.fields` number type (a subclass of int or float) as a plain int or float,
+    so the configuration holds, saves and compares plain values."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
 
 
 def format_config(cfg: TrainConfig) -> str:

@@ -252,6 +252,46 @@ def _check_resumed_rows(cfg: TrainConfig, rows: int) -> None:
                           f"--overwrite")
 
 
+def check_one_process_training(cfg: TrainConfig, recipe: str, task_recipe: str) -> None:
+    """A task-agnostic recipe (``recipe``, its student evaluated by ``task_recipe``) trains in one process:
+    :class:`ConfigError` under the launcher or with ``--do_train false``."""
+    if distributed.is_distributed():
+        raise ConfigError(f"recipe {recipe!r} runs in one process; start it without the launcher "
+                          f"(--gpu_num_per_node 1)")
+    if not cfg.do_train:
+        raise ConfigError(f"recipe {recipe!r} has no evaluation (its student has no task); pass --do_train "
+                          f"true, and evaluate the task student of kdu-train --recipe {task_recipe} "
+                          f"--student_model DIR")
+
+
+def checked_device(cfg: TrainConfig):
+    """``--device`` resolved, or :class:`ConfigError` naming it."""
+    try:
+        return resolve_device(cfg.device)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--device: {error}") from None
+
+
+def teachers_tokenizer(vocab: str, vocab_size: int, description: str):
+    """The tokenizer of ``vocab``, which must have the teacher's ``vocab_size`` tokens (:class:`ConfigError`)."""
+    try:
+        tokenizer = load_tokenizer(vocab)
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(str(error)) from None
+    if tokenizer.get_vocab_size() != vocab_size:
+        raise ConfigError(f"vocabulary {vocab} has {tokenizer.get_vocab_size()} tokens but {description} has "
+                          f"vocab_size {vocab_size}; pass the teacher's --vocab_file")
+    return tokenizer
+
+
+def write_configs(cfg: TrainConfig, rows: int) -> None:
+    """``<result_dir>/config.json`` and ``<model_save_dir>/run_config.json`` (with the corpus's instance count,
+    which a resume compares: :func:`_check_resumed_rows`)."""
+    save_config(cfg, cfg.result_dir)
+    atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
+                      json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": rows}), indent=2, sort_keys=True))
+
+
 def run_general(cfg: TrainConfig) -> Dict:
     """Check everything, then distil and save the general student (module doc); returns the results dict.
     Bad input raises :class:`ConfigError` before anything is written."""
@@ -259,26 +299,12 @@ def run_general(cfg: TrainConfig) -> Dict:
     from .validation import validate_config
 
     validate_config(cfg, check_directories=False)
-    if distributed.is_distributed():
-        raise ConfigError(f"recipe {GENERAL_RECIPE!r} runs in one process; start it without the launcher "
-                          f"(--gpu_num_per_node 1)")
-    if not cfg.do_train:
-        raise ConfigError(f"recipe {GENERAL_RECIPE!r} has no evaluation (its student has no task); pass --do_train "
-                          f"true, and evaluate the task student of kdu-train --recipe tinybert --student_model DIR")
+    check_one_process_training(cfg, GENERAL_RECIPE, "tinybert")
     check_run_directory(cfg)
     seed_everything(cfg.seed)
-    try:
-        device = resolve_device(cfg.device)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"--device: {error}") from None
+    device = checked_device(cfg)
     teacher, vocab, description = general_teacher(cfg)
-    try:
-        tokenizer = load_tokenizer(vocab)
-    except (ValueError, FileNotFoundError) as error:
-        raise ConfigError(str(error)) from None
-    if tokenizer.get_vocab_size() != teacher.config["vocab_size"]:
-        raise ConfigError(f"vocabulary {vocab} has {tokenizer.get_vocab_size()} tokens but {description} has "
-                          f"vocab_size {teacher.config['vocab_size']}; pass the teacher's --vocab_file")
+    tokenizer = teachers_tokenizer(vocab, teacher.config["vocab_size"], description)
     student = general_student(cfg, teacher)
     corpus = _open_corpus(cfg.corpus_dir, tokenizer, cfg) if cfg.corpus_dir else None
     loader = _loader(corpus, cfg) if corpus is not None else None
@@ -294,10 +320,7 @@ def run_general(cfg: TrainConfig) -> Dict:
             corpus = _open_corpus(_builtin_corpus(cfg, tokenizer, texts), tokenizer, cfg)
             _check_resumed_rows(cfg, len(corpus))
             loader = _loader(corpus, cfg)
-        save_config(cfg, cfg.result_dir)
-        atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
-                          json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": len(corpus)}), indent=2,
-                                     sort_keys=True))
+        write_configs(cfg, len(corpus))
         logger.info("general distillation of %s into a %d-layer student on %d instances of %s", description,
                     student.config["num_hidden_layers"], len(corpus), corpus.directory)
         teacher.to(device)

@@ -40,40 +40,36 @@ starts from) and in Hugging Face's ``BertForMaskedLM`` layout (``config.json``, 
 ``losses.png`` are in ``<model_save_dir>/checkpoints/distilbert_mlm``; ``<result_dir>/config.json`` and
 ``<result_dir>/results_distilbert_mlm.json`` (rows, steps, seconds, the last terms). ``--resume`` continues;
 one process, eager mode.
+
+The loss and the module the Distiller trains are in :mod:`.masked_lm_objective` (re-exported here); this module
+builds the teacher and the student, reads the corpus, runs and saves.
 """
-import dataclasses
-import json
 import logging
 import os
 import shutil
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict
 
 import numpy as np
-import oneflow as flow
 import oneflow.nn as nn
-import oneflow.nn.functional as F
 
-from .._device import resolve_device
-from .._io import atomic_write_file, atomic_write_json, atomic_write_text
-from ..data import load_tokenizer
+from .._io import atomic_write_file, atomic_write_json
 from ..data.features import default_vocab_file
-from ..data.pregenerated import IGNORE_LABEL, PregeneratedCorpus
-from ..engine import distributed
-from ..functional import hidden_cosine
-from ..fused_linear import fused_linear_distill_loss
+from ..data.pregenerated import PregeneratedCorpus
 from ..models import BertForMaskedLM, NoMaskedLMHead
 from ..models.artifacts import MODEL_CONFIG, save_trained
 from ..models.pretrained import hf_arrays, hf_config
 from ..models.mlm import HF_HEAD_NAMES
-from ..sparse_losses import sparse_kl_div
-from .builders import load_student_weights
-from .config import ConfigError, TrainConfig, save_config
-from .general import _builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, train_with_distiller
+from .builders import load_student_weights, student_layers
+from .config import ConfigError, TrainConfig
+from .general import (_builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, check_one_process_training,
+                      checked_device, teachers_tokenizer, train_with_distiller, write_configs)
+from .masked_lm_objective import (MaskedLMDistillation, NoTeacher, TeacherMaskedLogits, masked_lm_distill_loss,
+                                  student_adaptor, teacher_adaptor)
 from .objectives import DISTILBERT
 from .recipes import _BERT_STUDENT, BuildContext, Recipe, StageSpec, evenly_spaced_layers, register_recipe
 
-__all__ = ["MLM_RECIPE", "RESULTS_FILE", "masked_lm_distill_loss", "MaskedLMDistillation", "mlm_teacher",
-           "mlm_student", "save_masked_lm", "run_masked_lm"]
+__all__ = ["MLM_RECIPE", "RESULTS_FILE", "masked_lm_distill_loss", "MaskedLMDistillation", "TeacherMaskedLogits",
+           "mlm_teacher", "mlm_student", "save_masked_lm", "run_masked_lm"]
 
 logger = logging.getLogger(__name__)
 MLM_RECIPE = "distilbert_mlm"
@@ -83,138 +79,6 @@ MASKED_LM_PROB = 0.15
 _NO_AUTO = ("recipe 'distilbert_mlm' has no default teacher: the shipped all-MiniLM-L6-v2 has no masked-LM head; "
             "pass --teacher_model DIR, a BERT with one (a Hugging Face BertForMaskedLM/BertForPreTraining directory "
             "with cls.predictions.*, an original snapshot with cls-predictions-*, or a distilbert_mlm student)")
-Sparse = Sequence[flow.Tensor]
-
-
-def masked_lm_distill_loss(student_head_hidden: flow.Tensor, weight: flow.Tensor, bias: Optional[flow.Tensor],
-                           teacher: Union[flow.Tensor, Sparse], labels: flow.Tensor, student_hidden: flow.Tensor,
-                           teacher_hidden: flow.Tensor, input_mask: flow.Tensor, *, alpha_ce: float = 5.0,
-                           alpha_mlm: float = 2.0, alpha_cos: float = 1.0, temperature: float = 2.0,
-                           fused: bool = True, chunk_size: Optional[int] = None) -> Dict[str, flow.Tensor]:
-    """The three terms of the module doc and their weighted sum ``"loss"`` (terms with weight 0 are left out).
-
-    Args:
-        student_head_hidden: ``[M, H]`` the student head's transformed hidden states at the masked positions.
-        weight, bias: the decoder ``[V, H]`` (the word embeddings) and ``[V]`` (or None).
-        teacher: the teacher's logits ``[M, V]``, or ``(topk_values [M, k], topk_ids [M, k])``.
-        labels: ``[M]`` the masked tokens' ids.
-        student_hidden, teacher_hidden: ``[B, L, H]`` last hidden states; input_mask: ``[B, L]``.
-        fused: the dense soft term through the fused kernel (True) or the plain ``kl_div`` of built logits.
-    """
-    from ..functional import kl_div
-
-    terms, total = {}, None
-    logits = None
-    if alpha_mlm > 0 or not isinstance(teacher, flow.Tensor) or not fused:
-        logits = flow.matmul(student_head_hidden, weight, transpose_b=True)
-        logits = logits if bias is None else logits + bias
-    if alpha_ce > 0:
-        if not isinstance(teacher, flow.Tensor):
-            values, ids = teacher
-            terms["kl_div"] = sparse_kl_div(logits, values, ids, temperature=temperature, missing="zero",
-                                            reduction="batchmean", temperature_scaling=True)
-        elif fused:
-            terms["kl_div"] = fused_linear_distill_loss(student_head_hidden, weight, bias, teacher.detach(),
-                                                        loss="kl_div", temperature=temperature,
-                                                        reduction="batchmean", temperature_scaling=True,
-                                                        chunk_size=chunk_size)
-        else:
-            terms["kl_div"] = kl_div(logits, teacher.detach(), student_temperature=temperature,
-                                     teacher_temperature=temperature, reduction="batchmean",
-                                     temperature_scaling=True)
-    if alpha_mlm > 0:
-        terms["mlm"] = F.cross_entropy(logits, labels.to(flow.int64))
-    if alpha_cos > 0:
-        terms["hidden_cosine"] = hidden_cosine(student_hidden, teacher_hidden.detach(), mask=input_mask)
-    for name, alpha in (("kl_div", alpha_ce), ("mlm", alpha_mlm), ("hidden_cosine", alpha_cos)):
-        if name in terms:
-            total = terms[name] * alpha if total is None else total + terms[name] * alpha
-    if total is None:
-        raise ValueError("alpha_ce, alpha_mlm and alpha_cos are all 0: nothing to train; give one a weight > 0")
-    return dict(loss=total, **terms)
-
-
-def _masked_rows(labels: flow.Tensor) -> flow.Tensor:
-    """The flat indices ``[M]`` of the masked positions of ``labels`` ``[B, L]`` (row-major order)."""
-    return flow.nonzero(labels.reshape(-1) != IGNORE_LABEL).reshape(-1)
-
-
-def _last_hidden(bert, input_ids, input_mask, token_type_ids) -> flow.Tensor:
-    return bert(input_ids, input_mask, token_type_ids, output_hidden_states=True).hidden_states[-1]
-
-
-class TeacherMaskedLogits(nn.Module):
-    """The teacher's logits at the masked positions ``[M, V]`` of a corpus batch (what the top-k cache keeps)."""
-
-    def __init__(self, teacher: BertForMaskedLM):
-        super().__init__()
-        self.teacher = teacher
-
-    def forward(self, input_ids, input_mask, token_type_ids, masked_lm_labels, position=None):
-        hidden = _last_hidden(self.teacher.bert, input_ids, input_mask, token_type_ids)
-        rows = flow.index_select(hidden.reshape(-1, hidden.shape[-1]), 0, _masked_rows(masked_lm_labels))
-        return self.teacher.cls(rows, self.teacher.bert.word_embedding_table())
-
-
-class MaskedLMDistillation(nn.Module):
-    """The Distiller's "student": the student :class:`BertForMaskedLM` (``self.mlm``, the only parameters)
-    computing the loss against the frozen teacher (held outside the module's parameters and state) or the
-    top-k cache; ``forward(batch...) -> {"loss", terms...}`` (see :func:`masked_lm_distill_loss`)."""
-
-    def __init__(self, student: BertForMaskedLM, teacher: BertForMaskedLM, cfg: TrainConfig, cache=None,
-                 batch_size: int = 1):
-        super().__init__()
-        self.mlm = student
-        self.__dict__["_teacher"] = teacher  # not a submodule: not trained, not checkpointed
-        self.cache, self.batch_size = cache, batch_size
-        self.weights = dict(alpha_ce=cfg.logit_weight, alpha_mlm=cfg.hard_label_weight,
-                            alpha_cos=cfg.hidden_weight, temperature=cfg.temperature)
-
-    def _teacher_side(self, input_ids, input_mask, token_type_ids, rows, position):
-        teacher, need_hidden = self._teacher, self.weights["alpha_cos"] > 0
-        hidden = logits = None
-        with flow.no_grad():
-            if need_hidden or self.cache is None:
-                hidden = _last_hidden(teacher.bert, input_ids, input_mask, token_type_ids)
-            if self.cache is None:
-                logits = teacher.cls(flow.index_select(hidden.reshape(-1, hidden.shape[-1]), 0, rows),
-                                     teacher.bert.word_embedding_table())
-        if self.cache is not None:
-            index = int(position[0].item()) // self.batch_size
-            values, ids = self.cache[index]
-            if values.shape[0] != rows.shape[0]:
-                raise ValueError(f"the top-k logits cache {self.cache.path} holds {values.shape[0]} masked positions "
-                                 f"for batch {index} but it has {rows.shape[0]}; it was written for another corpus "
-                                 f"or batch size: choose another --teacher_logits_cache")
-            logits = (values.to(input_ids.device), ids.to(input_ids.device))
-        return logits, hidden
-
-    def forward(self, input_ids, input_mask, token_type_ids, masked_lm_labels, position=None):
-        rows = _masked_rows(masked_lm_labels)
-        hidden = _last_hidden(self.mlm.bert, input_ids, input_mask, token_type_ids)
-        head = self.mlm.cls.transform(flow.index_select(hidden.reshape(-1, hidden.shape[-1]), 0, rows))
-        teacher_logits, teacher_hidden = self._teacher_side(input_ids, input_mask, token_type_ids, rows, position)
-        labels = flow.index_select(masked_lm_labels.reshape(-1), 0, rows)
-        terms = masked_lm_distill_loss(head, self.mlm.bert.word_embedding_table(), self.mlm.cls.bias, teacher_logits,
-                                       labels, hidden, teacher_hidden if teacher_hidden is not None else hidden,
-                                       input_mask, **self.weights)
-        self.last_terms = {k: v.detach() for k, v in terms.items()}  # the Distiller logs their sum only
-        return terms
-
-
-class _NoTeacher(nn.Module):
-    """The Distiller's teacher slot: the real teacher runs inside :class:`MaskedLMDistillation`."""
-
-    def forward(self, *args, **kwargs):
-        return None
-
-
-def _student_adaptor(batch, outputs) -> Dict:
-    return {"losses": {k: v for k, v in outputs.items() if k == "loss"}}
-
-
-def _teacher_adaptor(batch, outputs) -> Dict:
-    return {}
 
 
 # ------------------------------------------------------------------------------------------- the models
@@ -262,18 +126,13 @@ def mlm_student(cfg: TrainConfig, teacher: BertForMaskedLM) -> BertForMaskedLM:
     from ..models.init import init_student_from_teacher
 
     tconf, layers = teacher.config, cfg.student_num_hidden_layers
-    if cfg.student_init not in ("scratch", "teacher"):
-        raise ConfigError(f"student_init must be 'scratch' or 'teacher', got {cfg.student_init!r}")
     config = dict(tconf, num_hidden_layers=layers, hidden_dropout_prob=cfg.student_hidden_dropout_prob,
                   attention_probs_dropout_prob=cfg.student_attention_probs_dropout_prob, seq_length=cfg.seq_length,
                   is_student=False)
     student = BertForMaskedLM(**config)
     if cfg.student_init == "teacher":
-        chosen = cfg.student_init_layers or evenly_spaced_layers(layers, tconf["num_hidden_layers"])
-        if len(chosen) != layers or any(not 0 <= i < tconf["num_hidden_layers"] for i in chosen):
-            raise ConfigError(f"student_init_layers {chosen} must hold {layers} teacher layer indices in [0, "
-                              f"{tconf['num_hidden_layers'] - 1}]; fix --student_init_layers or "
-                              f"--student_num_hidden_layers")
+        chosen = student_layers(cfg, tconf["num_hidden_layers"],
+                                default=evenly_spaced_layers(layers, tconf["num_hidden_layers"]))
         init_student_from_teacher(student.bert, teacher.bert, chosen)
         student.cls.load_state_dict(teacher.cls.state_dict())
     if cfg.student_model:
@@ -331,12 +190,7 @@ def _loader(corpus: PregeneratedCorpus, cfg: TrainConfig):
 
 
 def _check(cfg: TrainConfig) -> None:
-    if distributed.is_distributed():
-        raise ConfigError(f"recipe {MLM_RECIPE!r} runs in one process; start it without the launcher "
-                          f"(--gpu_num_per_node 1)")
-    if not cfg.do_train:
-        raise ConfigError(f"recipe {MLM_RECIPE!r} has no evaluation (its student has no task); pass --do_train true, "
-                          f"and evaluate the task student of kdu-train --recipe kd --student_model DIR")
+    check_one_process_training(cfg, MLM_RECIPE, "kd")
     if cfg.use_graph:
         raise ConfigError(f"recipe {MLM_RECIPE!r} runs in eager mode (its masked positions vary per batch); drop "
                           f"--use_graph")
@@ -382,11 +236,39 @@ def _teacher_cache(cfg: TrainConfig, teacher, loader):
 def _train(cfg: TrainConfig, model: MaskedLMDistillation, loader, out_dir: str) -> Dict:
     from ..engine import DistillationConfig
 
-    outcome = train_with_distiller(cfg, MLM_RECIPE, _NoTeacher().eval(), model, loader, out_dir,
+    outcome = train_with_distiller(cfg, MLM_RECIPE, NoTeacher().eval(), model, loader, out_dir,
                                    DistillationConfig(logit_weight=0.0, hard_label_weight=0.0),
-                                   (_teacher_adaptor, _student_adaptor), not_logged=("extra",))
+                                   (teacher_adaptor, student_adaptor), not_logged=("extra",))
     outcome["last"].update({k: round(v.item(), 6) for k, v in getattr(model, "last_terms", {}).items() if k != "loss"})
     return outcome
+
+
+def _teacher_and_tokenizer(cfg: TrainConfig):
+    """``(teacher, vocab file, its description, tokenizer)``, checked: the vocabulary is the teacher's, ``--top_k``
+    fits it, and an existing ``--teacher_logits_cache`` was written for this teacher."""
+    teacher, vocab, description = mlm_teacher(cfg)
+    tokenizer = teachers_tokenizer(vocab, teacher.vocab_size, description)
+    if cfg.teacher_logits_cache and cfg.top_k > teacher.vocab_size:
+        raise ConfigError(f"--top_k {cfg.top_k} exceeds {description}'s vocabulary of {teacher.vocab_size}; pass "
+                          f"--top_k between 1 and {teacher.vocab_size}")
+    _check_cache(cfg, teacher)
+    return teacher, vocab, description, tokenizer
+
+
+def _save(cfg: TrainConfig, student: BertForMaskedLM, vocab: str, description: str, corpus, cache,
+          outcome: Dict) -> Dict:
+    """Write the student (both layouts) and ``<result_dir>/results_distilbert_mlm.json``; returns the results."""
+    meta = {"recipe": MLM_RECIPE, "task_name": None, "labels": None, "vocab_file": vocab,
+            "seq_length": cfg.seq_length, "origin": f"{MLM_RECIPE} student of {description}"}
+    save_masked_lm(student, cfg.model_save_dir)
+    save_trained(student.bert, cfg.model_save_dir, meta)
+    results = dict(recipe=MLM_RECIPE, corpus_dir=corpus.directory, rows=len(corpus), **outcome,
+                   layers=student.config["num_hidden_layers"], hidden_size=student.config["hidden_size"],
+                   teacher_logits_cache=cache.path if cache is not None else None, origin=description)
+    atomic_write_json(os.path.join(cfg.result_dir, RESULTS_FILE), results)
+    logger.info("masked-LM student saved to %s (%d steps, %.1f s, last %s)", cfg.model_save_dir,
+                outcome["steps"], outcome["seconds"], outcome["last"])
+    return results
 
 
 def run_masked_lm(cfg: TrainConfig) -> Dict:
@@ -399,22 +281,8 @@ def run_masked_lm(cfg: TrainConfig) -> Dict:
     _check(cfg)
     check_run_directory(cfg)
     seed_everything(cfg.seed)
-    try:
-        device = resolve_device(cfg.device)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"--device: {error}") from None
-    teacher, vocab, description = mlm_teacher(cfg)
-    try:
-        tokenizer = load_tokenizer(vocab)
-    except (ValueError, FileNotFoundError) as error:
-        raise ConfigError(str(error)) from None
-    if tokenizer.get_vocab_size() != teacher.vocab_size:
-        raise ConfigError(f"vocabulary {vocab} has {tokenizer.get_vocab_size()} tokens but {description} has "
-                          f"vocab_size {teacher.vocab_size}; pass the teacher's --vocab_file")
-    if cfg.teacher_logits_cache and cfg.top_k > teacher.vocab_size:
-        raise ConfigError(f"--top_k {cfg.top_k} exceeds {description}'s vocabulary of {teacher.vocab_size}; pass "
-                          f"--top_k between 1 and {teacher.vocab_size}")
-    _check_cache(cfg, teacher)
+    device = checked_device(cfg)
+    teacher, vocab, description, tokenizer = _teacher_and_tokenizer(cfg)
     student = mlm_student(cfg, teacher)
     corpus = _open_corpus(cfg.corpus_dir, tokenizer, cfg, masked_lm=True) if cfg.corpus_dir else None
     texts = _given_texts(cfg)
@@ -430,10 +298,7 @@ def run_masked_lm(cfg: TrainConfig) -> Dict:
                                   cfg, masked_lm=True)
             _check_resumed_rows(cfg, len(corpus))
         loader = _loader(corpus, cfg)
-        save_config(cfg, cfg.result_dir)
-        atomic_write_text(os.path.join(cfg.model_save_dir, "run_config.json"),
-                          json.dumps(dict(dataclasses.asdict(cfg), train_data={"rows": len(corpus)}), indent=2,
-                                     sort_keys=True))
+        write_configs(cfg, len(corpus))
         teacher.to(device)
         student.to(device)
         cache = _teacher_cache(cfg, teacher, loader)
@@ -442,17 +307,7 @@ def run_masked_lm(cfg: TrainConfig) -> Dict:
                     f" (top-{cfg.top_k} logits cached in {cache.path})" if cache is not None else "")
         model = MaskedLMDistillation(student, teacher, cfg, cache, loader.batch_size)
         outcome = _train(cfg, model, loader, out_dir)
-        meta = {"recipe": MLM_RECIPE, "task_name": None, "labels": None, "vocab_file": vocab,
-                "seq_length": cfg.seq_length, "origin": f"{MLM_RECIPE} student of {description}"}
-        save_masked_lm(student, cfg.model_save_dir)
-        save_trained(student.bert, cfg.model_save_dir, meta)
-        results = dict(recipe=MLM_RECIPE, corpus_dir=corpus.directory, rows=len(corpus), **outcome,
-                       layers=student.config["num_hidden_layers"], hidden_size=student.config["hidden_size"],
-                       teacher_logits_cache=cache.path if cache is not None else None, origin=description)
-        atomic_write_json(os.path.join(cfg.result_dir, RESULTS_FILE), results)
-        logger.info("masked-LM student saved to %s (%d steps, %.1f s, last %s)", cfg.model_save_dir,
-                    outcome["steps"], outcome["seconds"], outcome["last"])
-        return results
+        return _save(cfg, student, vocab, description, corpus, cache, outcome)
     finally:
         if corpus is not None:
             corpus.close()

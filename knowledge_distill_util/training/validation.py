@@ -1,8 +1,10 @@
 """Every number, name and output directory of a :class:`~.config.TrainConfig`, checked before any work.
 
 :func:`validate_config` raises :class:`~.config.ConfigError` with one sentence naming the key, the value and
-the fix. The device is checked by :func:`~knowledge_distill_util._device.resolve_device`; data, teacher and
-student files by the plan that reads them.
+the fix. Each value is checked against its field's type (:mod:`.fields`: the type carries the rule, the same
+one the parser applies to flags and ``--config`` files); this module adds the rules between keys. The device is
+checked by :func:`~knowledge_distill_util._device.resolve_device`; data, teacher and student files by the plan
+that reads them.
 
 :func:`check_paths` is the one place where the run's directories are compared with each other (symbolic
 links resolved), before anything is created: a training run's ``--model_save_dir`` may not be, lie inside
@@ -12,17 +14,17 @@ replaces as a whole (:data:`REPLACED_ENTRIES`: ``weights/``, ``checkpoints/``, t
 ``stage_*/``); ``--teacher_logits`` (a cache the run may write) may not lie inside an input or such an entry.
 The checkpoints live in ``<model_save_dir>/checkpoints/``, which nothing else replaces.
 """
+import dataclasses
 import fnmatch
 import math
 import os
 import tempfile
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from .._checks import MIN_TEMPERATURE, check_int, check_probability
 from .config import ConfigError, TrainConfig
+from .fields import MAX_EPOCHS, MAX_SEED, check_field
 
-__all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES", "check_number_bounds",
-           "MAX_SEED", "MAX_EPOCHS"]
+__all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES", "MAX_SEED", "MAX_EPOCHS"]
 
 #: Entries of ``--model_save_dir`` a training run replaces or deletes as a whole: ``weights/`` at every save,
 #: ``checkpoints/<stage>/`` when a run starts anew, the original's snapshots, and ``stage_<name>/`` (a
@@ -34,40 +36,6 @@ _INPUT_DIRS = ("teacher_model", "student_model", "data_dir", "train_data_dir", "
 _DATA_DIRS = ("data_dir", "train_data_dir", "eval_data_dir", "train_data_dir_lstm", "eval_data_dir_lstm")
 _TEACHER_KEYWORDS = ("auto", "minilm", "scratch")
 
-_POSITIVE_INTS = ("batch_size_per_device", "eval_batch_size", "seq_length", "checkpoint_every",
-                  "loss_print_every_n_iter",
-                  "student_num_hidden_layers", "student_hidden_size", "student_intermediate_size",
-                  "student_num_attention_heads", "teacher_num_hidden_layers", "teacher_hidden_size",
-                  "teacher_intermediate_size", "teacher_num_attention_heads", "lstm_embedding_size",
-                  "lstm_hidden_size", "lstm_intermediate_size", "lstm_num_layers", "train_data_part_num",
-                  "eval_data_part_num", "num_relation_heads", "top_k")
-_NON_NEGATIVE_INTS = ("seed", "max_steps", "max_train_examples", "max_eval_examples", "train_example_num",
-                      "eval_example_num")
-_OPTIONAL_POSITIVE_INTS = ("teacher_seq_length", "student_vocab_size")
-_PROBABILITIES = ("student_hidden_dropout_prob", "student_attention_probs_dropout_prob",
-                  "teacher_hidden_dropout_prob", "teacher_attention_probs_dropout_prob", "lstm_dropout_prob")
-#: key -> (test, what the value must be)
-_REALS = {
-    "num_epochs": (lambda v: v > 0, "a finite number > 0 (epochs to train)"),
-    "stage2_num_epochs": (lambda v: v > 0, "a finite number > 0"),
-    "learning_rate": (lambda v: v > 0, "a finite number > 0 (e.g. 5e-5)"),
-    "stage2_learning_rate": (lambda v: v > 0, "a finite number > 0 (e.g. 5e-5)"),
-    "weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
-    "warmup_proportion": (lambda v: 0 <= v < 1, "a number in [0, 1) (at 1 every step would have learning rate 0)"),
-    "kd_alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1] (a weight of two loss terms)"),
-    "kd_beta": (lambda v: v >= 0, "a finite number >= 0"),
-    "replace_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "temperature": (lambda v: v >= MIN_TEMPERATURE, f"a finite number >= {MIN_TEMPERATURE}"),
-    "progress_every": (lambda v: v >= 0, "a finite number of seconds >= 0 (0: no progress lines)"),
-    "logit_weight": (lambda v: v >= 0, "a finite number >= 0"),
-    "hidden_weight": (lambda v: v >= 0, "a finite number >= 0"),
-    "hard_label_weight": (lambda v: v >= 0, "a finite number >= 0"),
-}
-_WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")
-_CHOICES = {"student_init": ("scratch", "teacher"), "attention_output": ("probs", "scores"),
-            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "results_format": ("kdu", "original"),
-            "pkd_strategy": ("skip", "last"), "temperature_schedule": ("constant", "flsw", "cwsm"),
-            "logit_weight_schedule": _WEIGHT_SCHEDULES, "hidden_weight_schedule": _WEIGHT_SCHEDULES}
 #: Keys only some recipes read: set to anything but the default under another recipe, they are refused (a
 #: configuration file written for one recipe, run as another).
 RECIPE_KEYS = {"logit_terms": ("custom",), "intermediate_matches": ("custom",),
@@ -76,14 +44,6 @@ RECIPE_KEYS = {"logit_terms": ("custom",), "intermediate_matches": ("custom",),
                "hidden_weight": ("distilbert", "distilbert_mlm"),
                "hard_label_weight": ("distilbert", "distilbert_mlm", "custom"),
                "teacher_logits_cache": ("distilbert_mlm",), "top_k": ("distilbert_mlm",)}
-
-
-def _real(cfg: TrainConfig, key: str, test: Callable[[float], bool], wanted: str) -> None:
-    value = getattr(cfg, key)
-    if value is None and key.endswith("temperature"):
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not test(value):
-        raise ConfigError(f"--{key} must be {wanted}, got {value!r}")
 
 
 def check_writable_directory(key: str, path: str) -> None:
@@ -188,24 +148,11 @@ def check_paths(cfg: TrainConfig) -> None:
 def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainConfig:
     """Check every value of ``cfg`` (and, with ``check_directories``, that its output directories are
     writable); returns ``cfg``."""
-    try:
-        for key in _POSITIVE_INTS:
-            check_int(f"--{key}", getattr(cfg, key))
-        for key in _NON_NEGATIVE_INTS:
-            check_int(f"--{key}", getattr(cfg, key), minimum=0)
-        for key in _OPTIONAL_POSITIVE_INTS:
-            check_int(f"--{key}", getattr(cfg, key), allow_none=True)
-        for key in _PROBABILITIES:
-            check_probability(f"--{key}", getattr(cfg, key))
-    except (TypeError, ValueError) as error:
-        raise ConfigError(str(error)) from None
-    for key, (test, wanted) in _REALS.items():
-        _real(cfg, key, test, wanted)
-    for key in ("teacher_temperature", "student_temperature"):
-        _real(cfg, key, _REALS["temperature"][0], _REALS["temperature"][1])
-    for key, choices in _CHOICES.items():
-        if getattr(cfg, key) not in choices:
-            raise ConfigError(f"--{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    for spec in dataclasses.fields(TrainConfig):
+        try:
+            check_field(spec.name, getattr(cfg, spec.name), spec.type)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     check_recipe_keys(cfg)
     check_teachers(cfg)
     if cfg.resume and cfg.overwrite:
@@ -213,38 +160,15 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
     if not cfg.do_train and not cfg.do_eval:
         raise ConfigError("--do_train false and --do_eval false leave nothing to do; enable one of them")
     check_paths(cfg)
-    check_number_bounds(cfg)
     if check_directories:
         for key in ("model_save_dir", "result_dir"):
             check_writable_directory(key, getattr(cfg, key))
     return cfg
 
 
-#: numpy's legacy seeding (``np.random.seed``) takes ``0 .. 2**32 - 1``.
-MAX_SEED = 2 ** 32 - 1
-#: Epochs per stage: far beyond any real run, small enough that ``rows / batch * epochs`` steps stay exact integers.
-MAX_EPOCHS = 1_000_000
-
-
-def check_number_bounds(cfg: TrainConfig) -> None:
-    """Upper bounds the type checks of :func:`validate_config` leave open: ``--seed`` within numpy's range,
-    ``--num_epochs``/``--stage2_num_epochs`` at most :data:`MAX_EPOCHS` (a larger value overflows the step
-    count). :class:`ConfigError` naming the key, the value and the bound."""
-    if isinstance(cfg.seed, int) and cfg.seed > MAX_SEED:
-        raise ConfigError(f"--seed must be an integer in [0, 2**32 - 1] ({MAX_SEED}), got {cfg.seed}; pass a "
-                          f"smaller seed")
-    for key in ("num_epochs", "stage2_num_epochs"):
-        value = getattr(cfg, key)
-        if isinstance(value, (int, float)) and value > MAX_EPOCHS:
-            raise ConfigError(f"--{key} must be at most {MAX_EPOCHS:,} epochs, got {value!r}; pass a smaller "
-                              f"number (or --max_steps to bound the run by steps)")
-
-
 def check_recipe_keys(cfg: TrainConfig) -> None:
     """A key of :data:`RECIPE_KEYS` set (to anything but what ``cfg.recipe`` resolves it to) under a recipe that
     does not read it: :class:`ConfigError` naming the key and the recipe it belongs to."""
-    import dataclasses
-
     from .recipes import RECIPES
 
     if cfg.recipe not in RECIPES:

@@ -37,7 +37,7 @@ def test_quick_is_a_preset_at_its_place_on_the_command_line():
 
 @pytest.mark.parametrize("argv, recipe, message", [
     (["--kd_alph", "1"], "kd", r"^unknown configuration key 'kd_alph'; did you mean 'kd_alpha'\?$"),
-    (["--kd_alpha", "x"], "kd", r"^--kd_alpha must be a float, got 'x'$"),
+    (["--kd_alpha", "x"], "kd", r"^--kd_alpha must be a number in \[0, 1\] \(a weight of two loss terms\), got 'x'$"),
     (["--recipe", "nope"], None, r"^unknown recipe 'nope'; registered recipes: teacher, baseline, kd, "),
     (["--recipe", "bilstm"], "kd", r"this entry point runs recipe 'kd' but --recipe says 'bilstm'"),
 ])
@@ -154,9 +154,21 @@ def test_list_keys_take_commas_or_brackets(argv, layers, stages):
                                        r"0,2 \(or '\[0,2\]'; null for none\), got 'a,b'$"),
     (["--student_init_layers", "0;1"], r"^--student_init_layers must be .*, got '0;1'$"),
     (["--config", '{"student_init_layers": "0,1"}'], r"^--student_init_layers must be .*, got '0,1'$"),
-    (["--teacher_temperature", "x"], r"^--teacher_temperature must be a number or null, got 'x'$"),
-    (["--student_vocab_size", "x"], r"^--student_vocab_size must be an integer or null, got 'x'$"),
+    (["--teacher_temperature", "x"], r"^--teacher_temperature must be a finite number >= 0.0001, got 'x'$"),
+    (["--student_vocab_size", "x"], r"^--student_vocab_size must be a positive integer, got 'x'$"),
+    (["--config", '{"device": {"a": 1}}'], r"^--device must be a string or null, got "),
 ])
 def test_union_errors_are_one_sentence(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(argv, recipe="tinybert")
+
+
+def test_an_unknown_key_is_one_sentence_wherever_it_is_found():
+    from knowledge_distill_util.training.config import build_parser, check_known_keys
+    from knowledge_distill_util.training.recipes import RECIPES
+
+    with pytest.raises(ConfigError, match=r"^unknown configuration key 'kd_alpah' in recipe defaults; did you mean "
+                                          r"'kd_alpha'\?$"):
+        build_parser({"kd_alpah": 0.5}, recipes=RECIPES)
+    with pytest.raises(ConfigError, match=r"^unknown configuration key 'zzz' in plan\.json; see --help"):
+        check_known_keys({"kd_alpha": 0.5, "zzz": 1}, " in plan.json")
