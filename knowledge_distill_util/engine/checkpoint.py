@@ -26,7 +26,7 @@ model's own step-input generator.
 
 Dropout: each ``nn.Dropout`` of OneFlow 0.9 draws from its own generator whose ``get_state()`` does not
 change as it draws (it returns the seed only), so its position cannot be saved. In eager mode with
-``--reseed_dropout`` the trainer seeds every dropout generator from ``(seed, step)`` before each step and a
+``--reseed_dropout`` (``TrainingConfig(reseed_dropout=True)``, the Distiller's default) the loop seeds every dropout generator from ``(seed, step)`` before each step and a
 resume with dropout is exact; without it (the default, which keeps the published numbers), and under
 ``nn.Graph`` (the compiled dropout keeps a state of its own that reseeding does not reach), a resumed run
 with dropout draws other masks than the uninterrupted one (with dropout 0 every resume is exact).
@@ -47,7 +47,7 @@ from .._state import LegacyPickleError, is_legacy_directory, legacy_error, read_
 from .._errors import ConfigError
 from .distributed import is_distributed, to_local_state
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "Checkpointer",
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_candidates", "Checkpointer",
            "Resumed"]
 
 LATEST = "LATEST"
@@ -144,6 +144,23 @@ def load_checkpoint(path: str):
     return read_state(os.path.join(path, _file(MODEL))), optimizer_state, state
 
 
+def checkpoint_candidates(root: str) -> List[str]:
+    """The checkpoint ``LATEST`` names, then every ``step-NNNNNNNN`` inside ``root``, newest first (an entry
+    leading outside ``root`` is ignored with a warning)."""
+    named = latest_checkpoint(root)
+    others = []
+    for entry in sorted(os.listdir(root), reverse=True) if os.path.isdir(root) else []:
+        path = os.path.join(root, entry)
+        if not STEP_NAME.fullmatch(entry):
+            continue
+        if not _inside(root, path):
+            logger.warning("%s leads outside %s (to %s); ignoring it (a run resumes only from its own "
+                           "checkpoints)", path, root, os.path.realpath(path))
+            continue
+        others.append(path)
+    return ([named] if named else []) + [p for p in others if p != named]
+
+
 @dataclass
 class Resumed:
     """What a checkpoint restores: the finished step count and the states to load."""
@@ -158,10 +175,10 @@ class Resumed:
 class Checkpointer:
     """Saves the checkpoints of one training stage under ``root`` and restores the newest on resume.
 
-    ``step_inputs``: the model's :class:`~knowledge_distill_util.training.trainer.StepInputs` (or None),
-    whose generator state is saved too; ``epoch_end``: the stage's
-    :class:`~knowledge_distill_util.training.trainer.EpochEnd` hook (or None), whose ``state()`` is saved
-    (as ``"epoch_end"``) and restored.
+    ``step_inputs``: an object with ``rng_state()`` / ``set_rng_state()`` (or None), whose generator state is
+    saved too; ``epoch_end``: an :class:`~knowledge_distill_util.engine.hooks.EpochEnd` hook (or None), whose
+    ``state()`` is saved (as ``"epoch_end"``) and restored. (The Distiller's runs write the same layout
+    through :mod:`knowledge_distill_util.engine.run`.)
     """
 
     def __init__(self, root: str, model: nn.Module, use_graph: bool, step_inputs=None, epoch_end=None):
@@ -172,19 +189,7 @@ class Checkpointer:
         self.epoch_end = epoch_end
 
     def _candidates(self) -> List[str]:
-        """The checkpoint ``LATEST`` names, then every ``step-NNNNNNNN`` inside ``root``, newest first."""
-        named = latest_checkpoint(self.root)
-        others = []
-        for entry in sorted(os.listdir(self.root), reverse=True) if os.path.isdir(self.root) else []:
-            path = os.path.join(self.root, entry)
-            if not STEP_NAME.fullmatch(entry):
-                continue
-            if not _inside(self.root, path):
-                logger.warning("%s leads outside %s (to %s); ignoring it (a run resumes only from its own "
-                               "checkpoints)", path, self.root, os.path.realpath(path))
-                continue
-            others.append(path)
-        return ([named] if named else []) + [p for p in others if p != named]
+        return checkpoint_candidates(self.root)
 
     def restore(self) -> Optional[Resumed]:
         """Load the newest readable checkpoint (falling back to older ones, saying so); None when there is none.
