@@ -38,28 +38,12 @@ def _refuse_or_clear(root: str, overwrite: bool, writer: bool) -> None:
 
 def _resume_point(root: str, use_graph: bool):
     """``(path, model_state, optimizer_state, state)`` of the newest readable checkpoint, or None."""
-    from .._state import LegacyPickleError
-    from .checkpoint import checkpoint_candidates, load_checkpoint
-    candidates, first_error = checkpoint_candidates(root), None
-    for path in candidates:
-        try:
-            model_state, optimizer_state, state = load_checkpoint(path)
-        except LegacyPickleError as error:  # a run of an earlier version: convert it, do not skip it
-            raise ConfigError(str(error)) from None
-        except Exception as error:  # noqa: BLE001 - any unreadable file: try the next, older checkpoint
-            logger.warning("checkpoint %s is unreadable (%s); trying an older one", path, error)
-            first_error = first_error or (path, error)
-            continue
-        if bool(state.get("use_graph")) != use_graph:
-            raise ConfigError(f"checkpoint {path} was written with use_graph={state.get('use_graph')} but this run "
-                              f"has use_graph={use_graph}; resume with the same setting")
-        return path, model_state, optimizer_state, state
-    if first_error is not None:
-        raise ConfigError(f"no readable checkpoint under {root} ({len(candidates)} found; the newest, "
-                          f"{first_error[0]}, is unreadable ({first_error[1]})); nothing was deleted: restore "
-                          f"them, or move {os.path.dirname(root)} away and train anew")
-    logger.info("no checkpoint under %s: training from the start", root)
-    return None
+    from .checkpoint import resume_point
+    point = resume_point(root, use_graph)
+    if point is None:
+        logger.info("no checkpoint under %s: training from the start", root)
+        return None
+    return point.path, point.model_state, point.optimizer_state, point.state
 
 
 def _position(state: Dict, data) -> Dict:
