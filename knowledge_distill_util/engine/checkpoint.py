@@ -27,8 +27,9 @@ state.
 
 Dropout: each ``nn.Dropout`` of OneFlow 0.9 draws from its own generator whose ``get_state()`` does not
 change as it draws (it returns the seed only), so its position cannot be saved. In eager mode with
-``--reseed_dropout`` (``TrainingConfig(reseed_dropout=True)``, the Distiller's default) the loop seeds every dropout generator from ``(seed, step)`` before each step and a
-resume with dropout is exact; without it (the default, which keeps the published numbers), and under
+``--reseed_dropout`` (``TrainingConfig(reseed_dropout=True)``, the Distiller's default) the loop seeds every
+dropout generator from ``(seed, step)`` before each step and a resume with dropout is exact; without it (the
+recipes' default, which keeps the published numbers), and under
 ``nn.Graph`` (the compiled dropout keeps a state of its own that reseeding does not reach), a resumed run
 with dropout draws other masks than the uninterrupted one (with dropout 0 every resume is exact).
 """

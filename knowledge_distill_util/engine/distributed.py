@@ -8,8 +8,8 @@ is exactly the one-process run: no collective, no extra random draw, the same da
 With ``W`` processes and ``--batch_size_per_device b``:
 
 - **Data**: the global batch of ``W * b`` rows is the one-process batch of that size (same seed, same
-  order, see :func:`~knowledge_distill_util.training.trainer.batch_indices`); rank ``r`` trains on its ``r``-th contiguous shard
-  (:func:`shard`). With dropout off, ``W`` processes give the weights one process gets with batch ``W * b``.
+  order, see :func:`~knowledge_distill_util.training.trainer.batch_indices`); rank ``r`` trains on its
+  ``r``-th contiguous shard (:func:`shard`). With dropout off, ``W`` processes give the weights one process gets with batch ``W * b``.
 - **Eager**: after ``backward`` the gradients are averaged over the ranks with one all-reduce
   (:func:`all_reduce_gradients`), as ``flow.nn.parallel.DistributedDataParallel`` does, whose hooks are
   not used for two reasons found in its source (OneFlow 0.9, ``oneflow/nn/parallel/distributed.py``):
@@ -59,7 +59,8 @@ from .._env import MAX_TIMEOUT_S, env_float, env_int, env_port
 
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
            "mean_across_ranks", "gather_rows", "agree", "check_same", "global_batch", "Watchdog",
-           "start_watchdog", "stop_watchdog", "watchdog_running", "check_environment", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
+           "start_watchdog", "stop_watchdog", "watchdog_running",
+           "check_environment", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
            "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S", "SIGTERM_GRACE_S"]
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from ..engine.config import DistillationConfig, TrainingConfig
 from ..engine.distiller import Distiller
 from ..engine.distributed import global_batch
 from ..engine.hooks import EpochEnd, non_finite_weight
-from ..engine.optim import clip_gradients, make_optimizer, make_scheduler  # noqa: F401 - clip_gradients: tests patch it
+from ..engine.optim import make_optimizer, make_scheduler
 from ..engine.progress import ProgressLog, format_duration
 from .config import ConfigError
 from .objectives import Objective, ScheduledArgs, schedule_factors, uses_weight_schedules

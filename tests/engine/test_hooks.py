@@ -1,7 +1,6 @@
 """The Distiller's general features the recipes train through: an objective of one's own, step inputs,
 epoch-end and per-step hooks, stage files, no per-epoch seeding, the recipes' earlier checkpoint layout,
 and the non-finite checks (engine/hooks.py, engine/run.py, engine/loop.py)."""
-import json
 import os
 from collections import OrderedDict
 
@@ -140,7 +139,8 @@ def test_a_checkpoint_of_the_recipes_earlier_trainer_resumes(tmp_path):
 
 
 def test_a_nan_loss_and_nan_weights(tmp_path):
-    with pytest.raises(NonFiniteLossError, match=r"^stage s: the loss became nan at step 1; lower the learning") as caught:
+    message = r"^stage s: the loss became nan at step 1; lower the learning"
+    with pytest.raises(NonFiniteLossError, match=message) as caught:
         x, y = random_data(rows=16, inputs=8, classes=3)
         _, student = pair(inputs=8, classes=3)
         with flow.no_grad():
