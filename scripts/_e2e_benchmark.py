@@ -13,8 +13,10 @@ cached (what ``--recipe kd`` does: the teacher's forward pass runs once before t
 
 Implementations (``mode``), each measured in a fresh process, alternating case by case:
 
-* ``eager`` / ``graph``: this package's :class:`~knowledge_distill_util.training.trainer.LossStep` and
-  ``_run_step`` (what ``kdu-train`` runs; ``graph`` is ``--use_graph``), in the interpreter running the script;
+* ``eager`` / ``graph``: this package's :class:`~knowledge_distill_util.training.trainer.LossStep` as the
+  objective of a :class:`~knowledge_distill_util.engine.Distiller`, one step of its loop
+  (:class:`~knowledge_distill_util.engine.loop.Loop`, what ``kdu-train`` runs; ``graph`` is ``--use_graph``),
+  in the interpreter running the script;
 * ``torch2`` / ``torch1``: Hugging Face transformers' ``BertForSequenceClassification`` with the same
   configuration and the TextBrewer KD loss (``kd_ce_loss``: ``-(softmax(t/T) * log_softmax(s/T)).sum(-1).mean()``,
   written inline; TextBrewer itself is not needed), with ``torch.set_num_threads(2)`` / ``(1)``, in the
@@ -118,8 +120,12 @@ def oneflow_step(mode: str, shapes: Dict, spec: Dict):
     from knowledge_distill_util.training.builders import bert_student, freeze_word_embeddings
     from knowledge_distill_util.training import parse_config
     from knowledge_distill_util.training.objectives import KD
+    from knowledge_distill_util.engine import DistillationConfig, Distiller, TrainingConfig
+    from knowledge_distill_util.engine.loop import Loop
     from knowledge_distill_util.engine.optim import make_optimizer, make_scheduler
-    from knowledge_distill_util.training.trainer import LossStep, TrainGraph, _run_step
+    from knowledge_distill_util.engine.parallel import Ranks
+    from knowledge_distill_util.engine.state import BatchStream
+    from knowledge_distill_util.training.trainer import LossStep
 
     flow.manual_seed(0)
     seq = spec["seq_length"]
@@ -145,13 +151,20 @@ def oneflow_step(mode: str, shapes: Dict, spec: Dict):
     step = LossStep(student, teacher, KD, cfg, extra_inputs=("teacher_logits",) if spec["cached"] else ())
     optimizer = make_optimizer(student, cfg.learning_rate, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, 1000, 100)
-    graph = None
-    if mode == "graph":
-        optimizer.zero_grad(set_to_none=True)
-        graph = TrainGraph(step, optimizer, scheduler)
     arrays = _batch(shapes, seq)
-    inputs = [flow.tensor(a) for a in (arrays if spec["cached"] else arrays[:4])]
-    return lambda: _run_step(step, graph, optimizer, scheduler, inputs)
+    keys = ("input_ids", "input_mask", "segment_ids") + (("teacher_logits",) if spec["cached"] else ())
+    batch = dict(zip(keys, (flow.tensor(a) for a in arrays[:3] + arrays[4:])), labels=flow.tensor(arrays[3]))
+    tcfg = TrainingConfig(output_dir="unused", max_steps=1000, use_graph=mode == "graph", seed_epochs=False,
+                          reseed_dropout=False)  # nothing is written: only the loop's step runs
+    distiller = Distiller(teacher, student, DistillationConfig(), tcfg, objective=step)
+    loop = Loop(distiller, step, optimizer, 1000, 0, Ranks(mode == "graph"), scheduler)
+    loop.stream, loop._step = BatchStream([batch], 0, seed_epochs=False), 0
+    if mode == "graph":
+        layout, names = distiller._probe(step, [batch], 1000)
+        loop.build_graph(layout[0], names, layout[1])
+    weights = loop.weights(0)
+    run = loop._graph_step if mode == "graph" else loop._eager_step
+    return lambda: list(run(weights).values())
 
 
 def torch_step(threads: int, shapes: Dict, spec: Dict):

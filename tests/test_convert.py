@@ -11,7 +11,7 @@ import pytest
 
 from knowledge_distill_util.cli.main import main
 from knowledge_distill_util.models import LSTMStudentForSequenceClassification, load_model
-from knowledge_distill_util.engine.checkpoint import Checkpointer, load_checkpoint
+from knowledge_distill_util.engine.checkpoint import load_checkpoint, resume_point
 from pickle_plant import plant
 
 
@@ -88,7 +88,7 @@ def test_a_run_directory_converts_its_weights_stages_and_checkpoints(tmp_path):
             assert_same_state(slots, got_optimizer["state"][index])
         else:
             assert got_optimizer["state"][index] == slots
-    resumed = Checkpointer(root, flow.nn.Linear(3, 2), use_graph=False).restore()
+    resumed = resume_point(root, use_graph=False)
     assert resumed.step == 4 and resumed.path == path
 
 

@@ -4,8 +4,11 @@
 - :mod:`.distiller`: :class:`Distiller` (``train``, ``evaluate``, ``parameters``).
 - :mod:`.batches`: dict/tuple batches split into inputs and labels; :mod:`.adaptors`: outputs as features;
   :mod:`.taps`: module outputs by path; :mod:`.matches`: one intermediate match.
-- :mod:`.objective`: the loss of a step; :mod:`.loop`: the step loop; :mod:`.state`: seeds, data position;
-  :mod:`.run`: lock, resume, checkpoints, the loss log; :mod:`.parallel`: data-parallel under OneFlow's launcher.
+- :mod:`.objective`: the loss of a step; :mod:`.loop`: the step loop (the package's one training loop: the
+  recipes of ``kdu-train`` train through it too); :mod:`.state`: seeds, data position; :mod:`.hooks`: step
+  inputs, epoch-end hooks, non-finite checks; :mod:`.progress`: progress lines;
+  :mod:`.run`: lock, resume, checkpoints, the loss log; :mod:`.parallel`: data-parallel under OneFlow's launcher
+  (eager and ``nn.Graph``).
 
 Guide: docs/distiller.md.
 """

@@ -20,14 +20,16 @@ checkpoints are deleted afterwards. A crash at any point leaves ``LATEST`` namin
 absent). ``LATEST`` is trusted only when it holds a plain ``step-NNNNNNNN`` name whose directory (symlinks
 resolved) lies directly inside ``root``; otherwise it is ignored with a warning, as is a ``step-*`` entry
 that resolves outside ``root``, and the newest checkpoint inside ``root`` is used: a run never resumes from
-another run's files. :class:`Checkpointer` owns everything a resumed run needs to continue exactly:
-weights, optimizer (or ``nn.Graph``) state, the step, OneFlow's default generator and the state of a
-model's own step-input generator.
+another run's files (:func:`resume_point`). A checkpoint holds everything a resumed run needs to continue
+exactly (written by :mod:`knowledge_distill_util.engine.run`): weights, optimizer (or ``nn.Graph``) state,
+the step, the data position, the global generators, the step inputs' generator and the epoch-end hook's
+state.
 
 Dropout: each ``nn.Dropout`` of OneFlow 0.9 draws from its own generator whose ``get_state()`` does not
 change as it draws (it returns the seed only), so its position cannot be saved. In eager mode with
-``--reseed_dropout`` the trainer seeds every dropout generator from ``(seed, step)`` before each step and a
-resume with dropout is exact; without it (the default, which keeps the published numbers), and under
+``--reseed_dropout`` (``TrainingConfig(reseed_dropout=True)``, the Distiller's default) the loop seeds every
+dropout generator from ``(seed, step)`` before each step and a resume with dropout is exact; without it (the
+recipes' default, which keeps the published numbers), and under
 ``nn.Graph`` (the compiled dropout keeps a state of its own that reseeding does not reach), a resumed run
 with dropout draws other masks than the uninterrupted one (with dropout 0 every resume is exact).
 """
@@ -39,15 +41,11 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-import oneflow as flow
-import oneflow.nn as nn
-
 from .._io import atomic_write_file, atomic_write_text, read_json, replace_directory
 from .._state import LegacyPickleError, is_legacy_directory, legacy_error, read_state, state_bytes
 from .._errors import ConfigError
-from .distributed import is_distributed, to_local_state
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "Checkpointer",
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_candidates", "resume_point",
            "Resumed"]
 
 LATEST = "LATEST"
@@ -144,6 +142,23 @@ def load_checkpoint(path: str):
     return read_state(os.path.join(path, _file(MODEL))), optimizer_state, state
 
 
+def checkpoint_candidates(root: str) -> List[str]:
+    """The checkpoint ``LATEST`` names, then every ``step-NNNNNNNN`` inside ``root``, newest first (an entry
+    leading outside ``root`` is ignored with a warning)."""
+    named = latest_checkpoint(root)
+    others = []
+    for entry in sorted(os.listdir(root), reverse=True) if os.path.isdir(root) else []:
+        path = os.path.join(root, entry)
+        if not STEP_NAME.fullmatch(entry):
+            continue
+        if not _inside(root, path):
+            logger.warning("%s leads outside %s (to %s); ignoring it (a run resumes only from its own "
+                           "checkpoints)", path, root, os.path.realpath(path))
+            continue
+        others.append(path)
+    return ([named] if named else []) + [p for p in others if p != named]
+
+
 @dataclass
 class Resumed:
     """What a checkpoint restores: the finished step count and the states to load."""
@@ -155,85 +170,27 @@ class Resumed:
     state: Dict[str, Any]
 
 
-class Checkpointer:
-    """Saves the checkpoints of one training stage under ``root`` and restores the newest on resume.
-
-    ``step_inputs``: the model's :class:`~knowledge_distill_util.training.trainer.StepInputs` (or None),
-    whose generator state is saved too; ``epoch_end``: the stage's
-    :class:`~knowledge_distill_util.training.trainer.EpochEnd` hook (or None), whose ``state()`` is saved
-    (as ``"epoch_end"``) and restored.
-    """
-
-    def __init__(self, root: str, model: nn.Module, use_graph: bool, step_inputs=None, epoch_end=None):
-        self.root = root
-        self.model = model
-        self.use_graph = use_graph
-        self.step_inputs = step_inputs
-        self.epoch_end = epoch_end
-
-    def _candidates(self) -> List[str]:
-        """The checkpoint ``LATEST`` names, then every ``step-NNNNNNNN`` inside ``root``, newest first."""
-        named = latest_checkpoint(self.root)
-        others = []
-        for entry in sorted(os.listdir(self.root), reverse=True) if os.path.isdir(self.root) else []:
-            path = os.path.join(self.root, entry)
-            if not STEP_NAME.fullmatch(entry):
-                continue
-            if not _inside(self.root, path):
-                logger.warning("%s leads outside %s (to %s); ignoring it (a run resumes only from its own "
-                               "checkpoints)", path, self.root, os.path.realpath(path))
-                continue
-            others.append(path)
-        return ([named] if named else []) + [p for p in others if p != named]
-
-    def restore(self) -> Optional[Resumed]:
-        """Load the newest readable checkpoint (falling back to older ones, saying so); None when there is none.
-
-        Restores the random generators at once; the caller loads the model and optimizer states.
-        Raises :class:`~.config.ConfigError` when checkpoints exist but none is readable (nothing is deleted).
-        """
-        candidates = self._candidates()
-        for path in candidates:
-            try:
-                model_state, optimizer_state, state = load_checkpoint(path)
-            except LegacyPickleError as error:  # a run of an earlier version: convert, do not skip it
-                raise ConfigError(str(error)) from None
-            except Exception as error:  # noqa: BLE001 - any unreadable file: try the next checkpoint
-                logger.warning("checkpoint %s is unreadable (%s); trying an older one", path, error)
-                continue
-            if bool(state.get("use_graph")) != bool(self.use_graph):
-                raise ConfigError(
-                    f"checkpoint {path} was written with use_graph={state.get('use_graph')} but this run has "
-                    f"use_graph={self.use_graph}; resume with the same --use_graph setting"
-                )
-            self._restore_rng(state)
-            return Resumed(path, int(state["step"]), model_state, optimizer_state, state)
-        if candidates:
-            raise ConfigError(f"no readable checkpoint under {self.root} ({len(candidates)} found, all unreadable); "
-                             f"nothing was deleted: restore them or move the directory away and train anew")
-        return None
-
-    def _restore_rng(self, state: Dict) -> None:
-        flow.set_rng_state(flow.tensor(state["flow_rng"], dtype=flow.uint8))
-        if self.step_inputs is not None and "step_inputs_rng" in state:
-            self.step_inputs.set_rng_state(state["step_inputs_rng"])
-        if self.epoch_end is not None:
-            self.epoch_end.load_state(state.get("epoch_end"))
-
-    def clear(self) -> None:
-        """Delete this stage's checkpoints (a fresh, non-resumed run)."""
-        if os.path.isdir(self.root):
-            shutil.rmtree(self.root)
-
-    def save(self, step: int, optimizer, graph=None) -> str:
-        """Write checkpoint ``step``: weights, optimizer (or graph) state and the generators' states."""
-        state = {"flow_rng": flow.get_rng_state().numpy().tolist(), "use_graph": graph is not None}
-        if self.step_inputs is not None:
-            state["step_inputs_rng"] = self.step_inputs.rng_state()
-        if self.epoch_end is not None:
-            state["epoch_end"] = self.epoch_end.state()
-        optimizer_state = graph.state_dict() if graph is not None else optimizer.state_dict()
-        model_state = self.model.state_dict()
-        if is_distributed():  # global tensors (graph mode) are saved as their full local values
-            model_state, optimizer_state = to_local_state(model_state), to_local_state(optimizer_state)
-        return save_checkpoint(self.root, step, model_state, optimizer_state, state)
+def resume_point(root: str, use_graph: bool) -> Optional[Resumed]:
+    """The newest readable checkpoint under ``root`` (an unreadable newer one is skipped with a warning and
+    kept), or None when there is none. Raises :class:`~.._errors.ConfigError` for a checkpoint in the old
+    pickle layout (naming the conversion), one written with another ``use_graph``, or when checkpoints exist
+    but none is readable (nothing is deleted)."""
+    candidates, first_error = checkpoint_candidates(root), None
+    for path in candidates:
+        try:
+            model_state, optimizer_state, state = load_checkpoint(path)
+        except LegacyPickleError as error:  # a run of an earlier version: convert it, do not skip it
+            raise ConfigError(str(error)) from None
+        except Exception as error:  # noqa: BLE001 - any unreadable file: try the next, older checkpoint
+            logger.warning("checkpoint %s is unreadable (%s); trying an older one", path, error)
+            first_error = first_error or (path, error)
+            continue
+        if bool(state.get("use_graph")) != use_graph:
+            raise ConfigError(f"checkpoint {path} was written with use_graph={state.get('use_graph')} but this run "
+                              f"has use_graph={use_graph}; resume with the same setting")
+        return Resumed(path, int(state["step"]), model_state, optimizer_state, state)
+    if first_error is not None:
+        raise ConfigError(f"no readable checkpoint under {root} ({len(candidates)} found; the newest, "
+                          f"{first_error[0]}, is unreadable ({first_error[1]})); nothing was deleted: restore "
+                          f"them, or move {os.path.dirname(root)} away and train anew")
+    return None

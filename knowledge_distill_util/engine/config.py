@@ -119,6 +119,20 @@ class TrainingConfig:
       (decay to 0 at the last step).
     - ``label_key``: the key of the labels in dict batches; ``use_graph``: compile the step with
       ``nn.Graph``; ``progress``: a tqdm bar when stderr is a terminal (else log lines).
+
+    The files and random draws of a run that is one stage of a larger one (what the recipes of
+    ``kdu-train`` set; the defaults suit a run of its own):
+
+    - ``stage``: names the run: its loss log is ``<stage>_losses.csv`` / ``.png`` (default ``losses``), its
+      log lines and progress bar say ``stage <stage>``; ``checkpoint_dir``: where its checkpoints go
+      (default ``<output_dir>/checkpoints``).
+    - ``overwrite``: a run without ``resume`` deletes the checkpoints it finds in ``checkpoint_dir``
+      (default: it refuses them); ``lock``: lock ``output_dir`` (False: the caller holds its lock).
+    - ``seed_epochs``: seed the global generators and the data's at each epoch (False: the data orders
+      itself, e.g. with ``set_epoch``, and the global generators are left alone);
+      ``reseed_dropout``: seed every dropout generator from ``(seed, step)`` before each eager step.
+    - ``progress_every``: seconds between the progress lines when no bar is drawn (stage, step/total,
+      loss, samples/s, ETA; 0: none) instead of a line every ``log_every`` steps (None).
     """
 
     output_dir: str
@@ -137,6 +151,13 @@ class TrainingConfig:
     label_key: str = "labels"
     use_graph: bool = False
     progress: bool = True
+    stage: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    overwrite: bool = False
+    lock: bool = True
+    seed_epochs: bool = True
+    reseed_dropout: bool = True
+    progress_every: Optional[float] = None
 
     def __post_init__(self):
         if not isinstance(self.output_dir, str) or not self.output_dir:
@@ -150,11 +171,29 @@ class TrainingConfig:
             check_int(f"TrainingConfig.{name}", getattr(self, name))
         for name in ("seed", "eval_every", "warmup_steps"):
             check_int(f"TrainingConfig.{name}", getattr(self, name), minimum=0)
-        for name in ("resume", "use_graph", "progress"):
+        for name in ("resume", "use_graph", "progress", "overwrite", "lock", "seed_epochs", "reseed_dropout"):
             check_bool(f"TrainingConfig.{name}", getattr(self, name))
+        for name in ("stage", "checkpoint_dir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"TrainingConfig.{name} must be a non-empty string or None, got {value!r}")
+        if self.progress_every is not None:
+            self.progress_every = check_positive_real("TrainingConfig.progress_every", self.progress_every,
+                                                      allow_zero=True)
         if self.max_grad_norm is not None:
             self.max_grad_norm = check_positive_real("TrainingConfig.max_grad_norm", self.max_grad_norm)
         self.learning_rate = check_positive_real("TrainingConfig.learning_rate", self.learning_rate)
         check_choice("TrainingConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if not isinstance(self.label_key, str) or not self.label_key:
             raise TypeError(f"TrainingConfig.label_key must be a non-empty string, got {self.label_key!r}")
+
+    @property
+    def log_name(self) -> str:
+        """The loss log's file name without extension: ``losses`` or ``<stage>_losses``."""
+        return "losses" if self.stage is None else f"{self.stage}_losses"
+
+    @property
+    def checkpoint_root(self) -> str:
+        """``checkpoint_dir``, else ``<output_dir>/checkpoints``."""
+        import os
+        return self.checkpoint_dir or os.path.join(self.output_dir, "checkpoints")

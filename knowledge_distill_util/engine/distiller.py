@@ -9,6 +9,13 @@ Everything is checked before anything is written: the configurations and module 
 ``Distiller`` is built; the optimizer, the data and one probe forward (adaptors, hooked modules, shapes,
 labels) when ``train`` starts. Only then is ``output_dir`` locked (one writer,
 :mod:`knowledge_distill_util.engine.lock`) and written: ``checkpoints/``, ``losses.csv``, ``losses.png``.
+
+A loss of your own replaces the configuration's terms: ``Distiller(teacher, student, DistillationConfig(),
+training_config, objective=module)`` with ``module(batch, weights) -> OrderedDict`` of scalar terms (``"loss"``,
+the total, first; ``batch`` a :class:`~.batches.Batch`), an ``nn.Module`` holding the student (and the teacher,
+if it reads it; ``teacher=None`` for none). Each ``kdu-train`` recipe is such a configuration
+(``knowledge_distill_util.training.trainer``). ``step_inputs=`` (:class:`~.hooks.StepInputs`) adds inputs
+drawn at each step.
 """
 import logging
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -21,9 +28,10 @@ from .adaptors import check_features, default_adaptor, require
 from .batches import flatten, split_batch
 from .config import DistillationConfig, TrainingConfig
 from .matches import Match
+from .hooks import StepInputs
 from .objective import DistillStep
 from .parallel import Ranks
-from .state import seed_epoch
+from .state import start_epoch
 from .taps import FeatureTaps
 
 __all__ = ["Distiller"]
@@ -39,6 +47,8 @@ def _check_type(name: str, value, kind, what: str):
 
 
 def _teachers(teacher) -> List[nn.Module]:
+    if teacher is None:
+        return []
     teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     if not teachers:
         raise ValueError("teacher is an empty list; give a teacher Module or a list of them")
@@ -57,11 +67,24 @@ class Distiller:
 
     ``adaptor_T``/``adaptor_S``: ``adaptor(batch, outputs) -> dict`` (:mod:`.adaptors`; default
     :func:`~.adaptors.default_adaptor`). ``parameters()``: the student's and the projections' parameters.
+    ``objective``: an ``nn.Module`` ``(batch, weights) -> OrderedDict`` of terms replacing the
+    configuration's (see the module doc; ``teacher`` may then be None); ``step_inputs``: a
+    :class:`~.hooks.StepInputs`.
     """
 
     def __init__(self, teacher, student: nn.Module, distillation_config: DistillationConfig,
                  training_config: TrainingConfig, adaptor_T: Optional[Callable] = None,
-                 adaptor_S: Optional[Callable] = None):
+                 adaptor_S: Optional[Callable] = None, objective: Optional[nn.Module] = None,
+                 step_inputs: Optional[StepInputs] = None):
+        if objective is not None:
+            _check_type("objective", objective, nn.Module, "an nn.Module forward(batch, weights) -> OrderedDict")
+        if step_inputs is not None and not callable(getattr(step_inputs, "step_inputs", None)):
+            raise TypeError(f"step_inputs must have a method step_inputs(step, total) -> dict, got "
+                            f"{type(step_inputs).__name__}")
+        self.objective, self.step_inputs, self.last_run = objective, step_inputs, None
+        if teacher is None and objective is None:
+            raise ValueError("teacher is None; give a teacher Module (or a list of them), or an objective that "
+                             "needs none")
         self.teachers = _teachers(teacher)
         self.student = _check_type("student", student, nn.Module, "a oneflow.nn.Module")
         self.distillation_config = _check_type("distillation_config", distillation_config, DistillationConfig,
@@ -82,7 +105,8 @@ class Distiller:
             raise ValueError(f"intermediate_matches need one teacher, got {len(self.teachers)}; distil the "
                              f"logits of several teachers, or match the layers of one")
         self.taps = (FeatureTaps(student, [p for m in self.matches for p in m.student_paths], "student"),
-                     FeatureTaps(self.teachers[0], [p for m in self.matches for p in m.teacher_paths], "teacher"))
+                     FeatureTaps(self.teachers[0] if self.teachers else student,
+                                 [p for m in self.matches for p in m.teacher_paths], "teacher"))
         for match in self.matches:
             match.to(self.device)
         self._trainable = nn.ModuleDict({"student": student, "matches": nn.ModuleList(self.matches)})
@@ -109,7 +133,9 @@ class Distiller:
 
     # ------------------------------------------------------------------------------------------- training
 
-    def _step_module(self) -> DistillStep:
+    def _step_module(self) -> nn.Module:
+        if self.objective is not None:
+            return self.objective
         return DistillStep(self.student, self.teachers, self.distillation_config, (self.adaptor_S, self.adaptor_T),
                            self.taps, self.matches)
 
@@ -166,14 +192,30 @@ class Distiller:
                              f"max_steps instead") from None
         return max(1, -(-cfg.num_epochs * batches // cfg.gradient_accumulation_steps))
 
-    def _probe(self, step: DistillStep, data):
-        """One forward on the first batch, nothing written: every error of the first step comes here.
-        Returns the batch's graph layout and tensor shapes (``use_graph``) and the term names."""
-        seed_epoch(self.training_config.seed, 0, data)
+    def _probe_inputs(self, batch, total: int) -> None:
+        """The step inputs of step 0 added to the probe's ``batch``, their generator left as it was."""
+        if self.step_inputs is None:
+            return
+        state = self.step_inputs.rng_state() if hasattr(self.step_inputs, "rng_state") else None
+        inputs = self.step_inputs.step_inputs(0, total)
+        if state is not None:
+            self.step_inputs.set_rng_state(state)
+        for name, value in inputs.items():
+            batch.kwargs[name] = (flow.tensor(value, device=self.device) if isinstance(value, np.ndarray)
+                                  and self.training_config.use_graph else value)
+
+    def _probe(self, step: nn.Module, data, total: int, ranks: Optional[Ranks] = None):
+        """One forward on the first batch (this rank's rows of it), nothing written: every error of the first
+        step comes here. Returns the batch's graph layout and tensor shapes (``use_graph``) and the term names."""
+        cfg = self.training_config
+        start_epoch(data, cfg.seed, 0, cfg.seed_epochs)
         first = next(iter(data), None)
         if first is None:
             raise ValueError("the training data yielded no batch; give a non-empty loader")
         batch = split_batch(first, self.training_config.label_key, self.device)
+        if ranks is not None:
+            batch = ranks.shard(batch)
+        self._probe_inputs(batch, total)
         layout = None
         if self.training_config.use_graph:
             values, layout = flatten(batch, self.training_config.label_key)
@@ -184,26 +226,32 @@ class Distiller:
         self.student.train()
         return layout, list(terms)
 
-    def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None) -> Dict[str, Any]:
+    def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None,
+              scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None) -> Dict[str, Any]:
         """Train on ``data`` (an iterable of batches, re-iterable for several epochs); returns the history.
 
         ``optimizer``: default AdamW over :meth:`parameters` with ``TrainingConfig.learning_rate``.
+        ``scheduler``: a learning-rate scheduler of ``optimizer`` stepped after each update (None: none);
+        by default ``warmup_steps`` then ``lr_schedule``.
         ``eval_data``: evaluated every ``eval_every`` steps and at the end (``metrics`` as in :meth:`evaluate`).
+        ``on_step(step, total, terms)``: called (by the writer) after every step and its checkpoint;
+        ``on_epoch_end``: an :class:`~.hooks.EpochEnd` hook (every rank; its state is checkpointed).
         The history: ``{"step": [...], "lr": [...], "loss": [...], <term>: [...], "eval": [{"step", ...}]}``
         for the steps this call ran (after a resume: from the checkpoint on; ``losses.csv`` has them all).
         Under OneFlow's launcher the run is data-parallel (:mod:`.parallel`).
         """
         ranks = Ranks(self.training_config.use_graph)
+        hooks = dict(scheduler=scheduler, on_step=on_step, on_epoch_end=on_epoch_end)
         try:
             ranks.start(self._trainable)
-            history = self._train(ranks, data, optimizer, eval_data, metrics)
+            history = self._train(ranks, data, optimizer, eval_data, metrics, hooks)
         except BaseException as error:
             ranks.failed(error)
             raise
         ranks.finished()
         return history
 
-    def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics) -> Dict[str, Any]:
+    def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics, hooks) -> Dict[str, Any]:
         from .run import run_training
         if optimizer is None:
             optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
@@ -214,9 +262,9 @@ class Distiller:
         self._eval_teachers()
         step = self._step_module()
         with self.taps[0], self.taps[1]:
-            layout, names = self._probe(step, data)
+            layout, names = self._probe(step, data, total, ranks)
             return run_training(self, ranks, step, optimizer, data, total, layout, names,
-                                lambda: None if eval_data is None else self.evaluate(eval_data, metrics))
+                                lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
 
     # ----------------------------------------------------------------------------------------- evaluation
 

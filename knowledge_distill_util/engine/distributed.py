@@ -8,12 +8,18 @@ is exactly the one-process run: no collective, no extra random draw, the same da
 With ``W`` processes and ``--batch_size_per_device b``:
 
 - **Data**: the global batch of ``W * b`` rows is the one-process batch of that size (same seed, same
-  order, see :func:`~.trainer.batch_indices`); rank ``r`` trains on its ``r``-th contiguous shard
-  (:func:`shard`). With dropout off, ``W`` processes give the weights one process gets with batch ``W * b``.
+  order, see :func:`~knowledge_distill_util.training.trainer.batch_indices`); rank ``r`` trains on its
+  ``r``-th contiguous shard (:func:`shard`). With dropout off, ``W`` processes give the weights one process gets with batch ``W * b``.
 - **Eager**: after ``backward`` the gradients are averaged over the ranks with one all-reduce
-  (:func:`all_reduce_gradients`), as ``flow.nn.parallel.DistributedDataParallel`` does; see
-  :class:`DataParallel` for why its hooks are not used. **Graph** (``--use_graph``): the loss step
-  becomes global (parameters ``broadcast``, the batch ``split(0)``) and OneFlow inserts the collectives.
+  (:func:`all_reduce_gradients`), as ``flow.nn.parallel.DistributedDataParallel`` does, whose hooks are
+  not used for two reasons found in its source (OneFlow 0.9, ``oneflow/nn/parallel/distributed.py``):
+  (1) it all-reduces a bucket only when every parameter in it got a gradient, and stops at the first bucket
+  that did not: a trained parameter without a gradient in a step (the classifier in TinyBERT's intermediate
+  stage, the successor blocks BERT-of-Theseus did not pick) then silently leaves every gradient un-reduced
+  and the ranks drift apart; (2) its gradient hooks cannot be removed, so the second stage of a two-stage
+  recipe (the same parameters wrapped again) scales and reduces them twice. **Graph** (``--use_graph``):
+  the loss step becomes global (parameters ``broadcast``, the batch ``split(0)``) and OneFlow inserts the
+  collectives. The training loop's side of both is :class:`~.parallel.Ranks`.
 - **One writer**: only rank 0 (:func:`is_writer`) writes checkpoints, results, logs, the loss CSV and
   plot, ``progress.json``, the progress bar and the directory locks.
 - **Evaluation** (and the teacher's cached logits) is sharded by rows and gathered (:func:`gather_rows`):
@@ -52,8 +58,9 @@ import oneflow.nn as nn
 from .._env import MAX_TIMEOUT_S, env_float, env_int, env_port
 
 __all__ = ["world_size", "rank", "is_distributed", "is_writer", "shard", "row_block", "all_reduce_gradients",
-           "mean_across_ranks", "gather_rows", "agree", "check_same", "DataParallel", "Watchdog",
-           "start_watchdog", "stop_watchdog", "check_environment", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
+           "mean_across_ranks", "gather_rows", "agree", "check_same", "global_batch", "Watchdog",
+           "start_watchdog", "stop_watchdog", "watchdog_running",
+           "check_environment", "fail", "at_abort", "split_launch_flags", "launch_command", "to_local_state",
            "local_rank", "check_local_rank", "interface_addresses", "DEFAULT_TIMEOUT_S", "SIGTERM_GRACE_S"]
 
 logger = logging.getLogger(__name__)
@@ -221,94 +228,21 @@ def to_local_state(state):
     return _map_tensors(state, lambda t: t.to_local() if t.is_global else t)
 
 
-class DataParallel:
-    """The data-parallel part of one training stage (every method is the identity in one process).
+def global_batch(batch_size: int, num_rows: int, world: Optional[int] = None) -> int:
+    """The global batch of ``world`` processes with ``batch_size`` rows each (``batch_size`` in one process,
+    where a batch larger than the data is cut to it); raises ``ValueError`` when it exceeds the data.
 
-    Eager mode averages gradients with :func:`all_reduce_gradients` after ``backward``.
-    ``flow.nn.parallel.DistributedDataParallel`` is not used, for two reasons found in its source
-    (OneFlow 0.9, ``oneflow/nn/parallel/distributed.py``): (1) it all-reduces a bucket only when every
-    parameter in it got a gradient, and stops at the first bucket that did not: a trained parameter
-    without a gradient in a step (the classifier in TinyBERT's intermediate stage, the successor blocks
-    BERT-of-Theseus did not pick) then silently leaves every gradient un-reduced and the ranks drift
-    apart; (2) its gradient hooks cannot be removed, so the second stage of a two-stage recipe (the same
-    parameters wrapped again) scales and reduces them twice. Graph mode uses global tensors.
+    >>> global_batch(8, 20, world=2)
+    16
     """
-
-    def __init__(self, device: flow.device, use_graph: bool):
-        self.world = world_size()
-        self.rank = rank()
-        self.active = self.world > 1
-        self.use_graph = use_graph and self.active
-        self.placement = None
-        if self.use_graph:  # every rank, one device each (on CUDA: the rank's own GPU)
-            self.placement = flow.placement(device.type, ranks=list(range(self.world)))
-
-    @property
-    def writer(self) -> bool:
-        return self.rank == 0
-
-    def global_batch(self, batch_size: int, num_rows: int) -> int:
-        """The global batch (``world * batch_size``); raises ``ValueError`` when it exceeds the data."""
-        if not self.active:
-            return batch_size
-        total = batch_size * self.world
-        if total > num_rows:
-            raise ValueError(f"{self.world} processes x batch_size_per_device {batch_size} = {total} rows per "
-                             f"step exceeds the {num_rows} training rows; lower --batch_size_per_device or "
-                             f"--nproc_per_node")
-        return total
-
-    def shard(self, index: np.ndarray) -> np.ndarray:
-        return shard(index, self.rank, self.world) if self.active else index
-
-    def broadcast(self, module: nn.Module) -> None:
-        """Copy rank 0's parameters and buffers of ``module`` to every rank, in place (as DDP does): the
-        ranks then start from rank 0's weights, which are the one-process weights (same seed). Needed:
-        some initialisations differ between ranks with the same seed (the LSTM student's, measured)."""
-        if not self.active:
-            return
-        with flow.no_grad():
-            for tensor in list(module.parameters()) + list(module.buffers()):
-                flow.comm.broadcast(tensor, 0)
-
-    def place(self, module: nn.Module) -> None:
-        """Graph mode: make ``module`` global (parameters broadcast), in place; call :meth:`broadcast` first."""
-        if self.use_graph:
-            module.to_global(placement=self.placement, sbp=flow.sbp.broadcast)
-
-    def unplace(self, module: nn.Module) -> None:
-        """Undo :meth:`place` (every rank keeps the full, identical weights)."""
-        if self.use_graph:
-            for parameter in module.parameters():
-                parameter.grad = None  # the graph's gradients are lazy tensors that cannot leave it
-            module.to_local()
-
-    def tensor(self, array: np.ndarray, device: flow.device, split: bool = True) -> flow.Tensor:
-        """This rank's rows (``split``) or a value shared by every rank as a tensor for the step."""
-        local = flow.tensor(array, device=device)
-        if not self.use_graph:
-            return local
-        if split:
-            return local.to_global(placement=self.placement, sbp=flow.sbp.split(0))
-        return local.to_global(placement=self.placement, sbp=flow.sbp.broadcast)
-
-    def after_backward(self, module: nn.Module) -> None:
-        """Eager: average the gradients over the ranks."""
-        if self.active and not self.use_graph:
-            all_reduce_gradients(list(module.parameters()))
-
-    def values(self, terms) -> List[float]:
-        """The loss terms as floats, averaged over the ranks (the one-process values of the global batch)."""
-        if self.use_graph:
-            return [float(t.to_global(sbp=flow.sbp.broadcast).to_local().numpy()) for t in terms]
-        values = [float(t.numpy()) for t in terms]
-        return mean_across_ranks(values) if self.active else values
-
-    def loadable(self, state):
-        """A saved (local) state made loadable into placed modules or graphs."""
-        if not self.use_graph:
-            return state
-        return _map_tensors(state, lambda t: t.to_global(placement=self.placement, sbp=flow.sbp.broadcast))
+    world = world_size() if world is None else world
+    if world == 1:
+        return batch_size
+    total = batch_size * world
+    if total > num_rows:
+        raise ValueError(f"{world} processes x batch_size_per_device {batch_size} = {total} rows per step exceeds "
+                         f"the {num_rows} training rows; lower --batch_size_per_device or --nproc_per_node")
+    return total
 
 
 # ------------------------------------------------------------------------------------------ watchdog
@@ -581,6 +515,11 @@ def start_watchdog() -> Optional[Watchdog]:
     if _WATCHDOG is None and is_distributed():
         _WATCHDOG = Watchdog().start()
     return _WATCHDOG
+
+
+def watchdog_running() -> bool:
+    """True when this process's watchdog runs (started by :func:`start_watchdog`)."""
+    return _WATCHDOG is not None
 
 
 def stop_watchdog() -> None:

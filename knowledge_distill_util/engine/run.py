@@ -1,14 +1,21 @@
 """One :meth:`Distiller.train` run on its output directory: lock, resume, log, checkpoint, plot.
 
-``output_dir`` holds ``.kdu.lock`` (one writer, :mod:`knowledge_distill_util.engine.lock`), ``checkpoints/``
-(:mod:`knowledge_distill_util.engine.checkpoint`), ``losses.csv`` (one row per step) and ``losses.png``.
-A run without ``resume=True`` refuses a directory that already holds checkpoints (nothing is deleted).
+``output_dir`` holds ``.kdu.lock`` (one writer, :mod:`knowledge_distill_util.engine.lock`; not with
+``TrainingConfig(lock=False)``, when the caller holds it), the checkpoints (``checkpoints/``, or
+``TrainingConfig.checkpoint_dir``; :mod:`knowledge_distill_util.engine.checkpoint`), the loss log
+``losses.csv`` (one row per step) and ``losses.png`` (``<stage>_losses.*`` with ``TrainingConfig.stage``).
+A run without ``resume=True`` refuses a directory that already holds checkpoints (nothing is deleted), or
+with ``overwrite=True`` deletes them. A resumed run starts from the newest readable checkpoint (an unreadable
+newer one is skipped with a warning and kept); it also resumes a checkpoint of the recipes' earlier trainer
+(the student's weights without the ``student.`` prefix, no data position: derived from the step).
 """
 import contextlib
 import logging
 import os
+import shutil
 from typing import Any, Callable, Dict, List, Optional
 
+from .._errors import ConfigError
 from .loop import Loop
 from .state import BatchStream
 
@@ -17,64 +24,101 @@ __all__ = ["run_training"]
 logger = logging.getLogger(__name__)
 
 
-def _resume_point(root: str, resume: bool, use_graph: bool):
-    """``(path, model_state, optimizer_state, state)`` of the newest checkpoint to resume from, or None."""
-    from .checkpoint import latest_checkpoint, load_checkpoint
-    path = latest_checkpoint(root)
-    if path is None:
-        if resume:
-            logger.info("no checkpoint under %s: training from the start", root)
+def _refuse_or_clear(root: str, overwrite: bool, writer: bool) -> None:
+    """A run that does not resume: refuse the checkpoints of an earlier run, or delete them (``overwrite``)."""
+    from .checkpoint import latest_checkpoint
+    if overwrite:
+        if writer and os.path.isdir(root):
+            shutil.rmtree(root)
+        return
+    if latest_checkpoint(root) is not None:
+        raise ConfigError(f"{os.path.dirname(root)} already holds the checkpoints of an earlier run; continue it "
+                          f"with TrainingConfig(resume=True) or choose another output_dir (nothing was deleted)")
+
+
+def _resume_point(root: str, use_graph: bool):
+    """``(path, model_state, optimizer_state, state)`` of the newest readable checkpoint, or None."""
+    from .checkpoint import resume_point
+    point = resume_point(root, use_graph)
+    if point is None:
+        logger.info("no checkpoint under %s: training from the start", root)
         return None
-    if not resume:
-        raise ValueError(f"{os.path.dirname(root)} already holds the checkpoints of an earlier run; continue it with "
-                         f"TrainingConfig(resume=True) or choose another output_dir (nothing was deleted)")
-    try:
-        model_state, optimizer_state, state = load_checkpoint(path)
-    except Exception as error:  # noqa: BLE001 - any unreadable file: one sentence, nothing deleted
-        raise ValueError(f"checkpoint {path} is unreadable ({error}); nothing was deleted: restore it, or move "
-                         f"{os.path.dirname(root)} away and train anew") from None
-    if bool(state.get("use_graph")) != use_graph:
-        raise ValueError(f"checkpoint {path} was written with use_graph={state.get('use_graph')} but this run has "
-                         f"use_graph={use_graph}; resume with the same setting")
-    return path, model_state, optimizer_state, state
+    return point.path, point.model_state, point.optimizer_state, point.state
 
 
-def _load(distiller, loop: Loop, point) -> None:
+def _position(state: Dict, data) -> Dict:
+    """``state`` with its data position; a checkpoint of the recipes' earlier trainer has none: the step
+    and the batches per epoch (``len(data)``) give it."""
+    if "epoch" in state:
+        return state
+    per_epoch = len(data)
+    return dict(state, epoch=int(state["step"]) // per_epoch, done=int(state["step"]) % per_epoch)
+
+
+def _load(distiller, loop: Loop, ranks, point) -> None:
     path, model_state, optimizer_state, state = point
+    target = distiller._trainable
+    if not distiller.matches and not any(key.startswith("student.") for key in model_state):
+        target = distiller.student  # the recipes' earlier checkpoints: the student's own state_dict
     try:
-        distiller._trainable.load_state_dict(model_state)
+        target.load_state_dict(ranks.loadable(model_state))
     except (KeyError, RuntimeError, ValueError) as error:
-        raise ValueError(f"checkpoint {path} does not fit this student and its projections ({error}); resume with "
-                         f"the same models and intermediate_matches") from None
+        raise ConfigError(f"checkpoint {path} does not fit this student and its projections ({error}); resume "
+                          f"with the same models and intermediate_matches") from None
     if loop.graph is not None:
-        loop.graph.load_state_dict(optimizer_state)  # the graph's own state: moments, its schedule's step
+        loop.graph.load_state_dict(ranks.loadable(optimizer_state))  # the graph's own state: moments, its step
     else:
         loop.optimizer.load_state_dict(optimizer_state)
+    provider = distiller.step_inputs
+    if provider is not None and "step_inputs_rng" in state and hasattr(provider, "set_rng_state"):
+        provider.set_rng_state(state["step_inputs_rng"])
+    if loop.on_epoch_end is not None:
+        loop.on_epoch_end.load_state(state.get("epoch_end"))
     loop.fast_forward(int(state["step"]))
 
 
+def _extra_state(distiller, loop: Loop) -> Dict:
+    """What a checkpoint holds besides the generators: the step inputs' generator, the epoch-end hook's state."""
+    extra = {}
+    provider = distiller.step_inputs
+    if provider is not None and hasattr(provider, "rng_state"):
+        extra["step_inputs_rng"] = provider.rng_state()
+    if loop.on_epoch_end is not None:
+        extra["epoch_end"] = loop.on_epoch_end.state()
+    return extra
+
+
 def run_training(distiller, ranks, step, optimizer, data, total: int, layout, names: List[str],
-                 evaluate: Callable[[], Optional[Dict[str, float]]]) -> Dict[str, Any]:
+                 evaluate: Callable[[], Optional[Dict[str, float]]], hooks: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Any]:
     """Lock ``output_dir``, resume if asked, run the :class:`~.loop.Loop`, write the plot; the history.
-    Only the writer (rank 0 of a data-parallel run, :mod:`.parallel`) locks and writes."""
+    Only the writer (rank 0 of a data-parallel run, :mod:`.parallel`) locks and writes. ``hooks``:
+    ``scheduler``, ``on_step``, ``on_epoch_end`` of :meth:`Distiller.train`."""
     from .checkpoint import save_checkpoint
     from .lock import DirectoryLock
     from .loss_log import LossLog, plot_losses
 
-    cfg = distiller.training_config
-    root = os.path.join(cfg.output_dir, "checkpoints")
-    with DirectoryLock(cfg.output_dir) if ranks.writer else contextlib.nullcontext():
-        point = _resume_point(root, cfg.resume, cfg.use_graph)
+    cfg, hooks = distiller.training_config, hooks or {}
+    root = cfg.checkpoint_root
+    locked = ranks.writer and cfg.lock
+    with DirectoryLock(cfg.output_dir) if locked else contextlib.nullcontext():
+        point = _resume_point(root, cfg.use_graph) if cfg.resume else _refuse_or_clear(root, cfg.overwrite,
+                                                                                        ranks.writer)
+        if point:
+            point = point[:3] + (_position(point[3], data),)
         start = int(point[3]["step"]) if point else 0
         resume = (point[3]["epoch"], point[3]["done"], point[3]) if point else None
-        loop = Loop(distiller, step, optimizer, total, start, ranks)
+        loop = Loop(distiller, step, optimizer, total, start, ranks, hooks.get("scheduler", "default"))
+        loop.on_step, loop.on_epoch_end = hooks.get("on_step"), hooks.get("on_epoch_end")
         if cfg.use_graph:
+            ranks.place(step, distiller.device, optimizer)
             loop.build_graph(layout[0], names, layout[1])
         if point:
-            _load(distiller, loop, point)
-            logger.info("resumed from %s at step %d/%d", point[0], start, total)
-        loop.stream = BatchStream(data, cfg.seed, resume)
-        log = LossLog(os.path.join(cfg.output_dir, "losses.csv") if ranks.writer else os.devnull, names,
+            _load(distiller, loop, ranks, point)
+            logger.info("%sresumed from %s at step %d/%d", loop._prefix(), point[0], start, total)
+        loop.stream = BatchStream(data, cfg.seed, resume, cfg.seed_epochs)
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        log = LossLog(os.path.join(cfg.output_dir, f"{cfg.log_name}.csv") if ranks.writer else os.devnull, names,
                       start if point else None)
         history: Dict[str, Any] = {"eval": []}
 
@@ -82,7 +126,9 @@ def run_training(distiller, ranks, step, optimizer, data, total: int, layout, na
             if not ranks.writer:
                 return
             optimizer_state = loop.graph.state_dict() if loop.graph is not None else optimizer.state_dict()
-            save_checkpoint(root, at, distiller.state_dict(), optimizer_state, state)
+            log.sync()  # the log holds every row up to the checkpoint before it exists
+            save_checkpoint(root, at, ranks.saved(distiller.state_dict()), ranks.saved(optimizer_state),
+                            dict(state, **_extra_state(distiller, loop)))
 
         def evaluated(at: int) -> None:
             metrics = evaluate()
@@ -95,6 +141,8 @@ def run_training(distiller, ranks, step, optimizer, data, total: int, layout, na
         finally:
             log.close()
         if ranks.writer:
-            plot_losses(log.path, os.path.join(cfg.output_dir, "losses.png"), title="distillation")
+            plot_losses(log.path, os.path.join(cfg.output_dir, f"{cfg.log_name}.png"),
+                        title=cfg.stage or "distillation")
     history.update(loop.history)
+    distiller.last_run = {"log_path": log.path, "resumed_from": start, "total": total}
     return history

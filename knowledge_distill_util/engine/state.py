@@ -9,6 +9,8 @@ Exact resume rests on three rules:
    each ``iter()`` of any loader advances.)
 2. In eager mode every dropout generator is seeded from ``(seed, step)`` before each step
    (:func:`~knowledge_distill_util.engine.seeding.reseed`).
+   With ``TrainingConfig(seed_epochs=False)`` the global generators are left alone: the data orders itself
+   (data with a ``set_epoch(epoch)`` method, like a ``DistributedSampler``, is told each epoch in any case).
 3. A checkpoint stores the epoch, the batches consumed in it and the three global generators' states; a
    resumed run seeds that epoch, draws (and drops) those batches, then restores the states.
 
@@ -22,7 +24,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 import oneflow as flow
 
-__all__ = ["seed_epoch", "capture_state", "restore_rng", "BatchStream"]
+__all__ = ["seed_epoch", "start_epoch", "capture_state", "restore_rng", "BatchStream"]
 
 _GENERATOR = type(flow.Generator("cpu"))  # flow.Generator is a function in OneFlow 0.9
 
@@ -53,6 +55,15 @@ def seed_epoch(seed: int, epoch: int, data=None) -> None:
         generator.manual_seed(value)
 
 
+def start_epoch(data, seed: int, epoch: int, seed_epochs: bool = True) -> None:
+    """Before ``iter(data)`` of ``epoch``: :func:`seed_epoch` (``seed_epochs``), ``data.set_epoch(epoch)`` (if any)."""
+    if seed_epochs:
+        seed_epoch(seed, epoch, data)
+    set_epoch = getattr(data, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+
+
 def capture_state(epoch: int, done: int, use_graph: bool) -> Dict[str, Any]:
     """The JSON-able resume state: the data position and the global generators' states."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -64,29 +75,33 @@ def capture_state(epoch: int, done: int, use_graph: bool) -> Dict[str, Any]:
 
 
 def restore_rng(state: Dict[str, Any]) -> None:
-    """Put back the generators' states of :func:`capture_state`."""
-    flow.set_rng_state(flow.tensor(state["flow_rng"], dtype=flow.uint8))
-    name, keys, pos, has_gauss, gauss = state["numpy_rng"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, extra = state["python_rng"]
-    random.setstate((version, tuple(internal), extra))
+    """Put back the generators' states of :func:`capture_state` (those it holds: a recipe checkpoint of
+    earlier versions holds OneFlow's only)."""
+    if "flow_rng" in state:
+        flow.set_rng_state(flow.tensor(state["flow_rng"], dtype=flow.uint8))
+    if "numpy_rng" in state:
+        name, keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "python_rng" in state:
+        version, internal, extra = state["python_rng"]
+        random.setstate((version, tuple(internal), extra))
 
 
 class BatchStream:
     """The batches of ``data`` epoch after epoch (see the module doc), with their position.
 
     ``resume``: ``(epoch, done, state)`` of a checkpoint: that epoch's first ``done`` batches are drawn and
-    dropped, then the generators are restored from ``state``. Raises ``ValueError`` when the data yields no
-    batch, or fewer than the checkpoint consumed.
+    dropped, then the generators are restored from ``state``. ``seed_epochs``: see the module doc. Raises
+    ``ValueError`` when the data yields no batch, or fewer than the checkpoint consumed.
     """
 
-    def __init__(self, data, seed: int, resume: Optional[Tuple[int, int, Dict]] = None):
-        self.data, self.seed = data, seed
+    def __init__(self, data, seed: int, resume: Optional[Tuple[int, int, Dict]] = None, seed_epochs: bool = True):
+        self.data, self.seed, self.seed_epochs = data, seed, seed_epochs
         self.epoch, self.done = (resume[0], resume[1]) if resume else (0, 0)
         self._iterator = self._start(resume)
 
     def _start(self, resume) -> Iterator:
-        seed_epoch(self.seed, self.epoch, self.data)
+        start_epoch(self.data, self.seed, self.epoch, self.seed_epochs)
         iterator = iter(self.data)
         if resume is not None:
             for index in range(self.done):

@@ -8,8 +8,8 @@
   run them).
 - :mod:`.builders`: teachers and students; :mod:`.theseus`: BERT-of-Theseus module replacement.
 - :mod:`.artifacts`: a trained model on disk; :mod:`.plan`: everything a run needs, checked first.
-- :mod:`.trainer`: the loop; its parts (optimizer schedule, loss log, checkpoints, lock, collectives) are the
-  engine's (:mod:`knowledge_distill_util.engine`).
+- :mod:`.trainer`: each recipe stage as a configuration of the engine's
+  :class:`~knowledge_distill_util.engine.Distiller`, whose loop trains every recipe.
 - :mod:`.run`: ``kdu-train``; :mod:`.compression`: ``kdu-compress``; :mod:`.evaluate`, :mod:`.summary`.
 """
 from typing import Optional, Sequence

@@ -1,8 +1,15 @@
-"""The training loop shared by every recipe: the teacher frozen under ``no_grad``, AdamW with warm-up and
-decay (:mod:`knowledge_distill_util.engine.optim`), progress (a tqdm bar on a terminal, else a log line
-every ``progress_every`` seconds: :class:`ProgressLog`), per-term losses logged each step
-(:mod:`knowledge_distill_util.engine.loss_log`), atomic checkpoints with exact resume
-(:mod:`knowledge_distill_util.engine.checkpoint`), eager or ``nn.Graph``.
+"""Every recipe stage as a :class:`~knowledge_distill_util.engine.Distiller` configuration: the recipes train
+through the engine's one loop (:mod:`knowledge_distill_util.engine.loop`).
+
+:func:`train_stage` is the adapter: the recipe's :class:`LossStep` (student, frozen teacher, the recipe's
+:class:`~.objectives.Objective` reading ``args``) is the Distiller's ``objective``; the rows of a
+``data.Features`` become :class:`FeatureBatches` (the order below; cached teacher logits ride along as
+``teacher_logits``); a weight schedule's factors and the model's own per-step inputs (:class:`StepInputs`,
+BERT-of-Theseus's coins) are the Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
+decay of :mod:`knowledge_distill_util.engine.optim` is passed in; the files are ``<stage>_losses.csv/png``
+in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The global generators are not reseeded
+per epoch and dropout is reseeded per step only with ``reseed_dropout``, so every random draw is the one
+the recipes always made.
 
 Data order: epoch ``e`` visits the training rows in ``np.random.default_rng(seed + e).permutation(N)``
 order, in batches of ``batch_size``; a last short batch is filled up with the epoch's first rows so
@@ -10,9 +17,9 @@ that every batch has the same shape (``nn.Graph`` compiles one shape). The order
 seed and the step, so a resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 import logging
-import math
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
@@ -20,16 +27,19 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
-from ..engine.checkpoint import Checkpointer
-from ..engine.distributed import DataParallel
-from ..engine.loss_log import LossLog, plot_losses
-from ..engine.optim import clip_gradients, make_optimizer, make_scheduler
-from ..engine.seeding import dropout_generators, reseed
+from ..engine import hooks
+from ..engine.batches import Batch
+from ..engine.config import DistillationConfig, TrainingConfig
+from ..engine.distiller import Distiller
+from ..engine.distributed import global_batch
+from ..engine.hooks import EpochEnd, non_finite_weight
+from ..engine.optim import make_optimizer, make_scheduler
+from ..engine.progress import ProgressLog, format_duration
 from .config import ConfigError
 from .objectives import Objective, ScheduledArgs, schedule_factors, uses_weight_schedules
 
-__all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "TrainGraph", "StageResult", "ProgressLog",
-           "train_stage", "batch_indices", "model_device", "NonFiniteLossError"]
+__all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "StageResult", "ProgressLog", "FeatureBatches",
+           "train_stage", "batch_indices", "model_device", "NonFiniteLossError", "format_duration"]
 
 logger = logging.getLogger(__name__)
 BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
@@ -54,20 +64,6 @@ class StepInputs(Protocol):
     def set_rng_state(self, state) -> None: ...
 
 
-@runtime_checkable
-class EpochEnd(Protocol):
-    """Called by :func:`train_stage` on every rank after the last step of each epoch (and after the last step
-    of the stage when it ends inside an epoch), before that step's checkpoint: ``hook(epoch, step)``
-    (``epoch`` counts from 0; the model is put back in train mode afterwards). ``state()`` is stored in the
-    checkpoints (JSON) and handed back to ``load_state`` when a run resumes."""
-
-    def __call__(self, epoch: int, step: int) -> None: ...
-
-    def state(self) -> Dict: ...
-
-    def load_state(self, state: Optional[Dict]) -> None: ...
-
-
 @dataclass(frozen=True)
 class TrainerConfig:
     """The settings of one training stage."""
@@ -86,42 +82,6 @@ class TrainerConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 0.0  # > 0: clip the gradients at this global L2 norm before each update
     progress_every: float = 30.0
-
-
-def format_duration(seconds: float) -> str:
-    """``seconds`` as ``1h02m``, ``3m12s`` or ``45s``."""
-    seconds = int(round(max(0.0, seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-class ProgressLog:
-    """The progress of a stage as one INFO log line every ``every`` seconds (0: never), for logs and CI
-    where no tqdm bar is drawn: ``stage kd: step 120/675 (18%), loss 0.4123, 52.3 samples/s, ETA 3m12s``.
-
-    Samples/s = (steps since ``start``) x ``batch_size`` / seconds since construction; ETA = the remaining
-    steps at that rate. Called after each step with the loss already read for the loss log (no device sync).
-    """
-
-    def __init__(self, stage: str, total: int, start: int, batch_size: int, every: float, clock=time.monotonic):
-        self.stage, self.total, self.start, self.batch_size, self.every = stage, total, start, batch_size, every
-        self.clock = clock
-        self.began = self.last = clock()
-
-    def __call__(self, step: int, loss: float) -> None:
-        now = self.clock()
-        if self.every <= 0 or now - self.last < self.every:
-            return
-        self.last = now
-        logger.info("%s", self.line(step, loss, now))
-
-    def line(self, step: int, loss: float, now: float) -> str:
-        elapsed, done = max(now - self.began, 1e-9), step - self.start
-        rate = done * self.batch_size / elapsed
-        eta = format_duration((self.total - step) * elapsed / done) if done > 0 else "?"
-        return (f"stage {self.stage}: step {step}/{self.total} ({100 * step // max(self.total, 1)}%), "
-                f"loss {loss:.4f}, {rate:.1f} samples/s, ETA {eta}")
 
 
 def model_device(model: nn.Module) -> flow.device:
@@ -147,6 +107,11 @@ class LossStep(nn.Module):
     ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass) and the
     model's step inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
     (``"loss"``, the total, first). The teacher must be in eval mode: :func:`train_stage` puts it there.
+
+    ``forward(batch, weights)`` with a :class:`~knowledge_distill_util.engine.batches.Batch` (the
+    Distiller's ``objective`` interface; ``weights`` unused): the same terms as an ``OrderedDict``, the
+    inputs read by name from the batch (``input_ids``, ``input_mask``, ``segment_ids``, the extras; the
+    labels).
     """
 
     def __init__(self, student: nn.Module, teacher: Optional[nn.Module], objective: Objective, args,
@@ -164,7 +129,23 @@ class LossStep(nn.Module):
             raise ValueError(f"objective {objective.name!r} reads the teacher's {objective.teacher_outputs}: "
                              f"give a teacher")
 
-    def forward(self, input_ids, input_mask, segment_ids, labels, *extras):
+    def forward(self, *inputs):
+        if len(inputs) == 2 and isinstance(inputs[0], Batch):
+            return self._batch_terms(inputs[0])
+        return self._positional(*inputs)
+
+    def _batch_terms(self, batch: Batch) -> "OrderedDict[str, flow.Tensor]":
+        named = batch.kwargs
+        extras = [named[name] for name in self.extra_inputs]
+        if "schedule_factors" in self.extra_inputs:  # eager: the NumPy factors as a tensor, as the graph gets them
+            at = self.extra_inputs.index("schedule_factors")
+            if isinstance(extras[at], np.ndarray):
+                extras[at] = flow.tensor(extras[at], device=named["input_ids"].device)
+        values = self._positional(named["input_ids"], named["input_mask"], named["segment_ids"], batch.labels,
+                                  *extras)
+        return OrderedDict(zip(self.objective.terms, values))
+
+    def _positional(self, input_ids, input_mask, segment_ids, labels, *extras):
         named = dict(zip(self.extra_inputs, extras))
         teacher_logits = named.pop("teacher_logits", None)
         factors = named.pop("schedule_factors", None)
@@ -200,25 +181,6 @@ class LossStep(nn.Module):
         tensors["student_model"] = self.student
         terms = self.objective(args, **tensors)
         return tuple(terms[name] for name in self.objective.terms)
-
-
-class TrainGraph(nn.Graph):
-    """One training step of a :class:`LossStep` compiled with ``nn.Graph``.
-
-    The step module is a graph attribute (so its parameters are updated) and the optimizer is added
-    with its scheduler; call ``optimizer.zero_grad(set_to_none=True)`` before the first step (a
-    parameter holding an eager ``.grad`` would silently never be updated by the graph).
-    """
-
-    def __init__(self, step: LossStep, optimizer, scheduler):
-        super().__init__()
-        self.step = step
-        self.add_optimizer(optimizer, lr_sch=scheduler)
-
-    def build(self, *inputs):
-        terms = self.step(*inputs)
-        terms[0].backward()
-        return terms
 
 
 def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
@@ -265,13 +227,13 @@ def _non_finite_message(stage: str, step: int, terms, values, learning_rate: flo
 def _check_finite_weights(student: nn.Module, stage: str, step: int, learning_rate: float) -> None:
     """Refuse to checkpoint NaN/inf weights (the last update may have made them so after a finite loss);
     one reduction per checkpoint."""
-    with flow.no_grad():
-        named = [(name, param.to_local() if param.is_global else param) for name, param in student.named_parameters()]
-        finite = flow.stack([flow.isfinite(param).all() for _, param in named]).numpy()  # one sync
-    if not finite.all():
-        name = named[int(np.argmin(finite))][0]
-        raise NonFiniteLossError(
-            f"stage {stage}: the weight {name} became NaN or infinite at step {step}; training stopped and this "
+    name = non_finite_weight(student.named_parameters())
+    if name is not None:
+        raise NonFiniteLossError(_weight_message(stage, name, step, learning_rate))
+
+
+def _weight_message(stage: str, name: str, step: int, learning_rate: float) -> str:
+    return (f"stage {stage}: the weight {name} became NaN or infinite at step {step}; training stopped and this "
             f"checkpoint was not saved (earlier checkpoints and models are kept): lower --learning_rate (now "
             f"{learning_rate:g}) or check the data")
 
@@ -279,6 +241,68 @@ def _check_finite_weights(student: nn.Module, stage: str, step: int, learning_ra
 def _total_steps(per_epoch: int, tcfg: TrainerConfig) -> int:
     total = max(1, int(round(per_epoch * tcfg.num_epochs)))
     return min(total, tcfg.max_steps) if tcfg.max_steps and tcfg.max_steps > 0 else total
+
+
+class FeatureBatches:
+    """The batches of a ``data.Features`` in the order of :func:`batch_indices`, re-iterable: each
+    iteration yields the epoch set by :meth:`set_epoch` (the Distiller sets it) as dicts of tensors on
+    ``device``: ``input_ids``, ``input_mask``, ``segment_ids``, ``teacher_logits`` (rows of the cached
+    ``[N, C]`` logits, when given) and ``labels``. ``len()``: the batches per epoch."""
+
+    def __init__(self, features, batch_size: int, seed: int, device, teacher_logits: Optional[np.ndarray] = None):
+        self.features, self.batch_size, self.seed, self.device = features, batch_size, seed, device
+        self.teacher_logits = teacher_logits
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        rows = len(self.features)
+        return -(-rows // min(self.batch_size, rows))
+
+    def __iter__(self):
+        for index in batch_indices(len(self.features), self.batch_size, self.seed, self.epoch):
+            arrays = self.features.as_dict(index)
+            batch = {key: arrays[key] for key in BATCH_KEYS[:3]}
+            if self.teacher_logits is not None:
+                batch["teacher_logits"] = self.teacher_logits[index]
+            batch["labels"] = arrays["labels"]
+            yield {key: flow.tensor(value, device=self.device) for key, value in batch.items()}
+
+
+class _RecipeInputs:
+    """The Distiller's step inputs of a recipe stage: the weight schedules' factors
+    (:func:`~.objectives.schedule_factors`) and the model's own (:class:`StepInputs`)."""
+
+    def __init__(self, scheduled: bool, provider: Optional[StepInputs]):
+        self.scheduled, self.provider = scheduled, provider
+
+    def step_inputs(self, step: int, total: int) -> Dict[str, np.ndarray]:
+        inputs = {"schedule_factors": schedule_factors(step, total)} if self.scheduled else {}
+        if self.provider is not None:
+            drawn = self.provider.step_inputs()
+            inputs.update((name, drawn[name]) for name in self.provider.step_input_names)
+        return inputs
+
+    def rng_state(self):
+        return self.provider.rng_state() if self.provider is not None else None
+
+    def set_rng_state(self, state) -> None:
+        if self.provider is not None and state is not None:
+            self.provider.set_rng_state(state)
+
+
+def _training_config(tcfg: TrainerConfig, total: int, work_dir: str, stage: str, checkpoint_dir: str,
+                     progress: bool) -> TrainingConfig:
+    """The stage as a :class:`TrainingConfig` (see the module doc)."""
+    return TrainingConfig(
+        output_dir=work_dir, max_steps=total, seed=tcfg.seed, checkpoint_every=max(1, tcfg.checkpoint_every),
+        resume=tcfg.resume, max_grad_norm=tcfg.max_grad_norm if tcfg.max_grad_norm > 0 else None,
+        learning_rate=tcfg.learning_rate, warmup_steps=int(total * tcfg.warmup_proportion), lr_schedule="linear",
+        use_graph=tcfg.use_graph, progress=progress, stage=stage, checkpoint_dir=os.path.join(checkpoint_dir, stage),
+        overwrite=True, lock=False, seed_epochs=False, reseed_dropout=tcfg.reseed_dropout,
+        progress_every=tcfg.progress_every)
 
 
 def train_stage(
@@ -294,125 +318,50 @@ def train_stage(
     on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
     on_epoch_end: Optional[EpochEnd] = None,
 ) -> StageResult:
-    """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s objective.
+    """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s objective, through the
+    :class:`~knowledge_distill_util.engine.Distiller` (see the module doc).
 
     Writes ``work_dir/<stage>_losses.csv`` (one row per step) and ``.png``, and checkpoints under
-    ``checkpoint_dir/<stage>/``. ``teacher_logits`` (``[N, C]``, row-aligned with ``features``) replaces the
-    teacher's forward pass for objectives that read only its logits. ``on_step(step, total, terms)`` is
-    called after every step (and after its checkpoint, if any). ``on_epoch_end``: an :class:`EpochEnd` hook
-    (called on every rank; its state is checkpointed).
+    ``checkpoint_dir/<stage>/`` (deleted first when not resuming). ``teacher_logits`` (``[N, C]``,
+    row-aligned with ``features``) replaces the teacher's forward pass for objectives that read only its
+    logits. ``on_step(step, total, terms)`` is called after every step (and after its checkpoint, if any).
+    ``on_epoch_end``: an :class:`EpochEnd` hook (called on every rank; its state is checkpointed).
+    A NaN/inf loss or weight raises :class:`NonFiniteLossError`.
     """
-    from tqdm import tqdm
-
     student, device = step.student, model_device(step.student)
-    dp = DataParallel(device, tcfg.use_graph)  # data-parallel under the launcher; the identity in one process
-    batch_size = dp.global_batch(tcfg.batch_size, len(features))
-    per_epoch = len(batch_indices(len(features), batch_size, tcfg.seed, 0))
-    total = _total_steps(per_epoch, tcfg)
-    dp.broadcast(student)
-    dp.place(step)
+    try:
+        batch_size = global_batch(tcfg.batch_size, len(features))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
+    data = FeatureBatches(features, batch_size, tcfg.seed, device, cached)
+    total = _total_steps(len(data), tcfg)
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
-    checkpointer = Checkpointer(os.path.join(checkpoint_dir, stage), student, tcfg.use_graph, provider, on_epoch_end)
-
-    if step.teacher is not None:
-        step.teacher.eval()
-    student.train()
-    cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
     step.extra_inputs = (("teacher_logits",) if cached is not None else ()) + (
         ("schedule_factors",) if step.scheduled else ()) + (
         tuple(provider.step_input_names) if provider is not None else ())
-    graph = None
-    if tcfg.use_graph:
-        optimizer.zero_grad(set_to_none=True)
-        graph = TrainGraph(step, optimizer, scheduler)
-
-    resumed = checkpointer.restore() if tcfg.resume else None
-    start = 0
-    if resumed is not None:
-        student.load_state_dict(dp.loadable(resumed.model_state))
-        start = resumed.step
-        if graph is not None:
-            graph.load_state_dict(dp.loadable(resumed.optimizer_state))  # the graph's own state: moments, train step
-        else:
-            optimizer.load_state_dict(resumed.optimizer_state)
-            for _ in range(start):  # fast-forward the schedule (cheap, exact)
-                scheduler.step()
-        logger.info("stage %s: resumed from %s at step %d/%d", stage, resumed.path, start, total)
-    elif not tcfg.resume and dp.writer:
-        checkpointer.clear()
-
-    os.makedirs(work_dir, exist_ok=True)
-    log = LossLog(os.path.join(work_dir, f"{stage}_losses.csv") if dp.writer else os.devnull, step.objective.terms,
-                  start if resumed is not None else None)
-    bar = tqdm(total=total, initial=start, desc=stage, disable=not (progress and dp.writer), dynamic_ncols=True, mininterval=1.0)
-    began, last = time.time(), {}
-    lines = ProgressLog(stage, total, start, batch_size, tcfg.progress_every if dp.writer and bar.disable else 0)
-    generators = dropout_generators(student) if tcfg.reseed_dropout else []
+    inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
+    distiller = Distiller(step.teacher, student, DistillationConfig(),
+                          _training_config(tcfg, total, work_dir, stage, checkpoint_dir, progress),
+                          objective=step, step_inputs=inputs)
+    began = time.time()
     try:
-        global_step, epoch = start, start // per_epoch
-        while global_step < total:
-            for index in batch_indices(len(features), batch_size, tcfg.seed, epoch)[global_step - epoch * per_epoch:]:
-                if global_step >= total:
-                    break
-                index = dp.shard(index)  # this process's rows of the global batch
-                batch = features.as_dict(index)
-                inputs = [dp.tensor(batch[k], device) for k in BATCH_KEYS]
-                if cached is not None:
-                    inputs.append(dp.tensor(cached[index], device))
-                if step.scheduled:  # the weight schedules' factors at this step, [constant, growth, decay]
-                    inputs.append(dp.tensor(schedule_factors(global_step, total), device, split=False))
-                if provider is not None:
-                    extras = provider.step_inputs()
-                    inputs.extend(dp.tensor(extras[k], device, split=False) if graph is not None else extras[k]
-                                  for k in provider.step_input_names)
-                lr = optimizer.param_groups[0]["lr"]
-                reseed(generators, tcfg.seed, global_step)
-                values = _run_step(step, graph, optimizer, scheduler, inputs, dp, tcfg.max_grad_norm)
-                if not math.isfinite(values[0]):  # the scalar the log reads anyway: no extra sync
-                    raise NonFiniteLossError(_non_finite_message(stage, global_step + 1, step.objective.terms,
-                                                                 values, tcfg.learning_rate))
-                global_step += 1
-                last = dict(zip(step.objective.terms, values))
-                log.write(global_step, epoch, lr, time.time() - began, last)
-                bar.update(1)
-                bar.set_postfix(loss=f"{values[0]:.4f}", refresh=False)
-                lines(global_step, values[0])
-                if on_epoch_end is not None and (global_step % per_epoch == 0 or global_step == total):
-                    on_epoch_end(epoch, global_step)
-                    student.train()
-                if dp.writer and (global_step % max(1, tcfg.checkpoint_every) == 0 or global_step == total):
-                    _check_finite_weights(student, stage, global_step, tcfg.learning_rate)
-                    log.sync()  # the log holds every row up to the checkpoint before it exists
-                    checkpointer.save(global_step, optimizer, graph)
-                if on_step is not None and dp.writer:
-                    on_step(global_step, total, last)
-            epoch += 1
+        history = distiller.train(data, optimizer=optimizer, scheduler=scheduler, on_step=on_step,
+                                  on_epoch_end=on_epoch_end)
+    except hooks.NonFiniteLossError as error:
+        if error.weight is not None:
+            message = _weight_message(stage, error.weight.split(".", 1)[1], error.step, tcfg.learning_rate)
+        else:
+            message = _non_finite_message(stage, error.step, list(error.terms), list(error.terms.values()),
+                                          tcfg.learning_rate)
+        raise NonFiniteLossError(message) from None
     finally:
-        bar.close()
-        log.close()
-    png = plot_losses(log.path, os.path.join(work_dir, f"{stage}_losses.png"), title=stage) if dp.writer else None
-    dp.unplace(step)
-    student.eval()
-    return StageResult(steps=total, seconds=time.time() - began, log_path=log.path, plot_path=png,
-                       last_terms=last, resumed_from=start)
-
-
-def _run_step(step: LossStep, graph, optimizer, scheduler, inputs, dp: Optional[DataParallel] = None,
-              max_grad_norm: float = 0.0) -> List[float]:
-    """One optimisation step (graph or eager); the loss terms as floats (averaged over the ranks of ``dp``).
-    ``max_grad_norm > 0``: the eager step clips the (reduced) gradients at that global norm first."""
-    if graph is not None:
-        terms = graph(*inputs)
-        scheduler.step()  # the graph keeps its own schedule; this keeps the logged lr right
-    else:
-        terms = step(*inputs)
-        terms[0].backward()
-        if dp is not None:
-            dp.after_backward(step)
-        clip_gradients(optimizer, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    return dp.values(terms) if dp is not None else [float(t.numpy()) for t in terms]
+        student.eval()
+    run = distiller.last_run
+    last = {name: history[name][-1] for name in step.objective.terms if history.get(name)}
+    writer = os.path.abspath(run["log_path"]) != os.path.abspath(os.devnull)
+    png = os.path.join(work_dir, f"{stage}_losses.png") if writer else None
+    return StageResult(steps=total, seconds=time.time() - began, log_path=run["log_path"], plot_path=png,
+                       last_terms=last, resumed_from=run["resumed_from"])

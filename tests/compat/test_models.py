@@ -21,7 +21,8 @@ from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_sn
                                                     read_snapshot_variable, save_snapshot)
 from knowledge_distill_util.compat import init as original_init
 from knowledge_distill_util.cli import original
-from knowledge_distill_util.training import run as run_module, trainer
+from knowledge_distill_util.engine import loop as loop_module
+from knowledge_distill_util.training import run as run_module
 from knowledge_distill_util.models.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
 from knowledge_distill_util.compat.log import OriginalSummary
@@ -241,8 +242,8 @@ def test_shipped_pkd_lines_keep_fit_dense_at_equal_widths(tree, tmp_path, monkey
     from knowledge_distill_util.training import builders
     from knowledge_distill_util.training import parse_config
 
-    clipped, clip = [], trainer.clip_gradients
-    monkeypatch.setattr(trainer, "clip_gradients", lambda opt, norm: clipped.append(
+    clipped, clip = [], loop_module.clip_gradients
+    monkeypatch.setattr(loop_module, "clip_gradients", lambda opt, norm: clipped.append(
         (norm, opt.param_groups[0]["eps"])) or clip(opt, norm))
     student, out = tmp_path / "models" / "bert_pkd_3" / "SST-2", tmp_path / "student_model"
     values = dict(TMP_STUDENT_DIR=str(student), STUDENT_DIR=str(out), TRAIN_LOG_DIR=str(tmp_path / "log"),
@@ -342,7 +343,7 @@ def test_snapshot_best_is_the_best_epoch_and_survives_a_resume(original_tree, tm
     assert state["epoch_end"] == {"metric": "accuracy", "best": 0.5625, "epoch": 0, "step": 2}
 
     killed = tmp_path / "killed"
-    run_step, calls = trainer._run_step, [0]
+    run_step, calls = loop_module.Loop._eager_step, [0]
 
     def dying(*args, **kwargs):
         calls[0] += 1
@@ -350,11 +351,11 @@ def test_snapshot_best_is_the_best_epoch_and_survives_a_resume(original_tree, tm
             raise KeyboardInterrupt("killed")
         return run_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_run_step", dying)
+    monkeypatch.setattr(loop_module.Loop, "_eager_step", dying)
     # the entry point turns the interrupt into one line and exit status 130, the checkpoints kept
     assert original.main("task_teacher", _teacher_argv(original_tree, killed, epochs=5, learning_rate="0.15")) == 130
     assert (killed / "snapshot_best").is_dir() and not (killed / "snapshot_last_snapshot").exists()
-    monkeypatch.setattr(trainer, "_run_step", run_step)
+    monkeypatch.setattr(loop_module.Loop, "_eager_step", run_step)
     epochs.clear()
     assert original.main("task_teacher", _teacher_argv(original_tree, killed, epochs=5, learning_rate="0.15")
                          + ["--resume=true"]) == 0

@@ -9,7 +9,7 @@ import oneflow as flow
 import pytest
 
 from conftest import same_state
-from knowledge_distill_util.engine.checkpoint import (Checkpointer, latest_checkpoint, load_checkpoint,
+from knowledge_distill_util.engine.checkpoint import (resume_point, latest_checkpoint, load_checkpoint,
                                                         save_checkpoint)
 from knowledge_distill_util.training.config import ConfigError
 from pickle_plant import plant
@@ -78,7 +78,7 @@ def test_an_old_pickle_checkpoint_is_refused_on_resume_naming_the_convert_comman
     with pytest.raises(ConfigError, match=rf"checkpoint {path} is in OneFlow's old pickle layout \(pickled_data\), "
                                           rf".*can run code; .*: python -m knowledge_distill_util convert-checkpoint "
                                           rf"{root}$"):
-        Checkpointer(root, flow.nn.Linear(3, 2), use_graph=False).restore()
+        resume_point(root, use_graph=False)
     assert not marker.exists()
     assert os.path.isfile(os.path.join(path, "model", "pickled_data"))  # nothing deleted
 
@@ -107,7 +107,7 @@ def test_latest_naming_another_runs_checkpoint_is_ignored(tmp_path, caplog, late
         stream.write(name)
     assert latest_checkpoint(mine) is None
     assert "ignoring it" in caplog.text and "resumes only from its own checkpoints" in caplog.text
-    resumed = Checkpointer(mine, flow.nn.Linear(3, 2), use_graph=False).restore()
+    resumed = resume_point(mine, use_graph=False)
     assert resumed.path == os.path.join(mine, "step-00000002") and resumed.step == 2
     assert resumed.model_state["w"].numpy().tolist() == [1.0, 1.0]
     assert os.path.isdir(theirs)
@@ -117,7 +117,7 @@ def test_a_step_symlink_leading_outside_is_not_a_candidate(tmp_path, caplog):
     mine, other = _two_runs(tmp_path)
     os.symlink(os.path.join(other, "step-00000009"), os.path.join(mine, "step-00000099"))
     os.remove(os.path.join(mine, "LATEST"))
-    resumed = Checkpointer(mine, flow.nn.Linear(3, 2), use_graph=False).restore()
+    resumed = resume_point(mine, use_graph=False)
     assert resumed.path == os.path.join(mine, "step-00000002")
     assert "step-00000099 leads outside" in caplog.text
     save_checkpoint(mine, 3, {"w": flow.ones(2)}, None, {})  # the cleanup removes neither the link nor its target

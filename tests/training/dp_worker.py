@@ -9,21 +9,24 @@ import sys
 
 os.environ.setdefault("GLOG_minloglevel", "3")
 
-from knowledge_distill_util.training import run, trainer  # noqa: E402
+from knowledge_distill_util.engine.loop import Loop  # noqa: E402
+from knowledge_distill_util.training import run  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
 
 
 def _inject_failure(at_step: int) -> None:
-    original, calls = trainer._run_step, [0]
+    calls = [0]
 
-    def failing(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] >= at_step:
-            raise RuntimeError(f"injected failure on rank {RANK} at step {calls[0]}")
-        return original(*args, **kwargs)
+    def failing(original):
+        def step(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] >= at_step:
+                raise RuntimeError(f"injected failure on rank {RANK} at step {calls[0]}")
+            return original(*args, **kwargs)
+        return step
 
-    trainer._run_step = failing
+    Loop._eager_step, Loop._graph_step = failing(Loop._eager_step), failing(Loop._graph_step)
 
 
 if __name__ == "__main__":

@@ -312,7 +312,7 @@ def test_piped_run_logs_its_progress(tmp_path):
                      "--model_save_dir", tmp_path / "m", "--result_dir", tmp_path / "r", "--progress_every", "1e-9",
                      *TINY_STUDENT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "[knowledge_distill_util.training.trainer] stage lstm: step 3/3 (100%), loss " in done.stderr
+    assert "[knowledge_distill_util.engine.progress] stage lstm: step 3/3 (100%), loss " in done.stderr
     assert " samples/s, ETA 0s" in done.stderr
 
 

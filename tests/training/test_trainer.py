@@ -148,7 +148,7 @@ def test_progress_log_line_every_n_seconds(caplog):
 
     now = [100.0]
     lines = ProgressLog("kd", total=100, start=10, batch_size=32, every=30.0, clock=lambda: now[0])
-    with caplog.at_level("INFO", logger="knowledge_distill_util.training.trainer"):
+    with caplog.at_level("INFO", logger="knowledge_distill_util.engine.progress"):
         now[0] = 120.0
         lines(20, 0.5)                     # 20 s since the start: no line yet
         now[0] = 140.0
@@ -165,7 +165,7 @@ def test_progress_log_zero_is_silent(caplog):
 
     now = [0.0]
     lines = ProgressLog("kd", total=10, start=0, batch_size=8, every=0.0, clock=lambda: now[0])
-    with caplog.at_level("INFO", logger="knowledge_distill_util.training.trainer"):
+    with caplog.at_level("INFO", logger="knowledge_distill_util.engine.progress"):
         for step in range(1, 11):
             now[0] = 1000.0 * step
             lines(step, 1.0)
@@ -175,7 +175,7 @@ def test_progress_log_zero_is_silent(caplog):
 def test_train_stage_logs_progress_off_a_terminal(tmp_path, caplog):
     teacher, student = tiny_bert(2, seed=1), tiny_bert(2, seed=2)
     tcfg = TrainerConfig(num_epochs=1, learning_rate=1e-2, batch_size=8, checkpoint_every=100, progress_every=1e-9)
-    with caplog.at_level("INFO", logger="knowledge_distill_util.training.trainer"):
+    with caplog.at_level("INFO", logger="knowledge_distill_util.engine.progress"):
         train_stage(LossStep(student, teacher, KD, argparse.Namespace(kd_alpha=0.5, temperature=1.0)),
                     tiny_features(), tcfg, work_dir=str(tmp_path), stage="s", checkpoint_dir=str(tmp_path / "c"),
                     progress=False)
