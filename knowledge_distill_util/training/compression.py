@@ -1,15 +1,13 @@
 """The whole default compression (``kdu-compress``): data, teacher, every registered recipe, the
 labels-only references, and the summary table.
 
-The run plan (package data ``configs/default_run.json``, or ``--plan FILE``) has sections: ``data``
-(arguments of :func:`~knowledge_distill_util.data.prepare_default_data`), ``common`` (every job),
-``jobs`` (a section per job: overrides of a registered recipe, or, with a ``"recipe"`` key, an extra job
-of that recipe, such as the labels-only BiLSTM), ``launch_first``, ``skip`` (registered recipes the run
-leaves out) and ``quick`` (every job under ``--quick``). Every other registered recipe is a job. A job's configuration is the recipe's defaults <
-``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own
-settings (data, seed, directories); it is written to ``<result_dir>/<job>/job_config.json`` and run as
-``python -m knowledge_distill_util train --recipe R --config that_file`` in a subprocess. After the
-teacher, the student jobs run ``--jobs`` at a time (OneFlow's CPU kernels use one core each; on the CPU,
+The run plan (package data ``configs/default_run.json``, or ``--plan FILE``; its sections, job keys,
+``after`` lists, ``seeds`` and steps: :mod:`.run_plan`) gives the jobs. Each training job's configuration is
+written to ``<result_dir>/<job>/job_config.json`` and run as ``python -m knowledge_distill_util train --recipe
+R --config that_file`` in a subprocess, a step as ``python -m knowledge_distill_util.training.steps NAME
+that_file`` (:mod:`.steps`). The jobs run ``--jobs`` at a time, each once the jobs of its ``after`` list
+finished (:class:`_Scheduler`), so the jobs that do not read the fine-tuned teacher run beside it
+(OneFlow's CPU kernels use one core each; on the CPU,
 with ``--jobs`` above 1, each job runs its kernels on OneFlow's scheduler thread, see
 :func:`~knowledge_distill_util._device.share_cpu_cores`). Parallel jobs rather than data-parallel jobs:
 measured side by side (``scripts/benchmark.py --scaling``), they train as fast and keep every number of

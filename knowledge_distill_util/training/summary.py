@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .._io import atomic_write_text
 
-__all__ = ["SUMMARY_COLUMNS", "summary_rows", "mean_and_spread", "seeds_note", "format_markdown", "write_summary", "plot_summary", "write_summary_plot"]
+__all__ = ["SUMMARY_COLUMNS", "summary_rows", "mean_and_spread", "seeds_note", "format_markdown", "write_summary",
+           "plot_summary", "write_summary_plot"]
 
 #: (key, header) of each column.
 SUMMARY_COLUMNS = (
