@@ -106,7 +106,7 @@ def test_the_default_plan_runs_the_new_rows_and_their_seeds():
                                "tinybert_aug", "theseus", "minilm_baseline", "minilm", "minilm_v2", "distilbert"]
     assert jobs["minilm"].compared_with == "minilm_baseline" and jobs["minilm"].config["student_hidden_size"] == 192
     assert jobs["minilm_baseline"].config["student_hidden_size"] == 192
-    assert [jobs[name].config["seed"] for name in seed_jobs(jobs, "minilm_baseline")] == [0, 1, 2]
+    assert not [job for job in jobs if "." in job]          # no seed repeats: they do not fit the time budget
     assert jobs["tinybert_aug"].title == "TinyBERT (general + augmented)"
     assert set(jobs["tinybert_aug"].after) == {"tinybert_general", "augment", "teacher"}
     for name in ("tinybert_general", "augment"):                                    # start while the teacher trains
