@@ -20,8 +20,9 @@ recipe not skipped is a job; a ``jobs`` section overrides that recipe's defaults
   seed); a job that others wait for has one seed. Under ``--quick`` only offset 0 runs.
 
 A training job of a recipe that reads a teacher reads the run's fine-tuned teacher
-(``<result_dir>/teacher/model``) and waits for it, unless its section names its own ``teacher_model`` (e.g.
-``"auto"``, the pretrained all-MiniLM-L6-v2): such a job starts while the teacher trains. Under ``--quick``
+(``<result_dir>/teacher/model``) and waits for it, unless its section names its own ``teacher_model``
+(``"auto"``, the pretrained all-MiniLM-L6-v2, for ``tinybert_general``; a directory written by this package for
+a recipe that trains a task student): such a job starts while the teacher trains. Under ``--quick``
 (no pretrained weights) every job reads the run's teacher. A job's configuration is the recipe's defaults <
 ``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own settings
 (data, seed, directories), except a value reading another job's output (``{name}``, e.g. a ``data_dir``).
@@ -174,6 +175,11 @@ def _training_job(job: str, section: Dict, plan: Dict, run: Dict, quick: bool, a
     values.update(run, model_save_dir=os.path.join(run["result_dir"], job, "model"),
                   result_dir=os.path.join(run["result_dir"], job))
     values.update({key: value for key, value in section.items() if _reads_job(value)})  # e.g. {augment}/data
+    own = section.get("teacher_model")
+    if job != "teacher" and recipe.run is None and own is not None and not quick and not os.path.isdir(own):
+        raise ConfigError(f"{where}: teacher_model {own!r} is not a directory, and recipe {recipe.name!r} reads a "
+                          f"teacher written by this package; remove the key (the run's fine-tuned teacher) or name "
+                          f"such a directory")
     if job != "teacher" and recipe.needs_teacher and (quick or "teacher_model" not in section):
         values["teacher_model"] = os.path.join(run["result_dir"], "teacher", "model")
         after = after + ["teacher"] if "teacher" not in after else after

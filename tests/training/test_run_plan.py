@@ -89,6 +89,9 @@ def test_a_second_run_of_a_recipe_follows_its_row():
     ({"a": {"step": "augment", "p": 2}}, r"^step augment: p=2 must be a probability in \[0, 1\]$"),
     ({"kd": {"step": "augment"}}, r"^plan \[jobs.kd\]: 'kd' is a recipe's job, so it cannot be a step"),
     ({"x": ["kd"]}, r"job section 'x' must be an object of keys, got list; fix the file"),
+    ({"x": {"recipe": "baseline", "teacher_model": "auto"}},
+     r"^plan \[jobs.x\]: teacher_model 'auto' is not a directory, and recipe 'baseline' reads a teacher written by "
+     r"this package; remove the key \(the run's fine-tuned teacher\) or name such a directory$"),
 ])
 def test_plan_mistakes_are_one_sentence(jobs, message, tmp_path):
     import json
