@@ -20,9 +20,10 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
+import dataclasses  # noqa: E402
+
 from knowledge_distill_util.data import augmentation as aug  # noqa: E402
-from knowledge_distill_util.data.features import default_vocab_file, load_tokenizer  # noqa: E402
-from knowledge_distill_util.data.glue import get_task  # noqa: E402
+from knowledge_distill_util.data.augment_run import AugmentOptions, augment_directory, check_options  # noqa: E402
 from knowledge_distill_util.compat.flags import str2bool  # noqa: E402
 
 logger = logging.getLogger("data_augmentation")
@@ -81,65 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(args) -> None:
-    """Every number in range and the task known, before any work (AugmentationError: one sentence)."""
-    try:
-        get_task(args.task_name)
-    except (ValueError, TypeError) as error:
-        raise aug.AugmentationError(f"--task_name: {error}") from None
-    checks = [("N", args.N is None or args.N >= 0, "a count >= 0"), ("M", args.M >= 1, "a count >= 1"),
-              ("p", 0.0 <= args.p <= 1.0, "a probability in [0, 1]"),
-              ("seq_length", args.seq_length >= 5, "at least 5 ([CLS] word [SEP] word [SEP])"),
-              ("batch_size", args.batch_size >= 1, "at least 1"), ("glove_vocab_size", args.glove_vocab_size >= 0,
-                                                                    "0 (all lines) or more"),
-              ("num_attention_heads", args.num_attention_heads is None or args.num_attention_heads >= 1, "at least 1")]
-    for name, ok, what in checks:
-        if not ok:
-            raise aug.AugmentationError(f"--{name}={getattr(args, name)} must be {what}")
+def _options(args) -> AugmentOptions:
+    """The augmentation options of the parsed flags."""
+    names = {field.name for field in dataclasses.fields(AugmentOptions)}
+    return AugmentOptions(**{name: getattr(args, name) for name in names})
 
 
 def run(args) -> dict:
-    _check(args)
+    options = _options(args)
+    check_options(options, args.task_name)
     given = sorted(name for name in NO_EFFECT if getattr(args, name) is not None)
     if given:
         logger.info("accepted without effect (they configured the original's OneFlow job): %s",
                     ", ".join(f"--{n}" for n in given))
     task_dir = aug.task_directory(args.glue_dir, args.task_name)
-    if args.model_load_dir is None:
-        from knowledge_distill_util.models.pretrained import minilm_checkpoint_dir
-
-        args.model_load_dir = minilm_checkpoint_dir()
-    vocab_file = args.vocab_file
-    if vocab_file is None:
-        own = os.path.join(args.model_load_dir, "vocab.txt")
-        vocab_file = own if os.path.isfile(own) else default_vocab_file()
-    try:
-        tokenizer = load_tokenizer(vocab_file, lowercase=args.do_lower_case)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise aug.AugmentationError(f"--vocab_file: {error}") from None
-    model = aug.load_augmentation_model(args.model_load_dir, args.num_attention_heads, args.device)
-    if tokenizer.get_vocab_size() != model.vocab_size:
-        raise aug.AugmentationError(f"--vocab_file {vocab_file} has {tokenizer.get_vocab_size()} tokens but the model "
-                                    f"in {args.model_load_dir} has {model.vocab_size} word embeddings; pass the "
-                                    f"vocab.txt the model was trained with")
-    logger.info("model: %s; vocabulary %s", model.description, vocab_file)
-    glove = None
-    if args.glove_embs:
-        spec = get_task(args.task_name)
-        words = aug.task_words(os.path.join(task_dir, "train.tsv"), spec, tokenizer)
-        glove = aug.read_glove(args.glove_embs, words, args.glove_vocab_size)
-    substitute = None
-    if glove is None or model.masked_lm is None:
-        missing = " and ".join(what for what, absent in (("no GloVe file (--glove_embs)", glove is None),
-                                                         ("no masked-LM head", model.masked_lm is None)) if absent)
-        logger.info("%s: candidates come from the nearest neighbours in the model's word-piece embedding table "
-                    "instead (the documented substitute)", missing)
-        tokens = [tokenizer.id_to_token(i) or "" for i in range(model.vocab_size)]
-        substitute = aug.embedding_neighbours(model.table, tokens)
-    augmentor = aug.Augmentor(tokenizer, model.masked_lm, glove, args.M, substitute=substitute, table=model.table,
-                              batch_size=args.batch_size, max_length=args.seq_length)
-    return aug.augment_task(task_dir, args.task_name, augmentor, copies=args.N, p=args.p, seed=args.seed,
-                            overwrite=args.overwrite)
+    return augment_directory(task_dir, args.task_name, options, overwrite=args.overwrite)
 
 
 def main(argv=None) -> int:

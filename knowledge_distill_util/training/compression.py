@@ -1,15 +1,13 @@
 """The whole default compression (``kdu-compress``): data, teacher, every registered recipe, the
 labels-only references, and the summary table.
 
-The run plan (package data ``configs/default_run.json``, or ``--plan FILE``) has sections: ``data``
-(arguments of :func:`~knowledge_distill_util.data.prepare_default_data`), ``common`` (every job),
-``jobs`` (a section per job: overrides of a registered recipe, or, with a ``"recipe"`` key, an extra job
-of that recipe, such as the labels-only BiLSTM), ``launch_first``, ``skip`` (registered recipes the run
-leaves out) and ``quick`` (every job under ``--quick``). Every other registered recipe is a job. A job's configuration is the recipe's defaults <
-``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own
-settings (data, seed, directories); it is written to ``<result_dir>/<job>/job_config.json`` and run as
-``python -m knowledge_distill_util train --recipe R --config that_file`` in a subprocess. After the
-teacher, the student jobs run ``--jobs`` at a time (OneFlow's CPU kernels use one core each; on the CPU,
+The run plan (package data ``configs/default_run.json``, or ``--plan FILE``; its sections, job keys,
+``after`` lists, ``seeds`` and steps: :mod:`.run_plan`) gives the jobs. Each training job's configuration is
+written to ``<result_dir>/<job>/job_config.json`` and run as ``python -m knowledge_distill_util train --recipe
+R --config that_file`` in a subprocess, a step as ``python -m knowledge_distill_util.training.steps NAME
+that_file`` (:mod:`.steps`). The jobs run ``--jobs`` at a time, each once the jobs of its ``after`` list
+finished (:class:`_Scheduler`), so the jobs that do not read the fine-tuned teacher run beside it
+(OneFlow's CPU kernels use one core each; on the CPU,
 with ``--jobs`` above 1, each job runs its kernels on OneFlow's scheduler thread, see
 :func:`~knowledge_distill_util._device.share_cpu_cores`). Parallel jobs rather than data-parallel jobs:
 measured side by side (``scripts/benchmark.py --scaling``), they train as fast and keep every number of
@@ -27,124 +25,29 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
 
 from .._device import is_cpu, share_cpu_cores
 from .._io import DISK_FULL, atomic_write_text, write_error_message
 from . import interrupt
-from .config import QUICK, ConfigError, TrainConfig, known_keys
+from .config import ConfigError, TrainConfig
 from ..engine.lock import DirectoryLock
-from .recipes import RECIPES
 from .run import PROGRESS_FILE, setup_logging
-from .summary import format_markdown, summary_rows, write_summary, write_summary_plot
+from .run_plan import JOB_NAME, Job, _check_job_name, job_needs, plan_jobs, read_plan, row_order, seed_jobs  # noqa: F401
+from .steps import RESULTS_FILE as STEP_RESULTS
+from .summary import format_markdown, seeds_note, summary_rows, write_summary, write_summary_plot
 
 __all__ = ["Job", "JobFailed", "read_plan", "plan_jobs", "row_order", "main"]
 
 logger = logging.getLogger(__name__)
-_SECTIONS = {"_comment", "data", "common", "jobs", "launch_first", "skip", "quick"}
-#: A job's name: letters, digits, ``_``, ``-``, ``.`` (not ``.`` or ``..``): a folder under ``--result_dir``.
-JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: Seconds a job group has after SIGINT/SIGTERM before it is killed (SIGKILL).
 STOP_GRACE_S = 30.0
-
-
-@dataclass
-class Job:
-    """One training run of the compression: its recipe, summary row title, reference row and configuration."""
-
-    name: str
-    recipe: str
-    title: str
-    compared_with: Optional[str]
-    config: Dict[str, Any]
-
-
-def read_plan(path: Optional[str] = None) -> Dict:
-    """The run plan at ``path``, or the packaged default; unknown sections raise :class:`ConfigError`."""
-    if path is None:
-        text = resources.files("knowledge_distill_util").joinpath("configs", "default_run.json").read_text("utf-8")
-        source = "the packaged default_run.json"
-    elif not os.path.isfile(path):
-        raise ConfigError(f"run plan {path!r} does not exist; pass --plan with an existing JSON file")
-    else:
-        with open(path, encoding="utf-8") as stream:
-            text, source = stream.read(), path
-    try:
-        plan = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"run plan {source} is not valid JSON ({error}); fix the file") from None
-    if not isinstance(plan, dict):
-        raise ConfigError(f"run plan {source} must be a JSON object of sections, got {type(plan).__name__}; fix the file")
-    unknown = sorted(set(plan) - _SECTIONS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {unknown}; known sections: {sorted(_SECTIONS - {'_comment'})}")
-    jobs = plan.get("jobs", {})
-    if not isinstance(jobs, dict):
-        raise ConfigError(f"{source}: section 'jobs' must be an object of job sections, got {type(jobs).__name__}")
-    for name in jobs:
-        _check_job_name(name, source)
-    return plan
-
-
-def _check_job_name(name: str, source: str) -> None:
-    """Refuse a job name that is not a plain folder name (it becomes ``<result_dir>/<name>``)."""
-    if not JOB_NAME.fullmatch(name) or name in (".", ".."):
-        raise ConfigError(f"{source}: job name {name!r} is not a plain name (letters, digits, '_', '-', '.', "
-                          f"not '.' or '..'): it names the job's folder under --result_dir; rename it in the plan")
-
-
-def _checked(values: Dict, source: str) -> Dict:
-    unknown = sorted(set(values) - set(known_keys()))
-    if unknown:
-        raise ConfigError(f"{source}: unknown configuration key(s) {unknown}; known keys: {', '.join(known_keys())}")
-    return values
-
-
-def plan_jobs(plan: Dict, run: Dict, quick: bool) -> Dict[str, Job]:
-    """Every job of ``plan`` with its merged configuration, in launch order (the teacher first)."""
-    sections = dict(plan.get("jobs", {}))
-    skipped = set(plan.get("skip", []))
-    names = [name for name in RECIPES.names() if name not in skipped] + [
-        job for job, section in sections.items() if "recipe" in section]
-    first = [job for job in plan.get("launch_first", []) if job in names]
-    order = ["teacher"] + first + [job for job in names if job not in first and job != "teacher"]
-    jobs = {}
-    for job in order:
-        section = dict(sections.get(job, {}))
-        recipe = RECIPES.get(section.pop("recipe", job))
-        title = section.pop("title", recipe.title)
-        compared_with = section.pop("compared_with", recipe.compared_with)
-        values = dict(recipe.defaults, recipe=recipe.name)
-        values.update(_checked(plan.get("common", {}), "plan [common]"))
-        values.update(_checked(section, f"plan [jobs.{job}]"))
-        if quick:
-            values.update(_checked(plan.get("quick", {}), "plan [quick]"), **QUICK)
-        values.update(run, model_save_dir=os.path.join(run["result_dir"], job, "model"),
-                      result_dir=os.path.join(run["result_dir"], job))
-        if recipe.needs_teacher:
-            values["teacher_model"] = os.path.join(run["result_dir"], "teacher", "model")
-        jobs[job] = Job(job, recipe.name, title, compared_with, values)
-    return jobs
-
-
-def row_order(jobs: Dict[str, Job]) -> List[str]:
-    """Summary rows: the registry's order, each extra job right before the first row compared with it."""
-    registered = [job for job in RECIPES.names() if job in jobs]
-    extras = [job for job in jobs if job not in registered]
-    rows: List[str] = []
-    for job in registered:
-        rows += [extra for extra in extras if extra not in rows and jobs[job].compared_with == extra]
-        rows.append(job)
-    return rows + [extra for extra in extras if extra not in rows]
 
 
 class JobFailed(RuntimeError):
@@ -219,7 +122,8 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
     env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "3"))
     if share_cores and is_cpu(job.config.get("device")):
         share_cpu_cores(env)
-    command = [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path]
+    command = ([sys.executable, "-m", "knowledge_distill_util.training.steps", job.step, config_path] if job.step else
+               [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path])
     with open(log_path, "w", encoding="utf-8") as log:
         process = _RUNNING.start(job.name, command, log, env)
         try:
@@ -240,10 +144,20 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
         raise JobFailed(f"job {job.name} failed with exit status {returncode}; see {log_path}; its last lines:\n{tail}")
     kdu_path = os.path.join(job.config["result_dir"], "results_eval_kdu.json")  # an original-format run's figures
     path = kdu_path if os.path.isfile(kdu_path) else os.path.join(job.config["result_dir"], "results_eval.json")
-    with open(path, encoding="utf-8") as stream:
-        results = json.load(stream)
-    metric = results.get("main_metric", "accuracy")
-    logger.info("%s: finished in %.0f s, %s %.4f", job.name, time.time() - began, metric, results.get(metric, float("nan")))
+    if job.step:
+        path = os.path.join(job.config["result_dir"], STEP_RESULTS)
+    elif not job.row and not os.path.isfile(path):  # a recipe running itself, e.g. tinybert_general: no evaluation
+        path = None
+    results = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as stream:
+            results = json.load(stream)
+    if not job.row:
+        logger.info("%s: finished in %.0f s", job.name, time.time() - began)
+    else:
+        metric = results.get("main_metric", "accuracy")
+        logger.info("%s: finished in %.0f s, %s %.4f", job.name, time.time() - began, metric,
+                    results.get(metric, float("nan")))
     return {"seconds": time.time() - began, "results": results}
 
 
@@ -311,15 +225,21 @@ class JobBars:
             bar.close()
 
 
-def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Optional[bool] = None) -> None:
-    """Wait for ``futures``: on a terminal (``bars`` None: stderr is a tty) a :class:`JobBars` refreshed every
-    second; otherwise a log line of where the running jobs are every ``every`` seconds (0: never)."""
-    shown = JobBars(list(futures)) if (sys.stderr.isatty() if bars is None else bars) else None
+def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Optional[bool] = None,
+          names: Optional[Sequence[str]] = None, launch=None) -> None:
+    """Wait for ``futures`` (and, with ``launch``, for the jobs it starts into them: called first and then
+    at each look, it returns False once it will start no more). On a terminal (``bars`` None: stderr is a tty)
+    a :class:`JobBars` of ``names`` (default: the futures) refreshed every second; otherwise a log line of
+    where the running jobs are every ``every`` seconds (0: never)."""
+    more = launch() if launch is not None else False
+    shown = JobBars(list(names or futures)) if (sys.stderr.isatty() if bars is None else bars) else None
     interval = 1.0 if shown is not None else 0.2 if every <= 0 else min(1.0, every)
     last = time.time()
     try:
-        while any(not future.done() for future in futures.values()):
-            time.sleep(interval)
+        while more or any(not future.done() for future in futures.values()):
+            time.sleep(interval if not more else min(interval, 0.2))
+            if more:
+                more = launch()
             if shown is not None:
                 shown.update(jobs)
             elif every > 0 and time.time() - last >= every:
@@ -453,19 +373,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run_jobs(args, jobs: Dict[str, Job], names: Sequence[str], workers: int) -> Dict[str, Dict]:
-    """Run the jobs ``names``, ``workers`` at a time, logging their progress every ``--progress_every``
-    seconds; returns each one's outcome. A signal (or any error) while waiting stops the running jobs
-    before the threads that wait for them are joined."""
+    """Run the jobs ``names``, ``workers`` at a time, each once the jobs of its ``after`` list finished (in
+    the order of ``names`` among those ready), logging their progress every ``--progress_every`` seconds;
+    returns each one's outcome. When a job fails, the jobs that wait for it are not started, the others run
+    to their end, then the first failure is raised. A signal (or any error) while waiting stops the running
+    jobs before the threads that wait for them are joined."""
     pool = ThreadPoolExecutor(max_workers=workers)
+    futures: Dict[str, Any] = {}
     try:
-        futures = {name: pool.submit(_run_job, jobs[name], args.job_timeout, workers > 1) for name in names}
-        _wait(futures, jobs, args.progress_every)
+        scheduler = _Scheduler(jobs, names, workers)
+        launch = (lambda name: futures.setdefault(name, pool.submit(_run_job, jobs[name], args.job_timeout,
+                                                                    workers > 1)))
+        _wait(futures, jobs, args.progress_every, names=names, launch=lambda: scheduler.launch(futures, launch))
     except BaseException as error:  # SIGINT/SIGTERM: stop the running jobs before waiting for their threads
         _RUNNING.stop(interrupt.exit_status(error) - 128 if isinstance(error, KeyboardInterrupt) else signal.SIGTERM)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    failed = [name for name in names if name in futures and futures[name].exception() is not None]
+    if failed:
+        raise futures[failed[0]].exception()
     return {name: futures[name].result() for name in names}
+
+
+class _Scheduler:
+    """Which job starts next (:func:`_run_jobs`): the first of ``names`` whose ``after`` jobs all finished
+    well, while fewer than ``workers`` run; a job waiting for a failed one never starts."""
+
+    def __init__(self, jobs: Dict[str, Job], names: Sequence[str], workers: int):
+        self.jobs, self.pending, self.workers = jobs, list(names), workers
+        self.inside = set(names)
+
+    def launch(self, futures: Dict, start) -> bool:
+        """Start what can start; False once nothing more ever will (all started, or blocked by a failure)."""
+        finished = {name for name, future in futures.items() if future.done() and future.exception() is None}
+        failed = {name for name, future in futures.items() if future.done() and future.exception() is not None}
+        running = sum(1 for future in futures.values() if not future.done())
+        for name in list(self.pending):
+            needs = [other for other in self.jobs[name].after if other in self.inside]
+            if any(other in failed for other in job_needs(self.jobs, name)):
+                self.pending.remove(name)
+                logger.warning("%s: not started, a job it reads from failed", name)
+            elif running < self.workers and all(other in finished for other in needs):
+                self.pending.remove(name)
+                start(name)
+                running += 1
+        return bool(self.pending)
 
 
 #: What heads a ``--quick`` summary: its numbers come from a few steps on tiny data.
@@ -486,23 +439,32 @@ def _plot(rows: List[Dict], result_dir: str, header: str) -> None:
 
 
 def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> int:
-    done = _run_jobs(args, jobs, ["teacher"], workers=1)
-    logger.info("teacher: %s", done["teacher"]["results"].get("origin"))
-    done.update(_run_jobs(args, jobs, [name for name in jobs if name != "teacher"], workers=args.jobs))
+    done = _run_jobs(args, jobs, list(jobs), workers=args.jobs)
+    logger.info("teacher: %s; seconds per job: %s", done["teacher"]["results"].get("origin"),
+                ", ".join(f"{name} {outcome['seconds']:.0f}" for name, outcome in done.items()))
     rows_order = row_order(jobs)
     _measure_speeds(done, jobs, rows_order)
     metric = done["teacher"]["results"].get("main_metric", "accuracy")
-    entries = [{"model": jobs[job].title, "layers": done[job]["results"].get("layers"),
-                "hidden_size": done[job]["results"].get("hidden_size"), "results": done[job]["results"],
-                "baseline": jobs[jobs[job].compared_with].title if jobs[job].compared_with in jobs else None}
-               for job in rows_order]
+    entries = [_entry(jobs, done, job) for job in rows_order]
     rows = summary_rows(entries, metric, baseline=jobs["baseline"].title if "baseline" in jobs else "")
     header = (f"Compression of {task_name!r} ({len(rows)} models, seed {args.seed}); teacher: "
               f"{done['teacher']['results'].get('origin')}; total wall time {time.time() - began:.0f} s")
-    header = _smoke_note(header, args.quick)
+    header = _smoke_note(header + seeds_note(rows), args.quick)
     paths = write_summary(rows, result_dir, header)
     print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
     logger.info("summary written to %s and %s", paths["markdown"], paths["json"])
     _plot(rows, result_dir, header)
     return 0
 
+
+def _entry(jobs: Dict[str, Job], done: Dict[str, Dict], job: str) -> Dict:
+    """The summary entry of ``job``'s row: its results and, with seed repeats, every seed's (the run's first)."""
+    results = done[job]["results"]
+    reference = jobs[job].compared_with
+    entry = {"model": jobs[job].title, "layers": results.get("layers"), "hidden_size": results.get("hidden_size"),
+             "results": results, "baseline": jobs[reference].title if reference in jobs else None}
+    repeats = seed_jobs(jobs, job)
+    if len(repeats) > 1:
+        entry["seed_results"] = [done[name]["results"] for name in repeats]
+        entry["seeds"] = [jobs[name].config["seed"] for name in repeats]
+    return entry

@@ -148,7 +148,7 @@ class TrainConfig:
     lstm_dropout_prob: DropoutProbability = _key(0.1, "LSTM student dropout")
     student_vocab_size: Optional[PositiveInteger] = _key(None, "LSTM student vocabulary rows (default: the teacher's "
                                                                "vocabulary)")
-    # the original toolkit's OFRecord data, snapshots and results (see training/original.py)
+    # the original toolkit's OFRecord data, snapshots and results (see compat/flags.py)
     train_data_dir: Optional[str] = _key(None, "OFRecord training parts (the original's glue_ofrecord/<task>/train); "
                                                "with eval_data_dir replaces --data_dir")
     train_data_prefix: str = _key("train.of_record-", "file-name prefix of the training parts")

@@ -123,7 +123,8 @@ def general_teacher(cfg: TrainConfig) -> Tuple[nn.Module, str, str]:
 def general_student(cfg: TrainConfig, teacher: nn.Module) -> BertForSequenceClassification:
     """The student of the ``student_*`` keys, shaped as the ``tinybert`` recipe shapes it for this teacher
     (``fit_dense`` to the teacher's width when the widths differ), optionally from ``--student_model``."""
-    model = bert_student(cfg, SimpleNamespace(num_labels=GENERAL_LABELS), teacher, True)
+    # the teacher's label count: its classifier is copied with student_init 'teacher' (and never trained)
+    model = bert_student(cfg, SimpleNamespace(num_labels=teacher.config.get("label_num", GENERAL_LABELS)), teacher, True)
     try:
         check_student_teacher(model, teacher, attentions=True)
     except ValueError as error:

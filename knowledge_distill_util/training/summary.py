@@ -3,13 +3,15 @@ recipe) with its metric, layers, hidden size, parameters, size, compression rati
 the teacher, printed and written as Markdown and JSON, and plotted (:func:`plot_summary`: ``summary.png``).
 """
 import json
+import math
 import os
 import textwrap
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .._io import atomic_write_text
 
-__all__ = ["SUMMARY_COLUMNS", "summary_rows", "format_markdown", "write_summary", "plot_summary", "write_summary_plot"]
+__all__ = ["SUMMARY_COLUMNS", "summary_rows", "mean_and_spread", "seeds_note", "format_markdown", "write_summary",
+           "plot_summary", "write_summary_plot"]
 
 #: (key, header) of each column.
 SUMMARY_COLUMNS = (
@@ -70,19 +72,68 @@ def summary_rows(entries: Sequence[Dict], metric: str, teacher: str = "teacher",
             row["compression"] = round(ref["parameters"] / row["parameters"], 2)
         if ref.get("reasoningTime") and row["samples_per_s"]:
             row["speedup"] = round(row["samples_per_s"] / ref["reasoningTime"], 2)
-        base = by_name.get(entry.get("baseline") or baseline, {}).get("results", {})
+        base_entry = by_name.get(entry.get("baseline") or baseline, {})
+        base = base_entry.get("results", {})
         if entry["model"] not in labels_only | {teacher} and value is not None and base.get(metric) is not None:
             row["delta_vs_labels_only"] = round(value - base[metric], 4)
+        if entry.get("seed_results"):
+            _seed_columns(row, entry, base_entry, metric, compared=entry["model"] not in labels_only | {teacher})
         rows.append(row)
     return rows
 
 
-def _cell(key: str, value) -> str:
+def mean_and_spread(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """``(mean, sample standard deviation)`` of ``values`` (spread None for one value).
+
+    >>> mean_and_spread([0.5, 0.7, 0.6])
+    (0.6, 0.1)
+    """
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return round(mean, 4), None
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return round(mean, 4), round(spread, 4)
+
+
+def _seed_columns(row: Dict, entry: Dict, base_entry: Dict, metric: str, compared: bool) -> None:
+    """A row run with several seeds (``entry["seed_results"]``, the run's seed first): ``metric_value`` the
+    mean over the seeds, ``metric_spread`` their sample standard deviation, ``metric_values`` each seed's,
+    ``seeds`` their count; ``delta_vs_labels_only`` the mean of the per-seed differences to the reference
+    row's same seed (its ``seed_results``) and ``delta_spread`` their sample standard deviation."""
+    values = [results.get(metric) for results in entry["seed_results"]]
+    if any(value is None for value in values):
+        return
+    row["metric_values"] = values
+    row["seeds"] = len(values)
+    row["metric_value"], row["metric_spread"] = mean_and_spread(values)
+    references = [results.get(metric) for results in base_entry.get("seed_results", [])]
+    if compared and len(references) == len(values) and None not in references:
+        row["delta_vs_labels_only"], row["delta_spread"] = mean_and_spread([v - r for v, r in zip(values, references)])
+    elif compared:
+        row["delta_vs_labels_only"], row["delta_spread"] = None, None  # no reference over the same seeds
+
+
+def seeds_note(rows: Sequence[Dict]) -> str:
+    """What the header says when a row ran with several seeds (empty otherwise)."""
+    counts = sorted({row["seeds"] for row in rows if row.get("seeds", 1) > 1})
+    if not counts:
+        return ""
+    return (f"; a value 'm ± s (n seeds)' is the mean and sample standard deviation over n = "
+            f"{'/'.join(map(str, counts))} seeds (the run's seed and the next ones), and its vs labels-only the "
+            f"mean and spread of the per-seed differences to the labels-only row of the same seeds")
+
+
+def _cell(key: str, value, row: Optional[Dict] = None) -> str:
+    row = row or {}
     if value is None:
         return "-"
     if key == "metric_value":
+        if row.get("metric_spread") is not None:
+            return f"{value:.4f} ± {row['metric_spread']:.4f} ({row['seeds']} seeds)"
         return f"{value:.4f}"
     if key == "delta_vs_labels_only":
+        if row.get("delta_spread") is not None:
+            return f"{value:+.4f} ± {row['delta_spread']:.4f}"
         return f"{value:+.4f}"
     if key == "parameters":
         return f"{value / 1e6:.2f}M"
@@ -99,7 +150,7 @@ def format_markdown(rows: Sequence[Dict]) -> str:
     headers = [metric if key == "metric_value" else title for key, title in SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(key, row.get(key)) for key, _ in SUMMARY_COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(key, row.get(key), row) for key, _ in SUMMARY_COLUMNS) + " |")
     return "\n".join(lines)
 
 

@@ -8,11 +8,13 @@ from knowledge_distill_util.training.compression import plan_jobs, read_plan, ro
 
 
 def test_plan_jobs_follow_the_registry_and_the_plan():
-    run = dict(data_dir="d", task_name="t", seed=0, result_dir="/r", use_graph=False)
+    run = dict(data_dir="d", task_name="fortunes", seed=0, result_dir="/r", use_graph=False)
     jobs = plan_jobs(read_plan(), run, quick=False)
-    assert list(jobs)[:5] == ["teacher", "tinybert", "bilstm", "theseus", "bert_pkd"]       # the longest first
+    launch = [name for name in jobs if "." not in name]
+    assert launch[:8] == ["teacher", "tinybert_general", "augment", "tinybert_aug", "tinybert", "bilstm", "theseus",
+                          "bert_pkd"]                              # the teacher-free jobs, then the longest first
     assert row_order(jobs) == ["teacher", "baseline", "kd", "bilstm_baseline", "bilstm", "bert_pkd", "tinybert",
-                               "theseus"]
+                               "tinybert_aug", "theseus", "minilm_baseline", "minilm", "minilm_v2", "distilbert"]
     assert jobs["bilstm_baseline"].config["kd_alpha"] == 0.0 and jobs["bilstm"].config["kd_alpha"] == 0.7
     assert jobs["kd"].config["learning_rate"] == 1e-3 and jobs["teacher"].config["learning_rate"] == 1e-4
     assert jobs["kd"].config["teacher_model"] == "/r/teacher/model" and "max_steps" not in jobs["kd"].config
@@ -26,7 +28,9 @@ def test_run_compression_quick(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     names = [row["model"] for row in summary["rows"]]
     assert names == ["teacher", "labels-only student", "KD", "labels-only BiLSTM", "Distilled-BiLSTM", "BERT-PKD",
-                     "TinyBERT", "BERT-of-Theseus"]
+                     "TinyBERT", "TinyBERT (general + augmented)", "BERT-of-Theseus", "labels-only student (hidden 192)",
+                     "MiniLM", "MiniLMv2", "DistilBERT"]
+    assert (tmp_path / "augment" / "data" / "train_aug.tsv").is_file()      # the step's output, read by tinybert_aug
     rows = {row["model"]: row for row in summary["rows"]}
     assert rows["labels-only BiLSTM"]["delta_vs_labels_only"] is None
     assert rows["Distilled-BiLSTM"]["delta_vs_labels_only"] == round(
@@ -92,7 +96,8 @@ def test_a_failed_job_is_reported_without_a_traceback(tmp_path, capsys, monkeypa
     monkeypatch.setattr(compression, "_run_job", failing)
     assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == f"error: job teacher failed with exit status 2; see {tmp_path}/out/teacher/run.log"
+    assert err.strip().splitlines()[-1] == f"error: job teacher failed with exit status 2; see {tmp_path}/out/teacher/run.log"
+    assert "Traceback" not in err and "kd: not started, a job it reads from failed" in err   # before: the jobs left out
     assert os.listdir(tmp_path / "out") == []  # the lock released
 
 
@@ -117,3 +122,70 @@ def test_job_bars_show_each_jobs_step_loss_and_eta(tmp_path):
     assert "kd:  30%|" in text and "| 3/10, stage kd, loss 0.5000, ETA 1m12s" in text
     assert "kd: 100%|" in text and "| 10/10, stage kd, loss 0.2500" in text
     assert "bilstm:   0%|" in text and "starting" in text  # no progress file yet
+
+
+def _fake_jobs(tmp_path, after):
+    from knowledge_distill_util.training import compression
+
+    return {name: compression.Job(name, "kd", name, None, {"result_dir": str(tmp_path / name)}, tuple(deps))
+            for name, deps in after.items()}
+
+
+def _record_runs(monkeypatch, seconds, fail=()):
+    """_run_job replaced by a sleep of ``seconds[name]``; returns the list of (event, name, time) it appends to."""
+    import threading
+    import time
+
+    from knowledge_distill_util.training import compression
+
+    events, lock = [], threading.Lock()
+
+    def fake(job, timeout, share_cores=False):
+        with lock:
+            events.append(("start", job.name, time.time()))
+        time.sleep(seconds[job.name])
+        with lock:
+            events.append(("end", job.name, time.time()))
+        if job.name in fail:
+            raise compression.JobFailed(f"job {job.name} failed")
+        return {"seconds": seconds[job.name], "results": {}}
+
+    monkeypatch.setattr(compression, "_run_job", fake)
+    return events
+
+
+def test_jobs_start_once_the_jobs_they_read_from_finished(tmp_path, monkeypatch):
+    """Two workers: the teacher-free 'general' runs beside the teacher; 'kd' and 'aug' wait for the teacher,
+    'aug' also for 'general'; 'late' (no dependency, last in order) fills a free worker meanwhile."""
+    import argparse
+
+    from knowledge_distill_util.training import compression
+
+    jobs = _fake_jobs(tmp_path, {"teacher": [], "general": [], "aug": ["general", "teacher"], "kd": ["teacher"],
+                                 "late": []})
+    events = _record_runs(monkeypatch, {"teacher": 0.6, "general": 0.2, "aug": 0.2, "kd": 0.2, "late": 0.2})
+    done = compression._run_jobs(argparse.Namespace(job_timeout=10, progress_every=0), jobs, list(jobs), workers=2)
+    assert set(done) == set(jobs)
+    at = {(event, name): when for event, name, when in events}
+    order = [name for event, name, _ in events if event == "start"]
+    assert order[:3] == ["teacher", "general", "late"]                      # both workers busy from the start
+    assert at["start", "aug"] >= at["end", "teacher"] and at["start", "aug"] >= at["end", "general"]
+    assert at["start", "kd"] >= at["end", "teacher"]
+    assert max(sum(1 for e, n, w in events if e == "start" and w <= t) - sum(1 for e, n, w in events
+               if e == "end" and w <= t) for _, _, t in events) <= 2       # never more than 2 at once
+
+
+def test_a_failed_job_blocks_only_the_jobs_that_read_from_it(tmp_path, monkeypatch, caplog):
+    import argparse
+
+    import pytest
+
+    from knowledge_distill_util.training import compression
+
+    jobs = _fake_jobs(tmp_path, {"teacher": [], "general": [], "aug": ["general"], "kd": ["teacher"]})
+    events = _record_runs(monkeypatch, dict.fromkeys(jobs, 0.1), fail=("general",))
+    with pytest.raises(compression.JobFailed, match="^job general failed$"):
+        compression._run_jobs(argparse.Namespace(job_timeout=10, progress_every=0), jobs, list(jobs), workers=2)
+    started = {name for event, name, _ in events if event == "start"}
+    assert started == {"teacher", "general", "kd"}                           # aug never started, kd still ran
+    assert "aug: not started, a job it reads from failed" in [r.getMessage() for r in caplog.records]

@@ -121,3 +121,19 @@ def test_pregenerate_then_general_then_tinybert_from_the_general_student(workspa
     assert train_main([str(a) for a in argv]) == 0  # kdu-train's entry point, in this process (no start-up)
     task_student = json.loads((workspace["root"] / "tinybert_from_general" / "model" / "model_config.json").read_text())
     assert task_student["recipe"] == "tinybert" and task_student["config"]["label_num"] == 4
+
+
+def test_a_general_student_copies_a_task_teacher_with_its_label_count():
+    """student_init 'teacher' from a fine-tuned teacher of 4 labels (kdu-compress --quick gives its tiny teacher):
+    the general student takes the teacher's classifier shape (a fixed 2 refused the copy with a traceback)."""
+    from knowledge_distill_util.training.config import TrainConfig
+    from knowledge_distill_util.training.general import general_student
+
+    teacher = tiny_bert(layers=2, seed=5, label_num=4)
+    cfg = TrainConfig(recipe="tinybert_general", student_hidden_size=8, student_num_attention_heads=2,
+                      student_num_hidden_layers=1, student_intermediate_size=16, seq_length=6, attention_output="probs",
+                      student_init="teacher", teacher_model="t")
+    student = general_student(cfg, teacher)
+    assert student.config["label_num"] == 4
+    assert np.array_equal(student.encoder.layer[0].output.dense.weight.numpy(),
+                          teacher.encoder.layer[0].output.dense.weight.numpy())

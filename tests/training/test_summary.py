@@ -1,5 +1,5 @@
 """The summary table of a compression run."""
-from knowledge_distill_util.training.summary import format_markdown, summary_rows
+from knowledge_distill_util.training.summary import format_markdown, seeds_note, summary_rows
 
 
 def test_summary_table():
@@ -57,7 +57,8 @@ def test_summary_png_is_written_atomically(tmp_path):
 
 def test_the_readme_picture_is_drawn_from_the_readme_table():
     """docs/_tools/default_run_summary.py draws docs/img/default_run_summary.png from the numbers of the
-    README's table (accuracy, parameters, speed-up): they must agree."""
+    README's table (accuracy, parameters, speed-up): they must agree (a row without a speed-up measured on a
+    quiet machine, "-", is not drawn)."""
     import importlib.util
     import os
     import re
@@ -70,9 +71,35 @@ def test_the_readme_picture_is_drawn_from_the_readme_table():
     table = {}
     for line in readme.split("## Results of the default run")[1].split("##")[0].splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 6 and re.match(r"0\.\d{4}$", cells[1]):
-            table[cells[0]] = (float(cells[1]), cells[2], cells[4])
+        if len(cells) == 6 and re.match(r"0\.\d{4}( ± 0\.\d{4} \(\d+ seeds\))?$", cells[1]) and cells[4] != "-":
+            table[cells[0]] = (float(cells[1].split()[0]), cells[2], cells[4])
     drawn = {r["model"]: (r["metric_value"], f"{r['parameters'] / 1e6:.2f}M", f"{r['speedup']:.2f}x")
              for r in tool.rows()}
     assert drawn == table
     assert os.path.isfile(os.path.join(root, "docs", "img", "default_run_summary.png"))
+
+
+def test_a_row_of_several_seeds_shows_their_mean_and_spread_and_the_paired_differences():
+    """Seeds 0, 1, 2: KD 0.75, 0.76, 0.74 against the labels-only 0.74, 0.74, 0.73: mean 0.75, sample standard
+    deviation 0.01; differences 0.01, 0.02, 0.01: mean 0.0133, deviation sqrt((2 * (1/300)^2 + (2/300)^2) / 2)."""
+    def entry(name, values, **kw):
+        results = [{"accuracy": value, "parameters": 1e6, "modelSize": 1.0, "reasoningTime": 100.0} for value in values]
+        return {"model": name, "layers": 1, "hidden_size": 8, "results": results[0], "seed_results": results, **kw}
+
+    rows = summary_rows([{"model": "teacher", "results": {"accuracy": 0.9}},
+                         entry("labels-only student", [0.74, 0.74, 0.73]), entry("KD", [0.75, 0.76, 0.74])], "accuracy")
+    base, kd = rows[1], rows[2]
+    assert (kd["metric_value"], kd["metric_spread"], kd["seeds"], kd["metric_values"]) == (0.75, 0.01, 3, [0.75, 0.76, 0.74])
+    assert (kd["delta_vs_labels_only"], kd["delta_spread"]) == (0.0133, 0.0058)
+    assert (base["metric_value"], base["metric_spread"], base["delta_vs_labels_only"]) == (0.7367, 0.0058, None)
+    text = format_markdown(rows)
+    assert "| KD | 0.7500 ± 0.0100 (3 seeds) | 1 | 8 |" in text and text.rstrip().endswith("| +0.0133 ± 0.0058 |")
+    assert "| teacher | 0.9000 |" in text
+    assert "mean and sample standard deviation over n = 3 seeds" in seeds_note(rows) and seeds_note(rows[:1]) == ""
+
+
+def test_a_row_of_several_seeds_without_its_reference_over_the_same_seeds_has_no_difference():
+    results = [{"accuracy": 0.75}, {"accuracy": 0.77}]
+    rows = summary_rows([{"model": "labels-only student", "results": {"accuracy": 0.7}},
+                         {"model": "KD", "results": results[0], "seed_results": results}], "accuracy")
+    assert (rows[1]["metric_value"], rows[1]["metric_spread"], rows[1]["delta_vs_labels_only"]) == (0.76, 0.0141, None)
