@@ -93,10 +93,11 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     from .training.general import GENERAL_RECIPE
     from .training.masked_lm import MLM_RECIPE
     from .training.recipes import RECIPES
+    from .training.validation import validate_config
 
-    try:
+    try:  # a value the run refuses is said once, by the one-process run, not by every rank
         original_flags = distributed.split_launch_flags(argv)[1]
-        cfg = None if original_flags else parse_config(argv, recipes=RECIPES)
+        cfg = None if original_flags else validate_config(parse_config(argv, recipes=RECIPES), check_directories=False)
     except (ConfigError, ValueError):
         return None
     if original_flags:  # the original --gpu_num_per_node / --num_nodes start the launcher themselves

@@ -66,6 +66,7 @@ def test_auto_resolves_from_the_configuration(workspace, monkeypatch, tmp_path):
     assert entry._processes(args + ["--do_train", "false"], "auto", explicit=False) == (1, 8)
     assert entry._processes(args + ["--device", "tpu"], "auto", explicit=False) is None  # the run says why
     assert entry._processes(args + ["--no_such_key", "1"], "auto", explicit=False) is None
+    assert entry._processes(args + ["--seq_length", "0"], "auto", explicit=False) is None  # validate_config's
     assert entry._processes(args + ["--gpu_num_per_node", "2"], "auto", explicit=False) is None
     # --resume: the processes the run was started with (its run_config.json holds the batch per process)
     resumed = args + ["--resume", "--model_save_dir", str(tmp_path)]
