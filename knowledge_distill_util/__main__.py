@@ -77,7 +77,8 @@ def _train(argv: List[str]) -> int:
           f"{nproc}): " + " ".join(command), file=sys.stderr, flush=True)
     from .training.interrupt import run_forwarding  # SIGINT/SIGTERM reach the launcher, which stops its ranks
 
-    return run_forwarding(command, "kdu-train")
+    output = launch.LauncherOutput()
+    return output.status(run_forwarding(command, "kdu-train", output_line=output))
 
 
 def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, int]]:

@@ -22,13 +22,14 @@ one-process recipe). Already under the launcher (``RANK`` set), nothing is start
 """
 import os
 import socket
-from typing import List, Optional, Sequence, Tuple, Union
+import sys
+from typing import List, Optional, Sequence, TextIO, Tuple, Union
 
 from .._env import env_port
 from .distributed import launch_command
 
 __all__ = ["AUTO", "FLAG", "DEFAULT", "DEFAULT_VARIABLE", "HELP", "default_nproc", "split_nproc", "parse_nproc",
-           "usable_cpus", "processes", "free_port", "command", "under_launcher"]
+           "usable_cpus", "processes", "free_port", "command", "under_launcher", "LauncherOutput"]
 
 #: ``--nproc auto``: as many processes as pay (module doc).
 AUTO = "auto"
@@ -186,3 +187,61 @@ def command(count: int, argv: Sequence[str], entry: Sequence[str], batch: int,
     port = port or env_port("KDU_MASTER_PORT", None) or free_port()
     return launch_command({"gpu_num_per_node": str(count)}, [*argv, "--batch_size_per_device", str(batch // count)],
                           entry, port=port)
+
+
+class LauncherOutput:
+    r"""The launcher's output (its stdout and stderr and its ranks', merged) as ``kdu-train`` shows it (call it with each line; :meth:`status` maps the exit).
+
+    - The launcher's ``OMP_NUM_THREADS`` banner is dropped.
+    - A rank's one-sentence user error (``error: ...``, exit status 2: a refused configuration, a full disk)
+      is shown once, and the other ranks' and the launcher's reactions to it are dropped: the job then ends
+      like a one-process run, with that sentence and exit status 2.
+    - Otherwise every line is shown but the launcher's own ``Killing subprocess`` lines and its Python
+      traceback (``subprocess.CalledProcessError``) once a rank failed: the rank's lines above it say why.
+
+    >>> out, shown = LauncherOutput(stream=None), []
+    >>> out.write = shown.append
+    >>> for line in ["Setting OMP_NUM_THREADS environment variable ...\n", "error: no --task_name given; name one\n",
+    ...              "[x.distributed] rank 1: stop\n", "Killing subprocess 7\n", "Traceback (most recent call last):\n",
+    ...              "  File ...\n", "subprocess.CalledProcessError: Command ... exit status 2.\n"]:
+    ...     out(line)
+    >>> shown, out.status(1)
+    (['error: no --task_name given; name one\n'], 2)
+    """
+
+    BANNER = ("*****************************************", "Setting OMP_NUM_THREADS environment variable")
+
+    def __init__(self, stream: Optional[TextIO] = sys.stderr):
+        self.stream = stream
+        self.errors: List[str] = []
+        self.killing = False
+        self.in_traceback = False
+
+    def write(self, line: str) -> None:
+        self.stream.write(line)
+        self.stream.flush()
+
+    def __call__(self, line: str) -> None:
+        text = line.rstrip("\n")
+        if text.startswith(self.BANNER):
+            return
+        if text.startswith("error: "):
+            if text not in self.errors:
+                self.errors.append(text)
+                self.write(line)
+            return
+        if self.errors:  # the consequences of a user error: the other ranks stopping, the launcher's report
+            return
+        if text.startswith("Killing subprocess "):
+            self.killing = True
+            return
+        if self.killing and text.startswith("Traceback (most recent call last):"):
+            self.in_traceback = True
+        if self.in_traceback:
+            self.in_traceback = not text.startswith("subprocess.CalledProcessError")
+            return
+        self.write(line)
+
+    def status(self, launcher_status: int) -> int:
+        """The job's exit status: 2 after a user error, else the launcher's."""
+        return 2 if self.errors and launcher_status != 0 else launcher_status

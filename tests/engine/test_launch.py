@@ -110,3 +110,54 @@ def test_under_launcher_reads_rank(monkeypatch):
     assert launch.under_launcher()
     monkeypatch.delenv("RANK")
     assert not launch.under_launcher()
+
+
+#: What a 2-process ``kdu-train --recipe kd --quick --nproc 2`` without ``--task_name`` wrote (stdout and stderr
+#: of the launcher and its ranks, merged; OneFlow 0.9, recorded).
+FAILED_JOB = """\
+*****************************************
+Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, to avoid your system being overloaded, please further tune the variable for optimal performance in your application as needed. 
+*****************************************
+libibverbs not available, ibv_fork_init skipped
+error: no --task_name given; name a GLUE task (e.g. sst-2) or the default task written by kdu-compress (see its data/data_info.json)
+[knowledge_distill_util.distributed] rank 1: rank 0 failed: no --task_name given; name a GLUE task (e.g. sst-2) or the default task written by kdu-compress (see its data/data_info.json); stopping this rank too
+F20261206 08:11:48.275125 14214 io_event_poller.cpp:95] Check failed: !(cur_event->events & EPOLLERR) fd: 31: Resource temporarily unavailable [11]
+[knowledge_distill_util.distributed] rank 0: rank 1 is gone (its process ended without a word: killed, out of memory, or crashed); stopping this rank too
+Killing subprocess 14015
+Killing subprocess 14016
+Traceback (most recent call last):
+  File "/usr/lib/python3.10/runpy.py", line 196, in _run_module_as_main
+    return _run_code(code, main_globals, None,
+  File "/work/main/.venv/lib/python3.10/site-packages/oneflow/distributed/launch.py", line 196, in sigkill_handler
+    raise subprocess.CalledProcessError(
+subprocess.CalledProcessError: Command '['python', '-u', '-m', 'knowledge_distill_util', 'train']' returned non-zero exit status 2.
+"""
+
+
+def _shown(text):
+    shown = []
+    output = launch.LauncherOutput(stream=None)
+    output.write = shown.append
+    for line in text.splitlines(keepends=True):
+        output(line)
+    return shown, output
+
+
+def test_a_rank_s_user_error_is_the_job_s_one_sentence_and_status_2():
+    shown, output = _shown(FAILED_JOB)
+    assert shown == ["libibverbs not available, ibv_fork_init skipped\n",
+                     "error: no --task_name given; name a GLUE task (e.g. sst-2) or the default task written by "
+                     "kdu-compress (see its data/data_info.json)\n"]
+    assert output.status(1) == 2 and output.status(0) == 0
+
+
+def test_a_crash_keeps_the_ranks_lines_and_drops_the_launcher_s_traceback():
+    crash = FAILED_JOB.replace("error: no --task_name", "[knowledge_distill_util] rank 0 failed: no --task_name")
+    shown, output = _shown(crash)
+    text = "".join(shown)
+    assert "rank 0 failed: no --task_name" in text and "rank 1 is gone" in text and "io_event_poller" in text
+    assert "Killing subprocess" not in text and "Traceback" not in text and "CalledProcessError" not in text
+    assert "OMP_NUM_THREADS" not in text and "*****" not in text
+    assert output.status(1) == 1
+    shown, output = _shown("step 1\nTraceback (most recent call last):\n  File x\nValueError: y\n")  # a rank's own
+    assert "".join(shown) == "step 1\nTraceback (most recent call last):\n  File x\nValueError: y\n"

@@ -87,6 +87,7 @@ def test_nproc_2_trains_under_the_launcher_and_rank_0_writes_the_model_and_resul
     assert done.returncode == 0, done.stderr[-3000:]
     assert "starting 2 processes, 4 rows each of every batch of 8 (--nproc 2): " in done.stderr
     assert "oneflow.distributed.launch --nproc_per_node 2" in done.stderr
+    assert "OMP_NUM_THREADS" not in done.stderr + done.stdout  # the launcher's banner (engine.launch.LauncherOutput)
     model, results = workspace["root"] / tag / "model", workspace["root"] / tag / "results"
     assert (model / "model_config.json").is_file() and (model / "weights" / "model.safetensors").is_file()
     assert json.loads((model / "run_config.json").read_text())["batch_size_per_device"] == 4
