@@ -19,6 +19,9 @@ may use, ``os.sched_getaffinity``, or the visible CUDA devices; ``B`` divisible 
 in one process refuses ``N`` > 1); ``auto`` takes the largest ``N`` up to the cores (CPU) or devices (CUDA)
 that divides ``B``, and 1 when that leaves nothing to gain (one core, an odd batch, no training, a
 one-process recipe). Already under the launcher (``RANK`` set), nothing is started again.
+
+**Output** (:class:`LauncherOutput`): a rank's one-sentence refusal is the job's one sentence and exit status
+2, as in one process, without the launcher's banner and traceback.
 """
 import os
 import socket
