@@ -12,6 +12,8 @@ Variables (documented in docs/recipes.md and docs/models.md):
 - ``KDU_WATCHDOG_PORT``, ``KDU_MASTER_PORT`` (TCP ports, 1-65535).
 - ``KDU_NODE_RANK`` (an integer in ``[0, --num_nodes)``): this node's position in ``--node_ips``.
 - ``KDU_ALLOW_LARGE_MODELS`` (``0``/``1``, default 0): lift the model size bounds (:mod:`.models._sizes`).
+- ``KDU_NPROC`` (a positive integer or ``auto``, default auto): the default of ``kdu-train --nproc``, read by
+  :mod:`.engine.launch` (docs/recipes.md, data-parallel training).
 - ``KDU_OPENBLAS_CORETYPE`` (``auto``/``keep``, default auto): ``keep`` leaves ``OPENBLAS_CORETYPE`` to the
   user and OpenBLAS (:mod:`._cpu`, docs/performance.md).
 """

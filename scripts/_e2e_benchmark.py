@@ -17,6 +17,11 @@ Implementations (``mode``), each measured in a fresh process, alternating case b
   objective of a :class:`~knowledge_distill_util.engine.Distiller`, one step of its loop
   (:class:`~knowledge_distill_util.engine.loop.Loop`, what ``kdu-train`` runs; ``graph`` is ``--use_graph``),
   in the interpreter running the script;
+* ``dp2``: the eager step on 2 data-parallel processes under OneFlow's launcher, as ``kdu-train --nproc 2``
+  runs it: the global batch of 32 rows cut into 2 x 16, the gradients averaged with one all-reduce
+  (:class:`~knowledge_distill_util.engine.parallel.Ranks`), ``ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD=0``;
+  samples/s of the whole job (global batch x steps / rank 0's seconds), ``peak_rss_mb`` the sum of both
+  processes' peaks. With ``--quick`` it is measured for the first case only (the smoke test stays short);
 * ``torch2`` / ``torch1``: Hugging Face transformers' ``BertForSequenceClassification`` with the same
   configuration and the TextBrewer KD loss (``kd_ce_loss``: ``-(softmax(t/T) * log_softmax(s/T)).sum(-1).mean()``,
   written inline; TextBrewer itself is not needed), with ``torch.set_num_threads(2)`` / ``(1)``, in the
@@ -28,7 +33,7 @@ Each worker builds the models, runs ``warmup`` untimed steps (the graph compiles
 models, optimizer state and the compiled plan included. ``--rounds N`` keeps each one's best samples/s
 (and the peak RSS of the same run).
 
-Row keys: ``case``, ``mode`` (eager/graph), ``samples_per_s``, ``peak_rss_mb``, ``torch_samples_per_s``
+Row keys: ``case``, ``mode`` (eager/graph/dp2), ``samples_per_s``, ``peak_rss_mb``, ``torch_samples_per_s``
 (PyTorch with 2 threads), ``ratio_vs_torch`` (``samples_per_s / torch_samples_per_s``), and
 ``torch_1thread_samples_per_s``, ``ratio_vs_torch_1thread``, ``torch_peak_rss_mb``, ``batch``, ``seq_length``,
 ``load_average`` (the machine's 1-minute load when the row's last measurement ended).
@@ -48,7 +53,8 @@ from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_PREFIX = "E2E-RESULT "
-ONEFLOW_MODES = ("eager", "graph")
+ONEFLOW_MODES = ("eager", "graph", "dp2")
+DP_PROCESSES = 2  # dp2's processes
 TORCH_MODES = {"torch2": 2, "torch1": 1}
 WORKER_TRIES = 3  # a worker killed by a signal (OneFlow 0.9's rare graph-runtime segfault) is run again
 KD_ALPHA, TEMPERATURE, LEARNING_RATE, WEIGHT_DECAY, NUM_LABELS = 0.8, 1.0, 1e-3, 0.01, 2
@@ -111,7 +117,8 @@ def _timed(step, warmup: int, steps: int) -> float:
 
 
 def oneflow_step(mode: str, shapes: Dict, spec: Dict):
-    """The KD step of this package, as ``kdu-train --recipe kd`` runs it: ``step() -> [loss, ce, pred_distill]``."""
+    """The KD step of this package, as ``kdu-train --recipe kd`` runs it: ``step() -> [loss, ce, pred_distill]``
+    (``dp2``: this rank's part of the data-parallel step, under the launcher)."""
     import knowledge_distill_util  # noqa: F401  (first: its start-up settings apply before OneFlow's import)
     import oneflow as flow
 
@@ -157,7 +164,10 @@ def oneflow_step(mode: str, shapes: Dict, spec: Dict):
     tcfg = TrainingConfig(output_dir="unused", max_steps=1000, use_graph=mode == "graph", seed_epochs=False,
                           reseed_dropout=False)  # nothing is written: only the loop's step runs
     distiller = Distiller(teacher, student, DistillationConfig(), tcfg, objective=step)
-    loop = Loop(distiller, step, optimizer, 1000, 0, Ranks(mode == "graph"), scheduler)
+    ranks = Ranks(mode == "graph")
+    if mode == "dp2":  # under the launcher: rank 0's weights everywhere; the loop cuts this rank's rows
+        ranks.start(distiller._trainable)
+    loop = Loop(distiller, step, optimizer, 1000, 0, ranks, scheduler)
     loop.stream, loop._step = BatchStream([batch], 0, seed_epochs=False), 0
     if mode == "graph":
         layout, names = distiller._probe(step, [batch], 1000)
@@ -232,6 +242,12 @@ def run_worker(mode: str, index: int, quick: bool, warmup: int, steps: int) -> D
         step = oneflow_step(mode, shapes, spec)
     seconds = _timed(step, warmup, steps)
     result = {"samples_per_s": shapes["batch"] * steps / seconds, "peak_rss_mb": _peak_rss_mb()}
+    if mode == "dp2":  # the job's memory: every rank's peak; rank 0 reports
+        from knowledge_distill_util.engine import distributed
+
+        result["peak_rss_mb"] = distributed.mean_across_ranks([result["peak_rss_mb"]])[0] * distributed.world_size()
+        if not distributed.is_writer():
+            return result
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return result
 
@@ -244,6 +260,10 @@ def _measure(python: str, mode: str, index: int, args) -> Optional[Dict]:
                "--warmup", str(args.e2e_warmup), "--steps", str(args.e2e_steps)] + (["--quick"] if args.quick else [])
     path = os.environ.get("PYTHONPATH", "")
     env = dict(os.environ, GLOG_minloglevel="3", PYTHONPATH=REPO + (os.pathsep + path if path else ""))
+    if mode == "dp2":  # as kdu-train --nproc 2 starts it (knowledge_distill_util/engine/launch.py)
+        command = [python, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(DP_PROCESSES),
+                   "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + command[1:]
+        env.setdefault("ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD", "0")  # knowledge_distill_util._device.CPU_SHARING_ENV
     for _ in range(WORKER_TRIES):
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=REPO)
@@ -262,6 +282,20 @@ def _measure(python: str, mode: str, index: int, args) -> Optional[Dict]:
     return None
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _modes(index: int, quick: bool, torch_python: Optional[str]) -> List[str]:
+    """The implementations measured for case ``index`` (``--quick``: ``dp2`` for the first case only)."""
+    modes = [m for m in ONEFLOW_MODES if m != "dp2" or not quick or index == 0]
+    return modes + (list(TORCH_MODES) if torch_python else [])
+
+
 def _best(kept: Optional[Dict], new: Optional[Dict]) -> Optional[Dict]:
     if kept is None or new is None:
         return kept or new
@@ -276,12 +310,11 @@ def collect(args, torch_python: Optional[str]) -> List[Dict]:
     """Every (case, mode) row; the implementations alternate case by case, ``args.rounds`` times."""
     cases = QUICK_CASES if args.quick else FULL_CASES
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    modes = list(ONEFLOW_MODES) + (list(TORCH_MODES) if torch_python else [])
     measured: Dict = {}
     load: Dict[int, float] = {}
     for _ in range(args.rounds):
         for index in range(len(cases)):
-            for mode in modes:
+            for mode in _modes(index, args.quick, torch_python):
                 python = torch_python if mode in TORCH_MODES else sys.executable
                 measured[index, mode] = _best(measured.get((index, mode)), _measure(python, mode, index, args))
                 load[index] = os.getloadavg()[0]
@@ -291,7 +324,7 @@ def collect(args, torch_python: Optional[str]) -> List[Dict]:
             result = measured.get((index, mode))
             return None if result is None else result[key]
 
-        for mode in ONEFLOW_MODES:
+        for mode in _modes(index, args.quick, None):
             speed, torch2, torch1 = get(mode, "samples_per_s"), get("torch2", "samples_per_s"), get("torch1", "samples_per_s")
             rows.append({"case": spec["case"], "mode": mode, "samples_per_s": speed, "peak_rss_mb": get(mode, "peak_rss_mb"),
                          "torch_samples_per_s": torch2, "ratio_vs_torch": _ratio(speed, torch2),

@@ -90,7 +90,7 @@ def _parallel_jobs(count: int, args_of, timeout: float) -> None:
 
 def _train_command(processes: int, args: List[str]) -> List[str]:
     if processes == 1:
-        return [sys.executable, "-m", "knowledge_distill_util", "train", *args]
+        return [sys.executable, "-m", "knowledge_distill_util", "train", "--nproc", "1", *args]
     return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(processes), "--master_addr",
             "127.0.0.1", "--master_port", str(_free_port()), "--module", "knowledge_distill_util", "train", *args]
 

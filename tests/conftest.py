@@ -1,5 +1,7 @@
 """Shared test set-up.
 
+- ``KDU_NPROC=1``: the ``kdu-train`` commands the tests start run in one process (``--nproc auto`` is its
+  default otherwise, ``knowledge_distill_util/engine/launch.py``); tests of ``--nproc`` pass it explicitly.
 - Quiet OneFlow's start-up logging before any test imports it, and import the package first, so OneFlow's
   OpenBLAS loads the CPU's kernel set (``OPENBLAS_CORETYPE``, see ``knowledge_distill_util/_cpu.py``).
 - Tests marked ``graph`` (they compile ``nn.Graph`` s) run each in a fresh Python process. OneFlow 0.9's
@@ -17,6 +19,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("GLOG_minloglevel", "3")
+os.environ.setdefault("KDU_NPROC", "1")  # kdu-train runs of the tests: one process unless --nproc says otherwise
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: several OneFlow processes share the CPU cores
     os.environ.setdefault("ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD", "0")  # the same values (tests/test_device.py)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared helpers (reference, gradcheck) for tests/*/

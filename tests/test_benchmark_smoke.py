@@ -156,15 +156,16 @@ def test_a_worker_that_keeps_crashing_is_given_up_after_the_allowed_tries(monkey
 E2E_KEYS = {"case", "mode", "samples_per_s", "peak_rss_mb", "torch_samples_per_s", "ratio_vs_torch"}
 
 
-def test_e2e_quick_measures_the_kd_step_in_eager_and_graph(tmp_path):
-    """``--e2e --quick``: one row per (case, mode) with the documented keys and measured values; without
-    PyTorch the torch columns are null."""
+def test_e2e_quick_measures_the_kd_step_in_eager_graph_and_on_two_processes(tmp_path):
+    """``--e2e --quick``: one row per (case, mode) with the documented keys and measured values (``dp2``: 2
+    data-parallel processes under the launcher, the first case only); without PyTorch the torch columns are null."""
     path = tmp_path / "e2e.json"
     done = _run("--e2e", "--quick", "--torch-python", "none", "--json", str(path))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     rows = json.loads(path.read_text())
     assert [(r["case"], r["mode"]) for r in rows] == [("seq8_cached", "eager"), ("seq8_cached", "graph"),
-                                                      ("seq16_online", "eager"), ("seq16_online", "graph")]
+                                                      ("seq8_cached", "dp2"), ("seq16_online", "eager"),
+                                                      ("seq16_online", "graph")]  # --quick: dp2 for one case
     for row in rows:
         assert E2E_KEYS <= set(row), E2E_KEYS - set(row)
         assert row["samples_per_s"] > 0 and row["peak_rss_mb"] > 0, (row, done.stderr[-3000:])
@@ -180,7 +181,7 @@ def test_e2e_ratio_is_samples_per_s_over_torch_with_two_threads(monkeypatch):
     spec = importlib.util.spec_from_file_location("kdu_e2e", os.path.join(REPO, "scripts", "_e2e_benchmark.py"))
     e2e = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(e2e)
-    speeds = {"eager": 10.0, "graph": 12.0, "torch2": 40.0, "torch1": 20.0}
+    speeds = {"eager": 10.0, "graph": 12.0, "dp2": 20.0, "torch2": 40.0, "torch1": 20.0}
     monkeypatch.setattr(e2e, "_measure", lambda python, mode, index, args: {"samples_per_s": speeds[mode] + index,
                                                                             "peak_rss_mb": 100.0})
     args = type("Args", (), {"quick": True, "rounds": 1})()
@@ -188,7 +189,8 @@ def test_e2e_ratio_is_samples_per_s_over_torch_with_two_threads(monkeypatch):
     assert [(r["case"], r["mode"]) for r in rows][:2] == [("seq8_cached", "eager"), ("seq8_cached", "graph")]
     assert rows[1]["ratio_vs_torch"] == pytest.approx(12.0 / 40.0)
     assert rows[1]["ratio_vs_torch_1thread"] == pytest.approx(12.0 / 20.0)
-    assert rows[3]["ratio_vs_torch"] == pytest.approx(13.0 / 41.0)
+    assert rows[2]["mode"] == "dp2" and rows[2]["ratio_vs_torch"] == pytest.approx(20.0 / 40.0)
+    assert rows[4]["ratio_vs_torch"] == pytest.approx(13.0 / 41.0)
 
 
 def test_e2e_rejects_zero_steps():

@@ -19,7 +19,8 @@ engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives);   
            training.evaluate (a model's predictions and metrics); convert
            (checkpoints of earlier versions)
 data       data (its augmentation loads a BERT)                                      base, losses, models, engine
-config     training.config, training.fields (the schema: imports no recipe)         base, losses, models
+config     training.config, training.fields (the schema: imports no recipe)         base, losses, models,
+                                                                                     engine
 compat     compat (the original toolkit: flags, OFRecord parts, snapshots,           base, losses, models, engine,
            results files, summary.csv, init scripts)                                 data, config
 training   training (recipes, builders, plan, trainer, compression, summary)         base, losses, models, engine,
@@ -73,7 +74,7 @@ MAY_IMPORT: Dict[str, Set[str]] = {
     "models": {"base", "losses"},
     "engine": {"base", "losses"},
     "data": {"base", "losses", "models", "engine"},
-    "config": {"base", "losses", "models"},
+    "config": {"base", "losses", "models", "engine"},
     "compat": {"base", "losses", "models", "engine", "data", "config"},
     "training": {"base", "losses", "models", "engine", "data", "config", "compat"},
     "cli": set(LAYERS) - {"cli", "entry"},

@@ -611,7 +611,8 @@ def _local_addresses() -> List[str]:
     return sorted(names)
 
 
-def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[str]) -> Optional[List[str]]:
+def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[str],
+                   port: Optional[int] = None) -> Optional[List[str]]:
     """The OneFlow launcher command that runs ``entry + argv`` on ``--gpu_num_per_node`` processes per node
     and ``--num_nodes`` nodes (``--node_ips``: the nodes' addresses, the first is the master), or None when
     one process suffices or this process was already started by the launcher.
@@ -619,7 +620,7 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
     This node's rank is ``KDU_NODE_RANK`` if set, else the position of one of its addresses in
     ``--node_ips``. When the master's address and this node's are both this machine's (several nodes simulated
     on one host), this node reaches the master at its own address, so that OneFlow counts it as a node of its
-    own (module doc, **Nodes**). The master port is ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
+    own (module doc, **Nodes**). The master port is ``port``, else ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
     one sentence on inconsistent flags.
 
     >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"])[3:6]
@@ -634,7 +635,7 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
                          f"pass --node_ips a,b,... with the master node first")
     if per_node * nodes == 1:
         return None
-    port = str(env_port("KDU_MASTER_PORT", 29500))
+    port = str(port or env_port("KDU_MASTER_PORT", 29500))
     given_rank = env_int("KDU_NODE_RANK", None, 0, nodes - 1, f"this node's position in --node_ips (--num_nodes {nodes})")
     if nodes == 1:
         node_rank, master = 0, ips[0] if ips else "127.0.0.1"

@@ -122,8 +122,10 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
     env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "3"))
     if share_cores and is_cpu(job.config.get("device")):
         share_cpu_cores(env)
+    # --nproc 1: each job is one process (jobs run side by side instead: the module doc), whatever kdu-train's default
     command = ([sys.executable, "-m", "knowledge_distill_util.training.steps", job.step, config_path] if job.step else
-               [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path])
+               [sys.executable, "-m", "knowledge_distill_util", "train", "--recipe", job.recipe, "--config", config_path,
+                "--nproc", "1"])
     with open(log_path, "w", encoding="utf-8") as log:
         process = _RUNNING.start(job.name, command, log, env)
         try:

@@ -35,6 +35,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from .._errors import ConfigError
 from ..distill import add_distill_args
+from ..engine.launch import FLAG as NPROC_FLAG, HELP as NPROC_HELP
 from .fields import (AttentionOutput, DropoutProbability, Epochs, LearningRate, LogLevel, MixingWeight,
                      NonNegativeInteger, NonNegativeNumber, PkdStrategy, PositiveInteger, Probability, ResultsFormat,
                      Seconds, Seed, StudentInit, Temperature, TemperatureSchedule, WarmupProportion, WeightSchedule,
@@ -292,6 +293,7 @@ def build_parser(defaults: Optional[Mapping[str, Any]] = None, prog: Optional[st
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML or JSON file of configuration keys (later arguments win)")
     parser.add_argument("--quick", action=_QuickPreset, default=argparse.SUPPRESS, help=f"smoke run: sets {QUICK}")
+    parser.add_argument(NPROC_FLAG, default=argparse.SUPPRESS, help=NPROC_HELP)  # read by kdu-train: see parse_config
     for name, spec in _FIELDS.items():
         extra = {"nargs": "?", "const": True} if spec.type is bool else {}
         parser.add_argument(f"--{name}", type=spec.type, default=defaults.get(name, spec.default),
@@ -491,6 +493,10 @@ def parse_config(argv: Sequence[str], recipe: Optional[str] = None, prog: Option
         namespace = parser.parse_args(_comma_lists(argv))
     except argparse.ArgumentError as error:
         raise ConfigError(_one_sentence(error, argv)) from None
+    if "nproc" in namespace:  # kdu-train (knowledge_distill_util.cli.main) reads and removes it before this parse
+        raise ConfigError(f"{NPROC_FLAG} is read by kdu-train (python -m knowledge_distill_util train) on its command "
+                          f"line only, not by this entry point or a --config file; the original scripts take "
+                          f"--gpu_num_per_node N")
     values = {key: _plain(namespace[key]) for key in _FIELDS}
     if values["recipe"] != name:
         raise ConfigError(f"this run is recipe {name!r} but the configuration says recipe {values['recipe']!r}; "

@@ -73,17 +73,29 @@ def sentence(prog: str, error: BaseException, detail: Optional[str] = None) -> s
             f"command with --resume to continue")
 
 
-def run_forwarding(command: Sequence[str], prog: str, grace: float = 60.0) -> int:
+def run_forwarding(command: Sequence[str], prog: str, grace: float = 60.0,
+                   output_line: Optional[Callable[[str], None]] = None) -> int:
     """Run ``command`` (OneFlow's launcher) in its own process group and return its exit status.
 
     SIGINT/SIGTERM meanwhile go to that whole group (the launcher and its ranks: the launcher's own handler
     signals its group, which it expects to lead); the group gets ``grace`` seconds to end (then SIGKILL),
-    one line is printed and the status is 130 / 143."""
+    one line is printed and the status is 130 / 143. ``output_line``: the group's stdout and stderr, merged,
+    are read line by line (a thread) and each line handed to it instead of inherited (``kdu-train``'s ranks
+    write to stderr only); the lines are read to the end before returning (at most :data:`READ_GRACE_S`
+    seconds once the launcher ended)."""
     restore = install()
+    reader = None
     try:
-        process = subprocess.Popen(list(command), start_new_session=True)
+        piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") if output_line else {}
+        process = subprocess.Popen(list(command), start_new_session=True, **piped)
+        if output_line:
+            reader = threading.Thread(target=_read_lines, args=(process.stdout, output_line), daemon=True)
+            reader.start()
         try:
-            return process.wait()
+            status = process.wait()
+            if reader is not None:
+                reader.join(READ_GRACE_S)  # a process left holding the pipe must not hold this one
+            return status
         except KeyboardInterrupt as error:
             _signal_group(process.pid, _signum(error))
             deadline = time.monotonic() + grace
@@ -92,10 +104,21 @@ def run_forwarding(command: Sequence[str], prog: str, grace: float = 60.0) -> in
             if _group_alive(process):
                 _signal_group(process.pid, signal.SIGKILL)
             process.wait()
+            if reader is not None:
+                reader.join(READ_GRACE_S)
             print(sentence(prog, error), file=sys.stderr, flush=True)
             return exit_status(error)
     finally:
         restore()
+
+
+#: Seconds :func:`run_forwarding` waits for the last stderr lines once the launcher has ended.
+READ_GRACE_S = 10.0
+
+
+def _read_lines(stream, handle: Callable[[str], None]) -> None:
+    for line in stream:
+        handle(line)
 
 
 def _signal_group(group: int, signum: int) -> None:

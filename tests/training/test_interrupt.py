@@ -251,3 +251,10 @@ def test_run_forwarding_passes_sigterm_on_to_the_launcher_and_its_ranks(tmp_path
 
 def test_run_forwarding_returns_the_child_status():
     assert interrupt.run_forwarding([PYTHON, "-c", "raise SystemExit(3)"], "kdu-train") == 3
+
+
+def test_run_forwarding_hands_every_output_line_to_output_line():
+    lines = []
+    child = "import sys; print('out', flush=True); sys.stderr.write('err\\nlast'); raise SystemExit(4)"
+    assert interrupt.run_forwarding([PYTHON, "-c", child], "kdu-train", output_line=lines.append) == 4
+    assert sorted(lines) == ["err\n", "last", "out\n"]
