@@ -27,6 +27,8 @@ too, not those of the file it replaces (kept simple: ``chmod`` it again after a 
 A full disk (``ENOSPC``) or an exceeded quota (``EDQUOT``) is one sentence naming the path, the bytes the
 write needed (the size being written when known, else what was written before the disk filled) and the
 free bytes there (:func:`disk_full_message`); the target is unchanged, as for every other failure.
+The umask (:mod:`._umask`) and these sentences (:mod:`._write_errors`) live in their own modules; this one
+re-exports their names.
 
 Temporary names start with ``.<name>.kdu-tmp-<pid>-`` (``<name>`` is the target's base name, ``<pid>``
 the writer's process id). Leftovers of killed writers are deleted at the next successful write to the
@@ -45,9 +47,11 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import uuid
 from typing import Any, BinaryIO, Callable, List, Optional
+
+from ._umask import _IMPORT_UMASK, current_umask, directory_mode, file_mode  # noqa: F401 - re-exported
+from ._write_errors import DISK_FULL, _write_error, disk_full_message, write_error_message  # noqa: F401
 
 __all__ = [
     "atomic_write_file",
@@ -90,46 +94,6 @@ def _libc_renameat2():
 
 
 _RENAMEAT2 = _libc_renameat2()
-
-#: errno values of a full disk: no space left, disk quota exceeded.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask_by_swapping() -> int:
-    """The umask through ``os.umask`` (set and restored under a lock: another thread creating a file in
-    between could otherwise see the temporary value; only used where ``/proc`` cannot tell)."""
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-_IMPORT_UMASK = _umask_by_swapping()
-
-
-def current_umask() -> int:
-    """The process's umask now: read from ``/proc/self/status`` (``Umask:``, Linux >= 4.7: no side effect),
-    else the umask when this module was imported."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as stream:
-            for line in stream:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return _IMPORT_UMASK
-
-
-def file_mode() -> int:
-    """The permissions of a new file under the umask: ``0o666 & ~umask`` (e.g. 0o644 under 022)."""
-    return 0o666 & ~current_umask()
-
-
-def directory_mode() -> int:
-    """The permissions of a new directory under the umask: ``0o777 & ~umask`` (e.g. 0o755 under 022)."""
-    return 0o777 & ~current_umask()
 
 
 def exchange_supported() -> bool:
@@ -243,70 +207,6 @@ def _target(path) -> str:
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     return os.path.abspath(path)
-
-
-def _free_bytes(path: str) -> Optional[int]:
-    """Free bytes of the file system holding ``path`` (its nearest existing ancestor); None if unknown."""
-    probe = path
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    try:
-        return shutil.disk_usage(probe or ".").free
-    except OSError:
-        return None
-
-
-def disk_full_message(path, needed: Optional[int] = None, *, at_least: bool = False, code: int = errno.ENOSPC) -> str:
-    """One sentence for a write of ``path`` that failed on a full disk (``code`` ENOSPC) or quota (EDQUOT):
-    the bytes it needed (``at_least``: a lower bound), the free bytes there, and the fix.
-
-    >>> disk_full_message("/out/model", 1000, code=errno.EDQUOT).startswith(
-    ...     "could not write /out/model: the disk quota is exceeded (it needs 1000 bytes")
-    True
-    """
-    path = os.fspath(path)
-    cause = "the disk quota is exceeded" if code == errno.EDQUOT else "the disk is full"
-    if at_least and not needed:
-        needed = None  # "at least 0 bytes" says nothing
-    need = "" if needed is None else f"it needs {'at least ' if at_least else ''}{needed} bytes, "
-    free = _free_bytes(path)
-    have = "free space unknown" if free is None else f"{free} bytes free there"
-    return (f"could not write {path}: {cause} ({need}{have}); nothing written before was changed: free some "
-            f"space or choose another directory, then run again")
-
-
-def write_error_message(err: OSError) -> str:
-    """The one sentence for a failed write ``err``: the sentence of this module's writers as they raised
-    it, else (an ``OSError`` from elsewhere, e.g. a library's own ``open``) one built from its errno and
-    file name (``could not write ...: the disk is full ...`` for ENOSPC/EDQUOT, else ``<file>: <reason>``)."""
-    if getattr(err, "kdu_sentence", None):
-        return err.kdu_sentence
-    if err.filename is None:  # e.g. a stream's write: the file is not known here
-        cause = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device" \
-            if err.errno == errno.ENOSPC else (err.strerror or str(err))
-        return f"could not write a file: {cause}; free some space or choose another directory, then run again"
-    if err.errno in DISK_FULL:
-        return disk_full_message(err.filename, code=err.errno)
-    return f"{err.filename}: {err.strerror or err}"
-
-
-def _write_error(err: OSError, path: str, needed: Optional[int] = None, at_least: bool = False) -> OSError:
-    """``err`` as an ``OSError`` of the same errno (hence subclass) whose message is one sentence naming
-    ``path``; an error already described by a nested writer is returned as it is."""
-    if getattr(err, "kdu_sentence", None):
-        return err
-    if err.errno in DISK_FULL:
-        sentence = disk_full_message(path, needed, at_least=at_least, code=err.errno)
-    else:
-        reason = err.strerror or str(err)
-        sentence = (f"could not write {path}: {reason}; check that its directory is writable "
-                    f"and the disk is not full")
-    error = OSError(err.errno, sentence, path)
-    error.kdu_sentence = sentence
-    return error
 
 
 def _size(path: str) -> int:

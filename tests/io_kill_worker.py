@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = [f"part-{i}" for i in range(8)]
@@ -36,8 +37,13 @@ def kill() -> None:
 
 
 def load_io():
-    spec = importlib.util.spec_from_file_location("kdu_io", os.path.join(ROOT, "knowledge_distill_util", "_io.py"))
+    """``_io.py`` (and the base modules it imports) as ``kdu_io._io``, without the package's ``__init__``."""
+    package = types.ModuleType("kdu_io")
+    package.__path__ = [os.path.join(ROOT, "knowledge_distill_util")]
+    sys.modules["kdu_io"] = package
+    spec = importlib.util.spec_from_file_location("kdu_io._io", os.path.join(ROOT, "knowledge_distill_util", "_io.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["kdu_io._io"] = module
     spec.loader.exec_module(module)
     return module
 

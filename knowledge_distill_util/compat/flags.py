@@ -11,6 +11,8 @@ evaluation-only run a training-only number given empty (``--num_epochs=``) is ig
 The original flags are resolved first, then any of this package's own flags given on the same command line
 (``--print_config``, ``--config``, ``--quick``, ``--device``, ``--max_steps``, ``--overwrite`` ...) are
 applied over them, exactly as ``kdu-train`` reads them (:func:`original_argv` gives that command line).
+This module is longer than ~400 lines because about half of it is the flag table (:data:`FLAGS`,
+:data:`SCRIPTS`: one entry per original flag and script), which is read together with the parser built from it.
 
 >>> values, rest, quiet = original_values(SCRIPTS["task_student_kd"], ["--kd_alpha=0.8", "--model=Glue_SST-2",
 ...                                                                     "--quick"])

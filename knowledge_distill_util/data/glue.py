@@ -236,30 +236,7 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
         ValueError: a malformed line (the message names the file and line number), or no examples.
     """
     spec = get_task(task_name)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise NotADirectoryError(
-            f"data directory {data_dir!r} is a file, expected a directory; pass --data_dir pointing at the "
-            f"folder that holds {spec.split_files.get('train', 'train.tsv')}"
-        )
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(
-            f"data directory {data_dir!r} does not exist; pass --data_dir pointing at a folder with "
-            f"{spec.split_files.get('train', 'train.tsv')} and "
-            f"{spec.split_files.get('dev', 'dev.tsv')} (or prepare the default data with "
-            f"scripts/prepare_default_data.py)"
-        )
-    path = task_file(data_dir, spec, split)
-    if os.path.isdir(path):
-        raise IsADirectoryError(
-            f"{path} is a directory, expected a TSV file; put the {split!r} split of task {spec.name!r} "
-            f"there as a tab-separated text file"
-        )
-    if not os.path.isfile(path):
-        present = sorted(f for f in os.listdir(data_dir) if f.endswith(".tsv"))
-        raise FileNotFoundError(
-            f"{path} does not exist (TSV files present: {', '.join(present) or 'none'}); "
-            f"put the {split!r} split of task {spec.name!r} there"
-        )
+    path = _tsv_path(data_dir, spec, split)
     examples: List[Example] = []
     expected: Optional[int] = None
     with open(path, "rb") as handle:
@@ -285,6 +262,35 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
             f"{'a header line and ' if spec.has_header else ''}at least one example line"
         )
     return examples
+
+
+def _tsv_path(data_dir: str, spec: TaskSpec, split: str) -> str:
+    """The TSV file of ``split`` in ``data_dir``, checked to exist (the errors of :func:`read_examples`)."""
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(
+            f"data directory {data_dir!r} is a file, expected a directory; pass --data_dir pointing at the "
+            f"folder that holds {spec.split_files.get('train', 'train.tsv')}"
+        )
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data directory {data_dir!r} does not exist; pass --data_dir pointing at a folder with "
+            f"{spec.split_files.get('train', 'train.tsv')} and "
+            f"{spec.split_files.get('dev', 'dev.tsv')} (or prepare the default data with "
+            f"scripts/prepare_default_data.py)"
+        )
+    path = task_file(data_dir, spec, split)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a directory, expected a TSV file; put the {split!r} split of task {spec.name!r} "
+            f"there as a tab-separated text file"
+        )
+    if not os.path.isfile(path):
+        present = sorted(f for f in os.listdir(data_dir) if f.endswith(".tsv"))
+        raise FileNotFoundError(
+            f"{path} does not exist (TSV files present: {', '.join(present) or 'none'}); "
+            f"put the {split!r} split of task {spec.name!r} there"
+        )
+    return path
 
 
 def write_examples(path: str, rows: Sequence[Tuple[str, str]], header: Tuple[str, str] = ("sentence", "label")):

@@ -20,19 +20,23 @@ in one process refuses ``N`` > 1); ``auto`` takes the largest ``N`` up to the co
 that divides ``B``, and 1 when that leaves nothing to gain (one core, an odd batch, no training, a
 one-process recipe). Already under the launcher (``RANK`` set), nothing is started again.
 
+**The original's flags** (:func:`split_launch_flags`, :func:`launch_command`): ``--gpu_num_per_node``,
+``--num_nodes``, ``--node_ips`` become the same launcher command, over nodes too (re-exported by
+:mod:`.distributed`).
+
 **Output** (:class:`LauncherOutput`): a rank's one-sentence refusal is the job's one sentence and exit status
 2, as in one process, without the launcher's banner and traceback.
 """
 import os
 import socket
 import sys
-from typing import List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
-from .._env import env_port
-from .distributed import launch_command
+from .._env import env_int, env_port
 
 __all__ = ["AUTO", "FLAG", "DEFAULT", "DEFAULT_VARIABLE", "HELP", "default_nproc", "split_nproc", "parse_nproc",
-           "usable_cpus", "processes", "free_port", "command", "under_launcher", "LauncherOutput"]
+           "usable_cpus", "processes", "free_port", "command", "under_launcher", "LauncherOutput",
+           "ORIGINAL_FLAGS", "split_launch_flags", "launch_command", "interface_addresses"]
 
 #: ``--nproc auto``: as many processes as pay (module doc).
 AUTO = "auto"
@@ -248,3 +252,115 @@ class LauncherOutput:
     def status(self, launcher_status: int) -> int:
         """The job's exit status: 2 after a user error, else the launcher's."""
         return 2 if self.errors and launcher_status != 0 else launcher_status
+
+
+# ------------------------------------------------------------------------------- the original's flags
+#: The original scripts' multi-device flags; ``kdu-train`` starts OneFlow's launcher with them.
+ORIGINAL_FLAGS = ("--gpu_num_per_node", "--num_nodes", "--node_ips")
+
+
+def split_launch_flags(argv: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
+    """``argv`` without the :data:`ORIGINAL_FLAGS` (``--flag value`` or ``--flag=value``), and their values.
+
+    >>> split_launch_flags(["--recipe", "kd", "--gpu_num_per_node", "2", "--num_nodes=1"])
+    (['--recipe', 'kd'], {'gpu_num_per_node': '2', 'num_nodes': '1'})
+    """
+    rest, found, items = [], {}, list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        name, _, value = item.partition("=")
+        if name in ORIGINAL_FLAGS:
+            if not value:
+                if i + 1 >= len(items):
+                    raise ValueError(f"{name} needs a value")
+                value, i = items[i + 1], i + 1
+            found[name[2:]] = value
+        else:
+            rest.append(item)
+        i += 1
+    return rest, found
+
+
+def _positive(flags: Dict[str, str], name: str) -> int:
+    raw = flags.get(name, "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def interface_addresses() -> List[str]:
+    """The IPv4 addresses of this machine's network interfaces (Linux; empty where it cannot ask)."""
+    try:
+        import fcntl
+        import struct
+
+        names = socket.if_nameindex()
+    except (ImportError, OSError, AttributeError):
+        return []
+    found = []
+    for _, name in names:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:  # SIOCGIFADDR
+                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue
+        found.append(socket.inet_ntoa(packed[20:24]))
+    return found
+
+
+def _local_addresses() -> List[str]:
+    names = {"127.0.0.1", "localhost", socket.gethostname()}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    names.update(interface_addresses())
+    return sorted(names)
+
+
+def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[str],
+                   port: Optional[int] = None) -> Optional[List[str]]:
+    """The OneFlow launcher command that runs ``entry + argv`` on ``--gpu_num_per_node`` processes per node
+    and ``--num_nodes`` nodes (``--node_ips``: the nodes' addresses, the first is the master), or None when
+    one process suffices or this process was already started by the launcher.
+
+    This node's rank is ``KDU_NODE_RANK`` if set, else the position of one of its addresses in
+    ``--node_ips``. When the master's address and this node's are both this machine's (several nodes simulated
+    on one host), this node reaches the master at its own address, so that OneFlow counts it as a node of its
+    own (:mod:`.distributed`'s module doc, **Nodes**). The master port is ``port``, else ``KDU_MASTER_PORT`` (default 29500). Raises ``ValueError`` with
+    one sentence on inconsistent flags.
+
+    >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"])[3:6]
+    ['--nproc_per_node', '2', '--nnodes']
+    """
+    if not flags or os.environ.get("RANK", "-1") != "-1":  # (``import oneflow`` sets RANK=-1 outside the launcher)
+        return None
+    per_node, nodes = _positive(flags, "gpu_num_per_node"), _positive(flags, "num_nodes")
+    ips = [ip.strip() for ip in flags.get("node_ips", "").split(",") if ip.strip()]
+    if nodes > 1 and len(ips) != nodes:
+        raise ValueError(f"--num_nodes {nodes} needs {nodes} addresses in --node_ips, got {ips or 'none'}; "
+                         f"pass --node_ips a,b,... with the master node first")
+    if per_node * nodes == 1:
+        return None
+    port = str(port or env_port("KDU_MASTER_PORT", 29500))
+    given_rank = env_int("KDU_NODE_RANK", None, 0, nodes - 1, f"this node's position in --node_ips (--num_nodes {nodes})")
+    if nodes == 1:
+        node_rank, master = 0, ips[0] if ips else "127.0.0.1"
+    elif given_rank is not None:
+        node_rank, master = given_rank, ips[0]
+    else:
+        mine = [i for i, ip in enumerate(ips) if ip in _local_addresses()]
+        if len(mine) != 1:
+            raise ValueError(f"cannot tell which of --node_ips {ips} is this machine (its addresses: "
+                             f"{_local_addresses()}); set KDU_NODE_RANK to its position in --node_ips")
+        node_rank, master = mine[0], ips[0]
+    if node_rank and ips[0] in _local_addresses() and ips[node_rank] in _local_addresses():
+        master = ips[node_rank]  # the master runs here too: reach it at this node's address (distributed's doc, Nodes)
+    return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(per_node), "--nnodes",
+            str(nodes), "--node_rank", str(node_rank), "--master_addr", master, "--master_port", port,
+            *entry, *argv]

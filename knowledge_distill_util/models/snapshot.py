@@ -55,12 +55,16 @@ unused ``Blstm``); the original's scripts cannot read those.
 Not mapped: Adam slots are skipped on load and never written (as after the original's
 ``--serve_for_online``); the number of attention heads is not stored (pass it, or ``H / 64`` is assumed
 with a warning); hidden activation, dropout and ``initializer_range`` are not stored.
+
+The directory's files are read and written by :mod:`.snapshot_files`, the name tables live in
+:mod:`.snapshot_tables`; this module (loading, sizes, saving) is a little over 400 lines because of the
+mapping table above, which belongs with the functions that apply it.
 """
 import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import oneflow as flow
@@ -70,6 +74,9 @@ from .._checks import check_int
 from .._io import replace_directory
 from .bert import BertForSequenceClassification, BertLayer, BertStudentForSequenceClassification
 from .lstm import LSTMStudentForSequenceClassification
+from .snapshot_files import (_OPTIMIZER_SLOT, _check_directory, _write_snapshot_files, list_snapshot_variables,
+                             read_snapshot_variable, snapshot_variable_shapes)
+from .snapshot_tables import _Var, _bert_names, _bert_table, _layer_rows, _lstm_export, _lstm_import, _lstm_vars
 
 __all__ = [
     "SNAPSHOT_SCOPES",
@@ -92,9 +99,6 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_SCOPES = ("auto", "teacher", "student", "theseus")
 #: ``flow.layers.layer_norm``'s default epsilon, which the original's BERT uses.
 ORIGINAL_LAYER_NORM_EPS = 1e-5
-DATA_FILENAME, META_FILENAME, DONE_FILENAME = "out", "meta", "snapshot_done"
-_OPTIMIZER_SLOT = re.compile(r".*-(m|v|adam_m|adam_v)")
-_GATES = ("input", "forget", "cell", "output")  # this package's i, f, g, o
 
 
 @dataclass
@@ -120,248 +124,6 @@ class SnapshotConfig:
     kind: str
     scope: str
     config: Dict[str, object]
-
-
-@dataclass(frozen=True)
-class _Var:
-    name: str  # the snapshot's variable name
-    shape: Tuple[int, ...]  # the original's shape
-    required: bool
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-def _check_directory(directory) -> str:
-    if not isinstance(directory, (str, os.PathLike)) or isinstance(directory, bytes):
-        raise TypeError(f"directory must be a path (str or os.PathLike), got {directory!r} "
-                        f"({type(directory).__name__})")
-    return os.fspath(directory)
-
-
-def list_snapshot_variables(directory) -> Dict[str, str]:
-    """``{variable name: its folder}`` of every folder of ``directory`` holding an ``out`` file.
-
-    Raises ``ValueError`` when ``directory`` does not exist or is not a snapshot (naming a
-    ``snapshot_*`` folder inside it when there is one, the usual mistake).
-    """
-    directory = _check_directory(directory)
-    if not os.path.isdir(directory):
-        raise ValueError(f"snapshot directory {directory} does not exist; pass a OneFlow snapshot directory "
-                         f"such as <model_save_dir>/snapshot_best")
-    found = {}
-    for name in sorted(os.listdir(directory)):
-        folder = os.path.join(directory, name)
-        if os.path.isfile(os.path.join(folder, DATA_FILENAME)):
-            found[name] = folder
-    if not found:
-        inner = sorted(n for n in os.listdir(directory)
-                       if n.startswith("snapshot_") and os.path.isdir(os.path.join(directory, n)))
-        hint = (f"; it holds {', '.join(inner)}: pass {os.path.join(directory, inner[0])}" if inner else
-                "; save_model directories (model.safetensors) are read with models.load_model" if
-                os.path.exists(os.path.join(directory, "model.safetensors")) else
-                "; it is in OneFlow's old pickle layout (pickled_data), which this package no longer reads: "
-                f"convert it once with python -m knowledge_distill_util convert-checkpoint {directory} --trust" if
-                os.path.exists(os.path.join(directory, "pickled_data")) else
-                "; a snapshot holds one folder per variable, each with an 'out' file")
-        raise ValueError(f"{directory} is not a OneFlow snapshot (no <variable>/out file){hint}")
-    return found
-
-
-def _meta_shape(folder: str, name: str) -> Optional[Tuple[int, ...]]:
-    path = os.path.join(folder, META_FILENAME)
-    if not os.path.isfile(path):
-        return None
-    from google.protobuf import text_format
-    import oneflow.core.common.data_type_pb2 as data_type_pb2
-    import oneflow.core.framework.variable_meta_info_pb2 as meta_pb2
-
-    meta = meta_pb2.VariableMetaInfo()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text_format.Parse(handle.read(), meta)
-    except Exception as error:  # text_format.ParseError, UnicodeDecodeError
-        raise ValueError(f"{path} (the meta file of variable {name}) is not a VariableMetaInfo ({error}); "
-                         f"delete it (the shape then comes from the model) or restore it") from None
-    if meta.data_type != data_type_pb2.kFloat:
-        raise ValueError(f"variable {name} in {folder} is {data_type_pb2.DataType.Name(meta.data_type)}, "
-                         f"expected kFloat (float32) as the original writes")
-    return tuple(int(d) for d in meta.shape.dim)
-
-
-def read_snapshot_variable(directory, name: str, shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
-    """The float32 values of variable ``name``, shaped ``shape`` (or as its ``meta`` file says, or flat).
-
-    Raises ``ValueError`` naming the variable and both shapes when the ``meta`` shape or the number of
-    values does not match ``shape``.
-    """
-    folder = os.path.join(_check_directory(directory), name)
-    path = os.path.join(folder, DATA_FILENAME)
-    if not os.path.isfile(path):
-        raise ValueError(f"variable {name} is missing from snapshot {directory} (no {path})")
-    meta = _meta_shape(folder, name)
-    size = os.path.getsize(path)
-    if size % 4:
-        raise ValueError(f"variable {name} in {directory}: {path} has {size} bytes, not a whole number of "
-                         f"float32 values; the file is truncated: restore the snapshot")
-    values = np.fromfile(path, dtype="<f4")
-    if meta is not None and int(np.prod(meta)) != values.size:
-        raise ValueError(f"variable {name} in {directory}: meta says shape {meta} but {path} holds "
-                         f"{values.size} float32 values; the snapshot is corrupt")
-    if shape is None:
-        return values.reshape(meta) if meta is not None else values
-    shape = tuple(int(d) for d in shape)
-    squeeze = lambda dims: tuple(dims[next((i for i, d in enumerate(dims) if d != 1), len(dims)):])  # noqa: E731
-    if meta is not None and squeeze(meta) != squeeze(shape):
-        raise ValueError(f"variable {name} in {directory} has shape {meta} but the model needs {shape}; "
-                         f"build the model with the snapshot's sizes (read_snapshot_config)")
-    if values.size != int(np.prod(shape)):
-        raise ValueError(f"variable {name} in {directory} holds {values.size} float32 values but the model "
-                         f"needs shape {shape} ({int(np.prod(shape))} values); build the model with the "
-                         f"snapshot's sizes (read_snapshot_config)")
-    return values.reshape(shape)
-
-
-def snapshot_variable_shapes(directory) -> Dict[str, Tuple[int, ...]]:
-    """``{name: shape}`` from the ``meta`` files, or ``(n,)`` (the number of values) without one."""
-    shapes = {}
-    for name, folder in list_snapshot_variables(directory).items():
-        meta = _meta_shape(folder, name)
-        shapes[name] = meta if meta is not None else (os.path.getsize(os.path.join(folder, DATA_FILENAME)) // 4,)
-    return shapes
-
-
-# ----------------------------------------------------------------------------------------- name tables
-
-
-def _bert_names(scope: str) -> Tuple[str, str]:
-    """(prefix of every name, the layer folder's stem) of a BERT ``scope``."""
-    return {"teacher": ("", "bert-encoder-layer_"), "student": ("student-", "student-bert-encoder-layer_"),
-            "theseus": ("", "bert-encoder-student-layer_")}[scope]
-
-
-def _bert_table(model: BertForSequenceClassification, scope: str) -> List[Tuple[_Var, str, bool]]:
-    """``(variable, parameter key, transposed)`` for every parameter of ``model``."""
-    prefix, layer = _bert_names(scope)
-    emb = model.embeddings
-    hidden = model.hidden_size
-    vocab, positions = emb.word_embeddings.num_embeddings, emb.position_embeddings.num_embeddings
-    types = emb.token_type_embeddings.num_embeddings
-    inter = model.encoder.layer[0].intermediate.dense.out_features if len(model.encoder.layer) else hidden
-    rows = [
-        (_Var(f"{prefix}bert-embeddings-word_embeddings", (vocab, hidden), True),
-         "embeddings.word_embeddings.weight", False),
-        (_Var(f"{prefix}bert-embeddings-position_embeddings", (1, positions, hidden), True),
-         "embeddings.position_embeddings.weight", False),
-        (_Var(f"{prefix}bert-embeddings-token_type_embeddings", (types, hidden), True),
-         "embeddings.token_type_embeddings.weight", False),
-        (_Var(f"{prefix}bert-embeddings-LayerNorm-gamma", (hidden,), True), "embeddings.LayerNorm.weight", False),
-        (_Var(f"{prefix}bert-embeddings-LayerNorm-beta", (hidden,), True), "embeddings.LayerNorm.bias", False),
-    ]
-    rows += _layer_rows(len(model.encoder.layer), layer, "encoder.layer.", hidden, inter)
-    labels = model.classifier.out_features
-    rows += [
-        (_Var(f"{prefix}bert-pooler-dense-weight", (hidden, hidden), True), "pooler.dense.weight", True),
-        (_Var(f"{prefix}bert-pooler-dense-bias", (hidden,), True), "pooler.dense.bias", False),
-        (_Var(f"{prefix}classification-output_weights", (labels, hidden), False), "classifier.weight", False),
-        (_Var(f"{prefix}classification-output_bias", (labels,), False), "classifier.bias", False),
-    ]
-    if model.fit_dense is not None:
-        fit = model.fit_dense.out_features
-        rows += [(_Var(f"{prefix}fit_dense-weight", (fit, hidden), False), "fit_dense.weight", False),
-                 (_Var(f"{prefix}fit_dense-bias", (fit,), False), "fit_dense.bias", False)]
-    return rows
-
-
-def _layer_rows(count: int, layer: str, key_prefix: str, hidden: int, inter: int) -> List[Tuple[_Var, str, bool]]:
-    """The rows of ``count`` encoder layers named ``<layer><i>-...``, parameter keys ``<key_prefix><i>.``."""
-    dense = [("attention-self-query", "attention.self.query", hidden, hidden),
-             ("attention-self-key", "attention.self.key", hidden, hidden),
-             ("attention-self-value", "attention.self.value", hidden, hidden),
-             ("attention-output-dense", "attention.output.dense", hidden, hidden),
-             ("intermediate-dense", "intermediate.dense", hidden, inter),
-             ("output-dense", "output.dense", inter, hidden)]
-    rows = []
-    for i in range(count):
-        stem, key = f"{layer}{i}-", f"{key_prefix}{i}."
-        for original, ours, fan_in, fan_out in dense:
-            rows.append((_Var(f"{stem}{original}-weight", (fan_in, fan_out), True), f"{key}{ours}.weight", True))
-            rows.append((_Var(f"{stem}{original}-bias", (fan_out,), True), f"{key}{ours}.bias", False))
-        for original, ours in (("attention-output-LayerNorm", "attention.output.LayerNorm"),
-                               ("output-LayerNorm", "output.LayerNorm")):
-            rows.append((_Var(f"{stem}{original}-gamma", (hidden,), True), f"{key}{ours}.weight", False))
-            rows.append((_Var(f"{stem}{original}-beta", (hidden,), True), f"{key}{ours}.bias", False))
-    return rows
-
-
-def _lstm_stem(layer: int, direction: str) -> str:
-    return f"student-lstm-layer{layer}-{direction}-"
-
-
-def _lstm_vars(model: LSTMStudentForSequenceClassification) -> List[_Var]:
-    cfg = model.config
-    hidden, directions = cfg["hidden_size"], 2 if model.bidirectional else 1
-    out = [_Var("student-embeddings-word_embeddings", tuple(model.embedding.weight.shape), True)]
-    for layer, lstm in enumerate(model.forward_lstm):
-        fan_in = lstm.weight_ih_l0.shape[1]
-        for direction in ("forward", "backward")[:directions]:
-            stem = _lstm_stem(layer, direction)
-            for gate in _GATES:
-                out += [_Var(f"{stem}{gate}-weight", (fan_in, hidden), True),
-                        _Var(f"{stem}{gate}-h-weight", (hidden, hidden), True),
-                        _Var(f"{stem}{gate}-bias", (hidden,), True)]
-    out += [_Var("student-lstm-FC1-weight", tuple(model.dense.weight.shape), True),
-            _Var("student-lstm-FC1-bias", tuple(model.dense.bias.shape), True),
-            _Var("student-lstm-FC2-weight", tuple(model.classifier.weight.shape), False),
-            _Var("student-lstm-FC2-bias", tuple(model.classifier.bias.shape), False)]
-    return out
-
-
-def _lstm_modules(model) -> List[Tuple[int, str, nn.LSTM]]:
-    pairs = [(i, "forward", m) for i, m in enumerate(model.forward_lstm)]
-    if model.backward_lstm is not None:
-        pairs += [(i, "backward", m) for i, m in enumerate(model.backward_lstm)]
-    return pairs
-
-
-def _lstm_export(model) -> Dict[str, np.ndarray]:
-    out = {"student-embeddings-word_embeddings": model.embedding.weight.detach().cpu().numpy()}
-    for layer, direction, lstm in _lstm_modules(model):
-        stem, hidden = _lstm_stem(layer, direction), lstm.hidden_size
-        w_ih, w_hh = lstm.weight_ih_l0.detach().cpu().numpy(), lstm.weight_hh_l0.detach().cpu().numpy()
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().cpu().numpy()
-        for k, gate in enumerate(_GATES):
-            rows = slice(k * hidden, (k + 1) * hidden)
-            out[f"{stem}{gate}-weight"] = w_ih[rows].T
-            out[f"{stem}{gate}-h-weight"] = w_hh[rows].T
-            out[f"{stem}{gate}-bias"] = bias[rows]
-    out["student-lstm-FC1-weight"] = model.dense.weight.detach().cpu().numpy()
-    out["student-lstm-FC1-bias"] = model.dense.bias.detach().cpu().numpy()
-    out["student-lstm-FC2-weight"] = model.classifier.weight.detach().cpu().numpy()
-    out["student-lstm-FC2-bias"] = model.classifier.bias.detach().cpu().numpy()
-    return out
-
-
-def _lstm_import(model, arrays: Dict[str, np.ndarray]) -> None:
-    def put(parameter, value):
-        parameter.copy_(flow.tensor(np.ascontiguousarray(value), dtype=parameter.dtype).to(parameter.device))
-
-    if "student-embeddings-word_embeddings" in arrays:
-        put(model.embedding.weight, arrays["student-embeddings-word_embeddings"])
-    for layer, direction, lstm in _lstm_modules(model):
-        stem = _lstm_stem(layer, direction)
-        if f"{stem}input-weight" not in arrays:
-            continue
-        put(lstm.weight_ih_l0, np.concatenate([arrays[f"{stem}{g}-weight"].T for g in _GATES]))
-        put(lstm.weight_hh_l0, np.concatenate([arrays[f"{stem}{g}-h-weight"].T for g in _GATES]))
-        put(lstm.bias_ih_l0, np.concatenate([arrays[f"{stem}{g}-bias"] for g in _GATES]))
-        put(lstm.bias_hh_l0, np.zeros(tuple(lstm.bias_hh_l0.shape), dtype=np.float32))
-    for name, parameter in (("student-lstm-FC1-weight", model.dense.weight),
-                            ("student-lstm-FC1-bias", model.dense.bias),
-                            ("student-lstm-FC2-weight", model.classifier.weight),
-                            ("student-lstm-FC2-bias", model.classifier.bias)):
-        if name in arrays:
-            put(parameter, arrays[name])
 
 
 # ---------------------------------------------------------------------------------------------- scopes
@@ -423,40 +185,12 @@ def load_snapshot(model: nn.Module, directory, scope: str = "auto") -> SnapshotR
     available = list_snapshot_variables(directory)
     slots = {n for n in available if _OPTIMIZER_SLOT.fullmatch(n)}
     names = set(available) - slots
-    if kind == "bert":
-        scope = _resolve_scope(scope, names, model.fit_dense is not None, directory)
-        stem = _bert_names(scope)[1]
-        layers = _count_layers(names, stem)
-        if layers != len(model.encoder.layer):
-            raise ValueError(f"snapshot {directory} holds {layers} encoder layers ({stem}<i>-...) but the model has "
-                             f"{len(model.encoder.layer)}; build the model with num_hidden_layers={layers} "
-                             f"(read_snapshot_config)")
-        table = _bert_table(model, scope)
-        wanted = [var for var, _, _ in table]
-    else:
-        if scope not in ("auto", "student"):
-            raise ValueError(f"scope {scope!r} is for BERT; the original's LSTM student is always student-...")
-        scope = "student"
-        wanted = _lstm_vars(model)
+    scope, table, wanted = _wanted_variables(model, kind, scope, names, directory)
     report = SnapshotReport(directory=directory, scope=scope, optimizer_slots=len(slots))
-    arrays = {}
-    for var in wanted:
-        if var.name not in names:
-            if var.required:
-                raise ValueError(f"variable {var.name} (shape {var.shape}) is missing from snapshot {directory}; "
-                                 f"it is not a {scope} {kind.upper()} snapshot of this architecture (scope "
-                                 f"{scope!r}: try another scope, or check the path)")
-            report.missing.append(var.name)
-            continue
-        arrays[var.name] = read_snapshot_variable(directory, var.name, var.shape)
+    arrays = _read_wanted(wanted, names, directory, scope, kind, report)
     with flow.no_grad():
         if kind == "bert":
-            params = dict(model.named_parameters())
-            for var, key, transposed in table:
-                if var.name in arrays:
-                    value = arrays[var.name].T if transposed else arrays[var.name].reshape(tuple(params[key].shape))
-                    params[key].copy_(flow.tensor(np.ascontiguousarray(value), dtype=params[key].dtype)
-                                      .to(params[key].device))
+            _copy_bert(model, table, arrays)
         else:
             _lstm_import(model, arrays)
     report.loaded = sorted(arrays)
@@ -467,6 +201,52 @@ def load_snapshot(model: nn.Module, directory, scope: str = "auto") -> SnapshotR
     logger.info("loaded %d variables from %s (scope %s); %d unused, %d optimizer slots skipped",
                 len(report.loaded), directory, scope, len(report.unused), report.optimizer_slots)
     return report
+
+
+def _wanted_variables(model, kind: str, scope: str, names, directory: str):
+    """``(scope, table, wanted)``: the resolved scope, the BERT table (``None`` for the LSTM) and the
+    variables ``model`` reads; raises ``ValueError`` for another number of encoder layers or a BERT scope
+    given for the LSTM."""
+    if kind == "bert":
+        scope = _resolve_scope(scope, names, model.fit_dense is not None, directory)
+        stem = _bert_names(scope)[1]
+        layers = _count_layers(names, stem)
+        if layers != len(model.encoder.layer):
+            raise ValueError(f"snapshot {directory} holds {layers} encoder layers ({stem}<i>-...) but the model has "
+                             f"{len(model.encoder.layer)}; build the model with num_hidden_layers={layers} "
+                             f"(read_snapshot_config)")
+        table = _bert_table(model, scope)
+        return scope, table, [var for var, _, _ in table]
+    if scope not in ("auto", "student"):
+        raise ValueError(f"scope {scope!r} is for BERT; the original's LSTM student is always student-...")
+    return "student", None, _lstm_vars(model)
+
+
+def _read_wanted(wanted: List[_Var], names, directory: str, scope: str, kind: str,
+                 report: SnapshotReport) -> Dict[str, np.ndarray]:
+    """``{name: values}`` of every ``wanted`` variable present (optional absent ones go to
+    ``report.missing``); raises ``ValueError`` for a required one that is absent."""
+    arrays = {}
+    for var in wanted:
+        if var.name not in names:
+            if var.required:
+                raise ValueError(f"variable {var.name} (shape {var.shape}) is missing from snapshot {directory}; "
+                                 f"it is not a {scope} {kind.upper()} snapshot of this architecture (scope "
+                                 f"{scope!r}: try another scope, or check the path)")
+            report.missing.append(var.name)
+            continue
+        arrays[var.name] = read_snapshot_variable(directory, var.name, var.shape)
+    return arrays
+
+
+def _copy_bert(model: BertForSequenceClassification, table, arrays: Dict[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into the BERT's parameters by ``table`` (transposing the ``_FullyConnected`` kernels)."""
+    params = dict(model.named_parameters())
+    for var, key, transposed in table:
+        if var.name in arrays:
+            value = arrays[var.name].T if transposed else arrays[var.name].reshape(tuple(params[key].shape))
+            params[key].copy_(flow.tensor(np.ascontiguousarray(value), dtype=params[key].dtype)
+                              .to(params[key].device))
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -606,14 +386,6 @@ def _export_predecessor(predecessor, model: BertForSequenceClassification, scope
             for var, key, transposed in _layer_rows(len(predecessor), "bert-encoder-layer_", "", hidden, inter)}
 
 
-def _write_variable(root: str, name: str, value: np.ndarray, meta_text: Callable[[Tuple[int, ...]], str]) -> None:
-    folder = os.path.join(root, name)
-    os.makedirs(folder)
-    np.ascontiguousarray(value, dtype="<f4").tofile(os.path.join(folder, DATA_FILENAME))
-    with open(os.path.join(folder, META_FILENAME), "w", encoding="utf-8") as handle:
-        handle.write(meta_text(tuple(value.shape)))
-
-
 def save_snapshot(model: nn.Module, directory, scope: Optional[str] = None, predecessor: Optional[nn.Module] = None,
                   extra: Optional[Dict[str, np.ndarray]] = None) -> str:
     """Write ``model`` as an original snapshot directory (see the module doc), atomically.
@@ -658,21 +430,6 @@ model already writes is a ``ValueError``. Each variable gets
         if clash:
             raise ValueError(f"extra variables {clash} are already written from the model; give other names")
         arrays.update({str(name): np.asarray(value, dtype=np.float32) for name, value in extra.items()})
-    from google.protobuf import text_format
-    import oneflow.core.common.data_type_pb2 as data_type_pb2
-    import oneflow.core.framework.variable_meta_info_pb2 as meta_pb2
-
-    def meta_text(shape):
-        meta = meta_pb2.VariableMetaInfo()
-        meta.shape.dim[:] = shape
-        meta.data_type = data_type_pb2.kFloat
-        return text_format.MessageToString(meta)
-
-    def fill(staging: str) -> None:
-        for name, value in arrays.items():
-            _write_variable(staging, name, value, meta_text)
-        open(os.path.join(staging, DONE_FILENAME), "w").close()
-
-    path = replace_directory(directory, fill)
+    path = replace_directory(directory, lambda staging: _write_snapshot_files(staging, arrays))
     logger.info("wrote %d variables to %s (scope %s)", len(arrays), path, scope)
     return path
