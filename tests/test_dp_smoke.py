@@ -49,11 +49,12 @@ def test_a_failing_job_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_the_smoke_test_passes_on_two_cpu_processes(tmp_path):
-    done = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--workdir", str(tmp_path)], capture_output=True,
-                          text=True, env=_env(), timeout=900)
+    # eager only: the same data-parallel run under nn.Graph is tests/training/test_distributed_training.py's
+    # test_kd_two_processes_equal_one_process_graph (launcher, two ranks, rank 0's model and results)
+    done = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--modes", "eager", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, env=_env(), timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
-    assert [line.split(":")[1].strip() for line in lines] == ["eager on 2 x cpu", "graph on 2 x cpu"], lines
-    assert all(": ok, exit 0, rank 0 wrote the model and results (" in line for line in lines), lines
-    for mode in ("eager", "graph"):
-        assert (tmp_path / f"kd_{mode}" / "results" / "results_eval.json").exists()
+    assert [line.split(":")[1].strip() for line in lines] == ["eager on 2 x cpu"], lines
+    assert ": ok, exit 0, rank 0 wrote the model and results (" in lines[0], lines
+    assert (tmp_path / "kd_eager" / "results" / "results_eval.json").exists()
