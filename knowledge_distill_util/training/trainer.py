@@ -4,8 +4,10 @@ through the engine's one loop (:mod:`knowledge_distill_util.engine.loop`).
 :func:`train_stage` is the adapter: the recipe's :class:`LossStep` (student, frozen teacher, the recipe's
 :class:`~.objectives.Objective` reading ``args``) is the Distiller's ``objective``; the rows of a
 ``data.Features`` become :class:`FeatureBatches` (the order below; cached teacher logits ride along as
-``teacher_logits``); a weight schedule's factors and the model's own per-step inputs (:class:`StepInputs`,
-BERT-of-Theseus's coins) are the Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
+``teacher_logits``, and with ``cache_teacher_outputs`` the teacher's hidden states and attentions the
+objective reads, computed once by :mod:`.teacher_outputs`, as ``cached_teacher_*``); a weight schedule's
+factors and the model's own per-step inputs (:class:`StepInputs`, BERT-of-Theseus's coins) are the
+Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
 decay of :mod:`knowledge_distill_util.engine.optim` is passed in; the files are ``<stage>_losses.csv/png``
 in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The global generators are not reseeded
 per epoch and dropout is reseeded per step only with ``reseed_dropout``, so every random draw is the one
@@ -105,8 +107,9 @@ class LossStep(nn.Module):
     """``student`` (+ frozen ``teacher``) + an objective: ``forward(batch tensors) -> tuple of loss terms``.
 
     ``forward(input_ids, input_mask, segment_ids, labels, *extras)``: ``extras`` are the tensors named in
-    ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass) and the
-    model's step inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
+    ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass), the cached
+    teacher outputs of ``cache_layout`` (:mod:`.teacher_outputs`, replacing it too) and the model's step
+    inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
     (``"loss"``, the total, first). The teacher must be in eval mode: :func:`train_stage` puts it there.
 
     ``forward(batch, weights)`` with a :class:`~knowledge_distill_util.engine.batches.Batch` (the
