@@ -38,7 +38,8 @@ from ..distill import add_distill_args
 from ..engine.launch import FLAG as NPROC_FLAG, HELP as NPROC_HELP
 from .fields import (AttentionOutput, DropoutProbability, Epochs, LearningRate, LogLevel, MixingWeight,
                      NonNegativeInteger, NonNegativeNumber, PkdStrategy, PositiveInteger, Probability, ResultsFormat,
-                     Seconds, Seed, StudentInit, Temperature, TemperatureSchedule, WarmupProportion, WeightSchedule,
+                     Seconds, Seed, StudentInit, TeacherCacheDtype, TeacherCacheMode, Temperature,
+                     TemperatureSchedule, WarmupProportion, WeightSchedule,
                      optional_inner, wanted)
 
 __all__ = ["TrainConfig", "ConfigError", "QUICK", "known_keys", "check_known_keys", "unknown_key_sentence",
@@ -118,6 +119,14 @@ class TrainConfig:
                                                      "sparse KL (default: the live teacher, all V logits)")
     top_k: PositiveInteger = _key(20, "distilbert_mlm with teacher_logits_cache: teacher logits kept per masked "
                                       "position")
+    cache_teacher_outputs: TeacherCacheMode = _key("off", "recipes reading the teacher's hidden states or "
+                                                          "attentions: compute those teacher outputs once per "
+                                                          "training row before each stage and reuse them every "
+                                                          "epoch, held in 'memory', in a file under "
+                                                          "model_save_dir ('disk'), or 'auto' (memory up to 1024 MB)")
+    cache_teacher_dtype: TeacherCacheDtype = _key("float16", "cache_teacher_outputs: store the cached hidden states "
+                                                             "and attentions as float16 (half the size, the losses "
+                                                             "change slightly) or float32 (the losses unchanged)")
     minilm_teacher_layer: int = _key(-1, "MiniLMv2: the teacher layer distilled into the student's last layer "
                                          "(0-based; -1: the last; the paper takes an upper-middle layer of large "
                                          "teachers)")

@@ -119,6 +119,8 @@ ResultsFormat = Literal["kdu", "original"]
 PkdStrategy = Literal["skip", "last"]
 TemperatureSchedule = Literal["constant", "flsw", "cwsm"]
 WeightSchedule = Literal["constant", "linear_growth", "linear_decay"]
+TeacherCacheMode = Literal["off", "memory", "disk", "auto"]
+TeacherCacheDtype = Literal["float16", "float32"]
 
 
 def optional_inner(annotation) -> Tuple[Any, bool]:

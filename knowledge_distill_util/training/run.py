@@ -231,7 +231,8 @@ def _train(plan: Plan, progress: bool) -> Dict[str, float]:
                              checkpoint_dir=os.path.join(cfg.model_save_dir, "checkpoints"),
                              teacher_logits=cached if uses_cache else None, progress=progress,
                              on_step=_on_step(plan, stage.name, summary),
-                             on_epoch_end=hook)
+                             on_epoch_end=hook, cache_teacher_outputs=cfg.cache_teacher_outputs,
+                             cache_teacher_dtype=cfg.cache_teacher_dtype, cache_dir=cfg.model_save_dir)
         timings[stage.name] = round(result.seconds, 1)
         logger.info("stage %s: %d steps in %.1f s, last %s; log %s", stage.name, result.steps, result.seconds,
                     {k: round(v, 4) for k, v in result.last_terms.items()}, result.log_path)

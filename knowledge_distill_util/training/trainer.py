@@ -4,8 +4,10 @@ through the engine's one loop (:mod:`knowledge_distill_util.engine.loop`).
 :func:`train_stage` is the adapter: the recipe's :class:`LossStep` (student, frozen teacher, the recipe's
 :class:`~.objectives.Objective` reading ``args``) is the Distiller's ``objective``; the rows of a
 ``data.Features`` become :class:`FeatureBatches` (the order below; cached teacher logits ride along as
-``teacher_logits``); a weight schedule's factors and the model's own per-step inputs (:class:`StepInputs`,
-BERT-of-Theseus's coins) are the Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
+``teacher_logits``, and with ``cache_teacher_outputs`` the teacher's hidden states and attentions the
+objective reads, computed once by :mod:`.teacher_outputs`, as ``cached_teacher_*``); a weight schedule's
+factors and the model's own per-step inputs (:class:`StepInputs`, BERT-of-Theseus's coins) are the
+Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
 decay of :mod:`knowledge_distill_util.engine.optim` is passed in; the files are ``<stage>_losses.csv/png``
 in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The global generators are not reseeded
 per epoch and dropout is reseeded per step only with ``reseed_dropout``, so every random draw is the one
@@ -37,6 +39,7 @@ from ..engine.optim import make_optimizer, make_scheduler
 from ..engine.progress import ProgressLog, format_duration
 from .config import ConfigError
 from .objectives import Objective, ScheduledArgs, schedule_factors, uses_weight_schedules
+from .teacher_outputs import CacheLayout, TeacherOutputCache, build_cache, reads_teacher_layers
 
 __all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "StageResult", "ProgressLog", "FeatureBatches",
            "train_stage", "batch_indices", "model_device", "NonFiniteLossError", "format_duration"]
@@ -104,8 +107,9 @@ class LossStep(nn.Module):
     """``student`` (+ frozen ``teacher``) + an objective: ``forward(batch tensors) -> tuple of loss terms``.
 
     ``forward(input_ids, input_mask, segment_ids, labels, *extras)``: ``extras`` are the tensors named in
-    ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass) and the
-    model's step inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
+    ``extra_inputs``: ``"teacher_logits"`` (cached logits replacing the teacher's forward pass), the cached
+    teacher outputs of ``cache_layout`` (:mod:`.teacher_outputs`, replacing it too) and the model's step
+    inputs (:class:`StepInputs`). The terms come in the order of ``objective.terms``
     (``"loss"``, the total, first). The teacher must be in eval mode: :func:`train_stage` puts it there.
 
     ``forward(batch, weights)`` with a :class:`~knowledge_distill_util.engine.batches.Batch` (the
@@ -124,6 +128,8 @@ class LossStep(nn.Module):
         self.extra_inputs = tuple(extra_inputs)
         #: a weight schedule is not constant: the trainer feeds ``schedule_factors`` at every step
         self.scheduled = uses_weight_schedules(args)
+        #: the layout of the cached teacher outputs fed as batch inputs (:mod:`.teacher_outputs`), or None
+        self.cache_layout: Optional[CacheLayout] = None
         uses_cache = "teacher_logits" in self.extra_inputs and objective.can_cache_teacher_logits
         if objective.teacher_outputs and teacher is None and not uses_cache:
             raise ValueError(f"objective {objective.name!r} reads the teacher's {objective.teacher_outputs}: "
@@ -149,38 +155,41 @@ class LossStep(nn.Module):
         named = dict(zip(self.extra_inputs, extras))
         teacher_logits = named.pop("teacher_logits", None)
         factors = named.pop("schedule_factors", None)
+        cached = {key: named.pop(key) for key in (self.cache_layout.keys if self.cache_layout else ())}
         args = self.args if factors is None else ScheduledArgs(self.args, factors)
-        if self.objective.reads_attention_details:  # MiniLM: scores and values too, by name
-            return self._terms(dict(_details("student", self.student(input_ids, input_mask, segment_ids,
-                                                                      **named, **_DETAIL_FLAGS)),
-                                    labels=labels, input_mask=input_mask), input_ids, input_mask, segment_ids, args)
-        out = self.student(input_ids, input_mask, segment_ids, **named)
-        if isinstance(out, (tuple, list)):
-            tensors = dict(student_logits=out[0], student_reps=out[1], student_atts=out[2])
-        else:
-            tensors = dict(student_logits=out)
+        tensors = self.student_tensors(input_ids, input_mask, segment_ids, named)
         tensors.update(labels=labels, input_mask=input_mask)
         if self.objective.teacher_outputs:
-            if teacher_logits is not None and self.objective.can_cache_teacher_logits:
+            if cached:
+                tensors.update(self.cache_layout.tensors(cached))
+            elif teacher_logits is not None and self.objective.can_cache_teacher_logits:
                 tensors["teacher_logits"] = teacher_logits
             else:
-                with flow.no_grad():
-                    t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
-                tensors.update(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
+                tensors.update(self.teacher_tensors(input_ids, input_mask, segment_ids))
         terms = self.objective(args, **tensors)
         return tuple(terms[name] for name in self.objective.terms)
 
-    def _terms(self, tensors, input_ids, input_mask, segment_ids, args):
-        """The loss terms of an objective reading attention details: the teacher (if read) is called
-        with the same flags as the student; an objective reading ``student_model`` (the custom recipe's
-        matches and their projections) gets the trained module."""
-        if self.objective.teacher_outputs:
-            with flow.no_grad():
-                tensors.update(_details("teacher", self.teacher(input_ids, input_mask, segment_ids,
-                                                                **_DETAIL_FLAGS)))
-        tensors["student_model"] = self.student
-        terms = self.objective(args, **tensors)
-        return tuple(terms[name] for name in self.objective.terms)
+    def student_tensors(self, input_ids, input_mask, segment_ids, named) -> Dict:
+        """The student's outputs by name (``student_logits``, ``_reps``, ``_atts``; with attention details
+        :func:`_details` and ``student_model``, the trained module, which the custom recipe's matches and
+        their projections read); ``named``: the model's step inputs."""
+        if self.objective.reads_attention_details:
+            tensors = _details("student", self.student(input_ids, input_mask, segment_ids, **named, **_DETAIL_FLAGS))
+            tensors["student_model"] = self.student
+            return tensors
+        out = self.student(input_ids, input_mask, segment_ids, **named)
+        if isinstance(out, (tuple, list)):
+            return dict(student_logits=out[0], student_reps=out[1], student_atts=out[2])
+        return dict(student_logits=out)
+
+    def teacher_tensors(self, input_ids, input_mask, segment_ids) -> Dict:
+        """The teacher's outputs by name, under ``no_grad``: with the student's flags when the objective reads
+        attention details (:func:`_details`), else ``teacher_logits``, ``_reps`` and ``_atts``."""
+        with flow.no_grad():
+            if self.objective.reads_attention_details:
+                return _details("teacher", self.teacher(input_ids, input_mask, segment_ids, **_DETAIL_FLAGS))
+            t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
+        return dict(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
 
 
 def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
@@ -247,11 +256,14 @@ class FeatureBatches:
     """The batches of a ``data.Features`` in the order of :func:`batch_indices`, re-iterable: each
     iteration yields the epoch set by :meth:`set_epoch` (the Distiller sets it) as dicts of tensors on
     ``device``: ``input_ids``, ``input_mask``, ``segment_ids``, ``teacher_logits`` (rows of the cached
-    ``[N, C]`` logits, when given) and ``labels``. ``len()``: the batches per epoch."""
+    ``[N, C]`` logits, when given), the cached teacher outputs (``teacher_outputs``: the inputs of
+    :meth:`~.teacher_outputs.TeacherOutputCache.batch`, when given) and ``labels``. ``len()``: the batches per
+    epoch."""
 
-    def __init__(self, features, batch_size: int, seed: int, device, teacher_logits: Optional[np.ndarray] = None):
+    def __init__(self, features, batch_size: int, seed: int, device, teacher_logits: Optional[np.ndarray] = None,
+                 teacher_outputs: Optional[TeacherOutputCache] = None):
         self.features, self.batch_size, self.seed, self.device = features, batch_size, seed, device
-        self.teacher_logits = teacher_logits
+        self.teacher_logits, self.teacher_outputs = teacher_logits, teacher_outputs
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -267,6 +279,8 @@ class FeatureBatches:
             batch = {key: arrays[key] for key in BATCH_KEYS[:3]}
             if self.teacher_logits is not None:
                 batch["teacher_logits"] = self.teacher_logits[index]
+            if self.teacher_outputs is not None:
+                batch.update(self.teacher_outputs.batch(index))
             batch["labels"] = arrays["labels"]
             yield {key: flow.tensor(value, device=self.device) for key, value in batch.items()}
 
@@ -317,6 +331,9 @@ def train_stage(
     progress: bool = True,
     on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
     on_epoch_end: Optional[EpochEnd] = None,
+    cache_teacher_outputs: str = "off",
+    cache_teacher_dtype: str = "float16",
+    cache_dir: Optional[str] = None,
 ) -> StageResult:
     """Train ``step.student`` on ``features`` (a ``data.Features``) with ``step``'s objective, through the
     :class:`~knowledge_distill_util.engine.Distiller` (see the module doc).
@@ -326,6 +343,9 @@ def train_stage(
     row-aligned with ``features``) replaces the teacher's forward pass for objectives that read only its
     logits. ``on_step(step, total, terms)`` is called after every step (and after its checkpoint, if any).
     ``on_epoch_end``: an :class:`EpochEnd` hook (called on every rank; its state is checkpointed).
+    ``cache_teacher_outputs`` ``memory``/``disk``/``auto`` (an objective reading teacher layers): the teacher's
+    outputs computed once before the first step and fed as batch inputs (:mod:`.teacher_outputs`; stored as
+    ``cache_teacher_dtype``; a disk cache under ``cache_dir``, default ``checkpoint_dir``, deleted at the end).
     A NaN/inf loss or weight raises :class:`NonFiniteLossError`.
     """
     student, device = step.student, model_device(step.student)
@@ -334,12 +354,19 @@ def train_stage(
     except ValueError as error:
         raise ConfigError(str(error)) from None
     cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    data = FeatureBatches(features, batch_size, tcfg.seed, device, cached)
+    outputs = None
+    if cache_teacher_outputs != "off" and step.teacher is not None and reads_teacher_layers(step.objective):
+        outputs = build_cache(step, features, batch_indices(len(features), batch_size, tcfg.seed, 0), device,
+                              mode=cache_teacher_outputs, dtype=cache_teacher_dtype,
+                              directory=cache_dir or checkpoint_dir, stage=stage)
+    step.cache_layout = None if outputs is None else outputs.layout
+    data = FeatureBatches(features, batch_size, tcfg.seed, device, cached, outputs)
     total = _total_steps(len(data), tcfg)
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
     step.extra_inputs = (("teacher_logits",) if cached is not None else ()) + (
+        step.cache_layout.keys if step.cache_layout is not None else ()) + (
         ("schedule_factors",) if step.scheduled else ()) + (
         tuple(provider.step_input_names) if provider is not None else ())
     inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
@@ -359,6 +386,8 @@ def train_stage(
         raise NonFiniteLossError(message) from None
     finally:
         student.eval()
+        if outputs is not None:
+            outputs.close()
     run = distiller.last_run
     last = {name: history[name][-1] for name in step.objective.terms if history.get(name)}
     writer = os.path.abspath(run["log_path"]) != os.path.abspath(os.devnull)

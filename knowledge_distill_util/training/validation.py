@@ -27,15 +27,18 @@ from .fields import MAX_EPOCHS, MAX_SEED, check_field
 __all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES", "MAX_SEED", "MAX_EPOCHS"]
 
 #: Entries of ``--model_save_dir`` a training run replaces or deletes as a whole: ``weights/`` at every save,
-#: ``checkpoints/<stage>/`` when a run starts anew, the original's snapshots, and ``stage_<name>/`` (a
-#: finished stage, saved like a model).
-REPLACED_ENTRIES = ("weights", "checkpoints", "snapshot_best", "snapshot_last_snapshot", "stage_*")
+#: ``checkpoints/<stage>/`` when a run starts anew, the original's snapshots, ``stage_<name>/`` (a
+#: finished stage, saved like a model) and ``teacher_outputs.<stage>.npy`` (``--cache_teacher_outputs disk``).
+REPLACED_ENTRIES = ("weights", "checkpoints", "snapshot_best", "snapshot_last_snapshot", "stage_*",
+                    "teacher_outputs.*")
 #: Input directories of a run (a ``--teacher_model`` keyword of the teacher recipe is no directory).
 _INPUT_DIRS = ("teacher_model", "student_model", "data_dir", "train_data_dir", "eval_data_dir",
                "train_data_dir_lstm", "eval_data_dir_lstm", "corpus_dir")
 _DATA_DIRS = ("data_dir", "train_data_dir", "eval_data_dir", "train_data_dir_lstm", "eval_data_dir_lstm")
 _TEACHER_KEYWORDS = ("auto", "minilm", "scratch")
 
+#: The recipes whose objective reads the teacher's hidden states or attentions (``--cache_teacher_outputs``).
+LAYER_READING_RECIPES = ("tinybert", "bert_pkd", "minilm", "minilm_v2", "distilbert", "pkd_patience", "custom")
 #: Keys only some recipes read: set to anything but the default under another recipe, they are refused (a
 #: configuration file written for one recipe, run as another).
 RECIPE_KEYS = {"logit_terms": ("custom",), "intermediate_matches": ("custom",),
@@ -43,7 +46,8 @@ RECIPE_KEYS = {"logit_terms": ("custom",), "intermediate_matches": ("custom",),
                "pkd_strategy": ("pkd_patience",), "logit_weight": ("distilbert", "distilbert_mlm"),
                "hidden_weight": ("distilbert", "distilbert_mlm"),
                "hard_label_weight": ("distilbert", "distilbert_mlm", "custom"),
-               "teacher_logits_cache": ("distilbert_mlm",), "top_k": ("distilbert_mlm",)}
+               "teacher_logits_cache": ("distilbert_mlm",), "top_k": ("distilbert_mlm",),
+               "cache_teacher_outputs": LAYER_READING_RECIPES, "cache_teacher_dtype": LAYER_READING_RECIPES}
 
 
 def check_writable_directory(key: str, path: str) -> None:
@@ -155,6 +159,9 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
             raise ConfigError(str(error)) from None
     check_recipe_keys(cfg)
     check_teachers(cfg)
+    if cfg.cache_teacher_dtype != "float16" and cfg.cache_teacher_outputs == "off":
+        raise ConfigError(f"--cache_teacher_dtype {cfg.cache_teacher_dtype} has no effect with --cache_teacher_outputs "
+                          f"off; pass --cache_teacher_outputs memory, disk or auto, or drop --cache_teacher_dtype")
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
     if not cfg.do_train and not cfg.do_eval:
