@@ -35,7 +35,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import oneflow as flow
 
-from .._io import _free_bytes, atomic_write_file
+from .._io import atomic_write_file
+from .._write_errors import _free_bytes
 from ..engine import distributed
 from .config import ConfigError
 from .objectives import ScheduledArgs, schedule_factors
