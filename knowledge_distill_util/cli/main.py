@@ -1,7 +1,9 @@
 """``python -m knowledge_distill_util train ...`` (= ``kdu-train``), ``... compress ...`` (= ``kdu-compress``) and
 ``... convert-checkpoint DIR --trust`` (models and checkpoints of earlier versions, OneFlow's pickle layout, to
 safetensors: :mod:`knowledge_distill_util.convert`). ``knowledge_distill_util/__main__.py`` calls :func:`main`;
-:func:`train_cli` and :func:`compress_cli` are the console scripts (``pyproject.toml``)."""
+:func:`train_cli` and :func:`compress_cli` are the console scripts (``pyproject.toml``). ``train`` with ``--nproc``
+above 1 (``auto``, the default, when that pays) runs the same command again under OneFlow's launcher
+(:func:`_train`, :mod:`knowledge_distill_util.engine.launch`)."""
 import os
 import sys
 from typing import List, Optional, Tuple
