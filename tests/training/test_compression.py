@@ -14,7 +14,7 @@ def test_plan_jobs_follow_the_registry_and_the_plan():
     assert launch[:8] == ["teacher", "tinybert_general", "augment", "tinybert_aug", "tinybert", "bilstm", "theseus",
                           "bert_pkd"]                              # the teacher-free jobs, then the longest first
     assert row_order(jobs) == ["teacher", "baseline", "kd", "bilstm_baseline", "bilstm", "bert_pkd", "tinybert",
-                               "tinybert_aug", "theseus", "minilm_baseline", "minilm", "minilm_v2", "distilbert"]
+                               "tinybert_aug", "theseus", "minilm_baseline", "minilm", "distilbert"]
     assert jobs["bilstm_baseline"].config["kd_alpha"] == 0.0 and jobs["bilstm"].config["kd_alpha"] == 0.7
     assert jobs["kd"].config["learning_rate"] == 1e-3 and jobs["teacher"].config["learning_rate"] == 1e-4
     assert jobs["kd"].config["teacher_model"] == "/r/teacher/model" and "max_steps" not in jobs["kd"].config
@@ -29,7 +29,7 @@ def test_run_compression_quick(tmp_path):
     names = [row["model"] for row in summary["rows"]]
     assert names == ["teacher", "labels-only student", "KD", "labels-only BiLSTM", "Distilled-BiLSTM", "BERT-PKD",
                      "TinyBERT", "TinyBERT (general + augmented)", "BERT-of-Theseus", "labels-only student (hidden 192)",
-                     "MiniLM", "MiniLMv2", "DistilBERT"]
+                     "MiniLM", "DistilBERT"]
     assert (tmp_path / "augment" / "data" / "train_aug.tsv").is_file()      # the step's output, read by tinybert_aug
     rows = {row["model"]: row for row in summary["rows"]}
     assert rows["labels-only BiLSTM"]["delta_vs_labels_only"] is None

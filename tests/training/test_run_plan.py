@@ -106,9 +106,12 @@ def test_plan_mistakes_are_one_sentence(jobs, message, tmp_path):
 def test_the_default_plan_runs_the_new_rows_and_their_seeds():
     jobs = plan_jobs(read_plan(), RUN, quick=False)
     assert row_order(jobs) == ["teacher", "baseline", "kd", "bilstm_baseline", "bilstm", "bert_pkd", "tinybert",
-                               "tinybert_aug", "theseus", "minilm_baseline", "minilm", "minilm_v2", "distilbert"]
+                               "tinybert_aug", "theseus", "minilm_baseline", "minilm", "distilbert"]
     assert jobs["minilm"].compared_with == "minilm_baseline" and jobs["minilm"].config["student_hidden_size"] == 192
     assert jobs["minilm_baseline"].config["student_hidden_size"] == 192
+    for name in ("bert_pkd", "minilm", "distilbert"):  # two epochs reading teacher layers: the exact float32 cache
+        assert (jobs[name].config["cache_teacher_outputs"], jobs[name].config["cache_teacher_dtype"]) == (
+            "memory", "float32")
     assert not [job for job in jobs if "." in job]          # no seed repeats: they do not fit the time budget
     assert jobs["tinybert_aug"].title == "TinyBERT (general + augmented)"
     assert set(jobs["tinybert_aug"].after) == {"tinybert_general", "augment", "teacher"}
