@@ -11,23 +11,22 @@ import os
 from knowledge_distill_util.training.summary import summary_rows, write_summary_plot
 
 #: (model, accuracy, parameters, speed-up) of the default run for seed 0 (README.md's table; the teacher
-#: inferred 58.8 samples/s in the run of 2026-12-06 on the idle machine, docs/recipes.md has each model's).
+#: inferred 56.6 samples/s in the run of 2026-12-06 on the idle machine, docs/recipes.md has each model's).
 DEFAULT_RUN = (
     ("teacher (all-MiniLM-L6-v2, fine-tuned)", 0.7883, 22.71e6, 1.00),
-    ("labels-only student", 0.7423, 15.62e6, 2.89),
-    ("KD", 0.7526, 15.62e6, 2.74),
-    ("labels-only BiLSTM", 0.6403, 13.61e6, 5.85),
-    ("Distilled-BiLSTM", 0.6301, 13.61e6, 5.37),
-    ("BERT-PKD", 0.7704, 15.62e6, 2.46),
-    ("TinyBERT", 0.7628, 15.62e6, 2.44),
-    ("TinyBERT (general + augmented)", 0.7551, 15.62e6, 2.44),
-    ("BERT-of-Theseus", 0.7628, 15.62e6, 2.53),
-    ("labels-only student (hidden 192)", 0.3138, 6.89e6, 9.40),
-    ("MiniLM", 0.3214, 6.89e6, 9.50),
-    ("MiniLMv2", 0.3061, 6.89e6, 8.40),
-    ("DistilBERT", 0.7551, 15.62e6, 2.93),
+    ("labels-only student", 0.7423, 15.62e6, 2.84),
+    ("KD", 0.7526, 15.62e6, 2.87),
+    ("labels-only BiLSTM", 0.6403, 13.61e6, 5.91),
+    ("Distilled-BiLSTM", 0.6301, 13.61e6, 6.03),
+    ("BERT-PKD", 0.7704, 15.62e6, 2.75),
+    ("TinyBERT", 0.7628, 15.62e6, 3.02),
+    ("TinyBERT (general + augmented)", 0.7551, 15.62e6, 2.80),
+    ("BERT-of-Theseus", 0.7628, 15.62e6, 2.90),
+    ("labels-only student (hidden 192)", 0.3138, 6.89e6, 9.86),
+    ("MiniLM", 0.3214, 6.89e6, 8.84),
+    ("DistilBERT", 0.7551, 15.62e6, 2.77),
 )
-TEACHER_SAMPLES_PER_S = 58.8
+TEACHER_SAMPLES_PER_S = 56.6
 TITLE = ("Default run (Fortunes topics, 4 classes, 392 dev quotes; seed 0): dev accuracy against size and "
          "speed; red star: the teacher")
 
