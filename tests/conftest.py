@@ -107,3 +107,24 @@ def no_unpickling(monkeypatch):
         raise AssertionError("pickle or flow.load was called")
     for module, name in [(pickle, "load"), (pickle, "loads"), (flow, "load")]:
         monkeypatch.setattr(module, name, refuse)
+
+
+#: The words of :func:`word_corpus`.
+CORPUS_WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+
+
+@pytest.fixture
+def word_corpus(tmp_path):
+    """``tmp_path/c.txt``: a pregeneration corpus of 6 documents of 5 sentences, each 7 words drawn from
+    :data:`CORPUS_WORDS` (``random.Random(0)``) and `` .``, documents separated by a blank line; its path (str).
+    Used by tests/cli/test_pregenerate.py and tests/data/test_pregenerate.py."""
+    import random
+
+    path = tmp_path / "c.txt"
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as out:
+        for _ in range(6):
+            for _ in range(5):
+                out.write(" ".join(rng.choice(CORPUS_WORDS) for _ in range(7)) + " .\n")
+            out.write("\n")
+    return str(path)

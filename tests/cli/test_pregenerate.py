@@ -2,27 +2,14 @@
 deterministic for a seed, and each bad input refused with one sentence and exit 2, nothing written."""
 import json
 import os
-import random
 
 import pytest
 
 from knowledge_distill_util.cli.pregenerate import main
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 
-
-def _corpus(path, documents=6, sentences=5, words=7, seed=0):
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as out:
-        for _ in range(documents):
-            for _ in range(sentences):
-                out.write(" ".join(rng.choice(WORDS) for _ in range(words)) + " .\n")
-            out.write("\n")
-    return str(path)
-
-
-def test_the_script_writes_the_original_files_deterministically(tmp_path, capsys):
-    corpus = _corpus(tmp_path / "c.txt")
+def test_the_script_writes_the_original_files_deterministically(tmp_path, capsys, word_corpus):
+    corpus = word_corpus
     args = ["--train_corpus", corpus, "--do_lower_case", "--epochs_to_generate", "2", "--max_seq_len", "24",
             "--masked_lm_prob", "0.15"]
     assert main(args + ["--output_dir", str(tmp_path / "a")]) == 0

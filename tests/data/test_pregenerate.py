@@ -9,18 +9,6 @@ from knowledge_distill_util.data import default_vocab_file, load_tokenizer
 from knowledge_distill_util.data.pregenerate import (PregenerateConfig, TokenizedCorpus, instances_from_document,
                                                      mask_tokens, truncate_pair)
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
-
-
-def _corpus(path, documents=6, sentences=5, words=7, seed=0):
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as out:
-        for _ in range(documents):
-            for _ in range(sentences):
-                out.write(" ".join(rng.choice(WORDS) for _ in range(words)) + " .\n")
-            out.write("\n")
-    return str(path)
-
 
 def _split(lines):
     return [line.split() for line in lines]
@@ -71,9 +59,9 @@ def test_truncation_cuts_the_longer_side_down_to_the_budget():
     assert (len(a), len(b)) == (5, 3)
 
 
-def test_instances_fit_max_seq_len_with_their_segments(tmp_path, tokenizer):
+def test_instances_fit_max_seq_len_with_their_segments(tmp_path, tokenizer, word_corpus):
     cfg = PregenerateConfig(max_seq_len=20, short_seq_prob=0.3, masked_lm_prob=0.15)
-    with TokenizedCorpus(_corpus(tmp_path / "c.txt"), lambda lines: _split(lines), str(tmp_path)) as corpus:
+    with TokenizedCorpus(word_corpus, lambda lines: _split(lines), str(tmp_path)) as corpus:
         rng = random.Random(0)
         instances = [i for n, doc in enumerate(corpus.documents())
                      for i in instances_from_document(corpus, n, doc, cfg, ["zz"], rng)]
