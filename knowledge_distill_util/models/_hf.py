@@ -90,7 +90,7 @@ def label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
     """The training's hard-label loss: ``cross_entropy(logits [B, C], labels [B])`` (mean), or for one logit
     ``mean((logits[:, 0] - labels)**2)``."""
     if logits.shape[-1] == 1:
-        from ..functional import mseloss  # as training.objectives.hard_label_loss
+        from ..functional import mseloss  # as training.kd_objectives.hard_label_loss
 
         return mseloss(logits.reshape(-1), labels.to(logits.dtype).reshape(-1))
     return F.cross_entropy(logits, labels.to(flow.int64))

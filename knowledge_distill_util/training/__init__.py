@@ -2,14 +2,16 @@
 
 - :mod:`.config`: one flat typed configuration (jsonargparse: flags, ``--config`` files, ``--quick``); it
   imports no recipe: :func:`parse_config` below passes it :data:`RECIPES`.
-- :mod:`.objectives`: the loss of each recipe (KD, Distilled-BiLSTM, BERT-PKD, TinyBERT).
+- :mod:`.objectives`: the loss of each recipe (KD, Distilled-BiLSTM, BERT-PKD, TinyBERT, MiniLM, DistilBERT), its
+  formulas in :mod:`.kd_objectives` and :mod:`.attention_objectives`, its schedules in :mod:`.objective_schedules`.
 - :mod:`.recipes`: :class:`Recipe`, :data:`RECIPES`, :func:`register_recipe` and the built-in recipes
   (``tinybert_general`` is registered by :mod:`.general` and ``distilbert_mlm`` by :mod:`.masked_lm`, which
   run them).
 - :mod:`.builders`: teachers and students; :mod:`.theseus`: BERT-of-Theseus module replacement.
 - :mod:`.artifacts`: a trained model on disk; :mod:`.plan`: everything a run needs, checked first.
 - :mod:`.trainer`: each recipe stage as a configuration of the engine's
-  :class:`~knowledge_distill_util.engine.Distiller`, whose loop trains every recipe.
+  :class:`~knowledge_distill_util.engine.Distiller`, whose loop trains every recipe; its batches:
+  :mod:`.feature_batches`.
 - :mod:`.run`: ``kdu-train``; :mod:`.compression`: ``kdu-compress``; :mod:`.evaluate`, :mod:`.summary`.
 """
 from typing import Optional, Sequence

@@ -8,8 +8,8 @@ as configuration keys), every entry checked against the two models before the fi
 - ``logit_terms``: a list of ``{loss, weight, temperature, temperature_scaling, schedule, temperature_schedule}``;
   ``loss`` is a registered loss taking temperatures (``kl_div``, ``soft_cross_entropy``) with its default
   reduction, ``weight`` default 1, ``temperature`` default ``--temperature``, ``temperature_scaling`` default
-  false (``True``: times ``T**2``), ``schedule`` (:data:`~.objectives.WEIGHT_SCHEDULES`, the factor
-  :math:`f_j(s)`) and ``temperature_schedule`` (:data:`~.objectives.TEMPERATURE_SCHEDULES`) default constant;
+  false (``True``: times ``T**2``), ``schedule`` (:data:`~.objective_schedules.WEIGHT_SCHEDULES`, the factor
+  :math:`f_j(s)`) and ``temperature_schedule`` (:data:`~.objective_schedules.TEMPERATURE_SCHEDULES`) default constant;
 - ``hard_label_weight``: :math:`w_{ce}` (0: no hard labels);
 - ``intermediate_matches``: :class:`~knowledge_distill_util.nn.IntermediateMatches` entries (``layer_S``,
   ``layer_T``, ``feature`` among ``hidden`` — the embeddings then every layer —, ``attention`` — the
@@ -30,8 +30,9 @@ import oneflow.nn as nn
 from ..nn import IntermediateMatches
 from ..registry import available_losses, get_loss
 from .config import ConfigError
-from .objectives import (TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES, Objective, Terms, _is_regression, factor,
-                         hard_label_loss, row_temperatures)
+from .kd_objectives import Terms, hard_label_loss, is_regression
+from .objective_schedules import TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES, factor, row_temperatures
+from .objectives import Objective
 
 __all__ = ["CustomStudent", "custom_loss", "CUSTOM", "check_logit_terms", "resolve_matches", "logit_losses"]
 
@@ -221,7 +222,7 @@ def custom_loss(
     parts = []
     logit = None
     for term in student_model.logit_terms:
-        if _is_regression(student_logits):
+        if is_regression(student_logits):
             value = ((student_logits - teacher_logits.detach()) ** 2).mean()
         else:
             t_s, t_t = row_temperatures(term["temperature_schedule"], student_logits, teacher_logits,

@@ -39,7 +39,7 @@ from .._io import atomic_write_file
 from .._write_errors import _free_bytes
 from ..engine import distributed
 from .config import ConfigError
-from .objectives import ScheduledArgs, schedule_factors
+from .objective_schedules import ScheduledArgs, schedule_factors
 
 __all__ = ["MEMORY_BUDGET_MB", "CACHE_FILE", "Entry", "CacheLayout", "CachedLayers", "TeacherOutputCache",
            "build_cache", "reads_teacher_layers"]

@@ -3,8 +3,8 @@ through the engine's one loop (:mod:`knowledge_distill_util.engine.loop`).
 
 :func:`train_stage` is the adapter: the recipe's :class:`LossStep` (student, frozen teacher, the recipe's
 :class:`~.objectives.Objective` reading ``args``) is the Distiller's ``objective``; the rows of a
-``data.Features`` become :class:`FeatureBatches` (the order below; cached teacher logits ride along as
-``teacher_logits``, and with ``cache_teacher_outputs`` the teacher's hidden states and attentions the
+``data.Features`` become :class:`~.feature_batches.FeatureBatches` (in the order of :mod:`.feature_batches`;
+cached teacher logits ride along as ``teacher_logits``, and with ``cache_teacher_outputs`` the teacher's hidden states and attentions the
 objective reads, computed once by :mod:`.teacher_outputs`, as ``cached_teacher_*``); a weight schedule's
 factors and the model's own per-step inputs (:class:`StepInputs`, BERT-of-Theseus's coins) are the
 Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
@@ -12,18 +12,13 @@ decay of :mod:`knowledge_distill_util.engine.optim` is passed in; the files are 
 in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The global generators are not reseeded
 per epoch and dropout is reseeded per step only with ``reseed_dropout``, so every random draw is the one
 the recipes always made.
-
-Data order: epoch ``e`` visits the training rows in ``np.random.default_rng(seed + e).permutation(N)``
-order, in batches of ``batch_size``; a last short batch is filled up with the epoch's first rows so
-that every batch has the same shape (``nn.Graph`` compiles one shape). The order depends only on the
-seed and the step, so a resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 import logging
 import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Tuple, runtime_checkable
+from typing import Callable, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 import oneflow as flow
@@ -38,14 +33,15 @@ from ..engine.hooks import EpochEnd, non_finite_weight
 from ..engine.optim import make_optimizer, make_scheduler
 from ..engine.progress import ProgressLog, format_duration
 from .config import ConfigError
-from .objectives import Objective, ScheduledArgs, schedule_factors, uses_weight_schedules
+from .feature_batches import FeatureBatches, batch_indices
+from .objective_schedules import ScheduledArgs, schedule_factors, uses_weight_schedules
+from .objectives import Objective
 from .teacher_outputs import CacheLayout, TeacherOutputCache, build_cache, reads_teacher_layers
 
-__all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "StageResult", "ProgressLog", "FeatureBatches",
-           "train_stage", "batch_indices", "model_device", "NonFiniteLossError", "format_duration"]
+__all__ = ["StepInputs", "EpochEnd", "TrainerConfig", "LossStep", "StageResult", "ProgressLog", "train_stage",
+           "model_device", "NonFiniteLossError", "format_duration"]
 
 logger = logging.getLogger(__name__)
-BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
 
 
 @runtime_checkable
@@ -192,23 +188,6 @@ class LossStep(nn.Module):
         return dict(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)
 
 
-def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
-    """The row indices of every batch of ``epoch`` (see the module doc), each of ``min(B, N)`` rows.
-
-    >>> [b.tolist() for b in batch_indices(5, 2, seed=0, epoch=0)]
-    [[2, 4], [3, 0], [1, 2]]
-    """
-    order = np.random.default_rng(seed + epoch).permutation(num_rows)
-    size = min(batch_size, num_rows)
-    batches = []
-    for start in range(0, num_rows, size):
-        index = order[start:start + size]
-        if len(index) < size:
-            index = np.concatenate([index, order[:size - len(index)]])
-        batches.append(index)
-    return batches
-
-
 @dataclass
 class StageResult:
     """What :func:`train_stage` did: steps run, wall time, the loss log and plot, last terms."""
@@ -252,42 +231,9 @@ def _total_steps(per_epoch: int, tcfg: TrainerConfig) -> int:
     return min(total, tcfg.max_steps) if tcfg.max_steps and tcfg.max_steps > 0 else total
 
 
-class FeatureBatches:
-    """The batches of a ``data.Features`` in the order of :func:`batch_indices`, re-iterable: each
-    iteration yields the epoch set by :meth:`set_epoch` (the Distiller sets it) as dicts of tensors on
-    ``device``: ``input_ids``, ``input_mask``, ``segment_ids``, ``teacher_logits`` (rows of the cached
-    ``[N, C]`` logits, when given), the cached teacher outputs (``teacher_outputs``: the inputs of
-    :meth:`~.teacher_outputs.TeacherOutputCache.batch`, when given) and ``labels``. ``len()``: the batches per
-    epoch."""
-
-    def __init__(self, features, batch_size: int, seed: int, device, teacher_logits: Optional[np.ndarray] = None,
-                 teacher_outputs: Optional[TeacherOutputCache] = None):
-        self.features, self.batch_size, self.seed, self.device = features, batch_size, seed, device
-        self.teacher_logits, self.teacher_outputs = teacher_logits, teacher_outputs
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        rows = len(self.features)
-        return -(-rows // min(self.batch_size, rows))
-
-    def __iter__(self):
-        for index in batch_indices(len(self.features), self.batch_size, self.seed, self.epoch):
-            arrays = self.features.as_dict(index)
-            batch = {key: arrays[key] for key in BATCH_KEYS[:3]}
-            if self.teacher_logits is not None:
-                batch["teacher_logits"] = self.teacher_logits[index]
-            if self.teacher_outputs is not None:
-                batch.update(self.teacher_outputs.batch(index))
-            batch["labels"] = arrays["labels"]
-            yield {key: flow.tensor(value, device=self.device) for key, value in batch.items()}
-
-
 class _RecipeInputs:
     """The Distiller's step inputs of a recipe stage: the weight schedules' factors
-    (:func:`~.objectives.schedule_factors`) and the model's own (:class:`StepInputs`)."""
+    (:func:`~.objective_schedules.schedule_factors`) and the model's own (:class:`StepInputs`)."""
 
     def __init__(self, scheduled: bool, provider: Optional[StepInputs]):
         self.scheduled, self.provider = scheduled, provider
@@ -354,21 +300,15 @@ def train_stage(
     except ValueError as error:
         raise ConfigError(str(error)) from None
     cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    outputs = None
-    if cache_teacher_outputs != "off" and step.teacher is not None and reads_teacher_layers(step.objective):
-        outputs = build_cache(step, features, batch_indices(len(features), batch_size, tcfg.seed, 0), device,
-                              mode=cache_teacher_outputs, dtype=cache_teacher_dtype,
-                              directory=cache_dir or checkpoint_dir, stage=stage)
+    outputs = _teacher_output_cache(step, features, batch_size, tcfg.seed, device, stage, cache_teacher_outputs,
+                                    cache_teacher_dtype, cache_dir or checkpoint_dir)
     step.cache_layout = None if outputs is None else outputs.layout
     data = FeatureBatches(features, batch_size, tcfg.seed, device, cached, outputs)
     total = _total_steps(len(data), tcfg)
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
-    step.extra_inputs = (("teacher_logits",) if cached is not None else ()) + (
-        step.cache_layout.keys if step.cache_layout is not None else ()) + (
-        ("schedule_factors",) if step.scheduled else ()) + (
-        tuple(provider.step_input_names) if provider is not None else ())
+    step.extra_inputs = _extra_input_names(step, cached is not None, provider)
     inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
     distiller = Distiller(step.teacher, student, DistillationConfig(),
                           _training_config(tcfg, total, work_dir, stage, checkpoint_dir, progress),
@@ -378,17 +318,49 @@ def train_stage(
         history = distiller.train(data, optimizer=optimizer, scheduler=scheduler, on_step=on_step,
                                   on_epoch_end=on_epoch_end)
     except hooks.NonFiniteLossError as error:
-        if error.weight is not None:
-            message = _weight_message(stage, error.weight.split(".", 1)[1], error.step, tcfg.learning_rate)
-        else:
-            message = _non_finite_message(stage, error.step, list(error.terms), list(error.terms.values()),
-                                          tcfg.learning_rate)
-        raise NonFiniteLossError(message) from None
+        raise _non_finite_error(error, stage, tcfg.learning_rate) from None
     finally:
         student.eval()
         if outputs is not None:
             outputs.close()
-    run = distiller.last_run
+    return _stage_result(step, distiller.last_run, history, total, work_dir, stage, began)
+
+
+def _teacher_output_cache(step: LossStep, features, batch_size: int, seed: int, device, stage: str, mode: str,
+                          dtype: str, directory: str) -> Optional[TeacherOutputCache]:
+    """The teacher's layer outputs computed once before the first step (:func:`~.teacher_outputs.build_cache`,
+    in epoch 0's batch order) when ``mode`` is not ``"off"``, the stage has a teacher and its objective reads
+    the teacher's layers; else None."""
+    if mode == "off" or step.teacher is None or not reads_teacher_layers(step.objective):
+        return None
+    return build_cache(step, features, batch_indices(len(features), batch_size, seed, 0), device, mode=mode,
+                       dtype=dtype, directory=directory, stage=stage)
+
+
+def _extra_input_names(step: LossStep, teacher_logits: bool, provider: Optional[StepInputs]) -> Tuple[str, ...]:
+    """The inputs ``step`` receives beyond :data:`~.feature_batches.BATCH_KEYS`, in this order: ``teacher_logits`` (cached
+    logits), the cached teacher outputs' keys, ``schedule_factors`` (a weight schedule) and the model's own
+    step inputs."""
+    return (("teacher_logits",) if teacher_logits else ()) + (
+        step.cache_layout.keys if step.cache_layout is not None else ()) + (
+        ("schedule_factors",) if step.scheduled else ()) + (
+        tuple(provider.step_input_names) if provider is not None else ())
+
+
+def _non_finite_error(error: hooks.NonFiniteLossError, stage: str, learning_rate: float) -> NonFiniteLossError:
+    """The engine's non-finite loss or weight as the recipes' :class:`NonFiniteLossError` (its sentence names
+    the stage, the step, the terms or the weight, and the learning rate)."""
+    if error.weight is not None:
+        return NonFiniteLossError(_weight_message(stage, error.weight.split(".", 1)[1], error.step, learning_rate))
+    return NonFiniteLossError(_non_finite_message(stage, error.step, list(error.terms), list(error.terms.values()),
+                                                  learning_rate))
+
+
+def _stage_result(step: LossStep, run: Dict, history: Dict, total: int, work_dir: str, stage: str,
+                  began: float) -> StageResult:
+    """The :class:`StageResult` of a finished stage: ``run`` is the Distiller's ``last_run``, ``history`` what
+    its ``train`` returned (the last value of each of the objective's terms), ``began`` the ``time.time()``
+    before training."""
     last = {name: history[name][-1] for name in step.objective.terms if history.get(name)}
     writer = os.path.abspath(run["log_path"]) != os.path.abspath(os.devnull)
     png = os.path.join(work_dir, f"{stage}_losses.png") if writer else None

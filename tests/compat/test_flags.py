@@ -344,8 +344,8 @@ def test_bert_pkd_student_generation(original_tree, tmp_path):
 def test_tinybert_combined_loss_is_the_sum_of_the_two_stages_and_mse_for_regression():
     from types import SimpleNamespace
 
-    from knowledge_distill_util.training.objectives import (TINYBERT_COMBINED, tinybert_intermediate_loss,
-                                                            tinybert_pred_loss)
+    from knowledge_distill_util.training.attention_objectives import tinybert_intermediate_loss, tinybert_pred_loss
+    from knowledge_distill_util.training.objectives import TINYBERT_COMBINED
 
     rng = np.random.default_rng(3)
     args = SimpleNamespace(temperature=1.0, teacher_temperature=None, student_temperature=None)

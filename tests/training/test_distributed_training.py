@@ -22,7 +22,7 @@ import pytest
 
 from conftest import GRAPH_TEST_TRIES
 from knowledge_distill_util.engine import distributed
-from knowledge_distill_util.training.trainer import batch_indices
+from knowledge_distill_util.training.feature_batches import batch_indices
 
 from .conftest import PYTHON, TINY_TEACHER, recipe_args, train_cli
 

@@ -6,7 +6,7 @@ import oneflow as flow
 import pytest
 
 import reference as ref
-from knowledge_distill_util.training import objectives
+from knowledge_distill_util.training import kd_objectives, objective_schedules, objectives
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -217,7 +217,7 @@ def test_pkd_patience_formula(tensors, strategy, pairs):
     patience = sum(float(((_cls_unit(tensors["s_reps"][i]) - _cls_unit(tensors["t_reps"][j])) ** 2).sum(-1).mean())
                    for i, j in pairs)
     ce = _ce(s, tensors["labels"])
-    assert objectives.pkd_layer_pairs(2, 4, strategy) == pairs
+    assert kd_objectives.pkd_layer_pairs(2, 4, strategy) == pairs
     _check(_call("pkd_patience", args, tensors),
            {"loss": 0.3 * ce + 0.7 * soft + 500.0 * patience, "ce": ce, "soft_ce": soft, "pkd_loss": patience})
 
@@ -225,13 +225,13 @@ def test_pkd_patience_formula(tensors, strategy, pairs):
 def test_weight_schedules_scale_their_terms_and_constant_changes_nothing(tensors):
     """linear_decay at step 1 of 4 multiplies the soft term by 0.75; constant schedules feed no factors at all."""
     plain = argparse.Namespace(kd_alpha=0.8, temperature=2.0, logit_weight_schedule="constant")
-    assert not objectives.uses_weight_schedules(plain)
+    assert not objective_schedules.uses_weight_schedules(plain)
     decay = argparse.Namespace(kd_alpha=0.8, temperature=2.0, logit_weight_schedule="linear_decay")
-    assert objectives.uses_weight_schedules(decay)
-    factors = flow.tensor(objectives.schedule_factors(1, 4))
+    assert objective_schedules.uses_weight_schedules(decay)
+    factors = flow.tensor(objective_schedules.schedule_factors(1, 4))
     assert factors.numpy().tolist() == [1.0, 0.25, 0.75]
     ce, soft = _ce(tensors["s"], tensors["labels"]), ref.pred_distill(tensors["s"], tensors["t"], 2.0, 2.0)
-    _check(_call("kd", objectives.ScheduledArgs(decay, factors), tensors),
+    _check(_call("kd", objective_schedules.ScheduledArgs(decay, factors), tensors),
            {"loss": 0.8 * ce + 0.2 * 0.75 * soft, "ce": ce, "pred_distill": soft})
     _check(_call("kd", plain, tensors), {"loss": 0.8 * ce + 0.2 * soft, "ce": ce, "pred_distill": soft})
 
@@ -246,4 +246,4 @@ def test_temperature_schedules_give_per_row_temperatures_around_the_temperature(
     assert abs(rows.mean() - 2.0) < 1e-5 and rows.std() > 0
     want = float(np.mean([-(_softmax(tensors["t"][i], r) * np.log(_softmax(tensors["s"][i], r))).sum() / 3
                           for i, r in enumerate(rows)]))
-    np.testing.assert_allclose(objectives.soft_label_loss(args, s, t).numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(kd_objectives.soft_label_loss(args, s, t).numpy(), want, rtol=1e-5)

@@ -8,7 +8,8 @@ import pytest
 
 from knowledge_distill_util.training import RECIPES, Recipe, Registry, StageSpec, register_recipe
 from knowledge_distill_util.training.builders import bert_student
-from knowledge_distill_util.training.objectives import Objective, hard_label_loss
+from knowledge_distill_util.training.kd_objectives import hard_label_loss
+from knowledge_distill_util.training.objectives import Objective
 from knowledge_distill_util.training.recipes import markdown_table
 from knowledge_distill_util.training.run import main
 from training.conftest import TINY_STUDENT
