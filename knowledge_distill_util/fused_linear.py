@@ -297,28 +297,37 @@ def fused_linear_distill_loss(
     loss_fn, reduction, chunk, teacher_chunk, teacher_logits, t_s, t_t, mask = _checked(
         student_hidden, weight, bias, teacher, loss, temperature, student_temperature, teacher_temperature, mask,
         reduction, temperature_scaling, chunk_size)
-    rows, vocab = student_hidden.shape[0], weight.shape[0]
-    options = dict(student_temperature=t_s, teacher_temperature=t_t, temperature_scaling=temperature_scaling,
-                   mask=mask, **loss_options)
-
     closed_form = None
     if student_hidden.is_lazy or student_hidden.is_global:
         closed_form = _closed_forms().get(loss_fn) if not student_hidden.is_global else None
         if closed_form is None:  # the plain formula (nn.Graph without a closed form, global tensors)
-            logits_t = teacher_logits if teacher_logits is not None else teacher_chunk(0, rows)
+            options = dict(student_temperature=t_s, teacher_temperature=t_t, temperature_scaling=temperature_scaling,
+                           mask=mask, **loss_options)
+            logits_t = teacher_logits if teacher_logits is not None else teacher_chunk(0, student_hidden.shape[0])
             return loss_fn(_linear(student_hidden, weight, bias), logits_t, reduction=reduction, **options)
-
-    has_bias = bias is not None
-    recording = flow.is_grad_enabled()
-    needs = (recording and student_hidden.requires_grad, recording and weight.requires_grad,
-             recording and has_bias and bias.requires_grad)
     plan = FusedPlan(loss_fn, loss_options, teacher_chunk, mask, t_s, t_t, temperature_scaling, reduction, chunk,
-                     needs, closed_form, student_hidden.is_lazy)
+                     _needs_grad(student_hidden, weight, bias), closed_form, student_hidden.is_lazy)
+    return _fused(plan, student_hidden, weight, bias, mask, reduction)
+
+
+def _needs_grad(student_hidden: flow.Tensor, weight: flow.Tensor, bias: Optional[flow.Tensor]):
+    """Which of ``(student_hidden, weight, bias)`` get a gradient: grad mode on and ``requires_grad``."""
+    recording = flow.is_grad_enabled()
+    return (recording and student_hidden.requires_grad, recording and weight.requires_grad,
+            recording and bias is not None and bias.requires_grad)
+
+
+def _fused(plan: FusedPlan, student_hidden: flow.Tensor, weight: flow.Tensor, bias: Optional[flow.Tensor], mask,
+           reduction: str) -> flow.Tensor:
+    """The chunked loss of ``plan`` (:func:`~._fused_kernel.fused_function`): the per-row losses ``[N]`` for
+    ``reduction="none"``, else the chunks' sum reduced by :func:`_reduced` (``mask``: the checked ``[N]`` or
+    None)."""
+    has_bias = bias is not None
     inputs = [_owned(x) for x in (student_hidden, weight) + ((bias,) if has_bias else ())]
     out = fused_function(plan, has_bias).apply(*inputs)
     if reduction == "none":
         return out
-    return _reduced(out, mask, reduction, rows, vocab)
+    return _reduced(out, mask, reduction, student_hidden.shape[0], weight.shape[0])
 
 
 def _checked(student_hidden, weight, bias, teacher, loss, temperature, student_temperature, teacher_temperature,

@@ -4,7 +4,7 @@ started by tests/test_io.py.
     python io_kill_worker.py MODE TARGET KILL_AT KILL_VERSION
 
 MODE ``dir``: :func:`replace_directory` with a plain-Python ``fill`` writing the files of :data:`FILES`,
-each holding the version number (``_io.py`` is loaded from its file, so no OneFlow import: fast).
+each holding the version number (``_replace_dir.py`` is loaded from its file, so no OneFlow import: fast).
 MODE ``model``: :func:`save_model` of a small LSTM student whose parameters all equal the version.
 
 Versions 1, 2, 3, ... are saved in turn; after each save returns, ``saved <version>`` is printed.
@@ -36,14 +36,16 @@ def kill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def load_io():
-    """``_io.py`` (and the base modules it imports) as ``kdu_io._io``, without the package's ``__init__``."""
+def load_replace_dir():
+    """``_replace_dir.py`` (and the base modules it imports) as ``kdu_io._replace_dir``, without the package's
+    ``__init__``."""
     package = types.ModuleType("kdu_io")
     package.__path__ = [os.path.join(ROOT, "knowledge_distill_util")]
     sys.modules["kdu_io"] = package
-    spec = importlib.util.spec_from_file_location("kdu_io._io", os.path.join(ROOT, "knowledge_distill_util", "_io.py"))
+    spec = importlib.util.spec_from_file_location("kdu_io._replace_dir",
+                                                  os.path.join(ROOT, "knowledge_distill_util", "_replace_dir.py"))
     module = importlib.util.module_from_spec(spec)
-    sys.modules["kdu_io._io"] = module
+    sys.modules["kdu_io._replace_dir"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -56,7 +58,7 @@ def main() -> None:
         return kill_at == point and state["version"] == kill_version
 
     if mode == "dir":
-        io = load_io()
+        io = load_replace_dir()
 
         def fill(directory: str) -> None:
             for i, name in enumerate(FILES):
@@ -72,7 +74,7 @@ def main() -> None:
         sys.path.insert(0, ROOT)
         import oneflow as flow
 
-        from knowledge_distill_util import _io as io
+        from knowledge_distill_util import _replace_dir as io
         from knowledge_distill_util.models import LSTMStudentForSequenceClassification, init, save_model
 
         model = LSTMStudentForSequenceClassification(vocab_size=50, hidden_size=8, intermediate_size=6,

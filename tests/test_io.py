@@ -1,5 +1,5 @@
-"""knowledge_distill_util._io: atomic text/JSON writes and directory replacement, and save_model on top
-of it, including processes SIGKILLed at injected points and at random moments (tests/io_kill_worker.py)."""
+"""knowledge_distill_util._io: atomic text/JSON writes and directory replacement (``_replace_dir``, re-exported by
+``_io``), and save_model on top of it, including processes SIGKILLed at injected points and at random moments (tests/io_kill_worker.py)."""
 import ctypes
 import errno
 import json
@@ -14,7 +14,7 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from knowledge_distill_util import _io
+from knowledge_distill_util import _io, _replace_dir
 from knowledge_distill_util.models import LSTMStudentForSequenceClassification, load_model, save_model
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "io_kill_worker.py")
@@ -149,8 +149,8 @@ def test_read_json_errors_name_the_file(tmp_path):
 def test_replace_directory_creates_then_swaps_with_renameat2(tmp_path, monkeypatch):
     assert _io.exchange_supported(), "Linux with glibc >= 2.28 is expected on this machine"
     calls = []
-    real = _io._exchange
-    monkeypatch.setattr(_io, "_exchange", lambda a, b: calls.append(real(a, b)) or calls[-1])
+    real = _replace_dir._exchange
+    monkeypatch.setattr(_replace_dir, "_exchange", lambda a, b: calls.append(real(a, b)) or calls[-1])
     target = tmp_path / "weights"
     assert _io.replace_directory(target, fill_with(1)) == str(target)
     assert calls == []  # the first write is a plain rename
@@ -164,12 +164,12 @@ def test_replace_directory_falls_back_when_the_file_system_refuses_the_exchange(
         ctypes.set_errno(errno.EINVAL)
         return -1
 
-    monkeypatch.setattr(_io, "_RENAMEAT2", refusing)
+    monkeypatch.setattr(_replace_dir, "_RENAMEAT2", refusing)
     target = tmp_path / "weights"
     _io.replace_directory(target, fill_with(1))
     _io.replace_directory(target, fill_with(2))
     assert dir_version(target) == 2 and os.listdir(tmp_path) == ["weights"]
-    monkeypatch.setattr(_io, "_RENAMEAT2", None)  # no renameat2 at all (macOS, old glibc)
+    monkeypatch.setattr(_replace_dir, "_RENAMEAT2", None)  # no renameat2 at all (macOS, old glibc)
     _io.replace_directory(target, fill_with(3))
     assert dir_version(target) == 3 and os.listdir(tmp_path) == ["weights"]
 
@@ -179,7 +179,7 @@ def test_replace_directory_other_renameat2_errors_are_reported(tmp_path, monkeyp
         ctypes.set_errno(errno.EIO)
         return -1
 
-    monkeypatch.setattr(_io, "_RENAMEAT2", failing)
+    monkeypatch.setattr(_replace_dir, "_RENAMEAT2", failing)
     target = tmp_path / "weights"
     _io.replace_directory(target, fill_with(1))
     with pytest.raises(OSError, match=r"could not write .*weights: could not swap .*weights with its new version"):

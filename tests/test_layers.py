@@ -8,8 +8,8 @@ The table: a module belongs to the layer of its longest matching prefix in :data
 =========  ========================================================================  =============================
 layer      modules                                                                   may import
 =========  ========================================================================  =============================
-base       _checks _cpu _device _env _errors _io _minilm _registry _startup _state   base
-           _umask _vocab _write_errors
+base       _checks _cpu _device _env _errors _io _minilm _registry _replace_dir      base
+           _staging _startup _state _umask _vocab _write_errors
 losses     _kernels _soft_targets functional divergences sparse_losses fused_linear  base
            _fused_kernel nn registry schedules distill
 models     models (BERT, BiLSTM, snapshots, a trained model on disk);                base, losses
@@ -51,8 +51,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 #: layer -> module prefixes (relative to the package; "" is the package's __init__).
 LAYERS: Dict[str, Tuple[str, ...]] = {
-    "base": ("_checks", "_cpu", "_device", "_env", "_errors", "_io", "_minilm", "_registry", "_startup", "_state",
-             "_umask", "_vocab", "_write_errors"),
+    "base": ("_checks", "_cpu", "_device", "_env", "_errors", "_io", "_minilm", "_registry", "_replace_dir",
+             "_staging", "_startup", "_state", "_umask", "_vocab", "_write_errors"),
     "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear",
                "_fused_kernel", "nn", "registry", "schedules", "distill"),
     "models": ("models", "training.theseus"),  # training.theseus: BERT-of-Theseus's model (imports models only)
