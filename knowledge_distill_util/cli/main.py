@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         from ..convert import main as convert
 
         return convert(argv[1:])
-    from ..training.compression import main as compress
+    from .compress import main as compress
 
     return compress(argv[1:])
 
