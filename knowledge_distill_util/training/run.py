@@ -25,6 +25,7 @@ from ..engine.lock import lock_directories
 from ..models.artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
 from .config import ConfigError, TrainConfig, check_recipe_name, parse_config, save_config
 from .evaluate import evaluate_model, write_results
+from .fields import LogLevel, check_field
 from ..compat.log import OriginalSummary
 from ..compat.models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
                              snapshot_directory, write_results_files, write_snapshots)
@@ -60,11 +61,14 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logging(level: str = "INFO") -> None:
-    """Log ``[name] message`` lines of this package at ``level`` to stderr."""
-    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    """Log ``[name] message`` lines of this package at ``level`` to stderr; ``level`` is one of
+    :data:`~.fields.LogLevel` (the rule of ``--log_level``), else :class:`ConfigError`."""
+    try:
+        check_field("log_level", level, LogLevel)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     logging.basicConfig(format="[%(name)s] %(message)s", stream=sys.stderr, force=True)
-    logging.getLogger("knowledge_distill_util").setLevel(level.upper())
+    logging.getLogger("knowledge_distill_util").setLevel(level)
 
 
 def _holds_a_run(directory: str) -> bool:
@@ -389,11 +393,11 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     writer, locks, plan, error = distributed.is_writer(), [], None, None
     try:
         plan = _checked_plan(cfg, writer)
-        world = distributed.world_size()
-        if cfg.do_train and cfg.batch_size_per_device * world > len(plan.data.train):
-            raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
-                              f"{cfg.batch_size_per_device * world} rows per step exceeds the {len(plan.data.train)} "
-                              f"training rows; lower --batch_size_per_device or the number of processes")
+        if cfg.do_train:
+            try:  # the rule the trainer applies at its first step (distributed.global_batch), checked before it
+                distributed.global_batch(cfg.batch_size_per_device, len(plan.data.train))
+            except ValueError as caught:
+                raise ConfigError(str(caught)) from None
     except ConfigError as caught:
         error = caught
     try:
