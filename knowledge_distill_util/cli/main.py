@@ -72,7 +72,8 @@ def _train(argv: List[str]) -> int:
         if decided is None or decided[0] == 1:  # one process (None: it refuses the configuration, with its sentence)
             return one_process()
         count, batch = decided
-        command = launch.command(count, rest, ["-m", "knowledge_distill_util", "train"], batch)
+        command = launch.launch_command({"gpu_num_per_node": str(count)}, rest, ["-m", "knowledge_distill_util", "train"],
+                                        batch=batch)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

@@ -439,9 +439,11 @@ def relaunch(argv: Sequence[str], entry: Sequence[str]) -> Tuple[List[str], Opti
     if command is None:
         return argv, None
     print("starting: " + " ".join(command), file=sys.stderr, flush=True)
+    from ..engine.launch import LauncherOutput
     from .interrupt import run_forwarding  # SIGINT/SIGTERM reach the launcher, which stops its ranks
 
-    return argv, run_forwarding(command, _prog())
+    output = LauncherOutput()  # as kdu-train --nproc: a rank's refusal is one sentence and exit status 2
+    return argv, output.status(run_forwarding(command, _prog(), output_line=output))
 
 
 def run_entry(make_config: Callable[[], TrainConfig]) -> int:
