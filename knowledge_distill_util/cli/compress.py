@@ -125,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stopped by SIGINT / SIGTERM (:mod:`knowledge_distill_util.training.compression`)."""
     from .._io import DISK_FULL, write_error_message
     from ..training import compression, interrupt
-    from ..training.run import setup_logging
+    from .train import setup_logging
 
     began, lock = time.time(), None
     compression.reset_jobs()

@@ -35,11 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._device import is_cpu, share_cpu_cores
-from .._io import DISK_FULL, atomic_write_text, write_error_message
+from .._io import atomic_write_text
 from . import interrupt
 from .config import ConfigError, TrainConfig
 from ..engine.lock import DirectoryLock
-from .run import PROGRESS_FILE
+from .job_progress import JobBars, progress_line
 from .run_plan import JOB_NAME, Job, _check_job_name, job_needs, plan_jobs, read_plan, row_order, seed_jobs  # noqa: F401
 from .steps import RESULTS_FILE as STEP_RESULTS
 from .summary import format_markdown, seeds_note, summary_rows, write_summary, write_summary_plot
@@ -164,70 +164,6 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
     return {"seconds": time.time() - began, "results": results}
 
 
-def _read_progress(job: Job) -> Optional[Dict]:
-    """The job's ``progress.json`` (what its run writes at every step), or None before the first one."""
-    try:
-        with open(os.path.join(job.config["result_dir"], PROGRESS_FILE), encoding="utf-8") as stream:
-            state = json.load(stream)
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def _progress_line(jobs: Sequence[Job]) -> str:
-    """``job: stage step N/M`` of every running job that has written its progress file."""
-    states = [(job.name, _read_progress(job)) for job in jobs]
-    return "; ".join(_job_progress(name, state) for name, state in states if state is not None)
-
-
-def _job_details(state: Dict) -> str:
-    """``, loss 0.4123, ETA 3m12s`` (what of the two a job's ``progress.json`` holds)."""
-    from .trainer import format_duration
-
-    text = ""
-    if isinstance(state.get("loss"), (int, float)):
-        text += f", loss {state['loss']:.4f}"
-    if isinstance(state.get("eta_seconds"), (int, float)):
-        text += f", ETA {format_duration(state['eta_seconds'])}"
-    return text
-
-
-def _job_progress(name: str, state: Dict) -> str:
-    """``teacher: stage teacher step 120/675, loss 0.4123, ETA 3m12s`` from a job's ``progress.json``."""
-    return f"{name}: stage {state.get('stage')} step {state.get('step')}/{state.get('total')}" + _job_details(state)
-
-
-class JobBars:
-    """On a terminal: one tqdm bar per running job, ``kd: 42%|####      | 120/285 stage kd, loss 0.4123,
-    ETA 3m12s``, read from the job's ``progress.json`` at each :meth:`update` (a new stage restarts its bar)."""
-
-    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total}{postfix}"
-
-    def __init__(self, names: Sequence[str], stream=None):
-        from tqdm import tqdm
-
-        self.bars = {name: tqdm(total=1, desc=name, position=i, leave=True, file=stream or sys.stderr,
-                                bar_format=self.FORMAT, postfix="starting") for i, name in enumerate(names)}
-        self.stages: Dict[str, str] = {}
-
-    def update(self, jobs: Dict[str, Job]) -> None:
-        for name, bar in self.bars.items():
-            state = _read_progress(jobs[name])
-            step, total = (state or {}).get("step"), (state or {}).get("total")
-            if not (isinstance(step, int) and isinstance(total, int) and total > 0):
-                continue
-            if self.stages.get(name) != state.get("stage") or bar.total != total:
-                self.stages[name] = state.get("stage")
-                bar.reset(total=total)
-            bar.n = min(step, total)
-            bar.set_postfix_str(f"stage {state.get('stage')}{_job_details(state)}", refresh=False)
-            bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Optional[bool] = None,
           names: Optional[Sequence[str]] = None, launch=None) -> None:
     """Wait for ``futures`` (and, with ``launch``, for the jobs it starts into them: called first and then
@@ -247,7 +183,7 @@ def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Option
                 shown.update(jobs)
             elif every > 0 and time.time() - last >= every:
                 last = time.time()
-                line = _progress_line([jobs[name] for name, future in futures.items() if not future.done()])
+                line = progress_line([jobs[name] for name, future in futures.items() if not future.done()])
                 if line:
                     logger.info("running: %s", line)
     finally:

@@ -62,29 +62,6 @@ def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog)
     assert "running: teacher: stage teacher step 3/10, loss 0.5000, ETA 1m12s" in [r.getMessage() for r in caplog.records]
 
 
-def test_job_bars_show_each_jobs_step_loss_and_eta(tmp_path):
-    """On a terminal kdu-compress draws one bar per running job from its progress.json (issue 19)."""
-    import io
-
-    from knowledge_distill_util.training import compression
-
-    jobs = {name: compression.Job(name, name, name, None, {"result_dir": str(tmp_path / name)})
-            for name in ("kd", "bilstm")}
-    (tmp_path / "kd").mkdir()
-    (tmp_path / "kd" / "progress.json").write_text(json.dumps({"stage": "kd", "step": 3, "total": 10, "loss": 0.5,
-                                                                "eta_seconds": 72.0}))
-    stream = io.StringIO()
-    bars = compression.JobBars(list(jobs), stream=stream)
-    bars.update(jobs)
-    (tmp_path / "kd" / "progress.json").write_text(json.dumps({"stage": "kd", "step": 10, "total": 10, "loss": 0.25}))
-    bars.update(jobs)
-    bars.close()
-    text = stream.getvalue()
-    assert "kd:  30%|" in text and "| 3/10, stage kd, loss 0.5000, ETA 1m12s" in text
-    assert "kd: 100%|" in text and "| 10/10, stage kd, loss 0.2500" in text
-    assert "bilstm:   0%|" in text and "starting" in text  # no progress file yet
-
-
 def _fake_jobs(tmp_path, after):
     from knowledge_distill_util.training import compression
 

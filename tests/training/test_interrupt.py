@@ -16,7 +16,7 @@ from knowledge_distill_util.training import compression, interrupt
 from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training.recipes import RECIPES
 from knowledge_distill_util.engine.lock import LOCK_FILE
-from knowledge_distill_util.training.run import run_entry
+from knowledge_distill_util.cli.train import run_entry
 
 PYTHON = sys.executable
 ENV = dict(os.environ, GLOG_minloglevel="3")
