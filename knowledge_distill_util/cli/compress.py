@@ -110,6 +110,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Namespace:
         args = parser.parse_args(argv)
     except argparse.ArgumentError as error:
         raise ConfigError(_sentence(error, argv, _flags(parser))) from None
+    args.seed, args.progress_every = int(args.seed), float(args.progress_every)  # plain values (the types subclass them)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1 (the student trainings run at once), got {args.jobs}; "
                           f"pass e.g. --jobs 2")

@@ -25,6 +25,7 @@ def test_defaults_are_those_of_the_flags():
     assert (given.data_dir, given.task_name, given.seed, given.jobs, given.use_graph, given.quick, given.job_timeout,
             given.resume, given.log_level, given.progress_every, given.teacher_model, given.plan) == (
         "d", "sst-2", 7, 1, True, True, 60.0, True, "DEBUG", 0.0, "scratch", "p.json")
+    assert type(given.seed) is int and type(given.progress_every) is float  # plain values in each job_config.json
 
 
 @pytest.mark.parametrize("argv, sentence", [
