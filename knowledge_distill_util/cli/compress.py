@@ -30,6 +30,8 @@ from ..training.fields import LogLevel, Seconds, Seed, check_resume_overwrite, w
 __all__ = ["build_parser", "parse_args", "main"]
 
 PROG = "kdu-compress"
+#: The flags whose type carries a rule of :mod:`..training.fields` (kdu-train's fields of the same names).
+_TYPED = {"--seed": Seed, "--log_level": LogLevel, "--progress_every": Seconds}
 
 
 def build_parser() -> ArgumentParser:
@@ -44,15 +46,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--plan", default=None, help="run plan JSON (default: the packaged default_run.json)")
     parser.add_argument("--teacher_model", default=None,
                         help="override the plan's teacher ('auto', 'minilm', 'scratch' or a checkpoint)")
-    parser.add_argument("--seed", type=Seed, default=0)
+    parser.add_argument("--seed", type=_TYPED["--seed"], default=0)
     parser.add_argument("--jobs", type=int, default=2, help="student trainings run in parallel (default 2)")
     parser.add_argument("--use_graph", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run")
     parser.add_argument("--job_timeout", type=float, default=3600.0)
     parser.add_argument("--resume", action="store_true", help="continue the jobs of an interrupted run in --result_dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --result_dir")
-    parser.add_argument("--log_level", type=LogLevel, default="INFO")
-    parser.add_argument("--progress_every", type=Seconds, default=30.0,
+    parser.add_argument("--log_level", type=_TYPED["--log_level"], default="INFO")
+    parser.add_argument("--progress_every", type=_TYPED["--progress_every"], default=30.0,
                         help="log each running job's stage, step/total, loss and ETA every N seconds (0: never); "
                              "also each job's own --progress_every in its run.log")
     return parser
@@ -96,8 +98,8 @@ def _sentence(error: BaseException, argv: Sequence[str], flags: Sequence[str]) -
         return f"--{typed.group(1)} must be {what}, got {typed.group(3).strip()!r}"
     choice = re.search(r'Parser key "(\w+)": Expected a typing\.Literal\[.*\]\. Got value: (.*)$', text)
     if choice:
-        value = _given(argv, f"--{choice.group(1)}") or choice.group(2).strip()
-        return f"--{choice.group(1)} must be {wanted(LogLevel)}, got {value!r}"
+        flag = f"--{choice.group(1)}"
+        return f"{flag} must be {wanted(_TYPED[flag])}, got {_given(argv, flag) or choice.group(2).strip()!r}"
     return text.rstrip(".")
 
 
