@@ -4,7 +4,7 @@ import sys
 
 os.environ.setdefault("GLOG_minloglevel", "3")  # before OneFlow is imported: quiet its start-up logging
 
-from knowledge_distill_util.training.compression import main  # noqa: E402
+from knowledge_distill_util.cli.compress import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

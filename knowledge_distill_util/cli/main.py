@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         from ..convert import main as convert
 
         return convert(argv[1:])
-    from ..training.compression import main as compress
+    from .compress import main as compress
 
     return compress(argv[1:])
 
@@ -49,9 +49,9 @@ def main(argv=None) -> int:
 def _train(argv: List[str]) -> int:
     """``train``: with ``--nproc`` above 1 (``auto``: when that pays), the same command again on several
     processes under OneFlow's launcher (:mod:`knowledge_distill_util.engine.launch`), its exit status returned; else one process
-    (:func:`knowledge_distill_util.training.run.main`). A bad ``--nproc`` prints one sentence and returns 2 before any work."""
+    (:func:`.train.main`). A bad ``--nproc`` prints one sentence and returns 2 before any work."""
     from ..engine import launch
-    from ..training.run import main as train
+    from .train import main as train, run_launcher
 
     def one_process() -> int:
         return train(rest, prog="kdu-train", description=TRAIN_DESCRIPTION)
@@ -72,16 +72,13 @@ def _train(argv: List[str]) -> int:
         if decided is None or decided[0] == 1:  # one process (None: it refuses the configuration, with its sentence)
             return one_process()
         count, batch = decided
-        command = launch.command(count, rest, ["-m", "knowledge_distill_util", "train"], batch)
+        command = launch.launch_command({"gpu_num_per_node": str(count)}, rest, ["-m", "knowledge_distill_util", "train"],
+                                        batch=batch)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
-    print(f"starting {count} processes, {batch // count} rows each of every batch of {batch} ({launch.FLAG} "
-          f"{nproc}): " + " ".join(command), file=sys.stderr, flush=True)
-    from ..training.interrupt import run_forwarding  # SIGINT/SIGTERM reach the launcher, which stops its ranks
-
-    output = launch.LauncherOutput()
-    return output.status(run_forwarding(command, "kdu-train", output_line=output))
+    return run_launcher(command, "kdu-train", f"starting {count} processes, {batch // count} rows each of every "
+                                              f"batch of {batch} ({launch.FLAG} {nproc})")
 
 
 def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, int]]:
@@ -129,7 +126,7 @@ def _started_with(cfg) -> Optional[int]:
     process divides ``cfg.batch_size_per_device``), or None when that cannot be told."""
     import json
 
-    from ..training.run import RUN_CONFIG
+    from ..training.run_dir import RUN_CONFIG
 
     try:
         with open(os.path.join(cfg.model_save_dir, RUN_CONFIG), encoding="utf-8") as stream:

@@ -30,7 +30,7 @@ def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None)
 def main(script: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Entry point of an original script name: map, then run as ``kdu-train`` does (exit 2 and one line on a
     configuration error; ``--print_config`` prints the resolved configuration and exits 0)."""
-    from ..training.run import relaunch, run_entry, setup_logging
+    from .train import relaunch, run_entry, setup_logging
 
     argv, status = relaunch(sys.argv[1:] if argv is None else list(argv), [os.path.abspath(sys.argv[0])])
     if status is not None:

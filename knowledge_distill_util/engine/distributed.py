@@ -190,6 +190,6 @@ def global_batch(batch_size: int, num_rows: int, world: Optional[int] = None) ->
         return batch_size
     total = batch_size * world
     if total > num_rows:
-        raise ValueError(f"{world} processes x batch_size_per_device {batch_size} = {total} rows per step exceeds "
-                         f"the {num_rows} training rows; lower --batch_size_per_device or --nproc_per_node")
+        raise ValueError(f"{world} processes x --batch_size_per_device {batch_size} = {total} rows per step exceeds "
+                         f"the {num_rows} training rows; lower --batch_size_per_device or the number of processes")
     return total

@@ -2,8 +2,8 @@
 
 OneFlow 0.9 runs a process's CPU kernels on one core (docs/performance.md, "CPU kernels and threads"), so a
 job alone on a machine uses its other cores only as data-parallel processes. With ``--nproc N`` (``N`` > 1)
-``kdu-train`` runs the same command again under OneFlow's launcher (:func:`command`: ``python -m
-oneflow.distributed.launch --nproc_per_node N --master_port P ...``, ``P`` a free port of this machine or
+``kdu-train`` runs the same command again under OneFlow's launcher (:func:`launch_command` with ``batch``:
+``python -m oneflow.distributed.launch --nproc_per_node N --master_port P ...``, ``P`` a free port of this machine or
 ``KDU_MASTER_PORT``), waits for it and exits with its status; :mod:`.distributed` does the rest (gradients
 averaged, rank 0 the one writer, the watchdog for a dead rank).
 
@@ -21,11 +21,11 @@ that divides ``B``, and 1 when that leaves nothing to gain (one core, an odd bat
 one-process recipe). Already under the launcher (``RANK`` set), nothing is started again.
 
 **The original's flags** (:func:`split_launch_flags`, :func:`launch_command`): ``--gpu_num_per_node``,
-``--num_nodes``, ``--node_ips`` become the same launcher command, over nodes too (re-exported by
-:mod:`.distributed`).
+``--num_nodes``, ``--node_ips`` become the same launcher command (the one function builds both), over nodes
+too (re-exported by :mod:`.distributed`).
 
-**Output** (:class:`LauncherOutput`): a rank's one-sentence refusal is the job's one sentence and exit status
-2, as in one process, without the launcher's banner and traceback.
+**Output** (:class:`LauncherOutput`, for both): a rank's one-sentence refusal is the job's one sentence and
+exit status 2, as in one process, without the launcher's banner and traceback.
 """
 import os
 import socket
@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple, Union
 from .._env import env_int, env_port
 
 __all__ = ["AUTO", "FLAG", "DEFAULT", "DEFAULT_VARIABLE", "HELP", "default_nproc", "split_nproc", "parse_nproc",
-           "usable_cpus", "processes", "free_port", "command", "under_launcher", "LauncherOutput",
+           "usable_cpus", "processes", "free_port", "under_launcher", "LauncherOutput",
            "ORIGINAL_FLAGS", "split_launch_flags", "launch_command", "interface_addresses"]
 
 #: ``--nproc auto``: as many processes as pay (module doc).
@@ -179,23 +179,6 @@ def under_launcher() -> bool:
     return os.environ.get("RANK", "-1") not in ("-1", "")
 
 
-def command(count: int, argv: Sequence[str], entry: Sequence[str], batch: int,
-            port: Optional[int] = None) -> List[str]:
-    """The launcher command running ``entry + argv`` on ``count`` processes of this machine, each with
-    ``--batch_size_per_device batch // count`` (appended: it wins over earlier values). The master port is
-    ``port``, else ``KDU_MASTER_PORT``, else :func:`free_port`.
-
-    >>> command(2, ["--recipe", "kd"], ["-m", "knowledge_distill_util", "train"], 32, port=29600)[3:]
-    ['--nproc_per_node', '2', '--nnodes', '1', '--node_rank', '0', '--master_addr', '127.0.0.1', '--master_port', '29600', '-m', 'knowledge_distill_util', 'train', '--recipe', 'kd', '--batch_size_per_device', '16']
-    """
-    if count < 2 or batch % count:
-        raise ValueError(f"command() needs at least 2 processes and a batch divisible by them, got {count} "
-                         f"and {batch}")
-    port = port or env_port("KDU_MASTER_PORT", None) or free_port()
-    return launch_command({"gpu_num_per_node": str(count)}, [*argv, "--batch_size_per_device", str(batch // count)],
-                          entry, port=port)
-
-
 class LauncherOutput:
     r"""The launcher's output (its stdout and stderr and its ranks', merged) as ``kdu-train`` shows it (call it with each line; :meth:`status` maps the exit).
 
@@ -324,10 +307,16 @@ def _local_addresses() -> List[str]:
 
 
 def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[str],
-                   port: Optional[int] = None) -> Optional[List[str]]:
+                   port: Optional[int] = None, batch: Optional[int] = None) -> Optional[List[str]]:
     """The OneFlow launcher command that runs ``entry + argv`` on ``--gpu_num_per_node`` processes per node
     and ``--num_nodes`` nodes (``--node_ips``: the nodes' addresses, the first is the master), or None when
-    one process suffices or this process was already started by the launcher.
+    one process suffices or this process was already started by the launcher. The one builder of both
+    launcher commands: the original's flags, and ``kdu-train --nproc N`` (``flags`` ``{"gpu_num_per_node":
+    "N"}`` with ``batch``, the whole job's ``--batch_size_per_device``).
+
+    With ``batch``: one node of at least 2 processes dividing ``batch`` (else ``ValueError``), each started with
+    ``--batch_size_per_device batch // N`` (appended: it wins over earlier values), and the master port, unless
+    ``port`` or ``KDU_MASTER_PORT`` names one, a free one of this machine (:func:`free_port`).
 
     This node's rank is ``KDU_NODE_RANK`` if set, else the position of one of its addresses in
     ``--node_ips``. When the master's address and this node's are both this machine's (several nodes simulated
@@ -337,10 +326,18 @@ def launch_command(flags: Dict[str, str], argv: Sequence[str], entry: Sequence[s
 
     >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"])[3:6]
     ['--nproc_per_node', '2', '--nnodes']
+    >>> launch_command({"gpu_num_per_node": "2"}, ["--recipe", "kd"], ["-m", "x"], port=29600, batch=32)[3:]
+    ['--nproc_per_node', '2', '--nnodes', '1', '--node_rank', '0', '--master_addr', '127.0.0.1', '--master_port', '29600', '-m', 'x', '--recipe', 'kd', '--batch_size_per_device', '16']
     """
     if not flags or os.environ.get("RANK", "-1") != "-1":  # (``import oneflow`` sets RANK=-1 outside the launcher)
         return None
     per_node, nodes = _positive(flags, "gpu_num_per_node"), _positive(flags, "num_nodes")
+    if batch is not None:
+        if per_node < 2 or nodes != 1 or batch % per_node:
+            raise ValueError(f"launch_command(batch=...) needs at least 2 processes on one node and a batch divisible "
+                             f"by them, got {per_node} x {nodes} node(s) and {batch}")
+        argv = [*argv, "--batch_size_per_device", str(batch // per_node)]
+        port = port or env_port("KDU_MASTER_PORT", None) or free_port()
     ips = [ip.strip() for ip in flags.get("node_ips", "").split(",") if ip.strip()]
     if nodes > 1 and len(ips) != nodes:
         raise ValueError(f"--num_nodes {nodes} needs {nodes} addresses in --node_ips, got {ips or 'none'}; "

@@ -12,7 +12,10 @@
 - :mod:`.trainer`: each recipe stage as a configuration of the engine's
   :class:`~knowledge_distill_util.engine.Distiller`, whose loop trains every recipe; its batches:
   :mod:`.feature_batches`.
-- :mod:`.run`: ``kdu-train``; :mod:`.compression`: ``kdu-compress``; :mod:`.evaluate`, :mod:`.summary`.
+- :mod:`.run`: ``kdu-train``'s run (:mod:`.run_dir`: its directory's checks); :mod:`.compression`:
+  ``kdu-compress``'s run (:mod:`.job_progress`: its jobs' progress); their command lines are
+  :mod:`knowledge_distill_util.cli.train` and :mod:`knowledge_distill_util.cli.compress`; :mod:`.evaluate`,
+  :mod:`.summary`.
 """
 from typing import Optional, Sequence
 

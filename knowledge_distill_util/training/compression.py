@@ -13,17 +13,18 @@ with ``--jobs`` above 1, each job runs its kernels on OneFlow's scheduler thread
 measured side by side (``scripts/benchmark.py --scaling``), they train as fast and keep every number of
 the one-process runs (data-parallel ranks draw other dropout masks); see ``docs/performance.md``.
 
+The command line is :mod:`knowledge_distill_util.cli.compress`; it hands the checked flags to :func:`prepare`
+(the plan, ``--result_dir``, its lock, the data) and :func:`execute` (the jobs and the summary).
+
 Each job runs in its own process group (a new session). SIGINT or SIGTERM to ``kdu-compress`` stops the
-whole tree (:func:`main`): the same signal to every running job's group (each job releases its locks and
+whole tree (:func:`stop_jobs`): the same signal to every running job's group (each job releases its locks and
 keeps its checkpoints, :mod:`.interrupt`), SIGKILL after :data:`STOP_GRACE_S` seconds to a group still
 running, then the run's own lock is released and one line printed; exit status 130 (SIGINT) or 143
 (SIGTERM). ``--resume`` continues the run. Job names (the plan's ``jobs`` sections) are folder names under
 ``--result_dir``: plain names only (:data:`JOB_NAME`), checked with ``--jobs`` before anything is written.
 """
-import argparse
 import json
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -31,19 +32,19 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._device import is_cpu, share_cpu_cores
-from .._io import DISK_FULL, atomic_write_text, write_error_message
+from .._io import atomic_write_text
 from . import interrupt
 from .config import ConfigError, TrainConfig
 from ..engine.lock import DirectoryLock
-from .run import PROGRESS_FILE, setup_logging
+from .job_progress import JobBars, progress_line
 from .run_plan import JOB_NAME, Job, _check_job_name, job_needs, plan_jobs, read_plan, row_order, seed_jobs  # noqa: F401
 from .steps import RESULTS_FILE as STEP_RESULTS
 from .summary import format_markdown, seeds_note, summary_rows, write_summary, write_summary_plot
 
-__all__ = ["Job", "JobFailed", "read_plan", "plan_jobs", "row_order", "main"]
+__all__ = ["Job", "JobFailed", "read_plan", "plan_jobs", "row_order", "prepare", "execute", "stop_jobs", "reset_jobs"]
 
 logger = logging.getLogger(__name__)
 #: Seconds a job group has after SIGINT/SIGTERM before it is killed (SIGKILL).
@@ -163,70 +164,6 @@ def _run_job(job: Job, timeout: float, share_cores: bool = False) -> Dict:
     return {"seconds": time.time() - began, "results": results}
 
 
-def _read_progress(job: Job) -> Optional[Dict]:
-    """The job's ``progress.json`` (what its run writes at every step), or None before the first one."""
-    try:
-        with open(os.path.join(job.config["result_dir"], PROGRESS_FILE), encoding="utf-8") as stream:
-            state = json.load(stream)
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def _progress_line(jobs: Sequence[Job]) -> str:
-    """``job: stage step N/M`` of every running job that has written its progress file."""
-    states = [(job.name, _read_progress(job)) for job in jobs]
-    return "; ".join(_job_progress(name, state) for name, state in states if state is not None)
-
-
-def _job_details(state: Dict) -> str:
-    """``, loss 0.4123, ETA 3m12s`` (what of the two a job's ``progress.json`` holds)."""
-    from .trainer import format_duration
-
-    text = ""
-    if isinstance(state.get("loss"), (int, float)):
-        text += f", loss {state['loss']:.4f}"
-    if isinstance(state.get("eta_seconds"), (int, float)):
-        text += f", ETA {format_duration(state['eta_seconds'])}"
-    return text
-
-
-def _job_progress(name: str, state: Dict) -> str:
-    """``teacher: stage teacher step 120/675, loss 0.4123, ETA 3m12s`` from a job's ``progress.json``."""
-    return f"{name}: stage {state.get('stage')} step {state.get('step')}/{state.get('total')}" + _job_details(state)
-
-
-class JobBars:
-    """On a terminal: one tqdm bar per running job, ``kd: 42%|####      | 120/285 stage kd, loss 0.4123,
-    ETA 3m12s``, read from the job's ``progress.json`` at each :meth:`update` (a new stage restarts its bar)."""
-
-    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total}{postfix}"
-
-    def __init__(self, names: Sequence[str], stream=None):
-        from tqdm import tqdm
-
-        self.bars = {name: tqdm(total=1, desc=name, position=i, leave=True, file=stream or sys.stderr,
-                                bar_format=self.FORMAT, postfix="starting") for i, name in enumerate(names)}
-        self.stages: Dict[str, str] = {}
-
-    def update(self, jobs: Dict[str, Job]) -> None:
-        for name, bar in self.bars.items():
-            state = _read_progress(jobs[name])
-            step, total = (state or {}).get("step"), (state or {}).get("total")
-            if not (isinstance(step, int) and isinstance(total, int) and total > 0):
-                continue
-            if self.stages.get(name) != state.get("stage") or bar.total != total:
-                self.stages[name] = state.get("stage")
-                bar.reset(total=total)
-            bar.n = min(step, total)
-            bar.set_postfix_str(f"stage {state.get('stage')}{_job_details(state)}", refresh=False)
-            bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Optional[bool] = None,
           names: Optional[Sequence[str]] = None, launch=None) -> None:
     """Wait for ``futures`` (and, with ``launch``, for the jobs it starts into them: called first and then
@@ -246,7 +183,7 @@ def _wait(futures: Dict, jobs: Dict[str, Job], every: float = 30.0, bars: Option
                 shown.update(jobs)
             elif every > 0 and time.time() - last >= every:
                 last = time.time()
-                line = _progress_line([jobs[name] for name, future in futures.items() if not future.done()])
+                line = progress_line([jobs[name] for name, future in futures.items() if not future.done()])
                 if line:
                     logger.info("running: %s", line)
     finally:
@@ -272,37 +209,6 @@ def _measure_speeds(done: Dict, jobs: Dict[str, Job], rows: Sequence[str]) -> No
         done[job]["results"]["reasoningTime"] = round(speed, 2)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdu-compress", allow_abbrev=False,
-                                     description="Run the whole default compression and print the summary table.")
-    parser.add_argument("--data_dir", default=None, help="GLUE-format TSV directory (default: prepare the built-in task)")
-    parser.add_argument("--task_name", default=None, help="task of --data_dir")
-    parser.add_argument("--result_dir", default="output/compression")
-    parser.add_argument("--plan", default=None, help="run plan JSON (default: the packaged default_run.json)")
-    parser.add_argument("--teacher_model", default=None,
-                        help="override the plan's teacher ('auto', 'minilm', 'scratch' or a checkpoint)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="student trainings run in parallel (default 2)")
-    parser.add_argument("--use_graph", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run")
-    parser.add_argument("--job_timeout", type=float, default=3600.0)
-    parser.add_argument("--resume", action="store_true", help="continue the jobs of an interrupted run in --result_dir")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --result_dir")
-    parser.add_argument("--log_level", default="INFO")
-    parser.add_argument("--progress_every", type=float, default=30.0,
-                        help="log each running job's stage, step/total, loss and ETA every N seconds (0: never); "
-                             "also each job's own --progress_every in its run.log")
-    return parser
-
-
-def _progress_every(value: float) -> float:
-    """``--progress_every``: a finite number of seconds >= 0, else :class:`ConfigError`."""
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"--progress_every must be a finite number of seconds >= 0 (0: no progress lines), "
-                          f"got {value!r}")
-    return value
-
-
 def _data(args, plan: Dict, result_dir: str):
     if args.data_dir is None:
         from ..data import prepare_default_data
@@ -317,61 +223,42 @@ def _data(args, plan: Dict, result_dir: str):
     return os.path.abspath(args.data_dir), args.task_name
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``kdu-compress``: every job, then the summary table (printed and written as Markdown and JSON).
-
-    Exit status 0; 2 after one line for a wrong flag, plan or directory, or a full disk; 1 when a job
-    failed (the line names its log, followed by the log's last lines); 130 / 143 after one line when
-    stopped by SIGINT / SIGTERM (module doc)."""
-    args = _parser().parse_args(argv)
-    began, lock = time.time(), None
+def reset_jobs() -> None:
+    """A new run's table of running jobs (:func:`stop_jobs` stops them); a run in this process starts with it."""
     global _RUNNING
     _RUNNING = _Running()
-    restore = interrupt.install()
+
+
+def stop_jobs(signum: int = signal.SIGTERM) -> List[str]:
+    """Stop every running job (:meth:`_Running.stop`: ``signum``, SIGKILL after :data:`STOP_GRACE_S`); the
+    names of the jobs stopped. No job starts afterwards."""
+    return _RUNNING.stop(signum)
+
+
+def prepare(args) -> Tuple[Dict[str, Job], str, str, DirectoryLock]:
+    """What a run needs, every check first: the plan (``args.plan``), ``--result_dir`` (a run there needs
+    ``--resume`` or ``--overwrite``), then lock ``--result_dir`` and prepare the data. ``args``: kdu-compress's
+    checked flags (:func:`knowledge_distill_util.cli.compress.parse_args`). Returns ``(jobs, task name, result
+    directory, its lock)``: the caller releases the lock, which is released here on any error.
+    :class:`ConfigError` or ``ValueError`` (one sentence) for a wrong plan, directory or data flag."""
+    plan = read_plan(args.plan)
+    result_dir = os.path.abspath(args.result_dir)
+    if os.path.isdir(os.path.join(result_dir, "teacher")) and not (args.resume or args.overwrite):
+        raise ConfigError(f"--result_dir {result_dir} already holds a compression run; pass --resume to "
+                          f"continue it, --overwrite to replace it, or another --result_dir")
+    lock = DirectoryLock(result_dir).acquire()
     try:
-        try:
-            if args.jobs < 1:
-                raise ConfigError(f"--jobs must be at least 1 (the student trainings run at once), got {args.jobs}; "
-                                  f"pass e.g. --jobs 2")
-            setup_logging(args.log_level)
-            _progress_every(args.progress_every)
-            plan = read_plan(args.plan)
-            result_dir = os.path.abspath(args.result_dir)
-            if args.resume and args.overwrite:
-                raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
-            if os.path.isdir(os.path.join(result_dir, "teacher")) and not (args.resume or args.overwrite):
-                raise ConfigError(f"--result_dir {result_dir} already holds a compression run; pass --resume to "
-                                  f"continue it, --overwrite to replace it, or another --result_dir")
-            lock = DirectoryLock(result_dir).acquire()
-            data_dir, task_name = _data(args, plan, result_dir)
-            run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
-                       use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite,
-                       progress_every=args.progress_every)
-            jobs = plan_jobs(plan, run, args.quick)
-            if args.teacher_model:
-                jobs["teacher"].config["teacher_model"] = args.teacher_model
-        except (ConfigError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            return 2
-        return _compress(args, jobs, task_name, result_dir, began)
-    except KeyboardInterrupt as error:  # SIGINT or SIGTERM (.interrupt)
-        stopped = _RUNNING.stop(interrupt.exit_status(error) - 128)
-        detail = f"stopped the running job(s) {', '.join(stopped)}" if stopped else ""
-        print(interrupt.sentence("kdu-compress", error, detail), file=sys.stderr, flush=True)
-        return interrupt.exit_status(error)
-    except JobFailed as error:  # its message names the job and its log, with the log's last lines
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
-    except OSError as error:
-        if error.errno not in DISK_FULL:
-            raise
-        _RUNNING.stop()
-        print(f"error: {write_error_message(error)}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        if lock is not None:
-            lock.release()
-        restore()
+        data_dir, task_name = _data(args, plan, result_dir)
+        run = dict(data_dir=data_dir, task_name=task_name, seed=args.seed, result_dir=result_dir,
+                   use_graph=args.use_graph, resume=args.resume, overwrite=args.overwrite,
+                   progress_every=args.progress_every)
+        jobs = plan_jobs(plan, run, args.quick)
+        if args.teacher_model:
+            jobs["teacher"].config["teacher_model"] = args.teacher_model
+    except BaseException:
+        lock.release()
+        raise
+    return jobs, task_name, result_dir, lock
 
 
 def _run_jobs(args, jobs: Dict[str, Job], names: Sequence[str], workers: int) -> Dict[str, Dict]:
@@ -440,7 +327,9 @@ def _plot(rows: List[Dict], result_dir: str, header: str) -> None:
         logger.info("summary plot written to %s", png)
 
 
-def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> int:
+def execute(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began: float) -> None:
+    """Run the ``jobs`` of :func:`prepare` (:func:`_run_jobs`), re-measure the models' speed, then print and write
+    the summary (Markdown, JSON, plot). Raises :class:`JobFailed` when a job failed."""
     done = _run_jobs(args, jobs, list(jobs), workers=args.jobs)
     logger.info("teacher: %s; seconds per job: %s", done["teacher"]["results"].get("origin"),
                 ", ".join(f"{name} {outcome['seconds']:.0f}" for name, outcome in done.items()))
@@ -456,7 +345,6 @@ def _compress(args, jobs: Dict[str, Job], task_name: str, result_dir: str, began
     print("\n" + header + "\n\n" + format_markdown(rows) + "\n", flush=True)
     logger.info("summary written to %s and %s", paths["markdown"], paths["json"])
     _plot(rows, result_dir, header)
-    return 0
 
 
 def _entry(jobs: Dict[str, Job], done: Dict[str, Dict], job: str) -> Dict:

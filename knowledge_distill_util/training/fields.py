@@ -4,7 +4,9 @@ A field's annotation is its rule. The number types are jsonargparse types (made 
 :func:`jsonargparse.typing.extend_base_type`), so the parser refuses a bad value on the command line or in a
 ``--config`` file; the choices are ``Literal[...]``. :func:`check_field` applies the same type to a value set
 in Python (``TrainConfig(...)``, ``dataclasses.replace``, kdu-compress's plan), so each rule is written once,
-here, whichever way the value arrived. Every refusal reads ``--KEY must be WHAT, got VALUE[; FIX]``.
+here, whichever way the value arrived. Every refusal reads ``--KEY must be WHAT, got VALUE[; FIX]``. kdu-compress's
+flags (:mod:`knowledge_distill_util.cli.compress`) take the same types (``--seed``, ``--log_level``,
+``--progress_every``) and the same rule of two flags (:func:`check_resume_overwrite`).
 
 jsonargparse's own ``PositiveInt``, ``NonNegativeInt``, ``ClosedUnitInterval`` ... (names this module cannot
 take again) hold the same rules but word their errors as ``0 does not conform to restriction v>0`` and let
@@ -29,12 +31,13 @@ from typing import Any, Callable, List, Literal, Optional, Sequence, Tuple, Unio
 from jsonargparse.typing import extend_base_type
 
 from .._checks import MIN_TEMPERATURE
+from .._errors import ConfigError
 from ..models.bert_config import ATTENTION_OUTPUTS
 
 __all__ = ["PositiveInteger", "NonNegativeInteger", "Seed", "Epochs", "LearningRate", "NonNegativeNumber", "Seconds",
            "WarmupProportion", "DropoutProbability", "MixingWeight", "Probability", "Temperature", "StudentInit",
            "AttentionOutput", "LogLevel", "ResultsFormat", "PkdStrategy", "TemperatureSchedule", "WeightSchedule",
-           "MAX_SEED", "MAX_EPOCHS", "check_field", "wanted", "choices", "optional_inner"]
+           "MAX_SEED", "MAX_EPOCHS", "check_field", "wanted", "choices", "optional_inner", "check_resume_overwrite"]
 
 #: numpy's legacy seeding (``np.random.seed``) takes ``0 .. 2**32 - 1``.
 MAX_SEED = 2 ** 32 - 1
@@ -196,3 +199,9 @@ def check_field(key: str, value, annotation) -> None:
         return
     if kind in _PLAIN and not _plain_ok(kind, value):
         raise ValueError(f"--{key} must be {_PLAIN[kind]}{null}, got {value!r} ({type(value).__name__})")
+
+
+def check_resume_overwrite(resume: bool, overwrite: bool) -> None:
+    """``--resume`` and ``--overwrite`` together: :class:`ConfigError` (kdu-train and kdu-compress alike)."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")

@@ -1,4 +1,5 @@
-"""Run a recipe: ``kdu-train --recipe NAME ...`` (or ``python -m knowledge_distill_util train ...``).
+"""Run a recipe: what ``kdu-train --recipe NAME ...`` (or ``python -m knowledge_distill_util train ...``) does
+once its command line is parsed (the entry point, exit statuses and launcher: :mod:`knowledge_distill_util.cli.train`).
 
 :func:`run` seeds every generator from ``cfg.seed``, prepares the :class:`~.plan.Plan` (every check
 before any training step), trains its stages, saves the model, evaluates it and writes
@@ -6,14 +7,13 @@ before any training step), trains its stages, saves the model, evaluates it and 
 is at (what ``kdu-compress`` reads to report on its jobs).
 """
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import random
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import oneflow as flow
@@ -23,117 +23,28 @@ from .._io import atomic_write_text
 from ..engine import distributed
 from ..engine.lock import lock_directories
 from ..models.artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
-from .config import ConfigError, TrainConfig, check_recipe_name, parse_config, save_config
+from .config import ConfigError, TrainConfig, check_recipe_name, save_config
 from .evaluate import evaluate_model, write_results
 from ..compat.log import OriginalSummary
 from ..compat.models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
                              snapshot_directory, write_results_files, write_snapshots)
 from .plan import Plan, evaluation_source, prepare
 from .recipes import RECIPES
-from .teacher_cache import (LOGITS_FILE, STUDENT_LOGITS_FILE, cache_path, check_cache_file, combined_teacher_logits,
-                            teacher_logits)
+from .run_dir import RUN_CONFIG, check_resumed_data, check_run_directory, write_run_config
+from .teacher_cache import LOGITS_FILE, STUDENT_LOGITS_FILE, cache_path, combined_teacher_logits, teacher_logits
 from .trainer import LossStep, TrainerConfig, train_stage
 from .validation import check_writable_directory, validate_config
 
-__all__ = ["run", "execute", "main", "check_run_directory", "seed_everything", "teacher_logits", "setup_logging",
-           "PROGRESS_FILE", "LOGITS_FILE", "STUDENT_LOGITS_FILE", "cache_path"]
+__all__ = ["run", "execute", "check_run_directory", "seed_everything", "teacher_logits", "PROGRESS_FILE", "RUN_CONFIG",
+           "LOGITS_FILE", "STUDENT_LOGITS_FILE", "cache_path"]
 
 logger = logging.getLogger(__name__)
 PROGRESS_FILE = "progress.json"
-RUN_CONFIG = "run_config.json"
-#: The ``run_config.json`` key holding the training data's fingerprint (:func:`data_fingerprint`), compared on
-#: ``--resume`` by :func:`check_resumed_data` (not a configuration key).
-DATA_KEY = "train_data"
-#: Keys a resumed run may change: they do not alter the steps already taken (num_epochs and max_steps
-#: extend or shorten the run; the schedule then follows the new total).
-RESUMABLE_CHANGES = frozenset({
-    "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
-    "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
-    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter", "progress_every"})
-
-
 def seed_everything(seed: int) -> None:
     """Seed OneFlow's default generator, numpy's global one and Python's ``random``."""
     flow.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Log ``[name] message`` lines of this package at ``level`` to stderr."""
-    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    logging.basicConfig(format="[%(name)s] %(message)s", stream=sys.stderr, force=True)
-    logging.getLogger("knowledge_distill_util").setLevel(level.upper())
-
-
-def _holds_a_run(directory: str) -> bool:
-    return any(os.path.exists(os.path.join(directory, name)) for name in (RUN_CONFIG, MODEL_CONFIG, "checkpoints"))
-
-
-def check_run_directory(cfg: TrainConfig) -> None:
-    """Refuse to train over an existing run without ``--resume`` or ``--overwrite``, a ``--resume`` whose
-    configuration differs from the run's in a key that alters it (:data:`RESUMABLE_CHANGES` aside), and a
-    teacher-logits cache path holding a file that is not a cache (:func:`check_cache_file`)."""
-    if not cfg.do_train:
-        return
-    check_cache_file(cfg)
-    path = os.path.join(cfg.model_save_dir, RUN_CONFIG)
-    if not cfg.resume:
-        if _holds_a_run(cfg.model_save_dir) and not cfg.overwrite:
-            raise ConfigError(f"--model_save_dir {cfg.model_save_dir} already holds a run; pass --resume to continue "
-                              f"it, --overwrite to replace it, or another --model_save_dir")
-        return
-    if not os.path.isfile(path):
-        return
-    try:
-        with open(path, encoding="utf-8") as stream:
-            saved = json.load(stream)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
-    current = dataclasses.asdict(cfg)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_CHANGES and k != DATA_KEY and saved.get(k) != current.get(k))
-    if changed:
-        listed = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ConfigError(f"--resume would change the run in {cfg.model_save_dir} ({listed}); resume with its "
-                          f"settings, or start a new run with --overwrite or another --model_save_dir")
-
-
-def data_fingerprint(data) -> Dict:
-    """``{"rows": N, "sha1": ...}`` of the training rows a run uses: their count and a hash of their ids,
-    mask, segments and labels (dtype and shape included), whatever file they were read from."""
-    digest = hashlib.sha1()
-    train = data.train
-    for array in (train.input_ids, train.input_mask, train.segment_ids, train.labels):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return {"rows": len(train), "sha1": digest.hexdigest()[:16]}
-
-
-def check_resumed_data(cfg: TrainConfig, data) -> None:
-    """On ``--resume``: the training rows must be those the run started with (``run_config.json``'s
-    :data:`DATA_KEY`); :class:`ConfigError` naming what changed otherwise. A run written before the
-    fingerprint was stored resumes with a warning."""
-    path = os.path.join(cfg.model_save_dir, RUN_CONFIG)
-    if not (cfg.do_train and cfg.resume and os.path.isfile(path)):
-        return
-    try:
-        with open(path, encoding="utf-8") as stream:
-            stored = json.load(stream).get(DATA_KEY)
-    except (OSError, ValueError, AttributeError) as error:
-        raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
-    if stored is None:
-        logger.warning("%s predates the training data's fingerprint: resuming without checking that the data is "
-                       "the run's", path)
-        return
-    current = data_fingerprint(data)
-    if stored != current:
-        what = (f"{stored.get('rows')} training rows -> {current['rows']}" if stored.get("rows") != current["rows"]
-                else f"the training rows' fingerprint {stored.get('sha1')} -> {current['sha1']}")
-        raise ConfigError(f"--resume would continue the run in {cfg.model_save_dir} on other data ({what}); restore "
-                          f"the data the run started with, or start again with --overwrite")
 
 
 def _meta(plan: Plan, origin: str) -> Dict:
@@ -299,14 +210,6 @@ def device_kind(cfg: TrainConfig) -> str:
     return device_type(cfg.device)
 
 
-def _write_run_config(cfg: TrainConfig, data) -> None:
-    """``<model_save_dir>/run_config.json``: what a resume compares its configuration with, and the training
-    data's fingerprint under :data:`DATA_KEY`."""
-    atomic_write_text(os.path.join(cfg.model_save_dir, RUN_CONFIG),
-                      json.dumps(dict(dataclasses.asdict(cfg), **{DATA_KEY: data_fingerprint(data)}), indent=2,
-                                 sort_keys=True))
-
-
 def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     """Check the configuration, seed, prepare (every check first, nothing written), then create, probe and
     lock the output directories, train every stage, save, evaluate; returns the results dict. Raises
@@ -322,7 +225,7 @@ def run(cfg: TrainConfig, progress: Optional[bool] = None) -> Dict:
     locks = _claim_directories(cfg, writer=True)
     try:
         if cfg.do_train:
-            _write_run_config(cfg, plan.data)
+            write_run_config(cfg, plan.data)
         return execute(plan, progress)
     finally:
         for lock in locks:
@@ -365,14 +268,6 @@ def _claim_directories(cfg: TrainConfig, writer: bool) -> List:
     return locks
 
 
-def _entry_point() -> List[str]:
-    """What the launcher runs to start this entry point again: this script, or the package's ``train``."""
-    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if script.endswith(".py") and os.path.basename(script) != "__main__.py" and os.path.isfile(script):
-        return [script]
-    return ["--module", "knowledge_distill_util", "train"]
-
-
 def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     """:func:`run` on one rank of a multi-process job: every rank checks its configuration and prepares,
     and all agree (one refusal stops every rank, and nothing is created on disk); then rank 0 alone creates,
@@ -389,11 +284,11 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
     writer, locks, plan, error = distributed.is_writer(), [], None, None
     try:
         plan = _checked_plan(cfg, writer)
-        world = distributed.world_size()
-        if cfg.do_train and cfg.batch_size_per_device * world > len(plan.data.train):
-            raise ConfigError(f"{world} processes x --batch_size_per_device {cfg.batch_size_per_device} = "
-                              f"{cfg.batch_size_per_device * world} rows per step exceeds the {len(plan.data.train)} "
-                              f"training rows; lower --batch_size_per_device or the number of processes")
+        if cfg.do_train:
+            try:  # the rule the trainer applies at its first step (distributed.global_batch), checked before it
+                distributed.global_batch(cfg.batch_size_per_device, len(plan.data.train))
+            except ValueError as caught:
+                raise ConfigError(str(caught)) from None
     except ConfigError as caught:
         error = caught
     try:
@@ -414,91 +309,8 @@ def _run_distributed(cfg: TrainConfig, progress: Optional[bool]) -> Dict:
             raise error or ConfigError("rank 0 could not create or lock the output directories (its message names "
                                        "the problem); nothing was trained")
         if cfg.do_train and writer:
-            _write_run_config(cfg, plan.data)
+            write_run_config(cfg, plan.data)
         return execute(plan, progress)
     finally:
         for lock in locks:
             lock.release()
-
-
-def relaunch(argv: Sequence[str], entry: Sequence[str]) -> Tuple[List[str], Optional[int]]:
-    """The original's ``--gpu_num_per_node`` / ``--num_nodes`` / ``--node_ips``: above one process, run
-    ``entry`` (and the remaining ``argv``) again under OneFlow's launcher. Returns ``(argv without those
-    flags, None)`` for one process, else ``(.., exit status)``: the launcher's, or 2 after one line
-    naming a bad flag."""
-    try:
-        argv, launch_flags = distributed.split_launch_flags(argv)
-        command = distributed.launch_command(launch_flags, argv, entry)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return list(argv), 2
-    if command is None:
-        return argv, None
-    print("starting: " + " ".join(command), file=sys.stderr, flush=True)
-    from .interrupt import run_forwarding  # SIGINT/SIGTERM reach the launcher, which stops its ranks
-
-    return argv, run_forwarding(command, _prog())
-
-
-def run_entry(make_config: Callable[[], TrainConfig]) -> int:
-    """Build the configuration with ``make_config`` and :func:`run` it, as every entry point does: a
-    :class:`ConfigError` prints one line and exits 2; with several processes, a failing rank ends the others
-    at once (:func:`~.distributed.fail`) instead of leaving them waiting in a collective. In one process,
-    SIGINT and SIGTERM stop the run cleanly (:mod:`.interrupt`: locks released, the checkpoints kept), print
-    one line and exit 130 / 143 (under the launcher, :mod:`.distributed` handles SIGTERM). A full disk
-    (``ENOSPC``/``EDQUOT``) prints one sentence naming the path and the bytes and exits 2."""
-    from .._io import DISK_FULL, write_error_message
-    from . import interrupt
-
-    restore = (lambda: None) if distributed.is_distributed() else interrupt.install()
-    try:
-        cfg = make_config()
-        setup_logging(cfg.log_level if distributed.is_writer() else "WARNING")
-        logger.debug("configuration: %s", json.dumps(dataclasses.asdict(cfg), sort_keys=True))
-        run(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        distributed.fail(str(error), code=2)  # several processes: tell the others, end at once
-        return 2
-    except SystemExit as done:  # --help, --print_config: every rank exits the same way
-        if done.code not in (None, 0):
-            distributed.fail(f"exit status {done.code}", code=done.code if isinstance(done.code, int) else 2)
-        raise
-    except BaseException as error:  # noqa: BLE001 - several processes: a rank must not hang at exit
-        if isinstance(error, KeyboardInterrupt) and not distributed.is_distributed():
-            print(interrupt.sentence(_prog(), error), file=sys.stderr, flush=True)
-            return interrupt.exit_status(error)
-        if isinstance(error, OSError) and error.errno in DISK_FULL:
-            sentence = write_error_message(error)
-            print(f"error: {sentence}", file=sys.stderr, flush=True)
-            distributed.fail(sentence, code=2)
-            return 2
-        if distributed.is_distributed():
-            logger.exception("rank %d failed", distributed.rank())
-            distributed.fail(f"{type(error).__name__}: {error}")
-        raise
-    finally:
-        restore()
-    distributed.stop_watchdog()
-    return 0
-
-
-def _prog() -> str:
-    """The command's name for its one line: an original script's file name, else ``kdu-train``."""
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return name if name.endswith(".py") and name != "__main__.py" else "kdu-train"
-
-
-def main(argv: Optional[Sequence[str]] = None, recipe: Optional[str] = None, prog: Optional[str] = None,
-         description: str = "") -> int:
-    """Entry point: resolve the configuration, run; a configuration error exits with status 2 and one line."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    entry = _entry_point()
-    if recipe and entry[0] == "--module":  # the package's ``train`` needs the recipe a caller's main(recipe=...) implies
-        entry += ["--recipe", recipe]
-    argv, status = relaunch(argv, entry)
-    if status is not None:
-        return status
-    return run_entry(lambda: parse_config(argv, recipe=recipe, prog=prog, description=description,
-                                          recipes=RECIPES))
-

@@ -22,7 +22,7 @@ import tempfile
 from typing import List, Optional, Tuple
 
 from .config import ConfigError, TrainConfig
-from .fields import MAX_EPOCHS, MAX_SEED, check_field
+from .fields import MAX_EPOCHS, MAX_SEED, check_field, check_resume_overwrite
 
 __all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES", "MAX_SEED", "MAX_EPOCHS"]
 
@@ -162,8 +162,7 @@ def validate_config(cfg: TrainConfig, check_directories: bool = True) -> TrainCo
     if cfg.cache_teacher_dtype != "float16" and cfg.cache_teacher_outputs == "off":
         raise ConfigError(f"--cache_teacher_dtype {cfg.cache_teacher_dtype} has no effect with --cache_teacher_outputs "
                           f"off; pass --cache_teacher_outputs memory, disk or auto, or drop --cache_teacher_dtype")
-    if cfg.resume and cfg.overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+    check_resume_overwrite(cfg.resume, cfg.overwrite)
     if not cfg.do_train and not cfg.do_eval:
         raise ConfigError("--do_train false and --do_eval false leave nothing to do; enable one of them")
     check_paths(cfg)

@@ -22,6 +22,7 @@ from knowledge_distill_util.models.snapshot import (build_from_snapshot, list_sn
 from knowledge_distill_util.compat import init as original_init
 from knowledge_distill_util.cli import original
 from knowledge_distill_util.engine import loop as loop_module
+from knowledge_distill_util.cli.train import main as train_main
 from knowledge_distill_util.training import run as run_module
 from knowledge_distill_util.models.artifacts import load_trained
 from knowledge_distill_util.training.evaluate import compute_metrics, predict
@@ -385,7 +386,7 @@ def test_modern_runs_evaluate_nothing_per_epoch(original_tree, tmp_path, monkeyp
     monkeypatch.setattr(run_module, "_best_snapshot", lambda *a: made.append(real(*a)) or made[-1])
     data = original_tree / "glue_ofrecord" / "SST-2"
     out = tmp_path / "modern"
-    assert run_module.main(["--recipe", "teacher", "--teacher_model", str(original_tree / "model/before/snapshot_best"),
+    assert train_main(["--recipe", "teacher", "--teacher_model", str(original_tree / "model/before/snapshot_best"),
                             "--teacher_num_attention_heads", "2", "--train_data_dir", str(data / "train"),
                             "--eval_data_dir", str(data / "eval"), "--task_name", "SST-2", "--seq_length", "16",
                             "--num_epochs", "2", "--batch_size_per_device", "8", "--model_save_dir", str(out),
@@ -484,7 +485,7 @@ def test_snapshot_best_two_processes_equals_one_process(tmp_path, epochs):
               "--teacher_hidden_dropout_prob", "0", "--teacher_attention_probs_dropout_prob", "0",
               "--save_snapshot", "true", "--device", "cpu", *TINY_TEACHER]
     one, two = tmp_path / "one", tmp_path / "two"
-    assert run_module.main(common + ["--batch_size_per_device", "8", "--model_save_dir", str(one), "--result_dir",
+    assert train_main(common + ["--batch_size_per_device", "8", "--model_save_dir", str(one), "--result_dir",
                                      str(one)]) == 0
     done = launch(common + ["--batch_size_per_device", "4", "--model_save_dir", str(two), "--result_dir", str(two)])
     assert done.returncode == 0, done.stderr[-3000:]

@@ -80,20 +80,25 @@ def test_usable_cpus_is_this_process_s_affinity():
 
 def test_the_command_runs_the_same_arguments_under_the_launcher_with_the_batch_split(monkeypatch):
     monkeypatch.delenv("KDU_MASTER_PORT", raising=False)
+    monkeypatch.setenv("RANK", "-1")  # what ``import oneflow`` sets outside the launcher
+
+    def command(count, argv, entry, batch, port=None):  # kdu-train --nproc's command: the original flags' builder
+        return launch.launch_command({"gpu_num_per_node": str(count)}, argv, entry, port=port, batch=batch)
+
     entry = ["-m", "knowledge_distill_util", "train"]
-    command = launch.command(2, ["--recipe", "kd", "--quick"], entry, 32, port=31000)
-    assert command == [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--nnodes", "1",
-                       "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", "31000", *entry,
-                       "--recipe", "kd", "--quick", "--batch_size_per_device", "16"]
+    assert command(2, ["--recipe", "kd", "--quick"], entry, 32, port=31000) == [
+        sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--nnodes", "1",
+        "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", "31000", *entry,
+        "--recipe", "kd", "--quick", "--batch_size_per_device", "16"]
     monkeypatch.setenv("KDU_MASTER_PORT", "31234")  # the user's port is kept
-    assert launch.command(4, [], entry, 8)[-7:] == ["--master_port", "31234", *entry, "--batch_size_per_device", "2"]
+    assert command(4, [], entry, 8)[-7:] == ["--master_port", "31234", *entry, "--batch_size_per_device", "2"]
     monkeypatch.delenv("KDU_MASTER_PORT")
-    port = int(launch.command(2, [], entry, 8)[12])  # a free one
+    port = int(command(2, [], entry, 8)[12])  # a free one (the original's flags alone: 29500)
     assert 0 < port < 65535
-    with pytest.raises(ValueError):
-        launch.command(1, [], entry, 8)
-    with pytest.raises(ValueError):
-        launch.command(2, [], entry, 7)
+    assert launch.launch_command({"gpu_num_per_node": "2"}, [], entry)[12] == "29500"
+    for count, batch in ((1, 8), (2, 7)):
+        with pytest.raises(ValueError, match=r"^launch_command\(batch=...\) needs at least 2 processes on one node"):
+            command(count, [], entry, batch)
 
 
 def test_free_port_leaves_the_watchdog_s_port_free():

@@ -10,6 +10,7 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "3")
 
 from knowledge_distill_util.engine.loop import Loop  # noqa: E402
+from knowledge_distill_util.cli.train import main  # noqa: E402
 from knowledge_distill_util.training import run  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
@@ -35,4 +36,4 @@ if __name__ == "__main__":
     if os.environ.get(f"KDU_TEST_DEVICE_KIND_{RANK}"):
         run.device_kind = lambda cfg: os.environ[f"KDU_TEST_DEVICE_KIND_{RANK}"]
     extra = os.environ.get(f"KDU_TEST_EXTRA_ARGS_{RANK}", "").split()
-    sys.exit(run.main(sys.argv[1:] + extra, prog="dp_worker"))
+    sys.exit(main(sys.argv[1:] + extra, prog="dp_worker"))

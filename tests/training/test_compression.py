@@ -62,68 +62,6 @@ def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog)
     assert "running: teacher: stage teacher step 3/10, loss 0.5000, ETA 1m12s" in [r.getMessage() for r in caplog.records]
 
 
-def test_bad_progress_every_is_one_sentence(tmp_path):
-    done = run_retrying_signals([sys.executable, "-m", "knowledge_distill_util", "compress", "--progress_every", "-1",
-                                 "--result_dir", str(tmp_path / "r")], timeout=120)
-    assert done.returncode == 2 and "error: --progress_every must be a finite number of seconds >= 0" in done.stderr
-    assert not (tmp_path / "r").exists()
-
-
-def test_a_full_disk_is_one_sentence_and_releases_the_lock(tmp_path, capsys, monkeypatch):
-    import errno
-
-    from knowledge_distill_util.training import compression
-
-    target = tmp_path / "out" / "data" / "train.tsv"
-
-    def full_disk(args, plan, result_dir):
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
-
-    monkeypatch.setattr(compression, "_data", full_disk)
-    assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: could not write {target}: the disk is full (") and "\n" not in err
-    assert "bytes free there" in err and os.listdir(tmp_path / "out") == []  # the lock released
-
-
-def test_a_failed_job_is_reported_without_a_traceback(tmp_path, capsys, monkeypatch):
-    from knowledge_distill_util.training import compression
-
-    def failing(job, timeout, share_cores=False):
-        raise compression.JobFailed(f"job {job.name} failed with exit status 2; see {job.config['result_dir']}/run.log")
-
-    monkeypatch.setattr(compression, "_data", lambda args, plan, result_dir: (str(tmp_path / "data"), "sst-2"))
-    monkeypatch.setattr(compression, "_run_job", failing)
-    assert compression.main(["--quick", "--result_dir", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == f"error: job teacher failed with exit status 2; see {tmp_path}/out/teacher/run.log"
-    assert "Traceback" not in err and "kd: not started, a job it reads from failed" in err   # before: the jobs left out
-    assert os.listdir(tmp_path / "out") == []  # the lock released
-
-
-def test_job_bars_show_each_jobs_step_loss_and_eta(tmp_path):
-    """On a terminal kdu-compress draws one bar per running job from its progress.json (issue 19)."""
-    import io
-
-    from knowledge_distill_util.training import compression
-
-    jobs = {name: compression.Job(name, name, name, None, {"result_dir": str(tmp_path / name)})
-            for name in ("kd", "bilstm")}
-    (tmp_path / "kd").mkdir()
-    (tmp_path / "kd" / "progress.json").write_text(json.dumps({"stage": "kd", "step": 3, "total": 10, "loss": 0.5,
-                                                                "eta_seconds": 72.0}))
-    stream = io.StringIO()
-    bars = compression.JobBars(list(jobs), stream=stream)
-    bars.update(jobs)
-    (tmp_path / "kd" / "progress.json").write_text(json.dumps({"stage": "kd", "step": 10, "total": 10, "loss": 0.25}))
-    bars.update(jobs)
-    bars.close()
-    text = stream.getvalue()
-    assert "kd:  30%|" in text and "| 3/10, stage kd, loss 0.5000, ETA 1m12s" in text
-    assert "kd: 100%|" in text and "| 10/10, stage kd, loss 0.2500" in text
-    assert "bilstm:   0%|" in text and "starting" in text  # no progress file yet
-
-
 def _fake_jobs(tmp_path, after):
     from knowledge_distill_util.training import compression
 

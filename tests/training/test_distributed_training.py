@@ -148,7 +148,8 @@ def test_shards_cut_the_one_process_batch_in_order():
 
 def test_global_batch_larger_than_the_data_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(ValueError, match=r"4 processes x batch_size_per_device 8 = 32 rows per step exceeds the 20"):
+    with pytest.raises(ValueError, match=r"^4 processes x --batch_size_per_device 8 = 32 rows per step exceeds the 20 training rows; "
+                                        r"lower --batch_size_per_device or the number of processes$"):
         distributed.global_batch(8, 20)
     assert distributed.global_batch(4, 20) == 16
 

@@ -67,3 +67,20 @@ def test_good_values_pass_and_parse_as_plain_numbers():
     cfg = parse_config(["--seq_length", "16", "--temperature", "2"], recipe="kd")
     assert (type(cfg.seq_length), type(cfg.temperature)) == (int, float) and (cfg.seq_length, cfg.temperature) == (16, 2.0)
     assert wanted(LogLevel) == "one of DEBUG, INFO, WARNING, ERROR" and wanted(PositiveInteger) == "a positive integer"
+
+
+def test_resume_and_overwrite_together_is_one_rule_for_kdu_train_and_kdu_compress():
+    from knowledge_distill_util._errors import ConfigError
+    from knowledge_distill_util.cli.compress import parse_args
+    from knowledge_distill_util.training.config import TrainConfig
+    from knowledge_distill_util.training.fields import check_resume_overwrite
+    from knowledge_distill_util.training.validation import validate_config
+
+    sentence = "^--resume and --overwrite contradict each other; pass one of them$"
+    for resume, overwrite in ((False, False), (True, False), (False, True)):
+        check_resume_overwrite(resume, overwrite)
+    for refuse in (lambda: check_resume_overwrite(True, True),
+                   lambda: validate_config(TrainConfig(resume=True, overwrite=True), check_directories=False),
+                   lambda: parse_args(["--resume", "--overwrite"])):
+        with pytest.raises(ConfigError, match=sentence):
+            refuse()

@@ -18,7 +18,7 @@ from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training.general import (_builtin_corpus, _given_texts, layer_matches, layers_adaptor,
                                                      run_general)
 from knowledge_distill_util.training.attention_objectives import tinybert_intermediate_loss
-from knowledge_distill_util.training.run import main as train_main
+from knowledge_distill_util.cli.train import main as train_main
 from training.conftest import TINY_STUDENT, recipe_args, tiny_bert
 
 

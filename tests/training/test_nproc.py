@@ -51,7 +51,7 @@ def test_a_batch_that_does_not_split_and_conflicting_flags_are_refused(workspace
 
 
 def test_nproc_outside_kdu_train_is_refused(workspace, capsys):
-    from knowledge_distill_util.training.run import main
+    from knowledge_distill_util.cli.train import main
 
     status = main([str(a) for a in recipe_args(workspace, "kd", "nproc_in_run")] + ["--nproc", "2"])
     assert status == 2 and "--nproc is read by kdu-train (python -m knowledge_distill_util train) on its command line " \

@@ -51,11 +51,11 @@ def test_a_full_disk_while_plotting_is_one_sentence_and_loses_nothing(workspace,
     import errno
 
     from knowledge_distill_util.engine import loss_log
-    from knowledge_distill_util.training import run as run_module
+    from knowledge_distill_util.cli.train import main
     from training.conftest import recipe_args
 
     args = [str(a) for a in recipe_args(workspace, "kd", "full_disk")]
-    assert run_module.main(args) == 0
+    assert main(args) == 0
     root = workspace["root"] / "full_disk"
     kept = ["model/weights", "model/model_config.json", "results/results_eval.json", "results/kd_losses.csv",
             "results/kd_losses.png"]
@@ -77,10 +77,10 @@ def test_a_full_disk_while_plotting_is_one_sentence_and_loses_nothing(workspace,
 
     monkeypatch.setattr(loss_log, "atomic_write_file", full_disk)
     capsys.readouterr()
-    assert run_module.main(args + ["--resume"]) == 2
+    assert main(args + ["--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: could not write {root}/results/kd_losses.png: the disk is full (it needs ")
     assert "bytes free there" in err[-1] and not any("Traceback" in line for line in err)
     assert {relative: content(relative) for relative in kept} == before
     monkeypatch.undo()
-    assert run_module.main(args + ["--resume"]) == 0
+    assert main(args + ["--resume"]) == 0

@@ -11,7 +11,7 @@ from knowledge_distill_util.training.builders import bert_student
 from knowledge_distill_util.training.kd_objectives import hard_label_loss
 from knowledge_distill_util.training.objectives import Objective
 from knowledge_distill_util.training.recipes import markdown_table
-from knowledge_distill_util.training.run import main
+from knowledge_distill_util.cli.train import main
 from training.conftest import TINY_STUDENT
 
 
