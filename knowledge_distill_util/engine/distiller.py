@@ -15,7 +15,8 @@ training_config, objective=module)`` with ``module(batch, weights) -> OrderedDic
 the total, first; ``batch`` a :class:`~.batches.Batch`), an ``nn.Module`` holding the student (and the teacher,
 if it reads it; ``teacher=None`` for none). Each ``kdu-train`` recipe is such a configuration
 (``knowledge_distill_util.training.trainer``). ``step_inputs=`` (:class:`~.hooks.StepInputs`) adds inputs
-drawn at each step.
+drawn at each step. ``TrainingConfig(cache_teacher_outputs="memory")`` runs the teacher once per row
+(:mod:`~.teacher_cache`).
 """
 import logging
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -33,6 +34,7 @@ from .objective import DistillStep
 from .parallel import Ranks
 from .state import start_epoch
 from .taps import FeatureTaps
+from .teacher_cache import TeacherCache, check_cache_options
 
 __all__ = ["Distiller"]
 
@@ -90,6 +92,8 @@ class Distiller:
         self.distillation_config = _check_type("distillation_config", distillation_config, DistillationConfig,
                                                "a DistillationConfig")
         self.training_config = _check_type("training_config", training_config, TrainingConfig, "a TrainingConfig")
+        check_cache_options(training_config, objective, self.teachers)
+        self.teacher_cache: Optional[TeacherCache] = None  # one per train() call
         for name, adaptor in (("adaptor_T", adaptor_T), ("adaptor_S", adaptor_S)):
             if adaptor is not None and not callable(adaptor):
                 raise TypeError(f"{name} must be a function adaptor(batch, outputs) -> dict, got "
@@ -261,10 +265,20 @@ class Distiller:
         total = self._total_steps(data)
         self._eval_teachers()
         step = self._step_module()
+        cfg, cache, self.teacher_cache = self.training_config, None, None
+        if cfg.cache_teacher_outputs != "off":
+            cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device)
         with self.taps[0], self.taps[1]:
             layout, names = self._probe(step, data, total, ranks)
-            return run_training(self, ranks, step, optimizer, data, total, layout, names,
-                                lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
+            if cache is not None:
+                cache.check_capacity(data)
+                cache.clear()  # the run fills it from its own first batch on
+                self.teacher_cache = cache
+            history = run_training(self, ranks, step, optimizer, data, total, layout, names,
+                                   lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
+        if self.teacher_cache is not None:
+            self.teacher_cache.report()
+        return history
 
     # ----------------------------------------------------------------------------------------- evaluation
 
@@ -277,6 +291,8 @@ class Distiller:
             with flow.no_grad():
                 for raw in data:
                     batch = split_batch(raw, self.training_config.label_key, self.device)
+                    if self.training_config.cache_teacher_outputs != "off":
+                        batch.kwargs.pop(self.training_config.index_key, None)  # row ids: not a model input
                     outputs = self.student(*batch.args, **batch.kwargs)
                     features = check_features(self.adaptor_S(batch.raw, outputs), "student adaptor (adaptor_S)")
                     logits.append(require(features, "logits", "student", "evaluate").numpy())

@@ -1,0 +1,200 @@
+"""Teacher-output caching for the :class:`~knowledge_distill_util.engine.Distiller`: the teacher runs once per row.
+
+    TrainingConfig(output_dir=..., cache_teacher_outputs="memory", cache_dtype="float32", index_key="index")
+
+**Batches** are dicts carrying an integer row id per example under ``index_key``, shape ``[B]`` (e.g. a
+``Dataset`` returning ``{"input": x, "labels": y, "index": i}``). The id is taken out of the batch before the
+models are called (the adaptors still see it in the raw batch; :meth:`Distiller.evaluate` drops it too).
+
+**Per batch**: when every id of the batch is cached, the teacher does not run and its outputs are rebuilt from
+the cache as float32 tensors on the student's device; otherwise the teacher runs on the batch and each row's
+outputs are stored (a lazy per-row cache: shuffled loaders, a short last batch and each rank's rows of a
+data-parallel run all work). Only what the losses read from the teacher is stored, the *teacher reads* of
+:meth:`~.objective.DistillStep.teacher_reads`: ``"logits"`` (through ``adaptor_T``, averaged over several
+teachers; when ``logit_weight > 0``) and ``"match<i>.<j>"`` (the teacher tensors of intermediate match ``i``:
+module-path captures, adaptor features by index). Each must have the batch's rows as its first dimension and
+the same shape for every row of the run (pad every batch to one length).
+
+**Exactness**: ``cache_dtype="float32"`` stores the teacher's values unchanged, so the losses equal an uncached
+run's bit for bit (the teacher runs in eval mode under ``no_grad``, and a row's outputs must not depend on the
+other rows of its batch, true of any model without batch statistics in eval mode). ``"float16"`` halves the
+memory and rounds each value (relative error <= 2**-11; the batches where the teacher runs use its exact values).
+
+**Memory**: ``rows x bytes per row``; the limit is ``TrainingConfig.cache_max_mb`` (default 1024 MB). A run
+whose data set (``len(data.dataset)``, else ``len(data)`` batches of the first batch's size) would exceed it is
+refused before the first step, else the first batch that would exceed it stops the run; the message says to
+raise the limit, use ``cache_dtype="float16"``, or set ``cache_max_mb=None`` (no limit).
+
+**Logged**: at the end of the first full pass over the data (or at the end of a shorter run), one line: the rows
+cached, the tensors (row shapes), MB and dtype.
+
+**Resume**: the cache lives in memory for one :meth:`Distiller.train` call; a resumed run starts with an empty
+cache and fills it lazily again (the teacher runs again for each row's first batch after the resume; with
+float32 the numbers are unchanged).
+
+Not with ``use_graph=True`` (the compiled step holds the teacher's forward) nor with ``objective=`` (the
+recipes of ``kdu-train`` cache their own teacher outputs: ``--cache_teacher_outputs``): both are refused.
+
+    >>> import numpy as np
+    >>> cache = TeacherCache("float32", "index", None, "cpu")
+    >>> _ = cache.reads(np.array([3, 5]), lambda: {"logits": flow.tensor([[1.0, 2.0], [3.0, 4.0]])})
+    >>> cache.reads(np.array([5]), lambda: 1 / 0)["logits"].tolist()
+    [[3.0, 4.0]]
+"""
+import logging
+from collections import OrderedDict
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import oneflow as flow
+
+from .batches import Batch
+
+__all__ = ["TeacherCache", "check_cache_options"]
+
+logger = logging.getLogger(__name__)
+_MB = 1024.0 * 1024.0
+
+
+def check_cache_options(training_config, objective, teachers) -> None:
+    """Refuse caching where it cannot apply: ``use_graph``, a custom ``objective``, no teacher."""
+    if training_config.cache_teacher_outputs == "off":
+        return
+    if training_config.use_graph:
+        raise ValueError("cache_teacher_outputs='memory' does not work with use_graph=True (the compiled step runs "
+                         "the teacher); train eagerly (use_graph=False) or set cache_teacher_outputs='off'")
+    if objective is not None or not teachers:
+        raise ValueError("cache_teacher_outputs='memory' caches the configuration's teacher outputs, but this "
+                         "Distiller has an objective= of its own; cache in the objective (the kdu-train recipes: "
+                         "--cache_teacher_outputs) or set cache_teacher_outputs='off'")
+
+
+def _fix(index_key: str) -> str:
+    return (f"yield dicts with an integer row id per example under {index_key!r} (e.g. a Dataset returning "
+            f"{{'input': x, 'labels': y, {index_key!r}: i}}) or set TrainingConfig(cache_teacher_outputs='off')")
+
+
+class TeacherCache:
+    """The teacher reads of every row seen so far (see the module doc): ``dtype`` ``"float32"``/``"float16"``,
+    the batches' ``index_key``, the limit ``max_mb`` (None: none), the ``device`` the reads come back on."""
+
+    def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device):
+        self.dtype, self.index_key, self.max_mb, self.device = np.dtype(dtype), index_key, max_mb, device
+        self.clear()
+        self.reported = False
+        self.first_epoch: Optional[int] = None
+
+    def clear(self) -> None:
+        """Forget every row."""
+        self.slots: Dict[int, int] = {}
+        self.arrays: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self.teacher_runs = 0
+
+    # ------------------------------------------------------------------------------------------ the batch
+    def take_ids(self, batch: Batch) -> Tuple[Batch, np.ndarray]:
+        """``(batch without the ids, ids int64 [B])``; one sentence when the batch carries no usable ids."""
+        key = self.index_key
+        if not isinstance(batch.raw, Mapping):
+            raise TypeError(f"cache_teacher_outputs needs dict batches, got a {type(batch.raw).__name__} batch; "
+                            f"{_fix(key)}")
+        if key not in batch.kwargs:
+            raise ValueError(f"cache_teacher_outputs needs the row ids under TrainingConfig.index_key={key!r}, but "
+                             f"the batch has only {', '.join(map(repr, batch.raw))}; {_fix(key)}")
+        value = batch.kwargs[key]
+        ids = value.numpy() if isinstance(value, flow.Tensor) else np.asarray(value)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"the row ids under {key!r} must be integers, got dtype {ids.dtype}; {_fix(key)}")
+        kwargs = {k: v for k, v in batch.kwargs.items() if k != key}
+        rows = Batch(batch.args, kwargs, batch.labels).rows()
+        if ids.shape != (rows,):
+            raise ValueError(f"the row ids under {key!r} must have shape [{rows}] (one per example of the batch), "
+                             f"got {ids.shape}; {_fix(key)}")
+        return Batch(batch.args, kwargs, batch.labels, batch.raw), ids.astype(np.int64)
+
+    # ------------------------------------------------------------------------------------------ the rows
+    def reads(self, ids: np.ndarray, run_teacher: Callable[[], Mapping[str, flow.Tensor]]) -> Dict[str, flow.Tensor]:
+        """The teacher reads of the rows ``ids``: rebuilt from the cache when all are cached, else
+        ``run_teacher()`` (whose rows are then stored) as it returned them."""
+        positions = [self.slots.get(int(i)) for i in ids]
+        if ids.size and all(p is not None for p in positions):
+            return OrderedDict((name, flow.tensor(array[positions].astype(np.float32, copy=False), device=self.device))
+                               for name, array in self.arrays.items())
+        reads = run_teacher()
+        self.teacher_runs += 1
+        self._store(ids, reads)
+        return reads
+
+    def _row_bytes(self, values: Mapping[str, np.ndarray]) -> int:
+        return sum(int(np.prod(v.shape[1:], dtype=np.int64)) * self.dtype.itemsize for v in values.values())
+
+    def _store(self, ids: np.ndarray, reads: Mapping[str, flow.Tensor]) -> None:
+        values = OrderedDict()
+        for name, tensor in reads.items():
+            if tensor.ndim == 0 or int(tensor.shape[0]) != len(ids):
+                raise ValueError(f"cache_teacher_outputs stores the teacher's {name!r} per row, but its shape "
+                                 f"{tuple(tensor.shape)} does not start with the batch's {len(ids)} rows; tap a module "
+                                 f"whose output is [B, ...] or set cache_teacher_outputs='off'")
+            values[name] = tensor.detach().numpy().astype(self.dtype, copy=False)
+        new = [int(i) for i in dict.fromkeys(ids.tolist()) if int(i) not in self.slots]
+        self._check_budget(len(self.slots) + len(new), self._row_bytes(values))
+        for i in new:
+            self.slots[i] = len(self.slots)
+        for name, value in values.items():
+            self._put(name, value, [self.slots[int(i)] for i in ids])
+
+    def _put(self, name: str, value: np.ndarray, positions) -> None:
+        array = self.arrays.get(name)
+        if array is None:
+            array = self.arrays[name] = np.zeros((max(64, len(self.slots)),) + value.shape[1:], self.dtype)
+        elif array.shape[1:] != value.shape[1:]:
+            raise ValueError(f"cache_teacher_outputs stores one row shape per tensor, but the teacher's {name!r} "
+                             f"has rows of shape {value.shape[1:]} in this batch and {array.shape[1:]} before; pad "
+                             f"every batch to one length or set cache_teacher_outputs='off'")
+        if len(self.slots) > len(array):  # grow by doubling: amortised O(1) per row
+            grown = np.zeros((max(len(self.slots), 2 * len(array)),) + array.shape[1:], self.dtype)
+            grown[:len(array)] = array
+            array = self.arrays[name] = grown
+        array[positions] = value
+
+    def _check_budget(self, rows: int, row_bytes: int, where: str = "at this batch") -> None:
+        if self.max_mb is None or rows * row_bytes <= self.max_mb * _MB:
+            return
+        raise ValueError(f"the teacher-output cache would hold {rows} rows x {row_bytes} bytes = "
+                         f"{rows * row_bytes / _MB:.1f} MB {where}, over TrainingConfig.cache_max_mb={self.max_mb:g}; "
+                         f"raise cache_max_mb, use cache_dtype='float16' (half), set cache_max_mb=None (no limit) or "
+                         f"cache_teacher_outputs='off'")
+
+    def check_capacity(self, data) -> None:
+        """Refuse up front when the whole of ``data`` would exceed the limit (called after one probe batch was
+        stored; nothing when ``data`` has no length)."""
+        if not self.arrays or self.max_mb is None:
+            return
+        try:
+            rows = len(data.dataset)
+        except (AttributeError, TypeError):
+            try:
+                rows = len(data) * len(self.slots)
+            except TypeError:
+                return
+        self._check_budget(rows, self._row_bytes(self.arrays), where=f"for the data's {rows} rows")
+
+    # ------------------------------------------------------------------------------------------ the log
+    def summary(self) -> str:
+        """``"<rows> rows of logits [10], match0.0 [128] (float32, 0.05 MB)"``."""
+        shapes = ", ".join(f"{name} {list(array.shape[1:])}" for name, array in self.arrays.items()) or "no tensors"
+        size = len(self.slots) * self._row_bytes(self.arrays) / _MB
+        return f"{len(self.slots)} rows of {shapes} ({self.dtype.name}, {size:.2f} MB)"
+
+    def epoch(self, epoch: int) -> None:
+        """Called with the epoch of each batch: the first time it changes, log what the first pass cached."""
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        elif epoch != self.first_epoch:
+            self.report("after the first pass")
+
+    def report(self, when: str = "at the end of training") -> None:
+        """Log :meth:`summary` once."""
+        if not self.reported:
+            self.reported = True
+            logger.info("teacher-output cache %s: %s; the teacher ran on %d batches and runs only for rows not "
+                        "cached", when, self.summary(), self.teacher_runs)
