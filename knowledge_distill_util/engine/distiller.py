@@ -34,7 +34,7 @@ from .objective import DistillStep
 from .parallel import Ranks
 from .state import start_epoch
 from .taps import FeatureTaps
-from .teacher_cache import TeacherCache, check_cache_options
+from .teacher_cache import TeacherCache, cache_directory, check_cache_options
 
 __all__ = ["Distiller"]
 
@@ -210,7 +210,8 @@ class Distiller:
 
     def _probe(self, step: nn.Module, data, total: int, ranks: Optional[Ranks] = None):
         """One forward on the first batch (this rank's rows of it), nothing written: every error of the first
-        step comes here. Returns the batch's graph layout and tensor shapes (``use_graph``) and the term names."""
+        step comes here. Returns the batch's graph layout and tensor shapes (``use_graph``), the term names and
+        the batch's rows."""
         cfg = self.training_config
         start_epoch(data, cfg.seed, 0, cfg.seed_epochs)
         first = next(iter(data), None)
@@ -228,7 +229,7 @@ class Distiller:
         with flow.no_grad():
             terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
         self.student.train()
-        return layout, list(terms)
+        return layout, list(terms), batch.rows()
 
     def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None,
               scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None) -> Dict[str, Any]:
@@ -267,17 +268,22 @@ class Distiller:
         step = self._step_module()
         cfg, cache, self.teacher_cache = self.training_config, None, None
         if cfg.cache_teacher_outputs != "off":
-            cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device)
+            directory = cache_directory(cfg.output_dir, ranks.rank) if cfg.cache_teacher_outputs == "disk" else None
+            cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device,
+                                                      directory)
+            cache.probing = True  # the probe checks and measures rows, stores none
         with self.taps[0], self.taps[1]:
-            layout, names = self._probe(step, data, total, ranks)
+            layout, names, rows = self._probe(step, data, total, ranks)
             if cache is not None:
-                cache.check_capacity(data)
-                cache.clear()  # the run fills it from its own first batch on
-                self.teacher_cache = cache
-            history = run_training(self, ranks, step, optimizer, data, total, layout, names,
-                                   lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
-        if self.teacher_cache is not None:
-            self.teacher_cache.report()
+                cache.check_capacity(data, rows)
+                cache.probing, self.teacher_cache = False, cache
+            try:
+                history = run_training(self, ranks, step, optimizer, data, total, layout, names,
+                                       lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
+            finally:
+                if cache is not None:
+                    cache.report()
+                    cache.close()
         return history
 
     # ----------------------------------------------------------------------------------------- evaluation

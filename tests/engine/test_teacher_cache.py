@@ -96,7 +96,7 @@ def test_float16_cache_stays_within_its_rounding(tmp_path):
     assert half["loss"][:3] == plain["loss"][:3]  # epoch 1: the teacher's own values
     np.testing.assert_allclose(half["loss"], plain["loss"], rtol=2e-2)
     assert half["loss"][3:] != plain["loss"][3:]  # epoch 2: the rounded values
-    assert distiller.teacher_cache.arrays["logits"].dtype == np.float16
+    assert distiller.teacher_cache.summary().endswith("(float16, 0.02 MB)")  # 40 rows x 259 values x 2 bytes
 
 
 def test_a_resumed_run_starts_with_an_empty_cache_and_the_same_losses(tmp_path):
@@ -113,6 +113,52 @@ def test_a_resumed_run_starts_with_an_empty_cache_and_the_same_losses(tmp_path):
     _, resumed = _run(tmp_path, "cached", calls, resume=True, **cached)
     assert resumed["step"] == [5, 6] and resumed["loss"] == plain["loss"][4:]
     assert len(calls) == 1 + 2  # the probe, then both batches again: nothing survives the interruption
+
+
+def test_the_disk_cache_gives_the_same_losses_from_files_it_deletes_at_the_end(tmp_path):
+    _, plain = _run(tmp_path, "plain")
+    files = tmp_path / "disk" / ".kdu-teacher-cache" / "rank0"
+    seen = []
+
+    def look(step, total, terms):
+        seen.append(sorted(p.name for p in files.iterdir()))
+        assert np.load(files / "logits.npy", mmap_mode="r").shape == (40, 3)  # sized for the data set's rows
+
+    _, disk = _run(tmp_path, "disk", on_step=look, cache_teacher_outputs="disk")
+    assert disk["loss"] == plain["loss"]
+    assert seen == [["logits.npy", "match0.0.npy", "match1.0.npy"]] * 6
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["checkpoints", "losses.csv", "losses.png"]
+
+
+def test_a_failed_disk_run_deletes_its_files_too(tmp_path):
+    def stop(step, total, terms):
+        assert (tmp_path / "disk" / ".kdu-teacher-cache" / "rank0" / "logits.npy").is_file()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "disk", on_step=stop, cache_teacher_outputs="disk")
+    assert not (tmp_path / "disk" / ".kdu-teacher-cache").exists()
+
+
+def test_the_disk_cache_grows_past_its_first_size(tmp_path):
+    cache = TeacherCache("float16", "index", None, "cpu", str(tmp_path / "cache" / "rank0"))
+    cache.capacity = 2
+    for first in (0, 2, 4):  # 2 rows, then 4, then 8 rows of room: the files are replaced, the rows kept
+        rows = np.arange(first, first + 2)
+        cache.reads(rows, lambda: {"logits": flow.tensor(rows[:, None].astype(np.float32) * [1.0, 10.0])})
+    assert np.load(tmp_path / "cache" / "rank0" / "logits.npy", mmap_mode="r").shape == (8, 2)
+    got = cache.reads(np.array([5, 0, 3]), lambda: 1 / 0)["logits"]
+    assert got.tolist() == [[5.0, 50.0], [0.0, 0.0], [3.0, 30.0]]
+    cache.close()
+    assert list(tmp_path.iterdir()) == []  # the directory, and its parent left empty
+
+
+def test_a_disk_cache_that_wrote_nothing_leaves_the_directory_alone(tmp_path):
+    """A run refused before its first store (e.g. by another run's lock) never deletes that run's files."""
+    (tmp_path / "rank0").mkdir()
+    (tmp_path / "rank0" / "logits.npy").write_bytes(b"the other run's")
+    TeacherCache("float32", "index", None, "cpu", str(tmp_path / "rank0")).close()
+    assert (tmp_path / "rank0" / "logits.npy").read_bytes() == b"the other run's"
 
 
 def test_the_cache_reruns_the_teacher_for_a_batch_with_a_new_row():
@@ -202,8 +248,8 @@ def test_graph_mode_and_an_objective_of_its_own_are_refused(tmp_path, options, e
 
 
 @pytest.mark.parametrize("options, error, message", [
-    (dict(cache_teacher_outputs="disk"), ValueError, "TrainingConfig.cache_teacher_outputs must be one of 'off', "
-                                                     "'memory'; got 'disk'"),
+    (dict(cache_teacher_outputs="gpu"), ValueError, "TrainingConfig.cache_teacher_outputs must be one of 'off', "
+                                                    "'memory', 'disk'; got 'gpu'"),
     (dict(cache_dtype="bfloat16"), ValueError, "TrainingConfig.cache_dtype must be one of 'float32', 'float16'"),
     (dict(index_key=""), TypeError, "TrainingConfig.index_key must be a non-empty string, got ''"),
     (dict(index_key="labels"), ValueError, "index_key and label_key are both 'labels'"),
