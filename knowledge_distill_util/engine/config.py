@@ -21,7 +21,8 @@ from typing import Any, Mapping, Optional, Sequence
 from .._checks import check_bool, check_choice, check_int, check_positive_real, check_temperature
 from ..registry import get_loss
 
-__all__ = ["DistillationConfig", "TrainingConfig", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES"]
+__all__ = ["DistillationConfig", "TrainingConfig", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES",
+           "CACHE_MODES", "CACHE_DTYPES"]
 
 #: Loss-weight schedules by name (functions of :mod:`knowledge_distill_util.schedules`).
 WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")
@@ -30,6 +31,11 @@ WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")
 TEMPERATURE_SCHEDULERS = ("none", "flsw", "cwsm")
 #: Learning-rate schedules after the warm-up.
 LR_SCHEDULES = ("constant", "linear")
+#: Teacher-output caching (:mod:`~knowledge_distill_util.engine.teacher_cache`): none, in memory, or in
+#: memory-mapped files in ``output_dir``.
+CACHE_MODES = ("off", "memory", "disk")
+#: The dtype the cached teacher outputs are stored in (they come back as float32).
+CACHE_DTYPES = ("float32", "float16")
 
 
 def _optional_temperature(name: str, value) -> Optional[float]:
@@ -133,6 +139,14 @@ class TrainingConfig:
       ``reseed_dropout``: seed every dropout generator from ``(seed, step)`` before each eager step.
     - ``progress_every``: seconds between the progress lines when no bar is drawn (stage, step/total,
       loss, samples/s, ETA; 0: none) instead of a line every ``log_every`` steps (None).
+
+    Teacher-output caching (:mod:`~knowledge_distill_util.engine.teacher_cache`; default off):
+
+    - ``cache_teacher_outputs``: ``"off"``, ``"memory"`` (the teacher runs once per row; its outputs the losses
+      read are reused for that row afterwards) or ``"disk"`` (the same in memory-mapped ``.npy`` files in
+      ``output_dir``, deleted when ``train`` ends); ``cache_dtype``: ``"float32"`` (losses identical to an uncached
+      run) or ``"float16"`` (half the memory); ``index_key``: the key of the integer row ids ``[B]`` in dict
+      batches (not passed to the models); ``cache_max_mb``: the cache's size limit in MB (None: none).
     """
 
     output_dir: str
@@ -158,6 +172,10 @@ class TrainingConfig:
     seed_epochs: bool = True
     reseed_dropout: bool = True
     progress_every: Optional[float] = None
+    cache_teacher_outputs: str = "off"
+    cache_dtype: str = "float32"
+    index_key: str = "index"
+    cache_max_mb: Optional[float] = 1024.0
 
     def __post_init__(self):
         if not isinstance(self.output_dir, str) or not self.output_dir:
@@ -186,6 +204,18 @@ class TrainingConfig:
         check_choice("TrainingConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if not isinstance(self.label_key, str) or not self.label_key:
             raise TypeError(f"TrainingConfig.label_key must be a non-empty string, got {self.label_key!r}")
+        self._check_cache()
+
+    def _check_cache(self) -> None:
+        check_choice("TrainingConfig.cache_teacher_outputs", self.cache_teacher_outputs, CACHE_MODES)
+        check_choice("TrainingConfig.cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        if not isinstance(self.index_key, str) or not self.index_key:
+            raise TypeError(f"TrainingConfig.index_key must be a non-empty string, got {self.index_key!r}")
+        if self.index_key == self.label_key:
+            raise ValueError(f"TrainingConfig.index_key and label_key are both {self.index_key!r}; the row ids and "
+                             f"the labels need keys of their own, e.g. index_key='index'")
+        if self.cache_max_mb is not None:
+            self.cache_max_mb = check_positive_real("TrainingConfig.cache_max_mb", self.cache_max_mb)
 
     @property
     def log_name(self) -> str:

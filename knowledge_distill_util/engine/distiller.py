@@ -15,7 +15,8 @@ training_config, objective=module)`` with ``module(batch, weights) -> OrderedDic
 the total, first; ``batch`` a :class:`~.batches.Batch`), an ``nn.Module`` holding the student (and the teacher,
 if it reads it; ``teacher=None`` for none). Each ``kdu-train`` recipe is such a configuration
 (``knowledge_distill_util.training.trainer``). ``step_inputs=`` (:class:`~.hooks.StepInputs`) adds inputs
-drawn at each step.
+drawn at each step. ``TrainingConfig(cache_teacher_outputs="memory")`` runs the teacher once per row
+(:mod:`~.teacher_cache`).
 """
 import logging
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -33,6 +34,7 @@ from .objective import DistillStep
 from .parallel import Ranks
 from .state import start_epoch
 from .taps import FeatureTaps
+from .teacher_cache import TeacherCache, cache_directory, check_cache_options
 
 __all__ = ["Distiller"]
 
@@ -90,6 +92,8 @@ class Distiller:
         self.distillation_config = _check_type("distillation_config", distillation_config, DistillationConfig,
                                                "a DistillationConfig")
         self.training_config = _check_type("training_config", training_config, TrainingConfig, "a TrainingConfig")
+        check_cache_options(training_config, objective, self.teachers)
+        self.teacher_cache: Optional[TeacherCache] = None  # one per train() call
         for name, adaptor in (("adaptor_T", adaptor_T), ("adaptor_S", adaptor_S)):
             if adaptor is not None and not callable(adaptor):
                 raise TypeError(f"{name} must be a function adaptor(batch, outputs) -> dict, got "
@@ -206,7 +210,8 @@ class Distiller:
 
     def _probe(self, step: nn.Module, data, total: int, ranks: Optional[Ranks] = None):
         """One forward on the first batch (this rank's rows of it), nothing written: every error of the first
-        step comes here. Returns the batch's graph layout and tensor shapes (``use_graph``) and the term names."""
+        step comes here. Returns the batch's graph layout and tensor shapes (``use_graph``), the term names and
+        the batch's rows."""
         cfg = self.training_config
         start_epoch(data, cfg.seed, 0, cfg.seed_epochs)
         first = next(iter(data), None)
@@ -224,7 +229,7 @@ class Distiller:
         with flow.no_grad():
             terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
         self.student.train()
-        return layout, list(terms)
+        return layout, list(terms), batch.rows()
 
     def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None,
               scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None) -> Dict[str, Any]:
@@ -261,10 +266,25 @@ class Distiller:
         total = self._total_steps(data)
         self._eval_teachers()
         step = self._step_module()
+        cfg, cache, self.teacher_cache = self.training_config, None, None
+        if cfg.cache_teacher_outputs != "off":
+            directory = cache_directory(cfg.output_dir, ranks.rank) if cfg.cache_teacher_outputs == "disk" else None
+            cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device,
+                                                      directory)
+            cache.probing = True  # the probe checks and measures rows, stores none
         with self.taps[0], self.taps[1]:
-            layout, names = self._probe(step, data, total, ranks)
-            return run_training(self, ranks, step, optimizer, data, total, layout, names,
-                                lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
+            layout, names, rows = self._probe(step, data, total, ranks)
+            if cache is not None:
+                cache.check_capacity(data, rows)
+                cache.probing, self.teacher_cache = False, cache
+            try:
+                history = run_training(self, ranks, step, optimizer, data, total, layout, names,
+                                       lambda: None if eval_data is None else self.evaluate(eval_data, metrics), hooks)
+            finally:
+                if cache is not None:
+                    cache.report()
+                    cache.close()
+        return history
 
     # ----------------------------------------------------------------------------------------- evaluation
 
@@ -277,6 +297,8 @@ class Distiller:
             with flow.no_grad():
                 for raw in data:
                     batch = split_batch(raw, self.training_config.label_key, self.device)
+                    if self.training_config.cache_teacher_outputs != "off":
+                        batch.kwargs.pop(self.training_config.index_key, None)  # row ids: not a model input
                     outputs = self.student(*batch.args, **batch.kwargs)
                     features = check_features(self.adaptor_S(batch.raw, outputs), "student adaptor (adaptor_S)")
                     logits.append(require(features, "logits", "student", "evaluate").numpy())

@@ -99,6 +99,8 @@ class Loop:
     def _batch(self, graph: bool = False):
         """The next batch: split, moved, this rank's rows, the step inputs added (tensors under ``nn.Graph``)."""
         batch = split_batch(self.stream.next(), self.cfg.label_key, self.d.device)
+        if self.d.teacher_cache is not None:
+            self.d.teacher_cache.epoch(self.stream.epoch)
         self.rows = batch.rows()
         batch = self.ranks.shard(batch)
         if self.step_inputs is not None:

@@ -114,10 +114,18 @@ class Match(nn.Module):
                              f"{s} but the teacher's {self.layers_t[0]!r} has shape {t}; add \"proj\": [\"linear\", "
                              f"{s[-1]}, {t[-1]}] to map the student's width to the teacher's")
 
-    def forward(self, student_features: Dict, teacher_features: Dict, taps_s, taps_t, mask=None) -> flow.Tensor:
-        """The unweighted loss of this match (``weight`` is applied by the caller)."""
-        student = self._tensors(self.layers_s, student_features, taps_s, "student")
-        teacher = self._tensors(self.layers_t, teacher_features, taps_t, "teacher")
+    def teacher_tensors(self, teacher_features: Dict, taps_t) -> List[flow.Tensor]:
+        """The teacher's tensors this match reads (one, or two for a pair of layers): what a teacher-output
+        cache stores (:mod:`~.teacher_cache`)."""
+        return self._tensors(self.layers_t, teacher_features, taps_t, "teacher")
+
+    def student_tensors(self, student_features: Dict, taps_s) -> List[flow.Tensor]:
+        """The student's tensors this match reads."""
+        return self._tensors(self.layers_s, student_features, taps_s, "student")
+
+    def forward(self, student: List[flow.Tensor], teacher: List[flow.Tensor], mask=None) -> flow.Tensor:
+        """The unweighted loss of this match (``weight`` is applied by the caller) of the tensors of
+        :meth:`student_tensors` and :meth:`teacher_tensors`."""
         self._check_shapes(student, teacher)
         try:
             return self.inner({"hidden": student}, {"hidden": teacher}, mask=mask)

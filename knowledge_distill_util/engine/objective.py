@@ -8,7 +8,9 @@ with :math:`w_{kd}(s) = ` ``logit_weight`` :math:`\times` ``logit_weight_schedul
 ``hard_label_weight``; the two come in as the tensor ``weights`` so that ``nn.Graph`` sees them change),
 :math:`\bar z_T` the teacher's logits (several teachers: their weighted average,
 :func:`~knowledge_distill_util.functional.average_logits`). The terms are returned unweighted, ``"loss"``
-first. The teachers run in eval mode under ``no_grad``.
+first. The teachers run in eval mode under ``no_grad``. What the terms read from the teachers (the *teacher
+reads*: ``"logits"``, the averaged logits, when ``logit_weight > 0``; ``"match<i>.<j>"``, the ``j``-th teacher
+tensor of match ``i``) can come from a :class:`~.teacher_cache.TeacherCache` instead of a teacher forward.
 """
 from collections import OrderedDict
 import inspect
@@ -45,7 +47,8 @@ class DistillStep(nn.Module):
     """``forward(batch, weights) -> OrderedDict`` of scalar loss terms (see the module doc).
 
     ``teachers``: one or more teacher modules; ``taps``: ``(student, teacher)``
-    :class:`~.taps.FeatureTaps` (installed by the caller); ``matches``: the :class:`~.matches.Match` es.
+    :class:`~.taps.FeatureTaps` (installed by the caller); ``matches``: the :class:`~.matches.Match` es;
+    ``teacher_cache``: a :class:`~.teacher_cache.TeacherCache` (None: the teachers run on every batch).
     """
 
     def __init__(self, student: nn.Module, teachers: Sequence[nn.Module], config: DistillationConfig,
@@ -59,6 +62,7 @@ class DistillStep(nn.Module):
         self.taps_s, self.taps_t = taps
         self.logit_loss = get_loss(config.logit_loss)
         self.logit_temperatures = _takes_temperatures(self.logit_loss)
+        self.teacher_cache = None
 
     @property
     def needs_teacher_logits(self) -> bool:
@@ -74,6 +78,17 @@ class DistillStep(nn.Module):
         with flow.no_grad():
             return [self._features(teacher, self.taps_t if i == 0 else None, self.adaptor_t, batch,
                                    "teacher adaptor (adaptor_T)") for i, teacher in enumerate(self.teachers)]
+
+    def teacher_reads(self, batch: Batch) -> "OrderedDict[str, flow.Tensor]":
+        """The teachers' forwards on ``batch`` reduced to what the terms read (see the module doc)."""
+        teachers = self._teacher_features(batch)
+        reads: "OrderedDict[str, flow.Tensor]" = OrderedDict()
+        if self.config.logit_weight > 0:
+            reads["logits"] = self._teacher_logits(teachers)
+        for i, match in enumerate(self.matches):
+            for j, tensor in enumerate(match.teacher_tensors(teachers[0], self.taps_t)):
+                reads[f"match{i}.{j}"] = tensor
+        return reads
 
     def _teacher_logits(self, teachers: List[Dict]) -> flow.Tensor:
         user = f"the logit loss {self.config.logit_loss!r}"
@@ -127,21 +142,27 @@ class DistillStep(nn.Module):
         return total
 
     def forward(self, batch: Batch, weights: flow.Tensor) -> "OrderedDict[str, flow.Tensor]":
+        cache = self.teacher_cache
+        if cache is not None:
+            batch, ids = cache.take_ids(batch)
         student = self._features(self.student, self.taps_s, self.adaptor_s, batch, "student adaptor (adaptor_S)")
-        teachers = self._teacher_features(batch)
+        s_logits = (require(student, "logits", "student", f"the logit loss {self.config.logit_loss!r}")
+                    if self.config.logit_weight > 0 else None)
+        s_matched = [match.student_tensors(student, self.taps_s) for match in self.matches]
+        teacher = self.teacher_reads(batch) if cache is None else cache.reads(ids, lambda: self.teacher_reads(batch))
         terms: "OrderedDict[str, flow.Tensor]" = OrderedDict()
         parts = []
-        if self.config.logit_weight > 0:
-            s_logits = require(student, "logits", "student", f"the logit loss {self.config.logit_loss!r}")
-            terms[self.config.logit_loss] = self._logit_term(s_logits, self._teacher_logits(teachers))
+        if s_logits is not None:
+            terms[self.config.logit_loss] = self._logit_term(s_logits, teacher["logits"])
             parts.append(terms[self.config.logit_loss] * weights[0])
         if self.config.hard_label_weight > 0:
             s_logits = require(student, "logits", "student", "the hard-label loss (hard_label_weight > 0)")
             terms["hard_label"] = hard_label_loss(s_logits, self._labels(student, batch))
             parts.append(terms["hard_label"] * weights[1])
         mask = student.get("mask")
-        for match in self.matches:
-            terms[match.name] = match(student, teachers[0], self.taps_s, self.taps_t, mask=mask)
+        for i, match in enumerate(self.matches):
+            tensors = [teacher[f"match{i}.{j}"] for j in range(len(match.layers_t))]
+            terms[match.name] = match(s_matched[i], tensors, mask=mask)
             parts.append(terms[match.name] * match.weight)
         extra = self._extra(student.get("losses"))
         if extra is not None:

@@ -31,5 +31,6 @@ def test_the_guide_runs(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0] == "['', 'body', 'body.0', 'body.1', 'body.2']"
     assert "101 150" in lines
+    assert "1400 rows of logits [10], match0.0 [128] (float32, 0.74 MB)" in lines  # the cached run's summary
     assert (tmp_path / "out" / "digits" / "losses.png").is_file()
     assert (tmp_path / "out" / "digits-graph" / "checkpoints" / "LATEST").is_file()

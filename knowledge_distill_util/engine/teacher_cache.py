@@ -1,0 +1,252 @@
+"""Teacher-output caching for the :class:`~knowledge_distill_util.engine.Distiller`: the teacher runs once per row.
+
+    TrainingConfig(output_dir=..., cache_teacher_outputs="memory", cache_dtype="float32", index_key="index")
+    TrainingConfig(output_dir=..., cache_teacher_outputs="disk")   # memory-mapped .npy files in output_dir
+
+**Batches** are dicts carrying an integer row id per example under ``index_key``, shape ``[B]`` (e.g. a
+``Dataset`` returning ``{"input": x, "labels": y, "index": i}``). The id is taken out of the batch before the
+models are called (the adaptors still see it in the raw batch; :meth:`Distiller.evaluate` drops it too).
+
+**Per batch**: when every id of the batch is cached, the teacher does not run and its outputs are rebuilt from
+the cache as float32 tensors on the student's device; otherwise the teacher runs on the batch and each row's
+outputs are stored (a lazy per-row cache: shuffled loaders, a short last batch and each rank's rows of a
+data-parallel run all work). Only what the losses read from the teacher is stored, the *teacher reads* of
+:meth:`~.objective.DistillStep.teacher_reads`: ``"logits"`` (through ``adaptor_T``, averaged over several
+teachers; when ``logit_weight > 0``) and ``"match<i>.<j>"`` (the teacher tensors of intermediate match ``i``:
+module-path captures, adaptor features by index). Each must have the batch's rows as its first dimension and
+the same shape for every row of the run (pad every batch to one length).
+
+**Exactness**: ``cache_dtype="float32"`` stores the teacher's values unchanged, so the losses equal an uncached
+run's bit for bit (the teacher runs in eval mode under ``no_grad``, and a row's outputs must not depend on the
+other rows of its batch, true of any model without batch statistics in eval mode). ``"float16"`` halves the
+memory and rounds each value (relative error <= 2**-11; the batches where the teacher runs use its exact values).
+
+**Memory**: ``rows x bytes per row``; the limit is ``TrainingConfig.cache_max_mb`` (default 1024 MB). A run
+whose data set (``len(data.dataset)``, else ``len(data)`` batches of the first batch's size) would exceed it is
+refused before the first step, else the first batch that would exceed it stops the run; the message says to
+raise the limit, use ``cache_dtype="float16"``, or set ``cache_max_mb=None`` (no limit).
+
+**Logged**: at the end of the first full pass over the data (or at the end of a shorter run), one line: the rows
+cached, the tensors (row shapes), MB and dtype.
+
+**Resume**: the cache lives in memory for one :meth:`Distiller.train` call; a resumed run starts with an empty
+cache and fills it lazily again (the teacher runs again for each row's first batch after the resume; with
+float32 the numbers are unchanged).
+
+**On disk**: ``cache_teacher_outputs="disk"`` keeps the same arrays as memory-mapped ``.npy`` files in
+``<output_dir>/.kdu-teacher-cache/rank<r>/`` (each created atomically, sized for the data set's rows; the
+operating system pages them in and out), deleted when ``train`` ends, also when it fails. ``cache_max_mb`` limits
+them too. A killed run leaves them behind; the next ``"disk"`` run on the directory deletes them at its first store.
+
+Not with ``use_graph=True`` (the compiled step holds the teacher's forward) nor with ``objective=`` (the
+recipes of ``kdu-train`` cache their own teacher outputs: ``--cache_teacher_outputs``): both are refused.
+
+    >>> import numpy as np
+    >>> cache = TeacherCache("float32", "index", None, "cpu")
+    >>> _ = cache.reads(np.array([3, 5]), lambda: {"logits": flow.tensor([[1.0, 2.0], [3.0, 4.0]])})
+    >>> cache.reads(np.array([5]), lambda: 1 / 0)["logits"].tolist()
+    [[3.0, 4.0]]
+"""
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import oneflow as flow
+
+from .batches import Batch
+
+__all__ = ["TeacherCache", "check_cache_options", "cache_directory", "CACHE_DIR"]
+
+logger = logging.getLogger(__name__)
+_MB = 1024.0 * 1024.0
+#: The directory of ``output_dir`` holding the ``"disk"`` cache while a run trains.
+CACHE_DIR = ".kdu-teacher-cache"
+
+
+def check_cache_options(training_config, objective, teachers) -> None:
+    """Refuse caching where it cannot apply: ``use_graph``, a custom ``objective``, no teacher."""
+    mode = training_config.cache_teacher_outputs
+    if mode == "off":
+        return
+    if training_config.use_graph:
+        raise ValueError(f"cache_teacher_outputs={mode!r} does not work with use_graph=True (the compiled step runs "
+                         f"the teacher); train eagerly (use_graph=False) or set cache_teacher_outputs='off'")
+    if objective is not None or not teachers:
+        raise ValueError(f"cache_teacher_outputs={mode!r} caches the configuration's teacher outputs, but this "
+                         f"Distiller has an objective= of its own; cache in the objective (the kdu-train recipes: "
+                         f"--cache_teacher_outputs) or set cache_teacher_outputs='off'")
+
+
+def cache_directory(output_dir: str, rank: int) -> str:
+    """Where ``"disk"`` keeps rank ``rank``'s files: ``<output_dir>/.kdu-teacher-cache/rank<rank>``."""
+    return os.path.join(output_dir, CACHE_DIR, f"rank{rank}")
+
+
+def _fix(index_key: str) -> str:
+    return (f"yield dicts with an integer row id per example under {index_key!r} (e.g. a Dataset returning "
+            f"{{'input': x, 'labels': y, {index_key!r}: i}}) or set TrainingConfig(cache_teacher_outputs='off')")
+
+
+class TeacherCache:
+    """The teacher reads of every row seen so far (see the module doc): ``dtype`` ``"float32"``/``"float16"``,
+    the batches' ``index_key``, the limit ``max_mb`` (None: none), the ``device`` the reads come back on;
+    ``directory``: where ``"disk"`` keeps its files (None: in memory). While ``probing`` (the probe forward
+    before the first step), rows are checked and measured, not stored."""
+
+    def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None):
+        self.dtype, self.index_key, self.max_mb, self.device = np.dtype(dtype), index_key, max_mb, device
+        self.directory, self.probing, self.row_bytes, self.capacity = directory, False, 0, 64
+        self.wrote = False  # "disk": this cache created its files (only then does close delete the directory)
+        self.closed: Optional[str] = None  # the summary when closed
+        self.slots: Dict[int, int] = {}
+        self.arrays: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self.teacher_runs, self.reported, self.first_epoch = 0, False, None
+
+    # ------------------------------------------------------------------------------------------ the batch
+    def take_ids(self, batch: Batch) -> Tuple[Batch, np.ndarray]:
+        """``(batch without the ids, ids int64 [B])``; one sentence when the batch carries no usable ids."""
+        key = self.index_key
+        if not isinstance(batch.raw, Mapping):
+            raise TypeError(f"cache_teacher_outputs needs dict batches, got a {type(batch.raw).__name__} batch; "
+                            f"{_fix(key)}")
+        if key not in batch.kwargs:
+            raise ValueError(f"cache_teacher_outputs needs the row ids under TrainingConfig.index_key={key!r}, but "
+                             f"the batch has only {', '.join(map(repr, batch.raw))}; {_fix(key)}")
+        value = batch.kwargs[key]
+        ids = value.numpy() if isinstance(value, flow.Tensor) else np.asarray(value)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"the row ids under {key!r} must be integers, got dtype {ids.dtype}; {_fix(key)}")
+        kwargs = {k: v for k, v in batch.kwargs.items() if k != key}
+        rows = Batch(batch.args, kwargs, batch.labels).rows()
+        if ids.shape != (rows,):
+            raise ValueError(f"the row ids under {key!r} must have shape [{rows}] (one per example of the batch), "
+                             f"got {ids.shape}; {_fix(key)}")
+        return Batch(batch.args, kwargs, batch.labels, batch.raw), ids.astype(np.int64)
+
+    # ------------------------------------------------------------------------------------------ the rows
+    def reads(self, ids: np.ndarray, run_teacher: Callable[[], Mapping[str, flow.Tensor]]) -> Dict[str, flow.Tensor]:
+        """The teacher reads of the rows ``ids``: rebuilt from the cache when all are cached, else
+        ``run_teacher()`` (whose rows are then stored) as it returned them."""
+        positions = [self.slots.get(int(i)) for i in ids]
+        if ids.size and all(p is not None for p in positions):
+            return OrderedDict((name, flow.tensor(array[positions].astype(np.float32, copy=False), device=self.device))
+                               for name, array in self.arrays.items())
+        reads = run_teacher()
+        values = self._rows(ids, reads)
+        self.row_bytes = sum(int(np.prod(v.shape[1:], dtype=np.int64)) * self.dtype.itemsize for v in values.values())
+        new = [int(i) for i in dict.fromkeys(ids.tolist()) if int(i) not in self.slots]
+        self._check_budget(len(self.slots) + len(new), self.row_bytes)
+        if not self.probing:
+            self.teacher_runs += 1
+            for i in new:
+                self.slots[i] = len(self.slots)
+            for name, value in values.items():
+                self._put(name, value, [self.slots[int(i)] for i in ids])
+        return reads
+
+    def _rows(self, ids: np.ndarray, reads: Mapping[str, flow.Tensor]) -> "OrderedDict[str, np.ndarray]":
+        values = OrderedDict()
+        for name, tensor in reads.items():
+            if tensor.ndim == 0 or int(tensor.shape[0]) != len(ids):
+                raise ValueError(f"cache_teacher_outputs stores the teacher's {name!r} per row, but its shape "
+                                 f"{tuple(tensor.shape)} does not start with the batch's {len(ids)} rows; tap a module "
+                                 f"whose output is [B, ...] or set cache_teacher_outputs='off'")
+            values[name] = tensor.detach().numpy().astype(self.dtype, copy=False)
+            known = self.arrays.get(name)
+            if known is not None and known.shape[1:] != values[name].shape[1:]:
+                raise ValueError(f"cache_teacher_outputs stores one row shape per tensor, but the teacher's {name!r} "
+                                 f"has rows of shape {values[name].shape[1:]} in this batch and {known.shape[1:]} "
+                                 f"before; pad every batch to one length or set cache_teacher_outputs='off'")
+        return values
+
+    def _put(self, name: str, value: np.ndarray, positions) -> None:
+        array = self.arrays.get(name)
+        if array is None or len(self.slots) > len(array):  # grow by doubling: amortised O(1) per row
+            rows = max(self.capacity, len(self.slots), 2 * (0 if array is None else len(array)))
+            array = self.arrays[name] = self._allocate(name, (rows,) + value.shape[1:], array)
+        array[positions] = value
+
+    def _allocate(self, name: str, shape: Tuple[int, ...], old: Optional[np.ndarray]) -> np.ndarray:
+        """A zero array of ``shape`` starting with ``old``'s rows: in memory, or a memory-mapped ``.npy``
+        created atomically in ``directory`` (:func:`knowledge_distill_util._io.atomic_write_file`)."""
+        if self.directory is None:
+            array = np.zeros(shape, self.dtype)
+            if old is not None:
+                array[:len(old)] = old
+            return array
+        from .._io import atomic_write_file
+        if not self.wrote and os.path.isdir(self.directory):
+            shutil.rmtree(self.directory)  # a killed run's files (this run holds output_dir's lock now)
+        path = os.path.join(self.directory, f"{name}.npy")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        size = int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+
+        def write(stream) -> None:
+            np.lib.format.write_array_header_2_0(stream, header)
+            start = stream.tell()
+            for first in range(0, 0 if old is None else len(old), 4096):
+                stream.write(np.ascontiguousarray(old[first:first + 4096]).tobytes())
+            stream.truncate(start + size)  # the rest: zeros (a sparse file where the file system allows)
+
+        atomic_write_file(path, write, size=size)
+        self.wrote = True
+        return np.load(path, mmap_mode="r+")
+
+    def close(self) -> None:
+        """Forget every row (:meth:`summary` still describes them); ``"disk"``: delete its files (the directory,
+        and its parent when left empty)."""
+        self.closed = self.summary()
+        self.slots, self.arrays = {}, OrderedDict()
+        if self.wrote and os.path.isdir(self.directory):
+            shutil.rmtree(self.directory)
+            parent = os.path.dirname(self.directory)
+            if os.path.isdir(parent) and not os.listdir(parent):
+                os.rmdir(parent)
+
+    def _check_budget(self, rows: int, row_bytes: int, where: str = "at this batch") -> None:
+        if self.max_mb is None or rows * row_bytes <= self.max_mb * _MB:
+            return
+        raise ValueError(f"the teacher-output cache would hold {rows} rows x {row_bytes} bytes = "
+                         f"{rows * row_bytes / _MB:.1f} MB {where}, over TrainingConfig.cache_max_mb={self.max_mb:g}; "
+                         f"raise cache_max_mb, use cache_dtype='float16' (half), set cache_max_mb=None (no limit) or "
+                         f"cache_teacher_outputs='off'")
+
+    def check_capacity(self, data, batch_rows: int) -> None:
+        """After the probe (which measured :attr:`row_bytes`): refuse up front when the whole of ``data`` (its
+        data set's rows, else ``len(data)`` batches of ``batch_rows``) would exceed the limit, and size the
+        arrays for it (nothing when ``data`` has no length)."""
+        try:
+            rows = len(data.dataset)
+        except (AttributeError, TypeError):
+            try:
+                rows = len(data) * batch_rows
+            except TypeError:
+                return
+        self.capacity = max(1, rows)
+        self._check_budget(rows, self.row_bytes, where=f"for the data's {rows} rows")
+
+    # ------------------------------------------------------------------------------------------ the log
+    def summary(self) -> str:
+        """``"<rows> rows of logits [10], match0.0 [128] (float32, 0.05 MB)"``."""
+        if self.closed is not None:
+            return self.closed
+        shapes = ", ".join(f"{name} {list(array.shape[1:])}" for name, array in self.arrays.items()) or "no tensors"
+        size = len(self.slots) * self.row_bytes / _MB
+        return f"{len(self.slots)} rows of {shapes} ({self.dtype.name}, {size:.2f} MB)"
+
+    def epoch(self, epoch: int) -> None:
+        """Called with the epoch of each batch: the first time it changes, log what the first pass cached."""
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        elif epoch != self.first_epoch:
+            self.report("after the first pass")
+
+    def report(self, when: str = "at the end of training") -> None:
+        """Log :meth:`summary` once (nothing when no row was stored)."""
+        if not self.reported and self.slots:
+            self.reported = True
+            logger.info("teacher-output cache %s: %s; the teacher ran on %d batches and runs only for rows not "
+                        "cached", when, self.summary(), self.teacher_runs)
