@@ -170,7 +170,7 @@ def oneflow_step(mode: str, shapes: Dict, spec: Dict):
     loop = Loop(distiller, step, optimizer, 1000, 0, ranks, scheduler)
     loop.stream, loop._step = BatchStream([batch], 0, seed_epochs=False), 0
     if mode == "graph":
-        layout, names = distiller._probe(step, [batch], 1000)
+        layout, names, _ = distiller._probe(step, [batch], 1000)
         loop.build_graph(layout[0], names, layout[1])
     weights = loop.weights(0)
     run = loop._graph_step if mode == "graph" else loop._eager_step
