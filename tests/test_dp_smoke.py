@@ -49,8 +49,8 @@ def test_a_failing_job_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_the_smoke_test_passes_on_two_cpu_processes(tmp_path):
-    # eager only: the same data-parallel run under nn.Graph is tests/training/test_distributed_training.py's
-    # test_kd_two_processes_equal_one_process_graph (launcher, two ranks, rank 0's model and results)
+    # eager only: a data-parallel run under nn.Graph is tests/training/test_distributed_training.py's
+    # test_two_stage_recipes_two_processes_equal_one_process_graph (launcher, two ranks, rank 0's model and results)
     done = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--modes", "eager", "--workdir", str(tmp_path)],
                           capture_output=True, text=True, env=_env(), timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
