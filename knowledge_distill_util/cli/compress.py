@@ -25,13 +25,13 @@ from typing import List, Optional, Sequence
 from jsonargparse import ArgumentParser, Namespace
 
 from .._errors import ConfigError
-from ..training.fields import LogLevel, Seconds, Seed, check_resume_overwrite, wanted
+from ..training.fields import LogLevel, Seconds, Seed, Timeout, check_resume_overwrite, wanted
 
 __all__ = ["build_parser", "parse_args", "main"]
 
 PROG = "kdu-compress"
 #: The flags whose type carries a rule of :mod:`..training.fields` (kdu-train's fields of the same names).
-_TYPED = {"--seed": Seed, "--log_level": LogLevel, "--progress_every": Seconds}
+_TYPED = {"--seed": Seed, "--log_level": LogLevel, "--progress_every": Seconds, "--job_timeout": Timeout}
 
 
 def build_parser() -> ArgumentParser:
@@ -50,7 +50,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--jobs", type=int, default=2, help="student trainings run in parallel (default 2)")
     parser.add_argument("--use_graph", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run")
-    parser.add_argument("--job_timeout", type=float, default=3600.0)
+    parser.add_argument("--job_timeout", type=_TYPED["--job_timeout"], default=3600.0,
+                        help="seconds a job may run before it is stopped (default 3600)")
     parser.add_argument("--resume", action="store_true", help="continue the jobs of an interrupted run in --result_dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --result_dir")
     parser.add_argument("--log_level", type=_TYPED["--log_level"], default="INFO")

@@ -35,7 +35,7 @@ from .._errors import ConfigError
 from ..models.bert_config import ATTENTION_OUTPUTS
 
 __all__ = ["PositiveInteger", "NonNegativeInteger", "Seed", "Epochs", "LearningRate", "NonNegativeNumber", "Seconds",
-           "WarmupProportion", "DropoutProbability", "MixingWeight", "Probability", "Temperature", "StudentInit",
+           "Timeout", "WarmupProportion", "DropoutProbability", "MixingWeight", "Probability", "Temperature", "StudentInit",
            "AttentionOutput", "LogLevel", "ResultsFormat", "PkdStrategy", "TemperatureSchedule", "WeightSchedule",
            "MAX_SEED", "MAX_EPOCHS", "check_field", "wanted", "choices", "optional_inner", "check_resume_overwrite"]
 
@@ -101,6 +101,8 @@ NonNegativeNumber = _number_type("NonNegativeNumber", float, [(_finite(lambda v:
 Seconds = _number_type("Seconds", float, [(_finite(lambda v: v >= 0),
                                            "a finite number of seconds >= 0 (0: no progress lines)", "")],
                        "Seconds between progress lines: a finite number >= 0.")
+Timeout = _number_type("Timeout", float, [(_finite(lambda v: v > 0), "a finite number of seconds > 0", "")],
+                       "A time limit in seconds: a finite number > 0.")
 WarmupProportion = _number_type("WarmupProportion", float, [
     (lambda v: 0 <= v < 1, "a number in [0, 1) (at 1 every step would have learning rate 0)", "")],
     "The share of the steps with a linear warm-up: [0, 1).")
