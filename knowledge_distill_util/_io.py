@@ -30,7 +30,7 @@ import errno
 import json
 import os
 import tempfile
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Optional
 
 from ._replace_dir import exchange_supported, interrupted_copies, replace_directory  # noqa: F401 - re-exported
 from ._staging import TMP_TAG, clean_leftovers, fsync_directory, prefix, remove, target_path, tree_size
@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write_file",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_npy",
     "replace_directory",
     "read_json",
     "interrupted_copies",
@@ -111,6 +112,33 @@ def atomic_write_text(path, text: str) -> None:
         raise TypeError(f"text to write to {target_path(path)} must be a str, got {type(text).__name__}")
     data = text.encode("utf-8")
     atomic_write_file(path, lambda stream: stream.write(data), size=len(data))
+
+
+def atomic_write_npy(path, dtype, shape, blocks: Iterable = ()) -> None:
+    """Write a ``.npy`` file of ``dtype`` and ``shape`` to ``path`` atomically (see :func:`atomic_write_file`):
+    the arrays of ``blocks`` in order (C order, their bytes end to end), the rest of the array zeros (a sparse
+    file where the file system allows). Read it back memory-mapped with ``np.load(path, mmap_mode=...)``.
+
+    >>> import tempfile, os, numpy as np
+    >>> target = os.path.join(tempfile.mkdtemp(), "rows.npy")
+    >>> atomic_write_npy(target, np.float32, (3, 2), [np.ones((1, 2))])
+    >>> np.load(target).tolist()
+    [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    def write(stream) -> None:
+        np.lib.format.write_array_header_2_0(stream, header)
+        start = stream.tell()
+        for block in blocks:
+            stream.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+        stream.truncate(start + size)
+
+    atomic_write_file(path, write, size=size)
 
 
 def atomic_write_json(path, obj: Any, *, indent: Optional[int] = 2) -> None:

@@ -171,27 +171,18 @@ class TeacherCache:
 
     def _allocate(self, name: str, shape: Tuple[int, ...], old: Optional[np.ndarray]) -> np.ndarray:
         """A zero array of ``shape`` starting with ``old``'s rows: in memory, or a memory-mapped ``.npy``
-        created atomically in ``directory`` (:func:`knowledge_distill_util._io.atomic_write_file`)."""
+        created atomically in ``directory`` (:func:`knowledge_distill_util._io.atomic_write_npy`)."""
         if self.directory is None:
             array = np.zeros(shape, self.dtype)
             if old is not None:
                 array[:len(old)] = old
             return array
-        from .._io import atomic_write_file
+        from .._io import atomic_write_npy
         if not self.wrote and os.path.isdir(self.directory):
             shutil.rmtree(self.directory)  # a killed run's files (this run holds output_dir's lock now)
         path = os.path.join(self.directory, f"{name}.npy")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        size = int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
-
-        def write(stream) -> None:
-            np.lib.format.write_array_header_2_0(stream, header)
-            start = stream.tell()
-            for first in range(0, 0 if old is None else len(old), 4096):
-                stream.write(np.ascontiguousarray(old[first:first + 4096]).tobytes())
-            stream.truncate(start + size)  # the rest: zeros (a sparse file where the file system allows)
-
-        atomic_write_file(path, write, size=size)
+        old_blocks = () if old is None else (old[first:first + 4096] for first in range(0, len(old), 4096))
+        atomic_write_npy(path, self.dtype, shape, old_blocks)
         self.wrote = True
         return np.load(path, mmap_mode="r+")
 

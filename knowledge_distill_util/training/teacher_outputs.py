@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import oneflow as flow
 
-from .._io import atomic_write_file
+from .._io import atomic_write_npy
 from .._write_errors import _free_bytes
 from ..engine import distributed
 from .config import ConfigError
@@ -273,13 +273,7 @@ def build_cache(step, features, batches: List[np.ndarray], device, *, mode: str,
             rows[start:start + len(block)] = block
             start += len(block)
     else:
-        def write(stream):
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                      "shape": (len(order), width)}
-            np.lib.format.write_array_header_2_0(stream, header)
-            for block in blocks():
-                stream.write(np.ascontiguousarray(block).tobytes())
-        atomic_write_file(path, write, size=int(megabytes * 2 ** 20))
+        atomic_write_npy(path, dtype, (len(order), width), blocks())
         rows = np.load(path, mmap_mode="r")
     shown = ", ".join(e.name[len("teacher_"):] + ("" if e.index is None else f"[{e.index}]") for e in layout.entries)
     logger.info("stage %s: teacher outputs cached once for %d rows (%s), %.1f MB %s %s; reused every epoch "
