@@ -33,6 +33,9 @@ cached, the tensors (row shapes), MB and dtype.
 cache and fills it lazily again (the teacher runs again for each row's first batch after the resume; with
 float32 the numbers are unchanged).
 
+**Storage**: a :class:`~.row_store.RowStore` (the store of the recipes' ``--cache_teacher_outputs`` too), one
+array per teacher read, ``[rows, *row shape]``, sized for the data set's rows and grown by doubling past them.
+
 **On disk**: ``cache_teacher_outputs="disk"`` keeps the same arrays as memory-mapped ``.npy`` files in
 ``<output_dir>/.kdu-teacher-cache/rank<r>/`` (each created atomically, sized for the data set's rows; the
 operating system pages them in and out), deleted when ``train`` ends, also when it fails. ``cache_max_mb`` limits
@@ -57,11 +60,11 @@ import numpy as np
 import oneflow as flow
 
 from .batches import Batch
+from .row_store import MB, RowStore
 
 __all__ = ["TeacherCache", "check_cache_options", "cache_directory", "CACHE_DIR"]
 
 logger = logging.getLogger(__name__)
-_MB = 1024.0 * 1024.0
 #: The directory of ``output_dir`` holding the ``"disk"`` cache while a run trains.
 CACHE_DIR = ".kdu-teacher-cache"
 
@@ -91,19 +94,42 @@ def _fix(index_key: str) -> str:
 
 
 class TeacherCache:
-    """The teacher reads of every row seen so far (see the module doc): ``dtype`` ``"float32"``/``"float16"``,
-    the batches' ``index_key``, the limit ``max_mb`` (None: none), the ``device`` the reads come back on;
-    ``directory``: where ``"disk"`` keeps its files (None: in memory). While ``probing`` (the probe forward
-    before the first step), rows are checked and measured, not stored."""
+    """The teacher reads of every row seen so far (see the module doc), stored in a :class:`~.row_store.RowStore`:
+    ``dtype`` ``"float32"``/``"float16"``, the batches' ``index_key``, the limit ``max_mb`` (None: none), the
+    ``device`` the reads come back on; ``directory``: where ``"disk"`` keeps its files (None: in memory). While
+    ``probing`` (the probe forward before the first step), rows are checked and measured, not stored."""
 
     def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None):
-        self.dtype, self.index_key, self.max_mb, self.device = np.dtype(dtype), index_key, max_mb, device
-        self.directory, self.probing, self.row_bytes, self.capacity = directory, False, 0, 64
+        self.index_key, self.max_mb, self.device, self.directory = index_key, max_mb, device, directory
+        paths = None if directory is None else (lambda name: os.path.join(directory, f"{name}.npy"))
+        self.store = RowStore(dtype, paths)
+        self.probing, self.row_bytes = False, 0
         self.wrote = False  # "disk": this cache created its files (only then does close delete the directory)
         self.closed: Optional[str] = None  # the summary when closed
-        self.slots: Dict[int, int] = {}
-        self.arrays: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self.teacher_runs, self.reported, self.first_epoch = 0, False, None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.store.dtype
+
+    @property
+    def slots(self) -> Dict[int, int]:
+        """Row id -> stored row (:attr:`.RowStore.slots`)."""
+        return self.store.slots
+
+    @property
+    def arrays(self) -> "OrderedDict[str, np.ndarray]":
+        """Teacher read -> ``[capacity, *row shape]`` (:attr:`.RowStore.arrays`)."""
+        return self.store.arrays
+
+    @property
+    def capacity(self) -> int:
+        """The rows an array starts with (:meth:`check_capacity` sets the data set's)."""
+        return self.store.capacity
+
+    @capacity.setter
+    def capacity(self, rows: int) -> None:
+        self.store.capacity = rows
 
     # ------------------------------------------------------------------------------------------ the batch
     def take_ids(self, batch: Batch) -> Tuple[Batch, np.ndarray]:
@@ -130,21 +156,21 @@ class TeacherCache:
     def reads(self, ids: np.ndarray, run_teacher: Callable[[], Mapping[str, flow.Tensor]]) -> Dict[str, flow.Tensor]:
         """The teacher reads of the rows ``ids``: rebuilt from the cache when all are cached, else
         ``run_teacher()`` (whose rows are then stored) as it returned them."""
-        positions = [self.slots.get(int(i)) for i in ids]
-        if ids.size and all(p is not None for p in positions):
-            return OrderedDict((name, flow.tensor(array[positions].astype(np.float32, copy=False), device=self.device))
-                               for name, array in self.arrays.items())
+        if self.store.holds(ids):
+            return OrderedDict((name, flow.tensor(rows, device=self.device))
+                               for name, rows in self.store.get(ids).items())
         reads = run_teacher()
         values = self._rows(ids, reads)
-        self.row_bytes = sum(int(np.prod(v.shape[1:], dtype=np.int64)) * self.dtype.itemsize for v in values.values())
-        new = [int(i) for i in dict.fromkeys(ids.tolist()) if int(i) not in self.slots]
-        self._check_budget(len(self.slots) + len(new), self.row_bytes)
+        self.row_bytes = self.store.row_bytes(values)
+        new = len(dict.fromkeys(i for i in ids.tolist() if int(i) not in self.slots))
+        self._check_budget(len(self.slots) + new, self.row_bytes)
         if not self.probing:
             self.teacher_runs += 1
-            for i in new:
-                self.slots[i] = len(self.slots)
-            for name, value in values.items():
-                self._put(name, value, [self.slots[int(i)] for i in ids])
+            if self.directory is not None and not self.wrote:
+                if os.path.isdir(self.directory):
+                    shutil.rmtree(self.directory)  # a killed run's files (this run holds output_dir's lock now)
+                self.wrote = True
+            self.store.put(ids, values)
         return reads
 
     def _rows(self, ids: np.ndarray, reads: Mapping[str, flow.Tensor]) -> "OrderedDict[str, np.ndarray]":
@@ -155,42 +181,18 @@ class TeacherCache:
                                  f"{tuple(tensor.shape)} does not start with the batch's {len(ids)} rows; tap a module "
                                  f"whose output is [B, ...] or set cache_teacher_outputs='off'")
             values[name] = tensor.detach().numpy().astype(self.dtype, copy=False)
-            known = self.arrays.get(name)
-            if known is not None and known.shape[1:] != values[name].shape[1:]:
+            known = self.store.row_shape(name)
+            if known is not None and known != values[name].shape[1:]:
                 raise ValueError(f"cache_teacher_outputs stores one row shape per tensor, but the teacher's {name!r} "
-                                 f"has rows of shape {values[name].shape[1:]} in this batch and {known.shape[1:]} "
+                                 f"has rows of shape {values[name].shape[1:]} in this batch and {known} "
                                  f"before; pad every batch to one length or set cache_teacher_outputs='off'")
         return values
-
-    def _put(self, name: str, value: np.ndarray, positions) -> None:
-        array = self.arrays.get(name)
-        if array is None or len(self.slots) > len(array):  # grow by doubling: amortised O(1) per row
-            rows = max(self.capacity, len(self.slots), 2 * (0 if array is None else len(array)))
-            array = self.arrays[name] = self._allocate(name, (rows,) + value.shape[1:], array)
-        array[positions] = value
-
-    def _allocate(self, name: str, shape: Tuple[int, ...], old: Optional[np.ndarray]) -> np.ndarray:
-        """A zero array of ``shape`` starting with ``old``'s rows: in memory, or a memory-mapped ``.npy``
-        created atomically in ``directory`` (:func:`knowledge_distill_util._io.atomic_write_npy`)."""
-        if self.directory is None:
-            array = np.zeros(shape, self.dtype)
-            if old is not None:
-                array[:len(old)] = old
-            return array
-        from .._io import atomic_write_npy
-        if not self.wrote and os.path.isdir(self.directory):
-            shutil.rmtree(self.directory)  # a killed run's files (this run holds output_dir's lock now)
-        path = os.path.join(self.directory, f"{name}.npy")
-        old_blocks = () if old is None else (old[first:first + 4096] for first in range(0, len(old), 4096))
-        atomic_write_npy(path, self.dtype, shape, old_blocks)
-        self.wrote = True
-        return np.load(path, mmap_mode="r+")
 
     def close(self) -> None:
         """Forget every row (:meth:`summary` still describes them); ``"disk"``: delete its files (the directory,
         and its parent when left empty)."""
         self.closed = self.summary()
-        self.slots, self.arrays = {}, OrderedDict()
+        self.store.close()
         if self.wrote and os.path.isdir(self.directory):
             shutil.rmtree(self.directory)
             parent = os.path.dirname(self.directory)
@@ -198,10 +200,11 @@ class TeacherCache:
                 os.rmdir(parent)
 
     def _check_budget(self, rows: int, row_bytes: int, where: str = "at this batch") -> None:
-        if self.max_mb is None or rows * row_bytes <= self.max_mb * _MB:
+        if self.max_mb is None or rows * row_bytes <= self.max_mb * MB:
             return
-        raise ValueError(f"the teacher-output cache would hold {rows} rows x {row_bytes} bytes = "
-                         f"{rows * row_bytes / _MB:.1f} MB {where}, over TrainingConfig.cache_max_mb={self.max_mb:g}; "
+        size = self.store.megabytes(rows, row_bytes)
+        raise ValueError(f"the teacher-output cache would hold {rows} rows x {row_bytes} bytes = {size:.1f} MB "
+                         f"{where}, over TrainingConfig.cache_max_mb={self.max_mb:g}; "
                          f"raise cache_max_mb, use cache_dtype='float16' (half), set cache_max_mb=None (no limit) or "
                          f"cache_teacher_outputs='off'")
 
@@ -225,7 +228,7 @@ class TeacherCache:
         if self.closed is not None:
             return self.closed
         shapes = ", ".join(f"{name} {list(array.shape[1:])}" for name, array in self.arrays.items()) or "no tensors"
-        size = len(self.slots) * self.row_bytes / _MB
+        size = self.store.megabytes(row_bytes=self.row_bytes)
         return f"{len(self.slots)} rows of {shapes} ({self.dtype.name}, {size:.2f} MB)"
 
     def epoch(self, epoch: int) -> None:

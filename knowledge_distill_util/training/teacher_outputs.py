@@ -13,11 +13,12 @@ stage whose objective reads teacher layers (``reps``, ``atts``, ``scores``, ``qu
 2. runs the teacher over the rows in epoch 0's batches (the training batch size and order, so epoch 0 gets the
    very values the uncached run computes) and stores each row's entries, flattened and concatenated, as one
    row of ``[N, D]`` ``float16`` (``--cache_teacher_dtype float32``: the stored values are the computed ones)
-   in visiting order (:attr:`TeacherOutputCache.position` maps a row id to its stored row);
+   in visiting order, in the engine's :class:`~knowledge_distill_util.engine.row_store.RowStore` (the storage
+   of the Distiller's teacher cache too) keyed by row id;
 3. holds them in memory, or in ``<model_save_dir>/teacher_outputs.<stage>.npy`` (``.<stage>.rank<r>.npy``
-   under the launcher: each rank caches every row, for the rows of its shard change with the epoch), written
-   beside and renamed, read back memory-mapped, and deleted when the stage ends (a resumed run computes it
-   again).
+   under the launcher: each rank caches every row, for the rows of its shard change with the epoch), created
+   beside and renamed (zero-filled, sized for the rows), filled memory-mapped, and deleted when the stage ends,
+   also when it fails (a resumed run computes it again).
    ``auto`` keeps up to :data:`MEMORY_BUDGET_MB` in memory, a larger cache on disk; the log says how many MB
    and where.
 
@@ -35,9 +36,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import oneflow as flow
 
-from .._io import atomic_write_npy
 from .._write_errors import _free_bytes
 from ..engine import distributed
+from ..engine.row_store import MB, RowStore
 from .config import ConfigError
 from .objective_schedules import ScheduledArgs, schedule_factors
 
@@ -50,6 +51,7 @@ MEMORY_BUDGET_MB = 1024
 #: The file of ``--cache_teacher_outputs disk`` in ``--model_save_dir``: ``teacher_outputs.<stage>.npy``.
 CACHE_FILE = "teacher_outputs.{stage}{rank}.npy"
 _PREFIX = "cached_"
+_ROWS = "rows"  # the name of the store's one array, [N_unique, D]
 
 
 def reads_teacher_layers(objective) -> bool:
@@ -142,19 +144,20 @@ class CacheLayout:
 
 
 class TeacherOutputCache:
-    """The cached rows: ``rows`` ``[N_unique, D]`` (``float16``/``float32``, in memory or memory-mapped from
-    ``path``), ``position[row id]`` the stored row of a training row, ``layout`` the entries of a row."""
+    """The cached rows: one ``[N_unique, D]`` array (``float16``/``float32``, in memory or memory-mapped from
+    ``path``) of a :class:`~knowledge_distill_util.engine.row_store.RowStore` keyed by training row id, ``layout``
+    the entries of a row."""
 
-    def __init__(self, layout: CacheLayout, rows: np.ndarray, position: np.ndarray, path: Optional[str]):
-        self.layout, self.rows, self.position, self.path = layout, rows, position, path
+    def __init__(self, layout: CacheLayout, store: RowStore, path: Optional[str]):
+        self.layout, self.store, self.path = layout, store, path
 
     @property
     def megabytes(self) -> float:
-        return self.rows.nbytes / 2 ** 20
+        return self.store.megabytes()
 
     def batch(self, index: np.ndarray) -> Dict[str, np.ndarray]:
         """``{entry key: float32 [B, *shape]}`` of the training rows ``index``."""
-        block = np.asarray(self.rows[self.position[index]], dtype=np.float32)
+        block = self.store.get(index)[_ROWS]
         out, start = {}, 0
         for entry in self.layout.entries:
             out[entry.key] = block[:, start:start + entry.size].reshape((len(index),) + entry.shape)
@@ -162,13 +165,8 @@ class TeacherOutputCache:
         return out
 
     def close(self) -> None:
-        """Delete the file of a disk cache (this run's own, :data:`CACHE_FILE` in ``model_save_dir``)."""
-        if self.path is not None:
-            self.rows = None
-            try:
-                os.remove(self.path)
-            except OSError as error:
-                logger.warning("the teacher-output cache %s was not removed (%s)", self.path, error)
+        """Forget the rows; a disk cache: delete its file (this run's own, :data:`CACHE_FILE` in ``model_save_dir``)."""
+        self.store.close()
 
 
 def _teacher(step, batch: Dict[str, flow.Tensor]) -> Dict[str, object]:
@@ -217,13 +215,23 @@ def _flat(layout: CacheLayout, teacher: Dict[str, object], dtype) -> np.ndarray:
     return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1).astype(dtype)
 
 
-def _where(mode: str, megabytes: float) -> str:
-    return mode if mode != "auto" else ("memory" if megabytes <= MEMORY_BUDGET_MB else "disk")
-
-
 def _path(directory: str, stage: str) -> str:
     rank = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
     return os.path.join(directory, CACHE_FILE.format(stage=stage, rank=rank))
+
+
+def _store(mode: str, dtype: str, megabytes: float, directory: str, stage: str) -> RowStore:
+    """An empty store for ``megabytes`` of rows: in memory (``memory``; ``auto`` up to :data:`MEMORY_BUDGET_MB`),
+    else in its :func:`_path` file, refused (:class:`ConfigError`) when the free space is short of it."""
+    if mode == "memory" or (mode == "auto" and megabytes <= MEMORY_BUDGET_MB):
+        return RowStore(dtype)
+    path = _path(directory, stage)
+    free = _free_bytes(path)
+    if free is not None and free < megabytes * MB * 1.05:
+        raise ConfigError(f"--cache_teacher_outputs {mode}: the teacher outputs of stage {stage} need "
+                          f"{megabytes:.0f} MB but {os.path.dirname(path)} has {free / MB:.0f} MB free; free "
+                          f"some space, pass --cache_teacher_outputs memory, or drop the flag")
+    return RowStore(dtype, lambda name: path)
 
 
 def build_cache(step, features, batches: List[np.ndarray], device, *, mode: str, dtype: str, directory: str,
@@ -240,43 +248,23 @@ def build_cache(step, features, batches: List[np.ndarray], device, *, mode: str,
     began = time.time()
     teacher, reads = _probe(step, tensors(batches[0]))
     layout = _layout(teacher, reads)
-    order = list(dict.fromkeys(int(i) for index in batches for i in index))  # rows in visiting order
-    position = np.zeros(len(features), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    width = sum(entry.size for entry in layout.entries)
-    megabytes = len(order) * width * np.dtype(dtype).itemsize / 2 ** 20
-    where = _where(mode, megabytes)
-    path = _path(directory, stage) if where == "disk" else None
-    if path is not None:
-        free = _free_bytes(path)
-        if free is not None and free < megabytes * 2 ** 20 * 1.05:
-            raise ConfigError(f"--cache_teacher_outputs {mode}: the teacher outputs of stage {stage} need "
-                              f"{megabytes:.0f} MB but {os.path.dirname(path)} has {free / 2 ** 20:.0f} MB free; free "
-                              f"some space, pass --cache_teacher_outputs memory, or drop the flag")
-
-    def blocks():
-        """The new rows of each of epoch 0's batches, in visiting order: ``[b, D]`` each."""
-        seen = np.zeros(len(features), dtype=bool)
-        for number, index in enumerate(batches):
-            keep = []
-            for at, row in enumerate(index):
-                if not seen[row]:
-                    seen[row] = True
-                    keep.append(at)
+    rows = len(set(int(i) for index in batches for i in index))
+    megabytes = rows * sum(entry.size for entry in layout.entries) * np.dtype(dtype).itemsize / MB
+    store = _store(mode, dtype, megabytes, directory, stage)
+    store.capacity = rows
+    try:
+        for number, index in enumerate(batches):  # each row stored from the first batch that visits it
+            keep = [at for at, row in enumerate(index) if int(row) not in store.slots]
             if keep:
                 with flow.no_grad():
-                    yield _flat(layout, teacher if number == 0 else _teacher(step, tensors(index)), dtype)[keep]
-
-    if path is None:
-        rows, start = np.empty((len(order), width), dtype=dtype), 0
-        for block in blocks():
-            rows[start:start + len(block)] = block
-            start += len(block)
-    else:
-        atomic_write_npy(path, dtype, (len(order), width), blocks())
-        rows = np.load(path, mmap_mode="r")
+                    flat = _flat(layout, teacher if number == 0 else _teacher(step, tensors(index)), dtype)
+                store.put(index[keep], {_ROWS: flat[keep]})
+    except BaseException:
+        store.close()
+        raise
+    path = store.files[0] if store.files else None
     shown = ", ".join(e.name[len("teacher_"):] + ("" if e.index is None else f"[{e.index}]") for e in layout.entries)
     logger.info("stage %s: teacher outputs cached once for %d rows (%s), %.1f MB %s %s; reused every epoch "
-                "(computed in %.1f s)", stage, len(order), shown, megabytes, dtype,
+                "(computed in %.1f s)", stage, rows, shown, megabytes, dtype,
                 "in memory" if path is None else f"in {path}", time.time() - began)
-    return TeacherOutputCache(layout, rows, position, path)
+    return TeacherOutputCache(layout, store, path)

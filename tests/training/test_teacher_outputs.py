@@ -111,6 +111,23 @@ def test_a_disk_cache_larger_than_the_free_space_is_refused(tmp_path, monkeypatc
         _losses(tmp_path, TINYBERT_INTERMEDIATE, "disk")
 
 
+def test_a_disk_cache_whose_teacher_fails_midway_is_deleted(tmp_path, monkeypatch):
+    """The file is created (zero-filled) before the rows are computed: a failure while filling it removes it."""
+    teacher, calls = cache_module._teacher, []
+
+    def failing(step, batch):  # the probe's call (batch 1), then batch 2 of epoch 0 fails
+        calls.append(1)
+        if len(calls) == 2:
+            assert os.path.isfile(tmp_path / "run" / "model" / "teacher_outputs.s.npy")
+            raise RuntimeError("teacher failed")
+        return teacher(step, batch)
+
+    monkeypatch.setattr(cache_module, "_teacher", failing)
+    with pytest.raises(RuntimeError, match="teacher failed"):
+        _losses(tmp_path, MINILM, "disk", "float32")
+    assert os.listdir(tmp_path / "run" / "model") == []
+
+
 def test_the_flag_is_refused_with_one_sentence(tmp_path):
     with pytest.raises(ConfigError, match="cache_teacher_outputs"):
         parse_config(["--recipe", "tinybert", "--cache_teacher_outputs", "gpu"])
