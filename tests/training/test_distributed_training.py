@@ -181,16 +181,39 @@ def _assert_same_run(one, two, stages):
     return diff
 
 
-def test_kd_two_processes_equal_one_process_eager(workspace):
+@pytest.fixture(scope="module")
+def kd_one_process(workspace):
+    """The one-process kd run (batch 8, no dropout, :data:`STEPS`) that the 2-process kd runs are compared with."""
+    one = workspace["root"] / "dp_kd_one"
+    done = train_cli(*recipe_args(workspace, "kd", "dp_kd_one"), *NO_DROPOUT, *STEPS, "--batch_size_per_device", "8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return one
+
+
+def test_kd_gpu_num_per_node_two_processes_equal_one_process_eager(workspace, kd_one_process):
+    """The original's --gpu_num_per_node 2 starts the same run under OneFlow's launcher; it ends with one process's
+    weights, losses and metrics, and rank 0 alone writes and logs."""
+    one, two = kd_one_process, workspace["root"] / "dp_kd_two"
+    args = recipe_args(workspace, "kd", "dp_kd_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4",
+                                                                             "--gpu_num_per_node", "2"]
     # a watchdog timeout shorter than the job: a rank that finished first is not taken for a missing one
-    one, two, job = _one_vs_two(workspace, "kd", "dp_kd", KDU_DIST_TIMEOUT="5")
+    process = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *[str(a) for a in args]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=_env(KDU_MASTER_PORT=str(_free_port()), KDU_DIST_TIMEOUT="5"),
+                               start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        _kill_group(process)
+    assert process.returncode == 0, err[-3000:]
+    assert "starting: " in err and "oneflow.distributed.launch --nproc_per_node 2" in err
     diff = _assert_same_run(one, two, ["kd"])
     print(f"kd eager: max |w1 - w2| = {diff:.3g}")
     # one writer: the files one process writes, no more (no second log, no rank-1 leftovers)
     assert sorted(os.listdir(two / "results")) == sorted(os.listdir(one / "results"))
     assert sorted(os.listdir(two / "model")) == sorted(os.listdir(one / "model"))
     assert not any(name.endswith(".kdu.lock") for name in os.listdir(two / "model"))
-    assert job.stderr.count("eval on 23 dev rows") == 1, "only rank 0 logs"
+    assert err.count("eval on 23 dev rows") == 1, "only rank 0 logs"
 
 
 def _theseus_teacher(workspace):
@@ -219,7 +242,8 @@ def test_two_stage_recipes_two_processes_equal_one_process_graph(workspace, reci
 
 @pytest.mark.slow
 # baseline trains as the teacher does (labels only); tinybert's two stages run data-parallel in graph mode above,
-# and its intermediate stage matches teacher layers as bert_pkd does; kd: test_kd_two_processes_equal_one_process_eager
+# and its intermediate stage matches teacher layers as bert_pkd does;
+# kd: test_kd_gpu_num_per_node_two_processes_equal_one_process_eager
 @pytest.mark.parametrize("recipe,stages", [("teacher", ["teacher"]), ("bilstm", ["bilstm"]),
                                            ("theseus", ["theseus", "successor"])])
 def test_every_recipe_two_processes_equal_one_process_eager(workspace, recipe, stages):
@@ -438,26 +462,6 @@ def test_original_flags_are_split_and_checked(monkeypatch):
     assert distributed.launch_command(flags, rest, ["x.py"]) is None
 
 
-def test_gpu_num_per_node_starts_the_same_run_under_the_launcher(workspace):
-    tag = "dp_flags"
-    one = recipe_args(workspace, "kd", f"{tag}_one") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "8"]
-    done = train_cli(*one)
-    assert done.returncode == 0, done.stderr[-3000:]
-    two = recipe_args(workspace, "kd", f"{tag}_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4",
-                                                                              "--gpu_num_per_node", "2"]
-    process = subprocess.Popen([PYTHON, "-m", "knowledge_distill_util", "train", *[str(a) for a in two]],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=_env(KDU_MASTER_PORT=str(_free_port())), start_new_session=True)
-    try:
-        _, err = process.communicate(timeout=TIMEOUT_S)
-    finally:
-        _kill_group(process)
-    assert process.returncode == 0, err[-3000:]
-    assert "starting: " in err and "oneflow.distributed.launch --nproc_per_node 2" in err
-    root = workspace["root"]
-    _assert_same_run(root / f"{tag}_one", root / f"{tag}_two", ["kd"])
-
-
 @pytest.mark.slow
 def test_killed_two_process_job_resumes_to_the_uninterrupted_weights(workspace):
     tag, steps = "dp_resume", ["--max_steps", "60", "--num_epochs", "30", "--checkpoint_every", "7",
@@ -563,22 +567,20 @@ def _launch_nodes_once(args, master_addrs, timeout, **env):
 
 
 @pytest.mark.parametrize("mode", ["eager"])  # graph under data parallelism: the kd and tinybert graph tests above
-def test_two_nodes_of_one_process_equal_one_process(workspace, mode):
+def test_two_nodes_of_one_process_equal_one_process(workspace, kd_one_process, mode):
     """The issue's local multi-node check: node 0 reaches the master at 127.0.0.1, node 1 at this machine's own
     address (OneFlow counts nodes by that address; see ``distributed``'s module doc)."""
     own = _own_ipv4()
     if own is None:
         pytest.skip("this machine has no non-loopback IPv4 address: two nodes on one host need two addresses")
     tag, extra = f"dp_nodes_{mode}", ["--use_graph"] if mode == "graph" else []
-    one = recipe_args(workspace, "kd", f"{tag}_one") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "8", *extra]
-    done = train_cli(*one)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert not extra, "the one-process reference (kd_one_process) is eager"
     two = recipe_args(workspace, "kd", f"{tag}_two") + NO_DROPOUT + STEPS + ["--batch_size_per_device", "4", *extra]
     started = time.time()
     (code0, err0), (code1, err1) = launch_nodes(two, ["127.0.0.1", own])
     assert code0 == 0 and code1 == 0, f"node 0:\n{err0[-3000:]}\nnode 1:\n{err1[-3000:]}"
     root = workspace["root"]
-    diff = _assert_same_run(root / f"{tag}_one", root / f"{tag}_two", ["kd"])
+    diff = _assert_same_run(kd_one_process, root / f"{tag}_two", ["kd"])
     print(f"2 nodes (127.0.0.1, {own}) x 1 process, kd {mode}: max |w1 - w2| = {diff:.3g}, "
           f"{time.time() - started:.1f} s")
 
