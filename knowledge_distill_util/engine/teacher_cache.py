@@ -26,8 +26,14 @@ whose data set (``len(data.dataset)``, else ``len(data)`` batches of the first b
 refused before the first step, else the first batch that would exceed it stops the run; the message says to
 raise the limit, use ``cache_dtype="float16"``, or set ``cache_max_mb=None`` (no limit).
 
+**Data-parallel** (OneFlow's launcher, :mod:`.parallel`): each process caches the rows it trains on (its part
+of each global batch) in a cache of its own, and its teacher runs only when its part holds a row it has not
+cached; the losses equal an uncached run's (float32: bit for bit). A loader that reshuffles each epoch hands a
+process other rows each epoch, so its teacher runs again for those: the cache pays off fully with a fixed order
+(or one process). The limit applies to each process for all the data's rows (the most it can cache).
+
 **Logged**: at the end of the first full pass over the data (or at the end of a shorter run), one line: the rows
-cached, the tensors (row shapes), MB and dtype.
+cached, the tensors (row shapes), MB and dtype (data-parallel: rank 0's cache, by rank 0 only).
 
 **Resume**: the cache lives in memory for one :meth:`Distiller.train` call; a resumed run starts with an empty
 cache and fills it lazily again (the teacher runs again for each row's first batch after the resume; with
@@ -93,11 +99,14 @@ def _fix(index_key: str) -> str:
 class TeacherCache:
     """The teacher reads of every row seen so far (see the module doc): ``dtype`` ``"float32"``/``"float16"``,
     the batches' ``index_key``, the limit ``max_mb`` (None: none), the ``device`` the reads come back on;
-    ``directory``: where ``"disk"`` keeps its files (None: in memory). While ``probing`` (the probe forward
-    before the first step), rows are checked and measured, not stored."""
+    ``directory``: where ``"disk"`` keeps its files (None: in memory); ``rank`` of ``world`` processes (only
+    rank 0 logs). While ``probing`` (the probe forward before the first step), rows are checked and measured,
+    not stored."""
 
-    def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None):
+    def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None,
+                 rank: int = 0, world: int = 1):
         self.dtype, self.index_key, self.max_mb, self.device = np.dtype(dtype), index_key, max_mb, device
+        self.rank, self.world = rank, world
         self.directory, self.probing, self.row_bytes, self.capacity = directory, False, 0, 64
         self.wrote = False  # "disk": this cache created its files (only then does close delete the directory)
         self.closed: Optional[str] = None  # the summary when closed
@@ -193,9 +202,10 @@ class TeacherCache:
         self.slots, self.arrays = {}, OrderedDict()
         if self.wrote and os.path.isdir(self.directory):
             shutil.rmtree(self.directory)
-            parent = os.path.dirname(self.directory)
-            if os.path.isdir(parent) and not os.listdir(parent):
-                os.rmdir(parent)
+            try:  # the other ranks may be deleting their own directories beside it at the same time
+                os.rmdir(os.path.dirname(self.directory))
+            except OSError:  # not empty (another rank's files), or already deleted
+                pass
 
     def _check_budget(self, rows: int, row_bytes: int, where: str = "at this batch") -> None:
         if self.max_mb is None or rows * row_bytes <= self.max_mb * _MB:
@@ -207,8 +217,9 @@ class TeacherCache:
 
     def check_capacity(self, data, batch_rows: int) -> None:
         """After the probe (which measured :attr:`row_bytes`): refuse up front when the whole of ``data`` (its
-        data set's rows, else ``len(data)`` batches of ``batch_rows``) would exceed the limit, and size the
-        arrays for it (nothing when ``data`` has no length)."""
+        data set's rows, else ``len(data)`` batches of ``batch_rows``, the rows of a **global** batch) would
+        exceed the limit, and size the arrays for it (nothing when ``data`` has no length). Data-parallel: each
+        process is checked for all the rows, since a reshuffling loader hands it other rows each epoch."""
         try:
             rows = len(data.dataset)
         except (AttributeError, TypeError):
@@ -236,8 +247,9 @@ class TeacherCache:
             self.report("after the first pass")
 
     def report(self, when: str = "at the end of training") -> None:
-        """Log :meth:`summary` once (nothing when no row was stored)."""
-        if not self.reported and self.slots:
+        """Log :meth:`summary` once (nothing when no row was stored); data-parallel: rank 0's, by rank 0 only."""
+        if not self.reported and self.slots and self.rank == 0:
             self.reported = True
-            logger.info("teacher-output cache %s: %s; the teacher ran on %d batches and runs only for rows not "
-                        "cached", when, self.summary(), self.teacher_runs)
+            whose = "" if self.world == 1 else f" of rank 0 (of {self.world} processes, each caching its own rows)"
+            logger.info("teacher-output cache%s %s: %s; the teacher ran on %d batches and runs only for rows not "
+                        "cached", whose, when, self.summary(), self.teacher_runs)

@@ -8,6 +8,7 @@ import pytest
 from oneflow.utils.data import DataLoader, Dataset
 
 from knowledge_distill_util import Distiller, DistillationConfig, TrainingConfig
+from knowledge_distill_util.engine.parallel import Ranks
 from knowledge_distill_util.engine.teacher_cache import TeacherCache
 
 from .conftest import DictMLP, pair, random_data, tuple_loader
@@ -217,6 +218,32 @@ def test_a_cache_over_its_memory_limit_is_refused_before_the_first_step(tmp_path
              "cache_dtype='float16' \\(half\\), set cache_max_mb=None", cache_max_mb=300 / 1024 ** 2)
 
 
+class SecondOfTwo(Ranks):
+    """Rank 1 of a 2-process run, without the collectives (the refusal comes before any)."""
+
+    def __init__(self, use_graph):
+        super().__init__(use_graph)
+        self.world, self.rank, self.active = 2, 1, True
+
+    def start(self, trainable):
+        pass
+
+    def finished(self):
+        pass
+
+    def failed(self, error):
+        pass
+
+
+def test_the_memory_limit_of_a_data_parallel_rank_counts_every_row_of_the_data(tmp_path, monkeypatch):
+    """Each rank trains on half of each batch but may cache every row (a reshuffling loader hands it other
+    rows each epoch): 3 batches of 16 rows are 48 rows for the limit, not the rank's 3 x 8."""
+    monkeypatch.setattr("knowledge_distill_util.engine.distiller.Ranks", SecondOfTwo)
+    batches = [next(iter(_loader(rows=16)))] * 3  # a list: no data set, len(data) batches of the global batch
+    _refused(tmp_path, batches, ValueError, "would hold 48 rows x 12 bytes = 0.0 MB for the data's 48 rows, over "
+             "TrainingConfig.cache_max_mb", cache_max_mb=300 / 1024 ** 2)
+
+
 class Unsized:
     """A re-iterable without a length: the limit is met at the batch that crosses it."""
 
@@ -258,3 +285,47 @@ def test_graph_mode_and_an_objective_of_its_own_are_refused(tmp_path, options, e
 def test_bad_cache_options_are_refused(options, error, message):
     with pytest.raises(error, match=message):
         TrainingConfig("out", max_steps=1, **options)
+
+
+def _first_visits(student_ids):
+    """The batches (after the probe, ``student_ids[0]``) holding a row that no earlier batch held: where a lazy
+    per-row cache must run the teacher, computed from the rows the student saw."""
+    seen, runs = set(), []
+    for ids in student_ids[1:]:
+        if not seen.issuperset(ids):
+            runs.append(ids)
+        seen.update(ids)
+    return runs
+
+
+def test_data_parallel_caches_give_the_uncached_losses_and_run_the_teacher_for_first_visits_only(tmp_path):
+    """2 processes (dp_cache_worker.py: uncached, "memory", "disk" one after the other in the same processes)."""
+    import json
+    import os
+
+    from .test_parallel import _job
+
+    code, err, out, records = _job(tmp_path, "dp", 2, worker=os.path.join(os.path.dirname(__file__),
+                                                                           "dp_cache_worker.py"))
+    assert code == 0, err[-3000:]
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    plain = ranks[0]["off"]["history"]
+    assert plain["step"] == list(range(1, 13))  # 24 rows in global batches of 4, 2 epochs
+    for mode in ("memory", "disk"):
+        for term in ("loss", "kl_div", "hard_label", "match0_hidden_mse", "match1_hidden_mse"):
+            assert ranks[0][mode]["history"][term] == plain[term], (mode, term)  # float32: bit for bit
+        assert sorted(os.listdir(out / mode)) == ["checkpoints", "losses.csv", "losses.png"]  # the files deleted
+    for rank in ranks:
+        assert rank["off"]["teacher"] == rank["off"]["student"]  # uncached: the teacher runs on every batch
+        assert len(rank["off"]["student"]) == 1 + 12 and all(len(ids) == 2 for ids in rank["off"]["student"])
+        for mode in ("memory", "disk"):
+            assert rank[mode]["student"] == rank["off"]["student"]  # the same rows in the same order
+            expected = _first_visits(rank["off"]["student"])
+            assert rank[mode]["teacher"] == rank["off"]["student"][:1] + expected, mode  # the probe, first visits
+            assert len(expected) < 12  # some batch of epoch 2 was served from the cache alone
+    for step in range(1, 13):  # each rank has its own half of every global batch; each epoch covers the 24 rows
+        assert not set(ranks[0]["off"]["student"][step]) & set(ranks[1]["off"]["student"][step])
+    for epoch in (range(1, 7), range(7, 13)):
+        assert sorted(i for r in ranks for s in epoch for i in r["off"]["student"][s]) == list(range(24))
+    lines = [line for line in err.splitlines() if "teacher-output cache" in line]
+    assert len(lines) == 2 and all("of rank 0 (of 2 processes" in line for line in lines), lines  # rank 0 only
