@@ -222,9 +222,9 @@ class Distiller:
         if ranks is not None:
             batch = ranks.shard(batch)
         self._probe_inputs(batch, total)
-        layout = None
-        if self.training_config.use_graph:
-            values, layout = flatten(batch, self.training_config.label_key)
+        layout, cache = None, getattr(step, "teacher_cache", None)
+        if self.training_config.use_graph:  # the compiled step's inputs: without the row ids of a cache
+            values, layout = flatten(batch if cache is None else cache.take_ids(batch)[0], cfg.label_key)
             layout = (layout, [(tuple(v.shape), v.dtype) for v in values])
         self.student.eval()
         with flow.no_grad():

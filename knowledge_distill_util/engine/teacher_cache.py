@@ -44,8 +44,14 @@ float32 the numbers are unchanged).
 operating system pages them in and out), deleted when ``train`` ends, also when it fails. ``cache_max_mb`` limits
 them too. A killed run leaves them behind; the next ``"disk"`` run on the directory deletes them at its first store.
 
-Not with ``use_graph=True`` (the compiled step holds the teacher's forward) nor with ``objective=`` (the
-recipes of ``kdu-train`` cache their own teacher outputs: ``--cache_teacher_outputs``): both are refused.
+**Graph mode** (``use_graph=True``): the teacher runs eagerly, outside the compiled step, through the cache (only
+for batches with a row not cached), and the teacher reads are inputs of a student-only ``nn.Graph``
+(:meth:`~.objective.DistillStep.cached_reads`); the losses equal an uncached compiled run's (float32: bit for bit).
+The compiled step's batch has no row ids (the adaptors see none there). Data-parallel: the teachers stay local
+to each process; only the student and the projections become global tensors.
+
+Not with ``objective=`` (the recipes of ``kdu-train`` cache their own teacher outputs:
+``--cache_teacher_outputs``): refused.
 
     >>> import numpy as np
     >>> cache = TeacherCache("float32", "index", None, "cpu")
@@ -73,13 +79,10 @@ CACHE_DIR = ".kdu-teacher-cache"
 
 
 def check_cache_options(training_config, objective, teachers) -> None:
-    """Refuse caching where it cannot apply: ``use_graph``, a custom ``objective``, no teacher."""
+    """Refuse caching where it cannot apply: a custom ``objective``, no teacher."""
     mode = training_config.cache_teacher_outputs
     if mode == "off":
         return
-    if training_config.use_graph:
-        raise ValueError(f"cache_teacher_outputs={mode!r} does not work with use_graph=True (the compiled step runs "
-                         f"the teacher); train eagerly (use_graph=False) or set cache_teacher_outputs='off'")
     if objective is not None or not teachers:
         raise ValueError(f"cache_teacher_outputs={mode!r} caches the configuration's teacher outputs, but this "
                          f"Distiller has an objective= of its own; cache in the objective (the kdu-train recipes: "
@@ -113,6 +116,7 @@ class TeacherCache:
         self.slots: Dict[int, int] = {}
         self.arrays: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self.teacher_runs, self.reported, self.first_epoch = 0, False, None
+        self.names: Tuple[str, ...] = ()  # the teacher reads' names, in order (set by the probe)
 
     # ------------------------------------------------------------------------------------------ the batch
     def take_ids(self, batch: Batch) -> Tuple[Batch, np.ndarray]:
@@ -145,6 +149,7 @@ class TeacherCache:
                                for name, array in self.arrays.items())
         reads = run_teacher()
         values = self._rows(ids, reads)
+        self.names = tuple(values)
         self.row_bytes = sum(int(np.prod(v.shape[1:], dtype=np.int64)) * self.dtype.itemsize for v in values.values())
         new = [int(i) for i in dict.fromkeys(ids.tolist()) if int(i) not in self.slots]
         self._check_budget(len(self.slots) + len(new), self.row_bytes)
