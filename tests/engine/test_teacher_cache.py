@@ -311,10 +311,11 @@ def _launch_cache_worker(tmp_path):
     return job
 
 
-@pytest.mark.graph
 def test_data_parallel_caches_give_the_uncached_losses_and_run_the_teacher_for_first_visits_only(tmp_path):
     """2 processes (dp_cache_worker.py: eagerly uncached, "memory", "disk", then compiled uncached and "memory",
-    one after the other in the same processes)."""
+    one after the other in the same processes). Not marked ``graph``: this process compiles nothing (the
+    launched ranks do, each a fresh process, and a rank's segfault starts the job again), so it needs no
+    process of its own (which would add a OneFlow start-up to the test's ~10 s)."""
     import json
     import os
 
