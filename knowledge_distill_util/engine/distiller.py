@@ -211,25 +211,26 @@ class Distiller:
     def _probe(self, step: nn.Module, data, total: int, ranks: Optional[Ranks] = None):
         """One forward on the first batch (this rank's rows of it), nothing written: every error of the first
         step comes here. Returns the batch's graph layout and tensor shapes (``use_graph``), the term names and
-        the batch's rows."""
+        the rows of the whole (global) batch."""
         cfg = self.training_config
         start_epoch(data, cfg.seed, 0, cfg.seed_epochs)
         first = next(iter(data), None)
         if first is None:
             raise ValueError("the training data yielded no batch; give a non-empty loader")
         batch = split_batch(first, self.training_config.label_key, self.device)
+        rows = batch.rows()
         if ranks is not None:
             batch = ranks.shard(batch)
         self._probe_inputs(batch, total)
-        layout = None
-        if self.training_config.use_graph:
-            values, layout = flatten(batch, self.training_config.label_key)
+        layout, cache = None, getattr(step, "teacher_cache", None)
+        if self.training_config.use_graph:  # the compiled step's inputs: without the row ids of a cache
+            values, layout = flatten(batch if cache is None else cache.take_ids(batch)[0], cfg.label_key)
             layout = (layout, [(tuple(v.shape), v.dtype) for v in values])
         self.student.eval()
         with flow.no_grad():
             terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
         self.student.train()
-        return layout, list(terms), batch.rows()
+        return layout, list(terms), rows
 
     def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None,
               scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None) -> Dict[str, Any]:
@@ -270,7 +271,7 @@ class Distiller:
         if cfg.cache_teacher_outputs != "off":
             directory = cache_directory(cfg.output_dir, ranks.rank) if cfg.cache_teacher_outputs == "disk" else None
             cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device,
-                                                      directory)
+                                                      directory, ranks.rank, ranks.world)
             cache.probing = True  # the probe checks and measures rows, stores none
         with self.taps[0], self.taps[1]:
             layout, names, rows = self._probe(step, data, total, ranks)

@@ -38,12 +38,14 @@ class TrainGraph(nn.Graph):
     ``accumulation`` ``A > 1``: the inputs are ``A`` batches concatenated along dim 0, which OneFlow cuts back
     into ``A`` micro-batches (``config.set_gradient_accumulation_steps``); the update uses the mean gradient,
     as eager accumulation does, and each term comes back with one value per micro-batch.
+    ``reads``: the names of teacher reads that come as inputs after the batch's tensors (a teacher-output
+    cache: the teacher runs eagerly outside the graph, :meth:`~.objective.DistillStep.cached_reads`).
     """
 
-    def __init__(self, step: nn.Module, optimizer, scheduler, layout, accumulation: int = 1):
+    def __init__(self, step: nn.Module, optimizer, scheduler, layout, accumulation: int = 1, reads=()):
         super().__init__()
         self.step = step
-        self.layout = layout
+        self.layout, self.reads = layout, tuple(reads)
         if scheduler is not None:
             self.add_optimizer(optimizer, lr_sch=scheduler)
         else:
@@ -52,7 +54,12 @@ class TrainGraph(nn.Graph):
             self.config.set_gradient_accumulation_steps(accumulation)
 
     def build(self, *values):
-        terms = self.step(unflatten(values[:-1], self.layout), values[-1].reshape(-1))
+        cut = len(values) - 1 - len(self.reads)
+        batch, weights = unflatten(values[:cut], self.layout), values[-1].reshape(-1)
+        if self.reads:
+            terms = self.step(batch, weights, dict(zip(self.reads, values[cut:-1])))
+        else:
+            terms = self.step(batch, weights)
         terms["loss"].backward()
         return tuple(terms.values())
 
@@ -126,14 +133,18 @@ class Loop:
         return self.ranks.values(sums)
 
     def _graph_batch(self) -> List[flow.Tensor]:
-        values, _ = flatten(self._batch(graph=True), self.cfg.label_key)
+        """The batch's tensors, then (a teacher-output cache) the teacher reads, computed eagerly."""
+        batch, reads = self._batch(graph=True), {}
+        if self.d.teacher_cache is not None:
+            batch, reads = self.step.cached_reads(batch)
+        values, _ = flatten(batch, self.cfg.label_key)
         metas = [(tuple(v.shape), v.dtype) for v in values]
         if metas != self.graph_metas:
             raise ValueError(f"use_graph=True compiles one batch shape, but batch {self.stream.done} of epoch "
                              f"{self.stream.epoch} has shapes {[m[0] for m in metas]} instead of "
                              f"{[m[0] for m in self.graph_metas]}; give batches of one size (DataLoader("
                              f"drop_last=True)) or train eagerly")
-        return list(values)
+        return list(values) + list(reads.values())
 
     def _graph_step(self, weights) -> Dict[str, float]:
         accumulation = self.cfg.gradient_accumulation_steps
@@ -155,8 +166,9 @@ class Loop:
                 group["clip_grad_norm_type"] = 2.0
                 group._enable_clip_grad = True  # OneFlow 0.9 sets this only in the group's constructor
         self.optimizer.zero_grad(set_to_none=True)
+        cache = self.d.teacher_cache
         self.graph = TrainGraph(self.step, self.optimizer, self.scheduler, layout,
-                                self.cfg.gradient_accumulation_steps)
+                                self.cfg.gradient_accumulation_steps, () if cache is None else cache.names)
 
     def fast_forward(self, start: int) -> None:
         """Resume: replay the scheduler to ``start`` (cheap, exact; under ``nn.Graph`` it sets the logged lr)."""

@@ -10,7 +10,8 @@ with :math:`w_{kd}(s) = ` ``logit_weight`` :math:`\times` ``logit_weight_schedul
 :func:`~knowledge_distill_util.functional.average_logits`). The terms are returned unweighted, ``"loss"``
 first. The teachers run in eval mode under ``no_grad``. What the terms read from the teachers (the *teacher
 reads*: ``"logits"``, the averaged logits, when ``logit_weight > 0``; ``"match<i>.<j>"``, the ``j``-th teacher
-tensor of match ``i``) can come from a :class:`~.teacher_cache.TeacherCache` instead of a teacher forward.
+tensor of match ``i``) can come from a :class:`~.teacher_cache.TeacherCache` instead of a teacher forward, or
+be given to ``forward`` (``teacher=``, e.g. as inputs of the compiled step, see :meth:`DistillStep.cached_reads`).
 """
 from collections import OrderedDict
 import inspect
@@ -90,6 +91,12 @@ class DistillStep(nn.Module):
                 reads[f"match{i}.{j}"] = tensor
         return reads
 
+    def cached_reads(self, batch: Batch):
+        """``(batch without the row ids, teacher reads)`` through :attr:`teacher_cache` (the teacher runs only for
+        a batch with a row not cached): computed eagerly, outside a compiled step, which gets them as inputs."""
+        batch, ids = self.teacher_cache.take_ids(batch)
+        return batch, self.teacher_cache.reads(ids, lambda: self.teacher_reads(batch))
+
     def _teacher_logits(self, teachers: List[Dict]) -> flow.Tensor:
         user = f"the logit loss {self.config.logit_loss!r}"
         logits = [require(features, "logits", "teacher", user) for features in teachers]
@@ -141,15 +148,19 @@ class DistillStep(nn.Module):
             total = total + value.reshape(())
         return total
 
-    def forward(self, batch: Batch, weights: flow.Tensor) -> "OrderedDict[str, flow.Tensor]":
-        cache = self.teacher_cache
+    def forward(self, batch: Batch, weights: flow.Tensor,
+                teacher: Optional[Dict[str, flow.Tensor]] = None) -> "OrderedDict[str, flow.Tensor]":
+        """The terms of ``batch``; ``teacher``: the teacher reads, given (the teachers and the cache then unused)."""
+        cache = self.teacher_cache if teacher is None else None
         if cache is not None:
             batch, ids = cache.take_ids(batch)
         student = self._features(self.student, self.taps_s, self.adaptor_s, batch, "student adaptor (adaptor_S)")
         s_logits = (require(student, "logits", "student", f"the logit loss {self.config.logit_loss!r}")
                     if self.config.logit_weight > 0 else None)
         s_matched = [match.student_tensors(student, self.taps_s) for match in self.matches]
-        teacher = self.teacher_reads(batch) if cache is None else cache.reads(ids, lambda: self.teacher_reads(batch))
+        if teacher is None:
+            teacher = (self.teacher_reads(batch) if cache is None
+                       else cache.reads(ids, lambda: self.teacher_reads(batch)))
         terms: "OrderedDict[str, flow.Tensor]" = OrderedDict()
         parts = []
         if s_logits is not None:

@@ -111,7 +111,8 @@ def run_training(distiller, ranks, step, optimizer, data, total: int, layout, na
         loop = Loop(distiller, step, optimizer, total, start, ranks, hooks.get("scheduler", "default"))
         loop.on_step, loop.on_epoch_end = hooks.get("on_step"), hooks.get("on_epoch_end")
         if cfg.use_graph:
-            ranks.place(step, distiller.device, optimizer)
+            # with a teacher-output cache the teachers run eagerly on this rank's rows: only the trained modules
+            ranks.place(step if distiller.teacher_cache is None else distiller._trainable, distiller.device, optimizer)
             loop.build_graph(layout[0], names, layout[1])
         if point:
             _load(distiller, loop, ranks, point)

@@ -26,8 +26,14 @@ whose data set (``len(data.dataset)``, else ``len(data)`` batches of the first b
 refused before the first step, else the first batch that would exceed it stops the run; the message says to
 raise the limit, use ``cache_dtype="float16"``, or set ``cache_max_mb=None`` (no limit).
 
+**Data-parallel** (OneFlow's launcher, :mod:`.parallel`): each process caches the rows it trains on (its part
+of each global batch) in a cache of its own, and its teacher runs only when its part holds a row it has not
+cached; the losses equal an uncached run's (float32: bit for bit). A loader that reshuffles each epoch hands a
+process other rows each epoch, so its teacher runs again for those: the cache pays off fully with a fixed order
+(or one process). The limit applies to each process for all the data's rows (the most it can cache).
+
 **Logged**: at the end of the first full pass over the data (or at the end of a shorter run), one line: the rows
-cached, the tensors (row shapes), MB and dtype.
+cached, the tensors (row shapes), MB and dtype (data-parallel: rank 0's cache, by rank 0 only).
 
 **Resume**: the cache lives in memory for one :meth:`Distiller.train` call; a resumed run starts with an empty
 cache and fills it lazily again (the teacher runs again for each row's first batch after the resume; with
@@ -41,8 +47,14 @@ array per teacher read, ``[rows, *row shape]``, sized for the data set's rows an
 operating system pages them in and out), deleted when ``train`` ends, also when it fails. ``cache_max_mb`` limits
 them too. A killed run leaves them behind; the next ``"disk"`` run on the directory deletes them at its first store.
 
-Not with ``use_graph=True`` (the compiled step holds the teacher's forward) nor with ``objective=`` (the
-recipes of ``kdu-train`` cache their own teacher outputs: ``--cache_teacher_outputs``): both are refused.
+**Graph mode** (``use_graph=True``): the teacher runs eagerly, outside the compiled step, through the cache (only
+for batches with a row not cached), and the teacher reads are inputs of a student-only ``nn.Graph``
+(:meth:`~.objective.DistillStep.cached_reads`); the losses equal an uncached compiled run's (float32: bit for bit).
+The compiled step's batch has no row ids (the adaptors see none there). Data-parallel: the teachers stay local
+to each process; only the student and the projections become global tensors.
+
+Not with ``objective=`` (the recipes of ``kdu-train`` cache their own teacher outputs:
+``--cache_teacher_outputs``): refused.
 
     >>> import numpy as np
     >>> cache = TeacherCache("float32", "index", None, "cpu")
@@ -70,13 +82,10 @@ CACHE_DIR = ".kdu-teacher-cache"
 
 
 def check_cache_options(training_config, objective, teachers) -> None:
-    """Refuse caching where it cannot apply: ``use_graph``, a custom ``objective``, no teacher."""
+    """Refuse caching where it cannot apply: a custom ``objective``, no teacher."""
     mode = training_config.cache_teacher_outputs
     if mode == "off":
         return
-    if training_config.use_graph:
-        raise ValueError(f"cache_teacher_outputs={mode!r} does not work with use_graph=True (the compiled step runs "
-                         f"the teacher); train eagerly (use_graph=False) or set cache_teacher_outputs='off'")
     if objective is not None or not teachers:
         raise ValueError(f"cache_teacher_outputs={mode!r} caches the configuration's teacher outputs, but this "
                          f"Distiller has an objective= of its own; cache in the objective (the kdu-train recipes: "
@@ -96,17 +105,21 @@ def _fix(index_key: str) -> str:
 class TeacherCache:
     """The teacher reads of every row seen so far (see the module doc), stored in a :class:`~.row_store.RowStore`:
     ``dtype`` ``"float32"``/``"float16"``, the batches' ``index_key``, the limit ``max_mb`` (None: none), the
-    ``device`` the reads come back on; ``directory``: where ``"disk"`` keeps its files (None: in memory). While
-    ``probing`` (the probe forward before the first step), rows are checked and measured, not stored."""
+    ``device`` the reads come back on; ``directory``: where ``"disk"`` keeps its files (None: in memory); ``rank``
+    of ``world`` processes (only rank 0 logs). While ``probing`` (the probe forward before the first step), rows
+    are checked and measured, not stored."""
 
-    def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None):
+    def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None,
+                 rank: int = 0, world: int = 1):
         self.index_key, self.max_mb, self.device, self.directory = index_key, max_mb, device, directory
+        self.rank, self.world = rank, world
         paths = None if directory is None else (lambda name: os.path.join(directory, f"{name}.npy"))
         self.store = RowStore(dtype, paths)
         self.probing, self.row_bytes = False, 0
         self.wrote = False  # "disk": this cache created its files (only then does close delete the directory)
         self.closed: Optional[str] = None  # the summary when closed
         self.teacher_runs, self.reported, self.first_epoch = 0, False, None
+        self.names: Tuple[str, ...] = ()  # the teacher reads' names, in order (set by the probe)
 
     @property
     def dtype(self) -> np.dtype:
@@ -161,6 +174,7 @@ class TeacherCache:
                                for name, rows in self.store.get(ids).items())
         reads = run_teacher()
         values = self._rows(ids, reads)
+        self.names = tuple(values)
         self.row_bytes = self.store.row_bytes(values)
         new = len(dict.fromkeys(i for i in ids.tolist() if int(i) not in self.slots))
         self._check_budget(len(self.slots) + new, self.row_bytes)
@@ -195,9 +209,10 @@ class TeacherCache:
         self.store.close()
         if self.wrote and os.path.isdir(self.directory):
             shutil.rmtree(self.directory)
-            parent = os.path.dirname(self.directory)
-            if os.path.isdir(parent) and not os.listdir(parent):
-                os.rmdir(parent)
+            try:  # the other ranks may be deleting their own directories beside it at the same time
+                os.rmdir(os.path.dirname(self.directory))
+            except OSError:  # not empty (another rank's files), or already deleted
+                pass
 
     def _check_budget(self, rows: int, row_bytes: int, where: str = "at this batch") -> None:
         if self.max_mb is None or rows * row_bytes <= self.max_mb * MB:
@@ -210,8 +225,9 @@ class TeacherCache:
 
     def check_capacity(self, data, batch_rows: int) -> None:
         """After the probe (which measured :attr:`row_bytes`): refuse up front when the whole of ``data`` (its
-        data set's rows, else ``len(data)`` batches of ``batch_rows``) would exceed the limit, and size the
-        arrays for it (nothing when ``data`` has no length)."""
+        data set's rows, else ``len(data)`` batches of ``batch_rows``, the rows of a **global** batch) would
+        exceed the limit, and size the arrays for it (nothing when ``data`` has no length). Data-parallel: each
+        process is checked for all the rows, since a reshuffling loader hands it other rows each epoch."""
         try:
             rows = len(data.dataset)
         except (AttributeError, TypeError):
@@ -239,8 +255,9 @@ class TeacherCache:
             self.report("after the first pass")
 
     def report(self, when: str = "at the end of training") -> None:
-        """Log :meth:`summary` once (nothing when no row was stored)."""
-        if not self.reported and self.slots:
+        """Log :meth:`summary` once (nothing when no row was stored); data-parallel: rank 0's, by rank 0 only."""
+        if not self.reported and self.slots and self.rank == 0:
             self.reported = True
-            logger.info("teacher-output cache %s: %s; the teacher ran on %d batches and runs only for rows not "
-                        "cached", when, self.summary(), self.teacher_runs)
+            whose = "" if self.world == 1 else f" of rank 0 (of {self.world} processes, each caching its own rows)"
+            logger.info("teacher-output cache%s %s: %s; the teacher ran on %d batches and runs only for rows not "
+                        "cached", whose, when, self.summary(), self.teacher_runs)

@@ -18,13 +18,14 @@ WORKER = os.path.join(HERE, "dp_worker.py")
 TIMEOUT_S = 240
 
 
-def _job(tmp_path, tag, nproc, **env):
+def _job(tmp_path, tag, nproc, worker=WORKER, **env):
+    """Run ``worker out history`` in ``nproc`` processes: ``(status, stderr, out, history)``."""
     from training.test_distributed_training import _env, _free_port, _kill_group
 
     out, history = tmp_path / tag, tmp_path / f"{tag}.json"
-    command = [sys.executable, WORKER, str(out), str(history)] if nproc == 1 else [
+    command = [sys.executable, worker, str(out), str(history)] if nproc == 1 else [
         sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(nproc), "--master_addr",
-        "127.0.0.1", "--master_port", str(_free_port()), WORKER, str(out), str(history)]
+        "127.0.0.1", "--master_port", str(_free_port()), worker, str(out), str(history)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=_env(**env), start_new_session=True)
     try:

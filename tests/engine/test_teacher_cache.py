@@ -8,6 +8,7 @@ import pytest
 from oneflow.utils.data import DataLoader, Dataset
 
 from knowledge_distill_util import Distiller, DistillationConfig, TrainingConfig
+from knowledge_distill_util.engine.parallel import Ranks
 from knowledge_distill_util.engine.teacher_cache import TeacherCache
 
 from .conftest import DictMLP, pair, random_data, tuple_loader
@@ -57,7 +58,7 @@ def _loader(rows=40, **kwargs):
     return DataLoader(Rows(x, y, **kwargs), batch_size=16, shuffle=True)
 
 
-def _run(tmp_path, name, calls=None, on_step=None, **options):
+def _run(tmp_path, name, calls=None, on_step=None, rows=40, **options):
     teacher, student = pair(inputs=8, classes=3, cls=HiddenMLP)
     if calls is not None:
         teacher.register_forward_hook(lambda module, inputs, output: calls.append(1))
@@ -65,7 +66,7 @@ def _run(tmp_path, name, calls=None, on_step=None, **options):
     distiller = Distiller(teacher, student, DistillationConfig(**CONFIG), training, adaptor_T=hidden_adaptor,
                           adaptor_S=hidden_adaptor)
     key = "index" if options.get("cache_teacher_outputs", "off") != "off" else None  # the same rows and order
-    return distiller, distiller.train(_loader(key=key), on_step=on_step)
+    return distiller, distiller.train(_loader(rows, key=key), on_step=on_step)
 
 
 def _csv_without_seconds(out):
@@ -217,6 +218,32 @@ def test_a_cache_over_its_memory_limit_is_refused_before_the_first_step(tmp_path
              "cache_dtype='float16' \\(half\\), set cache_max_mb=None", cache_max_mb=300 / 1024 ** 2)
 
 
+class SecondOfTwo(Ranks):
+    """Rank 1 of a 2-process run, without the collectives (the refusal comes before any)."""
+
+    def __init__(self, use_graph):
+        super().__init__(use_graph)
+        self.world, self.rank, self.active = 2, 1, True
+
+    def start(self, trainable):
+        pass
+
+    def finished(self):
+        pass
+
+    def failed(self, error):
+        pass
+
+
+def test_the_memory_limit_of_a_data_parallel_rank_counts_every_row_of_the_data(tmp_path, monkeypatch):
+    """Each rank trains on half of each batch but may cache every row (a reshuffling loader hands it other
+    rows each epoch): 3 batches of 16 rows are 48 rows for the limit, not the rank's 3 x 8."""
+    monkeypatch.setattr("knowledge_distill_util.engine.distiller.Ranks", SecondOfTwo)
+    batches = [next(iter(_loader(rows=16)))] * 3  # a list: no data set, len(data) batches of the global batch
+    _refused(tmp_path, batches, ValueError, "would hold 48 rows x 12 bytes = 0.0 MB for the data's 48 rows, over "
+             "TrainingConfig.cache_max_mb", cache_max_mb=300 / 1024 ** 2)
+
+
 class Unsized:
     """A re-iterable without a length: the limit is met at the batch that crosses it."""
 
@@ -236,15 +263,11 @@ def test_a_cache_that_grows_over_its_limit_stops_at_that_batch(tmp_path):
         Distiller(teacher, student, DistillationConfig(), training).train(Unsized(_loader()))
 
 
-@pytest.mark.parametrize("options, extra, message", [
-    (dict(use_graph=True), {}, "cache_teacher_outputs='memory' does not work with use_graph=True"),
-    ({}, dict(objective=flow.nn.Linear(1, 1)), "this Distiller has an objective= of its own"),
-])
-def test_graph_mode_and_an_objective_of_its_own_are_refused(tmp_path, options, extra, message):
+def test_an_objective_of_its_own_is_refused(tmp_path):
     teacher, student = pair(inputs=8, classes=3)
-    training = TrainingConfig(str(tmp_path), max_steps=1, cache_teacher_outputs="memory", **options)
-    with pytest.raises(ValueError, match=message):
-        Distiller(teacher, student, DistillationConfig(), training, **extra)
+    training = TrainingConfig(str(tmp_path), max_steps=1, cache_teacher_outputs="memory")
+    with pytest.raises(ValueError, match="this Distiller has an objective= of its own"):
+        Distiller(teacher, student, DistillationConfig(), training, objective=flow.nn.Linear(1, 1))
 
 
 @pytest.mark.parametrize("options, error, message", [
@@ -258,3 +281,80 @@ def test_graph_mode_and_an_objective_of_its_own_are_refused(tmp_path, options, e
 def test_bad_cache_options_are_refused(options, error, message):
     with pytest.raises(error, match=message):
         TrainingConfig("out", max_steps=1, **options)
+
+
+def _first_visits(student_ids):
+    """The batches (after the probe, ``student_ids[0]``) holding a row that no earlier batch held: where a lazy
+    per-row cache must run the teacher, computed from the rows the student saw."""
+    seen, runs = set(), []
+    for ids in student_ids[1:]:
+        if not seen.issuperset(ids):
+            runs.append(ids)
+        seen.update(ids)
+    return runs
+
+
+def _launch_cache_worker(tmp_path):
+    """``(status, stderr, out, records)`` of dp_cache_worker.py on 2 processes, started again (up to
+    ``GRAPH_TEST_TRIES`` in all) only when a rank died from the graph runtime's segfault."""
+    import os
+
+    from conftest import GRAPH_TEST_TRIES
+    from training.test_distributed_training import CRASH
+
+    from .test_parallel import _job
+
+    for attempt in range(GRAPH_TEST_TRIES):
+        job = _job(tmp_path, f"dp{attempt}", 2, worker=os.path.join(os.path.dirname(__file__), "dp_cache_worker.py"))
+        if not CRASH.search(job[1]):
+            return job
+    return job
+
+
+def test_data_parallel_caches_give_the_uncached_losses_and_run_the_teacher_for_first_visits_only(tmp_path):
+    """2 processes (dp_cache_worker.py: eagerly uncached, "memory", "disk", then compiled uncached and "memory",
+    one after the other in the same processes). Not marked ``graph``: this process compiles nothing (the
+    launched ranks do, each a fresh process, and a rank's segfault starts the job again), so it needs no
+    process of its own (which would add a OneFlow start-up to the test's ~10 s)."""
+    import json
+    import os
+
+    code, err, out, records = _launch_cache_worker(tmp_path)
+    assert code == 0, err[-3000:]
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    terms = ("loss", "kl_div", "hard_label", "match0_hidden_mse", "match1_hidden_mse")
+    plain = ranks[0]["off"]["history"]
+    assert plain["step"] == list(range(1, 9))  # 16 rows in global batches of 4, 2 epochs
+    for mode, uncached in (("memory", "off"), ("disk", "off"), ("graph-memory", "graph-off")):
+        for term in terms:  # float32: bit for bit
+            assert ranks[0][mode]["history"][term] == ranks[0][uncached]["history"][term], (mode, term)
+        assert sorted(os.listdir(out / mode)) == ["checkpoints", "losses.csv", "losses.png"]  # the files deleted
+    np.testing.assert_allclose(ranks[0]["graph-off"]["history"]["loss"], plain["loss"], rtol=1e-4)
+    for rank in ranks:
+        assert rank["off"]["teacher"] == rank["off"]["student"]  # uncached: the teacher runs on every batch
+        assert len(rank["off"]["student"]) == 1 + 8 and all(len(ids) == 2 for ids in rank["off"]["student"])
+        expected = _first_visits(rank["off"]["student"])
+        assert len(expected) < 8  # some batch of epoch 2 was served from the cache alone
+        for mode in ("memory", "disk", "graph-memory"):
+            if mode != "graph-memory":  # (compiled: the student's batches carry no ids)
+                assert rank[mode]["student"] == rank["off"]["student"]  # the same rows in the same order
+            assert rank[mode]["teacher"] == rank["off"]["student"][:1] + expected, mode  # the probe, first visits
+    for step in range(1, 9):  # each rank has its own half of every global batch; each epoch covers the 16 rows
+        assert not set(ranks[0]["off"]["student"][step]) & set(ranks[1]["off"]["student"][step])
+    for epoch in (range(1, 5), range(5, 9)):
+        assert sorted(i for r in ranks for s in epoch for i in r["off"]["student"][s]) == list(range(16))
+    lines = [line for line in err.splitlines() if "teacher-output cache" in line]
+    assert len(lines) == 3 and all("of rank 0 (of 2 processes" in line for line in lines), lines  # rank 0 only
+
+
+@pytest.mark.graph
+def test_graph_mode_with_a_cache_gives_the_uncached_graph_losses(tmp_path):
+    """The teacher runs eagerly outside the compiled step (only for batches with a new row) and its reads are
+    inputs of the student-only graph: the uncached graph's losses bit for bit, over 2 epochs."""
+    calls = []
+    _, plain = _run(tmp_path, "plain", rows=48, use_graph=True)  # 3 full batches per epoch: one shape
+    _, cached = _run(tmp_path, "cached", calls, rows=48, use_graph=True, cache_teacher_outputs="memory")
+    assert plain["step"] == cached["step"] == list(range(1, 7))
+    for term in ("loss", "kl_div", "hard_label", "match0_hidden_mse", "match1_hidden_mse"):
+        assert cached[term] == plain[term], term
+    assert len(calls) == 1 + 3  # the probe, then epoch 1 only
