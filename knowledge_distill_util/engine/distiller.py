@@ -269,6 +269,11 @@ class Distiller:
         step = self._step_module()
         cfg, cache, self.teacher_cache = self.training_config, None, None
         if cfg.cache_teacher_outputs != "off":
+            if cfg.use_graph and ranks.world > 1 and self.step_inputs is not None:
+                raise ValueError(f"cache_teacher_outputs={cfg.cache_teacher_outputs!r} with use_graph=True on "
+                                 f"{ranks.world} processes cannot take step_inputs= (they become global tensors, which "
+                                 f"the eagerly run teacher cannot read); train eagerly (use_graph=False), in one "
+                                 f"process, or set cache_teacher_outputs='off'")
             directory = cache_directory(cfg.output_dir, ranks.rank) if cfg.cache_teacher_outputs == "disk" else None
             cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device,
                                                       directory, ranks.rank, ranks.world)

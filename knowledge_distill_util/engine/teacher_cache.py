@@ -51,7 +51,8 @@ them too. A killed run leaves them behind; the next ``"disk"`` run on the direct
 for batches with a row not cached), and the teacher reads are inputs of a student-only ``nn.Graph``
 (:meth:`~.objective.DistillStep.cached_reads`); the losses equal an uncached compiled run's (float32: bit for bit).
 The compiled step's batch has no row ids (the adaptors see none there). Data-parallel: the teachers stay local
-to each process; only the student and the projections become global tensors.
+to each process; only the student and the projections become global tensors (so a compiled data-parallel
+run with ``step_inputs=``, which become global too, is refused before the first step).
 
 Not with ``objective=`` (the recipes of ``kdu-train`` cache their own teacher outputs:
 ``--cache_teacher_outputs``): refused.

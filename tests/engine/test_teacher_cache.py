@@ -244,6 +244,24 @@ def test_the_memory_limit_of_a_data_parallel_rank_counts_every_row_of_the_data(t
              "TrainingConfig.cache_max_mb", cache_max_mb=300 / 1024 ** 2)
 
 
+class NoInputs:
+    """Step inputs that add nothing (the refusal comes before any step)."""
+
+    def step_inputs(self, step, total):
+        return {}
+
+
+def test_step_inputs_with_a_compiled_cached_data_parallel_run_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("knowledge_distill_util.engine.distiller.Ranks", SecondOfTwo)
+    teacher, student = pair(inputs=8, classes=3, cls=DictMLP)
+    training = TrainingConfig(str(tmp_path / "out"), max_steps=2, cache_teacher_outputs="memory", use_graph=True)
+    distiller = Distiller(teacher, student, DistillationConfig(), training, step_inputs=NoInputs())
+    with pytest.raises(ValueError, match=r"^cache_teacher_outputs='memory' with use_graph=True on 2 processes cannot "
+                                         r"take step_inputs= \(they become global tensors"):
+        distiller.train(_loader(rows=32))  # whole batches of 16: the graph's batch shape holds
+    assert not (tmp_path / "out").exists()
+
+
 class Unsized:
     """A re-iterable without a length: the limit is met at the batch that crosses it."""
 
