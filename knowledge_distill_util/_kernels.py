@@ -146,47 +146,40 @@ class _SoftTargets:
         log_p = F.log_softmax(_scaled(t, self.t_t), dim=-1)
         return (_floored(log_p) if floor else log_p).sub_(log_q)
 
-    def student_probs(self, s: flow.Tensor) -> flow.Tensor:
-        return F.softmax(_scaled(s, self.t_s), dim=-1)
-
-    def floored_loss_sum(self, rows_s: flow.Tensor, rows_t: flow.Tensor, spans) -> flow.Tensor:
-        """``sum(P * log_ratio)`` with the log-probabilities floored, ``P`` recomputed chunk by chunk (the
-        rare second pass of :meth:`chunked_forward`, whose ``P`` may already hold ``P - q``)."""
-        sums = []
-        for start, length in spans:
-            s_c, t_c = rows_s.narrow(0, start, length), rows_t.narrow(0, start, length)
-            sums.append(_sum_all(self.log_ratio(s_c, t_c, floor=True).mul_(self.teacher_probs(t_c))))
+    def chunked_loss_sum(self, rows_s: flow.Tensor, rows_t: flow.Tensor, rows_p: flow.Tensor, spans,
+                         floor: bool) -> flow.Tensor:
+        """``sum(P * log_ratio)``: each chunk's products (``log_ratio`` multiplied in place by ``P``'s rows)
+        are summed while still in the CPU cache, then the per-chunk sums. (Adding every chunk element-wise
+        into the first and summing once costs the thread that runs OneFlow's kernels 7-21 ms more at
+        ``[1024, 30522]``: OneFlow's CPU reduction runs partly on helper threads, its in-place add does not.)"""
+        sums = [
+            _sum_all(self.log_ratio(rows_s.narrow(0, start, length), rows_t.narrow(0, start, length), floor)
+                     .mul_(rows_p.narrow(0, start, length)))
+            for start, length in spans
+        ]
         return flow.stack(sums).sum()
 
-    def chunked_forward(self, s: flow.Tensor, t: flow.Tensor, gradient: bool) -> Tuple[flow.Tensor, flow.Tensor]:
-        """The eager chunked path: ``(sum(P * log_ratio), D)``, floored only when the plain sum is not finite.
-
-        ``P = softmax(t / T_t)`` is computed once, whole; then, chunk by chunk while the chunk's rows of ``s``
-        and ``P`` are in the CPU cache, ``log_ratio`` is multiplied in place by ``P``'s rows and summed and,
-        with ``gradient``, ``P``'s rows are replaced in place by ``P - softmax(s / T_s)`` (the backward then
-        only scales them). ``D`` is that buffer: ``P - q`` with ``gradient``, else ``P``. (Adding every
-        chunk's products element-wise into the first and summing once costs the thread that runs OneFlow's
-        kernels 7-21 ms more at ``[1024, 30522]``: OneFlow's CPU reduction runs partly on helper threads, its
-        in-place add does not.)"""
-        p = self.teacher_probs(t)  # whole: no copy; becomes the gradient
+    def chunked_forward(self, s: flow.Tensor, t: flow.Tensor) -> Tuple[flow.Tensor, flow.Tensor]:
+        """The eager chunked path: ``(sum(P * log_ratio), P)``, floored only when the plain sum is not finite."""
+        p = self.teacher_probs(t)  # whole: no copy; becomes the gradient in backward
         classes = s.shape[-1]
         rows_s, rows_t, rows_p = s.reshape(-1, classes), t.reshape(-1, classes), p.view(-1, classes)
         spans = _row_spans(rows_s.shape[0], self.chunk_rows)
-        sums = []
-        for start, length in spans:
-            s_c, p_c = rows_s.narrow(0, start, length), rows_p.narrow(0, start, length)
-            sums.append(_sum_all(self.log_ratio(s_c, rows_t.narrow(0, start, length), floor=False).mul_(p_c)))
-            if gradient:
-                p_c.sub_(self.student_probs(s_c))
-        total = flow.stack(sums).sum()
+        total = self.chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=False)
         if not _is_finite(total):  # 0 * -inf somewhere (or a genuine NaN/inf): floor, recompute
-            total = self.floored_loss_sum(rows_s, rows_t, spans)
+            total = self.chunked_loss_sum(rows_s, rows_t, rows_p, spans, floor=True)
         return total, p
 
-    def gradient_in_place(self, s: flow.Tensor, d: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
-        """The first backward of the chunked path: ``D = P - softmax(s / T_s)`` (from :meth:`chunked_forward`)
-        scaled in place into ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returned."""
-        return d.mul_(dy * (-_mean_scale(s.numel()) / self.t_s))  # (P - q) * -c = (q - P) * c
+    def gradient_in_place(self, s: flow.Tensor, p: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
+        """The first backward of the chunked path: ``P`` turned, chunk by chunk, into
+        ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returned."""
+        classes = s.shape[-1]
+        rows_s, rows_p = s.reshape(-1, classes), p.view(-1, classes)
+        factor = dy * (-_mean_scale(s.numel()) / self.t_s)  # (P - q) * -c = (q - P) * c
+        for start, length in _row_spans(rows_s.shape[0], self.chunk_rows):
+            chunk = rows_p.narrow(0, start, length)
+            chunk.sub_(F.softmax(_scaled(rows_s.narrow(0, start, length), self.t_s), dim=-1)).mul_(factor)
+        return p
 
     def gradient_recomputed(self, s: flow.Tensor, t: flow.Tensor, dy: flow.Tensor) -> flow.Tensor:
         """A second backward of a retained graph (``P`` is gone): both softmaxes recomputed into a fresh tensor."""
@@ -203,9 +196,8 @@ class _SoftTargets:
 
 @functools.lru_cache(maxsize=64)
 def _soft_cross_entropy_function(student_temperature: float, teacher_temperature: float, chunk_rows: int,
-                                 kl: bool = False, gradient: bool = True):
-    """An ``autograd.Function`` class for one pair of temperatures, chunk size, kind and ``gradient`` (whether a
-    backward can follow: the student requires a gradient and autograd is enabled), cached per value.
+                                 kl: bool = False):
+    """An ``autograd.Function`` class for one pair of temperatures, chunk size and kind (cached per value).
 
     ``apply(s, t)`` returns ``-mean(softmax(t / T_t) * max(log_softmax(s / T_s), LOWEST_LOG_PROBABILITY))``
     (with ``kl``: ``mean(p_t * (max(log p_t, LOWEST) - max(log p_s, LOWEST)))``, the KL divergence's element
@@ -215,12 +207,11 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
     Eager local tensors with more rows than ``chunk_rows`` (the fast, lean path): the forward computes the
     teacher's softmax ``P`` once, whole, and the loss chunk by chunk from ``P`` and the student's
     ``log_softmax`` (the clamp to :data:`LOWEST_LOG_PROBABILITY` is applied only when the sum is not finite,
-    i.e. only where it changes something); with ``gradient`` it also turns each chunk of ``P``, while in the
-    cache, into ``P - softmax(s / T_s)``. It saves ``s``, ``t``, that buffer and a one-element "buffer is
-    consumed" flag. The first backward scales the buffer in place into the gradient
-    ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returns it: no new logits-sized tensor. A second
-    backward of the same graph (``retain_graph=True``) sees the flag and recomputes both softmaxes into a
-    fresh tensor. Every other case saves the gradient direction once.
+    i.e. only where it changes something); it saves ``s``, ``t``, ``P`` and a one-element "``P`` is
+    consumed" flag. The first backward turns ``P`` in place, chunk by chunk, into the gradient
+    ``(softmax(s / T_s) - P) * dy / (T_s * numel)`` and returns it: one softmax pass, no new logits-sized
+    tensor. A second backward of the same graph (``retain_graph=True``) sees the flag and recomputes both
+    softmaxes into a fresh tensor. Every other case saves the gradient direction once.
     """
     targets = _SoftTargets(student_temperature, teacher_temperature, chunk_rows, kl)
     t_s = student_temperature
@@ -231,8 +222,8 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
         @staticmethod
         def forward(ctx, s: flow.Tensor, t: flow.Tensor) -> flow.Tensor:
             if _use_chunks(s, chunk_rows):
-                total, d = targets.chunked_forward(s, t, gradient)
-                ctx.save_for_backward(s, t, d, flow.zeros(1, dtype=flow.int8, device=s.device))
+                total, p = targets.chunked_forward(s, t)
+                ctx.save_for_backward(s, t, p, flow.zeros(1, dtype=flow.int8, device=s.device))
             else:
                 p = targets.teacher_probs(t)
                 total = _sum_all(p * targets.log_ratio(s, t, floor=True))
@@ -245,10 +236,10 @@ def _soft_cross_entropy_function(student_temperature: float, teacher_temperature
             if len(saved) == 1:
                 (g,) = saved
                 return g * (dy * (_mean_scale(g.numel()) / t_s)), None
-            s, t, d, consumed = saved
+            s, t, p, consumed = saved
             if not bool(consumed.item()):
                 consumed.fill_(1)
-                return targets.gradient_in_place(s, d, dy), None
+                return targets.gradient_in_place(s, p, dy), None
             return targets.gradient_recomputed(s, t, dy), None
 
     SoftCrossEntropy.__name__ = SoftCrossEntropy.__qualname__ = "SoftCrossEntropy"
@@ -270,10 +261,8 @@ def _soft_target_mean(student_logits, teacher_logits, student_temperature, teach
                       chunk_elements, kl: bool) -> flow.Tensor:
     chunk_elements = _checked_chunk_elements(chunk_elements)
     num_classes = student_logits.shape[-1] if student_logits.ndim else 1
-    gradient = bool(student_logits.requires_grad) and flow.is_grad_enabled()
     function = _soft_cross_entropy_function(
-        float(student_temperature), float(teacher_temperature), _chunk_rows(num_classes, chunk_elements), kl,
-        gradient,
+        float(student_temperature), float(teacher_temperature), _chunk_rows(num_classes, chunk_elements), kl
     )
     return function.apply(student_logits, teacher_logits)
 
