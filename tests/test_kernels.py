@@ -375,6 +375,33 @@ def test_zeroing_the_gradient_in_place_does_not_change_a_second_backward():
     np.testing.assert_allclose(s.grad.numpy(), 3.0 * first, **GRAD)
 
 
+def _float32_gradient(s_np, t_np, t_s, t_t, dy):
+    """The chunked backward's gradient ``(softmax(t / T_t) - softmax(s / T_s)) * (dy * (-(1 / numel) / T_s))``
+    composed from whole-tensor float32 OneFlow ops (a softmax row does not depend on the chunking, bit for bit)."""
+    s, t = flow.tensor(s_np), flow.tensor(t_np)
+    factor = flow.tensor(dy, dtype=flow.float32) * (-(1.0 / s.numel()) / t_s)
+    return ((flow.softmax(t / t_t, dim=-1) - flow.softmax(s / t_s, dim=-1)) * factor).numpy()
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+@pytest.mark.parametrize("chunk_elements", [TINY_CHUNK, 15])  # chunked (one chunk: q - P, zeros may be -0.0)
+@pytest.mark.parametrize("scale, temperatures, dy", [(3.0, (1.0, 1.0), 1.0), (3.0, (2.0, 0.5), 0.37),
+                                                     (1e4, (1.0, 1.0), 2.5), (1e4, (2.0, 0.5), 1.0)])
+def test_the_chunked_gradient_is_bit_identical_to_float32_ops(name, chunk_elements, scale, temperatures, dy):
+    """Pins the chunked path's gradient to the bit, so that a faster arrangement of the passes (issue 23)
+    cannot change training numbers: extreme logits, classes at ``-inf`` in both inputs, temperatures, an
+    upstream gradient other than 1 and an uneven last chunk."""
+    kernel, _ = KERNELS[name]
+    rng = np.random.default_rng(44)
+    s_np, t_np = rand(rng, 11, 5, scale=scale), rand(rng, 11, 5, scale=scale)
+    s_np[:, 1] = t_np[:, 1] = -np.inf
+    s = flow.tensor(s_np, requires_grad=True)
+    (kernel(s, flow.tensor(t_np), *temperatures, chunk_elements=chunk_elements) * dy).backward()
+    expected = _float32_gradient(s_np, t_np, *temperatures, dy)
+    assert np.isfinite(expected).all()
+    assert s.grad.numpy().tobytes() == expected.tobytes()
+
+
 # --- masked_row_kl ------------------------------------------------------------------------------------------
 
 def row_kl_reference(s, t, key_mask=None):
