@@ -40,15 +40,24 @@ def test_recipe_runs_end_to_end(workspace, recipe):
         _assert_a_narrower_minilm_student(workspace["root"] / recipe)
 
 
-def test_graph_and_resume(workspace):
+def test_graph_and_resume_and_an_existing_run_needs_resume_or_overwrite(workspace):
+    """A finished run (nn.Graph) started again is refused without ``--resume``/``--overwrite`` and with
+    ``--resume`` and another setting; ``--resume --max_steps 5`` continues its 3 steps; ``--overwrite``
+    (eager) starts it again."""
     args = recipe_args(workspace, "kd", "kd_graph") + ["--use_graph"]
     first = train_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
+    _assert_stops_before_training(train_in_process(*args),
+                                  r"already holds a run; pass --resume to continue it, --overwrite")
+    changed = train_in_process(*args, "--resume", "--learning_rate", "0.5")
+    _assert_stops_before_training(changed, r"--resume would change the run in .*\(learning_rate 5e-05 -> 0\.5\)")
     again = train_cli(*args, "--resume", "--max_steps", "5")   # continue the finished 3 steps to 5
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stderr and "at step 3/5" in again.stderr
     rows = (workspace["root"] / "kd_graph" / "results" / "kd_losses.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+    done = train_cli(*recipe_args(workspace, "kd", "kd_graph"), "--overwrite")
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(workspace):
@@ -248,17 +257,6 @@ def test_regression_task_sts_b(tmp_path):
     results = json.loads((tmp_path / "kd_results" / "results_eval.json").read_text())
     assert {"pearson", "spearmanr", "mse", "modelSize", "reasoningTime"} <= set(results)
     assert results["main_metric"] == "pearson"
-
-
-def test_an_existing_run_needs_resume_or_overwrite(workspace):
-    args = recipe_args(workspace, "kd", "kd_again")
-    assert train_cli(*args).returncode == 0
-    _assert_stops_before_training(train_in_process(*args),
-                                  r"already holds a run; pass --resume to continue it, --overwrite")
-    changed = train_in_process(*args, "--resume", "--learning_rate", "0.5")
-    _assert_stops_before_training(changed, r"--resume would change the run in .*\(learning_rate 5e-05 -> 0\.5\)")
-    done = train_cli(*args, "--overwrite")
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_a_resume_on_changed_data_is_refused(workspace, tmp_path):
