@@ -8,8 +8,6 @@ import subprocess
 import sys
 import types
 
-import pytest
-
 import conftest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
