@@ -13,16 +13,16 @@ from training.conftest import PYTHON, TIMEOUT, TINY_STUDENT, TINY_TEACHER, recip
 STAGES = {"baseline": ["baseline"], "kd": ["kd"], "bilstm": ["bilstm"], "bert_pkd": ["bert_pkd"],
           "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"],
           "minilm": ["minilm", "pred"]}
-#: MiniLM with a student half the teacher's width (16 vs 32, both 2 heads): no projection is needed. Its
-#: end-to-end run is the narrower one (the same width: the minilm job of tests/training/test_compression.py).
+#: MiniLM with a student half the teacher's width (16 vs 32, both 2 heads): no projection is needed (the same
+#: width: the minilm job of tests/training/test_compression.py).
 NARROW = ["--student_hidden_size", "16", "--student_intermediate_size", "32"]
 
 
-@pytest.mark.parametrize("recipe", sorted(STAGES))
-def test_recipe_runs_end_to_end(workspace, recipe):
-    done = train_cli(*recipe_args(workspace, recipe, recipe), *(NARROW if recipe == "minilm" else []))
-    assert done.returncode == 0, done.stderr[-2000:]
-    results_dir = workspace["root"] / recipe / "results"
+def assert_a_quick_run(results_dir, model_dir, recipe):
+    """The outputs of a finished ``--quick`` run of ``recipe`` (3 steps in each stage of :data:`STAGES`):
+    the evaluation's keys, the configuration, each stage's loss log and plot, the model, the progress file.
+    Checked on the run below and on every job of ``kdu-compress --quick``
+    (tests/training/test_compression.py::test_run_compression_quick), which runs each recipe once."""
     results = json.loads((results_dir / "results_eval.json").read_text())
     for key in ("accuracy", "mcc", "precision", "recall", "f1", "modelSize", "reasoningTime"):
         assert key in results, key
@@ -33,11 +33,18 @@ def test_recipe_runs_end_to_end(workspace, recipe):
         rows = (results_dir / f"{stage}_losses.csv").read_text().splitlines()
         assert len(rows) == 1 + 3 and rows[0].startswith("step,epoch,lr,seconds,loss")   # --quick: 3 steps
         assert (results_dir / f"{stage}_losses.png").stat().st_size > 0
-    assert (workspace["root"] / recipe / "model" / "model_config.json").is_file()
+    assert (model_dir / "model_config.json").is_file()
     progress = json.loads((results_dir / "progress.json").read_text())
     assert progress["stage"] == STAGES[recipe][-1] and progress["step"] == progress["total"] == 3
-    if recipe == "minilm":
-        _assert_a_narrower_minilm_student(workspace["root"] / recipe)
+
+
+def test_minilm_runs_end_to_end_with_a_narrower_student(workspace):
+    """The recipes' end-to-end runs are the jobs of ``kdu-compress --quick`` (:func:`assert_a_quick_run`);
+    this one is MiniLM's with a student narrower than its teacher (:data:`NARROW`)."""
+    done = train_cli(*recipe_args(workspace, "minilm", "minilm"), *NARROW)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_a_quick_run(workspace["root"] / "minilm" / "results", workspace["root"] / "minilm" / "model", "minilm")
+    _assert_a_narrower_minilm_student(workspace["root"] / "minilm")
 
 
 def test_graph_and_resume_and_an_existing_run_needs_resume_or_overwrite(workspace):
@@ -111,7 +118,7 @@ def _assert_a_narrower_minilm_student(run):
 
 
 def test_minilm_distils_a_narrower_student_in_graph(workspace):
-    """:data:`NARROW` under nn.Graph (eager: ``test_recipe_runs_end_to_end[minilm]``)."""
+    """:data:`NARROW` under nn.Graph (eager: :func:`test_minilm_runs_end_to_end_with_a_narrower_student`)."""
     done = train_cli(*recipe_args(workspace, "minilm", "minilm_narrow_graph"), *NARROW, "--use_graph")
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_a_narrower_minilm_student(workspace["root"] / "minilm_narrow_graph")
