@@ -9,7 +9,9 @@ forward pass every step) for a fixed number of steps, in eager and graph mode, t
 started by OneFlow's launcher) and ``jobs`` (N one-process jobs at once, as ``kdu-compress --jobs N``
 starts its students, with :func:`~knowledge_distill_util._device.share_cpu_cores`). The teacher is a BERT of
 all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, intermediate 1536) trained one step from scratch
-on a synthetic task (the throughput does not depend on its weights).
+on a synthetic task (the throughput does not depend on its weights). ``--quick`` (a smoke run of the same
+rows) trains a tiny teacher (2 layers, hidden 32, 2 heads, intermediate 64) and a student of its width
+(:data:`QUICK_STUDENT`) instead.
 
 Each row: ``recipe``, ``mode`` (eager/graph), ``layout``, ``processes``, ``batch_size_per_device``,
 ``global_batch``, ``steps_timed``, ``samples_per_s`` (global batch x timed steps / their wall time, from
@@ -35,6 +37,10 @@ from typing import Dict, List, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHER = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "6", "--teacher_hidden_size", "384",
            "--teacher_num_attention_heads", "12", "--teacher_intermediate_size", "1536"]
+QUICK_TEACHER = ["--teacher_model", "scratch", "--teacher_num_hidden_layers", "2", "--teacher_hidden_size", "32",
+                 "--teacher_num_attention_heads", "2", "--teacher_intermediate_size", "64"]
+#: ``--quick``: the plan's student settings replaced by these (a student of the tiny teacher's width).
+QUICK_STUDENT = {"student_hidden_size": 32, "student_intermediate_size": 64, "student_num_attention_heads": 2}
 RECIPES = {"kd": ["--recipe", "kd"], "tinybert_intermediate": ["--recipe", "tinybert", "--intermediate_distill"]}
 STAGE = {"kd": "kd", "tinybert_intermediate": "intermediate"}
 
@@ -107,8 +113,9 @@ def _throughput(log_path: str, global_batch: int, warmup: int) -> Dict:
 
 def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int], modes: List[str],
             recipes: List[str], timeout: float, seq_length: int,
-            layouts: Sequence[str] = ("data_parallel", "jobs")) -> List[Dict]:
-    """Every (recipe, mode, layout, processes) row; writes under ``work``."""
+            layouts: Sequence[str] = ("data_parallel", "jobs"), quick: bool = False) -> List[Dict]:
+    """Every (recipe, mode, layout, processes) row; writes under ``work``. ``quick``: the tiny teacher
+    and student (:data:`QUICK_TEACHER`, :data:`QUICK_STUDENT`)."""
     from knowledge_distill_util.data import prepare_default_data
 
     data = os.path.join(work, "data")
@@ -116,12 +123,14 @@ def measure(work: str, steps: int, warmup: int, batch: int, processes: List[int]
     from knowledge_distill_util.training.compression import read_plan
 
     plan = {k: v for k, v in read_plan()["common"].items() if k not in ("seq_length", "batch_size_per_device")}
+    if quick:
+        plan.update(QUICK_STUDENT)
     student = [item for key, value in sorted(plan.items())
                for item in (f"--{key}", str(value).lower() if isinstance(value, bool) else str(value))]
     common = ["--data_dir", data, "--task_name", task, "--seq_length", str(seq_length), "--do_eval", "false"]
     teacher = os.path.join(work, "teacher")
-    _run(_train_command(1, ["--recipe", "teacher", *common, *TEACHER, "--max_steps", "1", "--model_save_dir",
-                            teacher, "--result_dir", teacher + "_results"]), timeout)
+    _run(_train_command(1, ["--recipe", "teacher", *common, *(QUICK_TEACHER if quick else TEACHER), "--max_steps",
+                            "1", "--model_save_dir", teacher, "--result_dir", teacher + "_results"]), timeout)
     rows = []
     for recipe in recipes:
         for mode in modes:
@@ -172,7 +181,7 @@ def main(argv: Optional[List[str]] = None, json_path: Optional[str] = None, quic
     """Measure and print the table; ``json_path``: also write the rows there. ``quick``: tiny sizes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", metavar="PATH", default=json_path)
-    parser.add_argument("--quick", action="store_true", default=quick, help="tiny sizes (a smoke run)")
+    parser.add_argument("--quick", action="store_true", default=quick, help="tiny sizes and models (a smoke run)")
     parser.add_argument("--steps", type=int, help="training steps per run (default 12, --quick 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--batch", type=int, help="batch_size_per_device (default 32, --quick 4)")
@@ -194,7 +203,7 @@ def main(argv: Optional[List[str]] = None, json_path: Optional[str] = None, quic
     try:
         rows = measure(work, args.steps, args.warmup, args.batch, [int(p) for p in args.processes.split(",")],
                        args.modes.split(","), args.recipes.split(","), args.timeout, args.seq_length,
-                       args.layouts.split(","))
+                       args.layouts.split(","), quick=args.quick)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -4,19 +4,27 @@
   default otherwise, ``knowledge_distill_util/engine/launch.py``); tests of ``--nproc`` pass it explicitly.
 - Quiet OneFlow's start-up logging before any test imports it, and import the package first, so OneFlow's
   OpenBLAS loads the CPU's kernel set (``OPENBLAS_CORETYPE``, see ``knowledge_distill_util/_cpu.py``).
-- Tests marked ``graph`` (they compile ``nn.Graph`` s) run each in a fresh Python process. OneFlow 0.9's
+- Tests marked ``graph`` (they compile ``nn.Graph`` s) run in a child pytest process, one child per test
+  module: the first graph test of a module to run starts a child with every selected graph test of that
+  module from it on (one start-up instead of one per test), and each test then reports the outcome its
+  child recorded for it (``KDU_GRAPH_TEST_RESULTS``: one JSON line per phase report). OneFlow 0.9's
   graph runtime has a race (a segmentation fault in ``LazyJobStreamPolicy::DequeueNNGraph`` on a runtime
   thread) that kills about one process in a few hundred graph compilations, with built-in ops as well as
-  with this package's kernels. A test whose process dies from a signal is run again, up to
-  ``GRAPH_TEST_TRIES`` times in all; a test that fails an assertion or raises is never retried.
+  with this package's kernels. A test whose child dies from a signal while it runs is run again (with the
+  module's tests that had not run yet, in a new child), up to ``GRAPH_TEST_TRIES`` times in all; a child
+  that dies from a signal after its last test runs all of its tests again (the same limit); a test that
+  fails an assertion or raises is never retried. The batching assumes a module's tests run in one process
+  (no xdist, or ``--dist loadfile`` as in the README); split across xdist workers, a test may run twice.
 - The root logger's handlers and level are restored after every test: a command run in-process (its
   ``main()`` calls ``logging.basicConfig``) binds a handler to that test's captured stderr, which is closed
   once the test ends; left in place, it turns every later log line into a "Logging error" on stderr.
 """
+import json
 import logging
 import os
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("GLOG_minloglevel", "3")
 os.environ.setdefault("KDU_NPROC", "1")  # kdu-train runs of the tests: one process unless --nproc says otherwise
@@ -32,6 +40,8 @@ import knowledge_distill_util  # noqa: E402,F401
 
 GRAPH_TEST_TRIES = 3
 _CHILD = "KDU_GRAPH_TEST_CHILD"
+_RESULTS = "KDU_GRAPH_TEST_RESULTS"  # the child's report file (JSON lines)
+_graph_outcomes = {}  # node id -> (outcome, text) recorded by a child, until that test reports it
 
 
 @pytest.fixture(autouse=True)
@@ -54,23 +64,90 @@ def run_retrying_signals(command, tries: int = GRAPH_TEST_TRIES, **kwargs) -> su
     return done
 
 
+def pytest_runtest_logreport(report):
+    """In a graph child (``KDU_GRAPH_TEST_RESULTS`` set): append each phase's report as one JSON line."""
+    path = os.environ.get(_RESULTS) if os.environ.get(_CHILD) else None
+    if path:
+        text = report.longreprtext + "".join(f"\n--- {name} ---\n{body}" for name, body in report.sections)
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+                                     "text": text[-6000:]}) + "\n")
+            stream.flush()
+
+
+def _finished_tests(path: str) -> dict:
+    """Node id -> (outcome, text) of every test whose teardown the child reported (a test the child died in
+    has no teardown report): ``failed`` if a phase failed, ``skipped`` if one skipped, else ``passed``."""
+    reports = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as stream:
+            for line in stream:
+                if line.endswith("\n"):  # a line cut by the child's death is no report
+                    report = json.loads(line)
+                    reports.setdefault(report["nodeid"], []).append(report)
+    finished = {}
+    for nodeid, phases in reports.items():
+        if not any(phase["when"] == "teardown" for phase in phases):
+            continue
+        failed = [phase for phase in phases if phase["outcome"] == "failed"]
+        skipped = [phase for phase in phases if phase["outcome"] == "skipped"]
+        if failed:
+            finished[nodeid] = ("failed", f"{failed[0]['when']}: {failed[0]['text']}")
+        elif skipped:
+            finished[nodeid] = ("skipped", skipped[0]["text"])
+        else:
+            finished[nodeid] = ("passed", "")
+    return finished
+
+
+def _run_graph_children(item) -> None:
+    """Run ``item`` and the selected graph tests of its module after it in child pytest processes, recording
+    each one's outcome in ``_graph_outcomes`` (the retry rules: the module docstring)."""
+    items = item.session.items
+    todo = [other.nodeid for other in items[items.index(item):]
+            if other.path == item.path and other.get_closest_marker("graph") is not None
+            and other.nodeid not in _graph_outcomes]
+    crashes = {nodeid: [] for nodeid in todo}
+    env = dict(os.environ, **{_CHILD: "1"})
+    while todo:
+        with tempfile.TemporaryDirectory(prefix="kdu-graph-tests-") as work:
+            env[_RESULTS] = os.path.join(work, "reports.jsonl")
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "", *todo],
+                                  cwd=str(item.config.rootpath), env=env, capture_output=True, text=True,
+                                  timeout=900 * len(todo))
+            finished = _finished_tests(env[_RESULTS])
+        rest = [nodeid for nodeid in todo if nodeid not in finished]
+        if done.returncode >= 0:  # no crash: every outcome stands
+            _graph_outcomes.update({nodeid: finished[nodeid] for nodeid in todo if nodeid in finished})
+            for nodeid in rest:
+                _graph_outcomes[nodeid] = ("failed", f"{nodeid} was not run by its child pytest (exit "
+                                                     f"{done.returncode}):\n{done.stdout[-6000:]}")
+            return
+        signal_number = -done.returncode
+        died_in = rest[:1] or todo  # the test it died in; after the last test: all of them again
+        _graph_outcomes.update({nodeid: finished[nodeid] for nodeid in todo
+                                if nodeid in finished and nodeid not in died_in})
+        for nodeid in died_in:
+            crashes[nodeid].append(signal_number)
+            if len(crashes[nodeid]) >= GRAPH_TEST_TRIES:
+                _graph_outcomes[nodeid] = ("failed", f"{nodeid}: its process was killed by signals {crashes[nodeid]} "
+                                                     f"in all {GRAPH_TEST_TRIES} tries:\n{done.stderr[-3000:]}")
+        todo = [nodeid for nodeid in todo if nodeid not in _graph_outcomes]
+
+
 def pytest_pyfunc_call(pyfuncitem):
-    """Run a ``graph`` test in a child pytest process (the child runs it the ordinary way)."""
+    """Report a ``graph`` test's outcome from its module's child pytest process (the child runs it the
+    ordinary way)."""
     if pyfuncitem.get_closest_marker("graph") is None or os.environ.get(_CHILD):
         return None
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "", pyfuncitem.nodeid]
-    env = dict(os.environ, **{_CHILD: "1"})
-    crashes = []
-    for _ in range(GRAPH_TEST_TRIES):
-        done = subprocess.run(command, cwd=str(pyfuncitem.config.rootpath), env=env,
-                              capture_output=True, text=True, timeout=900)
-        if done.returncode == 0:
-            return True
-        if done.returncode > 0:  # an ordinary failure: report it, never retry
-            pytest.fail(f"{pyfuncitem.nodeid} failed in its own process:\n{done.stdout[-6000:]}", pytrace=False)
-        crashes.append(-done.returncode)
-    pytest.fail(f"{pyfuncitem.nodeid}: its process was killed by signals {crashes} in all {GRAPH_TEST_TRIES} "
-                f"tries:\n{done.stderr[-3000:]}", pytrace=False)
+    if pyfuncitem.nodeid not in _graph_outcomes:
+        _run_graph_children(pyfuncitem)
+    outcome, text = _graph_outcomes.pop(pyfuncitem.nodeid)
+    if outcome == "skipped":
+        pytest.skip(f"in its own process: {text}")
+    if outcome != "passed":
+        pytest.fail(f"{pyfuncitem.nodeid} failed in its own process:\n{text}", pytrace=False)
+    return True
 
 
 def same_state(a, b):

@@ -20,12 +20,12 @@ from conftest import run_retrying_signals
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _three_job_plan():
-    """The packaged run plan with only the teacher, the labels-only student and KD left."""
+def _two_job_plan():
+    """The packaged run plan with only the teacher and KD left."""
     from knowledge_distill_util.training import RECIPES
     with open(os.path.join(REPO, "knowledge_distill_util", "configs", "default_run.json"), encoding="utf-8") as stream:
         plan = json.load(stream)
-    kept = ("teacher", "baseline", "kd")
+    kept = ("teacher", "kd")
     plan["jobs"] = {name: job for name, job in plan["jobs"].items() if name in kept}
     plan["skip"] = [name for name in RECIPES.names() if name not in kept]
     plan["launch_first"] = []
@@ -39,14 +39,9 @@ def test_wheel_runs_the_console_scripts_outside_the_repository(tmp_path):
                                                                  "__pycache__", ".pytest_cache", ".hypothesis"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w",
                     str(tmp_path / "wheel")], check=True, timeout=300)
-    env_dir = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
-    packages = glob.glob(str(env_dir / "lib" / "python*" / "site-packages"))[0]
-    with open(os.path.join(packages, "dependencies.pth"), "w", encoding="utf-8") as stream:
-        stream.write("\n".join(site.getsitepackages()) + "\n")
+    env_dir, packages = _fresh_env(tmp_path)
     wheel = glob.glob(str(tmp_path / "wheel" / "*.whl"))[0]
-    subprocess.run([str(env_dir / "bin" / "pip"), "install", "-q", "--no-deps", "--disable-pip-version-check", wheel],
-                   check=True, timeout=300)
+    subprocess.run(_pip_install(env_dir) + [wheel], check=True, timeout=300)
     work = tmp_path / "outside"
     work.mkdir()
     env = dict(os.environ, GLOG_minloglevel="3", PYTHONPATH="")
@@ -54,8 +49,8 @@ def test_wheel_runs_the_console_scripts_outside_the_repository(tmp_path):
     where = subprocess.run([python, "-c", "import knowledge_distill_util as k; print(k.__file__)"], cwd=work,
                            capture_output=True, text=True, env=env, timeout=120)
     assert where.returncode == 0 and where.stdout.startswith(packages), (where.stdout, where.stderr[-2000:])
-    plan = work / "plan.json"  # the packaged plan cut to teacher, labels-only student and KD: the whole plan's
-    plan.write_text(json.dumps(_three_job_plan()), encoding="utf-8")  # quick run is test_compression's job
+    plan = work / "plan.json"  # the packaged plan cut to the teacher and KD: the whole plan's quick run is
+    plan.write_text(json.dumps(_two_job_plan()), encoding="utf-8")  # test_compression's job
     done = run_retrying_signals([str(env_dir / "bin" / "kdu-compress"), "--quick", "--plan", str(plan),
                                  "--result_dir", "out"], cwd=work, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -80,13 +75,20 @@ def _source_copy(tmp_path):
 
 
 def _fresh_env(tmp_path):
-    """A new virtual environment whose dependencies come from this one's site-packages (a ``.pth`` line)."""
+    """A new virtual environment whose dependencies come from this one's site-packages (a ``.pth`` line);
+    it has no pip of its own (installing pip into it took 5-9 s): :func:`_pip_install` installs into it."""
     env_dir = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=300)
     packages = glob.glob(str(env_dir / "lib" / "python*" / "site-packages"))[0]
     with open(os.path.join(packages, "dependencies.pth"), "w", encoding="utf-8") as stream:
         stream.write("\n".join(site.getsitepackages()) + "\n")
     return env_dir, packages
+
+
+def _pip_install(env_dir):
+    """``pip install -q --no-deps`` into the environment ``env_dir`` (this environment's pip, ``--python``)."""
+    return [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q", "--no-deps",
+            "--disable-pip-version-check"]
 
 
 @pytest.mark.slow
@@ -98,9 +100,8 @@ def test_setup_py_and_pyproject_install_both_ways(tmp_path, how):
     ``--no-deps``; ``pip`` builds with setuptools from PyPI, ``develop`` with the environment's own)."""
     source = _source_copy(tmp_path)
     env_dir, _ = _fresh_env(tmp_path)
-    python, pip = str(env_dir / "bin" / "python"), [str(env_dir / "bin" / "pip"), "install", "-q", "--no-deps",
-                                                    "--disable-pip-version-check"]
-    command = {"pip install -e .": pip + ["-e", str(source)],
+    python = str(env_dir / "bin" / "python")
+    command = {"pip install -e .": _pip_install(env_dir) + ["-e", str(source)],
                "setup.py develop": [python, "setup.py", "-q", "develop", "--no-deps"]}[how]
     done = subprocess.run(command, cwd=source, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -4,6 +4,7 @@ import os
 import sys
 
 from conftest import run_retrying_signals
+from training.test_run import STAGES, assert_a_quick_run
 from knowledge_distill_util.training.compression import plan_jobs, read_plan, row_order
 
 
@@ -38,6 +39,8 @@ def test_run_compression_quick(tmp_path):
     assert "| model |" in done.stdout and (tmp_path / "summary.md").is_file()
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "summary.md").read_text().startswith("SMOKE RUN (--quick: ")   # not a result to quote
+    for recipe in STAGES:  # each recipe's own run, as tests/training/test_run.py checks a kdu-train --quick run
+        assert_a_quick_run(tmp_path / recipe, tmp_path / recipe / "model", recipe)
 
 
 def test_progress_of_a_running_job_is_logged_with_loss_and_eta(tmp_path, caplog):

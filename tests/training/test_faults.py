@@ -10,6 +10,7 @@ import pytest
 
 from knowledge_distill_util.models.init import read_state
 from training.conftest import PYTHON, recipe_args, train_cli
+from training.test_run import train_in_process
 
 EXTRA = ["--max_steps", "24", "--num_epochs", "6", "--checkpoint_every", "1"]
 
@@ -111,5 +112,5 @@ def test_a_corrupt_model_config_names_the_file(workspace, tmp_path):
     (teacher / "model_config.json").write_text('{"architecture": "bert", ')
     args = recipe_args(workspace, "kd", "fault_meta")
     args[args.index("--teacher_model") + 1] = teacher
-    done = train_cli(*args)
+    done = train_in_process(*args)  # refused before any work: no OneFlow start-up of its own
     assert done.returncode == 2 and f"{teacher}/model_config.json is not valid JSON" in done.stderr, done.stderr

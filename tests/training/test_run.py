@@ -13,13 +13,16 @@ from training.conftest import PYTHON, TIMEOUT, TINY_STUDENT, TINY_TEACHER, recip
 STAGES = {"baseline": ["baseline"], "kd": ["kd"], "bilstm": ["bilstm"], "bert_pkd": ["bert_pkd"],
           "tinybert": ["intermediate", "pred"], "theseus": ["theseus", "successor"],
           "minilm": ["minilm", "pred"]}
+#: MiniLM with a student half the teacher's width (16 vs 32, both 2 heads): no projection is needed (the same
+#: width: the minilm job of tests/training/test_compression.py).
+NARROW = ["--student_hidden_size", "16", "--student_intermediate_size", "32"]
 
 
-@pytest.mark.parametrize("recipe", sorted(STAGES))
-def test_recipe_runs_end_to_end(workspace, recipe):
-    done = train_cli(*recipe_args(workspace, recipe, recipe))
-    assert done.returncode == 0, done.stderr[-2000:]
-    results_dir = workspace["root"] / recipe / "results"
+def assert_a_quick_run(results_dir, model_dir, recipe):
+    """The outputs of a finished ``--quick`` run of ``recipe`` (3 steps in each stage of :data:`STAGES`):
+    the evaluation's keys, the configuration, each stage's loss log and plot, the model, the progress file.
+    Checked on the run below and on every job of ``kdu-compress --quick``
+    (tests/training/test_compression.py::test_run_compression_quick), which runs each recipe once."""
     results = json.loads((results_dir / "results_eval.json").read_text())
     for key in ("accuracy", "mcc", "precision", "recall", "f1", "modelSize", "reasoningTime"):
         assert key in results, key
@@ -30,20 +33,38 @@ def test_recipe_runs_end_to_end(workspace, recipe):
         rows = (results_dir / f"{stage}_losses.csv").read_text().splitlines()
         assert len(rows) == 1 + 3 and rows[0].startswith("step,epoch,lr,seconds,loss")   # --quick: 3 steps
         assert (results_dir / f"{stage}_losses.png").stat().st_size > 0
-    assert (workspace["root"] / recipe / "model" / "model_config.json").is_file()
+    assert (model_dir / "model_config.json").is_file()
     progress = json.loads((results_dir / "progress.json").read_text())
     assert progress["stage"] == STAGES[recipe][-1] and progress["step"] == progress["total"] == 3
 
 
-def test_graph_and_resume(workspace):
+def test_minilm_runs_end_to_end_with_a_narrower_student(workspace):
+    """The recipes' end-to-end runs are the jobs of ``kdu-compress --quick`` (:func:`assert_a_quick_run`);
+    this one is MiniLM's with a student narrower than its teacher (:data:`NARROW`)."""
+    done = train_cli(*recipe_args(workspace, "minilm", "minilm"), *NARROW)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_a_quick_run(workspace["root"] / "minilm" / "results", workspace["root"] / "minilm" / "model", "minilm")
+    _assert_a_narrower_minilm_student(workspace["root"] / "minilm")
+
+
+def test_graph_and_resume_and_an_existing_run_needs_resume_or_overwrite(workspace):
+    """A finished run (nn.Graph) started again is refused without ``--resume``/``--overwrite`` and with
+    ``--resume`` and another setting; ``--resume --max_steps 5`` continues its 3 steps; ``--overwrite``
+    (eager) starts it again."""
     args = recipe_args(workspace, "kd", "kd_graph") + ["--use_graph"]
     first = train_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
+    _assert_stops_before_training(train_in_process(*args),
+                                  r"already holds a run; pass --resume to continue it, --overwrite")
+    changed = train_in_process(*args, "--resume", "--learning_rate", "0.5")
+    _assert_stops_before_training(changed, r"--resume would change the run in .*\(learning_rate 5e-05 -> 0\.5\)")
     again = train_cli(*args, "--resume", "--max_steps", "5")   # continue the finished 3 steps to 5
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stderr and "at step 3/5" in again.stderr
     rows = (workspace["root"] / "kd_graph" / "results" / "kd_losses.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+    done = train_cli(*recipe_args(workspace, "kd", "kd_graph"), "--overwrite")
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(workspace):
@@ -87,22 +108,24 @@ def test_two_stage_recipes_in_graph(workspace, recipe):
     assert config["use_graph"] is True
 
 
-@pytest.mark.parametrize("graph", [False, True])
-def test_minilm_distils_a_narrower_student(workspace, graph):
-    """MiniLM with a student half the teacher's width (16 vs 32, both 2 heads): no projection is needed."""
-    tag = f"minilm_narrow{'_graph' if graph else ''}"
-    done = train_cli(*recipe_args(workspace, "minilm", tag), "--student_hidden_size", "16",
-                     "--student_intermediate_size", "32", *(["--use_graph"] if graph else []))
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = (workspace["root"] / tag / "results" / "minilm_losses.csv").read_text().splitlines()
+def _assert_a_narrower_minilm_student(run):
+    """The MiniLM run in ``run`` (flags :data:`NARROW`) logged its losses and saved a 16-wide task model."""
+    rows = (run / "results" / "minilm_losses.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,lr,seconds,loss,attention_kl,value_relation_kl") and len(rows) == 4
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
-    config = json.loads((workspace["root"] / tag / "model" / "model_config.json").read_text())["config"]
+    config = json.loads((run / "model" / "model_config.json").read_text())["config"]
     assert config["hidden_size"] == 16 and not config.get("is_student")
 
 
+def test_minilm_distils_a_narrower_student_in_graph(workspace):
+    """:data:`NARROW` under nn.Graph (eager: :func:`test_minilm_runs_end_to_end_with_a_narrower_student`)."""
+    done = train_cli(*recipe_args(workspace, "minilm", "minilm_narrow_graph"), *NARROW, "--use_graph")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_a_narrower_minilm_student(workspace["root"] / "minilm_narrow_graph")
+
+
 def test_minilm_needs_the_teachers_head_count(workspace):
-    done = train_cli(*recipe_args(workspace, "minilm", "minilm_heads"), "--student_num_attention_heads", "4")
+    done = train_in_process(*recipe_args(workspace, "minilm", "minilm_heads"), "--student_num_attention_heads", "4")
     _assert_stops_before_training(done, r"student_num_attention_heads is 4 but teacher .* has 2 heads; MiniLM "
                                         r"compares attention heads one to one: pass --student_num_attention_heads 2")
 
@@ -128,7 +151,29 @@ def test_minilm_v2_distils_a_narrower_student_with_other_heads(workspace):
     (["--num_relation_heads", "0"], r"--num_relation_heads must be a positive integer, got 0"),
 ])
 def test_minilm_v2_bad_relation_settings_stop_before_training(workspace, flags, pattern):
-    _assert_stops_before_training(train_cli(*recipe_args(workspace, "minilm_v2", "minilm_v2_bad"), *flags), pattern)
+    done = train_in_process(*recipe_args(workspace, "minilm_v2", "minilm_v2_bad"), *flags)
+    _assert_stops_before_training(done, pattern)
+
+
+def train_in_process(*args):
+    """``kdu-train ARGS`` in this process (:func:`knowledge_distill_util.cli.main.main`, which ``python -m
+    knowledge_distill_util train`` runs): its exit status (a ``SystemExit``'s code) and what it printed, as
+    from :func:`train_cli`. For runs refused before any work only (a subprocess costs OneFlow's start-up,
+    1-1.5 s); a run that trains goes through :func:`train_cli`. The refusal of a second run while the first
+    is running (:func:`test_two_runs_on_one_directory`) stays a subprocess, which checks the exit status 2
+    of the real process."""
+    import contextlib
+    import io
+
+    from knowledge_distill_util.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["train", *map(str, args)])
+        except SystemExit as done:
+            code = done.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _assert_stops_before_training(done, pattern):
@@ -142,7 +187,8 @@ def _assert_stops_before_training(done, pattern):
 def test_missing_data_dir(workspace):
     args = recipe_args(workspace, "kd", "err1")
     args[args.index("--data_dir") + 1] = workspace["root"] / "nowhere"
-    _assert_stops_before_training(train_cli(*args), r"data directory '.*nowhere' does not exist; pass --data_dir")
+    _assert_stops_before_training(train_in_process(*args),
+                                  r"data directory '.*nowhere' does not exist; pass --data_dir")
     assert not (workspace["root"] / "err1").exists()   # a refused run creates no output directory
 
 
@@ -158,19 +204,19 @@ def test_wrong_column_count(workspace):
     bad = _bad_copy(workspace, "bad_columns", "a line without any tab\n")
     args = recipe_args(workspace, "kd", "err2")
     args[args.index("--data_dir") + 1] = bad
-    _assert_stops_before_training(train_cli(*args), r"train\.tsv, line \d+: expected 2 tab-separated columns")
+    _assert_stops_before_training(train_in_process(*args), r"train\.tsv, line \d+: expected 2 tab-separated columns")
 
 
 def test_unknown_label(workspace):
     bad = _bad_copy(workspace, "bad_label", "some text\tno_such_label\n")
     args = recipe_args(workspace, "kd", "err3")
     args[args.index("--data_dir") + 1] = bad
-    _assert_stops_before_training(train_cli(*args), r"train\.tsv, line \d+: unknown label 'no_such_label'")
+    _assert_stops_before_training(train_in_process(*args), r"train\.tsv, line \d+: unknown label 'no_such_label'")
 
 
 def test_teacher_that_does_not_fit(workspace):
     args = recipe_args(workspace, "bert_pkd", "err4") + ["--student_num_hidden_layers", "3"]
-    _assert_stops_before_training(train_cli(*args),
+    _assert_stops_before_training(train_in_process(*args),
                                   r"teacher checkpoint .*teacher has 2 layers, not a multiple of student_num_hidden_layers=3")
     broken = workspace["root"] / "broken_teacher"
     shutil.copytree(workspace["teacher"], broken)
@@ -179,8 +225,8 @@ def test_teacher_that_does_not_fit(workspace):
     (broken / "model_config.json").write_text(json.dumps(meta))
     args = recipe_args(workspace, "kd", "err5")
     args[args.index("--teacher_model") + 1] = broken
-    _assert_stops_before_training(train_cli(*args), r"teacher checkpoint .*broken_teacher does not fit its "
-                                                            r"model_config\.json: saved tensor .* has shape")
+    _assert_stops_before_training(train_in_process(*args), r"teacher checkpoint .*broken_teacher does not fit "
+                                                           r"its model_config\.json: saved tensor .* has shape")
 
 
 def test_unknown_config_key(workspace):
@@ -188,7 +234,7 @@ def test_unknown_config_key(workspace):
     config.write_text(json.dumps({"recipe": "kd", "kd_alpah": 0.8}))
     args = recipe_args(workspace, "kd", "err6")
     args += ["--config", config]
-    _assert_stops_before_training(train_cli(*args),
+    _assert_stops_before_training(train_in_process(*args),
                                   r"unknown configuration key 'kd_alpah' in .*bad_config\.json; did you mean 'kd_alpha'")
 
 
@@ -220,16 +266,6 @@ def test_regression_task_sts_b(tmp_path):
     assert results["main_metric"] == "pearson"
 
 
-def test_an_existing_run_needs_resume_or_overwrite(workspace):
-    args = recipe_args(workspace, "kd", "kd_again")
-    assert train_cli(*args).returncode == 0
-    _assert_stops_before_training(train_cli(*args), r"already holds a run; pass --resume to continue it, --overwrite")
-    changed = train_cli(*args, "--resume", "--learning_rate", "0.5")
-    _assert_stops_before_training(changed, r"--resume would change the run in .*\(learning_rate 5e-05 -> 0\.5\)")
-    done = train_cli(*args, "--overwrite")
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
 def test_a_resume_on_changed_data_is_refused(workspace, tmp_path):
     """Issue 16: a resume after train.tsv lost rows (or changed one) silently changed the run."""
     data = tmp_path / "data"
@@ -243,12 +279,12 @@ def test_a_resume_on_changed_data_is_refused(workspace, tmp_path):
     original = train.read_text(encoding="utf-8")
     lines = original.splitlines(keepends=True)
     train.write_text("".join(lines[:-10]), encoding="utf-8")
-    _assert_stops_before_training(train_cli(*args, "--resume", "--max_steps", "4"),
+    _assert_stops_before_training(train_in_process(*args, "--resume", "--max_steps", "4"),
                                   rf"--resume would continue the run in .*resume_data/model on other data \("
                                   rf"{stored['rows']} training rows -> {stored['rows'] - 10}\); restore the data the "
                                   rf"run started with, or start again with --overwrite")
     train.write_text("".join(lines[:1] + [lines[2]] + lines[2:]), encoding="utf-8")  # as many rows, one changed
-    _assert_stops_before_training(train_cli(*args, "--resume", "--max_steps", "4"),
+    _assert_stops_before_training(train_in_process(*args, "--resume", "--max_steps", "4"),
                                   rf"on other data \(the training rows' fingerprint {stored['sha1']} -> [0-9a-f]+\)")
     train.write_text(original, encoding="utf-8")
     assert json.loads(run_config.read_text())["train_data"] == stored
@@ -286,7 +322,7 @@ def test_two_runs_on_one_directory(workspace):
     (["--warmup_proportion", "1.0"], r"--warmup_proportion must be a number in \[0, 1\)"),
 ])
 def test_bad_values_stop_before_any_work(workspace, flags, message):
-    _assert_stops_before_training(train_cli(*recipe_args(workspace, "kd", "err_values"), *flags), message)
+    _assert_stops_before_training(train_in_process(*recipe_args(workspace, "kd", "err_values"), *flags), message)
     assert not (workspace["root"] / "err_values").exists()
 
 
