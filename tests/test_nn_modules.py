@@ -167,6 +167,15 @@ def test_intermediate_matches_projections_are_trained():
     assert not np.allclose(before, matches.projections["0"].linear.weight.numpy())
 
 
+def test_a_projection_of_another_width_than_the_student_names_the_fix():
+    matches = knn.IntermediateMatches([{"layer_S": 0, "layer_T": 0, "feature": "hidden", "loss": "hidden_mse",
+                                        "proj": ["linear", 6, 8]}])
+    student, teacher = {"hidden": [flow.zeros(2, 3, 4)]}, {"hidden": [flow.zeros(2, 3, 8)]}
+    with pytest.raises(ValueError, match=r"^matches\[0\]\['proj'\] maps 6 features to 8, but the student's tensor has "
+                                         r"4 \(shape \(2, 3, 4\)\); use \[\"linear\", 4, 8\]$"):
+        matches(student, teacher)
+
+
 def test_intermediate_matches_reference_value_of_one_entry():
     """An independent check of one entry against the numpy reference (no projection)."""
     matches = knn.IntermediateMatches([{"layer_S": 0, "layer_T": 1, "feature": "attention", "loss": "attention_kl",

@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import oneflow as flow
 
-__all__ = ["Batch", "split_batch", "to_device", "flatten", "unflatten"]
+__all__ = ["Batch", "split_batch", "to_device", "flatten", "unflatten", "describe", "first_line"]
 
 
 @dataclass
@@ -92,3 +92,33 @@ def unflatten(values: Sequence[flow.Tensor], layout: Tuple) -> Batch:
     labels = values[-1] if has_labels else None
     raw = dict(kwargs, **{label_key: labels}) if keys else args + ((labels,) if has_labels else ())
     return Batch(args, kwargs, labels, raw)
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, flow.Tensor):
+        return f"{str(value.dtype).replace('oneflow.', '')} {list(value.shape)}"
+    return type(value).__name__
+
+
+def describe(batch: Batch) -> str:
+    """The model inputs of ``batch``, one short item each: ``input 0 float32 [32, 9]``, ``x int64 [32]``.
+
+    >>> describe(Batch((flow.zeros(2, 3),), {"mask": flow.ones(2, dtype=flow.int64), "name": "a"}, None))
+    'input 0 float32 [2, 3], mask int64 [2], name str'
+    """
+    items = [f"input {i} {_describe_value(v)}" for i, v in enumerate(batch.args)]
+    items += [f"{name} {_describe_value(v)}" for name, v in batch.kwargs.items()]
+    return ", ".join(items) or "no inputs"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message without a final period; for OneFlow's errors, whose message goes on
+    with its C++ stack, with the innermost C++ function, where the check failed.
+
+    >>> first_line(RuntimeError('(9 vs 8) \\n  File "matmul_op.cpp", line 54, in InferTensorDesc4Matmul\\n    \\nError'))
+    '(9 vs 8) in InferTensorDesc4Matmul'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = (lines[0] if lines else type(error).__name__).rstrip(".")
+    frames = [line.rsplit(", in ", 1)[1] for line in lines[1:] if line.startswith("File ") and ", in " in line]
+    return f"{text} in {frames[-1]}" if frames else text

@@ -19,6 +19,7 @@ drawn at each step. ``TrainingConfig(cache_teacher_outputs="memory")`` runs the 
 (:mod:`~.teacher_cache`).
 """
 import logging
+import math
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -29,8 +30,8 @@ from .adaptors import check_features, default_adaptor, require
 from .batches import flatten, split_batch
 from .config import DistillationConfig, TrainingConfig
 from .matches import Match
-from .hooks import StepInputs
-from .objective import DistillStep
+from .hooks import NonFiniteLossError, StepInputs
+from .objective import DistillStep, check_labels
 from .parallel import Ranks
 from .state import start_epoch
 from .taps import FeatureTaps
@@ -230,7 +231,20 @@ class Distiller:
         with flow.no_grad():
             terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
         self.student.train()
+        self._check_first_loss(terms, ranks)
         return layout, list(terms), rows
+
+    def _check_first_loss(self, terms, ranks: Optional[Ranks]) -> None:
+        """The probe's loss is finite: before any update a NaN/inf comes from the inputs or the weights, never
+        from the learning rate; :class:`~.hooks.NonFiniteLossError` (step 0) naming the terms otherwise."""
+        values = {name: float((value if ranks is None else ranks.local(value)).numpy()) for name, value in terms.items()}
+        if math.isfinite(values["loss"]):
+            return
+        stage = self.training_config.stage
+        listed = ", ".join(f"{name} {value:.6g}" for name, value in values.items())
+        raise NonFiniteLossError(f"{'' if stage is None else f'stage {stage}: '}the loss of the first batch is "
+                                 f"{values['loss']} before any update ({listed}); check the inputs and the models' "
+                                 f"weights for NaN or infinite values", 0, values, float("nan"))
 
     def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None,
               scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None) -> Dict[str, Any]:
@@ -258,7 +272,8 @@ class Distiller:
         return history
 
     def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics, hooks) -> Dict[str, Any]:
-        from .run import run_training
+        from .run import check_output_paths, run_training
+        check_output_paths(self.training_config)
         if optimizer is None:
             optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
         self._check_optimizer(optimizer)
@@ -325,6 +340,7 @@ class Distiller:
         logits, labels = self.predict(data)
         if metrics is not None:
             return dict(metrics(logits, labels))
+        check_labels(flow.tensor(logits), flow.tensor(labels))  # the default metrics read labels that fit
         if logits.shape[-1] == 1:
             return {"mse": float(np.mean((logits.reshape(-1) - labels.reshape(-1)) ** 2))}
         return {"accuracy": float(np.mean(logits.argmax(-1).reshape(-1) == labels.reshape(-1)))}

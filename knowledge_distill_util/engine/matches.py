@@ -130,4 +130,7 @@ class Match(nn.Module):
         try:
             return self.inner({"hidden": student}, {"hidden": teacher}, mask=mask)
         except (TypeError, ValueError) as error:
-            raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
+            text = str(error)  # the inner module's own entry is matches[0]
+            text = (_where(self.index) + text[len("matches[0]"):] if text.startswith("matches[0]")
+                    else f"{_where(self.index)} ({self.loss_name}): {text}")
+            raise type(error)(text) from None

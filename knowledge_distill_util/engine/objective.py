@@ -25,12 +25,51 @@ from ..functional import average_logits
 from ..registry import get_loss
 from ..schedules import cwsm_temperature, flsw_temperature
 from .adaptors import check_features, require
-from .batches import Batch
+from .batches import Batch, describe, first_line
 from .config import DistillationConfig
 from .matches import Match
 from .taps import FeatureTaps
 
-__all__ = ["DistillStep", "hard_label_loss"]
+__all__ = ["DistillStep", "check_labels", "hard_label_loss"]
+
+
+#: Label dtypes read as class ids (bool: 0/1).
+_CLASS_ID_DTYPES = (flow.bool, flow.uint8, flow.int8, flow.int32, flow.int64)
+
+
+def check_labels(logits: flow.Tensor, labels) -> None:
+    """The hard labels fit the student's ``logits`` ``[..., C]``: one label per row of ``[...]`` (any shape with
+    that many elements, e.g. ``[B]`` or ``[B, 1]``); for ``C > 1`` integer (or bool) class ids in ``[0, C)``, the
+    values read on the host outside ``nn.Graph`` (inside it only the shape and dtype are checked); for one logit
+    (regression) any number. ``TypeError``/``ValueError``, one sentence naming the labels and the fix, otherwise
+    (instead of OneFlow's abort or a NaN loss).
+
+        >>> check_labels(flow.zeros(2, 3), flow.tensor([0, 3]))
+        Traceback (most recent call last):
+        ...
+        ValueError: the labels hold 3, outside the student's 3 classes 0..2; map them to 0..2 (or give the student 4 outputs)
+    """
+    classes, rows = logits.shape[-1], logits.numel() // max(logits.shape[-1], 1)
+    if not isinstance(labels, flow.Tensor):
+        raise TypeError(f"the labels must be a tensor (or a NumPy array) of class ids, got {type(labels).__name__}")
+    if labels.numel() != rows:
+        raise ValueError(f"the labels have shape {tuple(labels.shape)} but the student's logits "
+                         f"{tuple(logits.shape)} need one label per row, {rows} in all (shape "
+                         f"{tuple(logits.shape[:-1])}); give one class id per row")
+    if classes == 1:
+        return
+    if labels.dtype not in _CLASS_ID_DTYPES:
+        dtype = str(labels.dtype).replace("oneflow.", "")
+        raise TypeError(f"the labels are {dtype} but the student's {classes} classes need integer class ids; give "
+                        f"ids in 0..{classes - 1} (a student with one output would regress on float scores)")
+    if labels.is_lazy or labels.is_global or rows == 0:
+        return
+    ids = labels.to(flow.int64)
+    low, high = int(ids.min().numpy()), int(ids.max().numpy())
+    if low < 0 or high >= classes:
+        raise ValueError(f"the labels hold {low if low < 0 else high}, outside the student's {classes} classes "
+                         f"0..{classes - 1}; map them to 0..{classes - 1} (or give the student {max(high + 1, classes)} "
+                         f"outputs)")
 
 
 def hard_label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
@@ -72,7 +111,13 @@ class DistillStep(nn.Module):
     def _features(self, model: nn.Module, taps: Optional[FeatureTaps], adaptor, batch: Batch, who: str) -> Dict:
         if taps is not None:
             taps.clear()
-        outputs = model(*batch.args, **batch.kwargs)
+        try:
+            outputs = model(*batch.args, **batch.kwargs)
+        except (RuntimeError, TypeError) as error:
+            side = who.split()[0]
+            raise type(error)(f"the {side} ({type(model).__name__}) failed on a batch of {describe(batch)}: "
+                              f"{first_line(error)}; check that the batch fits the {side} (shapes, dtypes, "
+                              f"device, argument names)") from None
         return check_features(adaptor(batch.raw, outputs), who)
 
     def _teacher_features(self, batch: Batch) -> List[Dict]:
@@ -168,7 +213,9 @@ class DistillStep(nn.Module):
             parts.append(terms[self.config.logit_loss] * weights[0])
         if self.config.hard_label_weight > 0:
             s_logits = require(student, "logits", "student", "the hard-label loss (hard_label_weight > 0)")
-            terms["hard_label"] = hard_label_loss(s_logits, self._labels(student, batch))
+            labels = self._labels(student, batch)
+            check_labels(s_logits, labels)
+            terms["hard_label"] = hard_label_loss(s_logits, labels)
             parts.append(terms["hard_label"] * weights[1])
         mask = student.get("mask")
         for i, match in enumerate(self.matches):

@@ -19,9 +19,24 @@ from .._errors import ConfigError
 from .loop import Loop
 from .state import BatchStream
 
-__all__ = ["run_training"]
+__all__ = ["run_training", "check_output_paths"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_output_paths(cfg) -> None:
+    """``cfg.output_dir`` and its checkpoint directory are directories or can be made (the nearest existing path
+    above each is a writable directory); ``ValueError`` naming the field and the path otherwise."""
+    for name, path in (("output_dir", cfg.output_dir), ("checkpoint_dir", cfg.checkpoint_root)):
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(f"TrainingConfig.{name} {path!r} cannot be a directory: {existing!r} is a file; choose "
+                             f"another {name}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"TrainingConfig.{name} {path!r} cannot be written: {existing!r} is not writable; choose "
+                             f"another {name}")
 
 
 def _refuse_or_clear(root: str, overwrite: bool, writer: bool) -> None:

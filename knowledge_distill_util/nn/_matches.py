@@ -70,6 +70,15 @@ def _entry_error(index: int, key: str, message: str) -> ValueError:
     return ValueError(f"matches[{index}][{key!r}] {message}")
 
 
+def _check_projected(index: int, proj: "Projection", student: flow.Tensor) -> None:
+    """The student's tensor has the projection's input width; ``ValueError`` suggesting the ``proj`` otherwise."""
+    width, out = proj.linear.in_features, proj.linear.out_features
+    if student.ndim == 0 or student.shape[-1] != width:
+        have = student.shape[-1] if student.ndim else "no"
+        raise _entry_error(index, "proj", f"maps {width} features to {out}, but the student's tensor has {have} "
+                                          f"(shape {tuple(student.shape)}); use [\"linear\", {have}, {out}]")
+
+
 def _check_layer(index: int, key: str, value, pair: bool):
     def valid(x):
         return isinstance(x, int) and not isinstance(x, bool) and x >= 0
@@ -219,6 +228,8 @@ class IntermediateMatches(flow.nn.Module):
             teacher = self._side(teacher_features, "teacher", i, match, match.layer_t)
             if match.projection is not None:
                 proj = self.projections[str(i)]
+                for x in student if isinstance(student, tuple) else (student,):
+                    _check_projected(i, proj, x)
                 student = tuple(proj(x) for x in student) if isinstance(student, tuple) else proj(student)
             kwargs = dict(match.options)
             if mask is not None and _takes_mask(match.loss):

@@ -352,6 +352,8 @@ def _non_finite_error(error: hooks.NonFiniteLossError, stage: str, learning_rate
     the stage, the step, the terms or the weight, and the learning rate)."""
     if error.weight is not None:
         return NonFiniteLossError(_weight_message(stage, error.weight.split(".", 1)[1], error.step, learning_rate))
+    if error.step == 0:  # the first batch's loss, before any update: the data or the weights, not the rate
+        return NonFiniteLossError(str(error))
     return NonFiniteLossError(_non_finite_message(stage, error.step, list(error.terms), list(error.terms.values()),
                                                   learning_rate))
 

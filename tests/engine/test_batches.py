@@ -82,3 +82,55 @@ def test_a_one_pass_generator_is_refused(tmp_path):
     with pytest.raises(TypeError, match="data must be an iterable of batches"):
         _distil(tmp_path / "out", teacher, student, 3, steps=3)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("labels, error, message", [
+    (np.full(8, 3), ValueError, "the labels hold 3, outside the student's 3 classes 0..2; map them to 0..2 "
+                                "\\(or give the student 4 outputs\\)"),
+    (np.full(8, -1), ValueError, "the labels hold -1, outside the student's 3 classes 0..2"),
+    (np.zeros(8, np.float32), TypeError, "the labels are float32 but the student's 3 classes need integer class "
+                                         "ids; give ids in 0..2"),
+    (np.zeros((8, 2), np.int64), ValueError, "the labels have shape \\(8, 2\\) but the student's logits \\(8, 3\\) "
+                                             "need one label per row, 8 in all"),
+])
+def test_labels_that_do_not_fit_the_logits_fail_before_anything_is_written(tmp_path, labels, error, message):
+    x, _ = random_data(rows=8)
+    teacher, student = pair(inputs=8, classes=3)
+    with pytest.raises(error, match=message):  # instead of a NaN loss (ids out of range) or OneFlow's abort (shape)
+        _distil(tmp_path / "out", teacher, student, [(x, labels)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_out_of_range_in_a_later_batch_stop_the_run_at_that_step(tmp_path):
+    x, y = random_data(rows=16)
+    teacher, student = pair(inputs=8, classes=3)
+    data = [(x[:8], y[:8]), (x[8:], np.full(8, 5))]
+    with pytest.raises(ValueError, match="the labels hold 5, outside the student's 3 classes"):
+        _distil(tmp_path / "out", teacher, student, data, steps=2)
+
+
+def test_class_ids_of_any_integer_dtype_train_alike_and_one_logit_takes_scores(tmp_path):
+    x, y = random_data(rows=16)
+    losses = {}
+    for dtype in (np.int64, np.int32, np.uint8):
+        teacher, student = pair(inputs=8, classes=3)
+        losses[dtype] = _distil(tmp_path / str(dtype.__name__), teacher, student, [(x, y.astype(dtype))])["loss"]
+    assert losses[np.int32] == losses[np.int64] == losses[np.uint8]
+    teacher, student = pair(inputs=8, classes=1)
+    history = _distil(tmp_path / "regression", teacher, student, [(x, x[:, :1] * 0.5)])
+    assert np.all(np.isfinite(history["hard_label"]))
+
+
+@pytest.mark.parametrize("data, error, message", [
+    ([(np.zeros((8, 9), np.float32), np.zeros(8, np.int64))], RuntimeError,
+     "the student \\(MLP\\) failed on a batch of input 0 float32 \\[8, 9\\]: \\(9 vs 8\\) in InferTensorDesc4Matmul; "
+     "check that the batch fits the student \\(shapes, dtypes, device, argument names\\)"),
+    ([{"x": np.zeros((8, 8), np.float32), "note": "a", "labels": np.zeros(8, np.int64)}], TypeError,
+     "the student \\(MLP\\) failed on a batch of x float32 \\[8, 8\\], note str: .*unexpected keyword argument"),
+])
+def test_a_batch_the_model_cannot_take_fails_with_one_sentence_naming_the_inputs(tmp_path, data, error, message):
+    teacher, student = pair(inputs=8, classes=3)
+    with pytest.raises(error, match=message) as caught:
+        _distil(tmp_path / "out", teacher, student, data)
+    assert "\n" not in str(caught.value)  # not OneFlow's C++ stack
+    assert not (tmp_path / "out").exists()

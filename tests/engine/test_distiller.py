@@ -117,6 +117,12 @@ def test_evaluate_accuracy_custom_metrics_and_regression():
         tuple_loader(x, scores))
     assert set(metrics) == {"mse"}
     assert student.training  # evaluate puts the student back in its mode
+    for labels, message in ((y.astype(np.float32), "the labels are float32 but the student's 3 classes need integer"),
+                            (y + 3, "the labels hold 5, outside the student's 3 classes 0..2")):
+        with pytest.raises((TypeError, ValueError), match=message):  # not an accuracy of mismatched ids
+            distiller.evaluate(tuple_loader(x, labels))
+    assert distiller.evaluate(tuple_loader(x, y + 3), metrics=lambda logits, labels: {"max": int(labels.max())}) == {
+        "max": 5}  # your own metrics read any labels
 
 
 def test_train_returns_and_never_exits(tmp_path):

@@ -83,10 +83,20 @@ def test_eval_every(tmp_path):
 
 
 def test_a_loss_that_becomes_nan_stops_with_one_sentence(tmp_path):
+    x, y = random_data(rows=32)
+    x[20, 0] = np.nan  # in the second batch of 16
+    with pytest.raises(FloatingPointError, match="the loss became nan at step 2; lower the learning rate"):
+        _train(tmp_path, tuple_loader(x, y), steps=2)
+
+
+def test_a_nan_in_the_first_batch_is_refused_before_anything_is_written(tmp_path):
     x, y = random_data(rows=16)
     x[0, 0] = np.nan
-    with pytest.raises(FloatingPointError, match="the loss became nan at step 1; lower the learning rate"):
-        _train(tmp_path, tuple_loader(x, y), steps=2)
+    with pytest.raises(FloatingPointError, match="^the loss of the first batch is nan before any update \\(loss nan, "
+                                                 ".*\\); check the inputs and the models' weights for NaN or "
+                                                 "infinite values$"):
+        _train(tmp_path / "out", tuple_loader(x, y), steps=2)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.graph

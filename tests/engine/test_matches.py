@@ -70,3 +70,14 @@ def test_matches_with_several_teachers_are_refused():
     with pytest.raises(ValueError, match="intermediate_matches need one teacher, got 2"):
         Distiller([teacher, other], student, DistillationConfig(intermediate_matches=[_entry()]),
                   TrainingConfig("x", max_steps=1))
+
+
+def test_a_projection_of_the_wrong_width_names_the_student_width_and_the_fix(tmp_path):
+    x, y = random_data()
+    teacher, student = pair(inputs=8, classes=3)
+    config = DistillationConfig(intermediate_matches=[_entry(proj=["linear", 16, 128])])
+    with pytest.raises(ValueError) as error:
+        Distiller(teacher, student, config, TrainingConfig(str(tmp_path / "out"), max_steps=1)).train(tuple_loader(x, y))
+    assert str(error.value) == ("intermediate_matches[0]['proj'] maps 16 features to 128, but the student's tensor has "
+                                "32 (shape (16, 32)); use [\"linear\", 32, 128]")
+    assert not (tmp_path / "out").exists()

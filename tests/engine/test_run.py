@@ -138,3 +138,17 @@ def test_a_log_line_every_log_every_steps(tmp_path, caplog):
     lines = [r.message for r in caplog.records if r.message.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 2/5", "step 4/5", "step 5/5"]
     assert lines[0].startswith("step 2/5: loss ") and "kl_div" in lines[0]
+
+
+def test_an_output_dir_under_a_file_is_refused_before_the_first_step(tmp_path):
+    (tmp_path / "taken").write_text("a user's file")
+    for field, value in (("output_dir", str(tmp_path / "taken")), ("output_dir", str(tmp_path / "taken" / "run")),
+                         ("checkpoint_dir", str(tmp_path / "taken" / "ckpt"))):
+        teacher, student = pair(inputs=8, classes=3)
+        out = str(tmp_path / "out") if field == "checkpoint_dir" else value
+        cfg = TrainingConfig(out, max_steps=1, **({"checkpoint_dir": value} if field == "checkpoint_dir" else {}))
+        x, y = random_data(rows=16)
+        with pytest.raises(ValueError, match=f"TrainingConfig.{field} '{value}' cannot be a directory: "
+                                             f"'{tmp_path / 'taken'}' is a file; choose another {field}"):
+            Distiller(teacher, student, DistillationConfig(hard_label_weight=1.0), cfg).train(tuple_loader(x, y))
+    assert (tmp_path / "taken").read_text() == "a user's file" and not (tmp_path / "out").exists()
