@@ -21,6 +21,7 @@ import oneflow.nn as nn
 from .. import schedules
 from .batches import flatten, split_batch, unflatten
 from .hooks import NonFiniteLossError, non_finite_weight
+from .objective import check_class_ids
 from .optim import clip_gradients
 from .parallel import Ranks
 from .progress import ProgressLog
@@ -135,6 +136,9 @@ class Loop:
     def _graph_batch(self) -> List[flow.Tensor]:
         """The batch's tensors, then (a teacher-output cache) the teacher reads, computed eagerly."""
         batch, reads = self._batch(graph=True), {}
+        classes = getattr(self.step, "label_classes", None)
+        if classes is not None and batch.labels is not None:
+            check_class_ids(batch.labels, classes)  # inside the graph an id out of range would be a NaN loss
         if self.d.teacher_cache is not None:
             batch, reads = self.step.cached_reads(batch)
         values, _ = flatten(batch, self.cfg.label_key)

@@ -30,7 +30,7 @@ from .config import DistillationConfig
 from .matches import Match
 from .taps import FeatureTaps
 
-__all__ = ["DistillStep", "check_labels", "hard_label_loss"]
+__all__ = ["DistillStep", "check_labels", "check_class_ids", "hard_label_loss"]
 
 
 #: Label dtypes read as class ids (bool: 0/1).
@@ -62,7 +62,13 @@ def check_labels(logits: flow.Tensor, labels) -> None:
         dtype = str(labels.dtype).replace("oneflow.", "")
         raise TypeError(f"the labels are {dtype} but the student's {classes} classes need integer class ids; give "
                         f"ids in 0..{classes - 1} (a student with one output would regress on float scores)")
-    if labels.is_lazy or labels.is_global or rows == 0:
+    check_class_ids(labels, classes)
+
+
+def check_class_ids(labels: flow.Tensor, classes: int) -> None:
+    """The integer ``labels`` are in ``[0, classes)`` (read on the host: nothing is checked on the lazy tensors
+    inside ``nn.Graph``, on global tensors or on an empty batch); ``ValueError`` naming a value outside otherwise."""
+    if labels.is_lazy or labels.is_global or labels.numel() == 0:
         return
     ids = labels.to(flow.int64)
     low, high = int(ids.min().numpy()), int(ids.max().numpy())
@@ -103,6 +109,9 @@ class DistillStep(nn.Module):
         self.logit_loss = get_loss(config.logit_loss)
         self.logit_temperatures = _takes_temperatures(self.logit_loss)
         self.teacher_cache = None
+        #: The student's classes, once an eager forward (the probe) has checked the batch's labels against its
+        #: logits: the loop then checks the class ids of each batch it feeds to a compiled step.
+        self.label_classes: Optional[int] = None
 
     @property
     def needs_teacher_logits(self) -> bool:
@@ -215,6 +224,8 @@ class DistillStep(nn.Module):
             s_logits = require(student, "logits", "student", "the hard-label loss (hard_label_weight > 0)")
             labels = self._labels(student, batch)
             check_labels(s_logits, labels)
+            if labels is batch.labels and not labels.is_lazy and s_logits.shape[-1] > 1:
+                self.label_classes = s_logits.shape[-1]
             terms["hard_label"] = hard_label_loss(s_logits, labels)
             parts.append(terms["hard_label"] * weights[1])
         mask = student.get("mask")

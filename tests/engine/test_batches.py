@@ -109,6 +109,16 @@ def test_labels_out_of_range_in_a_later_batch_stop_the_run_at_that_step(tmp_path
         _distil(tmp_path / "out", teacher, student, data, steps=2)
 
 
+@pytest.mark.graph
+def test_labels_out_of_range_in_a_later_batch_of_a_compiled_run_stop_it_at_that_step(tmp_path):
+    x, y = random_data(rows=16)
+    teacher, student = pair(inputs=8, classes=3)
+    cfg = TrainingConfig(str(tmp_path / "out"), max_steps=2, use_graph=True)
+    distiller = Distiller(teacher, student, DistillationConfig(hard_label_weight=1.0), cfg)
+    with pytest.raises(ValueError, match="the labels hold 5, outside the student's 3 classes"):  # not a NaN loss
+        distiller.train([(x[:8], y[:8]), (x[8:], np.full(8, 5))])
+
+
 def test_class_ids_of_any_integer_dtype_train_alike_and_one_logit_takes_scores(tmp_path):
     x, y = random_data(rows=16)
     losses = {}
