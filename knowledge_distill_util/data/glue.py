@@ -223,6 +223,20 @@ def _check_columns(spec: TaskSpec, n_cols: int, expected: int, path: str, lineno
         )
 
 
+def _check_header(spec: TaskSpec, cols: List[str], path: str) -> None:
+    """The first line of a task with a header is not an example: its label column does not hold a label (or, for
+    a regression task, a number); else ``ValueError`` (skipping it would drop that example silently)."""
+    try:
+        _parse_label(spec, cols[spec.label_column], path, 1)
+    except ValueError:
+        return
+    raise ValueError(
+        f"{path}, line 1: task {spec.name!r} files start with a header line, but this line reads as an example "
+        f"(label {cols[spec.label_column].strip()!r} in column {spec.label_column}); add the header line (the column "
+        f"names, as in the GLUE files) or check --task_name"
+    )
+
+
 def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) -> List[Example]:
     """Read and validate ``<data_dir>/<split>.tsv`` of a GLUE-format task.
 
@@ -252,6 +266,7 @@ def read_examples(data_dir: str, task_name: Union[str, TaskSpec], split: str) ->
                 expected = len(cols)
             _check_columns(spec, len(cols), expected, path, lineno, first)
             if first and spec.has_header:
+                _check_header(spec, cols, path)
                 continue
             texts = [cols[c].strip() for c in spec.text_columns]
             label = _parse_label(spec, cols[spec.label_column], path, lineno)

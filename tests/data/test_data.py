@@ -198,6 +198,16 @@ def test_whole_file_is_validated_before_returning(tmp_path):
         read_examples(str(tmp_path), "sst-2", "train")
 
 
+@pytest.mark.parametrize("task, first", [("sst-2", "a fine film\t1"), ("rte", "0\ta\tb\tentailment"),
+                                         ("sts-b", "\t".join(["0", "g", "f", "y", "o", "s", "s", "a", "b", "3.5"]))])
+def test_a_missing_header_is_refused_instead_of_dropping_the_first_example(tmp_path, task, first):
+    write(str(tmp_path / "train.tsv"), [first, first])
+    path = os.path.join(str(tmp_path), "train.tsv")
+    with pytest.raises(ValueError, match=re.escape(f"{path}, line 1: task {task!r} files start with a header line, but "
+                                                   f"this line reads as an example")):
+        read_examples(str(tmp_path), task, "train")
+
+
 def test_header_only_file_and_bad_encoding(tmp_path):
     write(str(tmp_path / "train.tsv"), ["sentence\tlabel"])
     with pytest.raises(ValueError, match=r"train\.tsv holds no examples"):
