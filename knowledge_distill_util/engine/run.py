@@ -70,6 +70,30 @@ def _position(state: Dict, data) -> Dict:
     return dict(state, epoch=int(state["step"]) // per_epoch, done=int(state["step"]) % per_epoch)
 
 
+def _mismatch(error: BaseException, most: int = 2) -> str:
+    """``error`` (OneFlow's ``load_state_dict`` lists one problem per line) as one line: its first ``most``
+    problems joined by "; ", then how many more; a ``KeyError`` names its missing key."""
+    if isinstance(error, KeyError):
+        return f"no {error.args[0]!r} in the saved state" if error.args else "a key is missing"
+    lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]
+    problems = [line for line in lines if not line.startswith("Error(s) in loading")] or lines
+    more = f"; {len(problems) - most} more" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
+
+
+def _check_optimizer_options(optimizer, saved: Dict) -> None:
+    """The saved parameter groups have this optimizer's options (OneFlow 0.9 loads another optimizer's groups
+    without a word and fails at its next step); ``ValueError`` naming the first difference otherwise."""
+    groups = saved.get("param_groups", []) if isinstance(saved, dict) else []
+    for index, (group, current) in enumerate(zip(groups, optimizer.param_groups)):
+        have, want = set(group.get("_options", {})), set(current._options)
+        if have != want:
+            extra, missing = sorted(have - want), sorted(want - have)
+            parts = ([f"options {', '.join(extra)} that this one lacks"] if extra else []) + (
+                [f"no {', '.join(missing)}"] if missing else [])
+            raise ValueError(f"parameter group {index} was saved by another optimizer, with {' and '.join(parts)}")
+
+
 def _load(distiller, loop: Loop, ranks, point) -> None:
     path, model_state, optimizer_state, state = point
     target = distiller._trainable
@@ -78,12 +102,18 @@ def _load(distiller, loop: Loop, ranks, point) -> None:
     try:
         target.load_state_dict(ranks.loadable(model_state))
     except (KeyError, RuntimeError, ValueError) as error:
-        raise ConfigError(f"checkpoint {path} does not fit this student and its projections ({error}); resume "
-                          f"with the same models and intermediate_matches") from None
-    if loop.graph is not None:
-        loop.graph.load_state_dict(ranks.loadable(optimizer_state))  # the graph's own state: moments, its step
-    else:
-        loop.optimizer.load_state_dict(optimizer_state)
+        raise ConfigError(f"checkpoint {path} does not fit this student and its projections ({_mismatch(error)}); "
+                          f"resume with the same models and intermediate_matches") from None
+    try:
+        if loop.graph is not None:
+            loop.graph.load_state_dict(ranks.loadable(optimizer_state))  # the graph's own state: moments, its step
+        else:
+            _check_optimizer_options(loop.optimizer, optimizer_state)
+            loop.optimizer.load_state_dict(optimizer_state)
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
+        raise ConfigError(f"checkpoint {path} holds an optimizer state that does not fit this "
+                          f"{type(loop.optimizer).__name__} ({_mismatch(error)}); resume with the optimizer and "
+                          f"parameter groups the run started with") from None
     provider = distiller.step_inputs
     if provider is not None and "step_inputs_rng" in state and hasattr(provider, "set_rng_state"):
         provider.set_rng_state(state["step_inputs_rng"])
@@ -122,6 +152,10 @@ def run_training(distiller, ranks, step, optimizer, data, total: int, layout, na
         if point:
             point = point[:3] + (_position(point[3], data),)
         start = int(point[3]["step"]) if point else 0
+        if start > total:
+            raise ConfigError(f"the newest checkpoint, {point[0]}, is at step {start}, past this run's last step "
+                              f"{total}; resume with at least {start} steps (max_steps or num_epochs) or train in "
+                              f"another output_dir")
         resume = (point[3]["epoch"], point[3]["done"], point[3]) if point else None
         loop = Loop(distiller, step, optimizer, total, start, ranks, hooks.get("scheduler", "default"))
         loop.on_step, loop.on_epoch_end = hooks.get("on_step"), hooks.get("on_epoch_end")

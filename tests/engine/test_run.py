@@ -127,6 +127,39 @@ def test_an_unreadable_checkpoint_stops_with_one_sentence_and_is_kept(tmp_path):
     assert (latest / "state.json").read_text() == "{not json"
 
 
+def _resume_with(out, student=None, optimizer=None, steps=4):
+    x, y = random_data(rows=48)
+    teacher, default_student = pair(inputs=8, classes=3)
+    cfg = TrainingConfig(str(out), max_steps=steps, resume=True)
+    distiller = Distiller(teacher, student or default_student, DistillationConfig(hard_label_weight=1.0), cfg)
+    return distiller.train(tuple_loader(x, y), optimizer=optimizer and optimizer(distiller.parameters()))
+
+
+def test_a_resume_that_does_not_fit_the_checkpoint_says_why_in_one_line_and_keeps_it(tmp_path):
+    from .conftest import MLP
+
+    x, y = random_data(rows=48)
+    teacher, student = pair(inputs=8, classes=3)
+    config = DistillationConfig(hard_label_weight=1.0)
+    Distiller(teacher, student, config, TrainingConfig(str(tmp_path), max_steps=2)).train(tuple_loader(x, y))
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    cases = [
+        (dict(student=MLP([8, 6, 3])), "does not fit this student and its projections \\(size mismatch for "
+                                       "student.body.0.weight: .*; resume with the same models"),
+        (dict(optimizer=lambda params: __import__("oneflow").optim.SGD(params, lr=0.1)),
+         "holds an optimizer state that does not fit this SGD \\(parameter group 0 was saved by another optimizer, "
+         "with options amsgrad, betas, .* that this one lacks and no dampening, .*\\); resume with the optimizer"),
+        (dict(steps=1), "the newest checkpoint, .*step-00000002, is at step 2, past this run's last step 1; resume "
+                        "with at least 2 steps"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=message) as caught:
+            _resume_with(tmp_path, **changes)
+        assert "\n" not in str(caught.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+    assert _resume_with(tmp_path)["step"] == [3, 4]  # the same models and optimizer resume
+
+
 def test_a_log_line_every_log_every_steps(tmp_path, caplog):
     import logging
 
