@@ -174,6 +174,9 @@ def test_a_projection_of_another_width_than_the_student_names_the_fix():
     with pytest.raises(ValueError, match=r"^matches\[0\]\['proj'\] maps 6 features to 8, but the student's tensor has "
                                          r"4 \(shape \(2, 3, 4\)\); use \[\"linear\", 4, 8\]$"):
         matches(student, teacher)
+    with pytest.raises(ValueError, match=r"the student's tensor has 8 \(shape \(2, 3, 8\)\); drop the proj \(it has the "
+                                         r"projection's output width already\)$"):  # e.g. a student with fit_dense
+        matches({"hidden": [flow.zeros(2, 3, 8)]}, teacher)
 
 
 def test_intermediate_matches_reference_value_of_one_entry():

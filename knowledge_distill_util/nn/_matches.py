@@ -75,8 +75,10 @@ def _check_projected(index: int, proj: "Projection", student: flow.Tensor) -> No
     width, out = proj.linear.in_features, proj.linear.out_features
     if student.ndim == 0 or student.shape[-1] != width:
         have = student.shape[-1] if student.ndim else "no"
+        fix = ("drop the proj (it has the projection's output width already)" if have == out
+               else f"use [\"linear\", {have}, {out}]")
         raise _entry_error(index, "proj", f"maps {width} features to {out}, but the student's tensor has {have} "
-                                          f"(shape {tuple(student.shape)}); use [\"linear\", {have}, {out}]")
+                                          f"(shape {tuple(student.shape)}); {fix}")
 
 
 def _check_layer(index: int, key: str, value, pair: bool):
