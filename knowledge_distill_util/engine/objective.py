@@ -30,9 +30,11 @@ from .config import DistillationConfig
 from .matches import Match
 from .taps import FeatureTaps
 
-__all__ = ["DistillStep", "check_labels", "check_class_ids", "hard_label_loss"]
+__all__ = ["DistillStep", "IGNORE_INDEX", "check_labels", "check_class_ids", "hard_label_loss"]
 
 
+#: The label of a row the hard-label loss ignores (Hugging Face's and ``cross_entropy``'s convention, e.g. padding).
+IGNORE_INDEX = -100
 #: Label dtypes read as class ids (bool: 0/1).
 _CLASS_ID_DTYPES = (flow.bool, flow.uint8, flow.int8, flow.int32, flow.int64)
 
@@ -47,7 +49,7 @@ def check_labels(logits: flow.Tensor, labels) -> None:
         >>> check_labels(flow.zeros(2, 3), flow.tensor([0, 3]))
         Traceback (most recent call last):
         ...
-        ValueError: the labels hold 3, outside the student's 3 classes 0..2; map them to 0..2 (or give the student 4 outputs)
+        ValueError: the labels hold 3, outside the student's 3 classes 0..2; map them to 0..2 (or give the student 4 outputs; -100 marks a row the loss ignores)
     """
     classes, rows = logits.shape[-1], logits.numel() // max(logits.shape[-1], 1)
     if not isinstance(labels, flow.Tensor):
@@ -66,20 +68,22 @@ def check_labels(logits: flow.Tensor, labels) -> None:
 
 
 def check_class_ids(labels: flow.Tensor, classes: int) -> None:
-    """The integer ``labels`` are in ``[0, classes)`` (read on the host: nothing is checked on the lazy tensors
+    """The integer ``labels`` are in ``[0, classes)`` or :data:`IGNORE_INDEX` (read on the host: nothing is checked on the lazy tensors
     inside ``nn.Graph``, on global tensors or on an empty batch); ``ValueError`` naming a value outside otherwise."""
     if labels.is_lazy or labels.is_global or labels.numel() == 0:
         return
     ids = labels.to(flow.int64)
+    ids = flow.where(ids == IGNORE_INDEX, flow.zeros_like(ids), ids)
     low, high = int(ids.min().numpy()), int(ids.max().numpy())
     if low < 0 or high >= classes:
         raise ValueError(f"the labels hold {low if low < 0 else high}, outside the student's {classes} classes "
                          f"0..{classes - 1}; map them to 0..{classes - 1} (or give the student {max(high + 1, classes)} "
-                         f"outputs)")
+                         f"outputs; {IGNORE_INDEX} marks a row the loss ignores)")
 
 
 def hard_label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
-    """Mean cross-entropy of ``[..., C]`` logits with integer labels ``[...]``; for one logit the MSE."""
+    """Mean cross-entropy of ``[..., C]`` logits with integer labels ``[...]`` over the rows whose label is not
+    :data:`IGNORE_INDEX`; for one logit the MSE."""
     if logits.shape[-1] == 1:
         return ((logits.reshape(-1) - labels.to(logits.dtype).reshape(-1)) ** 2).mean()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(flow.int64))
@@ -156,6 +160,11 @@ class DistillStep(nn.Module):
         logits = [require(features, "logits", "teacher", user) for features in teachers]
         if len(logits) == 1:
             return logits[0]
+        for i, other in enumerate(logits[1:], start=1):
+            if tuple(other.shape) != tuple(logits[0].shape):
+                raise ValueError(f"teacher {i}'s logits have shape {tuple(other.shape)} but teacher 0's "
+                                 f"{tuple(logits[0].shape)}; several teachers' logits are averaged class by class: "
+                                 f"give teachers with the same classes")
         return average_logits(logits, self.config.teacher_weights)
 
     def _temperatures(self, student: flow.Tensor, teacher: flow.Tensor):
@@ -169,6 +178,10 @@ class DistillStep(nn.Module):
 
     def _logit_term(self, student: flow.Tensor, teacher: flow.Tensor) -> flow.Tensor:
         """The logit loss; its errors say which logits (e.g. a teacher with another number of classes)."""
+        if self.logit_temperatures and student.shape[-1] == 1:
+            raise ValueError(f"the student gives one logit per row (regression), where the logit loss "
+                             f"{self.config.logit_loss!r}, a divergence of softmax distributions over the classes, is "
+                             f"always 0; use logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0")
         try:
             if not self.logit_temperatures:
                 return self.logit_loss(student, teacher)

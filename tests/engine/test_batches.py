@@ -86,7 +86,7 @@ def test_a_one_pass_generator_is_refused(tmp_path):
 
 @pytest.mark.parametrize("labels, error, message", [
     (np.full(8, 3), ValueError, "the labels hold 3, outside the student's 3 classes 0..2; map them to 0..2 "
-                                "\\(or give the student 4 outputs\\)"),
+                                "\\(or give the student 4 outputs; -100 marks a row the loss ignores\\)"),
     (np.full(8, -1), ValueError, "the labels hold -1, outside the student's 3 classes 0..2"),
     (np.zeros(8, np.float32), TypeError, "the labels are float32 but the student's 3 classes need integer class "
                                          "ids; give ids in 0..2"),
@@ -127,8 +127,31 @@ def test_class_ids_of_any_integer_dtype_train_alike_and_one_logit_takes_scores(t
         losses[dtype] = _distil(tmp_path / str(dtype.__name__), teacher, student, [(x, y.astype(dtype))])["loss"]
     assert losses[np.int32] == losses[np.int64] == losses[np.uint8]
     teacher, student = pair(inputs=8, classes=1)
-    history = _distil(tmp_path / "regression", teacher, student, [(x, x[:, :1] * 0.5)])
-    assert np.all(np.isfinite(history["hard_label"]))
+    cfg = TrainingConfig(str(tmp_path / "regression"), max_steps=4)
+    history = Distiller(teacher, student, DistillationConfig(logit_loss="hidden_mse", hard_label_weight=1.0), cfg).train(
+        [(x, x[:, :1] * 0.5)])
+    assert np.all(np.isfinite(history["hard_label"])) and np.all(np.array(history["hidden_mse"]) > 0)
+
+
+def test_ignored_rows_are_labelled_minus_100_as_in_cross_entropy(tmp_path):
+    x, y = random_data(rows=16)
+    ignored = y.copy()
+    ignored[8:] = -100
+    teacher, student = pair(inputs=8, classes=3)
+    with_ignored = _distil(tmp_path / "ignored", teacher, student, [(x, ignored)], steps=1)["hard_label"]
+    teacher, student = pair(inputs=8, classes=3)
+    first_rows = _distil(tmp_path / "first", teacher, student, [(x[:8], y[:8])], steps=1)["hard_label"]
+    assert with_ignored == pytest.approx(first_rows, rel=1e-6)  # the mean over the labelled rows only
+
+
+def test_a_softmax_divergence_on_one_logit_is_refused_instead_of_a_zero_term(tmp_path):
+    x, _ = random_data(rows=16)
+    teacher, student = pair(inputs=8, classes=1)
+    with pytest.raises(ValueError, match="the student gives one logit per row \\(regression\\), where the logit loss "
+                                         "'kl_div', a divergence of softmax distributions over the classes, is always 0; "
+                                         "use logit_loss='hidden_mse'"):
+        _distil(tmp_path / "out", teacher, student, [(x, x[:, 0])])
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("data, error, message", [

@@ -43,6 +43,12 @@ def test_several_teachers_average_their_logits_with_weights(tmp_path):
                           teacher_temperature=2.0).item()
     history = distiller.train(tuple_loader(x, y), optimizer=flow.optim.SGD(distiller.parameters(), lr=0.1))
     assert history["kl_div"][0] == pytest.approx(expected, rel=1e-5)
+    t3, _ = pair(inputs=8, classes=4, seed=2)
+    with pytest.raises(ValueError, match="^teacher 1's logits have shape \\(16, 4\\) but teacher 0's \\(16, 3\\); several "
+                                         "teachers' logits are averaged class by class"):
+        Distiller([t1, t3], student, config, TrainingConfig(str(tmp_path / "other"), max_steps=1)).train(
+            tuple_loader(x, y))
+    assert not (tmp_path / "other").exists()
 
 
 def test_weight_schedules_and_per_row_temperatures(tmp_path):
