@@ -237,7 +237,8 @@ class Distiller:
     def _check_first_loss(self, terms, ranks: Optional[Ranks]) -> None:
         """The probe's loss is finite: before any update a NaN/inf comes from the inputs or the weights, never
         from the learning rate; :class:`~.hooks.NonFiniteLossError` (step 0) naming the terms otherwise."""
-        values = {name: float((value if ranks is None else ranks.local(value)).numpy()) for name, value in terms.items()}
+        local = (lambda value: value) if ranks is None else ranks.local
+        values = {name: float(local(value).numpy()) for name, value in terms.items()}
         if math.isfinite(values["loss"]):
             return
         stage = self.training_config.stage

@@ -68,8 +68,9 @@ def check_labels(logits: flow.Tensor, labels) -> None:
 
 
 def check_class_ids(labels: flow.Tensor, classes: int) -> None:
-    """The integer ``labels`` are in ``[0, classes)`` or :data:`IGNORE_INDEX` (read on the host: nothing is checked on the lazy tensors
-    inside ``nn.Graph``, on global tensors or on an empty batch); ``ValueError`` naming a value outside otherwise."""
+    """The integer ``labels`` are in ``[0, classes)`` or :data:`IGNORE_INDEX`, read on the host (nothing is checked
+    on the lazy tensors inside ``nn.Graph``, on global tensors or on an empty batch); ``ValueError`` naming a value
+    outside otherwise."""
     if labels.is_lazy or labels.is_global or labels.numel() == 0:
         return
     ids = labels.to(flow.int64)

@@ -83,7 +83,7 @@ def _mismatch(error: BaseException, most: int = 2) -> str:
 
 def _check_optimizer_options(optimizer, saved: Dict) -> None:
     """The saved parameter groups have this optimizer's options (OneFlow 0.9 loads another optimizer's groups
-    without a word and fails at its next step); ``ValueError`` naming the first difference otherwise."""
+    without a word and fails at its next step); ``ValueError`` naming the options that differ otherwise."""
     groups = saved.get("param_groups", []) if isinstance(saved, dict) else []
     for index, (group, current) in enumerate(zip(groups, optimizer.param_groups)):
         have, want = set(group.get("_options", {})), set(current._options)
