@@ -96,6 +96,9 @@ class DistillationConfig:
                                 f"{type(self.teacher_weights).__name__}")
             self.teacher_weights = [check_positive_real(f"teacher_weights[{i}]", w, allow_zero=True)
                                     for i, w in enumerate(self.teacher_weights)]
+            if not any(self.teacher_weights):
+                raise ValueError(f"teacher_weights are all 0 ({self.teacher_weights}); give at least one teacher a "
+                                 f"positive weight")
 
     @property
     def temperatures(self):

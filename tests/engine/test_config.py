@@ -37,6 +37,7 @@ def test_bad_training_config_values(kwargs, error, message):
     (dict(temperature_scheduler="flat"), ValueError, "temperature_scheduler must be one of 'none', 'flsw', 'cwsm'"),
     (dict(intermediate_matches={"layer_S": 0}), TypeError, "intermediate_matches must be a list of dicts"),
     (dict(teacher_weights=1.0), TypeError, "teacher_weights must be a list of numbers"),
+    (dict(teacher_weights=[0.0, 0]), ValueError, "teacher_weights are all 0 \\(\\[0.0, 0.0\\]\\); give at least one teacher"),
 ])
 def test_bad_distillation_config_values(kwargs, error, message):
     with pytest.raises(error, match=message):
