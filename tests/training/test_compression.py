@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+import pytest
+
 from conftest import run_retrying_signals
 from training.test_run import STAGES, assert_a_quick_run
 from knowledge_distill_util.training.compression import plan_jobs, read_plan, row_order
@@ -22,6 +24,7 @@ def test_plan_jobs_follow_the_registry_and_the_plan():
     assert plan_jobs(read_plan(), run, quick=True)["kd"].config["max_steps"] == 3
 
 
+@pytest.mark.slow  # about 45 s: every job of the plan, the recipes' end-to-end checks
 def test_run_compression_quick(tmp_path):
     done = run_retrying_signals([sys.executable, "-m", "knowledge_distill_util", "compress", "--quick", "--result_dir",
                                  str(tmp_path)], timeout=400, env=dict(os.environ, GLOG_minloglevel="3"))
