@@ -113,3 +113,15 @@ def test_real_children_report_each_test_and_rerun_only_the_one_that_crashed(tmp_
     assert "an ordinary failure" in done.stdout and "in its own process: " in done.stdout
     runs = {name: (tmp_path / f"{name}.runs").read_text() for name in "abcd"}
     assert runs == {"a": "x", "b": "xx", "c": "x", "d": "x"}
+
+
+def test_modules_with_more_slow_tests_come_first_each_in_its_own_order():
+    def item(module, name, slow=False):
+        return types.SimpleNamespace(nodeid=f"{module}::{name}",
+                                     get_closest_marker=lambda marker, slow=slow: slow if marker == "slow" else None)
+
+    items = [item("a.py", "t1"), item("b.py", "t1", slow=True), item("b.py", "t2"), item("c.py", "t1"),
+             item("d.py", "t1", slow=True), item("d.py", "t2", slow=True), item("d.py", "t3")]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == ["d.py::t1", "d.py::t2", "d.py::t3", "b.py::t1", "b.py::t2", "a.py::t1",
+                                         "c.py::t1"]
