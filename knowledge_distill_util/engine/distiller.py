@@ -31,7 +31,7 @@ from .batches import flatten, split_batch
 from .config import DistillationConfig, TrainingConfig
 from .matches import Match
 from .hooks import NonFiniteLossError, StepInputs
-from .objective import DistillStep, check_labels
+from .objective import IGNORE_INDEX, DistillStep, check_labels
 from .parallel import Ranks
 from .state import start_epoch
 from .taps import FeatureTaps
@@ -336,12 +336,16 @@ class Distiller:
         return np.concatenate(logits), np.concatenate(labels)
 
     def evaluate(self, data, metrics: Optional[Callable] = None) -> Dict[str, float]:
-        """The student's metrics on ``data``: ``{"accuracy": ...}`` (one logit: ``{"mse": ...}``), or
-        ``metrics(logits, labels) -> dict`` on the NumPy arrays of :meth:`predict`."""
+        """The student's metrics on ``data``: ``{"accuracy": ...}`` over the rows not labelled ``-100`` (one logit:
+        ``{"mse": ...}``), or ``metrics(logits, labels) -> dict`` on the NumPy arrays of :meth:`predict`."""
         logits, labels = self.predict(data)
         if metrics is not None:
             return dict(metrics(logits, labels))
         check_labels(flow.tensor(logits), flow.tensor(labels))  # the default metrics read labels that fit
         if logits.shape[-1] == 1:
             return {"mse": float(np.mean((logits.reshape(-1) - labels.reshape(-1)) ** 2))}
-        return {"accuracy": float(np.mean(logits.argmax(-1).reshape(-1) == labels.reshape(-1)))}
+        labels = labels.reshape(-1)
+        kept = labels != IGNORE_INDEX  # rows the hard-label loss ignores are not scored either
+        if not kept.any():
+            raise ValueError(f"every label of the evaluation data is {IGNORE_INDEX} (ignored); give labelled rows")
+        return {"accuracy": float(np.mean(logits.argmax(-1).reshape(-1)[kept] == labels[kept]))}

@@ -123,6 +123,12 @@ def test_evaluate_accuracy_custom_metrics_and_regression():
             distiller.evaluate(tuple_loader(x, labels))
     assert distiller.evaluate(tuple_loader(x, y + 3), metrics=lambda logits, labels: {"max": int(labels.max())}) == {
         "max": 5}  # your own metrics read any labels
+    ignored = y.copy()
+    ignored[32:] = -100  # rows the hard-label loss ignores are not scored either
+    expected_half = float(np.mean(student(flow.tensor(x[:32])).numpy().argmax(1) == y[:32]))
+    assert distiller.evaluate(tuple_loader(x, ignored)) == {"accuracy": pytest.approx(expected_half)}
+    with pytest.raises(ValueError, match="every label of the evaluation data is -100"):
+        distiller.evaluate(tuple_loader(x, np.full(64, -100)))
 
 
 def test_train_returns_and_never_exits(tmp_path):
