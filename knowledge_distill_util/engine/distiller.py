@@ -341,7 +341,7 @@ class Distiller:
         logits, labels = self.predict(data)
         if metrics is not None:
             return dict(metrics(logits, labels))
-        check_labels(flow.tensor(logits), flow.tensor(labels))  # the default metrics read labels that fit
+        check_labels(logits, flow.tensor(labels))  # the default metrics read labels that fit (logits: their shape)
         if logits.shape[-1] == 1:
             return {"mse": float(np.mean((logits.reshape(-1) - labels.reshape(-1)) ** 2))}
         labels = labels.reshape(-1)

@@ -15,6 +15,7 @@ be given to ``forward`` (``teacher=``, e.g. as inputs of the compiled step, see 
 """
 from collections import OrderedDict
 import inspect
+import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import oneflow as flow
@@ -39,8 +40,9 @@ IGNORE_INDEX = -100
 _CLASS_ID_DTYPES = (flow.bool, flow.uint8, flow.int8, flow.int32, flow.int64)
 
 
-def check_labels(logits: flow.Tensor, labels) -> None:
-    """The hard labels fit the student's ``logits`` ``[..., C]``: one label per row of ``[...]`` (any shape with
+def check_labels(logits, labels) -> None:
+    """The hard labels fit the student's ``logits`` ``[..., C]`` (a tensor or an array: only its shape is read):
+    one label per row of ``[...]`` (any shape with
     that many elements, e.g. ``[B]`` or ``[B, 1]``); for ``C > 1`` integer (or bool) class ids in ``[0, C)``, the
     values read on the host outside ``nn.Graph`` (inside it only the shape and dtype are checked); for one logit
     (regression) any number. ``TypeError``/``ValueError``, one sentence naming the labels and the fix, otherwise
@@ -51,7 +53,7 @@ def check_labels(logits: flow.Tensor, labels) -> None:
         ...
         ValueError: the labels hold 3, outside the student's 3 classes 0..2; map them to 0..2 (or give the student 4 outputs; -100 marks a row the loss ignores)
     """
-    classes, rows = logits.shape[-1], logits.numel() // max(logits.shape[-1], 1)
+    classes, rows = logits.shape[-1], math.prod(logits.shape[:-1])
     if not isinstance(labels, flow.Tensor):
         raise TypeError(f"the labels must be a tensor (or a NumPy array) of class ids, got {type(labels).__name__}")
     if labels.numel() != rows:
@@ -75,7 +77,7 @@ def check_class_ids(labels: flow.Tensor, classes: int) -> None:
         return
     ids = labels.to(flow.int64)
     ids = flow.where(ids == IGNORE_INDEX, flow.zeros_like(ids), ids)
-    low, high = int(ids.min().numpy()), int(ids.max().numpy())
+    low, high = (int(value) for value in flow.stack([ids.min(), ids.max()]).numpy())  # one read on the host
     if low < 0 or high >= classes:
         raise ValueError(f"the labels hold {low if low < 0 else high}, outside the student's {classes} classes "
                          f"0..{classes - 1}; map them to 0..{classes - 1} (or give the student {max(high + 1, classes)} "
