@@ -85,9 +85,6 @@ class Distiller:
             raise TypeError(f"step_inputs must have a method step_inputs(step, total) -> dict, got "
                             f"{type(step_inputs).__name__}")
         self.objective, self.step_inputs, self.last_run = objective, step_inputs, None
-        if teacher is None and objective is None:
-            raise ValueError("teacher is None; give a teacher Module (or a list of them), or an objective that "
-                             "needs none")
         self.teachers = _teachers(teacher)
         self.student = _check_type("student", student, nn.Module, "a oneflow.nn.Module")
         self.distillation_config = _check_type("distillation_config", distillation_config, DistillationConfig,
@@ -106,7 +103,7 @@ class Distiller:
         self.device = _device(student)
         self._check_teachers()
         self.matches = [Match(i, entry) for i, entry in enumerate(distillation_config.intermediate_matches)]
-        if self.matches and len(self.teachers) > 1:
+        if self.matches and len(self.teachers) != 1:
             raise ValueError(f"intermediate_matches need one teacher, got {len(self.teachers)}; distil the "
                              f"logits of several teachers, or match the layers of one")
         self.taps = (FeatureTaps(student, [p for m in self.matches for p in m.student_paths], "student"),
@@ -116,6 +113,7 @@ class Distiller:
             match.to(self.device)
         self._trainable = nn.ModuleDict({"student": student, "matches": nn.ModuleList(self.matches)})
         self._told_eval = False
+        self._row_ids = False  # the batches carry row ids (teacher_logits=): not a model input
 
     def _check_teachers(self) -> None:
         weights = self.distillation_config.teacher_weights
@@ -160,6 +158,19 @@ class Distiller:
             raise ValueError(f"the optimizer does not hold {len(missing)} trainable parameter(s), e.g. "
                              f"{missing[0]!r}; build it from distiller.parameters() (the student's and the "
                              f"projections')")
+
+    def _check_teacher_reads(self, teacher_logits) -> None:
+        """Whatever the configuration reads from the teacher comes from a teacher or from ``teacher_logits``."""
+        config = self.distillation_config
+        if teacher_logits is not None:
+            where = ("objective=" if self.objective is not None else "intermediate_matches" if self.matches
+                     else "cache_teacher_outputs" if self.training_config.cache_teacher_outputs != "off" else None)
+            if where is not None:
+                raise ValueError(f"teacher_logits= gives the logit loss the teacher's logits, but {where} reads the "
+                                 f"teacher too; drop teacher_logits= (the teacher then runs) or {where}")
+        elif self.objective is None and not self.teachers and (config.logit_weight > 0 or self.matches):
+            raise ValueError(f"teacher is None but logit_weight is {config.logit_weight}; give a teacher, the "
+                             f"teacher's logits (train(..., teacher_logits=array)) or set logit_weight=0 (labels only)")
 
     @staticmethod
     def _check_data(data) -> None:
@@ -248,7 +259,8 @@ class Distiller:
                                  f"weights for NaN or infinite values", 0, values, float("nan"))
 
     def train(self, data, optimizer=None, eval_data=None, metrics: Optional[Callable] = None,
-              scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None) -> Dict[str, Any]:
+              scheduler="default", on_step: Optional[Callable] = None, on_epoch_end=None,
+              teacher_logits: Optional[np.ndarray] = None) -> Dict[str, Any]:
         """Train on ``data`` (an iterable of batches, re-iterable for several epochs); returns the history.
 
         ``optimizer``: default AdamW over :meth:`parameters` with ``TrainingConfig.learning_rate``.
@@ -257,6 +269,9 @@ class Distiller:
         ``eval_data``: evaluated every ``eval_every`` steps and at the end (``metrics`` as in :meth:`evaluate`).
         ``on_step(step, total, terms)``: called (by the writer) after every step and its checkpoint;
         ``on_epoch_end``: an :class:`~.hooks.EpochEnd` hook (every rank; its state is checkpointed).
+        ``teacher_logits``: the teacher's logits computed beforehand, ``[N, ..., C]`` (row ``i`` for the batches'
+        row id ``i`` under ``TrainingConfig.index_key``): the logit loss reads them and no teacher runs (the
+        ``Distiller`` may then have ``teacher=None``; not with intermediate matches or ``cache_teacher_outputs``).
         The history: ``{"step": [...], "lr": [...], "loss": [...], <term>: [...], "eval": [{"step", ...}]}``
         for the steps this call ran (after a resume: from the checkpoint on; ``losses.csv`` has them all).
         Under OneFlow's launcher the run is data-parallel (:mod:`.parallel`).
@@ -265,16 +280,17 @@ class Distiller:
         hooks = dict(scheduler=scheduler, on_step=on_step, on_epoch_end=on_epoch_end)
         try:
             ranks.start(self._trainable)
-            history = self._train(ranks, data, optimizer, eval_data, metrics, hooks)
+            history = self._train(ranks, data, optimizer, eval_data, metrics, hooks, teacher_logits)
         except BaseException as error:
             ranks.failed(error)
             raise
         ranks.finished()
         return history
 
-    def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics, hooks) -> Dict[str, Any]:
+    def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics, hooks, teacher_logits) -> Dict[str, Any]:
         from .run import check_output_paths, run_training
         check_output_paths(self.training_config)
+        self._check_teacher_reads(teacher_logits)
         if optimizer is None:
             optimizer = flow.optim.AdamW(list(self.parameters()), lr=self.training_config.learning_rate)
         self._check_optimizer(optimizer)
@@ -284,7 +300,10 @@ class Distiller:
         self._eval_teachers()
         step = self._step_module()
         cfg, cache, self.teacher_cache = self.training_config, None, None
-        if cfg.cache_teacher_outputs != "off":
+        if teacher_logits is not None:
+            self._row_ids = True
+            cache = step.teacher_cache = TeacherCache.prefilled(teacher_logits, cfg.index_key, self.device)
+        elif cfg.cache_teacher_outputs != "off":
             if cfg.use_graph and ranks.world > 1 and self.step_inputs is not None:
                 raise ValueError(f"cache_teacher_outputs={cfg.cache_teacher_outputs!r} with use_graph=True on "
                                  f"{ranks.world} processes cannot take step_inputs= (they become global tensors, which "
@@ -296,7 +315,7 @@ class Distiller:
             cache.probing = True  # the probe checks and measures rows, stores none
         with self.taps[0], self.taps[1]:
             layout, names, rows = self._probe(step, data, total, ranks)
-            if cache is not None:
+            if cache is not None and teacher_logits is None:
                 cache.check_capacity(data, rows)
                 cache.probing, self.teacher_cache = False, cache
             try:
@@ -319,7 +338,7 @@ class Distiller:
             with flow.no_grad():
                 for raw in data:
                     batch = split_batch(raw, self.training_config.label_key, self.device)
-                    if self.training_config.cache_teacher_outputs != "off":
+                    if self.training_config.cache_teacher_outputs != "off" or self._row_ids:
                         batch.kwargs.pop(self.training_config.index_key, None)  # row ids: not a model input
                     outputs = self.student(*batch.args, **batch.kwargs)
                     features = check_features(self.adaptor_S(batch.raw, outputs), "student adaptor (adaptor_S)")

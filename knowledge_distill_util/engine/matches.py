@@ -7,25 +7,39 @@ A layer is a **string** (a module path: its output, captured by :class:`~.taps.F
 The loss, its ``options``, ``weight`` and ``proj`` are checked and applied by an
 :class:`~knowledge_distill_util.nn.IntermediateMatches` of this one entry (its projection is a parameter).
 
+``"all"`` on both sides hands a *layer-list loss* (:data:`LIST_LOSSES`: the original toolkit's
+``layer_distill``/``att_distill`` formulas, summing the MSE of uniformly mapped layer pairs) the whole list
+``features[feature]`` of each side, e.g. ``{"layer_S": "all", "layer_T": "all", "feature": "hidden",
+"loss": "layer_distill_loss"}``; its ``options`` are the function's (``strategy``, ``layer_map``).
+
     >>> m = Match(0, {"layer_S": "body.1", "layer_T": "body.3", "feature": "output", "loss": "hidden_mse"})
     >>> m.name, m.student_paths, m.teacher_paths
     ('match0_hidden_mse', ['body.1'], ['body.3'])
+    >>> Match(1, {"layer_S": "all", "layer_T": "all", "feature": "hidden", "loss": "layer_distill_loss"}).name
+    'match1_layer_distill_loss'
     >>> Match(1, {"layer_S": "body.1", "layer_T": 2, "feature": "output", "loss": "hidden_mse"})
     Traceback (most recent call last):
     ...
     ValueError: intermediate_matches[1]['layer_T'] = 2 indexes the adaptor's feature lists: set "feature" to one of 'hidden', 'attention', 'value', 'query', 'key', or give a module path (a string)
 """
+import inspect
 import math
 from numbers import Real
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import oneflow as flow
 import oneflow.nn as nn
 
+from ..functional import att_distill_loss, layer_distill_loss
 from ..nn import IntermediateMatches
 from .adaptors import LIST_FEATURES, require
 
-__all__ = ["Match", "SAME_SHAPE_LOSSES"]
+__all__ = ["Match", "SAME_SHAPE_LOSSES", "LIST_LOSSES", "ALL_LAYERS"]
+
+#: The losses of whole layer lists (``"layer_S": "all"``), by name: ``loss(student_list, teacher_list, **options)``.
+LIST_LOSSES = {"layer_distill_loss": layer_distill_loss, "att_distill_loss": att_distill_loss}
+#: The ``layer_S``/``layer_T`` of a layer-list loss: every layer of the feature.
+ALL_LAYERS = "all"
 
 #: Losses whose student and teacher tensors must have the same shape (after the projection).
 SAME_SHAPE_LOSSES = ("hidden_mse", "hidden_cosine", "pkd_loss", "attention_mse", "attention_kl")
@@ -67,12 +81,15 @@ class Match(nn.Module):
         if self.feature not in _FEATURES:
             raise ValueError(f"{_where(index, 'feature')} must be one of {', '.join(map(repr, _FEATURES))} "
                              f"(\"output\" for module paths), got {self.feature!r}")
-        self.layers_s, pair_s = _check_layer(index, "layer_S", entry.get("layer_S"), self.feature)
-        self.layers_t, pair_t = _check_layer(index, "layer_T", entry.get("layer_T"), self.feature)
         weight = entry.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, Real) or not math.isfinite(weight):
             raise ValueError(f"{_where(index, 'weight')} must be a finite number, got {weight!r}")
         self.weight = float(weight)
+        self.list_loss = self._list_loss(index, entry)
+        if self.list_loss is not None:
+            return
+        self.layers_s, pair_s = _check_layer(index, "layer_S", entry.get("layer_S"), self.feature)
+        self.layers_t, pair_t = _check_layer(index, "layer_T", entry.get("layer_T"), self.feature)
         converted = dict(entry, feature="hidden", weight=1.0, layer_S=[0, 1] if pair_s else 0,
                          layer_T=[0, 1] if pair_t else 0)
         try:
@@ -83,15 +100,45 @@ class Match(nn.Module):
         self.has_proj = entry.get("proj") is not None
         self.name = f"match{index}_{self.loss_name}"
 
+    def _list_loss(self, index: int, entry: Mapping[str, Any]) -> Optional[Callable]:
+        """The layer-list loss of an ``"all"`` entry (its layers, options and name set), else None."""
+        sides = [entry.get("layer_S") == ALL_LAYERS, entry.get("layer_T") == ALL_LAYERS]
+        loss = entry.get("loss")
+        if not any(sides) and loss not in LIST_LOSSES:
+            return None
+        if not all(sides) or loss not in LIST_LOSSES:
+            raise ValueError(f"{_where(index)}: \"layer_S\": \"all\" and \"layer_T\": \"all\" go together with a "
+                             f"layer-list loss ({', '.join(LIST_LOSSES)}), got layer_S={entry.get('layer_S')!r}, "
+                             f"layer_T={entry.get('layer_T')!r}, loss={loss!r}")
+        if self.feature not in LIST_FEATURES:
+            raise ValueError(f"{_where(index, 'feature')} must be one of {', '.join(map(repr, LIST_FEATURES))} for "
+                             f"{loss}, got {self.feature!r}")
+        unknown = sorted(set(entry) - {"layer_S", "layer_T", "feature", "loss", "weight", "options"})
+        if unknown:
+            raise ValueError(f"{_where(index)} has key(s) {', '.join(map(repr, unknown))} that {loss} does not take "
+                             f"(no projection: its layers must have the teacher's shapes)")
+        options = entry.get("options", {})
+        known = [p.name for p in inspect.signature(LIST_LOSSES[loss]).parameters.values()
+                 if p.kind == inspect.Parameter.KEYWORD_ONLY]
+        if not isinstance(options, Mapping) or set(options) - set(known):
+            raise ValueError(f"{_where(index, 'options')} must be a dict with keys among {', '.join(known)}, got "
+                             f"{options!r}")
+        self.layers_s = self.layers_t = [ALL_LAYERS]
+        self.options, self.loss_name, self.has_proj = dict(options), loss, False
+        self.name = f"match{index}_{loss}"
+        return LIST_LOSSES[loss]
+
     @property
     def student_paths(self) -> List[str]:
-        return [x for x in self.layers_s if isinstance(x, str)]
+        return [] if self.list_loss is not None else [x for x in self.layers_s if isinstance(x, str)]
 
     @property
     def teacher_paths(self) -> List[str]:
-        return [x for x in self.layers_t if isinstance(x, str)]
+        return [] if self.list_loss is not None else [x for x in self.layers_t if isinstance(x, str)]
 
     def _tensors(self, layers, features: Dict, taps, side: str) -> List[flow.Tensor]:
+        if self.list_loss is not None:
+            return list(require(features, self.feature, side, f"{_where(self.index)} ({self.loss_name})"))
         tensors = []
         for layer in layers:
             if isinstance(layer, str):
@@ -115,8 +162,8 @@ class Match(nn.Module):
                              f"{s[-1]}, {t[-1]}] to map the student's width to the teacher's")
 
     def teacher_tensors(self, teacher_features: Dict, taps_t) -> List[flow.Tensor]:
-        """The teacher's tensors this match reads (one, or two for a pair of layers): what a teacher-output
-        cache stores (:mod:`~.teacher_cache`)."""
+        """The teacher's tensors this match reads (one, two for a pair of layers, every layer for a layer-list
+        loss): what a teacher-output cache stores (:mod:`~.teacher_cache`)."""
         return self._tensors(self.layers_t, teacher_features, taps_t, "teacher")
 
     def student_tensors(self, student_features: Dict, taps_s) -> List[flow.Tensor]:
@@ -126,6 +173,11 @@ class Match(nn.Module):
     def forward(self, student: List[flow.Tensor], teacher: List[flow.Tensor], mask=None) -> flow.Tensor:
         """The unweighted loss of this match (``weight`` is applied by the caller) of the tensors of
         :meth:`student_tensors` and :meth:`teacher_tensors`."""
+        if self.list_loss is not None:
+            try:
+                return self.list_loss(student, teacher, **self.options)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
         self._check_shapes(student, teacher)
         try:
             return self.inner({"hidden": student}, {"hidden": teacher}, mask=mask)

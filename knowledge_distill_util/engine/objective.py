@@ -22,7 +22,7 @@ import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
 
-from ..functional import average_logits
+from ..functional import average_logits, mseloss
 from ..registry import get_loss
 from ..schedules import cwsm_temperature, flsw_temperature
 from .adaptors import check_features, require
@@ -88,7 +88,7 @@ def hard_label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
     """Mean cross-entropy of ``[..., C]`` logits with integer labels ``[...]`` over the rows whose label is not
     :data:`IGNORE_INDEX`; for one logit the MSE."""
     if logits.shape[-1] == 1:
-        return ((logits.reshape(-1) - labels.to(logits.dtype).reshape(-1)) ** 2).mean()
+        return mseloss(logits.reshape(-1), labels.to(logits.dtype).reshape(-1))
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(flow.int64))
 
 
@@ -142,9 +142,12 @@ class DistillStep(nn.Module):
                                    "teacher adaptor (adaptor_T)") for i, teacher in enumerate(self.teachers)]
 
     def teacher_reads(self, batch: Batch) -> "OrderedDict[str, flow.Tensor]":
-        """The teachers' forwards on ``batch`` reduced to what the terms read (see the module doc)."""
-        teachers = self._teacher_features(batch)
+        """The teachers' forwards on ``batch`` reduced to what the terms read (see the module doc); no forward when
+        the terms read nothing from the teachers."""
         reads: "OrderedDict[str, flow.Tensor]" = OrderedDict()
+        if not self.needs_teacher_logits and not self.matches:
+            return reads
+        teachers = self._teacher_features(batch)
         if self.config.logit_weight > 0:
             reads["logits"] = self._teacher_logits(teachers)
         for i, match in enumerate(self.matches):
@@ -171,13 +174,13 @@ class DistillStep(nn.Module):
         return average_logits(logits, self.config.teacher_weights)
 
     def _temperatures(self, student: flow.Tensor, teacher: flow.Tensor):
-        scheduler, base = self.config.temperature_scheduler, self.config.temperature
+        scheduler = self.config.temperature_scheduler
         if scheduler == "none":
             return self.config.temperatures
         s, t = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
-        rows = flsw_temperature(s, t, base=base) if scheduler == "flsw" else cwsm_temperature(s, base=base)
-        rows = rows.reshape(student.shape[:-1])
-        return rows, rows
+        rows = [flsw_temperature(s, t, base=base) if scheduler == "flsw" else cwsm_temperature(s, base=base)
+                for base in self.config.temperatures]
+        return tuple(r.reshape(student.shape[:-1]) for r in rows)
 
     def _logit_term(self, student: flow.Tensor, teacher: flow.Tensor) -> flow.Tensor:
         """The logit loss; its errors say which logits (e.g. a teacher with another number of classes)."""
@@ -246,7 +249,7 @@ class DistillStep(nn.Module):
             parts.append(terms["hard_label"] * weights[1])
         mask = student.get("mask")
         for i, match in enumerate(self.matches):
-            tensors = [teacher[f"match{i}.{j}"] for j in range(len(match.layers_t))]
+            tensors = [value for key, value in teacher.items() if key.split(".")[0] == f"match{i}"]
             terms[match.name] = match(s_matched[i], tensors, mask=mask)
             parts.append(terms[match.name] * match.weight)
         extra = self._extra(student.get("losses"))

@@ -83,7 +83,7 @@ CACHE_DIR = ".kdu-teacher-cache"
 
 
 def check_cache_options(training_config, objective, teachers) -> None:
-    """Refuse caching where it cannot apply: a custom ``objective``, no teacher."""
+    """Refuse caching where it cannot apply: a custom ``objective``, no teacher (each its own sentence)."""
     mode = training_config.cache_teacher_outputs
     if mode == "off":
         return
@@ -121,6 +121,23 @@ class TeacherCache:
         self.closed: Optional[str] = None  # the summary when closed
         self.teacher_runs, self.reported, self.first_epoch = 0, False, None
         self.names: Tuple[str, ...] = ()  # the teacher reads' names, in order (set by the probe)
+        self.complete: Optional[int] = None  # prefilled with the rows 0..complete-1: the teacher never runs
+
+    @classmethod
+    def prefilled(cls, logits, index_key: str, device) -> "TeacherCache":
+        """A cache holding ``logits`` (``[N, ..., C]``, computed beforehand) as every row's ``"logits"``, row ``i`` for
+        id ``i``: the teacher never runs (a batch with an id outside ``0..N-1`` is refused)."""
+        array = np.asarray(logits.numpy() if isinstance(logits, flow.Tensor) else logits)
+        if array.ndim < 2 or array.shape[0] == 0 or not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"teacher_logits must be a float array [N, ..., C] (one row per row id), got "
+                             f"{array.dtype} of shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError("teacher_logits holds NaN or infinite values; recompute the teacher's logits")
+        cache = cls("float32", index_key, None, device)
+        cache.store.capacity = len(array)
+        cache.store.put(np.arange(len(array)), {"logits": array.astype(np.float32, copy=False)})
+        cache.names, cache.complete, cache.reported = ("logits",), len(array), True
+        return cache
 
     @property
     def dtype(self) -> np.dtype:
@@ -173,6 +190,10 @@ class TeacherCache:
         if self.store.holds(ids):
             return OrderedDict((name, flow.tensor(rows, device=self.device))
                                for name, rows in self.store.get(ids).items())
+        if self.complete is not None:
+            outside = next(int(i) for i in ids.tolist() if int(i) not in self.slots)
+            raise ValueError(f"the batch holds the row id {outside} under {self.index_key!r}, but teacher_logits has "
+                             f"rows for the ids 0..{self.complete - 1} only; give one row of logits per row id")
         reads = run_teacher()
         values = self._rows(ids, reads)
         self.names = tuple(values)

@@ -162,7 +162,8 @@ def test_an_objective_must_be_a_module_and_no_teacher_needs_one(tmp_path):
     train = TrainingConfig(output_dir=str(tmp_path), max_steps=2)
     with pytest.raises(TypeError, match="objective must be an nn.Module"):
         Distiller(None, student, DistillationConfig(), train, objective=lambda batch, weights: {})
-    with pytest.raises(ValueError, match="teacher is None; give a teacher Module"):
-        Distiller(None, student, DistillationConfig(), train)
+    with pytest.raises(ValueError, match="teacher is None but logit_weight is 1.0; give a teacher"):
+        Distiller(None, student, DistillationConfig(), train).train(tuple_loader(*random_data(8, 8, 3), 4))
+    assert not os.listdir(tmp_path)  # refused before anything was written
     with pytest.raises(TypeError, match=r"step_inputs must have a method step_inputs\(step, total\)"):
         Distiller(None, student, DistillationConfig(), train, objective=LabelsOnly(student, []), step_inputs=3)
