@@ -315,8 +315,9 @@ class Distiller:
             cache.probing = True  # the probe checks and measures rows, stores none
         with self.taps[0], self.taps[1]:
             layout, names, rows = self._probe(step, data, total, ranks)
-            if cache is not None and teacher_logits is None:
-                cache.check_capacity(data, rows)
+            if cache is not None:
+                if teacher_logits is None:
+                    cache.check_capacity(data, rows)
                 cache.probing, self.teacher_cache = False, cache
             try:
                 history = run_training(self, ranks, step, optimizer, data, total, layout, names,

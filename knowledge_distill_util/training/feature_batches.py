@@ -12,10 +12,14 @@ import oneflow as flow
 
 from .teacher_outputs import TeacherOutputCache
 
-__all__ = ["BATCH_KEYS", "batch_indices", "FeatureBatches"]
+__all__ = ["BATCH_KEYS", "DISTILLER_INPUTS", "batch_indices", "FeatureBatches"]
 
 #: The keys of a ``data.Features`` row a batch carries (the model's three inputs, then the labels).
 BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "labels")
+#: The names of the three inputs in the batches of a configured stage: the models' keyword names.
+DISTILLER_INPUTS = ("input_ids", "input_mask", "token_type_ids")
+#: The key of the row ids (``row_ids=True``).
+ROW_IDS = "index"
 
 
 def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
@@ -39,15 +43,17 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> List
 class FeatureBatches:
     """The batches of a ``data.Features`` in the order of :func:`batch_indices`, re-iterable: each
     iteration yields the epoch set by :meth:`set_epoch` (the Distiller sets it) as dicts of tensors on
-    ``device``: ``input_ids``, ``input_mask``, ``segment_ids``, ``teacher_logits`` (rows of the cached
-    ``[N, C]`` logits, when given), the cached teacher outputs (``teacher_outputs``: the inputs of
-    :meth:`~.teacher_outputs.TeacherOutputCache.batch`, when given) and ``labels``. ``len()``: the batches per
-    epoch."""
+    ``device``: the three inputs (named ``inputs``: ``input_ids``, ``input_mask``, ``segment_ids`` by default),
+    ``teacher_logits`` (rows of the cached ``[N, C]`` logits, when given), the cached teacher outputs
+    (``teacher_outputs``: the inputs of :meth:`~.teacher_outputs.TeacherOutputCache.batch`, when given), the row ids
+    ``index`` (``row_ids``) and ``labels``. ``len()``: the batches per epoch."""
 
     def __init__(self, features, batch_size: int, seed: int, device, teacher_logits: Optional[np.ndarray] = None,
-                 teacher_outputs: Optional[TeacherOutputCache] = None):
+                 teacher_outputs: Optional[TeacherOutputCache] = None, row_ids: bool = False,
+                 inputs=BATCH_KEYS[:3]):
         self.features, self.batch_size, self.seed, self.device = features, batch_size, seed, device
         self.teacher_logits, self.teacher_outputs = teacher_logits, teacher_outputs
+        self.row_ids, self.inputs = row_ids, tuple(inputs)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -60,7 +66,9 @@ class FeatureBatches:
     def __iter__(self):
         for index in batch_indices(len(self.features), self.batch_size, self.seed, self.epoch):
             arrays = self.features.as_dict(index)
-            batch = {key: arrays[key] for key in BATCH_KEYS[:3]}
+            batch = {name: arrays[key] for name, key in zip(self.inputs, BATCH_KEYS[:3])}
+            if self.row_ids:
+                batch[ROW_IDS] = index.astype(np.int64)
             if self.teacher_logits is not None:
                 batch["teacher_logits"] = self.teacher_logits[index]
             if self.teacher_outputs is not None:

@@ -40,10 +40,12 @@ soft-label and intermediate terms, :mod:`.objective_schedules`.
 """
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from .attention_objectives import (minilm_loss, minilm_v2_loss, tinybert_combined_loss, tinybert_intermediate_loss,
                                    tinybert_pred_loss)
+from ..engine.config import DistillationConfig
+from . import stage_configs as configs
 from .kd_objectives import (Terms, bert_pkd_loss, bilstm_loss, distilbert_loss, kd_loss, labels_loss,
                             pkd_patience_loss)
 
@@ -60,6 +62,9 @@ class Objective:
 
     fn: Callable[..., Terms]
     terms: Tuple[str, ...]
+    #: ``config(args, regression) -> DistillationConfig`` (:mod:`.stage_configs`): the same terms as the engine's
+    #: configuration, or None (the stage then runs :attr:`fn` as the Distiller's ``objective``)
+    config: Optional[Callable[..., Optional[DistillationConfig]]] = None
 
     @property
     def name(self) -> str:
@@ -96,13 +101,13 @@ class Objective:
         return self.fn(args, **{name: tensors[name] for name in self.inputs})
 
 
-LABELS = Objective(labels_loss, ("loss", "ce"))
-KD = Objective(kd_loss, ("loss", "ce", "pred_distill"))
-BILSTM = Objective(bilstm_loss, ("loss", "ce", "pred_distill"))
-BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill"))
-TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"))
-TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"))
-TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"))
+LABELS = Objective(labels_loss, ("loss", "ce"), configs.labels_config)
+KD = Objective(kd_loss, ("loss", "ce", "pred_distill"), configs.kd_config)
+BILSTM = Objective(bilstm_loss, ("loss", "ce", "pred_distill"), configs.bilstm_config)
+BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill"), configs.bert_pkd_config)
+TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"), configs.tinybert_intermediate_config)
+TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"), configs.tinybert_pred_config)
+TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"), configs.tinybert_combined_config)
 MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"))
 MINILM_V2 = Objective(minilm_v2_loss, ("loss", "query_relation_kl", "key_relation_kl", "value_relation_kl"))
 DISTILBERT = Objective(distilbert_loss, ("loss", "kl_div", "ce", "hidden_cosine"))

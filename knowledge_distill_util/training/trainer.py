@@ -33,7 +33,7 @@ from ..engine.hooks import EpochEnd, non_finite_weight
 from ..engine.optim import make_optimizer, make_scheduler
 from ..engine.progress import ProgressLog, format_duration
 from .config import ConfigError
-from .feature_batches import FeatureBatches, batch_indices
+from .feature_batches import DISTILLER_INPUTS, FeatureBatches, batch_indices
 from .objective_schedules import ScheduledArgs, schedule_factors, uses_weight_schedules
 from .objectives import Objective
 from .teacher_outputs import CacheLayout, TeacherOutputCache, build_cache, reads_teacher_layers
@@ -300,23 +300,34 @@ def train_stage(
     except ValueError as error:
         raise ConfigError(str(error)) from None
     cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    outputs = _teacher_output_cache(step, features, batch_size, tcfg.seed, device, stage, cache_teacher_outputs,
-                                    cache_teacher_dtype, cache_dir or checkpoint_dir)
+    config = stage_config(step, features, cache_teacher_outputs)
+    outputs = None if config is not None else _teacher_output_cache(
+        step, features, batch_size, tcfg.seed, device, stage, cache_teacher_outputs, cache_teacher_dtype,
+        cache_dir or checkpoint_dir)
     step.cache_layout = None if outputs is None else outputs.layout
-    data = FeatureBatches(features, batch_size, tcfg.seed, device, cached, outputs)
+    if config is not None:
+        data = FeatureBatches(features, batch_size, tcfg.seed, device, row_ids=cached is not None,
+                              inputs=DISTILLER_INPUTS)
+    else:
+        data = FeatureBatches(features, batch_size, tcfg.seed, device, cached, outputs)
     total = _total_steps(len(data), tcfg)
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     provider = student if isinstance(student, StepInputs) else None
-    step.extra_inputs = _extra_input_names(step, cached is not None, provider)
-    inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
-    distiller = Distiller(step.teacher, student, DistillationConfig(),
-                          _training_config(tcfg, total, work_dir, stage, checkpoint_dir, progress),
-                          objective=step, step_inputs=inputs)
+    training_config = _training_config(tcfg, total, work_dir, stage, checkpoint_dir, progress)
+    if config is not None:
+        reads_teacher = cached is None and (config.logit_weight > 0 or bool(config.intermediate_matches))
+        distiller = Distiller(step.teacher if reads_teacher else None, student, config, training_config,
+                              step_inputs=None if provider is None else _RecipeInputs(False, provider))
+    else:
+        step.extra_inputs = _extra_input_names(step, cached is not None, provider)
+        inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
+        distiller = Distiller(step.teacher, student, DistillationConfig(), training_config, objective=step,
+                              step_inputs=inputs)
     began = time.time()
     try:
         history = distiller.train(data, optimizer=optimizer, scheduler=scheduler, on_step=on_step,
-                                  on_epoch_end=on_epoch_end)
+                                  on_epoch_end=on_epoch_end, teacher_logits=None if config is None else cached)
     except hooks.NonFiniteLossError as error:
         raise _non_finite_error(error, stage, tcfg.learning_rate) from None
     finally:
@@ -324,6 +335,16 @@ def train_stage(
         if outputs is not None:
             outputs.close()
     return _stage_result(step, distiller.last_run, history, total, work_dir, stage, began)
+
+
+def stage_config(step: LossStep, features, cache_teacher_outputs: str) -> Optional[DistillationConfig]:
+    """The stage as a :class:`DistillationConfig` (:attr:`~.objectives.Objective.config`, one logit when the labels
+    are float scores), or None: the objective has none, or reads teacher layers through the recipes' own
+    ``--cache_teacher_outputs`` (:mod:`.teacher_outputs`), which the stage then keeps."""
+    objective = step.objective
+    if objective.config is None or (cache_teacher_outputs != "off" and reads_teacher_layers(objective)):
+        return None
+    return objective.config(step.args, bool(np.issubdtype(features.labels.dtype, np.floating)))
 
 
 def _teacher_output_cache(step: LossStep, features, batch_size: int, seed: int, device, stage: str, mode: str,
@@ -363,7 +384,7 @@ def _stage_result(step: LossStep, run: Dict, history: Dict, total: int, work_dir
     """The :class:`StageResult` of a finished stage: ``run`` is the Distiller's ``last_run``, ``history`` what
     its ``train`` returned (the last value of each of the objective's terms), ``began`` the ``time.time()``
     before training."""
-    last = {name: history[name][-1] for name in step.objective.terms if history.get(name)}
+    last = {name: values[-1] for name, values in history.items() if name not in ("step", "lr", "eval") and values}
     writer = os.path.abspath(run["log_path"]) != os.path.abspath(os.devnull)
     png = os.path.join(work_dir, f"{stage}_losses.png") if writer else None
     return StageResult(steps=total, seconds=time.time() - began, log_path=run["log_path"], plot_path=png,

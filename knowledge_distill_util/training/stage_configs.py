@@ -1,0 +1,91 @@
+"""The recipes' objectives as :class:`~knowledge_distill_util.engine.DistillationConfig` s: what the
+:class:`~knowledge_distill_util.engine.Distiller` computes for a recipe stage (:mod:`.trainer`).
+
+Each function maps the run's ``args`` (``kd_alpha``, ``kd_beta``, the temperatures and schedules) and whether the
+task is a regression (one logit) to the configuration whose terms are the objective's formula, term for term:
+
+| objective | configuration |
+|---|---|
+| ``LABELS`` | ``hard_label_weight=1``, no logit loss, no teacher |
+| ``KD`` | ``soft_cross_entropy`` (``pred_distill``) at ``1 - kd_alpha``, hard labels at ``kd_alpha`` |
+| ``BILSTM`` | ``soft_cross_entropy`` at ``kd_alpha``, hard labels at ``1 - kd_alpha`` |
+| ``TINYBERT_PRED`` | ``soft_cross_entropy`` at 1 |
+| ``BERT_PKD`` | as ``BILSTM``, plus ``layer_distill_loss`` over every hidden state at ``kd_beta`` |
+| ``TINYBERT_INTERMEDIATE`` | ``att_distill_loss`` over every attention + ``layer_distill_loss``, no logit loss |
+| ``TINYBERT_COMBINED`` | both matches + ``soft_cross_entropy`` at 1 (regression: hard labels at 1) |
+
+For one logit (regression) the soft term is ``hidden_mse`` of the two predictions (``mseloss``), as the objectives
+compute it. The temperatures are :func:`~knowledge_distill_util.resolve_temperatures` 's, the per-row schedule
+``temperature_schedule`` (``constant`` is ``"none"``), the soft term's weight schedule ``logit_weight_schedule``.
+A stage whose configuration cannot say what its objective does gets None and runs the objective itself: an
+intermediate term under a ``hidden_weight_schedule`` other than ``constant``.
+"""
+from typing import Any, Dict, List, Optional
+
+from ..distill import resolve_temperatures
+from ..engine.config import DistillationConfig
+
+__all__ = ["labels_config", "kd_config", "bilstm_config", "tinybert_pred_config", "bert_pkd_config",
+           "tinybert_intermediate_config", "tinybert_combined_config"]
+
+
+def _matches(*pairs) -> List[Dict[str, Any]]:
+    """Layer-list matches of every layer: ``(feature, loss, weight)`` each."""
+    return [{"layer_S": "all", "layer_T": "all", "feature": feature, "loss": loss, "weight": weight}
+            for feature, loss, weight in pairs]
+
+
+def _soft(args, regression: bool, logit_weight: float, hard_label_weight: float, matches=()) -> Optional[
+        DistillationConfig]:
+    if matches and getattr(args, "hidden_weight_schedule", "constant") != "constant":
+        return None
+    t_s, t_t = resolve_temperatures(args)
+    schedule = getattr(args, "temperature_schedule", "constant")
+    return DistillationConfig(
+        logit_loss="hidden_mse" if regression else "soft_cross_entropy", student_temperature=t_s,
+        teacher_temperature=t_t, temperature_scheduler="none" if schedule == "constant" else schedule,
+        logit_weight=logit_weight, logit_weight_schedule=getattr(args, "logit_weight_schedule", "constant"),
+        hard_label_weight=hard_label_weight, intermediate_matches=list(matches))
+
+
+def labels_config(args, regression: bool) -> DistillationConfig:
+    """``CE`` (one logit: the MSE with the scores)."""
+    return DistillationConfig(logit_weight=0.0, hard_label_weight=1.0)
+
+
+def kd_config(args, regression: bool) -> Optional[DistillationConfig]:
+    """``kd_alpha * CE + (1 - kd_alpha) * pred_distill``."""
+    return _soft(args, regression, 1.0 - args.kd_alpha, args.kd_alpha)
+
+
+def bilstm_config(args, regression: bool) -> Optional[DistillationConfig]:
+    """``(1 - kd_alpha) * CE + kd_alpha * pred_distill``."""
+    return _soft(args, regression, args.kd_alpha, 1.0 - args.kd_alpha)
+
+
+def tinybert_pred_config(args, regression: bool) -> Optional[DistillationConfig]:
+    """``pred_distill``."""
+    return _soft(args, regression, 1.0, 0.0)
+
+
+def bert_pkd_config(args, regression: bool) -> Optional[DistillationConfig]:
+    """``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill``."""
+    return _soft(args, regression, args.kd_alpha, 1.0 - args.kd_alpha,
+                 _matches(("hidden", "layer_distill_loss", args.kd_beta)))
+
+
+def tinybert_intermediate_config(args, regression: bool) -> Optional[DistillationConfig]:
+    """``att_distill + layer_distill``."""
+    return _soft(args, regression, 0.0, 0.0,
+                 _matches(("attention", "att_distill_loss", 1.0), ("hidden", "layer_distill_loss", 1.0)))
+
+
+def tinybert_combined_config(args, regression: bool) -> Optional[DistillationConfig]:
+    """``att_distill + layer_distill + pred_distill``; one logit: the last term is the MSE with the scores."""
+    matches = _matches(("attention", "att_distill_loss", 1.0), ("hidden", "layer_distill_loss", 1.0))
+    if not regression:
+        return _soft(args, regression, 1.0, 0.0, matches)
+    config = _soft(args, regression, 0.0, 1.0, matches)
+    if config is not None:  # the MSE with the scores takes the soft term's place, and its schedule
+        config.hard_label_weight_schedule = config.logit_weight_schedule
+    return config

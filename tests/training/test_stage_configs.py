@@ -1,0 +1,96 @@
+"""The recipes' objectives as DistillationConfigs (:mod:`knowledge_distill_util.training.stage_configs`): a stage
+trained through its configuration ends with the very weights (bit for bit) that its objective's formula gives,
+eager and graph, with the teacher online or its logits computed beforehand, classification and regression."""
+import argparse
+import dataclasses
+
+import numpy as np
+import oneflow as flow
+import pytest
+
+from knowledge_distill_util.data import Features
+from knowledge_distill_util.training import objectives as O
+from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, stage_config, train_stage
+from training.conftest import tiny_bert
+
+ARGS = argparse.Namespace(kd_alpha=0.3, kd_beta=2.0, temperature=2.0, student_temperature=None,
+                          teacher_temperature=None)
+CONFIGURED = [O.LABELS, O.KD, O.BILSTM, O.TINYBERT_PRED, O.BERT_PKD, O.TINYBERT_INTERMEDIATE, O.TINYBERT_COMBINED]
+
+
+def _features(regression, n=24, length=6, seed=0):
+    """Rows with padding (so that the attention masks matter): ``length - k`` tokens, ``k`` in 0..2."""
+    rng = np.random.default_rng(seed)
+    mask = (np.arange(length)[None, :] < length - rng.integers(0, 3, (n, 1))).astype(np.int64)
+    labels = rng.standard_normal(n).astype(np.float32) if regression else rng.integers(0, 3, n)
+    return Features(rng.integers(1, 40, (n, length)) * mask, mask, np.zeros((n, length), np.int64), labels)
+
+
+def _train(tmp_path, objective, regression, graph=False, logits=False):
+    classes = 1 if regression else 3
+    teacher, student = tiny_bert(4, seed=1, label_num=classes), tiny_bert(2, seed=2, label_num=classes)
+    teacher.eval()
+    features = _features(regression)
+    cached = None
+    if logits:
+        with flow.no_grad():
+            cached = teacher(*[flow.tensor(a) for a in (features.input_ids, features.input_mask,
+                                                        features.segment_ids)])[0].numpy()
+    tcfg = TrainerConfig(num_epochs=2, learning_rate=1e-2, batch_size=8, checkpoint_every=100, use_graph=graph)
+    result = train_stage(LossStep(student, teacher, objective, ARGS), features, tcfg, work_dir=str(tmp_path),
+                         stage="s", checkpoint_dir=str(tmp_path / "checkpoints"), progress=False,
+                         teacher_logits=cached)
+    return student, result
+
+
+def _same_weights(a, b):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("objective", CONFIGURED, ids=lambda o: o.name)
+@pytest.mark.parametrize("regression", [False, True], ids=["classes", "regression"])
+def test_a_configured_stage_trains_exactly_as_its_objective(tmp_path, objective, regression):
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), objective, ARGS), _features(regression), "off") is not None
+    logits = objective.can_cache_teacher_logits
+    configured, result = _train(tmp_path / "config", objective, regression, logits=logits)
+    formula, reference = _train(tmp_path / "formula", dataclasses.replace(objective, config=None), regression,
+                                logits=logits)
+    _same_weights(configured, formula)
+    assert _moved(configured)
+    assert result.last_terms["loss"] == pytest.approx(reference.last_terms["loss"], rel=1e-6)
+
+
+def _moved(student):
+    return any(float(np.abs(p.numpy() - q.numpy()).max()) > 0 for p, q in zip(student.parameters(),
+                                                                               tiny_bert(2, seed=2).parameters()))
+
+
+@pytest.mark.graph
+@pytest.mark.parametrize("objective", [O.KD, O.BERT_PKD], ids=lambda o: o.name)
+def test_graph_mode_too(tmp_path, objective):
+    configured, _ = _train(tmp_path / "config", objective, False, graph=True, logits=objective is O.KD)
+    formula, _ = _train(tmp_path / "formula", dataclasses.replace(objective, config=None), False, graph=True,
+                        logits=objective is O.KD)
+    for p, q in zip(configured.parameters(), formula.parameters()):
+        assert float(np.abs(p.numpy() - q.numpy()).max()) < 1e-6
+
+
+def test_a_hidden_weight_schedule_or_the_recipes_layer_cache_keep_the_objective():
+    step = LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, argparse.Namespace(**vars(ARGS), hidden_weight_schedule="linear_growth"))
+    assert stage_config(step, _features(False), "off") is None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, ARGS), _features(False), "memory") is None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.KD, ARGS), _features(False), "memory") is not None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.MINILM, ARGS), _features(False), "off") is None
+
+
+def test_the_configurations_say_the_formulas():
+    kd = O.KD.config(ARGS, False)
+    assert (kd.logit_loss, kd.logit_weight, kd.hard_label_weight, kd.temperatures) == (
+        "soft_cross_entropy", pytest.approx(0.7), 0.3, (2.0, 2.0))
+    pkd = O.BERT_PKD.config(ARGS, True)
+    assert (pkd.logit_loss, pkd.logit_weight, pkd.hard_label_weight) == ("hidden_mse", 0.3, pytest.approx(0.7))
+    assert pkd.intermediate_matches == [{"layer_S": "all", "layer_T": "all", "feature": "hidden",
+                                         "loss": "layer_distill_loss", "weight": 2.0}]
+    combined = O.TINYBERT_COMBINED.config(ARGS, True)
+    assert (combined.logit_weight, combined.hard_label_weight, len(combined.intermediate_matches)) == (0.0, 1.0, 2)
