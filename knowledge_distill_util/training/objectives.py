@@ -105,9 +105,11 @@ LABELS = Objective(labels_loss, ("loss", "ce"), configs.labels_config)
 KD = Objective(kd_loss, ("loss", "ce", "pred_distill"), configs.kd_config)
 BILSTM = Objective(bilstm_loss, ("loss", "ce", "pred_distill"), configs.bilstm_config)
 BERT_PKD = Objective(bert_pkd_loss, ("loss", "ce", "pred_distill", "layer_distill"), configs.bert_pkd_config)
-TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"), configs.tinybert_intermediate_config)
+TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_distill", "layer_distill"),
+                                  configs.tinybert_intermediate_config)
 TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"), configs.tinybert_pred_config)
-TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"), configs.tinybert_combined_config)
+TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"),
+                              configs.tinybert_combined_config)
 MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"))
 MINILM_V2 = Objective(minilm_v2_loss, ("loss", "query_relation_kl", "key_relation_kl", "value_relation_kl"))
 DISTILBERT = Objective(distilbert_loss, ("loss", "kl_div", "ce", "hidden_cosine"))

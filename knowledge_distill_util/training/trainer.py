@@ -1,17 +1,21 @@
-"""Every recipe stage as a :class:`~knowledge_distill_util.engine.Distiller` configuration: the recipes train
-through the engine's one loop (:mod:`knowledge_distill_util.engine.loop`).
+"""Every recipe stage through the :class:`~knowledge_distill_util.engine.Distiller` and the engine's one loop
+(:mod:`knowledge_distill_util.engine.loop`).
 
-:func:`train_stage` is the adapter: the recipe's :class:`LossStep` (student, frozen teacher, the recipe's
-:class:`~.objectives.Objective` reading ``args``) is the Distiller's ``objective``; the rows of a
-``data.Features`` become :class:`~.feature_batches.FeatureBatches` (in the order of :mod:`.feature_batches`;
-cached teacher logits ride along as ``teacher_logits``, and with ``cache_teacher_outputs`` the teacher's hidden states and attentions the
-objective reads, computed once by :mod:`.teacher_outputs`, as ``cached_teacher_*``); a weight schedule's
-factors and the model's own per-step inputs (:class:`StepInputs`, BERT-of-Theseus's coins) are the
-Distiller's ``step_inputs``; AdamW with the weight-decay groups, warm-up and
-decay of :mod:`knowledge_distill_util.engine.optim` is passed in; the files are ``<stage>_losses.csv/png``
-in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The global generators are not reseeded
-per epoch and dropout is reseeded per step only with ``reseed_dropout``, so every random draw is the one
-the recipes always made.
+:func:`train_stage` is the adapter. A stage whose objective has a configuration (:func:`stage_config`,
+:mod:`.stage_configs`: labels only, KD, Distilled-BiLSTM, BERT-PKD, TinyBERT's stages) trains the Distiller's
+:class:`~knowledge_distill_util.engine.DistillationConfig` terms, bit for bit its objective's formula: the rows of
+a ``data.Features`` become :class:`~.feature_batches.FeatureBatches` named as the models' keywords, the teacher's
+logits computed before training go in as ``train(teacher_logits=)`` (the batches then carry row ids), the model's
+own per-step inputs (:class:`StepInputs`, BERT-of-Theseus's coins) are the Distiller's ``step_inputs``. Any other
+stage (MiniLM, DistilBERT, BERT-PKD's patience form, the custom recipe; a layer-reading stage under the recipes'
+``--cache_teacher_outputs``; an intermediate term under a ``hidden_weight_schedule``) runs its
+:class:`LossStep` (student, frozen teacher, the :class:`~.objectives.Objective` reading ``args``) as the
+Distiller's ``objective``: the cached teacher logits ride along as ``teacher_logits``, the cached hidden states
+and attentions (:mod:`.teacher_outputs`) as ``cached_teacher_*``, a weight schedule's factors as a step input.
+Both take AdamW with the weight-decay groups, warm-up and decay of :mod:`knowledge_distill_util.engine.optim`;
+the files are ``<stage>_losses.csv/png`` in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The
+global generators are not reseeded per epoch and dropout is reseeded per step only with ``reseed_dropout``, so
+every random draw is the one the recipes always made.
 """
 import logging
 import os
@@ -384,7 +388,8 @@ def _stage_result(step: LossStep, run: Dict, history: Dict, total: int, work_dir
     """The :class:`StageResult` of a finished stage: ``run`` is the Distiller's ``last_run``, ``history`` what
     its ``train`` returned (the last value of each of the objective's terms), ``began`` the ``time.time()``
     before training."""
-    last = {name: values[-1] for name, values in history.items() if name not in ("step", "lr", "eval") and values}
+    last = {name: values[-1] for name, values in history.items()
+            if name not in ("step", "lr", "eval") and values}
     writer = os.path.abspath(run["log_path"]) != os.path.abspath(os.devnull)
     png = os.path.join(work_dir, f"{stage}_losses.png") if writer else None
     return StageResult(steps=total, seconds=time.time() - began, log_path=run["log_path"], plot_path=png,

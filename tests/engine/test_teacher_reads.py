@@ -65,7 +65,7 @@ def test_precomputed_teacher_logits_train_exactly_as_the_teacher_itself(tmp_path
     teacher, student = pair(INPUTS, CLASSES)
     teacher.eval()
     x, y = random_data(ROWS, INPUTS, CLASSES)
-    with flow.no_grad():  # the teacher's logits in the loader's batches, as a forward during training gives them
+    with flow.no_grad():  # the teacher's logits in the loader's batches, as a forward in training gives them
         logits = np.concatenate([teacher(flow.tensor(x[i:i + BATCH])).numpy() for i in range(0, ROWS, BATCH)])
     config = DistillationConfig(temperature=2.0, logit_loss="soft_cross_entropy", hard_label_weight=0.5)
     start = _weights(student)

@@ -77,7 +77,8 @@ def test_graph_mode_too(tmp_path, objective):
 
 
 def test_a_hidden_weight_schedule_or_the_recipes_layer_cache_keep_the_objective():
-    step = LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, argparse.Namespace(**vars(ARGS), hidden_weight_schedule="linear_growth"))
+    scheduled = argparse.Namespace(**vars(ARGS), hidden_weight_schedule="linear_growth")
+    step = LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, scheduled)
     assert stage_config(step, _features(False), "off") is None
     assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, ARGS), _features(False), "memory") is None
     assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.KD, ARGS), _features(False), "memory") is not None
