@@ -31,9 +31,9 @@ WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")
 TEMPERATURE_SCHEDULERS = ("none", "flsw", "cwsm")
 #: Learning-rate schedules after the warm-up.
 LR_SCHEDULES = ("constant", "linear")
-#: Teacher-output caching (:mod:`~knowledge_distill_util.engine.teacher_cache`): none, in memory, or in
-#: memory-mapped files in ``output_dir``.
-CACHE_MODES = ("off", "memory", "disk")
+#: Teacher-output caching (:mod:`~knowledge_distill_util.engine.teacher_cache`): none, in memory, in
+#: memory-mapped files in ``output_dir``, or in memory up to 1024 MB and on disk beyond.
+CACHE_MODES = ("off", "memory", "disk", "auto")
 #: The dtype the cached teacher outputs are stored in (they come back as float32).
 CACHE_DTYPES = ("float32", "float16")
 
@@ -146,9 +146,10 @@ class TrainingConfig:
     Teacher-output caching (:mod:`~knowledge_distill_util.engine.teacher_cache`; default off):
 
     - ``cache_teacher_outputs``: ``"off"``, ``"memory"`` (the teacher runs once per row; its outputs the losses
-      read are reused for that row afterwards) or ``"disk"`` (the same in memory-mapped ``.npy`` files in
-      ``output_dir``, deleted when ``train`` ends); ``cache_dtype``: ``"float32"`` (losses identical to an uncached
-      run) or ``"float16"`` (half the memory); ``index_key``: the key of the integer row ids ``[B]`` in dict
+      read are reused for that row afterwards), ``"disk"`` (the same in memory-mapped ``.npy`` files in
+      ``output_dir``, deleted when ``train`` ends) or ``"auto"`` (in memory up to 1024 MB of rows, else on disk);
+      ``cache_dtype``: ``"float32"`` (losses identical to an uncached run) or ``"float16"`` (half the memory,
+      every batch reading the rounded values); ``index_key``: the key of the integer row ids ``[B]`` in dict
       batches (not passed to the models); ``cache_max_mb``: the cache's size limit in MB (None: none).
     """
 

@@ -309,9 +309,10 @@ class Distiller:
                                  f"{ranks.world} processes cannot take step_inputs= (they become global tensors, which "
                                  f"the eagerly run teacher cannot read); train eagerly (use_graph=False), in one "
                                  f"process, or set cache_teacher_outputs='off'")
-            directory = cache_directory(cfg.output_dir, ranks.rank) if cfg.cache_teacher_outputs == "disk" else None
+            mode = cfg.cache_teacher_outputs
+            directory = cache_directory(cfg.output_dir, ranks.rank) if mode in ("disk", "auto") else None
             cache = step.teacher_cache = TeacherCache(cfg.cache_dtype, cfg.index_key, cfg.cache_max_mb, self.device,
-                                                      directory, ranks.rank, ranks.world)
+                                                      directory, ranks.rank, ranks.world, auto=mode == "auto")
             cache.probing = True  # the probe checks and measures rows, stores none
         with self.taps[0], self.taps[1]:
             layout, names, rows = self._probe(step, data, total, ranks)

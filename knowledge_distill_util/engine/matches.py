@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import oneflow as flow
 import oneflow.nn as nn
 
-from ..functional import att_distill_loss, layer_distill_loss
+from ..functional import att_distill_loss, attention_layer_map, hidden_layer_map, layer_distill_loss
 from ..nn import IntermediateMatches
 from .adaptors import LIST_FEATURES, require
 
@@ -38,6 +38,8 @@ __all__ = ["Match", "SAME_SHAPE_LOSSES", "LIST_LOSSES", "ALL_LAYERS"]
 
 #: The losses of whole layer lists (``"layer_S": "all"``), by name: ``loss(student_list, teacher_list, **options)``.
 LIST_LOSSES = {"layer_distill_loss": layer_distill_loss, "att_distill_loss": att_distill_loss}
+#: Their default pairings ``map(num_student, num_teacher, strategy) -> [(student, teacher), ...]``.
+_LIST_MAPS = {"layer_distill_loss": hidden_layer_map, "att_distill_loss": attention_layer_map}
 #: The ``layer_S``/``layer_T`` of a layer-list loss: every layer of the feature.
 ALL_LAYERS = "all"
 
@@ -125,6 +127,7 @@ class Match(nn.Module):
                              f"{options!r}")
         self.layers_s = self.layers_t = [ALL_LAYERS]
         self.options, self.loss_name, self.has_proj = dict(options), loss, False
+        self.student_layers: Optional[int] = None  # the student list's length, once seen
         self.name = f"match{index}_{loss}"
         return LIST_LOSSES[loss]
 
@@ -162,20 +165,47 @@ class Match(nn.Module):
                              f"{s[-1]}, {t[-1]}] to map the student's width to the teacher's")
 
     def teacher_tensors(self, teacher_features: Dict, taps_t) -> List[flow.Tensor]:
-        """The teacher's tensors this match reads (one, two for a pair of layers, every layer for a layer-list
-        loss): what a teacher-output cache stores (:mod:`~.teacher_cache`)."""
-        return self._tensors(self.layers_t, teacher_features, taps_t, "teacher")
+        """The teacher's tensors this match reads (one, two for a pair of layers; for a layer-list loss the layers its
+        pairing takes, in pairing order, or every layer before the student's were seen): what a teacher-output
+        cache stores (:mod:`~.teacher_cache`)."""
+        tensors = self._tensors(self.layers_t, teacher_features, taps_t, "teacher")
+        if self.list_loss is None or self.student_layers is None:
+            return tensors
+        return [tensors[t] for t in self._teacher_layers(len(tensors))]
+
+    def _teacher_layers(self, teacher_layers: int) -> List[int]:
+        """The teacher index of each student layer under the loss's pairing (``options``); ``ValueError`` naming the
+        match for a pairing that does not fit the two lists."""
+        layer_map = self.options.get("layer_map")
+        try:
+            if layer_map is None:
+                return [t for _, t in _LIST_MAPS[self.loss_name](self.student_layers, teacher_layers,
+                                                                 self.options.get("strategy", "uniform"))]
+            if len(layer_map) != self.student_layers or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < teacher_layers for t in layer_map):
+                raise ValueError(f"options['layer_map'] = {list(layer_map)!r} must give, for each of the student's "
+                                 f"{self.student_layers} {self.feature!r} entries, an index into the teacher's "
+                                 f"{teacher_layers}")
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
+        return list(layer_map)
 
     def student_tensors(self, student_features: Dict, taps_s) -> List[flow.Tensor]:
         """The student's tensors this match reads."""
-        return self._tensors(self.layers_s, student_features, taps_s, "student")
+        tensors = self._tensors(self.layers_s, student_features, taps_s, "student")
+        if self.list_loss is not None:
+            self.student_layers = len(tensors)
+        return tensors
 
     def forward(self, student: List[flow.Tensor], teacher: List[flow.Tensor], mask=None) -> flow.Tensor:
         """The unweighted loss of this match (``weight`` is applied by the caller) of the tensors of
         :meth:`student_tensors` and :meth:`teacher_tensors`."""
         if self.list_loss is not None:
+            options = dict(self.options)
+            if self.student_layers is not None:  # the teacher tensors are the pairing's layers, in order
+                options = {"layer_map": list(range(len(teacher)))}
             try:
-                return self.list_loss(student, teacher, **self.options)
+                return self.list_loss(student, teacher, **options)
             except (TypeError, ValueError) as error:
                 raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
         self._check_shapes(student, teacher)

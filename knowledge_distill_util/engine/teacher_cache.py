@@ -19,7 +19,8 @@ the same shape for every row of the run (pad every batch to one length).
 **Exactness**: ``cache_dtype="float32"`` stores the teacher's values unchanged, so the losses equal an uncached
 run's bit for bit (the teacher runs in eval mode under ``no_grad``, and a row's outputs must not depend on the
 other rows of its batch, true of any model without batch statistics in eval mode). ``"float16"`` halves the
-memory and rounds each value (relative error <= 2**-11; the batches where the teacher runs use its exact values).
+memory and rounds each value (relative error <= 2**-11); every batch reads the rounded values, those where the
+teacher runs too, so that every epoch and a resumed run see the same teacher values.
 
 **Memory**: ``rows x bytes per row``; the limit is ``TrainingConfig.cache_max_mb`` (default 1024 MB). A run
 whose data set (``len(data.dataset)``, else ``len(data)`` batches of the first batch's size) would exceed it is
@@ -42,10 +43,12 @@ float32 the numbers are unchanged).
 **Storage**: a :class:`~.row_store.RowStore` (the store of the recipes' ``--cache_teacher_outputs`` too), one
 array per teacher read, ``[rows, *row shape]``, sized for the data set's rows and grown by doubling past them.
 
-**On disk**: ``cache_teacher_outputs="disk"`` keeps the same arrays as memory-mapped ``.npy`` files in
+**In memory or on disk**: ``cache_teacher_outputs="auto"`` decides after the probe: in memory when the data's rows
+fit :data:`AUTO_MEMORY_MB` (1024 MB), else on disk (also when the data has no length).
+``cache_teacher_outputs="disk"`` keeps the same arrays as memory-mapped ``.npy`` files in
 ``<output_dir>/.kdu-teacher-cache/rank<r>/`` (each created atomically, sized for the data set's rows; the
 operating system pages them in and out), deleted when ``train`` ends, also when it fails. ``cache_max_mb`` limits
-them too. A killed run leaves them behind; the next ``"disk"`` run on the directory deletes them at its first store.
+them too, and a cache the file system has no room for is refused before the first step. A killed run leaves them behind; the next ``"disk"`` run on the directory deletes them at its first store.
 
 **Graph mode** (``use_graph=True``): the teacher runs eagerly, outside the compiled step, through the cache (only
 for batches with a row not cached), and the teacher reads are inputs of a student-only ``nn.Graph``
@@ -72,14 +75,17 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import oneflow as flow
 
+from .._write_errors import _free_bytes
 from .batches import Batch
 from .row_store import MB, RowStore
 
-__all__ = ["TeacherCache", "check_cache_options", "cache_directory", "CACHE_DIR"]
+__all__ = ["TeacherCache", "check_cache_options", "cache_directory", "CACHE_DIR", "AUTO_MEMORY_MB"]
 
 logger = logging.getLogger(__name__)
 #: The directory of ``output_dir`` holding the ``"disk"`` cache while a run trains.
 CACHE_DIR = ".kdu-teacher-cache"
+#: ``"auto"`` keeps a cache of at most this many MB in memory, a larger one on disk.
+AUTO_MEMORY_MB = 1024
 
 
 def check_cache_options(training_config, objective, teachers) -> None:
@@ -111,17 +117,20 @@ class TeacherCache:
     are checked and measured, not stored."""
 
     def __init__(self, dtype: str, index_key: str, max_mb: Optional[float], device, directory: Optional[str] = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, auto: bool = False):
         self.index_key, self.max_mb, self.device, self.directory = index_key, max_mb, device, directory
-        self.rank, self.world = rank, world
-        paths = None if directory is None else (lambda name: os.path.join(directory, f"{name}.npy"))
-        self.store = RowStore(dtype, paths)
+        self.rank, self.world, self.auto = rank, world, auto
+        self.store = self._store(dtype)
         self.probing, self.row_bytes = False, 0
         self.wrote = False  # "disk": this cache created its files (only then does close delete the directory)
         self.closed: Optional[str] = None  # the summary when closed
         self.teacher_runs, self.reported, self.first_epoch = 0, False, None
         self.names: Tuple[str, ...] = ()  # the teacher reads' names, in order (set by the probe)
         self.complete: Optional[int] = None  # prefilled with the rows 0..complete-1: the teacher never runs
+
+    def _store(self, dtype) -> RowStore:
+        directory = self.directory
+        return RowStore(dtype, None if directory is None else (lambda name: os.path.join(directory, f"{name}.npy")))
 
     @classmethod
     def prefilled(cls, logits, index_key: str, device) -> "TeacherCache":
@@ -207,6 +216,9 @@ class TeacherCache:
                     shutil.rmtree(self.directory)  # a killed run's files (this run holds output_dir's lock now)
                 self.wrote = True
             self.store.put(ids, values)
+            if self.dtype != np.float32:  # the rounded values, as every later batch of these rows reads them
+                return OrderedDict((name, flow.tensor(rows, device=self.device))
+                                   for name, rows in self.store.get(ids).items())
         return reads
 
     def _rows(self, ids: np.ndarray, reads: Mapping[str, flow.Tensor]) -> "OrderedDict[str, np.ndarray]":
@@ -259,6 +271,21 @@ class TeacherCache:
                 return
         self.capacity = max(1, rows)
         self._check_budget(rows, self.row_bytes, where=f"for the data's {rows} rows")
+        size = self.store.megabytes(rows, self.row_bytes)
+        if self.auto:
+            if size <= AUTO_MEMORY_MB:
+                self.directory = None
+                self.store = self._store(self.dtype)
+                self.capacity = max(1, rows)
+            if self.rank == 0:
+                logger.info("cache_teacher_outputs='auto': %.1f MB for the data's %d rows, %s", size, rows,
+                            "in memory" if self.directory is None else f"on disk in {os.path.dirname(self.directory)}")
+        if self.directory is not None:
+            free = _free_bytes(self.directory)
+            if free is not None and free < size * MB * 1.05:
+                raise ValueError(f"the teacher-output cache needs {size:.0f} MB on disk for the data's {rows} rows but "
+                                 f"{os.path.dirname(self.directory)} has {free / MB:.0f} MB free; free some space, use "
+                                 f"cache_dtype='float16' (half) or cache_teacher_outputs='memory'")
 
     # ------------------------------------------------------------------------------------------ the log
     def summary(self) -> str:

@@ -21,8 +21,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Protocol, Tuple, runtime_checkable
+from typing import Callable, Dict, NamedTuple, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 import oneflow as flow
@@ -298,57 +299,100 @@ def train_stage(
     ``cache_teacher_dtype``; a disk cache under ``cache_dir``, default ``checkpoint_dir``, deleted at the end).
     A NaN/inf loss or weight raises :class:`NonFiniteLossError`.
     """
-    student, device = step.student, model_device(step.student)
+    student = step.student
     try:
         batch_size = global_batch(tcfg.batch_size, len(features))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     cached = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    config = stage_config(step, features, cache_teacher_outputs)
-    outputs = None if config is not None else _teacher_output_cache(
-        step, features, batch_size, tcfg.seed, device, stage, cache_teacher_outputs, cache_teacher_dtype,
-        cache_dir or checkpoint_dir)
-    step.cache_layout = None if outputs is None else outputs.layout
-    if config is not None:
-        data = FeatureBatches(features, batch_size, tcfg.seed, device, row_ids=cached is not None,
-                              inputs=DISTILLER_INPUTS)
-    else:
-        data = FeatureBatches(features, batch_size, tcfg.seed, device, cached, outputs)
-    total = _total_steps(len(data), tcfg)
+    config = stage_config(step, features)
+    provider = student if isinstance(student, StepInputs) else None
+    cache = _Cache(cache_teacher_outputs, cache_teacher_dtype, cache_dir or checkpoint_dir)
+
+    def training(total: int) -> TrainingConfig:
+        return _training_config(tcfg, total, work_dir, stage, checkpoint_dir, progress)
+
+    run = (_configured(step, config, features, batch_size, tcfg, cached, provider, cache, training)
+           if config is not None else
+           _with_objective(step, features, batch_size, tcfg, cached, provider, cache, stage, training))
+    distiller = run.distiller
+    total = distiller.training_config.max_steps
     optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
-    provider = student if isinstance(student, StepInputs) else None
-    training_config = _training_config(tcfg, total, work_dir, stage, checkpoint_dir, progress)
-    if config is not None:
-        reads_teacher = cached is None and (config.logit_weight > 0 or bool(config.intermediate_matches))
-        distiller = Distiller(step.teacher if reads_teacher else None, student, config, training_config,
-                              step_inputs=None if provider is None else _RecipeInputs(False, provider))
-    else:
-        step.extra_inputs = _extra_input_names(step, cached is not None, provider)
-        inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
-        distiller = Distiller(step.teacher, student, DistillationConfig(), training_config, objective=step,
-                              step_inputs=inputs)
     began = time.time()
     try:
-        history = distiller.train(data, optimizer=optimizer, scheduler=scheduler, on_step=on_step,
-                                  on_epoch_end=on_epoch_end, teacher_logits=None if config is None else cached)
+        history = distiller.train(run.data, optimizer=optimizer, scheduler=scheduler, on_step=on_step,
+                                  on_epoch_end=on_epoch_end, teacher_logits=run.teacher_logits)
     except hooks.NonFiniteLossError as error:
         raise _non_finite_error(error, stage, tcfg.learning_rate) from None
     finally:
         student.eval()
-        if outputs is not None:
-            outputs.close()
+        if run.outputs is not None:
+            run.outputs.close()
     return _stage_result(step, distiller.last_run, history, total, work_dir, stage, began)
 
 
-def stage_config(step: LossStep, features, cache_teacher_outputs: str) -> Optional[DistillationConfig]:
+def stage_config(step: LossStep, features) -> Optional[DistillationConfig]:
     """The stage as a :class:`DistillationConfig` (:attr:`~.objectives.Objective.config`, one logit when the labels
-    are float scores), or None: the objective has none, or reads teacher layers through the recipes' own
-    ``--cache_teacher_outputs`` (:mod:`.teacher_outputs`), which the stage then keeps."""
-    objective = step.objective
-    if objective.config is None or (cache_teacher_outputs != "off" and reads_teacher_layers(objective)):
+    are float scores), or None: the objective has none (or none for these ``args``)."""
+    if step.objective.config is None:
         return None
-    return objective.config(step.args, bool(np.issubdtype(features.labels.dtype, np.floating)))
+    return step.objective.config(step.args, bool(np.issubdtype(features.labels.dtype, np.floating)))
+
+
+class _Run(NamedTuple):
+    """How a stage trains: its batches, its Distiller, the objectives' layer cache (or None) and the teacher logits
+    computed beforehand for ``train(teacher_logits=)`` (or None)."""
+
+    data: FeatureBatches
+    distiller: Distiller
+    outputs: Optional[TeacherOutputCache]
+    teacher_logits: Optional[np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Cache:
+    """``--cache_teacher_outputs``, ``--cache_teacher_dtype`` and the directory of the objectives' disk cache."""
+
+    mode: str
+    dtype: str
+    directory: str
+
+
+def _configured(step: LossStep, config: DistillationConfig, features, batch_size: int, tcfg: TrainerConfig,
+                cached: Optional[np.ndarray], provider: Optional[StepInputs], cache: _Cache, training):
+    """The :class:`_Run` of a stage trained through its configuration: the teacher's logits computed
+    beforehand (``cached``) are ``train(teacher_logits=)``; the layers its matches read go through the Distiller's
+    teacher-output cache under ``--cache_teacher_outputs`` (stored as ``--cache_teacher_dtype``, no size limit);
+    the batches carry row ids for either. ``training(total) -> TrainingConfig``."""
+    layers = cache.mode != "off" and cached is None and bool(config.intermediate_matches)
+    data = FeatureBatches(features, batch_size, tcfg.seed, model_device(step.student),
+                          row_ids=cached is not None or layers, inputs=DISTILLER_INPUTS)
+    training_config = training(_total_steps(len(data), tcfg))
+    if layers:
+        training_config = dataclasses.replace(training_config, cache_teacher_outputs=cache.mode,
+                                              cache_dtype=cache.dtype, cache_max_mb=None)
+    reads_teacher = cached is None and (config.logit_weight > 0 or bool(config.intermediate_matches))
+    distiller = Distiller(step.teacher if reads_teacher else None, step.student, config, training_config,
+                          step_inputs=None if provider is None else _RecipeInputs(False, provider))
+    return _Run(data, distiller, None, cached)
+
+
+def _with_objective(step: LossStep, features, batch_size: int, tcfg: TrainerConfig, cached: Optional[np.ndarray],
+                    provider: Optional[StepInputs], cache: _Cache, stage: str, training):
+    """The :class:`_Run` of a stage whose objective is the Distiller's ``objective``: cached teacher
+    logits and layers (``outputs``, :mod:`.teacher_outputs`) ride along as batch inputs, a weight schedule's factors
+    and the model's own as step inputs."""
+    device = model_device(step.student)
+    outputs = _teacher_output_cache(step, features, batch_size, tcfg.seed, device, stage, cache.mode, cache.dtype,
+                                    cache.directory)
+    step.cache_layout = None if outputs is None else outputs.layout
+    data = FeatureBatches(features, batch_size, tcfg.seed, device, cached, outputs)
+    step.extra_inputs = _extra_input_names(step, cached is not None, provider)
+    inputs = _RecipeInputs(step.scheduled, provider) if (step.scheduled or provider is not None) else None
+    distiller = Distiller(step.teacher, step.student, DistillationConfig(), training(_total_steps(len(data), tcfg)),
+                          objective=step, step_inputs=inputs)
+    return _Run(data, distiller, outputs, None)
 
 
 def _teacher_output_cache(step: LossStep, features, batch_size: int, seed: int, device, stage: str, mode: str,

@@ -94,20 +94,21 @@ def test_float32_cache_gives_the_uncached_losses_and_runs_the_teacher_in_the_fir
 def test_float16_cache_stays_within_its_rounding(tmp_path):
     _, plain = _run(tmp_path, "plain")
     distiller, half = _run(tmp_path, "half", cache_teacher_outputs="memory", cache_dtype="float16")
-    assert half["loss"][:3] == plain["loss"][:3]  # epoch 1: the teacher's own values
     np.testing.assert_allclose(half["loss"], plain["loss"], rtol=2e-2)
-    assert half["loss"][3:] != plain["loss"][3:]  # epoch 2: the rounded values
+    assert half["loss"][0] != plain["loss"][0]  # the rounded values from the first batch on (the teacher ran there)
     assert distiller.teacher_cache.summary().endswith("(float16, 0.02 MB)")  # 40 rows x 259 values x 2 bytes
 
 
-def test_a_resumed_run_starts_with_an_empty_cache_and_the_same_losses(tmp_path):
-    _, plain = _run(tmp_path, "plain")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_resumed_run_starts_with_an_empty_cache_and_the_same_losses(tmp_path, dtype):
+    _, plain = _run(tmp_path, "plain", **({} if dtype == "float32" else dict(cache_teacher_outputs="memory",
+                                                                           cache_dtype=dtype)))
 
     def stop(step, total, terms):
         if step == 4:  # the first step of epoch 2, checkpointed
             raise KeyboardInterrupt
 
-    cached = dict(cache_teacher_outputs="memory", checkpoint_every=2)
+    cached = dict(cache_teacher_outputs="memory", checkpoint_every=2, cache_dtype=dtype)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, "cached", on_step=stop, **cached)
     calls = []
@@ -290,7 +291,7 @@ def test_an_objective_of_its_own_is_refused(tmp_path):
 
 @pytest.mark.parametrize("options, error, message", [
     (dict(cache_teacher_outputs="gpu"), ValueError, "TrainingConfig.cache_teacher_outputs must be one of 'off', "
-                                                    "'memory', 'disk'; got 'gpu'"),
+                                                    "'memory', 'disk', 'auto'; got 'gpu'"),
     (dict(cache_dtype="bfloat16"), ValueError, "TrainingConfig.cache_dtype must be one of 'float32', 'float16'"),
     (dict(index_key=""), TypeError, "TrainingConfig.index_key must be a non-empty string, got ''"),
     (dict(index_key="labels"), ValueError, "index_key and label_key are both 'labels'"),

@@ -172,3 +172,49 @@ def test_bad_layer_list_entries(entry, message):
     with pytest.raises(ValueError, match=message):
         Match(2, dict({"layer_S": "all", "layer_T": "all", "feature": "hidden", "loss": "layer_distill_loss"},
                       **entry))
+
+
+def _layers_run(tmp_path, name, **options):
+    flow.manual_seed(0)
+    teacher, student = Layers(4), Layers(2)
+    config = DistillationConfig(logit_weight=0, intermediate_matches=[
+        {"layer_S": "all", "layer_T": "all", "feature": "hidden", "loss": "layer_distill_loss"},
+        {"layer_S": "all", "layer_T": "all", "feature": "attention", "loss": "att_distill_loss",
+         "options": {"strategy": "last"}}])
+    x, y = random_data(ROWS, INPUTS, CLASSES)
+    cfg = TrainingConfig(output_dir=str(tmp_path / name), num_epochs=2, progress=False, **options)
+    distiller = Distiller(Keyword(teacher), Keyword(student), config, cfg)
+    index = options.get("cache_teacher_outputs", "off") != "off"
+    history = distiller.train(DataLoader(Indexed(x, y, index=index), batch_size=BATCH),
+                              optimizer=flow.optim.SGD(distiller.parameters(), lr=0.1))
+    return distiller, history
+
+
+def test_a_cache_of_layer_list_matches_holds_only_the_paired_layers_and_gives_the_same_losses(tmp_path, caplog):
+    _, plain = _layers_run(tmp_path, "plain")
+    with caplog.at_level("INFO", logger="knowledge_distill_util.engine.teacher_cache"):
+        distiller, cached = _layers_run(tmp_path, "auto", cache_teacher_outputs="auto")
+    assert cached["loss"] == plain["loss"]
+    # hidden: the embedding + teacher layers 2 and 4 of 4; attention ("last"): teacher layers 3 and 4
+    assert distiller.teacher_cache.summary().startswith(
+        "48 rows of match0.0 [2, 4], match0.1 [2, 4], match0.2 [2, 4], match1.0 [1, 2, 2], match1.1 [1, 2, 2] ")
+    assert any("cache_teacher_outputs='auto': 0.0 MB for the data's 48 rows, in memory" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_disk_cache_without_the_room_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    monkeypatch.setattr("knowledge_distill_util.engine.teacher_cache._free_bytes", lambda path: 1000)
+    with pytest.raises(ValueError, match="the teacher-output cache needs 0 MB on disk for the data's 48 rows but .* has "
+                                         "0 MB free; free some space"):
+        _layers_run(tmp_path, "disk", cache_teacher_outputs="disk")
+    assert not os.path.exists(tmp_path / "disk" / "checkpoints")
+
+
+def test_a_layer_map_that_does_not_fit_names_the_match():
+    match = Match(0, {"layer_S": "all", "layer_T": "all", "feature": "hidden", "loss": "layer_distill_loss",
+                      "options": {"layer_map": [0, 2, 9]}})
+    match.student_tensors({"hidden": [flow.zeros(1, 2)] * 3}, None)
+    with pytest.raises(ValueError, match=r"intermediate_matches\[0\] \(layer_distill_loss\): options\['layer_map'\] = "
+                                         r"\[0, 2, 9\] must give, for each of the student's 3 'hidden' entries, an "
+                                         r"index into the teacher's 5"):
+        match.teacher_tensors({"hidden": [flow.zeros(1, 2)] * 5}, None)

@@ -26,7 +26,7 @@ def _features(regression, n=24, length=6, seed=0):
     return Features(rng.integers(1, 40, (n, length)) * mask, mask, np.zeros((n, length), np.int64), labels)
 
 
-def _train(tmp_path, objective, regression, graph=False, logits=False):
+def _train(tmp_path, objective, regression, graph=False, logits=False, cache="off", dtype="float16"):
     classes = 1 if regression else 3
     teacher, student = tiny_bert(4, seed=1, label_num=classes), tiny_bert(2, seed=2, label_num=classes)
     teacher.eval()
@@ -39,7 +39,7 @@ def _train(tmp_path, objective, regression, graph=False, logits=False):
     tcfg = TrainerConfig(num_epochs=2, learning_rate=1e-2, batch_size=8, checkpoint_every=100, use_graph=graph)
     result = train_stage(LossStep(student, teacher, objective, ARGS), features, tcfg, work_dir=str(tmp_path),
                          stage="s", checkpoint_dir=str(tmp_path / "checkpoints"), progress=False,
-                         teacher_logits=cached)
+                         teacher_logits=cached, cache_teacher_outputs=cache, cache_teacher_dtype=dtype)
     return student, result
 
 
@@ -48,10 +48,11 @@ def _same_weights(a, b):
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
 
 
-@pytest.mark.parametrize("objective", CONFIGURED, ids=lambda o: o.name)
-@pytest.mark.parametrize("regression", [False, True], ids=["classes", "regression"])
+@pytest.mark.parametrize("objective, regression", [(o, False) for o in CONFIGURED] + [
+    (o, True) for o in (O.LABELS, O.KD, O.TINYBERT_COMBINED)],  # each regression path: the hard MSE, the soft MSE
+    ids=lambda value: getattr(value, "name", "regression" if value else "classes"))
 def test_a_configured_stage_trains_exactly_as_its_objective(tmp_path, objective, regression):
-    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), objective, ARGS), _features(regression), "off") is not None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), objective, ARGS), _features(regression)) is not None
     logits = objective.can_cache_teacher_logits
     configured, result = _train(tmp_path / "config", objective, regression, logits=logits)
     formula, reference = _train(tmp_path / "formula", dataclasses.replace(objective, config=None), regression,
@@ -66,23 +67,35 @@ def _moved(student):
                                                                                tiny_bert(2, seed=2).parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.graph
-@pytest.mark.parametrize("objective", [O.KD, O.BERT_PKD], ids=lambda o: o.name)
-def test_graph_mode_too(tmp_path, objective):
-    configured, _ = _train(tmp_path / "config", objective, False, graph=True, logits=objective is O.KD)
-    formula, _ = _train(tmp_path / "formula", dataclasses.replace(objective, config=None), False, graph=True,
-                        logits=objective is O.KD)
+def test_graph_mode_too(tmp_path):
+    """KD with the teacher's logits computed beforehand: the compiled step gets them as inputs."""
+    configured, _ = _train(tmp_path / "config", O.KD, False, graph=True, logits=True)
+    formula, _ = _train(tmp_path / "formula", dataclasses.replace(O.KD, config=None), False, graph=True, logits=True)
     for p, q in zip(configured.parameters(), formula.parameters()):
         assert float(np.abs(p.numpy() - q.numpy()).max()) < 1e-6
 
 
-def test_a_hidden_weight_schedule_or_the_recipes_layer_cache_keep_the_objective():
+@pytest.mark.parametrize("objective, cache, dtype", [(O.BERT_PKD, "memory", "float16"),
+                                                     (O.TINYBERT_INTERMEDIATE, "auto", "float32"),
+                                                     (O.TINYBERT_INTERMEDIATE, "disk", "float16")],
+                         ids=["pkd-memory-float16", "tinybert-auto-float32", "tinybert-disk-float16"])
+def test_the_teacher_layer_cache_gives_what_the_objectives_cache_gives(tmp_path, objective, cache, dtype):
+    """--cache_teacher_outputs: the Distiller's cache (the layers paired, every batch reading the stored values)
+    trains exactly as the objectives' own (:mod:`~knowledge_distill_util.training.teacher_outputs`)."""
+    configured, _ = _train(tmp_path / "config", objective, False, cache=cache, dtype=dtype)
+    formula, _ = _train(tmp_path / "formula", dataclasses.replace(objective, config=None), False, cache=cache,
+                        dtype=dtype)
+    _same_weights(configured, formula)
+    assert not list((tmp_path / "config").rglob("*.npy"))  # the disk cache is deleted at the end
+
+
+def test_a_hidden_weight_schedule_keeps_the_objective():
     scheduled = argparse.Namespace(**vars(ARGS), hidden_weight_schedule="linear_growth")
-    step = LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, scheduled)
-    assert stage_config(step, _features(False), "off") is None
-    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, ARGS), _features(False), "memory") is None
-    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.KD, ARGS), _features(False), "memory") is not None
-    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.MINILM, ARGS), _features(False), "off") is None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, scheduled), _features(False)) is None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.KD, scheduled), _features(False)) is not None
+    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.MINILM, ARGS), _features(False)) is None
 
 
 def test_the_configurations_say_the_formulas():
