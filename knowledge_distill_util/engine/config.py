@@ -55,7 +55,8 @@ class DistillationConfig:
     - ``hard_label_weight``: the weight of the cross-entropy with the labels (MSE for one logit),
       times ``hard_label_weight_schedule(step, total)``.
     - ``intermediate_matches``: :class:`~knowledge_distill_util.nn.IntermediateMatches` entries, where
-      ``layer_S``/``layer_T`` may also be module paths (strings) with ``"feature": "output"``.
+      ``layer_S``/``layer_T`` may also be module paths (strings) with ``"feature": "output"``, or ``"all"``
+      for a layer-list loss; each weighted by its ``weight`` times ``intermediate_weight_schedule(step, total)``.
     - ``teacher_weights``: one weight per teacher (several teachers: their logits are averaged with these
       weights, equal when None). ``extra_loss_weight``: the weight of the adaptor's ``"losses"``.
     """
@@ -70,6 +71,7 @@ class DistillationConfig:
     logit_weight_schedule: str = "constant"
     hard_label_weight: float = 0.0
     hard_label_weight_schedule: str = "constant"
+    intermediate_weight_schedule: str = "constant"
     intermediate_matches: Sequence[Mapping[str, Any]] = field(default_factory=list)
     teacher_weights: Optional[Sequence[float]] = None
     extra_loss_weight: float = 1.0
@@ -85,6 +87,7 @@ class DistillationConfig:
             setattr(self, name, check_positive_real(name, getattr(self, name), allow_zero=True))
         check_choice("logit_weight_schedule", self.logit_weight_schedule, WEIGHT_SCHEDULES)
         check_choice("hard_label_weight_schedule", self.hard_label_weight_schedule, WEIGHT_SCHEDULES)
+        check_choice("intermediate_weight_schedule", self.intermediate_weight_schedule, WEIGHT_SCHEDULES)
         matches = self.intermediate_matches
         if isinstance(matches, (Mapping, str)) or not isinstance(matches, Sequence):
             raise TypeError(f"intermediate_matches must be a list of dicts (one per match), got "

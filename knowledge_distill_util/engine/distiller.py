@@ -240,7 +240,7 @@ class Distiller:
             layout = (layout, [(tuple(v.shape), v.dtype) for v in values])
         self.student.eval()
         with flow.no_grad():
-            terms = step(batch, flow.ones(2, dtype=flow.float32, device=self.device))
+            terms = step(batch, flow.ones(3, dtype=flow.float32, device=self.device))
         self.student.train()
         self._check_first_loss(terms, ranks)
         return layout, list(terms), rows

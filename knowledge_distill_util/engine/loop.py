@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 class TrainGraph(nn.Graph):
-    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights [A, 2]) -> terms [A]``.
+    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights [A, 3]) -> terms [A]``.
 
     ``accumulation`` ``A > 1``: the inputs are ``A`` batches concatenated along dim 0, which OneFlow cuts back
     into ``A`` micro-batches (``config.set_gradient_accumulation_steps``); the update uses the mean gradient,
@@ -97,12 +98,14 @@ class Loop:
         self.rows = 0  # rows of the last (global) batch, for the progress lines
 
     def weights(self, step: int) -> flow.Tensor:
-        """``[logit weight, hard-label weight]`` of 0-based ``step`` (their schedules)."""
+        """``[logit weight, hard-label weight, intermediate factor]`` of 0-based ``step``: each weight times its
+        schedule's factor, the product rounded once in float32 (as ``float32(w) * float32(f)``); the
+        intermediate matches' factor multiplies each match's own weight."""
         c = self.d.distillation_config
-        fraction = [getattr(schedules, c.logit_weight_schedule)(step, self.total),
-                    getattr(schedules, c.hard_label_weight_schedule)(step, self.total)]
-        return flow.tensor([c.logit_weight * fraction[0], c.hard_label_weight * fraction[1]],
-                           dtype=flow.float32, device=self.d.device)
+        weights = np.array([c.logit_weight, c.hard_label_weight, 1.0], dtype=np.float32)
+        factors = np.array([getattr(schedules, name)(step, self.total) for name in (
+            c.logit_weight_schedule, c.hard_label_weight_schedule, c.intermediate_weight_schedule)], dtype=np.float32)
+        return flow.tensor(weights * factors, dtype=flow.float32, device=self.d.device)
 
     def _batch(self, graph: bool = False):
         """The next batch: split, moved, this rank's rows, the step inputs added (tensors under ``nn.Graph``)."""

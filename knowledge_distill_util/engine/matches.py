@@ -2,7 +2,8 @@
 on each side, a registered loss, an optional projection.
 
 A layer is a **string** (a module path: its output, captured by :class:`~.taps.FeatureTaps`;
-``"feature": "output"``), an **int** (an index into the adaptor's list ``features[feature]``, ``feature`` one of
+``"feature": "output"``), an **int** (an index into the adaptor's list ``features[feature]``, negative from the
+end as in Python, ``feature`` one of
 ``hidden``, ``attention``, ``value``, ``query``, ``key``), or a pair of them for ``fsp_loss``/``mmd_loss``.
 The loss, its ``options``, ``weight`` and ``proj`` are checked and applied by an
 :class:`~knowledge_distill_util.nn.IntermediateMatches` of this one entry (its projection is a parameter).
@@ -61,9 +62,9 @@ def _check_layer(index: int, key: str, layer, feature: str):
             if not item:
                 raise ValueError(f"{_where(index, key)} is an empty module path; give a key of "
                                  f"dict(model.named_modules())")
-        elif isinstance(item, bool) or not isinstance(item, int) or item < 0:
-            raise TypeError(f"{_where(index, key)} must be a module path (str) or a layer index (int >= 0), got "
-                            f"{item!r}")
+        elif isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"{_where(index, key)} must be a module path (str) or a layer index (int; -1 the last), "
+                            f"got {item!r}")
         elif feature == "output":
             raise ValueError(f"{_where(index, key)} = {item} indexes the adaptor's feature lists: set \"feature\" to "
                              f"one of {', '.join(map(repr, LIST_FEATURES))}, or give a module path (a string)")
@@ -148,7 +149,7 @@ class Match(nn.Module):
                 tensors.append(taps.get(layer))
                 continue
             layers_list = require(features, self.feature, side, f"{_where(self.index)} ({self.loss_name})")
-            if not 0 <= layer < len(layers_list):
+            if not -len(layers_list) <= layer < len(layers_list):
                 key = "layer_S" if side == "student" else "layer_T"
                 raise ValueError(f"{_where(self.index, key)} = {layer} is out of range: the {side}'s "
                                  f"{self.feature!r} has {len(layers_list)} layers")

@@ -5,7 +5,9 @@ r"""The loss of one distillation step: student and teacher forwards, adaptors, t
                 + \sum_i w_i \, \ell_i(\text{match}_i) + w_{x} \sum \text{losses}
 
 with :math:`w_{kd}(s) = ` ``logit_weight`` :math:`\times` ``logit_weight_schedule(step, total)`` (same for
-``hard_label_weight``; the two come in as the tensor ``weights`` so that ``nn.Graph`` sees them change),
+``hard_label_weight``; :math:`w_i` the match's ``weight`` times ``intermediate_weight_schedule(step, total)``; the
+three come in as the tensor ``weights`` ``[logit, hard label, intermediate factor]`` so that ``nn.Graph`` sees
+them change),
 :math:`\bar z_T` the teacher's logits (several teachers: their weighted average,
 :func:`~knowledge_distill_util.functional.average_logits`). The terms are returned unweighted, ``"loss"``
 first. The teachers run in eval mode under ``no_grad``. What the terms read from the teachers (the *teacher
@@ -251,7 +253,8 @@ class DistillStep(nn.Module):
         for i, match in enumerate(self.matches):
             tensors = [value for key, value in teacher.items() if key.split(".")[0] == f"match{i}"]
             terms[match.name] = match(s_matched[i], tensors, mask=mask)
-            parts.append(terms[match.name] * match.weight)
+            part = terms[match.name] * match.weight
+            parts.append(part if self.config.intermediate_weight_schedule == "constant" else part * weights[2])
         extra = self._extra(student.get("losses"))
         if extra is not None:
             terms["extra"] = extra

@@ -13,20 +13,20 @@ task is a regression (one logit) to the configuration whose terms are the object
 | ``BERT_PKD`` | as ``BILSTM``, plus ``layer_distill_loss`` over every hidden state at ``kd_beta`` |
 | ``TINYBERT_INTERMEDIATE`` | ``att_distill_loss`` over every attention + ``layer_distill_loss``, no logit loss |
 | ``TINYBERT_COMBINED`` | both matches + ``soft_cross_entropy`` at 1 (regression: hard labels at 1) |
+| ``DISTILBERT`` | ``kl_div`` with ``temperature_scaling`` at ``logit_weight``, hard labels at ``hard_label_weight``, ``hidden_cosine`` of the last hidden states (``layer_S``/``layer_T`` -1) at ``hidden_weight`` |
 
 For one logit (regression) the soft term is ``hidden_mse`` of the two predictions (``mseloss``), as the objectives
 compute it. The temperatures are :func:`~knowledge_distill_util.resolve_temperatures` 's, the per-row schedule
-``temperature_schedule`` (``constant`` is ``"none"``), the soft term's weight schedule ``logit_weight_schedule``.
-A stage whose configuration cannot say what its objective does gets None and runs the objective itself: an
-intermediate term under a ``hidden_weight_schedule`` other than ``constant``.
+``temperature_schedule`` (``constant`` is ``"none"``), the weight schedules ``logit_weight_schedule`` (the soft
+term's) and ``hidden_weight_schedule`` (the matches').
 """
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from ..distill import resolve_temperatures
 from ..engine.config import DistillationConfig
 
 __all__ = ["labels_config", "kd_config", "bilstm_config", "tinybert_pred_config", "bert_pkd_config",
-           "tinybert_intermediate_config", "tinybert_combined_config"]
+           "tinybert_intermediate_config", "tinybert_combined_config", "distilbert_config"]
 
 
 def _matches(*pairs) -> List[Dict[str, Any]]:
@@ -35,17 +35,15 @@ def _matches(*pairs) -> List[Dict[str, Any]]:
             for feature, loss, weight in pairs]
 
 
-def _soft(args, regression: bool, logit_weight: float, hard_label_weight: float, matches=()) -> Optional[
-        DistillationConfig]:
-    if matches and getattr(args, "hidden_weight_schedule", "constant") != "constant":
-        return None
+def _soft(args, regression: bool, logit_weight: float, hard_label_weight: float, matches=()) -> DistillationConfig:
     t_s, t_t = resolve_temperatures(args)
     schedule = getattr(args, "temperature_schedule", "constant")
     return DistillationConfig(
         logit_loss="hidden_mse" if regression else "soft_cross_entropy", student_temperature=t_s,
         teacher_temperature=t_t, temperature_scheduler="none" if schedule == "constant" else schedule,
         logit_weight=logit_weight, logit_weight_schedule=getattr(args, "logit_weight_schedule", "constant"),
-        hard_label_weight=hard_label_weight, intermediate_matches=list(matches))
+        hard_label_weight=hard_label_weight, intermediate_matches=list(matches),
+        intermediate_weight_schedule=getattr(args, "hidden_weight_schedule", "constant"))
 
 
 def labels_config(args, regression: bool) -> DistillationConfig:
@@ -53,39 +51,49 @@ def labels_config(args, regression: bool) -> DistillationConfig:
     return DistillationConfig(logit_weight=0.0, hard_label_weight=1.0)
 
 
-def kd_config(args, regression: bool) -> Optional[DistillationConfig]:
+def kd_config(args, regression: bool) -> DistillationConfig:
     """``kd_alpha * CE + (1 - kd_alpha) * pred_distill``."""
     return _soft(args, regression, 1.0 - args.kd_alpha, args.kd_alpha)
 
 
-def bilstm_config(args, regression: bool) -> Optional[DistillationConfig]:
+def bilstm_config(args, regression: bool) -> DistillationConfig:
     """``(1 - kd_alpha) * CE + kd_alpha * pred_distill``."""
     return _soft(args, regression, args.kd_alpha, 1.0 - args.kd_alpha)
 
 
-def tinybert_pred_config(args, regression: bool) -> Optional[DistillationConfig]:
+def tinybert_pred_config(args, regression: bool) -> DistillationConfig:
     """``pred_distill``."""
     return _soft(args, regression, 1.0, 0.0)
 
 
-def bert_pkd_config(args, regression: bool) -> Optional[DistillationConfig]:
+def bert_pkd_config(args, regression: bool) -> DistillationConfig:
     """``(1 - kd_alpha) * CE + kd_alpha * pred_distill + kd_beta * layer_distill``."""
     return _soft(args, regression, args.kd_alpha, 1.0 - args.kd_alpha,
                  _matches(("hidden", "layer_distill_loss", args.kd_beta)))
 
 
-def tinybert_intermediate_config(args, regression: bool) -> Optional[DistillationConfig]:
+def tinybert_intermediate_config(args, regression: bool) -> DistillationConfig:
     """``att_distill + layer_distill``."""
     return _soft(args, regression, 0.0, 0.0,
                  _matches(("attention", "att_distill_loss", 1.0), ("hidden", "layer_distill_loss", 1.0)))
 
 
-def tinybert_combined_config(args, regression: bool) -> Optional[DistillationConfig]:
+def tinybert_combined_config(args, regression: bool) -> DistillationConfig:
     """``att_distill + layer_distill + pred_distill``; one logit: the last term is the MSE with the scores."""
     matches = _matches(("attention", "att_distill_loss", 1.0), ("hidden", "layer_distill_loss", 1.0))
     if not regression:
         return _soft(args, regression, 1.0, 0.0, matches)
     config = _soft(args, regression, 0.0, 1.0, matches)
-    if config is not None:  # the MSE with the scores takes the soft term's place, and its schedule
-        config.hard_label_weight_schedule = config.logit_weight_schedule
+    config.hard_label_weight_schedule = config.logit_weight_schedule  # the MSE with the scores takes the soft term's
+    return config
+
+
+def distilbert_config(args, regression: bool) -> DistillationConfig:
+    """``logit_weight * kl_div(T**2) + hard_label_weight * CE + hidden_weight * hidden_cosine`` of the last hidden
+    states (padding excluded by the batch's ``input_mask``)."""
+    config = _soft(args, regression, args.logit_weight, args.hard_label_weight,
+                   [{"layer_S": -1, "layer_T": -1, "feature": "hidden", "loss": "hidden_cosine",
+                     "weight": args.hidden_weight}])
+    if not regression:
+        config.logit_loss, config.temperature_scaling = "kl_div", True
     return config

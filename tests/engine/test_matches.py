@@ -38,7 +38,8 @@ def test_unknown_loss_names_give_the_registry_error():
 @pytest.mark.parametrize("changes, error, message", [
     (dict(feature="hiddens"), ValueError, "intermediate_matches\\[3\\]\\['feature'\\] must be one of"),
     (dict(layer_T=2), ValueError, "intermediate_matches\\[3\\]\\['layer_T'\\] = 2 indexes the adaptor's feature lists"),
-    (dict(layer_S=-1, feature="hidden"), TypeError, "must be a module path \\(str\\) or a layer index \\(int >= 0\\)"),
+    (dict(layer_S=1.0, feature="hidden"), TypeError, "must be a module path \\(str\\) or a layer index \\(int; -1 the "
+                                                    "last\\), got 1.0"),
     (dict(layer_S=["a", "b", "c"]), ValueError, "must be a module path, a layer index or a pair of them"),
     (dict(weight="1"), ValueError, "intermediate_matches\\[3\\]\\['weight'\\] must be a finite number"),
     (dict(proj=["linear", 32]), ValueError, "intermediate_matches\\[3\\]\\['proj'\\] must be \\[\"linear\""),

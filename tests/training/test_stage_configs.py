@@ -14,8 +14,9 @@ from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, sta
 from training.conftest import tiny_bert
 
 ARGS = argparse.Namespace(kd_alpha=0.3, kd_beta=2.0, temperature=2.0, student_temperature=None,
-                          teacher_temperature=None)
-CONFIGURED = [O.LABELS, O.KD, O.BILSTM, O.TINYBERT_PRED, O.BERT_PKD, O.TINYBERT_INTERMEDIATE, O.TINYBERT_COMBINED]
+                          teacher_temperature=None, logit_weight=0.6, hard_label_weight=0.3, hidden_weight=1.5)
+CONFIGURED = [O.LABELS, O.KD, O.BILSTM, O.TINYBERT_PRED, O.BERT_PKD, O.TINYBERT_INTERMEDIATE, O.TINYBERT_COMBINED,
+              O.DISTILBERT]
 
 
 def _features(regression, n=24, length=6, seed=0):
@@ -26,7 +27,7 @@ def _features(regression, n=24, length=6, seed=0):
     return Features(rng.integers(1, 40, (n, length)) * mask, mask, np.zeros((n, length), np.int64), labels)
 
 
-def _train(tmp_path, objective, regression, graph=False, logits=False, cache="off", dtype="float16"):
+def _train(tmp_path, objective, regression, graph=False, logits=False, cache="off", dtype="float16", args=ARGS):
     classes = 1 if regression else 3
     teacher, student = tiny_bert(4, seed=1, label_num=classes), tiny_bert(2, seed=2, label_num=classes)
     teacher.eval()
@@ -37,7 +38,7 @@ def _train(tmp_path, objective, regression, graph=False, logits=False, cache="of
             cached = teacher(*[flow.tensor(a) for a in (features.input_ids, features.input_mask,
                                                         features.segment_ids)])[0].numpy()
     tcfg = TrainerConfig(num_epochs=2, learning_rate=1e-2, batch_size=8, checkpoint_every=100, use_graph=graph)
-    result = train_stage(LossStep(student, teacher, objective, ARGS), features, tcfg, work_dir=str(tmp_path),
+    result = train_stage(LossStep(student, teacher, objective, args), features, tcfg, work_dir=str(tmp_path),
                          stage="s", checkpoint_dir=str(tmp_path / "checkpoints"), progress=False,
                          teacher_logits=cached, cache_teacher_outputs=cache, cache_teacher_dtype=dtype)
     return student, result
@@ -49,7 +50,7 @@ def _same_weights(a, b):
 
 
 @pytest.mark.parametrize("objective, regression", [(o, False) for o in CONFIGURED] + [
-    (o, True) for o in (O.LABELS, O.KD, O.TINYBERT_COMBINED)],  # each regression path: the hard MSE, the soft MSE
+    (o, True) for o in (O.LABELS, O.KD, O.TINYBERT_COMBINED, O.DISTILBERT)],  # each regression path: the hard MSE, the soft MSE
     ids=lambda value: getattr(value, "name", "regression" if value else "classes"))
 def test_a_configured_stage_trains_exactly_as_its_objective(tmp_path, objective, regression):
     assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), objective, ARGS), _features(regression)) is not None
@@ -77,10 +78,10 @@ def test_graph_mode_too(tmp_path):
         assert float(np.abs(p.numpy() - q.numpy()).max()) < 1e-6
 
 
-@pytest.mark.parametrize("objective, cache, dtype", [(O.BERT_PKD, "memory", "float16"),
+@pytest.mark.parametrize("objective, cache, dtype", [(O.DISTILBERT, "memory", "float16"),
                                                      (O.TINYBERT_INTERMEDIATE, "auto", "float32"),
                                                      (O.TINYBERT_INTERMEDIATE, "disk", "float16")],
-                         ids=["pkd-memory-float16", "tinybert-auto-float32", "tinybert-disk-float16"])
+                         ids=["distilbert-memory-float16", "tinybert-auto-float32", "tinybert-disk-float16"])
 def test_the_teacher_layer_cache_gives_what_the_objectives_cache_gives(tmp_path, objective, cache, dtype):
     """--cache_teacher_outputs: the Distiller's cache (the layers paired, every batch reading the stored values)
     trains exactly as the objectives' own (:mod:`~knowledge_distill_util.training.teacher_outputs`)."""
@@ -91,10 +92,16 @@ def test_the_teacher_layer_cache_gives_what_the_objectives_cache_gives(tmp_path,
     assert not list((tmp_path / "config").rglob("*.npy"))  # the disk cache is deleted at the end
 
 
-def test_a_hidden_weight_schedule_keeps_the_objective():
-    scheduled = argparse.Namespace(**vars(ARGS), hidden_weight_schedule="linear_growth")
-    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.BERT_PKD, scheduled), _features(False)) is None
-    assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.KD, scheduled), _features(False)) is not None
+@pytest.mark.parametrize("objective, schedules", [
+    (O.KD, dict(logit_weight_schedule="linear_decay", temperature_schedule="cwsm")),
+    (O.BERT_PKD, dict(logit_weight_schedule="linear_growth", hidden_weight_schedule="linear_decay")),
+    (O.TINYBERT_INTERMEDIATE, dict(hidden_weight_schedule="linear_growth")),
+], ids=["kd", "bert_pkd", "tinybert"])
+def test_weight_and_temperature_schedules_too(tmp_path, objective, schedules):
+    args = argparse.Namespace(**dict(vars(ARGS), **schedules))
+    configured, _ = _train(tmp_path / "config", objective, False, args=args)
+    formula, _ = _train(tmp_path / "formula", dataclasses.replace(objective, config=None), False, args=args)
+    _same_weights(configured, formula)
     assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), O.MINILM, ARGS), _features(False)) is None
 
 
