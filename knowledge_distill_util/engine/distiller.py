@@ -85,6 +85,9 @@ class Distiller:
             raise TypeError(f"step_inputs must have a method step_inputs(step, total) -> dict, got "
                             f"{type(step_inputs).__name__}")
         self.objective, self.step_inputs, self.last_run = objective, step_inputs, None
+        #: False until ``train`` has checked everything and starts its first step (an error before is a refusal
+        #: of the configuration or the data)
+        self.started = False
         self.teachers = _teachers(teacher)
         self.student = _check_type("student", student, nn.Module, "a oneflow.nn.Module")
         self.distillation_config = _check_type("distillation_config", distillation_config, DistillationConfig,
@@ -289,6 +292,7 @@ class Distiller:
 
     def _train(self, ranks: Ranks, data, optimizer, eval_data, metrics, hooks, teacher_logits) -> Dict[str, Any]:
         from .run import check_output_paths, run_training
+        self.started = False
         check_output_paths(self.training_config)
         self._check_teacher_reads(teacher_logits)
         if optimizer is None:

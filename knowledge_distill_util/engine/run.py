@@ -186,6 +186,7 @@ def run_training(distiller, ranks, step, optimizer, data, total: int, layout, na
                 history["eval"].append(dict(step=at, **metrics))
                 logger.info("step %d: %s", at, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
+        distiller.started = True  # every check passed: what fails from here on fails in training
         try:
             loop.run(log.write, checkpoint, evaluated)
         finally:

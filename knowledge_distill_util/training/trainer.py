@@ -325,6 +325,10 @@ def train_stage(
                                   on_epoch_end=on_epoch_end, teacher_logits=run.teacher_logits)
     except hooks.NonFiniteLossError as error:
         raise _non_finite_error(error, stage, tcfg.learning_rate) from None
+    except (TypeError, ValueError) as error:
+        if distiller.started:
+            raise
+        raise ConfigError(f"stage {stage}: {error}") from None  # refused before the first step: one sentence
     finally:
         student.eval()
         if run.outputs is not None:

@@ -277,7 +277,8 @@ def test_tinybert_end_to_end_is_one_combined_stage(original_tree, tmp_path):
                                      "--pred_distill='True'"] + _STUDENT
     assert original.main("task_student_tinybert", argv) == 0
     _check_outputs(out, out)
-    assert (out / "combined_losses.csv").read_text().startswith("step,epoch,lr,seconds,loss,att_distill")
+    assert (out / "combined_losses.csv").read_text().startswith(  # the stage's DistillationConfig terms
+        "step,epoch,lr,seconds,loss,soft_cross_entropy,match0_att_distill_loss,match1_layer_distill_loss")
     assert not (out / "intermediate_losses.csv").exists()
 
 

@@ -9,6 +9,7 @@ import oneflow as flow
 import pytest
 
 from knowledge_distill_util.data import Features
+from knowledge_distill_util.training.config import ConfigError
 from knowledge_distill_util.training import objectives as O
 from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, stage_config, train_stage
 from training.conftest import tiny_bert
@@ -115,3 +116,13 @@ def test_the_configurations_say_the_formulas():
                                          "loss": "layer_distill_loss", "weight": 2.0}]
     combined = O.TINYBERT_COMBINED.config(ARGS, True)
     assert (combined.logit_weight, combined.hard_label_weight, len(combined.intermediate_matches)) == (0.0, 1.0, 2)
+
+
+def test_a_refusal_before_the_first_step_is_one_sentence(tmp_path, monkeypatch):
+    """The Distiller's checks (here: a disk cache without the room) stop the stage with a ConfigError, which the CLI
+    prints as one line and exit status 2, before anything is written."""
+    monkeypatch.setattr("knowledge_distill_util.engine.teacher_cache._free_bytes", lambda path: 1000)
+    with pytest.raises(ConfigError, match=r"^stage s: the teacher-output cache needs 0 MB on disk for the data's 24 "
+                                          r"rows but .* has 0 MB free; free some space"):
+        _train(tmp_path, O.BERT_PKD, False, cache="disk")
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "s_losses.csv").exists()
