@@ -48,7 +48,8 @@ fit :data:`AUTO_MEMORY_MB` (1024 MB), else on disk (also when the data has no le
 ``cache_teacher_outputs="disk"`` keeps the same arrays as memory-mapped ``.npy`` files in
 ``<output_dir>/.kdu-teacher-cache/rank<r>/`` (each created atomically, sized for the data set's rows; the
 operating system pages them in and out), deleted when ``train`` ends, also when it fails. ``cache_max_mb`` limits
-them too, and a cache the file system has no room for is refused before the first step. A killed run leaves them behind; the next ``"disk"`` run on the directory deletes them at its first store.
+them too, and a cache the file system has no room for is refused before the first step. A killed run leaves them
+behind; the next ``"disk"`` run on the directory deletes them at its first store.
 
 **Graph mode** (``use_graph=True``): the teacher runs eagerly, outside the compiled step, through the cache (only
 for batches with a row not cached), and the teacher reads are inputs of a student-only ``nn.Graph``
@@ -57,8 +58,11 @@ The compiled step's batch has no row ids (the adaptors see none there). Data-par
 to each process; only the student and the projections become global tensors (so a compiled data-parallel
 run with ``step_inputs=``, which become global too, is refused before the first step).
 
-Not with ``objective=`` (the recipes of ``kdu-train`` cache their own teacher outputs:
+Not with ``objective=`` (the ``kdu-train`` recipes whose stages are objectives cache their own teacher outputs:
 ``--cache_teacher_outputs``): refused.
+
+**Prefilled** (:meth:`TeacherCache.prefilled`, ``Distiller.train(teacher_logits=)``): the teacher's logits of every
+row, computed beforehand, stored as float32; the teacher never runs, and a row id without a row is refused.
 
     >>> import numpy as np
     >>> cache = TeacherCache("float32", "index", None, "cpu")
@@ -104,9 +108,11 @@ def cache_directory(output_dir: str, rank: int) -> str:
     return os.path.join(output_dir, CACHE_DIR, f"rank{rank}")
 
 
-def _fix(index_key: str) -> str:
+def _fix(index_key: str, prefilled: bool = False) -> str:
     return (f"yield dicts with an integer row id per example under {index_key!r} (e.g. a Dataset returning "
-            f"{{'input': x, 'labels': y, {index_key!r}: i}}) or set TrainingConfig(cache_teacher_outputs='off')")
+            f"{{'input': x, 'labels': y, {index_key!r}: i}}) or "
+            + ("drop teacher_logits= (the teacher then runs)" if prefilled
+               else "set TrainingConfig(cache_teacher_outputs='off')"))
 
 
 class TeacherCache:
@@ -174,22 +180,24 @@ class TeacherCache:
     # ------------------------------------------------------------------------------------------ the batch
     def take_ids(self, batch: Batch) -> Tuple[Batch, np.ndarray]:
         """``(batch without the ids, ids int64 [B])``; one sentence when the batch carries no usable ids."""
-        key = self.index_key
+        key, prefilled = self.index_key, self.complete is not None
+        what = "teacher_logits=" if prefilled else "cache_teacher_outputs"
         if not isinstance(batch.raw, Mapping):
-            raise TypeError(f"cache_teacher_outputs needs dict batches, got a {type(batch.raw).__name__} batch; "
-                            f"{_fix(key)}")
+            raise TypeError(f"{what} needs dict batches, got a {type(batch.raw).__name__} batch; "
+                            f"{_fix(key, prefilled)}")
         if key not in batch.kwargs:
-            raise ValueError(f"cache_teacher_outputs needs the row ids under TrainingConfig.index_key={key!r}, but "
-                             f"the batch has only {', '.join(map(repr, batch.raw))}; {_fix(key)}")
+            raise ValueError(f"{what} needs the row ids under TrainingConfig.index_key={key!r}, but "
+                             f"the batch has only {', '.join(map(repr, batch.raw))}; {_fix(key, prefilled)}")
         value = batch.kwargs[key]
         ids = value.numpy() if isinstance(value, flow.Tensor) else np.asarray(value)
         if not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"the row ids under {key!r} must be integers, got dtype {ids.dtype}; {_fix(key)}")
+            raise TypeError(f"the row ids under {key!r} must be integers, got dtype {ids.dtype}; "
+                            f"{_fix(key, prefilled)}")
         kwargs = {k: v for k, v in batch.kwargs.items() if k != key}
         rows = Batch(batch.args, kwargs, batch.labels).rows()
         if ids.shape != (rows,):
             raise ValueError(f"the row ids under {key!r} must have shape [{rows}] (one per example of the batch), "
-                             f"got {ids.shape}; {_fix(key)}")
+                             f"got {ids.shape}; {_fix(key, prefilled)}")
         return Batch(batch.args, kwargs, batch.labels, batch.raw), ids.astype(np.int64)
 
     # ------------------------------------------------------------------------------------------ the rows

@@ -218,3 +218,14 @@ def test_a_layer_map_that_does_not_fit_names_the_match():
                                          r"\[0, 2, 9\] must give, for each of the student's 3 'hidden' entries, an "
                                          r"index into the teacher's 5"):
         match.teacher_tensors({"hidden": [flow.zeros(1, 2)] * 5}, None)
+
+
+def test_teacher_logits_need_dict_batches_with_row_ids(tmp_path):
+    _, student = pair(INPUTS, CLASSES)
+    x, y = random_data(ROWS, INPUTS, CLASSES)
+    cfg = TrainingConfig(output_dir=str(tmp_path / "t"), max_steps=2, progress=False)
+    distiller = Distiller(None, Keyword(student), DistillationConfig(), cfg)
+    with pytest.raises(ValueError, match="teacher_logits= needs the row ids under TrainingConfig.index_key='index', "
+                                         "but the batch has only 'x', 'labels'; .* or drop teacher_logits="):
+        distiller.train(_loader(x, y, index=False), teacher_logits=np.zeros((ROWS, CLASSES), np.float32))
+    assert not os.path.exists(tmp_path / "t")
