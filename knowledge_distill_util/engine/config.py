@@ -15,8 +15,9 @@ naming the field, the value and the fix.
     ...
     ValueError: TrainingConfig.max_steps must be a positive integer or None, got 0
 """
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .._checks import check_bool, check_choice, check_int, check_positive_real, check_temperature
 from ..registry import get_loss
@@ -38,6 +39,26 @@ CACHE_MODES = ("off", "memory", "disk", "auto")
 CACHE_DTYPES = ("float32", "float16")
 
 
+#: The logit loss's keywords the Distiller sets itself (not ``logit_options``).
+_SET_BY_THE_DISTILLER = ("student_temperature", "teacher_temperature", "temperature_scaling", "mask")
+
+
+def _logit_options(loss_name: str, options) -> Dict[str, Any]:
+    """``options`` checked against the keyword arguments of the registered loss ``loss_name`` (the registry's error
+    for an unknown name)."""
+    loss = get_loss(loss_name)
+    if not isinstance(options, Mapping):
+        raise TypeError(f"logit_options must be a dict of keyword arguments of {loss_name}, got "
+                        f"{type(options).__name__}")
+    known = [p.name for p in inspect.signature(loss).parameters.values()
+             if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name not in _SET_BY_THE_DISTILLER]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"logit_options has {', '.join(map(repr, unknown))}, which {loss_name} does not take "
+                         f"(the temperatures have fields of their own); its options: {', '.join(known) or 'none'}")
+    return dict(options)
+
+
 def _optional_temperature(name: str, value) -> Optional[float]:
     return None if value is None else check_temperature(name, value)
 
@@ -51,7 +72,9 @@ class DistillationConfig:
       ``temperature``, :mod:`~knowledge_distill_util.schedules`).
     - ``logit_loss``: a registered loss name (``kl_div``, ``soft_cross_entropy``, ...), applied to the
       student's and the teacher's logits with the temperatures and ``temperature_scaling`` (``T_s*T_t``)
-      when the loss takes them; weighted by ``logit_weight`` times ``logit_weight_schedule(step, total)``.
+      when the loss takes them, and ``logit_options`` (its other keyword arguments, e.g. ``{"reduction":
+      "batchmean"}`` or ``{"vocab_alignment": "uld"}`` for a teacher with another vocabulary); weighted by
+      ``logit_weight`` times ``logit_weight_schedule(step, total)``.
     - ``hard_label_weight``: the weight of the cross-entropy with the labels (MSE for one logit),
       times ``hard_label_weight_schedule(step, total)``.
     - ``intermediate_matches``: :class:`~knowledge_distill_util.nn.IntermediateMatches` entries, where
@@ -67,6 +90,7 @@ class DistillationConfig:
     temperature_scheduler: str = "none"
     temperature_scaling: bool = False
     logit_loss: str = "kl_div"
+    logit_options: Mapping[str, Any] = field(default_factory=dict)
     logit_weight: float = 1.0
     logit_weight_schedule: str = "constant"
     hard_label_weight: float = 0.0
@@ -82,7 +106,7 @@ class DistillationConfig:
         self.teacher_temperature = _optional_temperature("teacher_temperature", self.teacher_temperature)
         check_choice("temperature_scheduler", self.temperature_scheduler, TEMPERATURE_SCHEDULERS)
         check_bool("temperature_scaling", self.temperature_scaling)
-        get_loss(self.logit_loss)  # the registry's error for an unknown name
+        self.logit_options = _logit_options(self.logit_loss, self.logit_options)
         for name in ("logit_weight", "hard_label_weight", "extra_loss_weight"):
             setattr(self, name, check_positive_real(name, getattr(self, name), allow_zero=True))
         check_choice("logit_weight_schedule", self.logit_weight_schedule, WEIGHT_SCHEDULES)

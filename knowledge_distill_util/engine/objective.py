@@ -191,11 +191,12 @@ class DistillStep(nn.Module):
                              f"{self.config.logit_loss!r}, a divergence of softmax distributions over the classes, is "
                              f"always 0; use logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0")
         try:
+            options = self.config.logit_options
             if not self.logit_temperatures:
-                return self.logit_loss(student, teacher)
+                return self.logit_loss(student, teacher, **options)
             t_s, t_t = self._temperatures(student, teacher)
             return self.logit_loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
-                                   temperature_scaling=self.config.temperature_scaling)
+                                   temperature_scaling=self.config.temperature_scaling, **options)
         except (TypeError, ValueError) as error:
             raise type(error)(f"the logit loss {self.config.logit_loss!r} of the student's logits "
                               f"{tuple(student.shape)} and the teacher's {tuple(teacher.shape)}: {error}") from None

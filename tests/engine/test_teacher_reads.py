@@ -229,3 +229,34 @@ def test_teacher_logits_need_dict_batches_with_row_ids(tmp_path):
                                          "but the batch has only 'x', 'labels'; .* or drop teacher_logits="):
         distiller.train(_loader(x, y, index=False), teacher_logits=np.zeros((ROWS, CLASSES), np.float32))
     assert not os.path.exists(tmp_path / "t")
+
+
+def test_logit_options_reach_the_logit_loss(tmp_path):
+    """``logit_options``: e.g. a teacher with more classes (``vocab_alignment``) and another reduction."""
+    from knowledge_distill_util.functional import kl_div
+
+    _, student = pair(INPUTS, CLASSES)
+    x, y = random_data(ROWS, INPUTS, CLASSES)
+    teacher = np.random.default_rng(0).standard_normal((ROWS, CLASSES + 2)).astype(np.float32)
+    options = {"vocab_alignment": "truncate", "reduction": "sum"}
+    config = DistillationConfig(temperature=2.0, logit_options=options)
+    cfg = TrainingConfig(output_dir=str(tmp_path / "o"), max_steps=1, progress=False)
+    distiller = Distiller(None, Keyword(student), config, cfg)
+    with flow.no_grad():
+        expected = kl_div(student(flow.tensor(x[:BATCH])), flow.tensor(teacher[:BATCH]), student_temperature=2.0,
+                          teacher_temperature=2.0, **options).item()
+    history = distiller.train(_loader(x, y), optimizer=flow.optim.SGD(distiller.parameters(), lr=0.0),
+                              teacher_logits=teacher)
+    assert history["kl_div"][0] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"temperature": 2.0}, ValueError, "logit_options has 'temperature', which kl_div does not take \\(the "
+                                       "temperatures have fields of their own\\); its options: reduction, "
+                                       "vocab_alignment"),
+    ({"student_temperature": 2.0}, ValueError, "logit_options has 'student_temperature', which kl_div"),
+    ([("reduction", "sum")], TypeError, "logit_options must be a dict of keyword arguments of kl_div, got list"),
+])
+def test_bad_logit_options(options, error, message):
+    with pytest.raises(error, match=message):
+        DistillationConfig(logit_options=options)
