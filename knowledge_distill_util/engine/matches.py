@@ -8,10 +8,10 @@ end as in Python, ``feature`` one of
 The loss, its ``options``, ``weight`` and ``proj`` are checked and applied by an
 :class:`~knowledge_distill_util.nn.IntermediateMatches` of this one entry (its projection is a parameter).
 
-``"all"`` on both sides hands a *layer-list loss* (:data:`LIST_LOSSES`: the original toolkit's
-``layer_distill``/``att_distill`` formulas, summing the MSE of uniformly mapped layer pairs) the whole list
-``features[feature]`` of each side, e.g. ``{"layer_S": "all", "layer_T": "all", "feature": "hidden",
-"loss": "layer_distill_loss"}``; its ``options`` are the function's (``strategy``, ``layer_map``).
+``"all"`` on both sides hands a *layer-list loss* (:mod:`.layer_lists`: the original toolkit's
+``layer_distill``/``att_distill`` formulas and BERT-PKD's patience term, each pairing the layers itself) the whole
+list ``features[feature]`` of each side, e.g. ``{"layer_S": "all", "layer_T": "all", "feature": "hidden",
+"loss": "layer_distill_loss"}``; its ``options`` are the function's (``strategy``, ``layer_map``, ``pairs``).
 
     >>> m = Match(0, {"layer_S": "body.1", "layer_T": "body.3", "feature": "output", "loss": "hidden_mse"})
     >>> m.name, m.student_paths, m.teacher_paths
@@ -23,24 +23,19 @@ The loss, its ``options``, ``weight`` and ``proj`` are checked and applied by an
     ...
     ValueError: intermediate_matches[1]['layer_T'] = 2 indexes the adaptor's feature lists: set "feature" to one of 'hidden', 'attention', 'value', 'query', 'key', or give a module path (a string)
 """
-import inspect
 import math
 from numbers import Real
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import oneflow as flow
 import oneflow.nn as nn
 
-from ..functional import att_distill_loss, attention_layer_map, hidden_layer_map, layer_distill_loss
 from ..nn import IntermediateMatches
 from .adaptors import LIST_FEATURES, require
+from .layer_lists import LIST_LOSSES, LayerList, option_names
 
-__all__ = ["Match", "SAME_SHAPE_LOSSES", "LIST_LOSSES", "ALL_LAYERS"]
+__all__ = ["Match", "SAME_SHAPE_LOSSES", "ALL_LAYERS"]
 
-#: The losses of whole layer lists (``"layer_S": "all"``), by name: ``loss(student_list, teacher_list, **options)``.
-LIST_LOSSES = {"layer_distill_loss": layer_distill_loss, "att_distill_loss": att_distill_loss}
-#: Their default pairings ``map(num_student, num_teacher, strategy) -> [(student, teacher), ...]``.
-_LIST_MAPS = {"layer_distill_loss": hidden_layer_map, "att_distill_loss": attention_layer_map}
 #: The ``layer_S``/``layer_T`` of a layer-list loss: every layer of the feature.
 ALL_LAYERS = "all"
 
@@ -103,8 +98,8 @@ class Match(nn.Module):
         self.has_proj = entry.get("proj") is not None
         self.name = f"match{index}_{self.loss_name}"
 
-    def _list_loss(self, index: int, entry: Mapping[str, Any]) -> Optional[Callable]:
-        """The layer-list loss of an ``"all"`` entry (its layers, options and name set), else None."""
+    def _list_loss(self, index: int, entry: Mapping[str, Any]) -> Optional[LayerList]:
+        """The :class:`~.layer_lists.LayerList` of an ``"all"`` entry (its layers and name set), else None."""
         sides = [entry.get("layer_S") == ALL_LAYERS, entry.get("layer_T") == ALL_LAYERS]
         loss = entry.get("loss")
         if not any(sides) and loss not in LIST_LOSSES:
@@ -120,17 +115,13 @@ class Match(nn.Module):
         if unknown:
             raise ValueError(f"{_where(index)} has key(s) {', '.join(map(repr, unknown))} that {loss} does not take "
                              f"(no projection: its layers must have the teacher's shapes)")
-        options = entry.get("options", {})
-        known = [p.name for p in inspect.signature(LIST_LOSSES[loss]).parameters.values()
-                 if p.kind == inspect.Parameter.KEYWORD_ONLY]
+        options, known = entry.get("options", {}), option_names(loss)
         if not isinstance(options, Mapping) or set(options) - set(known):
             raise ValueError(f"{_where(index, 'options')} must be a dict with keys among {', '.join(known)}, got "
                              f"{options!r}")
         self.layers_s = self.layers_t = [ALL_LAYERS]
-        self.options, self.loss_name, self.has_proj = dict(options), loss, False
-        self.student_layers: Optional[int] = None  # the student list's length, once seen
-        self.name = f"match{index}_{loss}"
-        return LIST_LOSSES[loss]
+        self.loss_name, self.has_proj, self.name = loss, False, f"match{index}_{loss}"
+        return LayerList(loss, options)
 
     @property
     def student_paths(self) -> List[str]:
@@ -166,49 +157,30 @@ class Match(nn.Module):
                              f"{s[-1]}, {t[-1]}] to map the student's width to the teacher's")
 
     def teacher_tensors(self, teacher_features: Dict, taps_t) -> List[flow.Tensor]:
-        """The teacher's tensors this match reads (one, two for a pair of layers; for a layer-list loss the layers its
-        pairing takes, in pairing order, or every layer before the student's were seen): what a teacher-output
-        cache stores (:mod:`~.teacher_cache`)."""
+        """The teacher's tensors this match reads (one, two for a pair of layers; for a layer-list loss the layers it
+        pairs, :meth:`.LayerList.teacher`): what a teacher-output cache stores (:mod:`~.teacher_cache`)."""
         tensors = self._tensors(self.layers_t, teacher_features, taps_t, "teacher")
-        if self.list_loss is None or self.student_layers is None:
-            return tensors
-        return [tensors[t] for t in self._teacher_layers(len(tensors))]
-
-    def _teacher_layers(self, teacher_layers: int) -> List[int]:
-        """The teacher index of each student layer under the loss's pairing (``options``); ``ValueError`` naming the
-        match for a pairing that does not fit the two lists."""
-        layer_map = self.options.get("layer_map")
-        try:
-            if layer_map is None:
-                return [t for _, t in _LIST_MAPS[self.loss_name](self.student_layers, teacher_layers,
-                                                                 self.options.get("strategy", "uniform"))]
-            if len(layer_map) != self.student_layers or not all(
-                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < teacher_layers for t in layer_map):
-                raise ValueError(f"options['layer_map'] = {list(layer_map)!r} must give, for each of the student's "
-                                 f"{self.student_layers} {self.feature!r} entries, an index into the teacher's "
-                                 f"{teacher_layers}")
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
-        return list(layer_map)
+        return tensors if self.list_loss is None else self._listed(lambda: self.list_loss.teacher(tensors))
 
     def student_tensors(self, student_features: Dict, taps_s) -> List[flow.Tensor]:
         """The student's tensors this match reads."""
         tensors = self._tensors(self.layers_s, student_features, taps_s, "student")
         if self.list_loss is not None:
-            self.student_layers = len(tensors)
+            self.list_loss.students = len(tensors)
         return tensors
+
+    def _listed(self, compute):
+        """``compute()``, its ``TypeError``/``ValueError`` naming this match."""
+        try:
+            return compute()
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
 
     def forward(self, student: List[flow.Tensor], teacher: List[flow.Tensor], mask=None) -> flow.Tensor:
         """The unweighted loss of this match (``weight`` is applied by the caller) of the tensors of
         :meth:`student_tensors` and :meth:`teacher_tensors`."""
         if self.list_loss is not None:
-            options = dict(self.options)
-            if self.student_layers is not None:  # the teacher tensors are the pairing's layers, in order
-                options = {"layer_map": list(range(len(teacher)))}
-            try:
-                return self.list_loss(student, teacher, **options)
-            except (TypeError, ValueError) as error:
-                raise type(error)(f"{_where(self.index)} ({self.loss_name}): {error}") from None
+            return self._listed(lambda: self.list_loss(student, teacher))
         self._check_shapes(student, teacher)
         try:
             return self.inner({"hidden": student}, {"hidden": teacher}, mask=mask)

@@ -27,8 +27,8 @@ from .._soft_targets import REDUCTIONS
 from .._vocab import VOCAB_ALIGNMENTS
 from ._common import ATTENTION_MASK_THRESHOLD, Pair
 from ._logits import average_logits, checked_soft_cross_entropy, kl_div, mseloss, soft_cross_entropy
-from ._layer_maps import (LAYER_MAP_STRATEGIES, att_distill_loss, attention_layer_map, hidden_layer_map,
-                          layer_distill_loss)
+from ._layer_maps import (LAYER_MAP_STRATEGIES, PATIENCE_STRATEGIES, att_distill_loss, attention_layer_map,
+                          hidden_layer_map, layer_distill_loss, patience_layer_pairs, pkd_patience_loss)
 from ._hidden import hidden_cosine, hidden_mse, pkd_loss
 from ._attention import _masked_row_kl, attention_kl, attention_mse, relation_kl
 from ._features import fsp_loss, mmd_loss
@@ -40,6 +40,9 @@ __all__ = [
     "attention_layer_map",
     "layer_distill_loss",
     "att_distill_loss",
+    "patience_layer_pairs",
+    "pkd_patience_loss",
+    "PATIENCE_STRATEGIES",
     "ATTENTION_MASK_THRESHOLD",
     "REDUCTIONS",
     "LAYER_MAP_STRATEGIES",

@@ -1,5 +1,6 @@
-"""Layer maps and the original layer operators of :mod:`knowledge_distill_util.functional`:
-:func:`hidden_layer_map`, :func:`attention_layer_map`, :func:`layer_distill_loss`, :func:`att_distill_loss`."""
+"""Layer maps and the layer-list losses of :mod:`knowledge_distill_util.functional`: :func:`hidden_layer_map`,
+:func:`attention_layer_map`, :func:`patience_layer_pairs`, :func:`layer_distill_loss`, :func:`att_distill_loss`
+(the original operators) and :func:`pkd_patience_loss` (BERT-PKD's patience term)."""
 from typing import List, Optional, Sequence, Tuple
 
 import oneflow as flow
@@ -8,10 +9,13 @@ from .. import _kernels
 from .._soft_targets import _as_float32_if_half
 from .._checks import check_choice, check_pair, check_tensor_list
 from ._common import ATTENTION_MASK_THRESHOLD, Pair
+from ._hidden import pkd_loss
 
 
 #: The layer-map strategies of :func:`hidden_layer_map` and :func:`attention_layer_map`.
 LAYER_MAP_STRATEGIES = ("uniform", "first", "last", "round")
+#: BERT-PKD's patience strategies (:func:`patience_layer_pairs`).
+PATIENCE_STRATEGIES = ("skip", "last")
 
 
 def _check_layer_counts(num_student: int, num_teacher: int, student_name: str, teacher_name: str) -> None:
@@ -180,3 +184,46 @@ def att_distill_loss(
     """
     pairs = _mapped_pairs(student_atts, teacher_atts, layer_map, attention_layer_map, "atts", strategy)
     return _kernels.sum_of_masked_mse(pairs, float(mask_threshold))
+
+
+def patience_layer_pairs(num_student_reps: int, num_teacher_reps: int, strategy: str = "skip") -> List[Tuple[int, int]]:
+    """BERT-PKD's patience pairs ``(student, teacher)`` of hidden-state lists (embedding + layers), one per
+    intermediate student layer ``k = 1 .. Ls - 1`` (``Ls``, ``Lt``: the layer counts): ``"skip"`` pairs it with
+    teacher layer ``k * (Lt // Ls)``, ``"last"`` with ``Lt - Ls + k`` (the layers below the top; the top layers are
+    left to the logits).
+
+    >>> patience_layer_pairs(4, 13, "skip"), patience_layer_pairs(4, 13, "last")
+    ([(1, 4), (2, 8)], [(1, 10), (2, 11)])
+    """
+    check_choice("strategy", strategy, PATIENCE_STRATEGIES)
+    student, teacher = _minus_one(num_student_reps, "student_reps"), _minus_one(num_teacher_reps, "teacher_reps")
+    if strategy == "skip":
+        return [(k, k * (teacher // student)) for k in range(1, student)]
+    return [(k, teacher - student + k) for k in range(1, student)]
+
+
+def pkd_patience_loss(student_reps: Sequence[flow.Tensor], teacher_reps: Sequence[flow.Tensor], *,
+                      strategy: str = "skip", pairs: Optional[Sequence[Tuple[int, int]]] = None) -> flow.Tensor:
+    """BERT-PKD's patience loss (Sun et al. 2019): the sum over the pairs of
+    :func:`~knowledge_distill_util.functional.pkd_loss` of the two [CLS] vectors (position 0 of ``[B, L, H]``).
+
+    Args:
+        student_reps, teacher_reps: hidden-state lists (embedding output first) of ``[B, L, H]`` tensors, the
+            paired ones of equal shapes.
+        strategy: ``"skip"`` or ``"last"`` (:func:`patience_layer_pairs`), when ``pairs`` is None.
+        pairs: explicit ``(student index, teacher index)`` pairs instead, at least one.
+    """
+    if pairs is None:
+        pairs = patience_layer_pairs(len(student_reps), len(teacher_reps), strategy)
+        if not pairs:
+            raise ValueError(f"pkd_patience_loss needs a student with at least 2 layers (an intermediate layer to "
+                             f"pair), got {len(student_reps) - 1}")
+    elif not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 and 0 <= p[0] < len(student_reps)
+                              and 0 <= p[1] < len(teacher_reps) for p in pairs):
+        raise ValueError(f"pairs must be (student, teacher) index pairs into the {len(student_reps)} student and "
+                         f"{len(teacher_reps)} teacher entries, at least one, got {pairs!r}")
+    total = None
+    for s, t in pairs:
+        term = pkd_loss(student_reps[s][:, 0], teacher_reps[t][:, 0].detach())
+        total = term if total is None else total + term
+    return total

@@ -15,7 +15,8 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from ..distill import layer_distill, pred_distill, resolve_temperatures
-from ..functional import checked_soft_cross_entropy, hidden_cosine, kl_div, mseloss, pkd_loss, soft_cross_entropy
+from ..functional import (checked_soft_cross_entropy, hidden_cosine, kl_div, mseloss, patience_layer_pairs, pkd_loss,
+                          soft_cross_entropy)
 from .objective_schedules import row_temperatures, scheduled
 
 __all__ = ["Terms", "is_regression", "hard_label_loss", "soft_label_loss", "labels_loss", "kd_loss", "bilstm_loss",
@@ -118,17 +119,13 @@ def distilbert_loss(
 
 
 def pkd_layer_pairs(student_layers: int, teacher_layers: int, strategy: str):
-    """``[(student_rep, teacher_rep), ...]``: indices into the ``reps`` lists (0 = embeddings) of BERT-PKD's
-    patience pairs, one per intermediate student layer ``k = 1 .. Ls - 1``: ``"skip"`` pairs it with teacher
-    layer ``k * Lt / Ls``, ``"last"`` with ``Lt - Ls + k`` (the last layers before the top; the top layers
-    are left to the logits).
+    """``[(student_rep, teacher_rep), ...]``: BERT-PKD's patience pairs of layer counts
+    (:func:`~knowledge_distill_util.functional.patience_layer_pairs` of the list lengths).
 
     >>> pkd_layer_pairs(3, 12, "skip"), pkd_layer_pairs(3, 12, "last")
     ([(1, 4), (2, 8)], [(1, 10), (2, 11)])
     """
-    if strategy == "skip":
-        return [(k, k * (teacher_layers // student_layers)) for k in range(1, student_layers)]
-    return [(k, teacher_layers - student_layers + k) for k in range(1, student_layers)]
+    return patience_layer_pairs(student_layers + 1, teacher_layers + 1, strategy)
 
 
 def pkd_patience_loss(

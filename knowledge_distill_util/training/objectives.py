@@ -113,4 +113,4 @@ TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "l
 MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"))
 MINILM_V2 = Objective(minilm_v2_loss, ("loss", "query_relation_kl", "key_relation_kl", "value_relation_kl"))
 DISTILBERT = Objective(distilbert_loss, ("loss", "kl_div", "ce", "hidden_cosine"), configs.distilbert_config)
-PKD_PATIENCE = Objective(pkd_patience_loss, ("loss", "ce", "soft_ce", "pkd_loss"))
+PKD_PATIENCE = Objective(pkd_patience_loss, ("loss", "ce", "soft_ce", "pkd_loss"), configs.pkd_patience_config)

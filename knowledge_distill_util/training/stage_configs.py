@@ -13,6 +13,7 @@ task is a regression (one logit) to the configuration whose terms are the object
 | ``BERT_PKD`` | as ``BILSTM``, plus ``layer_distill_loss`` over every hidden state at ``kd_beta`` |
 | ``TINYBERT_INTERMEDIATE`` | ``att_distill_loss`` over every attention + ``layer_distill_loss``, no logit loss |
 | ``TINYBERT_COMBINED`` | both matches + ``soft_cross_entropy`` at 1 (regression: hard labels at 1) |
+| ``PKD_PATIENCE`` | ``soft_cross_entropy`` (``reduction="batchmean"``) at ``kd_alpha``, hard labels at ``1 - kd_alpha``, ``pkd_patience_loss`` at ``kd_beta`` |
 | ``DISTILBERT`` | ``kl_div`` with ``temperature_scaling`` at ``logit_weight``, hard labels at ``hard_label_weight``, ``hidden_cosine`` of the last hidden states (``layer_S``/``layer_T`` -1) at ``hidden_weight`` |
 
 For one logit (regression) the soft term is ``hidden_mse`` of the two predictions (``mseloss``), as the objectives
@@ -26,20 +27,23 @@ from ..distill import resolve_temperatures
 from ..engine.config import DistillationConfig
 
 __all__ = ["labels_config", "kd_config", "bilstm_config", "tinybert_pred_config", "bert_pkd_config",
-           "tinybert_intermediate_config", "tinybert_combined_config", "distilbert_config"]
+           "tinybert_intermediate_config", "tinybert_combined_config", "distilbert_config",
+           "pkd_patience_config"]
 
 
-def _matches(*pairs) -> List[Dict[str, Any]]:
-    """Layer-list matches of every layer: ``(feature, loss, weight)`` each."""
-    return [{"layer_S": "all", "layer_T": "all", "feature": feature, "loss": loss, "weight": weight}
-            for feature, loss, weight in pairs]
+def _matches(*pairs, options=None) -> List[Dict[str, Any]]:
+    """Layer-list matches of every layer: ``(feature, loss, weight)`` each (with ``options``, when given)."""
+    return [dict({"layer_S": "all", "layer_T": "all", "feature": feature, "loss": loss, "weight": weight},
+                 **({} if options is None else {"options": options})) for feature, loss, weight in pairs]
 
 
-def _soft(args, regression: bool, logit_weight: float, hard_label_weight: float, matches=()) -> DistillationConfig:
+def _soft(args, regression: bool, logit_weight: float, hard_label_weight: float, matches=(),
+          logit_options=None) -> DistillationConfig:
     t_s, t_t = resolve_temperatures(args)
     schedule = getattr(args, "temperature_schedule", "constant")
     return DistillationConfig(
-        logit_loss="hidden_mse" if regression else "soft_cross_entropy", student_temperature=t_s,
+        logit_loss="hidden_mse" if regression else "soft_cross_entropy",
+        logit_options={} if regression or logit_options is None else logit_options, student_temperature=t_s,
         teacher_temperature=t_t, temperature_scheduler="none" if schedule == "constant" else schedule,
         logit_weight=logit_weight, logit_weight_schedule=getattr(args, "logit_weight_schedule", "constant"),
         hard_label_weight=hard_label_weight, intermediate_matches=list(matches),
@@ -97,3 +101,11 @@ def distilbert_config(args, regression: bool) -> DistillationConfig:
     if not regression:
         config.logit_loss, config.temperature_scaling = "kl_div", True
     return config
+
+
+def pkd_patience_config(args, regression: bool) -> DistillationConfig:
+    """BERT-PKD as published: ``(1 - kd_alpha) * CE + kd_alpha * soft CE`` (summed over the classes, averaged over
+    the batch) ``+ kd_beta * pkd_patience_loss`` (the [CLS] vectors of the ``pkd_strategy`` pairs)."""
+    return _soft(args, regression, args.kd_alpha, 1.0 - args.kd_alpha,
+                 _matches(("hidden", "pkd_patience_loss", args.kd_beta), options={"strategy": args.pkd_strategy}),
+                 logit_options={"reduction": "batchmean"})

@@ -163,7 +163,8 @@ def test_layer_list_matches_apply_the_original_formula_to_every_layer(tmp_path):
 
 @pytest.mark.parametrize("entry, message", [
     (dict(layer_T=3), "\"layer_S\": \"all\" and \"layer_T\": \"all\" go together with a layer-list loss"),
-    (dict(loss="hidden_mse"), "go together with a layer-list loss \\(layer_distill_loss, att_distill_loss\\)"),
+    (dict(loss="hidden_mse"), "go together with a layer-list loss \\(layer_distill_loss, att_distill_loss, "
+                              "pkd_patience_loss\\)"),
     (dict(feature="output"), "\\['feature'\\] must be one of 'hidden', 'attention'"),
     (dict(proj=["linear", 4, 8]), "has key\\(s\\) 'proj' that layer_distill_loss does not take"),
     (dict(options={"strategi": "last"}), "\\['options'\\] must be a dict with keys among layer_map, strategy"),
@@ -215,8 +216,8 @@ def test_a_layer_map_that_does_not_fit_names_the_match():
                       "options": {"layer_map": [0, 2, 9]}})
     match.student_tensors({"hidden": [flow.zeros(1, 2)] * 3}, None)
     with pytest.raises(ValueError, match=r"intermediate_matches\[0\] \(layer_distill_loss\): options\['layer_map'\] = "
-                                         r"\[0, 2, 9\] must give, for each of the student's 3 'hidden' entries, an "
-                                         r"index into the teacher's 5"):
+                                         r"\[0, 2, 9\] must give, for each of the student's 3 entries, an index into "
+                                         r"the teacher's 5"):
         match.teacher_tensors({"hidden": [flow.zeros(1, 2)] * 5}, None)
 
 

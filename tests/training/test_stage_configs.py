@@ -15,9 +15,10 @@ from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, sta
 from training.conftest import tiny_bert
 
 ARGS = argparse.Namespace(kd_alpha=0.3, kd_beta=2.0, temperature=2.0, student_temperature=None,
-                          teacher_temperature=None, logit_weight=0.6, hard_label_weight=0.3, hidden_weight=1.5)
+                          teacher_temperature=None, logit_weight=0.6, hard_label_weight=0.3, hidden_weight=1.5,
+                          pkd_strategy="skip")
 CONFIGURED = [O.LABELS, O.KD, O.BILSTM, O.TINYBERT_PRED, O.BERT_PKD, O.TINYBERT_INTERMEDIATE, O.TINYBERT_COMBINED,
-              O.DISTILBERT]
+              O.DISTILBERT, O.PKD_PATIENCE]
 
 
 def _features(regression, n=24, length=6, seed=0):
@@ -51,7 +52,7 @@ def _same_weights(a, b):
 
 
 @pytest.mark.parametrize("objective, regression", [(o, False) for o in CONFIGURED] + [
-    (o, True) for o in (O.LABELS, O.KD, O.TINYBERT_COMBINED, O.DISTILBERT)],  # each regression path: the hard MSE, the soft MSE
+    (o, True) for o in (O.LABELS, O.KD, O.TINYBERT_COMBINED, O.DISTILBERT, O.PKD_PATIENCE)],  # each regression path: the hard MSE, the soft MSE
     ids=lambda value: getattr(value, "name", "regression" if value else "classes"))
 def test_a_configured_stage_trains_exactly_as_its_objective(tmp_path, objective, regression):
     assert stage_config(LossStep(tiny_bert(2), tiny_bert(4), objective, ARGS), _features(regression)) is not None
@@ -80,9 +81,11 @@ def test_graph_mode_too(tmp_path):
 
 
 @pytest.mark.parametrize("objective, cache, dtype", [(O.DISTILBERT, "memory", "float16"),
+                                                     (O.PKD_PATIENCE, "memory", "float32"),
                                                      (O.TINYBERT_INTERMEDIATE, "auto", "float32"),
                                                      (O.TINYBERT_INTERMEDIATE, "disk", "float16")],
-                         ids=["distilbert-memory-float16", "tinybert-auto-float32", "tinybert-disk-float16"])
+                         ids=["distilbert-memory-float16", "pkd_patience-memory-float32", "tinybert-auto-float32",
+                              "tinybert-disk-float16"])
 def test_the_teacher_layer_cache_gives_what_the_objectives_cache_gives(tmp_path, objective, cache, dtype):
     """--cache_teacher_outputs: the Distiller's cache (the layers paired, every batch reading the stored values)
     trains exactly as the objectives' own (:mod:`~knowledge_distill_util.training.teacher_outputs`)."""
