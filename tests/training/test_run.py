@@ -358,7 +358,8 @@ def test_pkd_patience_runs_with_the_last_strategy(workspace):
                      "--student_init", "scratch", "--pkd_strategy", "last")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = (workspace["root"] / "pkd_patience" / "results" / "pkd_patience_losses.csv").read_text().splitlines()
-    assert rows[0].startswith("step,epoch,lr,seconds,loss,ce,soft_ce,pkd_loss") and len(rows) == 4
+    assert rows[0].startswith(  # the stage's DistillationConfig terms (training/stage_configs.py)
+        "step,epoch,lr,seconds,loss,soft_cross_entropy,hard_label,match0_pkd_patience_loss") and len(rows) == 4
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
 
 
