@@ -75,3 +75,34 @@ def test_bad_strategies_and_counts():
         layer_distill_loss(x, x, layer_map=[0, 1, 2], strategy="first")
     with pytest.raises(ValueError, match=r"strategy must be one of"):
         att_distill_loss(x, x, strategy="nearest")
+
+
+@pytest.mark.parametrize("strategy, pairs", [("skip", [(1, 2), (2, 4)]), ("last", [(1, 4), (2, 5)])])
+def test_pkd_patience_loss_sums_pkd_over_its_pairs(strategy, pairs):
+    """BERT-PKD's patience term of a 3-layer student and a 6-layer teacher against the float64 reference: the
+    pairs written out (skip: k * 2; last: 6 - 3 + k), each the normalised [CLS] vectors' squared distance."""
+    from gradcheck import assert_gradients_match
+    from knowledge_distill_util.functional import patience_layer_pairs, pkd_patience_loss
+
+    rng = np.random.default_rng(3)
+    s = [rng.standard_normal((2, 3, 4)) for _ in range(4)]
+    t = [rng.standard_normal((2, 3, 4)) for _ in range(7)]
+    assert patience_layer_pairs(4, 7, strategy) == pairs
+    value = pkd_patience_loss([flow.tensor(a, dtype=flow.float32) for a in s],
+                              [flow.tensor(a, dtype=flow.float32) for a in t], strategy=strategy)
+    np.testing.assert_allclose(value.item(), sum(peer.pkd(s[i], t[j]) for i, j in pairs), rtol=1.3e-6, atol=1e-5)
+
+    def loss(*tensors):
+        return pkd_patience_loss(list(tensors[:4]), list(tensors[4:]), strategy=strategy)
+
+    assert_gradients_match(loss, s + t, indices=[i for i, _ in pairs])
+
+
+def test_pkd_patience_loss_refuses_what_it_cannot_pair():
+    from knowledge_distill_util.functional import pkd_patience_loss
+
+    one = [flow.zeros(1, 2, 3)] * 2
+    with pytest.raises(ValueError, match="needs a student with at least 2 layers"):
+        pkd_patience_loss(one, [flow.zeros(1, 2, 3)] * 5)
+    with pytest.raises(ValueError, match=r"pairs must be \(student, teacher\) index pairs into the 2 student"):
+        pkd_patience_loss(one, one, pairs=[(0, 5)])

@@ -186,7 +186,8 @@ def att_distill_loss(
     return _kernels.sum_of_masked_mse(pairs, float(mask_threshold))
 
 
-def patience_layer_pairs(num_student_reps: int, num_teacher_reps: int, strategy: str = "skip") -> List[Tuple[int, int]]:
+def patience_layer_pairs(num_student_reps: int, num_teacher_reps: int,
+                         strategy: str = "skip") -> List[Tuple[int, int]]:
     """BERT-PKD's patience pairs ``(student, teacher)`` of hidden-state lists (embedding + layers), one per
     intermediate student layer ``k = 1 .. Ls - 1`` (``Ls``, ``Lt``: the layer counts): ``"skip"`` pairs it with
     teacher layer ``k * (Lt // Ls)``, ``"last"`` with ``Lt - Ls + k`` (the layers below the top; the top layers are
