@@ -7,21 +7,23 @@ import os
 import shutil
 from typing import Optional
 
-__all__ = ["DISK_FULL", "disk_full_message", "write_error_message"]
+__all__ = ["DISK_FULL", "disk_full_message", "write_error_message", "nearest_existing"]
 
 #: errno values of a full disk: no space left, disk quota exceeded.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
+def nearest_existing(path: str) -> str:
+    """``path`` made absolute, or its nearest ancestor that exists (the root at the latest)."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
 def _free_bytes(path: str) -> Optional[int]:
     """Free bytes of the file system holding ``path`` (its nearest existing ancestor); None if unknown."""
-    probe = path
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
     try:
-        return shutil.disk_usage(probe or ".").free
+        return shutil.disk_usage(nearest_existing(path)).free
     except OSError:
         return None
 

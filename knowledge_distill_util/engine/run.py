@@ -16,6 +16,7 @@ import shutil
 from typing import Any, Callable, Dict, List, Optional
 
 from .._errors import ConfigError
+from .._write_errors import nearest_existing
 from .loop import Loop
 from .state import BatchStream
 
@@ -28,9 +29,7 @@ def check_output_paths(cfg) -> None:
     """``cfg.output_dir`` and its checkpoint directory are directories or can be made (the nearest existing path
     above each is a writable directory); ``ValueError`` naming the field and the path otherwise."""
     for name, path in (("output_dir", cfg.output_dir), ("checkpoint_dir", cfg.checkpoint_root)):
-        existing = os.path.abspath(path)
-        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
+        existing = nearest_existing(path)
         if not os.path.isdir(existing):
             raise ValueError(f"TrainingConfig.{name} {path!r} cannot be a directory: {existing!r} is a file; choose "
                              f"another {name}")
