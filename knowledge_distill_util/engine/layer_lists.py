@@ -38,14 +38,7 @@ def _layer_map_pairs(uniform: Callable) -> Callable[[int, int, Mapping[str, Any]
 
 
 def _patience_pairs(students: int, teachers: int, options: Mapping[str, Any]) -> Pairs:
-    explicit = options.get("pairs")
-    if explicit is None:
-        return patience_layer_pairs(students, teachers, options.get("strategy", "skip"))
-    if not explicit or not all(isinstance(p, (tuple, list)) and len(p) == 2 and 0 <= p[0] < students
-                               and 0 <= p[1] < teachers for p in explicit):
-        raise ValueError(f"options['pairs'] = {explicit!r} must be (student, teacher) index pairs into the "
-                         f"student's {students} and the teacher's {teachers} entries, at least one")
-    return [tuple(p) for p in explicit]
+    return patience_layer_pairs(students, teachers, options.get("strategy", "skip"), options.get("pairs"))
 
 
 #: name -> (the loss of the whole lists, its pairs ``(students, teachers, options) -> [(s, t), ...]``, the keyword

@@ -186,16 +186,22 @@ def att_distill_loss(
     return _kernels.sum_of_masked_mse(pairs, float(mask_threshold))
 
 
-def patience_layer_pairs(num_student_reps: int, num_teacher_reps: int,
-                         strategy: str = "skip") -> List[Tuple[int, int]]:
+def patience_layer_pairs(num_student_reps: int, num_teacher_reps: int, strategy: str = "skip",
+                         pairs: Optional[Sequence[Tuple[int, int]]] = None) -> List[Tuple[int, int]]:
     """BERT-PKD's patience pairs ``(student, teacher)`` of hidden-state lists (embedding + layers), one per
     intermediate student layer ``k = 1 .. Ls - 1`` (``Ls``, ``Lt``: the layer counts): ``"skip"`` pairs it with
     teacher layer ``k * (Lt // Ls)``, ``"last"`` with ``Lt - Ls + k`` (the layers below the top; the top layers are
-    left to the logits).
+    left to the logits). ``pairs``: explicit pairs instead, checked against the two lengths (``ValueError``).
 
     >>> patience_layer_pairs(4, 13, "skip"), patience_layer_pairs(4, 13, "last")
     ([(1, 4), (2, 8)], [(1, 10), (2, 11)])
     """
+    if pairs is not None:
+        if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 and 0 <= p[0] < num_student_reps
+                                and 0 <= p[1] < num_teacher_reps for p in pairs):
+            raise ValueError(f"pairs must be (student, teacher) index pairs into the {num_student_reps} student and "
+                             f"{num_teacher_reps} teacher entries, at least one, got {pairs!r}")
+        return [tuple(p) for p in pairs]
     check_choice("strategy", strategy, PATIENCE_STRATEGIES)
     student, teacher = _minus_one(num_student_reps, "student_reps"), _minus_one(num_teacher_reps, "teacher_reps")
     if strategy == "skip":
@@ -214,15 +220,10 @@ def pkd_patience_loss(student_reps: Sequence[flow.Tensor], teacher_reps: Sequenc
         strategy: ``"skip"`` or ``"last"`` (:func:`patience_layer_pairs`), when ``pairs`` is None.
         pairs: explicit ``(student index, teacher index)`` pairs instead, at least one.
     """
-    if pairs is None:
-        pairs = patience_layer_pairs(len(student_reps), len(teacher_reps), strategy)
-        if not pairs:
-            raise ValueError(f"pkd_patience_loss needs a student with at least 2 layers (an intermediate layer to "
-                             f"pair), got {len(student_reps) - 1}")
-    elif not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 and 0 <= p[0] < len(student_reps)
-                              and 0 <= p[1] < len(teacher_reps) for p in pairs):
-        raise ValueError(f"pairs must be (student, teacher) index pairs into the {len(student_reps)} student and "
-                         f"{len(teacher_reps)} teacher entries, at least one, got {pairs!r}")
+    pairs = patience_layer_pairs(len(student_reps), len(teacher_reps), strategy, pairs)
+    if not pairs:
+        raise ValueError(f"pkd_patience_loss needs a student with at least 2 layers (an intermediate layer to "
+                         f"pair), got {len(student_reps) - 1}")
     total = None
     for s, t in pairs:
         term = pkd_loss(student_reps[s][:, 0], teacher_reps[t][:, 0].detach())

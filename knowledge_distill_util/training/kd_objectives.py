@@ -15,8 +15,9 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from ..distill import layer_distill, pred_distill, resolve_temperatures
-from ..functional import (checked_soft_cross_entropy, hidden_cosine, kl_div, mseloss, patience_layer_pairs, pkd_loss,
+from ..functional import (checked_soft_cross_entropy, hidden_cosine, kl_div, mseloss, patience_layer_pairs,
                           soft_cross_entropy)
+from ..functional import pkd_patience_loss as patience_loss
 from .objective_schedules import row_temperatures, scheduled
 
 __all__ = ["Terms", "is_regression", "hard_label_loss", "soft_label_loss", "labels_loss", "kd_loss", "bilstm_loss",
@@ -138,8 +139,8 @@ def pkd_patience_loss(
 ) -> Terms:
     """BERT-PKD as published (Sun et al. 2019, eq. 7): ``(1 - kd_alpha) * CE + kd_alpha * L_DS + kd_beta *
     L_PT``, ``L_DS`` the soft cross entropy at ``T`` summed over the classes and averaged over the batch,
-    ``L_PT = sum over the pairs of pkd_loss(s_cls, t_cls)`` (normalised [CLS] vectors, :func:`pkd_layer_pairs`
-    with ``args.pkd_strategy``). For one logit the soft term is the MSE of the two predictions."""
+    ``L_PT = sum over the pairs of pkd_loss(s_cls, t_cls)`` (normalised [CLS] vectors,
+    :func:`~knowledge_distill_util.functional.pkd_patience_loss` with ``args.pkd_strategy``). For one logit the soft term is the MSE of the two predictions."""
     ce = hard_label_loss(student_logits, labels)
     if is_regression(student_logits):
         soft = mseloss(student_logits, teacher_logits.detach())
@@ -148,11 +149,7 @@ def pkd_patience_loss(
                                     teacher_logits, *resolve_temperatures(args))
         soft = soft_cross_entropy(student_logits, teacher_logits, student_temperature=t_s, teacher_temperature=t_t,
                                   reduction="batchmean")
-    pairs = pkd_layer_pairs(len(student_reps) - 1, len(teacher_reps) - 1, args.pkd_strategy)
-    patience = None
-    for s, t in pairs:
-        term = pkd_loss(student_reps[s][:, 0], teacher_reps[t][:, 0].detach())
-        patience = term if patience is None else patience + term
+    patience = patience_loss(student_reps, teacher_reps, strategy=args.pkd_strategy)
     total = ((1.0 - args.kd_alpha) * ce + args.kd_alpha * scheduled(args, "logit", soft)
              + args.kd_beta * scheduled(args, "hidden", patience))
     return {"loss": total, "ce": ce, "soft_ce": soft, "pkd_loss": patience}
