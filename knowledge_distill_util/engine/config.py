@@ -128,6 +128,11 @@ class DistillationConfig:
                                  f"positive weight")
 
     @property
+    def reads_teacher(self) -> bool:
+        """The terms read something from the teacher: its logits (``logit_weight > 0``) or an intermediate match."""
+        return self.logit_weight > 0 or bool(self.intermediate_matches)
+
+    @property
     def temperatures(self):
         """``(student, teacher)`` temperatures: each side's own value, else ``temperature``."""
         s, t = self.student_temperature, self.teacher_temperature

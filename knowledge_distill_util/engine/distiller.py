@@ -116,7 +116,6 @@ class Distiller:
             match.to(self.device)
         self._trainable = nn.ModuleDict({"student": student, "matches": nn.ModuleList(self.matches)})
         self._told_eval = False
-        self._row_ids = False  # the batches carry row ids (teacher_logits=): not a model input
 
     def _check_teachers(self) -> None:
         weights = self.distillation_config.teacher_weights
@@ -171,7 +170,7 @@ class Distiller:
             if where is not None:
                 raise ValueError(f"teacher_logits= gives the logit loss the teacher's logits, but {where} reads the "
                                  f"teacher too; drop teacher_logits= (the teacher then runs) or {where}")
-        elif self.objective is None and not self.teachers and (config.logit_weight > 0 or self.matches):
+        elif self.objective is None and not self.teachers and config.reads_teacher:
             raise ValueError(f"teacher is None but logit_weight is {config.logit_weight}; give a teacher, the "
                              f"teacher's logits (train(..., teacher_logits=array)) or set logit_weight=0 (labels only)")
 
@@ -305,7 +304,6 @@ class Distiller:
         step = self._step_module()
         cfg, cache, self.teacher_cache = self.training_config, None, None
         if teacher_logits is not None:
-            self._row_ids = True
             cache = step.teacher_cache = TeacherCache.prefilled(teacher_logits, cfg.index_key, self.device)
         elif cfg.cache_teacher_outputs != "off":
             if cfg.use_graph and ranks.world > 1 and self.step_inputs is not None:
@@ -344,8 +342,8 @@ class Distiller:
             with flow.no_grad():
                 for raw in data:
                     batch = split_batch(raw, self.training_config.label_key, self.device)
-                    if self.training_config.cache_teacher_outputs != "off" or self._row_ids:
-                        batch.kwargs.pop(self.training_config.index_key, None)  # row ids: not a model input
+                    if self.training_config.cache_teacher_outputs != "off" or self.teacher_cache is not None:
+                        batch.kwargs.pop(self.training_config.index_key, None)  # row ids (a cache): not an input
                     outputs = self.student(*batch.args, **batch.kwargs)
                     features = check_features(self.adaptor_S(batch.raw, outputs), "student adaptor (adaptor_S)")
                     logits.append(require(features, "logits", "student", "evaluate").numpy())

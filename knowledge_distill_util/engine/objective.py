@@ -122,10 +122,6 @@ class DistillStep(nn.Module):
         #: logits: the loop then checks the class ids of each batch it feeds to a compiled step.
         self.label_classes: Optional[int] = None
 
-    @property
-    def needs_teacher_logits(self) -> bool:
-        return self.config.logit_weight > 0
-
     def _features(self, model: nn.Module, taps: Optional[FeatureTaps], adaptor, batch: Batch, who: str) -> Dict:
         if taps is not None:
             taps.clear()
@@ -147,7 +143,7 @@ class DistillStep(nn.Module):
         """The teachers' forwards on ``batch`` reduced to what the terms read (see the module doc); no forward when
         the terms read nothing from the teachers."""
         reads: "OrderedDict[str, flow.Tensor]" = OrderedDict()
-        if not self.needs_teacher_logits and not self.matches:
+        if not self.config.reads_teacher:
             return reads
         teachers = self._teacher_features(batch)
         if self.config.logit_weight > 0:

@@ -274,8 +274,8 @@ def _configured(step: LossStep, config: DistillationConfig, features, batch_size
     if layers:
         training_config = dataclasses.replace(training_config, cache_teacher_outputs=cache.mode,
                                               cache_dtype=cache.dtype, cache_max_mb=None)
-    reads_teacher = cached is None and (config.logit_weight > 0 or bool(config.intermediate_matches))
-    distiller = Distiller(step.teacher if reads_teacher else None, step.student, config, training_config,
+    teacher = step.teacher if cached is None and config.reads_teacher else None
+    distiller = Distiller(teacher, step.student, config, training_config,
                           step_inputs=None if provider is None else _RecipeInputs(False, provider))
     return _Run(data, distiller, None, cached)
 
