@@ -14,12 +14,7 @@ import os
 import time
 from typing import Dict, List, Optional, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display: once, at import
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .._io import atomic_write_file, atomic_write_text  # noqa: E402
+from .._io import atomic_write_file, atomic_write_text
 
 __all__ = ["LossLog", "plot_losses", "SYNC_SECONDS"]
 
@@ -27,6 +22,10 @@ __all__ = ["LossLog", "plot_losses", "SYNC_SECONDS"]
 BOOKKEEPING = ("step", "epoch", "lr", "seconds")
 #: The longest time rows stay only in memory while a stage trains (checkpoints and the end write at once).
 SYNC_SECONDS = 10.0
+#: The loss plot's margins in inches (left for the tick labels and the term's name, top for the title):
+#: fixed, so the figure is drawn once (``tight_layout`` draws it a second time to measure the labels).
+MARGINS_IN = {"left": 1.0, "right": 0.2, "bottom": 0.5, "top": 0.45}
+PANEL_IN = 1.8
 
 
 def _kept_rows(path: str, keep_until: int) -> List[Dict[str, str]]:
@@ -90,27 +89,30 @@ class LossLog:
 
 
 def plot_losses(log_path: str, png_path: str, title: str = "") -> Optional[str]:
-    """Plot every loss column of the CSV ``log_path`` against the step into ``png_path`` (atomically: the
-    PNG is drawn in memory, then written with ``_io.atomic_write_file``)."""
+    """Plot every loss column of the CSV ``log_path`` against the step into ``png_path``: one panel per
+    term, sharing the step axis. The PNG is drawn in memory (a ``matplotlib`` ``Figure``, no ``pyplot``
+    state), then written with ``_io.atomic_write_file``; None when the log has no row."""
+    from matplotlib.figure import Figure  # imported by the processes that plot only
+
     with open(log_path, newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     if not rows:
         return None
     terms = [k for k in rows[0] if k not in BOOKKEEPING]
     steps = [int(r["step"]) for r in rows]
-    fig, axes = plt.subplots(len(terms), 1, figsize=(7, 1.8 * len(terms) + 0.6), sharex=True, squeeze=False)
-    try:
-        for axis, term in zip(axes[:, 0], terms):
-            axis.plot(steps, [float(r[term]) for r in rows], linewidth=1)
-            axis.set_ylabel(term)
-            axis.grid(alpha=0.3)
-        axes[-1, 0].set_xlabel("step")
-        fig.suptitle(title or os.path.basename(log_path))
-        fig.tight_layout()
-        image = io.BytesIO()
-        fig.savefig(image, format="png", dpi=90)
-    finally:
-        plt.close(fig)
+    width, height = 7.0, PANEL_IN * len(terms) + MARGINS_IN["bottom"] + MARGINS_IN["top"]
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=MARGINS_IN["left"] / width, right=1 - MARGINS_IN["right"] / width,
+                        bottom=MARGINS_IN["bottom"] / height, top=1 - MARGINS_IN["top"] / height, hspace=0.2)
+    axes = fig.subplots(len(terms), 1, sharex=True, squeeze=False)
+    for axis, term in zip(axes[:, 0], terms):
+        axis.plot(steps, [float(r[term]) for r in rows], linewidth=1)
+        axis.set_ylabel(term)
+        axis.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle(title or os.path.basename(log_path))
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=90)
     data = image.getvalue()
     atomic_write_file(png_path, lambda stream: stream.write(data), size=len(data))
     return png_path

@@ -207,7 +207,7 @@ def plot_summary(rows: Sequence[Dict], write, title: str = "", teacher: str = "t
     the teacher a red star. ``write(figure)`` saves it (e.g. ``figure.savefig(stream, format="png")``
     inside :func:`~knowledge_distill_util._io.atomic_write_file`). Rows without a metric, parameters or
     speed-up are left out; returns False (nothing written) when no row has all three."""
-    from ..engine.loss_log import plt  # matplotlib with the Agg backend (files only)
+    from matplotlib.figure import Figure  # no pyplot state: drawn to a file only
 
     shown = [r for r in rows if None not in (r.get("metric_value"), r.get("parameters"), r.get("speedup"))]
     if not shown:
@@ -216,27 +216,25 @@ def plot_summary(rows: Sequence[Dict], write, title: str = "", teacher: str = "t
     names = [r["model"] for r in shown]
     ys = [r["metric_value"] for r in shown]
     is_teacher = [r["model"].split(" (")[0] == teacher for r in shown]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    try:
-        for axis, key, label in ((axes[0], "parameters", "parameters (millions)"),
-                                 (axes[1], "speedup", "inference speed-up over the teacher (x, measured)")):
-            xs = [r[key] / 1e6 if key == "parameters" else r[key] for r in shown]
-            for x, y, marked in zip(xs, ys, is_teacher):
-                axis.scatter([x], [y], s=150 if marked else 45, marker="*" if marked else "o",
-                             color="tab:red" if marked else "tab:blue", zorder=3)
-            span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 0.1
-            axis.set_xlim(min(xs) - 0.12 * span_x, max(xs) + 0.12 * span_x)
-            axis.set_ylim(min(ys) - 0.15 * span_y, max(ys) + 0.15 * span_y)
-            axis.set_xlabel(label)
-            axis.set_ylabel(f"dev {metric}")
-            axis.grid(alpha=0.3)
-            _label_points(axis, xs, ys, names)
-        title = title or f"dev {metric} of every model (red star: the teacher)"
-        fig.suptitle("\n".join(textwrap.fill(line, 150) for line in title.splitlines()), fontsize=10)
-        fig.tight_layout()
-        write(fig)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(13, 5.2))
+    axes = fig.subplots(1, 2)
+    for axis, key, label in ((axes[0], "parameters", "parameters (millions)"),
+                             (axes[1], "speedup", "inference speed-up over the teacher (x, measured)")):
+        xs = [r[key] / 1e6 if key == "parameters" else r[key] for r in shown]
+        for x, y, marked in zip(xs, ys, is_teacher):
+            axis.scatter([x], [y], s=150 if marked else 45, marker="*" if marked else "o",
+                         color="tab:red" if marked else "tab:blue", zorder=3)
+        span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 0.1
+        axis.set_xlim(min(xs) - 0.12 * span_x, max(xs) + 0.12 * span_x)
+        axis.set_ylim(min(ys) - 0.15 * span_y, max(ys) + 0.15 * span_y)
+        axis.set_xlabel(label)
+        axis.set_ylabel(f"dev {metric}")
+        axis.grid(alpha=0.3)
+        _label_points(axis, xs, ys, names)
+    title = title or f"dev {metric} of every model (red star: the teacher)"
+    fig.suptitle("\n".join(textwrap.fill(line, 150) for line in title.splitlines()), fontsize=10)
+    fig.tight_layout()
+    write(fig)
     return True
 
 
