@@ -15,10 +15,12 @@
   that dies from a signal after its last test runs all of its tests again (the same limit); a test that
   fails an assertion or raises is never retried. The batching assumes a module's tests run in one process
   (no xdist, or ``--dist loadfile`` as in the README); split across xdist workers, a test may run twice.
-- Modules run longest first: those with the most ``slow`` tests lead the collection (the order is otherwise
-  kept), so that under ``-n 2 --dist loadfile`` no long module is handed out last to run alone at the end
-  while the other worker has nothing left (``tests/training/test_distributed_training.py`` takes about 4 of
-  the suite's 8 minutes of one worker).
+- Modules run longest first: the modules of :data:`LONGEST_MODULES` lead the collection, longest first, then
+  those with the most ``slow`` tests (the order is otherwise kept), so that under ``-n 3 --dist loadfile`` no
+  long module is handed out last to run alone at the end while the other workers have nothing left
+  (``tests/training/test_distributed_training.py`` takes about 4 of the suite's 7 minutes of one worker).
+  pytest-xdist would hand out the modules with the most tests first instead (its ``--loadscope-reorder``, on
+  by default): :func:`pytest_configure` turns that off.
 - The root logger's handlers and level are restored after every test: a command run in-process (its
   ``main()`` calls ``logging.basicConfig``) binds a handler to that test's captured stderr, which is closed
   once the test ends; left in place, it turns every later log line into a "Logging error" on stderr.
@@ -44,6 +46,15 @@ import pytest  # noqa: E402
 import knowledge_distill_util  # noqa: E402,F401
 
 GRAPH_TEST_TRIES = 3
+#: Seconds one xdist worker spent in each of the longest modules (``-n 3``, 2026-12-06; the others took less
+#: than 30 s): the order in which they are handed out (see the module docstring), not a limit.
+LONGEST_MODULES = {
+    "tests/training/test_distributed_training.py": 250, "tests/training/test_run.py": 70,
+    "tests/compat/test_models.py": 60, "tests/test_benchmark_smoke.py": 50, "tests/training/test_compression.py": 45,
+    "tests/training/test_faults.py": 45, "tests/training/test_trainer.py": 35, "tests/engine/test_teacher_cache.py": 35,
+    "tests/test_packaging.py": 35, "tests/training/test_interrupt.py": 30, "tests/training/test_stage_configs.py": 30,
+    "tests/data/test_ofrecord.py": 30, "tests/test_dp_smoke.py": 30,
+}
 _CHILD = "KDU_GRAPH_TEST_CHILD"
 _RESULTS = "KDU_GRAPH_TEST_RESULTS"  # the child's report file (JSON lines)
 _graph_outcomes = {}  # node id -> (outcome, text) recorded by a child, until that test reports it
@@ -53,11 +64,17 @@ def _module(item) -> str:
     return item.nodeid.split("::")[0]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, hand the modules out in the collection's order (see the module docstring)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
-    """Modules with more ``slow`` tests first, each module's tests and the ties in their order (see the module
-    docstring)."""
+    """The modules of :data:`LONGEST_MODULES` first, longest first, then the modules with more ``slow`` tests;
+    each module's tests and the ties in their order (see the module docstring)."""
     slow = collections.Counter(_module(item) for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[_module(item)])  # a stable sort
+    items.sort(key=lambda item: (-LONGEST_MODULES.get(_module(item), 0), -slow[_module(item)]))  # a stable sort
 
 
 @pytest.fixture(autouse=True)

@@ -125,3 +125,22 @@ def test_modules_with_more_slow_tests_come_first_each_in_its_own_order():
     conftest.pytest_collection_modifyitems(None, items)
     assert [i.nodeid for i in items] == ["d.py::t1", "d.py::t2", "d.py::t3", "b.py::t1", "b.py::t2", "a.py::t1",
                                          "c.py::t1"]
+
+
+def test_the_longest_modules_come_first_then_those_with_slow_tests(monkeypatch):
+    def item(module, name, slow=False):
+        return types.SimpleNamespace(nodeid=f"{module}::{name}",
+                                     get_closest_marker=lambda marker, slow=slow: slow if marker == "slow" else None)
+
+    monkeypatch.setattr(conftest, "LONGEST_MODULES", {"c.py": 40, "a.py": 90})
+    items = [item("a.py", "t1"), item("b.py", "t1", slow=True), item("c.py", "t1"), item("c.py", "t2"),
+             item("d.py", "t1")]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == ["a.py::t1", "c.py::t1", "c.py::t2", "b.py::t1", "d.py::t1"]
+
+
+def test_xdist_is_told_to_keep_the_collection_order():
+    config = types.SimpleNamespace(option=types.SimpleNamespace(loadscopereorder=True))
+    conftest.pytest_configure(config)
+    assert config.option.loadscopereorder is False
+    conftest.pytest_configure(types.SimpleNamespace(option=types.SimpleNamespace()))  # without xdist: nothing to do

@@ -24,7 +24,7 @@ def test_readme_is_short_and_keeps_the_two_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 250
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    test_command = ("bash scripts/setup_env.sh && .venv/bin/python -m pytest -n 2 --dist loadfile --doctest-modules "
+    test_command = ("bash scripts/setup_env.sh && .venv/bin/python -m pytest -n 3 --dist loadfile --doctest-modules "
                     "knowledge_distill_util tests")
     assert test_command in readme and test_command in ci
     assert "bash scripts/setup_env.sh && .venv/bin/python scripts/run_compression.py" in readme

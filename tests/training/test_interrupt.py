@@ -25,10 +25,10 @@ TINY = {"max_train_examples": 48, "max_eval_examples": 32, "checkpoint_every": 2
         "teacher_hidden_size": 16, "teacher_intermediate_size": 32, "teacher_num_attention_heads": 2,
         "student_num_hidden_layers": 1, "student_hidden_size": 16, "student_intermediate_size": 32,
         "student_num_attention_heads": 2}
-#: the teacher and KD; the student trains 300 steps (a few seconds), long enough to be stopped (stopping
+#: the teacher and KD; the student trains 100 steps (about a second), long enough to be stopped (stopping
 #: several jobs at once: test_stop_ends_every_job_group_and_kills_one_ignoring_sigterm).
 PLAN = {"data": {"max_per_class": 30, "source": "synthetic"}, "common": dict(TINY, num_epochs=100.0),
-        "jobs": {"teacher": {"max_steps": 2}, "kd": {"max_steps": 300}},
+        "jobs": {"teacher": {"max_steps": 2}, "kd": {"max_steps": 100}},
         "skip": [name for name in RECIPES.names() if name not in ("teacher", "kd")]}
 
 
@@ -119,7 +119,7 @@ def test_sigint_stops_kdu_train_and_resume_continues_from_the_checkpoint(tmp_pat
     flags = [f"--{key}={value}" for key, value in TINY.items() if not key.startswith("student")]
     command = [PYTHON, "-m", "knowledge_distill_util", "train", "--recipe", "teacher", "--data_dir",
                str(tmp_path / "data"), "--task_name", task, "--model_save_dir", str(tmp_path / "model"),
-               "--result_dir", str(tmp_path / "results"), "--max_steps", "300", "--num_epochs", "100", *flags]
+               "--result_dir", str(tmp_path / "results"), "--max_steps", "80", "--num_epochs", "100", *flags]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_for(lambda: progress_step(tmp_path / "results" / "progress.json") >= 25, process,
              what="step 25 (after the first checkpoint)")
