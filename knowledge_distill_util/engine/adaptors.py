@@ -33,6 +33,10 @@ ADAPTOR_KEYS = ("logits", "hidden", "attention", "value", "query", "key", "mask"
 #: The per-layer list features (indexed by integer layers).
 LIST_FEATURES = ("hidden", "attention", "value", "query", "key")
 _MASK_KEYS = ("attention_mask", "input_mask")
+#: A dict output's entries that give each feature, the first present one.
+_MAPPED = {"logits": ("logits",), "hidden": ("hidden_states", "reps"),
+           "attention": ("attentions", "attention_scores", "atts"), "query": ("query",), "key": ("key",),
+           "value": ("value",)}
 
 
 def _is_tensor_list(value) -> bool:
@@ -45,7 +49,9 @@ def default_adaptor(batch, outputs) -> Dict[str, Any]:
     - a tensor: ``{"logits": outputs}`` (this package's LSTM student, any classifier);
     - ``(logits, reps, atts)`` with lists (this package's BERT models): ``logits``, ``hidden``,
       ``attention``, and the mask: the second input of a tuple batch;
-    - a dict (Hugging Face style): ``logits``, ``hidden_states`` -> ``hidden``, ``attentions`` -> ``attention``;
+    - a dict (Hugging Face style, this package's ``BertOutput``): ``logits``; ``hidden_states`` (else
+      ``reps``) -> ``hidden``; ``attentions`` (else ``attention_scores``, else ``atts``) -> ``attention``;
+      ``query``, ``key``, ``value``;
     - a tuple or list starting with a tensor: its first item as ``logits``.
 
     The mask also comes from a dict batch's ``attention_mask`` or ``input_mask``.
@@ -54,8 +60,9 @@ def default_adaptor(batch, outputs) -> Dict[str, Any]:
     if isinstance(outputs, flow.Tensor):
         features["logits"] = outputs
     elif isinstance(outputs, Mapping):
-        for source, key in (("logits", "logits"), ("hidden_states", "hidden"), ("attentions", "attention")):
-            if outputs.get(source) is not None:
+        for key, sources in _MAPPED.items():
+            source = next((name for name in sources if outputs.get(name) is not None), None)
+            if source is not None:
                 features[key] = outputs[source]
     elif isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], flow.Tensor):
         features["logits"] = outputs[0]

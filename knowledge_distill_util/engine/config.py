@@ -59,6 +59,17 @@ def _logit_options(loss_name: str, options) -> Dict[str, Any]:
     return dict(options)
 
 
+def _forward_kwargs(kwargs) -> Dict[str, Any]:
+    """``kwargs`` as a dict of keyword arguments (identifier keys)."""
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"forward_kwargs must be a dict of keyword arguments of the models' forward, got "
+                        f"{type(kwargs).__name__}")
+    bad = [key for key in kwargs if not (isinstance(key, str) and key.isidentifier())]
+    if bad:
+        raise ValueError(f"forward_kwargs keys must be argument names, got {bad[0]!r}")
+    return dict(kwargs)
+
+
 def _optional_temperature(name: str, value) -> Optional[float]:
     return None if value is None else check_temperature(name, value)
 
@@ -82,6 +93,11 @@ class DistillationConfig:
       for a layer-list loss; each weighted by its ``weight`` times ``intermediate_weight_schedule(step, total)``.
     - ``teacher_weights``: one weight per teacher (several teachers: their logits are averaged with these
       weights, equal when None). ``extra_loss_weight``: the weight of the adaptor's ``"losses"``.
+    - ``forward_kwargs``: keyword arguments every model (student and teachers) gets in the training forward,
+      besides the batch's inputs, e.g. ``{"output_hidden_states": True}`` or, for this package's BERT,
+      ``{"output_attention_scores": True, "output_qkv": True}`` (the default adaptor then reads ``attention``
+      from the scores and ``query``, ``key``, ``value`` from the projections); evaluation calls the student
+      without them.
     """
 
     temperature: float = 1.0
@@ -99,6 +115,7 @@ class DistillationConfig:
     intermediate_matches: Sequence[Mapping[str, Any]] = field(default_factory=list)
     teacher_weights: Optional[Sequence[float]] = None
     extra_loss_weight: float = 1.0
+    forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         self.temperature = check_temperature("temperature", self.temperature)
@@ -126,6 +143,7 @@ class DistillationConfig:
             if not any(self.teacher_weights):
                 raise ValueError(f"teacher_weights are all 0 ({self.teacher_weights}); give at least one teacher a "
                                  f"positive weight")
+        self.forward_kwargs = _forward_kwargs(self.forward_kwargs)
 
     @property
     def reads_teacher(self) -> bool:

@@ -126,7 +126,7 @@ class DistillStep(nn.Module):
         if taps is not None:
             taps.clear()
         try:
-            outputs = model(*batch.args, **batch.kwargs)
+            outputs = model(*batch.args, **batch.kwargs, **self.config.forward_kwargs)
         except (RuntimeError, TypeError) as error:
             side = who.split()[0]
             raise type(error)(f"the {side} ({type(model).__name__}) failed on a batch of {describe(batch)}: "

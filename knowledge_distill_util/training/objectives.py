@@ -110,7 +110,8 @@ TINYBERT_INTERMEDIATE = Objective(tinybert_intermediate_loss, ("loss", "att_dist
 TINYBERT_PRED = Objective(tinybert_pred_loss, ("loss", "pred_distill"), configs.tinybert_pred_config)
 TINYBERT_COMBINED = Objective(tinybert_combined_loss, ("loss", "att_distill", "layer_distill", "pred_distill"),
                               configs.tinybert_combined_config)
-MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"))
-MINILM_V2 = Objective(minilm_v2_loss, ("loss", "query_relation_kl", "key_relation_kl", "value_relation_kl"))
+MINILM = Objective(minilm_loss, ("loss", "attention_kl", "value_relation_kl"), configs.minilm_config)
+MINILM_V2 = Objective(minilm_v2_loss, ("loss", "query_relation_kl", "key_relation_kl", "value_relation_kl"),
+                      configs.minilm_v2_config)
 DISTILBERT = Objective(distilbert_loss, ("loss", "kl_div", "ce", "hidden_cosine"), configs.distilbert_config)
 PKD_PATIENCE = Objective(pkd_patience_loss, ("loss", "ce", "soft_ce", "pkd_loss"), configs.pkd_patience_config)

@@ -15,11 +15,16 @@ task is a regression (one logit) to the configuration whose terms are the object
 | ``TINYBERT_COMBINED`` | both matches + ``soft_cross_entropy`` at 1 (regression: hard labels at 1) |
 | ``PKD_PATIENCE`` | ``soft_cross_entropy`` (``reduction="batchmean"``) at ``kd_alpha``, hard labels at ``1 - kd_alpha``, ``pkd_patience_loss`` at ``kd_beta`` |
 | ``DISTILBERT`` | ``kl_div`` with ``temperature_scaling`` at ``logit_weight``, hard labels at ``hard_label_weight``, ``hidden_cosine`` of the last hidden states (``layer_S``/``layer_T`` -1) at ``hidden_weight`` |
+| ``MINILM`` | ``attention_kl`` of the last layers' attention scores + ``relation_kl`` of their values (``num_relation_heads``: the student's heads), no logit loss |
+| ``MINILM_V2`` | ``relation_kl`` of the queries, the keys and the values (student layer -1, teacher layer ``minilm_teacher_layer``, ``num_relation_heads``), no logit loss |
 
 For one logit (regression) the soft term is ``hidden_mse`` of the two predictions (``mseloss``), as the objectives
 compute it. The temperatures are :func:`~knowledge_distill_util.resolve_temperatures` 's, the per-row schedule
 ``temperature_schedule`` (``constant`` is ``"none"``), the weight schedules ``logit_weight_schedule`` (the soft
-term's) and ``hidden_weight_schedule`` (the matches').
+term's) and ``hidden_weight_schedule`` (the matches'). MiniLM's models are called with
+``output_attention_scores`` and ``output_qkv`` (``DistillationConfig.forward_kwargs``): the default adaptor then
+reads ``attention`` from the scores (before the softmax, padding at -10000) and ``query``, ``key``, ``value`` from the
+projections; the losses take the batch's ``input_mask``.
 """
 from typing import Any, Dict, List
 
@@ -28,7 +33,10 @@ from ..engine.config import DistillationConfig
 
 __all__ = ["labels_config", "kd_config", "bilstm_config", "tinybert_pred_config", "bert_pkd_config",
            "tinybert_intermediate_config", "tinybert_combined_config", "distilbert_config",
-           "pkd_patience_config"]
+           "pkd_patience_config", "minilm_config", "minilm_v2_config"]
+
+#: The models' forward flags of the MiniLM stages: attention scores and the query/key/value projections.
+ATTENTION_DETAILS = {"output_attention_scores": True, "output_qkv": True}
 
 
 def _matches(*pairs, options=None) -> List[Dict[str, Any]]:
@@ -109,3 +117,28 @@ def pkd_patience_config(args, regression: bool) -> DistillationConfig:
     return _soft(args, regression, args.kd_alpha, 1.0 - args.kd_alpha,
                  _matches(("hidden", "pkd_patience_loss", args.kd_beta), options={"strategy": args.pkd_strategy}),
                  logit_options={"reduction": "batchmean"})
+
+
+def _last_layers(feature: str, loss: str, teacher_layer: int = -1, **options) -> Dict[str, Any]:
+    return {"layer_S": -1, "layer_T": teacher_layer, "feature": feature, "loss": loss, "weight": 1.0,
+            "options": options}
+
+
+def _relations(args, matches) -> DistillationConfig:
+    return DistillationConfig(logit_weight=0.0, intermediate_matches=list(matches), forward_kwargs=ATTENTION_DETAILS,
+                              intermediate_weight_schedule=getattr(args, "hidden_weight_schedule", "constant"))
+
+
+def minilm_config(args, regression: bool) -> DistillationConfig:
+    """``attention_kl`` of the last layers' scores ``+ relation_kl`` of their values, one relation head per attention
+    head (``student_num_attention_heads``, the teacher's: the recipe checks it)."""
+    return _relations(args, [_last_layers("attention", "attention_kl"),
+                             _last_layers("value", "relation_kl", num_relation_heads=args.student_num_attention_heads)])
+
+
+def minilm_v2_config(args, regression: bool) -> DistillationConfig:
+    """``relation_kl`` of the queries, the keys and the values: the student's last layer, the teacher's
+    ``minilm_teacher_layer``, ``num_relation_heads`` relation heads."""
+    return _relations(args, [_last_layers(feature, "relation_kl", args.minilm_teacher_layer,
+                                          num_relation_heads=args.num_relation_heads)
+                             for feature in ("query", "key", "value")])

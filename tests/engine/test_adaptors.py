@@ -112,6 +112,45 @@ def test_adaptors_must_be_callable():
         Distiller(teacher, student, DistillationConfig(), TrainingConfig("x", max_steps=1), adaptor_T={"logits": 0})
 
 
+def test_attention_details_of_the_package_bert_are_features():
+    """``forward_kwargs`` asking for the scores and the projections: the default adaptor reads the scores as
+    ``attention`` and the projections as ``query``, ``key``, ``value`` (MiniLM's features)."""
+    teacher = tiny_bert(2)
+    ids, mask, segments, _ = [flow.tensor(a) for a in bert_batches()[0]]
+    out = teacher(ids, mask, segments, output_attention_scores=True, output_qkv=True)
+    features = default_adaptor({"input_ids": ids, "input_mask": mask}, out)
+    assert sorted(features) == ["attention", "hidden", "key", "logits", "mask", "query", "value"]
+    assert features["attention"] is out["attention_scores"] and features["hidden"] is out["reps"]
+    assert [tuple(v.shape) for v in features["value"]] == [(8, 6, 8)] * 2
+
+
+def test_forward_kwargs_reach_every_model_in_training_only(tmp_path):
+    """A model whose forward needs a flag: training passes ``forward_kwargs`` to the student and the teacher;
+    evaluation calls the student without them."""
+    class Flagged(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = flow.nn.Linear(8, 3)
+            self.calls = []
+
+        def forward(self, x, hidden_too=False):
+            self.calls.append(hidden_too)
+            logits = self.linear(x)
+            return {"logits": logits, "hidden_states": [x, logits]} if hidden_too else logits
+
+    flow.manual_seed(0)
+    teacher, student = Flagged(), Flagged()
+    config = DistillationConfig(forward_kwargs={"hidden_too": True}, intermediate_matches=[
+        {"layer_S": -1, "layer_T": -1, "feature": "hidden", "loss": "hidden_mse"}])
+    x, y = random_data()
+    distiller = Distiller(teacher, student, config, TrainingConfig(str(tmp_path), max_steps=2))
+    history = distiller.train(tuple_loader(x, y))
+    assert len(history["match0_hidden_mse"]) == 2 and set(teacher.calls) == {True}
+    student.calls.clear()
+    distiller.evaluate(tuple_loader(x, y))
+    assert student.calls and set(student.calls) == {False}
+
+
 def test_dict_outputs_in_hugging_face_style():
     logits = flow.ones(2, 3)
     features = default_adaptor({"features": flow.ones(2, 8)}, {"logits": logits, "hidden_states": None, "loss": 1})

@@ -38,6 +38,9 @@ def test_bad_training_config_values(kwargs, error, message):
     (dict(intermediate_matches={"layer_S": 0}), TypeError, "intermediate_matches must be a list of dicts"),
     (dict(teacher_weights=1.0), TypeError, "teacher_weights must be a list of numbers"),
     (dict(teacher_weights=[0.0, 0]), ValueError, "teacher_weights are all 0 \\(\\[0.0, 0.0\\]\\); give at least one teacher"),
+    (dict(forward_kwargs=["output_qkv"]), TypeError, "forward_kwargs must be a dict of keyword arguments of the models' "
+                                                     "forward, got list"),
+    (dict(forward_kwargs={"output qkv": True}), ValueError, "forward_kwargs keys must be argument names, got 'output qkv'"),
 ])
 def test_bad_distillation_config_values(kwargs, error, message):
     with pytest.raises(error, match=message):

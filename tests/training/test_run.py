@@ -111,7 +111,7 @@ def test_two_stage_recipes_in_graph(workspace, recipe):
 def _assert_a_narrower_minilm_student(run):
     """The MiniLM run in ``run`` (flags :data:`NARROW`) logged its losses and saved a 16-wide task model."""
     rows = (run / "results" / "minilm_losses.csv").read_text().splitlines()
-    assert rows[0].startswith("step,epoch,lr,seconds,loss,attention_kl,value_relation_kl") and len(rows) == 4
+    assert rows[0].startswith("step,epoch,lr,seconds,loss,match0_attention_kl,match1_relation_kl") and len(rows) == 4
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
     config = json.loads((run / "model" / "model_config.json").read_text())["config"]
     assert config["hidden_size"] == 16 and not config.get("is_student")
@@ -138,7 +138,8 @@ def test_minilm_v2_distils_a_narrower_student_with_other_heads(workspace):
     assert done.returncode == 0, done.stderr[-2000:]
     results = workspace["root"] / "minilm_v2" / "results"
     rows = (results / "minilm_v2_losses.csv").read_text().splitlines()
-    assert rows[0].startswith("step,epoch,lr,seconds,loss,query_relation_kl,key_relation_kl,value_relation_kl")
+    # the matches of the queries, the keys and the values (training/stage_configs.py)
+    assert rows[0].startswith("step,epoch,lr,seconds,loss,match0_relation_kl,match1_relation_kl,match2_relation_kl")
     assert len(rows) == 4 and len((results / "pred_losses.csv").read_text().splitlines()) == 4
     assert json.loads((results / "config.json").read_text())["minilm_teacher_layer"] == 0
 

@@ -61,9 +61,10 @@ READ = {"tinybert_intermediate_loss": ["atts_1", "atts_3", "reps_0", "reps_2", "
         "minilm_loss": ["scores_3", "values_3"], "distilbert_loss": ["logits", "reps_4"]}
 
 
-#: TinyBERT's and DistilBERT's stages are DistillationConfigs (the Distiller's cache); their formulas as objectives
-#: exercise this cache's choice of entries.
-AS_OBJECTIVES = [dataclasses.replace(TINYBERT_INTERMEDIATE, config=None), MINILM,
+#: TinyBERT's, MiniLM's and DistilBERT's stages are DistillationConfigs (the Distiller's cache); their formulas as
+#: objectives (the custom recipe's route) exercise this cache's choice of entries.
+MINILM_FORMULA = dataclasses.replace(MINILM, config=None)
+AS_OBJECTIVES = [dataclasses.replace(TINYBERT_INTERMEDIATE, config=None), MINILM_FORMULA,
                  dataclasses.replace(DISTILBERT, config=None)]
 
 
@@ -88,10 +89,10 @@ def test_cached_losses_equal_the_uncached_ones(tmp_path, objective, caplog):
 
 
 def test_a_resumed_cached_stage_computes_the_cache_again_and_equals_the_uninterrupted_one(tmp_path):
-    full, _ = _losses(tmp_path, MINILM, "disk", "float32", tag="full")
-    cut, _ = _losses(tmp_path, MINILM, "disk", "float32", tag="cut", stop=3)   # last checkpoint: step 2
+    full, _ = _losses(tmp_path, MINILM_FORMULA, "disk", "float32", tag="full")
+    cut, _ = _losses(tmp_path, MINILM_FORMULA, "disk", "float32", tag="cut", stop=3)   # last checkpoint: step 2
     assert not os.path.exists(tmp_path / "cut" / "model" / "teacher_outputs.s.npy")  # deleted on the way out
-    resumed, step = _losses(tmp_path, MINILM, "disk", "float32", tag="cut", resume=True)
+    resumed, step = _losses(tmp_path, MINILM_FORMULA, "disk", "float32", tag="cut", resume=True)
     np.testing.assert_array_equal(np.concatenate([cut[:2], resumed]), full)
     assert len(step.teacher_calls) == 3
 
@@ -131,7 +132,7 @@ def test_a_disk_cache_whose_teacher_fails_midway_is_deleted(tmp_path, monkeypatc
 
     monkeypatch.setattr(cache_module, "_teacher", failing)
     with pytest.raises(RuntimeError, match="teacher failed"):
-        _losses(tmp_path, MINILM, "disk", "float32")
+        _losses(tmp_path, MINILM_FORMULA, "disk", "float32")
     assert os.listdir(tmp_path / "run" / "model") == []
 
 
