@@ -2,14 +2,14 @@
 (:mod:`knowledge_distill_util.engine.loop`).
 
 :func:`train_stage` is the adapter. A stage whose objective has a configuration (:func:`stage_config`,
-:mod:`.stage_configs`: labels only, KD, Distilled-BiLSTM, BERT-PKD, TinyBERT's stages) trains the Distiller's
+:mod:`.stage_configs`: every built-in objective: labels only, KD, Distilled-BiLSTM, BERT-PKD and its patience form,
+TinyBERT's stages, DistilBERT, MiniLM, MiniLMv2) trains the Distiller's
 :class:`~knowledge_distill_util.engine.DistillationConfig` terms, bit for bit its objective's formula: the rows of
 a ``data.Features`` become :class:`~.feature_batches.FeatureBatches` named as the models' keywords, the teacher's
-logits computed before training go in as ``train(teacher_logits=)`` (the batches then carry row ids), the model's
-own per-step inputs (:class:`StepInputs`, BERT-of-Theseus's coins) are the Distiller's ``step_inputs``. Any other
-stage (MiniLM, DistilBERT, BERT-PKD's patience form, the custom recipe; a layer-reading stage under the recipes'
-``--cache_teacher_outputs``; an intermediate term under a ``hidden_weight_schedule``) runs its
-:class:`LossStep` (student, frozen teacher, the :class:`~.objectives.Objective` reading ``args``) as the
+logits computed before training go in as ``train(teacher_logits=)``, ``--cache_teacher_outputs`` is the Distiller's
+teacher-output cache (the batches then carry row ids), the model's own per-step inputs (:class:`StepInputs`,
+BERT-of-Theseus's coins) are the Distiller's ``step_inputs``. The custom recipe's stage (a formula of its own) runs
+its :class:`LossStep` (student, frozen teacher, the :class:`~.objectives.Objective` reading ``args``) as the
 Distiller's ``objective``: the cached teacher logits ride along as ``teacher_logits``, the cached hidden states
 and attentions (:mod:`.teacher_outputs`) as ``cached_teacher_*``, a weight schedule's factors as a step input.
 Both take AdamW with the weight-decay groups, warm-up and decay of :mod:`knowledge_distill_util.engine.optim`;
