@@ -66,7 +66,8 @@ def _forward_kwargs(kwargs) -> Dict[str, Any]:
                         f"{type(kwargs).__name__}")
     bad = [key for key in kwargs if not (isinstance(key, str) and key.isidentifier())]
     if bad:
-        raise ValueError(f"forward_kwargs keys must be argument names, got {bad[0]!r}")
+        raise ValueError(f"forward_kwargs keys must be argument names of the models' forward (such as "
+                         f"'output_hidden_states'), got {bad[0]!r}")
     return dict(kwargs)
 
 

@@ -40,7 +40,8 @@ def test_bad_training_config_values(kwargs, error, message):
     (dict(teacher_weights=[0.0, 0]), ValueError, "teacher_weights are all 0 \\(\\[0.0, 0.0\\]\\); give at least one teacher"),
     (dict(forward_kwargs=["output_qkv"]), TypeError, "forward_kwargs must be a dict of keyword arguments of the models' "
                                                      "forward, got list"),
-    (dict(forward_kwargs={"output qkv": True}), ValueError, "forward_kwargs keys must be argument names, got 'output qkv'"),
+    (dict(forward_kwargs={"output qkv": True}), ValueError, "forward_kwargs keys must be argument names of the models' "
+                                                            "forward \\(such as 'output_hidden_states'\\), got 'output qkv'"),
 ])
 def test_bad_distillation_config_values(kwargs, error, message):
     with pytest.raises(error, match=message):
