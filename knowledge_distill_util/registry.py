@@ -19,7 +19,8 @@ Example::
     >>> get_loss("doctest_l1") is l1
     True
 """
-from typing import Callable, List
+import inspect
+from typing import Callable, List, Sequence
 
 from . import functional
 from ._registry import Registry
@@ -49,6 +50,12 @@ BUILTIN_LOSSES = (
 )
 
 _LOSSES: Registry[LossFunction] = Registry("loss")
+
+
+def keyword_options(loss: LossFunction, exclude: Sequence[str] = ()) -> List[str]:
+    """The options of ``loss``: its keyword-only parameter names, in order, but those in ``exclude``."""
+    return [p.name for p in inspect.signature(loss).parameters.values()
+            if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name not in exclude]
 
 
 def register_loss(name: str) -> Callable[[LossFunction], LossFunction]:

@@ -15,12 +15,11 @@ naming the field, the value and the fix.
     ...
     ValueError: TrainingConfig.max_steps must be a positive integer or None, got 0
 """
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .._checks import check_bool, check_choice, check_int, check_positive_real, check_temperature
-from ..registry import get_loss
+from ..registry import get_loss, keyword_options
 
 __all__ = ["DistillationConfig", "TrainingConfig", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES",
            "CACHE_MODES", "CACHE_DTYPES"]
@@ -50,8 +49,7 @@ def _logit_options(loss_name: str, options) -> Dict[str, Any]:
     if not isinstance(options, Mapping):
         raise TypeError(f"logit_options must be a dict of keyword arguments of {loss_name}, got "
                         f"{type(options).__name__}")
-    known = [p.name for p in inspect.signature(loss).parameters.values()
-             if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name not in _SET_BY_THE_DISTILLER]
+    known = keyword_options(loss, exclude=_SET_BY_THE_DISTILLER)
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"logit_options has {', '.join(map(repr, unknown))}, which {loss_name} does not take "

@@ -11,13 +11,13 @@ Once the student's list has been seen (the probe's forward), the teacher tensors
 pairs take, in pair order, so that a teacher-output cache stores those alone; the loss then gets the paired
 student and teacher layers with the identity pairing, the very pairs and order (and values) of the whole lists.
 """
-import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import oneflow as flow
 
 from ..functional import (att_distill_loss, attention_layer_map, hidden_layer_map, layer_distill_loss,
                           patience_layer_pairs, pkd_patience_loss)
+from ..registry import keyword_options
 
 __all__ = ["LIST_LOSSES", "LayerList"]
 
@@ -54,8 +54,7 @@ LIST_LOSSES: Dict[str, Tuple[Callable, Callable, Callable[[int], Dict[str, Any]]
 
 def option_names(loss: str) -> List[str]:
     """The options of layer-list loss ``loss``: its keyword-only arguments."""
-    return [p.name for p in inspect.signature(LIST_LOSSES[loss][0]).parameters.values()
-            if p.kind == inspect.Parameter.KEYWORD_ONLY]
+    return keyword_options(LIST_LOSSES[loss][0])
 
 
 class LayerList:

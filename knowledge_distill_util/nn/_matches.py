@@ -9,7 +9,7 @@ import oneflow as flow
 import oneflow.nn.functional as F
 
 from .._checks import check_choice, check_int
-from ..registry import available_losses, get_loss
+from ..registry import available_losses, get_loss, keyword_options
 
 
 #: The activations of :class:`Projection` (``None`` for none).
@@ -94,11 +94,6 @@ def _check_layer(index: int, key: str, value, pair: bool):
     return value
 
 
-def _keyword_options(loss) -> List[str]:
-    return [p.name for p in inspect.signature(loss).parameters.values()
-            if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name != "mask"]
-
-
 def _required_options(loss) -> List[str]:
     return [p.name for p in inspect.signature(loss).parameters.values()
             if p.kind == inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty]
@@ -140,7 +135,7 @@ class _Match:
         if not isinstance(options, Mapping):
             raise _entry_error(index, "options", f"must be a dict of keyword arguments of {self.loss_name}, "
                                                  f"got {type(options).__name__}")
-        known = _keyword_options(self.loss)
+        known = keyword_options(self.loss, exclude=("mask",))
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise _entry_error(index, "options", f"has unknown option(s) {', '.join(map(repr, unknown))} for "

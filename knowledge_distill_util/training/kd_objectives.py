@@ -140,7 +140,8 @@ def pkd_patience_loss(
     """BERT-PKD as published (Sun et al. 2019, eq. 7): ``(1 - kd_alpha) * CE + kd_alpha * L_DS + kd_beta *
     L_PT``, ``L_DS`` the soft cross entropy at ``T`` summed over the classes and averaged over the batch,
     ``L_PT = sum over the pairs of pkd_loss(s_cls, t_cls)`` (normalised [CLS] vectors,
-    :func:`~knowledge_distill_util.functional.pkd_patience_loss` with ``args.pkd_strategy``). For one logit the soft term is the MSE of the two predictions."""
+    :func:`~knowledge_distill_util.functional.pkd_patience_loss` with ``args.pkd_strategy``). For one logit the soft
+    term is the MSE of the two predictions."""
     ce = hard_label_loss(student_logits, labels)
     if is_regression(student_logits):
         soft = mseloss(student_logits, teacher_logits.detach())

@@ -11,17 +11,16 @@ import oneflow.nn as nn
 from ..engine.batches import Batch
 from .objective_schedules import ScheduledArgs, uses_weight_schedules
 from .objectives import Objective
+from .stage_configs import ATTENTION_DETAILS
 from .teacher_outputs import CacheLayout
 
 __all__ = ["LossStep"]
 
 
-_DETAIL_FLAGS = dict(output_attention_scores=True, output_qkv=True)
-
-
 def _details(side: str, out) -> Dict:
     """``{side}_logits/_reps/_atts/_scores/_queries/_keys/_values`` of a BERT's :class:`~..models.BertOutput`
-    (called with :data:`_DETAIL_FLAGS`): per-layer lists, scores ``[B, h, L, L]``, the others ``[B, L, H]``."""
+    (called with :data:`~.stage_configs.ATTENTION_DETAILS`): per-layer lists, scores ``[B, h, L, L]``, the others
+    ``[B, L, H]``."""
     return {f"{side}_logits": out.logits, f"{side}_reps": out.reps, f"{side}_atts": out.atts,
             f"{side}_scores": out.attention_scores, f"{side}_queries": out.query, f"{side}_keys": out.key,
             f"{side}_values": out.value}
@@ -98,7 +97,8 @@ class LossStep(nn.Module):
         :func:`_details` and ``student_model``, the trained module, which the custom recipe's matches and
         their projections read); ``named``: the model's step inputs."""
         if self.objective.reads_attention_details:
-            tensors = _details("student", self.student(input_ids, input_mask, segment_ids, **named, **_DETAIL_FLAGS))
+            out = self.student(input_ids, input_mask, segment_ids, **named, **ATTENTION_DETAILS)
+            tensors = _details("student", out)
             tensors["student_model"] = self.student
             return tensors
         out = self.student(input_ids, input_mask, segment_ids, **named)
@@ -111,6 +111,6 @@ class LossStep(nn.Module):
         attention details (:func:`_details`), else ``teacher_logits``, ``_reps`` and ``_atts``."""
         with flow.no_grad():
             if self.objective.reads_attention_details:
-                return _details("teacher", self.teacher(input_ids, input_mask, segment_ids, **_DETAIL_FLAGS))
+                return _details("teacher", self.teacher(input_ids, input_mask, segment_ids, **ATTENTION_DETAILS))
             t_logits, t_reps, t_atts = self.teacher(input_ids, input_mask, segment_ids)
         return dict(teacher_logits=t_logits, teacher_reps=t_reps, teacher_atts=t_atts)

@@ -35,7 +35,8 @@ __all__ = ["labels_config", "kd_config", "bilstm_config", "tinybert_pred_config"
            "tinybert_intermediate_config", "tinybert_combined_config", "distilbert_config",
            "pkd_patience_config", "minilm_config", "minilm_v2_config"]
 
-#: The models' forward flags of the MiniLM stages: attention scores and the query/key/value projections.
+#: The models' forward flags of the MiniLM stages (and of the objectives reading attention details,
+#: :mod:`.loss_step`): attention scores and the query/key/value projections.
 ATTENTION_DETAILS = {"output_attention_scores": True, "output_qkv": True}
 
 
