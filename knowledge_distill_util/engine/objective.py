@@ -128,10 +128,11 @@ class DistillStep(nn.Module):
         try:
             outputs = model(*batch.args, **batch.kwargs, **self.config.forward_kwargs)
         except (RuntimeError, TypeError) as error:
-            side = who.split()[0]
+            side, given = who.split()[0], sorted(self.config.forward_kwargs)
+            also = f" and that its forward takes DistillationConfig.forward_kwargs {given}" if given else ""
             raise type(error)(f"the {side} ({type(model).__name__}) failed on a batch of {describe(batch)}: "
                               f"{first_line(error)}; check that the batch fits the {side} (shapes, dtypes, "
-                              f"device, argument names)") from None
+                              f"device, argument names){also}") from None
         return check_features(adaptor(batch.raw, outputs), who)
 
     def _teacher_features(self, batch: Batch) -> List[Dict]:

@@ -151,6 +151,19 @@ def test_forward_kwargs_reach_every_model_in_training_only(tmp_path):
     assert student.calls and set(student.calls) == {False}
 
 
+def test_a_model_refusing_the_forward_kwargs_is_one_sentence_naming_them(tmp_path):
+    teacher, student = pair()
+    x, y = random_data()
+    config = DistillationConfig(forward_kwargs={"output_hidden_states": True})
+    with pytest.raises(TypeError, match=r"^the student \(\w+\) failed on a batch of .*unexpected keyword argument "
+                                        r"'output_hidden_states'; check that the batch fits the student \(shapes, "
+                                        r"dtypes, device, argument names\) and that its forward takes "
+                                        r"DistillationConfig.forward_kwargs \['output_hidden_states'\]$"):
+        Distiller(teacher, student, config, TrainingConfig(str(tmp_path / "out"), max_steps=1)).train(
+            tuple_loader(x, y))
+    assert not (tmp_path / "out").exists()
+
+
 def test_dict_outputs_in_hugging_face_style():
     logits = flow.ones(2, 3)
     features = default_adaptor({"features": flow.ones(2, 8)}, {"logits": logits, "hidden_states": None, "loss": 1})
