@@ -15,13 +15,13 @@ naming the field, the value and the fix.
     ...
     ValueError: TrainingConfig.max_steps must be a positive integer or None, got 0
 """
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._checks import check_bool, check_choice, check_int, check_positive_real, check_temperature
 from ..registry import get_loss, keyword_options
 
-__all__ = ["DistillationConfig", "TrainingConfig", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES",
+__all__ = ["DistillationConfig", "TrainingConfig", "LogitTerm", "LOGIT_TERM_KEYS", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES",
            "CACHE_MODES", "CACHE_DTYPES"]
 
 #: Loss-weight schedules by name (functions of :mod:`knowledge_distill_util.schedules`).
@@ -42,19 +42,79 @@ CACHE_DTYPES = ("float32", "float16")
 _SET_BY_THE_DISTILLER = ("student_temperature", "teacher_temperature", "temperature_scaling", "mask")
 
 
-def _logit_options(loss_name: str, options) -> Dict[str, Any]:
+def _logit_options(loss_name: str, options, where: str = "logit_options") -> Dict[str, Any]:
     """``options`` checked against the keyword arguments of the registered loss ``loss_name`` (the registry's error
-    for an unknown name)."""
+    for an unknown name); ``where`` names them in the errors."""
     loss = get_loss(loss_name)
     if not isinstance(options, Mapping):
-        raise TypeError(f"logit_options must be a dict of keyword arguments of {loss_name}, got "
+        raise TypeError(f"{where} must be a dict of keyword arguments of {loss_name}, got "
                         f"{type(options).__name__}")
     known = keyword_options(loss, exclude=_SET_BY_THE_DISTILLER)
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"logit_options has {', '.join(map(repr, unknown))}, which {loss_name} does not take "
+        raise ValueError(f"{where} has {', '.join(map(repr, unknown))}, which {loss_name} does not take "
                          f"(the temperatures have fields of their own); its options: {', '.join(known) or 'none'}")
     return dict(options)
+
+
+@dataclass(frozen=True)
+class LogitTerm:
+    """One logit loss: ``weight * weight_schedule(step, total) * loss(z_S, z_T)``, the loss called with the
+    temperatures (per row under ``temperature_scheduler`` ``"flsw"``/``"cwsm"``) and ``temperature_scaling`` when it
+    takes them, and with ``options``. The fields are :class:`DistillationConfig`'s logit fields."""
+
+    loss: str
+    weight: float = 1.0
+    weight_schedule: str = "constant"
+    student_temperature: float = 1.0
+    teacher_temperature: float = 1.0
+    temperature_scheduler: str = "none"
+    temperature_scaling: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The keys of a ``logit_terms`` entry: :class:`LogitTerm`'s fields and ``temperature`` (both sides).
+LOGIT_TERM_KEYS = ("loss", "weight", "weight_schedule", "temperature", "student_temperature", "teacher_temperature",
+                   "temperature_scheduler", "temperature_scaling", "options")
+
+
+def _logit_term(index: int, entry, temperature: float) -> LogitTerm:
+    """``logit_terms[index]`` (a dict of :data:`LOGIT_TERM_KEYS`, or a :class:`LogitTerm`) checked, as a
+    :class:`LogitTerm`; its temperatures default to ``temperature``."""
+    where = f"logit_terms[{index}]"
+    if isinstance(entry, LogitTerm):
+        entry = asdict(entry)
+    if not isinstance(entry, Mapping):
+        raise TypeError(f"{where} must be a dict such as {{'loss': 'kl_div', 'weight': 1.0}}, got "
+                        f"{type(entry).__name__}")
+    unknown = sorted(set(entry) - set(LOGIT_TERM_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {unknown}; the keys of a logit term: {', '.join(LOGIT_TERM_KEYS)}")
+    if "loss" not in entry:
+        raise ValueError(f"{where} names no loss; add 'loss': a registered logit loss such as 'kl_div'")
+    try:
+        get_loss(entry["loss"])
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}['loss']: {error}") from None
+    both = check_temperature(f"{where}['temperature']", entry.get("temperature", temperature))
+    sides = {side: _optional_temperature(f"{where}[{side!r}]", entry.get(side))
+             for side in ("student_temperature", "teacher_temperature")}
+    return LogitTerm(
+        loss=entry["loss"], weight=check_positive_real(f"{where}['weight']", entry.get("weight", 1.0), allow_zero=True),
+        weight_schedule=check_choice(f"{where}['weight_schedule']", entry.get("weight_schedule", "constant"),
+                                     WEIGHT_SCHEDULES),
+        student_temperature=both if sides["student_temperature"] is None else sides["student_temperature"],
+        teacher_temperature=both if sides["teacher_temperature"] is None else sides["teacher_temperature"],
+        temperature_scheduler=check_choice(f"{where}['temperature_scheduler']",
+                                           entry.get("temperature_scheduler", "none"), TEMPERATURE_SCHEDULERS),
+        temperature_scaling=check_bool(f"{where}['temperature_scaling']", entry.get("temperature_scaling", False)),
+        options=_logit_options(entry["loss"], entry.get("options", {}), f"{where}['options']"))
+
+
+def _logit_terms(entries, temperature: float) -> List[LogitTerm]:
+    if isinstance(entries, (Mapping, str)) or not isinstance(entries, Sequence):
+        raise TypeError(f"logit_terms must be a list of dicts (one per logit loss), got {type(entries).__name__}")
+    return [_logit_term(i, entry, temperature) for i, entry in enumerate(entries)]
 
 
 def _forward_kwargs(kwargs) -> Dict[str, Any]:
@@ -85,6 +145,12 @@ class DistillationConfig:
       when the loss takes them, and ``logit_options`` (its other keyword arguments, e.g. ``{"reduction":
       "batchmean"}`` or ``{"vocab_alignment": "uld"}`` for a teacher with another vocabulary); weighted by
       ``logit_weight`` times ``logit_weight_schedule(step, total)``.
+    - ``logit_terms``: more logit losses, added to the one above (``logit_weight=0``: these alone), each a
+      dict of :data:`LOGIT_TERM_KEYS` (``loss`` required; ``weight`` 1, ``weight_schedule`` ``"constant"``,
+      ``temperature`` this config's ``temperature``, ``student_temperature``/``teacher_temperature`` overriding it,
+      ``temperature_scheduler`` ``"none"``, ``temperature_scaling`` False, ``options`` {}), e.g.
+      ``[{"loss": "kl_div", "temperature": 4.0, "temperature_scaling": True}, {"loss": "tv_distance",
+      "weight": 0.5}]``; held as :class:`LogitTerm` s, logged as ``logit<i>_<loss>``.
     - ``hard_label_weight``: the weight of the cross-entropy with the labels (MSE for one logit),
       times ``hard_label_weight_schedule(step, total)``.
     - ``intermediate_matches``: :class:`~knowledge_distill_util.nn.IntermediateMatches` entries, where
@@ -112,6 +178,7 @@ class DistillationConfig:
     hard_label_weight_schedule: str = "constant"
     intermediate_weight_schedule: str = "constant"
     intermediate_matches: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    logit_terms: Sequence[Any] = field(default_factory=list)
     teacher_weights: Optional[Sequence[float]] = None
     extra_loss_weight: float = 1.0
     forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -133,6 +200,7 @@ class DistillationConfig:
             raise TypeError(f"intermediate_matches must be a list of dicts (one per match), got "
                             f"{type(matches).__name__}")
         self.intermediate_matches = list(matches)
+        self.logit_terms = _logit_terms(self.logit_terms, self.temperature)
         if self.teacher_weights is not None:
             if isinstance(self.teacher_weights, (str, Mapping)) or not isinstance(self.teacher_weights, Sequence):
                 raise TypeError(f"teacher_weights must be a list of numbers (one per teacher) or None, got "
@@ -146,8 +214,30 @@ class DistillationConfig:
 
     @property
     def reads_teacher(self) -> bool:
-        """The terms read something from the teacher: its logits (``logit_weight > 0``) or an intermediate match."""
-        return self.logit_weight > 0 or bool(self.intermediate_matches)
+        """The terms read something from the teacher: its logits (:attr:`reads_logits`) or an intermediate match."""
+        return self.reads_logits or bool(self.intermediate_matches)
+
+    @property
+    def reads_logits(self) -> bool:
+        """A logit loss has a weight: ``logit_weight > 0`` or a ``logit_terms`` entry's ``weight > 0``."""
+        return bool(self.weighted_logit_terms())
+
+    def weighted_logit_terms(self) -> List[Tuple[str, LogitTerm, int]]:
+        """``(name, term, index)`` of every logit loss with a weight > 0: the one of the top-level fields (named by
+        its loss, index 0) then the ``logit_terms`` (``logit<i>_<loss>``, index ``3 + i``); ``index`` is the term's
+        entry in :meth:`weight_schedules` ' order."""
+        t_s, t_t = self.temperatures
+        main = LogitTerm(self.logit_loss, self.logit_weight, self.logit_weight_schedule, t_s, t_t,
+                         self.temperature_scheduler, self.temperature_scaling, self.logit_options)
+        terms = [(self.logit_loss, main, 0)] if self.logit_weight > 0 else []
+        return terms + [(f"logit{i}_{term.loss}", term, 3 + i) for i, term in enumerate(self.logit_terms)
+                        if term.weight > 0]
+
+    def weight_schedules(self) -> List[Tuple[float, str]]:
+        """``(weight, schedule)`` of the step's weights vector: the logit loss, the hard labels, the intermediate
+        matches' factor (weight 1) and each ``logit_terms`` entry."""
+        return [(self.logit_weight, self.logit_weight_schedule), (self.hard_label_weight, self.hard_label_weight_schedule),
+                (1.0, self.intermediate_weight_schedule)] + [(t.weight, t.weight_schedule) for t in self.logit_terms]
 
     @property
     def temperatures(self):

@@ -171,8 +171,12 @@ class Distiller:
                 raise ValueError(f"teacher_logits= gives the logit loss the teacher's logits, but {where} reads the "
                                  f"teacher too; drop teacher_logits= (the teacher then runs) or {where}")
         elif self.objective is None and not self.teachers and config.reads_teacher:
-            raise ValueError(f"teacher is None but logit_weight is {config.logit_weight}; give a teacher, the "
-                             f"teacher's logits (train(..., teacher_logits=array)) or set logit_weight=0 (labels only)")
+            reason, fix = ((f"logit_weight is {config.logit_weight}", "set logit_weight=0 (labels only)")
+                           if config.logit_weight > 0 else
+                           ("logit_terms has a weighted logit loss", "drop logit_terms") if config.reads_logits else
+                           ("intermediate_matches read the teacher", "drop intermediate_matches"))
+            raise ValueError(f"teacher is None but {reason}; give a teacher, the teacher's logits (train(..., "
+                             f"teacher_logits=array)) or {fix}")
 
     @staticmethod
     def _check_data(data) -> None:
@@ -242,7 +246,8 @@ class Distiller:
             layout = (layout, [(tuple(v.shape), v.dtype) for v in values])
         self.student.eval()
         with flow.no_grad():
-            terms = step(batch, flow.ones(3, dtype=flow.float32, device=self.device))
+            weights = self.distillation_config.weight_schedules()
+            terms = step(batch, flow.ones(len(weights), dtype=flow.float32, device=self.device))
         self.student.train()
         self._check_first_loss(terms, ranks)
         return layout, list(terms), rows

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 class TrainGraph(nn.Graph):
-    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights [A, 3]) -> terms [A]``.
+    """One training step compiled with ``nn.Graph``: ``graph(*batch tensors, weights [A, K]) -> terms [A]``.
 
     ``accumulation`` ``A > 1``: the inputs are ``A`` batches concatenated along dim 0, which OneFlow cuts back
     into ``A`` micro-batches (``config.set_gradient_accumulation_steps``); the update uses the mean gradient,
@@ -98,13 +98,13 @@ class Loop:
         self.rows = 0  # rows of the last (global) batch, for the progress lines
 
     def weights(self, step: int) -> flow.Tensor:
-        """``[logit weight, hard-label weight, intermediate factor]`` of 0-based ``step``: each weight times its
-        schedule's factor, the product rounded once in float32 (as ``float32(w) * float32(f)``); the
-        intermediate matches' factor multiplies each match's own weight."""
-        c = self.d.distillation_config
-        weights = np.array([c.logit_weight, c.hard_label_weight, 1.0], dtype=np.float32)
-        factors = np.array([getattr(schedules, name)(step, self.total) for name in (
-            c.logit_weight_schedule, c.hard_label_weight_schedule, c.intermediate_weight_schedule)], dtype=np.float32)
+        """``[logit weight, hard-label weight, intermediate factor, each logit_terms weight]`` of 0-based ``step``
+        (:meth:`~.config.DistillationConfig.weight_schedules`): each weight times its schedule's factor, the product
+        rounded once in float32 (as ``float32(w) * float32(f)``); the intermediate matches' factor multiplies each
+        match's own weight."""
+        table = self.d.distillation_config.weight_schedules()
+        weights = np.array([weight for weight, _ in table], dtype=np.float32)
+        factors = np.array([getattr(schedules, name)(step, self.total) for _, name in table], dtype=np.float32)
         return flow.tensor(weights * factors, dtype=flow.float32, device=self.d.device)
 
     def _batch(self, graph: bool = False):

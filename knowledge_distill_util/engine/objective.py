@@ -1,17 +1,18 @@
 r"""The loss of one distillation step: student and teacher forwards, adaptors, the weighted terms.
 
 .. math::
-    \text{loss} = w_{kd}(s) \, \ell(z_S, \bar z_T; T_S, T_T) + w_{ce}(s) \, \mathrm{CE}(z_S, y)
+    \text{loss} = \sum_k w_k(s) \, \ell_k(z_S, \bar z_T; T_S, T_T) + w_{ce}(s) \, \mathrm{CE}(z_S, y)
                 + \sum_i w_i \, \ell_i(\text{match}_i) + w_{x} \sum \text{losses}
 
-with :math:`w_{kd}(s) = ` ``logit_weight`` :math:`\times` ``logit_weight_schedule(step, total)`` (same for
-``hard_label_weight``; :math:`w_i` the match's ``weight`` times ``intermediate_weight_schedule(step, total)``; the
-three come in as the tensor ``weights`` ``[logit, hard label, intermediate factor]`` so that ``nn.Graph`` sees
-them change),
+summed over the logit losses :math:`k` (the top-level one and each ``logit_terms`` entry, with a weight > 0,
+:meth:`~.config.DistillationConfig.weighted_logit_terms`), with :math:`w_k(s)` the term's weight times its
+schedule's factor at step :math:`s` (same for ``hard_label_weight``; :math:`w_i` the match's ``weight`` times
+``intermediate_weight_schedule(step, total)``; they come in as the tensor ``weights`` ``[logit, hard label,
+intermediate factor, each logit_terms entry]`` so that ``nn.Graph`` sees them change),
 :math:`\bar z_T` the teacher's logits (several teachers: their weighted average,
 :func:`~knowledge_distill_util.functional.average_logits`). The terms are returned unweighted, ``"loss"``
 first. The teachers run in eval mode under ``no_grad``. What the terms read from the teachers (the *teacher
-reads*: ``"logits"``, the averaged logits, when ``logit_weight > 0``; ``"match<i>.<j>"``, the ``j``-th teacher
+reads*: ``"logits"``, the averaged logits, when a logit loss has a weight; ``"match<i>.<j>"``, the ``j``-th teacher
 tensor of match ``i``) can come from a :class:`~.teacher_cache.TeacherCache` instead of a teacher forward, or
 be given to ``forward`` (``teacher=``, e.g. as inputs of the compiled step, see :meth:`DistillStep.cached_reads`).
 """
@@ -29,7 +30,7 @@ from ..registry import get_loss
 from ..schedules import cwsm_temperature, flsw_temperature
 from .adaptors import check_features, require
 from .batches import Batch, describe, first_line
-from .config import DistillationConfig
+from .config import DistillationConfig, LogitTerm
 from .matches import Match
 from .taps import FeatureTaps
 
@@ -115,8 +116,10 @@ class DistillStep(nn.Module):
         self.config = config
         self.adaptor_s, self.adaptor_t = adaptors
         self.taps_s, self.taps_t = taps
-        self.logit_loss = get_loss(config.logit_loss)
-        self.logit_temperatures = _takes_temperatures(self.logit_loss)
+        #: ``(name, term, index in weights, loss function, what the errors call it)`` of each weighted logit loss
+        self.logit_terms = [(name, term, index, get_loss(term.loss),
+                             f"the logit loss {term.loss!r}" if index == 0 else f"logit_terms[{index - 3}] ({term.loss!r})")
+                            for name, term, index in config.weighted_logit_terms()]
         self.teacher_cache = None
         #: The student's classes, once an eager forward (the probe) has checked the batch's labels against its
         #: logits: the loop then checks the class ids of each batch it feeds to a compiled step.
@@ -147,7 +150,7 @@ class DistillStep(nn.Module):
         if not self.config.reads_teacher:
             return reads
         teachers = self._teacher_features(batch)
-        if self.config.logit_weight > 0:
+        if self.logit_terms:
             reads["logits"] = self._teacher_logits(teachers)
         for i, match in enumerate(self.matches):
             for j, tensor in enumerate(match.teacher_tensors(teachers[0], self.taps_t)):
@@ -161,7 +164,7 @@ class DistillStep(nn.Module):
         return batch, self.teacher_cache.reads(ids, lambda: self.teacher_reads(batch))
 
     def _teacher_logits(self, teachers: List[Dict]) -> flow.Tensor:
-        user = f"the logit loss {self.config.logit_loss!r}"
+        user = self.logit_terms[0][4]
         logits = [require(features, "logits", "teacher", user) for features in teachers]
         if len(logits) == 1:
             return logits[0]
@@ -172,31 +175,35 @@ class DistillStep(nn.Module):
                                  f"give teachers with the same classes")
         return average_logits(logits, self.config.teacher_weights)
 
-    def _temperatures(self, student: flow.Tensor, teacher: flow.Tensor):
-        scheduler = self.config.temperature_scheduler
-        if scheduler == "none":
-            return self.config.temperatures
+    @staticmethod
+    def _temperatures(term: LogitTerm, student: flow.Tensor, teacher: flow.Tensor):
+        bases = term.student_temperature, term.teacher_temperature
+        if term.temperature_scheduler == "none":
+            return bases
         s, t = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
-        rows = [flsw_temperature(s, t, base=base) if scheduler == "flsw" else cwsm_temperature(s, base=base)
-                for base in self.config.temperatures]
+        rows = [flsw_temperature(s, t, base=base) if term.temperature_scheduler == "flsw" else
+                cwsm_temperature(s, base=base) for base in bases]
         return tuple(r.reshape(student.shape[:-1]) for r in rows)
 
-    def _logit_term(self, student: flow.Tensor, teacher: flow.Tensor) -> flow.Tensor:
-        """The logit loss; its errors say which logits (e.g. a teacher with another number of classes)."""
-        if self.logit_temperatures and student.shape[-1] == 1:
-            raise ValueError(f"the student gives one logit per row (regression), where the logit loss "
-                             f"{self.config.logit_loss!r}, a divergence of softmax distributions over the classes, is "
-                             f"always 0; use logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0")
+    def _logit_term(self, term: LogitTerm, loss: Callable, what: str, student: flow.Tensor,
+                    teacher: flow.Tensor) -> flow.Tensor:
+        """The logit loss ``term`` (``loss`` its function, ``what`` its name in the errors); the errors say which
+        logits (e.g. a teacher with another number of classes)."""
+        temperatures = _takes_temperatures(loss)
+        if temperatures and student.shape[-1] == 1:
+            fix = ("logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0" if what.startswith("the")
+                   else f"'loss': 'hidden_mse' (the MSE of the two predictions) or 'weight': 0 in {what.split()[0]}")
+            raise ValueError(f"the student gives one logit per row (regression), where {what}, a divergence of "
+                             f"softmax distributions over the classes, is always 0; use {fix}")
         try:
-            options = self.config.logit_options
-            if not self.logit_temperatures:
-                return self.logit_loss(student, teacher, **options)
-            t_s, t_t = self._temperatures(student, teacher)
-            return self.logit_loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
-                                   temperature_scaling=self.config.temperature_scaling, **options)
+            if not temperatures:
+                return loss(student, teacher, **term.options)
+            t_s, t_t = self._temperatures(term, student, teacher)
+            return loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
+                        temperature_scaling=term.temperature_scaling, **term.options)
         except (TypeError, ValueError) as error:
-            raise type(error)(f"the logit loss {self.config.logit_loss!r} of the student's logits "
-                              f"{tuple(student.shape)} and the teacher's {tuple(teacher.shape)}: {error}") from None
+            raise type(error)(f"{what} of the student's logits {tuple(student.shape)} and the teacher's "
+                              f"{tuple(teacher.shape)}: {error}") from None
 
     def _labels(self, features: Dict, batch: Batch) -> flow.Tensor:
         labels = features.get("labels", batch.labels)
@@ -228,17 +235,16 @@ class DistillStep(nn.Module):
         if cache is not None:
             batch, ids = cache.take_ids(batch)
         student = self._features(self.student, self.taps_s, self.adaptor_s, batch, "student adaptor (adaptor_S)")
-        s_logits = (require(student, "logits", "student", f"the logit loss {self.config.logit_loss!r}")
-                    if self.config.logit_weight > 0 else None)
+        s_logits = (require(student, "logits", "student", self.logit_terms[0][4]) if self.logit_terms else None)
         s_matched = [match.student_tensors(student, self.taps_s) for match in self.matches]
         if teacher is None:
             teacher = (self.teacher_reads(batch) if cache is None
                        else cache.reads(ids, lambda: self.teacher_reads(batch)))
         terms: "OrderedDict[str, flow.Tensor]" = OrderedDict()
         parts = []
-        if s_logits is not None:
-            terms[self.config.logit_loss] = self._logit_term(s_logits, teacher["logits"])
-            parts.append(terms[self.config.logit_loss] * weights[0])
+        for name, term, index, loss, what in self.logit_terms:
+            terms[name] = self._logit_term(term, loss, what, s_logits, teacher["logits"])
+            parts.append(terms[name] * weights[index])
         if self.config.hard_label_weight > 0:
             s_logits = require(student, "logits", "student", "the hard-label loss (hard_label_weight > 0)")
             labels = self._labels(student, batch)
@@ -258,8 +264,9 @@ class DistillStep(nn.Module):
             terms["extra"] = extra
             parts.append(extra * self.config.extra_loss_weight)
         if not parts:
-            raise ValueError("nothing to train: logit_weight and hard_label_weight are 0, there are no "
-                             "intermediate_matches and the adaptor returns no 'losses'")
+            raise ValueError("nothing to train: no logit loss has a weight (logit_weight, logit_terms), "
+                             "hard_label_weight is 0, there are no intermediate_matches and the adaptor returns no "
+                             "'losses'")
         total = parts[0]
         for part in parts[1:]:
             total = total + part

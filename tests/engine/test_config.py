@@ -28,6 +28,46 @@ def test_bad_training_config_values(kwargs, error, message):
         TrainingConfig(**values)
 
 
+@pytest.mark.parametrize("terms, error, message", [
+    ({"loss": "kl_div"}, TypeError, "logit_terms must be a list of dicts \\(one per logit loss\\), got dict"),
+    (["kl_div"], TypeError, "logit_terms\\[0\\] must be a dict such as \\{'loss': 'kl_div', 'weight': 1.0\\}, got str"),
+    ([{"weight": 1.0}], ValueError, "logit_terms\\[0\\] names no loss; add 'loss': a registered logit loss"),
+    ([{"loss": "kl_div", "temp": 2}], ValueError, "logit_terms\\[0\\] has unknown key\\(s\\) \\['temp'\\]; the keys of a "
+                                                  "logit term: loss, weight, weight_schedule, temperature"),
+    ([{"loss": "kl_div"}, {"loss": "kl"}], ValueError, "logit_terms\\[1\\]\\['loss'\\]: unknown loss 'kl'"),
+    ([{"loss": "kl_div", "weight": -1}], ValueError, "logit_terms\\[0\\]\\['weight'\\] must be a finite number >= 0"),
+    ([{"loss": "kl_div", "temperature": 0}], ValueError, "logit_terms\\[0\\]\\['temperature'\\] must be a finite number "
+                                                         ">= 0.0001"),
+    ([{"loss": "kl_div", "weight_schedule": "cosine"}], ValueError, "logit_terms\\[0\\]\\['weight_schedule'\\] must be "
+                                                                    "one of 'constant'"),
+    ([{"loss": "kl_div", "temperature_scheduler": "flat"}], ValueError, "logit_terms\\[0\\]\\['temperature_scheduler'\\] "
+                                                                        "must be one of 'none', 'flsw', 'cwsm'"),
+    ([{"loss": "kl_div", "temperature_scaling": 1}], TypeError, "logit_terms\\[0\\]\\['temperature_scaling'\\] must be "
+                                                                "True or False, got 1"),
+    ([{"loss": "js_divergence", "options": {"alpha": 0.5}}], ValueError, "logit_terms\\[0\\]\\['options'\\] has 'alpha', "
+                                                                         "which js_divergence does not take"),
+])
+def test_bad_logit_terms(terms, error, message):
+    with pytest.raises(error, match=message):
+        DistillationConfig(logit_terms=terms)
+
+
+def test_logit_terms_get_their_defaults_and_names():
+    config = DistillationConfig(temperature=3.0, logit_weight=0.0, logit_terms=[
+        {"loss": "kl_div"}, {"loss": "tv_distance", "weight": 0.0}, {"loss": "js_divergence", "teacher_temperature": 1.0,
+                                                                     "options": {"beta": 0.1}}])
+    first, _, third = config.logit_terms
+    assert (first.weight, first.student_temperature, first.teacher_temperature, first.weight_schedule,
+            first.temperature_scheduler, first.temperature_scaling, first.options) == (1.0, 3.0, 3.0, "constant", "none",
+                                                                                       False, {})
+    assert (third.student_temperature, third.teacher_temperature, third.options) == (3.0, 1.0, {"beta": 0.1})
+    assert [(name, index) for name, _, index in config.weighted_logit_terms()] == [("logit0_kl_div", 3),
+                                                                                  ("logit2_js_divergence", 5)]
+    assert config.reads_logits and not DistillationConfig(logit_weight=0.0, logit_terms=[
+        {"loss": "kl_div", "weight": 0.0}]).reads_logits
+    assert config.weight_schedules()[3:] == [(1.0, "constant"), (0.0, "constant"), (1.0, "constant")]
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(temperature=0), ValueError, "temperature must be a finite number >= 0.0001"),
     (dict(teacher_temperature="2"), TypeError, "teacher_temperature must be a number >= 0.0001"),

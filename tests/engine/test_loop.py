@@ -62,6 +62,39 @@ def test_weight_schedules_and_per_row_temperatures(tmp_path):
         assert history["loss"][step] == pytest.approx(expected, rel=1e-5)
 
 
+def _np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_logit_terms_add_their_weighted_losses(tmp_path):
+    """Two logit_terms beside the top-level logit loss: each term's value is its formula in float64 NumPy on the
+    initial models' logits (step 0), the total their weighted sum under the terms' own schedules."""
+    x, y = random_data(rows=16)
+    teacher, student = pair(inputs=8, classes=3)
+    with flow.no_grad():
+        z_s, z_t = (model(flow.tensor(x)).numpy().astype(np.float64) for model in (student, teacher))
+    config = DistillationConfig(temperature=2.0, logit_weight=0.25, logit_terms=[
+        {"loss": "kl_div", "temperature": 4.0, "temperature_scaling": True, "weight_schedule": "linear_decay"},
+        {"loss": "tv_distance", "weight": 0.5, "student_temperature": 1.0}])
+    distiller = Distiller(teacher, student, config, TrainingConfig(str(tmp_path), max_steps=4))
+    history = distiller.train(tuple_loader(x, y), optimizer=flow.optim.SGD(distiller.parameters(), lr=0.1))
+
+    def kl(t_s, t_t):
+        p_t, p_s = _np_softmax(z_t / t_t), _np_softmax(z_s / t_s)
+        return float((p_t * (np.log(p_t) - np.log(p_s))).sum(-1).mean())
+
+    tv = float(0.5 * np.abs(_np_softmax(z_s / 1.0) - _np_softmax(z_t / 2.0)).sum(-1).mean())
+    # float32 sums of p log p (about 1) give a small KL (1e-3 here) to about 1e-6
+    assert history["kl_div"][0] == pytest.approx(kl(2.0, 2.0), rel=2e-3)
+    assert history["logit0_kl_div"][0] == pytest.approx(16 * kl(4.0, 4.0), rel=2e-3)
+    assert history["logit1_tv_distance"][0] == pytest.approx(tv, rel=1e-5)
+    for step in range(4):  # linear_decay(s, 4) = 1 - s/4
+        expected = (0.25 * history["kl_div"][step] + (1 - step / 4) * history["logit0_kl_div"][step]
+                    + 0.5 * history["logit1_tv_distance"][step])
+        assert history["loss"][step] == pytest.approx(expected, rel=1e-5)
+
+
 def test_clipping_bounds_the_update(tmp_path):
     x, y = random_data(rows=16)
     clipped, _ = _train(tmp_path / "clipped", tuple_loader(x, y), steps=1, max_grad_norm=1e-3)
@@ -127,7 +160,8 @@ def test_graph_equals_eager(tmp_path):
     for use_graph in (False, True):
         t, student = pair(inputs=8, classes=3)
         config = DistillationConfig(hard_label_weight=0.5, temperature=2.0, intermediate_matches=[MATCH],
-                                    logit_weight_schedule="linear_decay")
+                                    logit_weight_schedule="linear_decay", logit_terms=[
+                                        {"loss": "tv_distance", "weight": 0.5, "weight_schedule": "linear_growth"}])
         distiller = Distiller(t, student, config, TrainingConfig(str(tmp_path / str(use_graph)), max_steps=4,
                                                                  use_graph=use_graph, warmup_steps=1,
                                                                  lr_schedule="linear", max_grad_norm=1.0))
@@ -135,7 +169,7 @@ def test_graph_equals_eager(tmp_path):
                                   optimizer=flow.optim.AdamW(distiller.parameters(), lr=1e-2))
         runs[use_graph] = (history, {k: v.numpy() for k, v in distiller.state_dict().items()})
     (eager, eager_state), (graph, graph_state) = runs[False], runs[True]
-    for term in ("loss", "kl_div", "hard_label", "match0_hidden_mse", "lr"):
+    for term in ("loss", "kl_div", "hard_label", "match0_hidden_mse", "logit0_tv_distance", "lr"):
         np.testing.assert_allclose(graph[term], eager[term], rtol=1e-4, atol=1e-6, err_msg=term)
     for name in eager_state:
         np.testing.assert_allclose(graph_state[name], eager_state[name], rtol=1e-4, atol=1e-5, err_msg=name)
