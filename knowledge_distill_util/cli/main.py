@@ -89,6 +89,7 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     import oneflow as flow
 
     from .. import _device
+    from ..data.loading import task_source
     from ..engine import distributed, launch
     from ..training.config import ConfigError, parse_config
     from ..training.general import GENERAL_RECIPE
@@ -99,6 +100,8 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     try:  # a value the run refuses is said once, by the one-process run, not by every rank
         original_flags = distributed.split_launch_flags(argv)[1]
         cfg = None if original_flags else validate_config(parse_config(argv, recipes=RECIPES), check_directories=False)
+        if cfg is not None and not (cfg.train_data_dir or cfg.eval_data_dir):
+            task_source(cfg.data_dir, cfg.task_name)  # no task, no data directory: said before any process starts
     except (ConfigError, ValueError):
         return None
     if original_flags:  # the original --gpu_num_per_node / --num_nodes start the launcher themselves

@@ -36,15 +36,9 @@ def cap_rows(features: Features, limit: int) -> Features:
                     segment_ids=features.segment_ids[:limit], labels=features.labels[:limit])
 
 
-def load_task_data(data_dir: Optional[str], task_name: Optional[str], seq_length: int,
-                   vocab_file: Optional[str] = None, max_train_examples: int = 0,
-                   max_eval_examples: int = 0, train_split: str = "train") -> TaskData:
-    """Read and tokenise ``train`` (or ``train_split``, e.g. ``"train_aug"``) and ``dev`` of ``data_dir`` (every row
-    validated first).
-
-    ``vocab_file`` defaults to the all-MiniLM-L6-v2 vocabulary. Raises ``ValueError`` naming the
-    argument and the fix for a missing task name or directory.
-    """
+def task_source(data_dir: Optional[str], task_name: Optional[str]) -> TaskSpec:
+    """The task ``task_name`` of the TSV directory ``data_dir``, both given and the directory present (nothing is
+    read); ``ValueError`` naming the flag and the fix otherwise."""
     if not task_name:
         raise ValueError("no --task_name given; name a GLUE task (e.g. sst-2) or the default task written by "
                          "kdu-compress (see its data/data_info.json)")
@@ -54,9 +48,21 @@ def load_task_data(data_dir: Optional[str], task_name: Optional[str], seq_length
         raise ValueError(f"data directory {data_dir!r} does not exist; pass --data_dir with a GLUE-format TSV "
                          f"directory")
     try:
-        spec = get_task(task_name)
+        return get_task(task_name)
     except KeyError as error:
         raise ValueError(str(error.args[0] if error.args else error)) from None
+
+
+def load_task_data(data_dir: Optional[str], task_name: Optional[str], seq_length: int,
+                   vocab_file: Optional[str] = None, max_train_examples: int = 0,
+                   max_eval_examples: int = 0, train_split: str = "train") -> TaskData:
+    """Read and tokenise ``train`` (or ``train_split``, e.g. ``"train_aug"``) and ``dev`` of ``data_dir`` (every row
+    validated first).
+
+    ``vocab_file`` defaults to the all-MiniLM-L6-v2 vocabulary. Raises ``ValueError`` naming the
+    argument and the fix for a missing task name or directory (:func:`task_source`).
+    """
+    spec = task_source(data_dir, task_name)
     vocab_file = vocab_file or default_vocab_file()
     tokenizer = load_tokenizer(vocab_file)
     train = cap_rows(load_glue_features(data_dir, spec, train_split, tokenizer, seq_length), max_train_examples)

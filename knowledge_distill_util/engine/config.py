@@ -236,7 +236,8 @@ class DistillationConfig:
     def weight_schedules(self) -> List[Tuple[float, str]]:
         """``(weight, schedule)`` of the step's weights vector: the logit loss, the hard labels, the intermediate
         matches' factor (weight 1) and each ``logit_terms`` entry."""
-        return [(self.logit_weight, self.logit_weight_schedule), (self.hard_label_weight, self.hard_label_weight_schedule),
+        return [(self.logit_weight, self.logit_weight_schedule),
+                (self.hard_label_weight, self.hard_label_weight_schedule),
                 (1.0, self.intermediate_weight_schedule)] + [(t.weight, t.weight_schedule) for t in self.logit_terms]
 
     @property

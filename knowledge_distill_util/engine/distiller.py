@@ -20,7 +20,7 @@ drawn at each step. ``TrainingConfig(cache_teacher_outputs="memory")`` runs the 
 """
 import logging
 import math
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import oneflow as flow
@@ -131,6 +131,10 @@ class Distiller:
     def parameters(self) -> Iterator[nn.Parameter]:
         """The student's parameters, then the projections' (each once): give them to the optimizer."""
         return self._trainable.parameters()
+
+    def named_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """:meth:`parameters` with their names (``student.*``, ``matches.*``), e.g. for weight-decay groups."""
+        return self._trainable.named_parameters()
 
     def state_dict(self) -> Dict[str, flow.Tensor]:
         """The student's (``student.*``) and the projections' (``matches.*``) weights: what checkpoints hold."""

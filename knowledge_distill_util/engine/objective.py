@@ -191,8 +191,9 @@ class DistillStep(nn.Module):
         logits (e.g. a teacher with another number of classes)."""
         temperatures = _takes_temperatures(loss)
         if temperatures and student.shape[-1] == 1:
-            fix = ("logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0" if what.startswith("the")
-                   else f"'loss': 'hidden_mse' (the MSE of the two predictions) or 'weight': 0 in {what.split()[0]}")
+            fix = ("logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0"
+                   if what.startswith("the") else
+                   f"'loss': 'hidden_mse' (the MSE of the two predictions) or 'weight': 0 in {what.split()[0]}")
             raise ValueError(f"the student gives one logit per row (regression), where {what}, a divergence of "
                              f"softmax distributions over the classes, is always 0; use {fix}")
         try:

@@ -12,7 +12,8 @@ NO_DECAY = ("bias", "LayerNorm", "layernorm", "layer_norm", "norm.weight")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    """The trainable parameters of ``model`` in two groups: with ``weight_decay`` and without (:data:`NO_DECAY`)."""
+    """The trainable parameters of ``model`` (a module, or anything with ``named_parameters()`` such as a
+    :class:`~.distiller.Distiller`) in two groups: with ``weight_decay`` and without (:data:`NO_DECAY`)."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:

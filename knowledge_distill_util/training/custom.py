@@ -17,9 +17,11 @@ as configuration keys), every entry checked against the two models before the fi
   ``options``); a negative layer counts from the top (-1: the last); their factor :math:`f_h(s)` is
   ``--hidden_weight_schedule``.
 
-The student is a BERT of the ``student_*`` keys (any width: give a ``proj`` where the widths differ). It
-is trained inside :class:`CustomStudent`, which also holds the matches' projections (trained and
-checkpointed with it); the saved model is the BERT alone.
+The student is a BERT of the ``student_*`` keys (any width: give a ``proj`` where the widths differ). The stage
+trains as :func:`custom_config`, a :class:`~knowledge_distill_util.engine.DistillationConfig` of the same terms:
+the Distiller holds the matches' projections (trained and checkpointed with the student); the saved model is the
+BERT. :func:`custom_loss` is the formula itself, on a :class:`CustomStudent` (the BERT and the projections in one
+module), as the objectives of the other recipes are theirs.
 """
 import inspect
 from typing import Any, Dict, List, Mapping, Sequence
@@ -27,6 +29,8 @@ from typing import Any, Dict, List, Mapping, Sequence
 import oneflow as flow
 import oneflow.nn as nn
 
+from ..engine.config import DistillationConfig
+from ..functional import mseloss
 from ..nn import IntermediateMatches
 from ..registry import available_losses, get_loss
 from .config import ConfigError
@@ -34,7 +38,8 @@ from .kd_objectives import Terms, hard_label_loss, is_regression
 from .objective_schedules import TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES, factor, row_temperatures
 from .objectives import Objective
 
-__all__ = ["CustomStudent", "custom_loss", "CUSTOM", "check_logit_terms", "resolve_matches", "logit_losses"]
+__all__ = ["CustomStudent", "custom_loss", "custom_config", "CUSTOM", "check_logit_terms", "resolve_matches",
+           "check_match_losses", "logit_losses"]
 
 _TERM_KEYS = ("loss", "weight", "temperature", "temperature_scaling", "schedule", "temperature_schedule")
 _MATCH_KEYS = ("layer_S", "layer_T", "feature", "loss", "weight", "proj", "options")
@@ -175,8 +180,40 @@ def _check_widths(where: str, entry: Dict[str, Any], sides: Dict[str, Dict[str, 
                                   f"{feature} width {width}; pick a divisor of both {s_width} and {t_width}")
 
 
+def check_match_losses(matches: Sequence[Mapping[str, Any]]) -> List[IntermediateMatches]:
+    """One :class:`~knowledge_distill_util.nn.IntermediateMatches` (weight 1) per match: what the losses check of
+    their entries (options, projections); :class:`ConfigError` naming the entry otherwise."""
+    built = []
+    for index, entry in enumerate(matches):
+        try:
+            built.append(IntermediateMatches([dict(entry, weight=1.0)]))
+        except (TypeError, ValueError) as error:
+            text = str(error).replace("matches[0]", f"intermediate_matches[{index}]")
+            raise ConfigError(f"{text}; fix that entry of intermediate_matches") from None
+    return built
+
+
+def custom_config(args, regression: bool) -> DistillationConfig:
+    """The custom loss of the module doc as a :class:`~knowledge_distill_util.engine.DistillationConfig`: each
+    ``logit_terms`` entry a :class:`~knowledge_distill_util.engine.LogitTerm` (``schedule`` its ``weight_schedule``,
+    ``temperature_schedule`` its ``temperature_scheduler``; one logit: ``hidden_mse``, the MSE of the two
+    predictions), ``hard_label_weight``, the ``intermediate_matches`` under ``hidden_weight_schedule``; the models
+    give their query/key/value projections (``output_qkv``) when a match reads them."""
+    terms = [{"loss": "hidden_mse", "weight": term["weight"], "weight_schedule": term["schedule"]} if regression else
+             {"loss": term["loss"], "weight": term["weight"], "weight_schedule": term["schedule"],
+              "temperature": term["temperature"], "temperature_scaling": term["temperature_scaling"],
+              "temperature_scheduler": "none" if term["temperature_schedule"] == "constant" else
+              term["temperature_schedule"]}
+             for term in check_logit_terms(args.logit_terms, args.temperature)]
+    matches = [dict(entry) for entry in args.intermediate_matches or []]
+    projections = any(entry["feature"] in ("value", "query", "key") for entry in matches)
+    return DistillationConfig(logit_weight=0.0, logit_terms=terms, hard_label_weight=args.hard_label_weight,
+                              intermediate_matches=matches, forward_kwargs={"output_qkv": True} if projections else {},
+                              intermediate_weight_schedule=getattr(args, "hidden_weight_schedule", "constant"))
+
+
 class CustomStudent(nn.Module):
-    """The custom recipe's trained module: the BERT student (``bert``, the saved model) and one
+    """The module :func:`custom_loss` trains: the BERT student (``bert``) and one
     :class:`~knowledge_distill_util.nn.IntermediateMatches` per match (``matches``, with their projections).
     ``forward`` is the BERT's."""
 
@@ -185,14 +222,7 @@ class CustomStudent(nn.Module):
         self.bert = bert
         self.logit_terms = [dict(term) for term in logit_terms]
         self.match_weights = [float(entry.get("weight", 1.0)) for entry in matches]
-        built = []
-        for index, entry in enumerate(matches):
-            try:
-                built.append(IntermediateMatches([dict(entry, weight=1.0)]))
-            except (TypeError, ValueError) as error:
-                text = str(error).replace("matches[0]", f"intermediate_matches[{index}]")
-                raise ConfigError(f"{text}; fix that entry of intermediate_matches") from None
-        self.matches = nn.ModuleList(built)
+        self.matches = nn.ModuleList(check_match_losses(matches))
         self.config = bert.config
 
     def forward(self, *args, **kwargs):
@@ -223,7 +253,7 @@ def custom_loss(
     logit = None
     for term in student_model.logit_terms:
         if is_regression(student_logits):
-            value = ((student_logits - teacher_logits.detach()) ** 2).mean()
+            value = mseloss(student_logits, teacher_logits.detach())
         else:
             t_s, t_t = row_temperatures(term["temperature_schedule"], student_logits, teacher_logits,
                                         term["temperature"], term["temperature"])
@@ -256,4 +286,4 @@ def custom_loss(
             "matches": zero if matched is None else matched}
 
 
-CUSTOM = Objective(custom_loss, ("loss", "logit", "ce", "matches"))
+CUSTOM = Objective(custom_loss, ("loss", "logit", "ce", "matches"), custom_config)

@@ -32,7 +32,7 @@ summary order and the docs table all read :data:`RECIPES`; adding a recipe is on
 | ``distilbert`` | BERT student from evenly spaced teacher layers | ``distilbert`` (``DISTILBERT``) |
 | ``pkd_patience`` | BERT student, at least 2 layers | ``pkd_patience`` (``PKD_PATIENCE``) |
 | ``multi_teacher_kd`` | BERT student; ``teacher_models`` | ``multi_teacher_kd`` (``KD`` on the teachers' averaged logits) |
-| ``custom`` | BERT student of any width in a ``CustomStudent`` | ``custom`` (``CUSTOM``, :mod:`.custom`) |
+| ``custom`` | BERT student of any width | ``custom`` (``CUSTOM``, :mod:`.custom`) |
 | ``tinybert_general`` | BERT student, task-agnostic | ``general`` (``TINYBERT_INTERMEDIATE`` on a text corpus, run by its own :func:`~.general.run_general` on the ``Distiller``) |
 """
 from dataclasses import dataclass, field
@@ -341,10 +341,10 @@ def _pkd_patience(ctx: BuildContext) -> nn.Module:
 
 
 def _custom(ctx: BuildContext) -> nn.Module:
-    """A BERT student of any width inside :class:`~.custom.CustomStudent`, with the configuration's logit terms
-    and intermediate matches checked against both models."""
+    """A BERT student of any width, with the configuration's logit terms and intermediate matches checked against
+    both models."""
     from .config import ConfigError
-    from .custom import CustomStudent, check_logit_terms, resolve_matches
+    from .custom import check_logit_terms, check_match_losses, resolve_matches
 
     cfg = ctx.cfg
     terms = check_logit_terms(cfg.logit_terms, cfg.temperature)
@@ -353,19 +353,16 @@ def _custom(ctx: BuildContext) -> nn.Module:
     if not terms and not matches and not cfg.hard_label_weight > 0:
         raise ConfigError("recipe 'custom' has nothing to train: no logit_terms, no intermediate_matches and "
                           "hard_label_weight 0; give at least one of them in the config file")
+    check_match_losses(matches)
     if cfg.student_model:
         load_student_weights(bert, cfg.student_model)
-    return CustomStudent(bert, matches, terms)
-
-
-def _custom_bert(model: nn.Module) -> nn.Module:
-    return model.bert
+    return bert
 
 
 def _custom_stage() -> StageSpec:
     from .custom import CUSTOM
 
-    return StageSpec("custom", CUSTOM, exports=_custom_bert)
+    return StageSpec("custom", CUSTOM)
 
 
 _WIDE_STUDENT = dict(_BERT_STUDENT, student_num_hidden_layers=6, student_hidden_size=768,

@@ -3,16 +3,18 @@
 
 :func:`train_stage` is the adapter. A stage whose objective has a configuration (:func:`stage_config`,
 :mod:`.stage_configs`: every built-in objective: labels only, KD, Distilled-BiLSTM, BERT-PKD and its patience form,
-TinyBERT's stages, DistilBERT, MiniLM, MiniLMv2) trains the Distiller's
-:class:`~knowledge_distill_util.engine.DistillationConfig` terms, bit for bit its objective's formula: the rows of
-a ``data.Features`` become :class:`~.feature_batches.FeatureBatches` named as the models' keywords, the teacher's
-logits computed before training go in as ``train(teacher_logits=)``, ``--cache_teacher_outputs`` is the Distiller's
-teacher-output cache (the batches then carry row ids), the model's own per-step inputs (:class:`StepInputs`,
-BERT-of-Theseus's coins) are the Distiller's ``step_inputs``. The custom recipe's stage (a formula of its own) runs
-its :class:`LossStep` (student, frozen teacher, the :class:`~.objectives.Objective` reading ``args``) as the
-Distiller's ``objective``: the cached teacher logits ride along as ``teacher_logits``, the cached hidden states
-and attentions (:mod:`.teacher_outputs`) as ``cached_teacher_*``, a weight schedule's factors as a step input.
-Both take AdamW with the weight-decay groups, warm-up and decay of :mod:`knowledge_distill_util.engine.optim`;
+TinyBERT's stages, DistilBERT, MiniLM, MiniLMv2; the custom recipe's :func:`~.custom.custom_config`) trains the
+Distiller's :class:`~knowledge_distill_util.engine.DistillationConfig` terms, bit for bit its objective's formula:
+the rows of a ``data.Features`` become :class:`~.feature_batches.FeatureBatches` named as the models' keywords, the
+teacher's logits computed before training go in as ``train(teacher_logits=)``, ``--cache_teacher_outputs`` is the
+Distiller's teacher-output cache (the batches then carry row ids), the model's own per-step inputs
+(:class:`StepInputs`, BERT-of-Theseus's coins) are the Distiller's ``step_inputs``. A stage whose objective has no
+configuration (a recipe registered with a formula of its own) runs its :class:`LossStep` (student, frozen teacher,
+the :class:`~.objectives.Objective` reading ``args``) as the Distiller's ``objective``: the cached teacher logits
+ride along as ``teacher_logits``, the cached hidden states and attentions (:mod:`.teacher_outputs`) as
+``cached_teacher_*``, a weight schedule's factors as a step input.
+Both take AdamW over the Distiller's parameters (the student's and the projections') with the weight-decay groups,
+warm-up and decay of :mod:`knowledge_distill_util.engine.optim`;
 the files are ``<stage>_losses.csv/png`` in ``work_dir`` and checkpoints under ``checkpoint_dir/<stage>/``. The
 global generators are not reseeded per epoch and dropout is reseeded per step only with ``reseed_dropout``, so
 every random draw is the one the recipes always made.
@@ -215,7 +217,8 @@ def train_stage(
            _with_objective(step, features, batch_size, tcfg, cached, provider, cache, stage, training))
     distiller = run.distiller
     total = distiller.training_config.max_steps
-    optimizer = make_optimizer(student, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon, tcfg.max_grad_norm)
+    optimizer = make_optimizer(distiller, tcfg.learning_rate, tcfg.weight_decay, tcfg.adam_epsilon,
+                               tcfg.max_grad_norm)
     scheduler = make_scheduler(optimizer, total, int(total * tcfg.warmup_proportion))
     began = time.time()
     try:

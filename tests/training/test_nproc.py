@@ -68,6 +68,9 @@ def test_auto_resolves_from_the_configuration(workspace, monkeypatch, tmp_path):
     assert entry._processes(args + ["--no_such_key", "1"], "auto", explicit=False) is None
     assert entry._processes(args + ["--seq_length", "0"], "auto", explicit=False) is None  # validate_config's
     assert entry._processes(args + ["--gpu_num_per_node", "2"], "auto", explicit=False) is None
+    # no task or no data directory: the one-process run says so, before any process starts
+    assert entry._processes(args + ["--task_name", ""], "auto", explicit=False) is None
+    assert entry._processes(args + ["--data_dir", str(tmp_path / "absent")], "auto", explicit=False) is None
     # --resume: the processes the run was started with (its run_config.json holds the batch per process)
     resumed = args + ["--resume", "--model_save_dir", str(tmp_path)]
     (tmp_path / "run_config.json").write_text(json.dumps({"batch_size_per_device": 8}))

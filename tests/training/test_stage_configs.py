@@ -111,6 +111,46 @@ def test_weight_and_temperature_schedules_too(tmp_path, objective, schedules):
     _same_weights(configured, formula)
 
 
+CUSTOM_ARGS = dict(logit_terms=[{"loss": "kl_div", "weight": 0.7, "temperature": 2.0, "temperature_scaling": True},
+                                {"loss": "soft_cross_entropy", "weight": 0.4, "temperature": 3.0}],
+                   intermediate_matches=[
+                       {"layer_S": -1, "layer_T": 3, "feature": "hidden", "loss": "hidden_mse", "weight": 2.0,
+                        "proj": ["linear", 8, 8]},
+                       {"layer_S": 0, "layer_T": 1, "feature": "attention", "loss": "attention_mse", "weight": 0.5},
+                       {"layer_S": 1, "layer_T": -1, "feature": "value", "loss": "relation_kl",
+                        "options": {"num_relation_heads": 2}}])
+
+
+def _custom_run(tmp_path, configured: bool, regression: bool, schedules):
+    """The custom stage trained through its configuration, or through its formula on a
+    :class:`~knowledge_distill_util.training.custom.CustomStudent` (the projections drawn from the same seed)."""
+    from knowledge_distill_util.training.custom import CUSTOM, CustomStudent, check_logit_terms, resolve_matches
+
+    args = argparse.Namespace(**dict(vars(ARGS), **CUSTOM_ARGS, **schedules))
+    classes = 1 if regression else 3
+    teacher, student = tiny_bert(4, seed=1, label_num=classes), tiny_bert(2, seed=2, label_num=classes)
+    teacher.eval()
+    flow.manual_seed(5)
+    model = student if configured else CustomStudent(
+        student, resolve_matches(args.intermediate_matches, student.config, teacher.config),
+        check_logit_terms(args.logit_terms, args.temperature))
+    objective = CUSTOM if configured else dataclasses.replace(CUSTOM, config=None)
+    tcfg = TrainerConfig(num_epochs=2, learning_rate=1e-2, batch_size=8, checkpoint_every=100)
+    train_stage(LossStep(model, teacher, objective, args), _features(regression), tcfg, work_dir=str(tmp_path),
+                stage="s", checkpoint_dir=str(tmp_path / "checkpoints"), progress=False)
+    return student
+
+
+@pytest.mark.parametrize("regression, schedules", [(False, {}), (True, {}), (False, dict(
+    hidden_weight_schedule="linear_decay", temperature_schedule="flsw"))], ids=["classes", "regression", "schedules"])
+def test_the_custom_stage_trains_exactly_as_its_formula(tmp_path, regression, schedules):
+    """Two logit terms, the hard labels and three matches (a projected hidden state, attention maps, value
+    relations): the configured stage ends with the weights of :func:`~.custom.custom_loss`."""
+    configured = _custom_run(tmp_path / "config", True, regression, schedules)
+    _same_weights(configured, _custom_run(tmp_path / "formula", False, regression, schedules))
+    assert _moved(configured)
+
+
 def test_the_configurations_say_the_formulas():
     kd = O.KD.config(ARGS, False)
     assert (kd.logit_loss, kd.logit_weight, kd.hard_label_weight, kd.temperatures) == (
