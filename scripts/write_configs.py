@@ -1,6 +1,6 @@
 """Write ``configs/<recipe>.yaml``: every registered recipe's full configuration, one commented key a line.
 
-Each file holds every key of :class:`~knowledge_distill_util.training.config.TrainConfig` with the value the
+Each file holds every key of :class:`~knowledge_distill_util.config.schema.TrainConfig` with the value the
 recipe resolves to (``kdu-train --recipe NAME --print_config`` shows the same values), grouped as the
 dataclass groups them, and a comment saying what the key does; a key the recipe sets itself (the original
 run script's setting) says so, with the package-wide default it replaces. ``tests/test_configs.py`` checks
@@ -17,7 +17,7 @@ import sys
 import yaml
 
 from knowledge_distill_util._io import atomic_write_text
-from knowledge_distill_util.training.config import TrainConfig
+from knowledge_distill_util.config.schema import TrainConfig
 from knowledge_distill_util.training.recipes import RECIPES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import pytest
 
 from knowledge_distill_util import _device
 from knowledge_distill_util.training import compression, run as run_module
-from knowledge_distill_util.training.config import TrainConfig
+from knowledge_distill_util.config.schema import TrainConfig
 
 KEY = "ONEFLOW_VM_COMPUTE_ON_WORKER_THREAD"
 

@@ -12,14 +12,14 @@ base       _checks _cpu _device _env _errors _io _minilm _registry _replace_dir 
            _staging _startup _state _umask _vocab _write_errors
 losses     _kernels _soft_targets functional divergences sparse_losses fused_linear  base
            _fused_kernel nn registry schedules distill
-models     models (BERT, BiLSTM, snapshots, a trained model on disk);                base, losses
-           training.theseus (BERT-of-Theseus's model)
-engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives);        base, losses
-           topk_cache topk_format topk_reader (the teacher-output cache);
-           training.evaluate (a model's predictions and metrics); convert
+models     models (BERT, BiLSTM, BERT-of-Theseus, snapshots, a trained model on      base, losses
+           disk)
+engine     engine (Distiller, loop, checkpoint, lock, loss log, collectives,         base, losses
+           a model's predictions and metrics);
+           topk_cache topk_format topk_reader (the teacher-output cache); convert
            (checkpoints of earlier versions)
 data       data (its augmentation loads a BERT)                                      base, losses, models, engine
-config     training.config, training.fields (the schema: imports no recipe)         base, losses, models,
+config     config (the schema of kdu-train's configuration: imports no recipe)     base, losses, models,
                                                                                      engine
 compat     compat (the original toolkit: flags, OFRecord parts, snapshots,           base, losses, models, engine,
            results files, summary.csv, init scripts)                                 data, config
@@ -33,8 +33,7 @@ entry      the package ``__init__``, ``__main__``                               
 So: cli > training (the recipes) > compat > config, data > engine, models > losses > base. ``compat`` sits
 between the recipes, which read the original's snapshots, OFRecord parts and results files through it, and the
 layers it reads them with; it imports no recipe (the original scripts' entry point, which runs a recipe, is
-``cli.original``). ``training.config``, ``training.theseus`` and ``training.evaluate`` are placed by their job:
-the modules ``compat`` needs from the training package, none of which imports a recipe.
+``cli.original``).
 
 A failure names each offending import with its file and line.
 """
@@ -55,12 +54,12 @@ LAYERS: Dict[str, Tuple[str, ...]] = {
              "_staging", "_startup", "_state", "_umask", "_vocab", "_write_errors"),
     "losses": ("_kernels", "_soft_targets", "functional", "divergences", "sparse_losses", "fused_linear",
                "_fused_kernel", "nn", "registry", "schedules", "distill"),
-    "models": ("models", "training.theseus"),  # training.theseus: BERT-of-Theseus's model (imports models only)
-    # topk_cache: the teacher-output cache, a piece of the engine; training.evaluate: a model's predictions and
-    # metrics (imports the engine only); convert: models and checkpoints of earlier versions to safetensors
-    "engine": ("engine", "topk_cache", "topk_format", "topk_reader", "training.evaluate", "convert"),
+    "models": ("models",),
+    # topk_cache: the teacher-output cache, a piece of the engine; convert: models and checkpoints of earlier
+    # versions to safetensors
+    "engine": ("engine", "topk_cache", "topk_format", "topk_reader", "convert"),
     "data": ("data",),
-    "config": ("training.config", "training.fields"),  # the configuration schema: imports no recipe
+    "config": ("config",),  # the configuration schema: imports no recipe
     "compat": ("compat",),
     "training": ("training",),
     "cli": ("cli",),
@@ -243,7 +242,7 @@ print("\\n".join(failed))
 
 
 def test_each_compat_and_cli_module_imports_first(package_graph):
-    """What the static check cannot see: ``from ..training.config import X`` runs ``training/__init__`` first,
+    """What the static check cannot see: ``from ..config.schema import X`` runs ``training/__init__`` first,
     whose recipes import ``compat.models``; a compat module importing the training package at its top is then a
     circle when it is imported first (as a script or a test does). Each module first, in a fresh package."""
     modules, _ = package_graph
@@ -296,9 +295,9 @@ def test_compat_may_import_the_configuration_but_no_recipe_and_nothing_imports_t
     _write(tmp_path, {
         f"{PACKAGE}/__init__.py": "",
         f"{PACKAGE}/compat/__init__.py": "",
-        f"{PACKAGE}/compat/models.py": "from ..training.config import TrainConfig\nfrom ..training import recipes\n",
+        f"{PACKAGE}/compat/models.py": "from ..config.schema import TrainConfig\nfrom ..training import recipes\n",
         f"{PACKAGE}/training/__init__.py": "",
-        f"{PACKAGE}/training/config.py": "",
+        f"{PACKAGE}/config/schema.py": "",
         f"{PACKAGE}/training/recipes.py": "from ..compat import models\nfrom ..cli.original import main\n",
         f"{PACKAGE}/cli/__init__.py": "",
         f"{PACKAGE}/cli/original.py": "from ..training import recipes\nfrom ..compat import models\n",

@@ -2,8 +2,8 @@
 ``kdu-train``'s, and the exit statuses; the run itself is :mod:`knowledge_distill_util.training.compression`.
 
 :func:`parse_args` checks every flag before any work: a wrong value, an unknown flag or two flags that
-contradict each other raise :class:`~knowledge_distill_util.training.config.ConfigError` with one sentence
-naming the flag, the value and the fix (the flags' rules are the types of :mod:`..training.fields`, the same as
+contradict each other raise :class:`~knowledge_distill_util.config.schema.ConfigError` with one sentence
+naming the flag, the value and the fix (the flags' rules are the types of :mod:`..config.fields`, the same as
 ``kdu-train``'s ``--seed``, ``--log_level`` and ``--progress_every``). :func:`main` prints that sentence and
 exits 2; see its docstring for the other statuses.
 
@@ -25,12 +25,12 @@ from typing import List, Optional, Sequence
 from jsonargparse import ArgumentParser, Namespace
 
 from .._errors import ConfigError
-from ..training.fields import LogLevel, Seconds, Seed, Timeout, check_resume_overwrite, wanted
+from ..config.fields import LogLevel, Seconds, Seed, Timeout, check_resume_overwrite, wanted
 
 __all__ = ["build_parser", "parse_args", "main"]
 
 PROG = "kdu-compress"
-#: The flags whose type carries a rule of :mod:`..training.fields` (kdu-train's fields of the same names).
+#: The flags whose type carries a rule of :mod:`..config.fields` (kdu-train's fields of the same names).
 _TYPED = {"--seed": Seed, "--log_level": LogLevel, "--progress_every": Seconds, "--job_timeout": Timeout}
 
 
@@ -91,7 +91,7 @@ def _sentence(error: BaseException, argv: Sequence[str], flags: Sequence[str]) -
     if missing:
         return f"{missing.group(1)} needs a value"
     ruled = re.search(r'Parser key "(\w+)": Not of type \w+: (must be .*)$', text)
-    if ruled:  # a number type of training.fields: its own sentence
+    if ruled:  # a number type of config.fields: its own sentence
         return f"--{ruled.group(1)} {ruled.group(2)}"
     typed = re.search(r'Parser key "(\w+)": Expected a <class \'(int|float)\'>\. Got value: (.*)$', text)
     if typed:

@@ -19,7 +19,7 @@ TRAIN_DESCRIPTION = "Train one registered compression recipe."
 
 def _full_usage() -> str:
     """:data:`USAGE` and the registered recipes, one line each (what ``train --recipe NAME`` runs)."""
-    from ..training.config import recipe_lines
+    from ..config.schema import recipe_lines
     from ..training.recipes import RECIPES
 
     return (f"{USAGE}\n\nrecipes of train --recipe NAME (train --recipe NAME --help shows its options):\n"
@@ -91,7 +91,7 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     from .. import _device
     from ..data.loading import task_source
     from ..engine import distributed, launch
-    from ..training.config import ConfigError, parse_config
+    from ..config.schema import ConfigError, parse_config
     from ..training.general import GENERAL_RECIPE
     from ..training.masked_lm import MLM_RECIPE
     from ..training.recipes import RECIPES
@@ -100,7 +100,8 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     try:  # a value the run refuses is said once, by the one-process run, not by every rank
         original_flags = distributed.split_launch_flags(argv)[1]
         cfg = None if original_flags else validate_config(parse_config(argv, recipes=RECIPES), check_directories=False)
-        if cfg is not None and not (cfg.train_data_dir or cfg.eval_data_dir):
+        if cfg is not None and cfg.recipe not in (GENERAL_RECIPE, MLM_RECIPE) and not (cfg.train_data_dir or
+                                                                                       cfg.eval_data_dir):
             task_source(cfg.data_dir, cfg.task_name)  # no task, no data directory: said before any process starts
     except (ConfigError, ValueError):
         return None

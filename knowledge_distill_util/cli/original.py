@@ -11,7 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..compat.flags import SCRIPTS, build_original_parser, original_argv
-from ..training.config import TrainConfig, parse_config
+from ..config.schema import TrainConfig, parse_config
 from ..training.recipes import RECIPES
 
 __all__ = ["parse_original", "main"]
@@ -20,7 +20,7 @@ __all__ = ["parse_original", "main"]
 def parse_original(argv: Sequence[str], script: str, prog: Optional[str] = None) -> TrainConfig:
     """The :class:`TrainConfig` of an original command line of ``script`` (a :data:`SCRIPTS` name).
 
-    Raises :class:`~knowledge_distill_util.training.config.ConfigError` (one sentence) for a bad value or an
+    Raises :class:`~knowledge_distill_util.config.schema.ConfigError` (one sentence) for a bad value or an
     unknown flag.
     """
     return parse_config(original_argv(argv, script, prog), recipe=SCRIPTS[script].recipe, prog=prog,

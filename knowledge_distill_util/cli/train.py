@@ -17,8 +17,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from .._errors import ConfigError
 from ..engine import distributed
-from ..training.config import TrainConfig, parse_config
-from ..training.fields import LogLevel, check_field
+from ..config.schema import TrainConfig, parse_config
+from ..config.fields import LogLevel, check_field
 
 __all__ = ["main", "run_entry", "relaunch", "run_launcher", "setup_logging"]
 
@@ -27,7 +27,7 @@ logger = logging.getLogger("knowledge_distill_util.training.run")  # the run's o
 
 def setup_logging(level: str = "INFO") -> None:
     """Log ``[name] message`` lines of this package at ``level`` to stderr; ``level`` is one of
-    :data:`~knowledge_distill_util.training.fields.LogLevel` (the rule of ``--log_level``, kdu-train's and
+    :data:`~knowledge_distill_util.config.fields.LogLevel` (the rule of ``--log_level``, kdu-train's and
     kdu-compress's), else :class:`ConfigError` with that rule's sentence."""
     try:
         check_field("log_level", level, LogLevel)

@@ -20,7 +20,7 @@ from ..data import TaskData
 from ..data.loading import load_ofrecord_task_data
 
 if TYPE_CHECKING:  # annotations only: importing the training package runs its __init__, whose recipes import
-    from ..training.config import TrainConfig  # this module (a circle when this module is imported first)
+    from ..config.schema import TrainConfig  # this module (a circle when this module is imported first)
 
 __all__ = ["load_ofrecord_data", "augmented_parts_dir"]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._errors import ConfigError
-from ..training.config import TrainConfig
+from ..config.schema import TrainConfig
 
 __all__ = ["str2bool", "Flag", "FLAGS", "SCRIPTS", "TRAINING_ONLY", "OriginalScript", "build_original_parser",
            "original_values", "original_argv"]

@@ -12,7 +12,7 @@ cells are empty strings, as ``DataFrame.to_csv`` writes them. The file is rewrit
 every row pair, as the original rewrites it at every row.
 
 Here: the configuration is this package's (``repr`` of the
-:class:`~knowledge_distill_util.training.config.TrainConfig`, where the original wrote its argparse ``Namespace``); a resumed run appends its rows after those of the killed run (the steps
+:class:`~knowledge_distill_util.config.schema.TrainConfig`, where the original wrote its argparse ``Namespace``); a resumed run appends its rows after those of the killed run (the steps
 after the last checkpoint then appear twice).
 """
 import csv

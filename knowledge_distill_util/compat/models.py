@@ -23,7 +23,7 @@ from ..models.artifacts import MODEL_CONFIG
 from .results import write_original_results
 
 if TYPE_CHECKING:  # annotations only: importing the training package runs its __init__, whose recipes import
-    from ..training.config import TrainConfig  # this module (a circle when this module is imported first)
+    from ..config.schema import TrainConfig  # this module (a circle when this module is imported first)
 
 __all__ = ["ORIGINAL_OPTIMIZER", "original_training", "original_model_bytes", "write_results_files", "EpochResults",
            "epoch_end_hook",
@@ -139,11 +139,11 @@ def load_successor_snapshot(successor: nn.Module, path: Optional[str]) -> bool:
 def save_model_snapshot(model: nn.Module, directory: str, cfg: TrainConfig) -> str:
     """Write ``model`` as the original snapshot ``directory`` in its recipe's names (teacher ``bert-...``,
     student ``student-bert-...``, the LSTM ``student-lstm-...``); a
-    :class:`~knowledge_distill_util.training.theseus.TheseusModel` is written whole, as the original's
+    :class:`~knowledge_distill_util.models.theseus.TheseusModel` is written whole, as the original's
     ``run_classifier.py`` saves it: the shared embeddings, pooler and classifier (``bert-...``), the successor's layers (``bert-encoder-student-layer_<i>``) and the frozen predecessor's
     (``bert-encoder-layer_<i>``), so that the original's second run (``--replace_prob=1.0`` on
     ``snapshot_last_snapshot``) and an evaluation run read it."""
-    from ..training.theseus import TheseusModel
+    from ..models.theseus import TheseusModel
 
     if isinstance(model, TheseusModel):
         return save_snapshot(model.successor, directory, scope="theseus", predecessor=model.predecessor)
@@ -207,7 +207,7 @@ class BestSnapshot:
 
     def __call__(self, epoch: int, step: int) -> None:
         from ..engine import distributed
-        from ..training.evaluate import compute_metrics, predict
+        from ..engine.evaluate import compute_metrics, predict
 
         logits = predict(self.evaluated, self.dev, self.cfg.eval_batch_size)[0]
         value = compute_metrics(logits, self.dev.labels, self.output_mode)[self.metric]
@@ -280,7 +280,7 @@ class EpochResults:
 
     def __call__(self, epoch: int, step: int) -> None:
         from ..engine import distributed
-        from ..training.evaluate import evaluate_model
+        from ..engine.evaluate import evaluate_model
 
         if self.then is not None:
             self.then(epoch, step)

@@ -10,7 +10,7 @@
   recipes of ``kdu-train`` train through it too); :mod:`.state`: seeds, data position; :mod:`.hooks`: step
   inputs, epoch-end hooks, non-finite checks; :mod:`.progress`: progress lines;
   :mod:`.run`: lock, resume, checkpoints, the loss log; :mod:`.parallel`: data-parallel under OneFlow's launcher
-  (eager and ``nn.Graph``).
+  (eager and ``nn.Graph``); :mod:`.evaluate`: a trained model's predictions, metrics and ``results_eval.json``.
 
 Guide: docs/distiller.md.
 """

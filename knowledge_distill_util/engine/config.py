@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from .._checks import check_bool, check_choice, check_int, check_positive_real, check_temperature
 from ..registry import get_loss, keyword_options
 
-__all__ = ["DistillationConfig", "TrainingConfig", "LogitTerm", "LOGIT_TERM_KEYS", "WEIGHT_SCHEDULES", "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES",
-           "CACHE_MODES", "CACHE_DTYPES"]
+__all__ = ["DistillationConfig", "TrainingConfig", "LogitTerm", "LOGIT_TERM_KEYS", "WEIGHT_SCHEDULES",
+           "TEMPERATURE_SCHEDULERS", "LR_SCHEDULES", "CACHE_MODES", "CACHE_DTYPES"]
 
 #: Loss-weight schedules by name (functions of :mod:`knowledge_distill_util.schedules`).
 WEIGHT_SCHEDULES = ("constant", "linear_growth", "linear_decay")

@@ -5,6 +5,7 @@
   flags, :mod:`._hf`), ``save_pretrained``, and ``fit_dense``.
 - :mod:`.mlm`: ``BertForMaskedLM``, BERT with its masked-LM head (Hugging Face or original snapshot).
 - :mod:`.lstm`: ``LSTMStudentForSequenceClassification`` returning logits.
+- :mod:`.theseus`: ``TheseusModel``, BERT-of-Theseus's predecessor and successor with module replacement.
 - :mod:`.pretrained`: Hugging Face checkpoints (``config.json`` + ``model.safetensors``), read and written.
 - :mod:`.init`: student initialisation from teacher layers, ``save_model`` / ``load_model`` / ``read_state``
   (``model.safetensors``: no pickle).

@@ -21,7 +21,7 @@ from ..models import (
     minilm_checkpoint_dir,
 )
 from ..models.artifacts import MODEL_CONFIG, load_trained
-from .config import ConfigError, TrainConfig
+from ..config.schema import ConfigError, TrainConfig
 from ..compat.models import load_snapshot_model, load_snapshot_weights, original_training, snapshot_directory
 
 __all__ = ["teacher_for_finetuning", "load_teacher", "freeze_word_embeddings", "bert_student",

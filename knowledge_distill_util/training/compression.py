@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .._device import is_cpu, share_cpu_cores
 from .._io import atomic_write_text
 from . import interrupt
-from .config import ConfigError, TrainConfig
+from ..config.schema import ConfigError, TrainConfig
 from ..engine.lock import DirectoryLock
 from .job_progress import JobBars, progress_line
 from .run_plan import JOB_NAME, Job, _check_job_name, job_needs, plan_jobs, read_plan, row_order, seed_jobs  # noqa: F401
@@ -196,7 +196,7 @@ def _measure_speeds(done: Dict, jobs: Dict[str, Job], rows: Sequence[str]) -> No
     """Re-measure every model's inference speed one after the other in this process (during training
     the jobs shared the cores, which skews their own ``reasoningTime``); updates ``done[job]["results"]``."""
     from ..models.artifacts import load_trained
-    from .evaluate import predict
+    from ..engine.evaluate import predict
     from .plan import load_data
 
     cfg = TrainConfig(**jobs["teacher"].config)

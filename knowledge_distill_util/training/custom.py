@@ -33,7 +33,7 @@ from ..engine.config import DistillationConfig
 from ..functional import mseloss
 from ..nn import IntermediateMatches
 from ..registry import available_losses, get_loss
-from .config import ConfigError
+from ..config.schema import ConfigError
 from .kd_objectives import Terms, hard_label_loss, is_regression
 from .objective_schedules import TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES, factor, row_temperatures
 from .objectives import Objective

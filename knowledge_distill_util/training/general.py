@@ -50,7 +50,7 @@ from ..models import BertForSequenceClassification, check_student_teacher, minil
 from ..engine import distributed
 from ..models.artifacts import MODEL_CONFIG, load_trained, save_trained
 from .builders import bert_student, load_student_weights
-from .config import ConfigError, TrainConfig, save_config
+from ..config.schema import ConfigError, TrainConfig, save_config
 from .objectives import TINYBERT_INTERMEDIATE
 from .recipes import _BERT_STUDENT, BuildContext, Recipe, StageSpec, register_recipe
 

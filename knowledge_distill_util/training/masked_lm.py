@@ -60,7 +60,7 @@ from ..models.artifacts import MODEL_CONFIG, save_trained
 from ..models.pretrained import hf_arrays, hf_config
 from ..models.mlm import HF_HEAD_NAMES
 from .builders import load_student_weights, student_layers
-from .config import ConfigError, TrainConfig
+from ..config.schema import ConfigError, TrainConfig
 from .general import (_builtin_corpus, _check_resumed_rows, _given_texts, _open_corpus, check_one_process_training,
                       checked_device, teachers_tokenizer, train_with_distiller, write_configs)
 from .masked_lm_objective import (MaskedLMDistillation, NoTeacher, TeacherMaskedLogits, masked_lm_distill_loss,

@@ -16,7 +16,7 @@ from ..functional import hidden_cosine
 from ..fused_linear import fused_linear_distill_loss
 from ..models import BertForMaskedLM
 from ..sparse_losses import sparse_kl_div
-from .config import TrainConfig
+from ..config.schema import TrainConfig
 
 __all__ = ["masked_lm_distill_loss", "TeacherMaskedLogits", "MaskedLMDistillation", "NoTeacher", "student_adaptor",
            "teacher_adaptor"]

@@ -4,7 +4,7 @@ Each objective is one small pure function ``loss(args, **tensors) -> {"loss": to
 built on :func:`~knowledge_distill_util.pred_distill`, :func:`~knowledge_distill_util.layer_distill` and
 :func:`~knowledge_distill_util.att_distill`, wrapped in an :class:`Objective` that names its terms.
 ``args`` is any object with the attributes the formula reads (``kd_alpha``, ``kd_beta``, temperatures:
-the run's :class:`~knowledge_distill_util.training.config.TrainConfig`). Tensor arguments, by name:
+the run's :class:`~knowledge_distill_util.config.schema.TrainConfig`). Tensor arguments, by name:
 
 - ``student_logits``, ``teacher_logits``: ``[B, C]`` (``C = 1`` for a regression task);
 - ``student_reps``, ``teacher_reps``: lists of ``[B, L, H]``, embedding output first;

@@ -11,7 +11,7 @@ from ..data import TaskData, load_task_data
 from ..models.artifacts import read_meta
 from .._device import resolve_device
 from .builders import freeze_word_embeddings, load_teacher
-from .config import ConfigError, TrainConfig, check_recipe_name
+from ..config.schema import ConfigError, TrainConfig, check_recipe_name
 from .objectives import Objective
 from .recipes import RECIPES, BuildContext, Recipe
 

@@ -43,11 +43,11 @@ import oneflow.nn as nn
 from ..data import TaskSpec
 from ..models import check_student_teacher
 from .builders import bert_student, load_student_weights, lstm_student, teacher_for_finetuning
-from .config import TrainConfig
+from ..config.schema import TrainConfig
 from .objectives import (BERT_PKD, BILSTM, DISTILBERT, KD, LABELS, MINILM, MINILM_V2, PKD_PATIENCE,
                          TINYBERT_COMBINED, TINYBERT_INTERMEDIATE, TINYBERT_PRED, Objective)
 from .._registry import Registry
-from .theseus import TheseusModel
+from ..models.theseus import TheseusModel
 
 __all__ = ["StageSpec", "BuildContext", "Recipe", "RECIPES", "register_recipe", "markdown_table"]
 
@@ -127,7 +127,7 @@ class Recipe:
         if names is not None:
             unknown = sorted(set(names) - {s.name for s in self.stages})
             if unknown:
-                from .config import ConfigError
+                from ..config.schema import ConfigError
 
                 raise ConfigError(f"--stages names {unknown}, which recipe {self.name!r} does not have; its stages: "
                                   f"{', '.join(s.name for s in self.stages)}")
@@ -179,7 +179,7 @@ def _lstm(ctx: BuildContext) -> nn.Module:
 
 
 def _theseus(ctx: BuildContext) -> nn.Module:
-    from .config import ConfigError
+    from ..config.schema import ConfigError
     from ..compat.models import load_successor_snapshot
 
     try:
@@ -193,7 +193,7 @@ def _theseus(ctx: BuildContext) -> nn.Module:
 def _minilm(ctx: BuildContext) -> nn.Module:
     """A BERT student of any width (no ``fit_dense``: the value relation makes widths independent) with
     the teacher's attention head count (``attention_kl`` compares the heads one to one)."""
-    from .config import ConfigError
+    from ..config.schema import ConfigError
 
     teacher_heads = ctx.teacher.config["num_attention_heads"]
     if ctx.cfg.student_num_attention_heads != teacher_heads:
@@ -209,7 +209,7 @@ def _minilm(ctx: BuildContext) -> nn.Module:
 def _minilm_v2(ctx: BuildContext) -> nn.Module:
     """A BERT student of any width and head count; ``num_relation_heads`` must divide both hidden sizes and
     ``minilm_teacher_layer`` must name a teacher layer."""
-    from .config import ConfigError
+    from ..config.schema import ConfigError
 
     cfg, tconf = ctx.cfg, ctx.teacher.config
     layers = tconf["num_hidden_layers"]
@@ -328,7 +328,7 @@ def _distilbert(ctx: BuildContext) -> nn.Module:
 def _pkd_patience(ctx: BuildContext) -> nn.Module:
     """The BERT student of BERT-PKD: at least 2 layers (the patience loss reads the intermediate ones) and, for
     ``pkd_strategy 'last'``, no deeper than the teacher."""
-    from .config import ConfigError
+    from ..config.schema import ConfigError
 
     cfg, layers = ctx.cfg, ctx.teacher.config["num_hidden_layers"]
     if cfg.student_num_hidden_layers < 2:
@@ -343,7 +343,7 @@ def _pkd_patience(ctx: BuildContext) -> nn.Module:
 def _custom(ctx: BuildContext) -> nn.Module:
     """A BERT student of any width, with the configuration's logit terms and intermediate matches checked against
     both models."""
-    from .config import ConfigError
+    from ..config.schema import ConfigError
     from .custom import check_logit_terms, check_match_losses, resolve_matches
 
     cfg = ctx.cfg

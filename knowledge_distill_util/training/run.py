@@ -23,8 +23,8 @@ from .._io import atomic_write_text
 from ..engine import distributed
 from ..engine.lock import lock_directories
 from ..models.artifacts import MODEL_CONFIG, WEIGHTS, load_trained, save_trained
-from .config import ConfigError, TrainConfig, check_recipe_name, save_config
-from .evaluate import evaluate_model, write_results
+from ..config.schema import ConfigError, TrainConfig, check_recipe_name, save_config
+from ..engine.evaluate import evaluate_model, write_results
 from ..compat.log import OriginalSummary
 from ..compat.models import (ORIGINAL_OPTIMIZER, BestSnapshot, best_metric, epoch_end_hook, original_training,
                              snapshot_directory, write_results_files, write_snapshots)

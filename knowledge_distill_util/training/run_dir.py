@@ -14,7 +14,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..models.artifacts import MODEL_CONFIG
-from .config import ConfigError, TrainConfig
+from ..config.schema import ConfigError, TrainConfig
 from .teacher_cache import check_cache_file
 
 __all__ = ["RUN_CONFIG", "DATA_KEY", "RESUMABLE_CHANGES", "check_run_directory", "data_fingerprint",

@@ -24,10 +24,10 @@ A training job of a recipe that reads a teacher reads the run's fine-tuned teach
 (``"auto"``, the pretrained all-MiniLM-L6-v2, for ``tinybert_general``; a directory written by this package for
 a recipe that trains a task student): such a job starts while the teacher trains. Under ``--quick``
 (no pretrained weights) every job reads the run's teacher. A job's configuration is the recipe's defaults <
-``common`` < its section < (``quick`` and :data:`~.config.QUICK` under ``--quick``) < the run's own settings
+``common`` < its section < (``quick`` and :data:`~knowledge_distill_util.config.schema.QUICK` under ``--quick``) < the run's own settings
 (data, seed, directories), except a value reading another job's output (``{name}``, e.g. a ``data_dir``).
 Every key is checked before anything is written; a mistake is one sentence
-naming the section, the key and the fix (:class:`~.config.ConfigError`).
+naming the section, the key and the fix (:class:`~knowledge_distill_util.config.schema.ConfigError`).
 """
 import json
 import os
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .config import QUICK, ConfigError, known_keys
+from ..config.schema import QUICK, ConfigError, known_keys
 from .recipes import RECIPES
 
 __all__ = ["Job", "JOB_NAME", "PLAN_KEYS", "read_plan", "plan_jobs", "row_order", "seed_jobs", "job_needs"]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict
 from .._io import atomic_write_file, atomic_write_json, read_json
 from ..data.augment_run import AugmentOptions, augment_directory, check_options
 from ..data.augmentation import AugmentationError
-from .config import ConfigError
+from ..config.schema import ConfigError
 
 __all__ = ["Step", "STEPS", "RESULTS_FILE", "run_step", "main"]
 

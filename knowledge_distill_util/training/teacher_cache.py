@@ -22,8 +22,8 @@ import numpy as np
 from .._io import atomic_write_file
 from ..engine import distributed
 from ..models.artifacts import MODEL_CONFIG
-from .config import ConfigError, TrainConfig
-from .evaluate import predict
+from ..config.schema import ConfigError, TrainConfig
+from ..engine.evaluate import predict
 from .plan import load_data
 from .recipes import RECIPES
 

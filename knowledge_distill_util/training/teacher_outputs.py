@@ -39,7 +39,7 @@ import oneflow as flow
 from .._write_errors import _free_bytes
 from ..engine import distributed
 from ..engine.row_store import MB, RowStore
-from .config import ConfigError
+from ..config.schema import ConfigError
 from .objective_schedules import ScheduledArgs, schedule_factors
 
 __all__ = ["MEMORY_BUDGET_MB", "CACHE_FILE", "Entry", "CacheLayout", "CachedLayers", "TeacherOutputCache",

@@ -37,7 +37,7 @@ from ..engine.distributed import global_batch
 from ..engine.hooks import EpochEnd, non_finite_weight
 from ..engine.optim import make_optimizer, make_scheduler
 from ..engine.progress import ProgressLog, format_duration
-from .config import ConfigError
+from ..config.schema import ConfigError
 from .feature_batches import DISTILLER_INPUTS, FeatureBatches, batch_indices
 from .loss_step import LossStep
 from .objective_schedules import schedule_factors

@@ -1,7 +1,7 @@
-"""Every number, name and output directory of a :class:`~.config.TrainConfig`, checked before any work.
+"""Every number, name and output directory of a :class:`~knowledge_distill_util.config.schema.TrainConfig`, checked before any work.
 
-:func:`validate_config` raises :class:`~.config.ConfigError` with one sentence naming the key, the value and
-the fix. Each value is checked against its field's type (:mod:`.fields`: the type carries the rule, the same
+:func:`validate_config` raises :class:`~knowledge_distill_util.config.schema.ConfigError` with one sentence naming the key, the value and
+the fix. Each value is checked against its field's type (:mod:`knowledge_distill_util.config.fields`: the type carries the rule, the same
 one the parser applies to flags and ``--config`` files); this module adds the rules between keys. The device is
 checked by :func:`~knowledge_distill_util._device.resolve_device`; data, teacher and student files by the plan
 that reads them.
@@ -21,8 +21,8 @@ import os
 import tempfile
 from typing import List, Optional, Tuple
 
-from .config import ConfigError, TrainConfig
-from .fields import MAX_EPOCHS, MAX_SEED, check_field, check_resume_overwrite
+from ..config.schema import ConfigError, TrainConfig
+from ..config.fields import MAX_EPOCHS, MAX_SEED, check_field, check_resume_overwrite
 
 __all__ = ["validate_config", "check_writable_directory", "check_paths", "REPLACED_ENTRIES", "MAX_SEED", "MAX_EPOCHS"]
 

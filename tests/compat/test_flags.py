@@ -22,7 +22,7 @@ from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.models.snapshot import list_snapshot_variables, load_snapshot, save_snapshot
 from knowledge_distill_util.cli import original
 from knowledge_distill_util.compat import flags as original_flags, init as original_init
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 
 HERE = os.path.dirname(__file__)
 COMMANDS = json.load(open(os.path.join(HERE, "original_cli", "commands.json"), encoding="utf-8"))

@@ -25,10 +25,10 @@ from knowledge_distill_util.engine import loop as loop_module
 from knowledge_distill_util.cli.train import main as train_main
 from knowledge_distill_util.training import run as run_module
 from knowledge_distill_util.models.artifacts import load_trained
-from knowledge_distill_util.training.evaluate import compute_metrics, predict
+from knowledge_distill_util.engine.evaluate import compute_metrics, predict
 from knowledge_distill_util.compat.log import OriginalSummary
 from knowledge_distill_util.compat.models import BestSnapshot, best_metric
-from knowledge_distill_util.training.theseus import TheseusModel
+from knowledge_distill_util.models.theseus import TheseusModel
 
 from . import test_flags as cli
 from .test_flags import COMMANDS, VOCAB, _features, _variables

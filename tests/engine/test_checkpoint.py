@@ -11,7 +11,7 @@ import pytest
 from conftest import same_state
 from knowledge_distill_util.engine.checkpoint import (resume_point, latest_checkpoint, load_checkpoint,
                                                         save_checkpoint)
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from pickle_plant import plant
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.engine.lock import LOCK_FILE, DirectoryLock, lock_directories
 
 

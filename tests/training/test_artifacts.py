@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from knowledge_distill_util.models.artifacts import MODEL_CONFIG, load_trained, read_meta, save_trained
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from pickle_plant import plant
 from training.conftest import recipe_args, tiny_bert, train_cli
 

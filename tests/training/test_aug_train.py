@@ -16,7 +16,7 @@ from knowledge_distill_util.models.pretrained import hf_arrays, hf_config
 from knowledge_distill_util.models.snapshot import save_snapshot
 from knowledge_distill_util.cli import original
 from knowledge_distill_util.training import parse_config
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.plan import load_data
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "..", "scripts")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from knowledge_distill_util.training import parse_config
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.custom import check_logit_terms, resolve_matches
 from knowledge_distill_util.training.plan import check_teacher_labels
 from knowledge_distill_util.training.validation import validate_config

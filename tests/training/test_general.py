@@ -14,7 +14,7 @@ from knowledge_distill_util.engine.batches import split_batch
 from knowledge_distill_util.models.artifacts import save_trained
 from knowledge_distill_util.training.builders import load_student_weights
 from knowledge_distill_util.training import parse_config
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.general import (_builtin_corpus, _given_texts, layer_matches, layers_adaptor,
                                                      run_general)
 from knowledge_distill_util.training.attention_objectives import tinybert_intermediate_loss
@@ -126,7 +126,7 @@ def test_pregenerate_then_general_then_tinybert_from_the_general_student(workspa
 def test_a_general_student_copies_a_task_teacher_with_its_label_count():
     """student_init 'teacher' from a fine-tuned teacher of 4 labels (kdu-compress --quick gives its tiny teacher):
     the general student takes the teacher's classifier shape (a fixed 2 refused the copy with a traceback)."""
-    from knowledge_distill_util.training.config import TrainConfig
+    from knowledge_distill_util.config.schema import TrainConfig
     from knowledge_distill_util.training.general import general_student
 
     teacher = tiny_bert(layers=2, seed=5, label_num=4)

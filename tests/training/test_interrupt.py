@@ -13,7 +13,7 @@ import pytest
 from knowledge_distill_util.cli.compress import main as compress_main
 from knowledge_distill_util.data import prepare_default_data
 from knowledge_distill_util.training import compression, interrupt
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.recipes import RECIPES
 from knowledge_distill_util.engine.lock import LOCK_FILE
 from knowledge_distill_util.cli.train import run_entry

@@ -14,7 +14,7 @@ from knowledge_distill_util.models.pretrained import save_pretrained
 from knowledge_distill_util.topk_cache import cache_teacher_logits
 from knowledge_distill_util.training import parse_config
 from knowledge_distill_util.training.builders import load_student_weights
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.masked_lm import (MaskedLMDistillation, TeacherMaskedLogits,
                                                        masked_lm_distill_loss, mlm_student, run_masked_lm,
                                                        save_masked_lm)

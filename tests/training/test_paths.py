@@ -19,8 +19,8 @@ from knowledge_distill_util.models.snapshot import save_snapshot
 from knowledge_distill_util.cli import original
 from knowledge_distill_util.training import run as run_module
 from knowledge_distill_util.training import teacher_cache
-from knowledge_distill_util.training.config import ConfigError, TrainConfig
-from knowledge_distill_util.training.evaluate import predict
+from knowledge_distill_util.config.schema import ConfigError, TrainConfig
+from knowledge_distill_util.engine.evaluate import predict
 from knowledge_distill_util.training.validation import validate_config
 from training.conftest import recipe_args, tiny_bert, tiny_features, train_cli
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from knowledge_distill_util.data import Features
-from knowledge_distill_util.training.config import ConfigError, TrainConfig
+from knowledge_distill_util.config.schema import ConfigError, TrainConfig
 from knowledge_distill_util.training.plan import _check_ids_fit, check_masks_fit, prepare
 
 

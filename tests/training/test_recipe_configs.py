@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from knowledge_distill_util.training import parse_config
-from knowledge_distill_util.training.config import TrainConfig
+from knowledge_distill_util.config.schema import TrainConfig
 from knowledge_distill_util.training.recipes import RECIPES
 from training.conftest import TINY_STUDENT, train_cli
 

@@ -76,3 +76,28 @@ def test_a_recipe_defined_in_one_file_runs_end_to_end(workspace, cosine_recipe, 
     assert json.loads((tmp_path / "results" / "config.json").read_text())["kd_beta"] == 2.0
     assert "accuracy" in json.loads((tmp_path / "results" / "results_eval.json").read_text())
     assert os.path.isfile(tmp_path / "model" / "model_config.json")
+
+
+def test_a_new_recipe_with_a_configuration_trains_the_distillers_terms(workspace, tmp_path):
+    """The same recipe with ``Objective(config=...)``: its stage trains the configuration's terms (their names in the
+    loss log), its formula kept as the definition (docs/recipes.md, "Adding a recipe")."""
+    from knowledge_distill_util.engine import DistillationConfig
+
+    def config(args, regression):
+        return DistillationConfig(logit_weight=0.0, hard_label_weight=1.0, intermediate_matches=[
+            {"layer_S": -1, "layer_T": -1, "feature": "hidden", "loss": "hidden_cosine", "weight": args.kd_beta}])
+
+    objective = Objective(cosine_kd_loss, ("loss", "ce", "cosine"), config)
+    recipe = Recipe("cosine_kd_configured", "cosine KD", COSINE_KD.build,
+                    (StageSpec("cosine_kd", objective),), defaults=COSINE_KD.defaults)
+    register_recipe(recipe)
+    try:
+        code = main(["--recipe", recipe.name, "--quick", "--data_dir", workspace["data"], "--task_name",
+                     workspace["task"], "--teacher_model", workspace["teacher"], "--model_save_dir",
+                     str(tmp_path / "model"), "--result_dir", str(tmp_path / "results"), "--do_eval", "false",
+                     *TINY_STUDENT])
+    finally:
+        RECIPES.unregister(recipe.name)
+    assert code == 0
+    rows = (tmp_path / "results" / "cosine_kd_losses.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,lr,seconds,loss,hard_label,match0_hidden_cosine" and len(rows) == 4

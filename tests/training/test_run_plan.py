@@ -2,7 +2,7 @@
 mistake one sentence (training/run_plan.py)."""
 import pytest
 
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.run_plan import plan_jobs, read_plan, row_order, seed_jobs
 
 RUN = dict(data_dir="/d", task_name="fortunes", seed=0, result_dir="/r", use_graph=False)

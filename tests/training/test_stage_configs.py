@@ -9,7 +9,7 @@ import oneflow as flow
 import pytest
 
 from knowledge_distill_util.data import Features
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training import objectives as O
 from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, stage_config, train_stage
 from training.conftest import tiny_bert

@@ -13,7 +13,7 @@ import pytest
 from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.training import parse_config
 from knowledge_distill_util.training import teacher_outputs as cache_module
-from knowledge_distill_util.training.config import ConfigError, TrainConfig
+from knowledge_distill_util.config.schema import ConfigError, TrainConfig
 from knowledge_distill_util.training.objectives import DISTILBERT, KD, MINILM, TINYBERT_INTERMEDIATE
 from knowledge_distill_util.training.teacher_outputs import CachedLayers, reads_teacher_layers
 from knowledge_distill_util.training.trainer import LossStep, TrainerConfig, train_stage

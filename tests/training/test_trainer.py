@@ -9,7 +9,7 @@ import pytest
 
 from knowledge_distill_util.models import BertForSequenceClassification
 from knowledge_distill_util.engine.checkpoint import latest_checkpoint
-from knowledge_distill_util.training.config import ConfigError
+from knowledge_distill_util.config.schema import ConfigError
 from knowledge_distill_util.training.objectives import KD
 import oneflow as flow
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from knowledge_distill_util.training.config import ConfigError, TrainConfig
+from knowledge_distill_util.config.schema import ConfigError, TrainConfig
 from knowledge_distill_util.training.validation import validate_config
 
 

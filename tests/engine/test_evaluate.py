@@ -1,7 +1,7 @@
 """Evaluation metrics against hand computations."""
 import numpy as np
 
-from knowledge_distill_util.training.evaluate import compute_metrics
+from knowledge_distill_util.engine.evaluate import compute_metrics
 
 
 def test_metrics_binary_and_multiclass():
@@ -46,7 +46,7 @@ def test_constant_dev_scores_give_null_with_a_reason_in_valid_json(tmp_path):
     """An STS-B dev set with constant scores (issue 16): "pearson": null plus a note, never NaN."""
     import json
 
-    from knowledge_distill_util.training.evaluate import evaluate_model, write_results
+    from knowledge_distill_util.engine.evaluate import evaluate_model, write_results
 
     results = evaluate_model(_regression_model([1.0, 2.0, 3.0]), _stsb_features([2.5, 2.5, 2.5]), "regression", 8)
     assert results["pearson"] is None and results["spearmanr"] is None
@@ -60,7 +60,7 @@ def test_constant_dev_scores_give_null_with_a_reason_in_valid_json(tmp_path):
 
 
 def test_constant_predictions_are_named_as_such():
-    from knowledge_distill_util.training.evaluate import evaluate_model
+    from knowledge_distill_util.engine.evaluate import evaluate_model
 
     results = evaluate_model(_regression_model([3.0, 3.0, 3.0]), _stsb_features([1.0, 2.0, 3.0]), "regression", 8)
     assert results["pearson"] is None
@@ -71,7 +71,7 @@ def test_write_results_never_writes_nan_and_is_atomic(tmp_path, monkeypatch):
     import json
 
     from knowledge_distill_util import _io
-    from knowledge_distill_util.training import evaluate
+    from knowledge_distill_util.engine import evaluate
 
     path = evaluate.write_results({"accuracy": 0.5, "reasoningTime": float("nan")}, str(tmp_path))
     assert json.load(open(path)) == {"accuracy": 0.5, "reasoningTime": None,

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from knowledge_distill_util.training import parse_config
-from knowledge_distill_util.training.config import ConfigError, TrainConfig
-from knowledge_distill_util.training.fields import LogLevel, PositiveInteger, Temperature, check_field, wanted
+from knowledge_distill_util.config.schema import ConfigError, TrainConfig
+from knowledge_distill_util.config.fields import LogLevel, PositiveInteger, Temperature, check_field, wanted
 from knowledge_distill_util.training.validation import validate_config
 
 #: (key, a bad value, the whole sentence a user sees whichever way the value arrived)
@@ -72,8 +72,8 @@ def test_good_values_pass_and_parse_as_plain_numbers():
 def test_resume_and_overwrite_together_is_one_rule_for_kdu_train_and_kdu_compress():
     from knowledge_distill_util._errors import ConfigError
     from knowledge_distill_util.cli.compress import parse_args
-    from knowledge_distill_util.training.config import TrainConfig
-    from knowledge_distill_util.training.fields import check_resume_overwrite
+    from knowledge_distill_util.config.schema import TrainConfig
+    from knowledge_distill_util.config.fields import check_resume_overwrite
     from knowledge_distill_util.training.validation import validate_config
 
     sentence = "^--resume and --overwrite contradict each other; pass one of them$"

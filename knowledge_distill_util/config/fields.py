@@ -1,4 +1,4 @@
-"""The types of :class:`~.config.TrainConfig`'s fields: each type carries its rule and the sentence a user sees.
+"""The types of :class:`~.schema.TrainConfig`'s fields: each type carries its rule and the sentence a user sees.
 
 A field's annotation is its rule. The number types are jsonargparse types (made by
 :func:`jsonargparse.typing.extend_base_type`), so the parser refuses a bad value on the command line or in a

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from knowledge_distill_util.training import parse_config
-from knowledge_distill_util.training.config import QUICK, ConfigError, TrainConfig, known_keys, save_config
+from knowledge_distill_util.config.schema import QUICK, ConfigError, TrainConfig, known_keys, save_config
 
 
 def test_order_recipe_defaults_then_files_then_flags(tmp_path):
@@ -164,7 +164,7 @@ def test_union_errors_are_one_sentence(argv, message):
 
 
 def test_an_unknown_key_is_one_sentence_wherever_it_is_found():
-    from knowledge_distill_util.training.config import build_parser, check_known_keys
+    from knowledge_distill_util.config.schema import build_parser, check_known_keys
     from knowledge_distill_util.training.recipes import RECIPES
 
     with pytest.raises(ConfigError, match=r"^unknown configuration key 'kd_alpah' in recipe defaults; did you mean "

@@ -3,7 +3,7 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from knowledge_distill_util.training.theseus import TheseusModel, sample_replacement
+from knowledge_distill_util.models.theseus import TheseusModel, sample_replacement
 from knowledge_distill_util.training.trainer import StepInputs
 from training.conftest import tiny_bert
 

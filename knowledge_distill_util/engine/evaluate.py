@@ -21,7 +21,7 @@ import oneflow as flow
 import oneflow.nn as nn
 
 from .._io import atomic_write_json
-from ..engine import distributed
+from . import distributed
 
 __all__ = ["predict", "compute_metrics", "directory_size_mb", "count_parameters", "evaluate_model",
            "write_results", "undefined_to_null"]

@@ -15,7 +15,8 @@ import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 
-from ..models import BertForSequenceClassification, init_student_from_teacher
+from .bert import BertForSequenceClassification
+from .init import init_student_from_teacher
 
 __all__ = ["TheseusModel", "sample_replacement"]
 

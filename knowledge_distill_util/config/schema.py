@@ -11,7 +11,7 @@ the original scripts' flag names. Values are resolved in this order, later winni
 
 ``--print_config`` prints the resolved configuration as YAML and exits. A wrong type, an unknown flag
 or an unknown key in a file raises :class:`ConfigError` with one sentence. Each field's type carries its
-rule (:mod:`.fields`); the parser applies it to flags and files, :func:`~.validation.validate_config` to a
+rule (:mod:`.fields`); the parser applies it to flags and files, :func:`~knowledge_distill_util.training.validation.validate_config` to a
 configuration built in Python.
 
 The module is longer than 400 lines because :class:`TrainConfig` lists every one of the ~100 keys with its
