@@ -71,13 +71,27 @@ def _position(state: Dict, data) -> Dict:
 
 def _mismatch(error: BaseException, most: int = 2) -> str:
     """``error`` (OneFlow's ``load_state_dict`` lists one problem per line) as one line: its first ``most``
-    problems joined by "; ", then how many more; a ``KeyError`` names its missing key."""
+    problems joined by "; ", then how many more, each list of missing or unexpected keys cut to its first ``most``
+    keys and their count; a ``KeyError`` names its missing key.
+
+    >>> _mismatch(RuntimeError('Error(s) in loading state_dict:\\n\\tMissing key(s) in state_dict: "a", "b", "c".'))
+    'Missing key(s) in state_dict: "a", "b" and 1 more'
+    """
     if isinstance(error, KeyError):
         return f"no {error.args[0]!r} in the saved state" if error.args else "a key is missing"
-    lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]
+    lines = [_cut_keys(line.strip().rstrip("."), most) for line in str(error).splitlines() if line.strip()]
     problems = [line for line in lines if not line.startswith("Error(s) in loading")] or lines
     more = f"; {len(problems) - most} more" if len(problems) > most else ""
     return "; ".join(problems[:most]) + more
+
+
+def _cut_keys(line: str, most: int) -> str:
+    """A ``Missing key(s)`` / ``Unexpected key(s)`` line of OneFlow's with its first ``most`` keys and how many more."""
+    head, colon, keys = line.partition(": ")
+    if not colon or not head.endswith("key(s) in state_dict"):
+        return line
+    names = keys.split(", ")
+    return head + colon + ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _check_optimizer_options(optimizer, saved: Dict) -> None:

@@ -17,7 +17,7 @@ from ..models.artifacts import MODEL_CONFIG
 from ..config.schema import ConfigError, TrainConfig
 from .teacher_cache import check_cache_file
 
-__all__ = ["RUN_CONFIG", "DATA_KEY", "RESUMABLE_CHANGES", "check_run_directory", "data_fingerprint",
+__all__ = ["RUN_CONFIG", "DATA_KEY", "RESUMABLE_CHANGES", "PATH_KEYS", "check_run_directory", "data_fingerprint",
            "check_resumed_data", "write_run_config"]
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,16 @@ RUN_CONFIG = "run_config.json"
 #: ``--resume`` by :func:`check_resumed_data` (not a configuration key).
 DATA_KEY = "train_data"
 #: Keys a resumed run may change: they do not alter the steps already taken (num_epochs and max_steps
-#: extend or shorten the run; the schedule then follows the new total).
+#: extend or shorten the run; the schedule then follows the new total; model_save_dir is where the run is found,
+#: wherever it was when it started).
 RESUMABLE_CHANGES = frozenset({
     "num_epochs", "stage2_num_epochs", "max_steps", "resume", "overwrite", "log_level", "do_train", "do_eval",
     "eval_batch_size", "max_eval_examples", "checkpoint_every", "result_dir", "device", "teacher_logits",
-    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter", "progress_every"})
+    "vocab_file", "data_dir", "log_dir", "loss_print_every_n_iter", "progress_every", "model_save_dir"})
+#: Keys naming files or directories: a resume compares where they point (``os.path.realpath``, a relative path
+#: from the current directory), not how they are written (``out/teacher`` and ``/work/out/teacher`` are one).
+PATH_KEYS = frozenset({"teacher_model", "student_model", "teacher_models", "corpus_dir", "train_data_dir",
+                       "eval_data_dir"})
 
 
 def _holds_a_run(directory: str) -> bool:
@@ -58,12 +63,22 @@ def check_run_directory(cfg: TrainConfig) -> None:
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path} is unreadable ({error}); restore it, or start anew with --overwrite") from None
     current = dataclasses.asdict(cfg)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_CHANGES and k != DATA_KEY and saved.get(k) != current.get(k))
+    changed = sorted(k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and k != DATA_KEY
+                     and _where(k, saved.get(k)) != _where(k, current.get(k)))
     if changed:
         listed = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise ConfigError(f"--resume would change the run in {cfg.model_save_dir} ({listed}); resume with its "
                           f"settings, or start a new run with --overwrite or another --model_save_dir")
+
+
+def _where(key: str, value):
+    """``value`` of ``key`` as compared on ``--resume``: a path of :data:`PATH_KEYS` (or a list of them) resolved,
+    any other value as it is."""
+    if key not in PATH_KEYS:
+        return value
+    if isinstance(value, list):
+        return [os.path.realpath(item) if isinstance(item, str) else item for item in value]
+    return os.path.realpath(value) if isinstance(value, str) else value
 
 
 def data_fingerprint(data) -> Dict:

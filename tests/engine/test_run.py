@@ -146,6 +146,10 @@ def test_a_resume_that_does_not_fit_the_checkpoint_says_why_in_one_line_and_keep
     cases = [
         (dict(student=MLP([8, 6, 3])), "does not fit this student and its projections \\(size mismatch for "
                                        "student.body.0.weight: .*; resume with the same models"),
+        (dict(student=__import__("oneflow").nn.Sequential(MLP([8, 32, 3]))),  # other names: two of each list, the count
+         'does not fit this student and its projections \\(Missing key\\(s\\) in state_dict: "student.0.body.0.weight", '
+         '"student.0.body.0.bias" and 2 more; Unexpected key\\(s\\) in state_dict: "student.body.0.weight", '
+         '"student.body.0.bias" and 2 more\\); resume with the same models'),
         (dict(optimizer=lambda params: __import__("oneflow").optim.SGD(params, lr=0.1)),
          "holds an optimizer state that does not fit this SGD \\(parameter group 0 was saved by another optimizer, "
          "with options amsgrad, betas, .* that this one lacks and no dampening, .*\\); resume with the optimizer"),

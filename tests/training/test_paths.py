@@ -295,3 +295,29 @@ def test_the_bilstm_teacher_reads_the_bert_parts_whatever_the_lengths(tmp_path, 
     if student_length == L:  # the LSTM parts are valid input for the teacher too: the two views differ
         assert np.abs(cached - predict(teacher, lstm, 8)[0]).max() > 1e-3
     assert _tree_digest(tmp_path / "teacher") == before
+
+
+def test_a_resume_compares_where_paths_point_not_how_they_are_written(tmp_path, monkeypatch):
+    """The run's directory and its teacher given relative at the start and absolute on --resume (or the run moved)
+    are the same run; another teacher is not."""
+    import dataclasses
+    import json
+
+    from knowledge_distill_util.training import parse_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "run").mkdir()
+    started = parse_config(["--recipe", "kd", "--teacher_model", "teacher", "--model_save_dir", "old/place"])
+    (tmp_path / "run" / "run_config.json").write_text(json.dumps(dataclasses.asdict(started)))
+
+    def resume(teacher):
+        return parse_config(["--recipe", "kd", "--teacher_model", teacher, "--model_save_dir", str(tmp_path / "run"),
+                             "--resume"])
+
+    run_module.check_run_directory(resume(str(tmp_path / "teacher")))
+    run_module.check_run_directory(resume("./teacher/"))
+    with pytest.raises(ConfigError, match=r"^--resume would change the run in .*\(teacher_model 'teacher' -> "
+                                          r"'other'\); resume with its settings"):
+        run_module.check_run_directory(resume("other"))
