@@ -19,7 +19,7 @@ be given to ``forward`` (``teacher=``, e.g. as inputs of the compiled step, see 
 from collections import OrderedDict
 import inspect
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import oneflow as flow
 import oneflow.nn as nn
@@ -95,8 +95,28 @@ def hard_label_loss(logits: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(flow.int64))
 
 
-def _takes_temperatures(loss: Callable) -> bool:
-    return "student_temperature" in inspect.signature(loss).parameters
+class _LogitLoss(NamedTuple):
+    """One weighted logit loss of a step: its term's ``name`` in the terms, the :class:`LogitTerm`, its ``index`` in
+    the weights, its function ``fn``, whether ``fn`` takes ``temperatures``, and ``where`` it is configured
+    (``logit_loss`` or ``logit_terms[i]``)."""
+
+    name: str
+    term: LogitTerm
+    index: int
+    fn: Callable
+    temperatures: bool
+    where: str
+
+    @classmethod
+    def of(cls, name: str, term: LogitTerm, index: int) -> "_LogitLoss":
+        fn = get_loss(term.loss)
+        return cls(name, term, index, fn, "student_temperature" in inspect.signature(fn).parameters,
+                   "logit_loss" if index == 0 else f"logit_terms[{index - 3}]")
+
+    @property
+    def what(self) -> str:
+        """Its name in the errors: ``the logit loss 'kl_div'`` or ``logit_terms[1] ('kl_div')``."""
+        return f"the logit loss {self.term.loss!r}" if self.index == 0 else f"{self.where} ({self.term.loss!r})"
 
 
 class DistillStep(nn.Module):
@@ -116,10 +136,8 @@ class DistillStep(nn.Module):
         self.config = config
         self.adaptor_s, self.adaptor_t = adaptors
         self.taps_s, self.taps_t = taps
-        #: ``(name, term, index in weights, loss function, what the errors call it)`` of each weighted logit loss
-        self.logit_terms = [(name, term, index, get_loss(term.loss),
-                             f"the logit loss {term.loss!r}" if index == 0 else f"logit_terms[{index - 3}] ({term.loss!r})")
-                            for name, term, index in config.weighted_logit_terms()]
+        #: each weighted logit loss (:meth:`~.config.DistillationConfig.weighted_logit_terms`)
+        self.logit_terms = [_LogitLoss.of(name, term, index) for name, term, index in config.weighted_logit_terms()]
         self.teacher_cache = None
         #: The student's classes, once an eager forward (the probe) has checked the batch's labels against its
         #: logits: the loop then checks the class ids of each batch it feeds to a compiled step.
@@ -164,7 +182,7 @@ class DistillStep(nn.Module):
         return batch, self.teacher_cache.reads(ids, lambda: self.teacher_reads(batch))
 
     def _teacher_logits(self, teachers: List[Dict]) -> flow.Tensor:
-        user = self.logit_terms[0][4]
+        user = self.logit_terms[0].what
         logits = [require(features, "logits", "teacher", user) for features in teachers]
         if len(logits) == 1:
             return logits[0]
@@ -177,6 +195,7 @@ class DistillStep(nn.Module):
 
     @staticmethod
     def _temperatures(term: LogitTerm, student: flow.Tensor, teacher: flow.Tensor):
+        """``(T_S, T_T)`` of ``term``: its two numbers, or per-row temperatures ``[...]`` around them."""
         bases = term.student_temperature, term.teacher_temperature
         if term.temperature_scheduler == "none":
             return bases
@@ -185,25 +204,22 @@ class DistillStep(nn.Module):
                 cwsm_temperature(s, base=base) for base in bases]
         return tuple(r.reshape(student.shape[:-1]) for r in rows)
 
-    def _logit_term(self, term: LogitTerm, loss: Callable, what: str, student: flow.Tensor,
-                    teacher: flow.Tensor) -> flow.Tensor:
-        """The logit loss ``term`` (``loss`` its function, ``what`` its name in the errors); the errors say which
-        logits (e.g. a teacher with another number of classes)."""
-        temperatures = _takes_temperatures(loss)
-        if temperatures and student.shape[-1] == 1:
-            fix = ("logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0"
-                   if what.startswith("the") else
-                   f"'loss': 'hidden_mse' (the MSE of the two predictions) or 'weight': 0 in {what.split()[0]}")
-            raise ValueError(f"the student gives one logit per row (regression), where {what}, a divergence of "
-                             f"softmax distributions over the classes, is always 0; use {fix}")
+    def _logit_term(self, logit: "_LogitLoss", student: flow.Tensor, teacher: flow.Tensor) -> flow.Tensor:
+        """The logit loss ``logit``; its errors say which logits (e.g. a teacher with another number of classes)."""
+        term = logit.term
+        if logit.temperatures and student.shape[-1] == 1:
+            fix = ("logit_loss='hidden_mse' (the MSE of the two predictions) or logit_weight=0" if logit.index == 0
+                   else f"'loss': 'hidden_mse' (the MSE of the two predictions) or 'weight': 0 in {logit.where}")
+            raise ValueError(f"the student gives one logit per row (regression), where {logit.what}, a divergence "
+                             f"of softmax distributions over the classes, is always 0; use {fix}")
         try:
-            if not temperatures:
-                return loss(student, teacher, **term.options)
+            if not logit.temperatures:
+                return logit.fn(student, teacher, **term.options)
             t_s, t_t = self._temperatures(term, student, teacher)
-            return loss(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
-                        temperature_scaling=term.temperature_scaling, **term.options)
+            return logit.fn(student, teacher, student_temperature=t_s, teacher_temperature=t_t,
+                            temperature_scaling=term.temperature_scaling, **term.options)
         except (TypeError, ValueError) as error:
-            raise type(error)(f"{what} of the student's logits {tuple(student.shape)} and the teacher's "
+            raise type(error)(f"{logit.what} of the student's logits {tuple(student.shape)} and the teacher's "
                               f"{tuple(teacher.shape)}: {error}") from None
 
     def _labels(self, features: Dict, batch: Batch) -> flow.Tensor:
@@ -236,16 +252,16 @@ class DistillStep(nn.Module):
         if cache is not None:
             batch, ids = cache.take_ids(batch)
         student = self._features(self.student, self.taps_s, self.adaptor_s, batch, "student adaptor (adaptor_S)")
-        s_logits = (require(student, "logits", "student", self.logit_terms[0][4]) if self.logit_terms else None)
+        s_logits = require(student, "logits", "student", self.logit_terms[0].what) if self.logit_terms else None
         s_matched = [match.student_tensors(student, self.taps_s) for match in self.matches]
         if teacher is None:
             teacher = (self.teacher_reads(batch) if cache is None
                        else cache.reads(ids, lambda: self.teacher_reads(batch)))
         terms: "OrderedDict[str, flow.Tensor]" = OrderedDict()
         parts = []
-        for name, term, index, loss, what in self.logit_terms:
-            terms[name] = self._logit_term(term, loss, what, s_logits, teacher["logits"])
-            parts.append(terms[name] * weights[index])
+        for logit in self.logit_terms:
+            terms[logit.name] = self._logit_term(logit, s_logits, teacher["logits"])
+            parts.append(terms[logit.name] * weights[logit.index])
         if self.config.hard_label_weight > 0:
             s_logits = require(student, "logits", "student", "the hard-label loss (hard_label_weight > 0)")
             labels = self._labels(student, batch)
