@@ -52,6 +52,11 @@ BUILTIN_LOSSES = (
 _LOSSES: Registry[LossFunction] = Registry("loss")
 
 
+def takes_temperatures(loss: LossFunction) -> bool:
+    """``loss`` takes ``student_temperature`` (a divergence of softened distributions, a logit loss)."""
+    return "student_temperature" in inspect.signature(loss).parameters
+
+
 def keyword_options(loss: LossFunction, exclude: Sequence[str] = ()) -> List[str]:
     """The options of ``loss``: its keyword-only parameter names, in order, but those in ``exclude``."""
     return [p.name for p in inspect.signature(loss).parameters.values()

@@ -100,8 +100,8 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     try:  # a value the run refuses is said once, by the one-process run, not by every rank
         original_flags = distributed.split_launch_flags(argv)[1]
         cfg = None if original_flags else validate_config(parse_config(argv, recipes=RECIPES), check_directories=False)
-        if cfg is not None and cfg.recipe not in (GENERAL_RECIPE, MLM_RECIPE) and not (cfg.train_data_dir or
-                                                                                       cfg.eval_data_dir):
+        corpus = cfg is not None and cfg.recipe in (GENERAL_RECIPE, MLM_RECIPE)  # run in one process, read no task
+        if cfg is not None and not corpus and not (cfg.train_data_dir or cfg.eval_data_dir):
             task_source(cfg.data_dir, cfg.task_name)  # no task, no data directory: said before any process starts
     except (ConfigError, ValueError):
         return None
@@ -114,7 +114,7 @@ def _processes(argv: List[str], nproc, explicit: bool) -> Optional[Tuple[int, in
     if kind == "invalid":
         return None
     alone = None
-    if cfg.recipe in (GENERAL_RECIPE, MLM_RECIPE):
+    if corpus:
         alone = f"recipe {cfg.recipe!r} runs in one process"
     elif kind == "cuda" and ":" in str(cfg.device):
         alone = f"--device {cfg.device} puts every process on that one GPU; pass --device cuda (one GPU per process)"

@@ -17,7 +17,6 @@ tensor of match ``i``) can come from a :class:`~.teacher_cache.TeacherCache` ins
 be given to ``forward`` (``teacher=``, e.g. as inputs of the compiled step, see :meth:`DistillStep.cached_reads`).
 """
 from collections import OrderedDict
-import inspect
 import math
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
@@ -26,7 +25,7 @@ import oneflow.nn as nn
 import oneflow.nn.functional as F
 
 from ..functional import average_logits, mseloss
-from ..registry import get_loss
+from ..registry import get_loss, takes_temperatures
 from ..schedules import cwsm_temperature, flsw_temperature
 from .adaptors import check_features, require
 from .batches import Batch, describe, first_line
@@ -110,7 +109,7 @@ class _LogitLoss(NamedTuple):
     @classmethod
     def of(cls, name: str, term: LogitTerm, index: int) -> "_LogitLoss":
         fn = get_loss(term.loss)
-        return cls(name, term, index, fn, "student_temperature" in inspect.signature(fn).parameters,
+        return cls(name, term, index, fn, takes_temperatures(fn),
                    "logit_loss" if index == 0 else f"logit_terms[{index - 3}]")
 
     @property

@@ -23,7 +23,6 @@ the Distiller holds the matches' projections (trained and checkpointed with the 
 BERT. :func:`custom_loss` is the formula itself, on a :class:`CustomStudent` (the BERT and the projections in one
 module), as the objectives of the other recipes are theirs.
 """
-import inspect
 from typing import Any, Dict, List, Mapping, Sequence
 
 import oneflow as flow
@@ -32,7 +31,7 @@ import oneflow.nn as nn
 from ..engine.config import DistillationConfig
 from ..functional import mseloss
 from ..nn import IntermediateMatches
-from ..registry import available_losses, get_loss
+from ..registry import available_losses, get_loss, takes_temperatures
 from ..config.schema import ConfigError
 from .kd_objectives import Terms, hard_label_loss, is_regression
 from .objective_schedules import TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES, factor, row_temperatures
@@ -49,8 +48,7 @@ _SAME_SHAPE = ("hidden_mse", "hidden_cosine", "pkd_loss", "attention_mse", "atte
 
 def logit_losses() -> List[str]:
     """The registered losses a logit term may name: those taking temperatures."""
-    return [name for name in available_losses()
-            if "student_temperature" in inspect.signature(get_loss(name)).parameters]
+    return [name for name in available_losses() if takes_temperatures(get_loss(name))]
 
 
 def _choice(where: str, value, choices: Sequence[str]) -> None:
@@ -193,18 +191,23 @@ def check_match_losses(matches: Sequence[Mapping[str, Any]]) -> List[Intermediat
     return built
 
 
+def _engine_term(term: Mapping[str, Any], regression: bool) -> Dict[str, Any]:
+    """A checked ``logit_terms`` entry (:func:`check_logit_terms`) as a ``DistillationConfig.logit_terms`` entry."""
+    weighted = {"weight": term["weight"], "weight_schedule": term["schedule"]}
+    if regression:
+        return dict(weighted, loss="hidden_mse")
+    scheduler = "none" if term["temperature_schedule"] == "constant" else term["temperature_schedule"]
+    return dict(weighted, loss=term["loss"], temperature=term["temperature"],
+                temperature_scaling=term["temperature_scaling"], temperature_scheduler=scheduler)
+
+
 def custom_config(args, regression: bool) -> DistillationConfig:
     """The custom loss of the module doc as a :class:`~knowledge_distill_util.engine.DistillationConfig`: each
     ``logit_terms`` entry a :class:`~knowledge_distill_util.engine.LogitTerm` (``schedule`` its ``weight_schedule``,
     ``temperature_schedule`` its ``temperature_scheduler``; one logit: ``hidden_mse``, the MSE of the two
     predictions), ``hard_label_weight``, the ``intermediate_matches`` under ``hidden_weight_schedule``; the models
     give their query/key/value projections (``output_qkv``) when a match reads them."""
-    terms = [{"loss": "hidden_mse", "weight": term["weight"], "weight_schedule": term["schedule"]} if regression else
-             {"loss": term["loss"], "weight": term["weight"], "weight_schedule": term["schedule"],
-              "temperature": term["temperature"], "temperature_scaling": term["temperature_scaling"],
-              "temperature_scheduler": "none" if term["temperature_schedule"] == "constant" else
-              term["temperature_schedule"]}
-             for term in check_logit_terms(args.logit_terms, args.temperature)]
+    terms = [_engine_term(term, regression) for term in check_logit_terms(args.logit_terms, args.temperature)]
     matches = [dict(entry) for entry in args.intermediate_matches or []]
     projections = any(entry["feature"] in ("value", "query", "key") for entry in matches)
     return DistillationConfig(logit_weight=0.0, logit_terms=terms, hard_label_weight=args.hard_label_weight,
